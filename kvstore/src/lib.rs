@@ -1,0 +1,2 @@
+//! placeholder crate root, replaced below
+pub mod storage;

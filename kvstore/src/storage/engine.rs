@@ -1,0 +1,1534 @@
+//! The engine: one data directory, its in-memory ordered index, the write path with group
+//! commit, reads, scans, and compaction.
+//!
+//! Concurrency, in one paragraph: writes are serialized by the `writer` mutex (one append
+//! position), which is also what makes a [`Txn`] atomic and isolated. The index and the table of
+//! open segment files live together under the `state` read-write lock; readers hold it only long
+//! enough to copy a location, then read the value with a positional read outside the lock.
+//! Lock order is always `writer` before `state`. Durability is tracked by version: the syncer
+//! thread fsyncs the active segment and publishes the highest version known to be on disk, so
+//! all writers waiting at that moment share one fsync (group commit).
+//!
+//! The recovery rule that makes compaction simple: for each key, the record with the highest
+//! version wins, whichever file it is in. Segment order therefore does not matter, and a crash
+//! that leaves both a compaction's output and its inputs on disk loses nothing.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::ops::Bound;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::clock::Clock;
+use super::error::{Result, StorageError};
+use super::record::{self, Record, RecordKind, RecordLimits, BATCH_CONTINUES};
+use super::segment::{self, HintEntry, SEGMENT_HEADER_BYTES};
+use super::{Config, FsyncPolicy, Maintenance};
+
+/// Name of the file that records the data directory's format version.
+pub const FORMAT_FILE: &str = "KVSTORE_FORMAT";
+/// The storage format version this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+const LOCK_FILE: &str = "LOCK";
+/// Lists the segments a finished compaction replaced; see [`Engine::compact`].
+const COMPACTION_MARKER: &str = "COMPACTION_DONE";
+
+/// A value read from the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Value {
+    pub value: Bytes,
+    /// The version of the write that stored this value.
+    pub version: u64,
+    /// When the value expires, in milliseconds since the Unix epoch.
+    pub expires_at_ms: Option<u64>,
+}
+
+/// One key and its value (or only its version and expiry when a scan asked for keys only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanEntry {
+    pub key: Bytes,
+    pub value: Option<Bytes>,
+    pub version: u64,
+    pub expires_at_ms: Option<u64>,
+}
+
+/// What a write produced: the version it wrote with, or `None` if it changed nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    pub version: Option<u64>,
+}
+
+/// Figures about the engine, for `/metrics` and `/status`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Stats {
+    pub keys: u64,
+    pub segments: u64,
+    pub disk_bytes: u64,
+    pub live_bytes: u64,
+    pub last_version: u64,
+    pub durable_version: u64,
+    pub compactions: u64,
+    pub compaction_bytes_reclaimed: u64,
+    pub fsyncs: u64,
+    pub expired_purged: u64,
+}
+
+/// What one compaction did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CompactionReport {
+    pub segments_in: usize,
+    pub segments_out: usize,
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+    pub records_kept: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Location {
+    segment: u64,
+    offset: u64,
+    len: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct IndexEntry {
+    at: Location,
+    version: u64,
+    /// 0 means the value never expires.
+    expires_at_ms: u64,
+}
+
+impl IndexEntry {
+    fn expired(&self, now_ms: u64) -> bool {
+        self.expires_at_ms != 0 && self.expires_at_ms <= now_ms
+    }
+}
+
+#[derive(Debug)]
+struct SegmentInfo {
+    file: Arc<File>,
+    /// Bytes in the file (header included).
+    total_bytes: u64,
+    /// Bytes of records the index still points at.
+    live_bytes: u64,
+    has_hint: bool,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    index: BTreeMap<Box<[u8]>, IndexEntry>,
+    segments: BTreeMap<u64, SegmentInfo>,
+}
+
+impl State {
+    fn insert(&mut self, key: Box<[u8]>, entry: IndexEntry) {
+        if let Some(old) = self.index.insert(key, entry) {
+            self.release(old.at);
+        }
+        if let Some(seg) = self.segments.get_mut(&entry.at.segment) {
+            seg.live_bytes += u64::from(entry.at.len);
+        }
+    }
+
+    fn remove(&mut self, key: &[u8]) {
+        if let Some(old) = self.index.remove(key) {
+            self.release(old.at);
+        }
+    }
+
+    fn remove_range(&mut self, start: &[u8], end: &[u8], below_version: u64) {
+        let doomed: Vec<Box<[u8]>> = self
+            .index
+            .range::<[u8], _>(range_bounds(start, end))
+            .filter(|(_, e)| e.version < below_version)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in doomed {
+            self.remove(&key);
+        }
+    }
+
+    fn release(&mut self, at: Location) {
+        if let Some(seg) = self.segments.get_mut(&at.segment) {
+            seg.live_bytes = seg.live_bytes.saturating_sub(u64::from(at.len));
+        }
+    }
+}
+
+/// `[start, end)`, where an empty `end` means "to the end of the keyspace".
+/// An inverted range (`start >= end`) is empty rather than an error.
+fn range_bounds<'a>(start: &'a [u8], end: &'a [u8]) -> (Bound<&'a [u8]>, Bound<&'a [u8]>) {
+    if !end.is_empty() && start >= end {
+        // `BTreeMap::range` panics on inverted bounds; this pair is valid and selects nothing.
+        return (Bound::Excluded(start), Bound::Included(start));
+    }
+    let upper = if end.is_empty() {
+        Bound::Unbounded
+    } else {
+        Bound::Excluded(end)
+    };
+    (Bound::Included(start), upper)
+}
+
+#[derive(Debug)]
+struct Writer {
+    segment: u64,
+    file: Arc<File>,
+    len: u64,
+    last_version: u64,
+    buf: Vec<u8>,
+    /// Set after a failure that leaves the log in a state we cannot trust (a failed fsync, or a
+    /// failed rollback of a partial append). Writes are refused until a restart re-reads the log.
+    poisoned: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct SyncState {
+    requested: u64,
+    durable: u64,
+    failed: Option<String>,
+    shutdown: bool,
+}
+
+struct Inner {
+    dir: PathBuf,
+    config: Config,
+    clock: Arc<dyn Clock>,
+    limits: RecordLimits,
+    state: RwLock<State>,
+    writer: Mutex<Writer>,
+    /// The highest version appended (not necessarily durable). Updated under `writer`.
+    appended: AtomicU64,
+    /// The active segment's file, for the syncer (which must not take `writer`).
+    active_file: Mutex<(u64, Arc<File>)>,
+    sync: Mutex<SyncState>,
+    sync_cv: Condvar,
+    durable_tx: tokio::sync::watch::Sender<u64>,
+    next_segment_id: AtomicU64,
+    compaction: Mutex<()>,
+    counters: Counters,
+    _lock: File,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    compactions: AtomicU64,
+    compaction_bytes_reclaimed: AtomicU64,
+    fsyncs: AtomicU64,
+    expired_purged: AtomicU64,
+}
+
+/// Stops and joins the background threads when the last [`Engine`] handle is dropped.
+struct Threads {
+    inner: Arc<Inner>,
+    handles: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Threads {
+    fn drop(&mut self) {
+        {
+            let mut s = self.inner.sync.lock().expect("sync lock");
+            s.shutdown = true;
+        }
+        self.inner.sync_cv.notify_all();
+        for handle in self.handles.drain(..) {
+            let _ = handle.join();
+        }
+        // A clean close makes everything written so far durable, whatever the fsync policy.
+        if let Err(error) = self.inner.sync_now() {
+            tracing::error!(%error, "final fsync on close failed");
+        }
+    }
+}
+
+/// A handle to an open data directory. Cheap to clone; the directory is closed (background
+/// threads stopped, everything fsynced) when the last handle is dropped.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+    _threads: Arc<Threads>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("dir", &self.inner.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Opens (or creates) the data directory `dir`, recovering its contents from the log.
+    pub fn open(dir: impl AsRef<Path>, config: Config, clock: Arc<dyn Clock>) -> Result<Engine> {
+        let dir = dir.as_ref().to_path_buf();
+        fs::create_dir_all(&dir).map_err(StorageError::io("creating", &dir))?;
+        let lock = lock_dir(&dir)?;
+        check_format(&dir)?;
+        finish_interrupted_compaction(&dir)?;
+        remove_temporary_files(&dir)?;
+
+        let limits = RecordLimits {
+            key_bytes_max: config.key_bytes_max,
+            value_bytes_max: config.value_bytes_max,
+        };
+        let started = std::time::Instant::now();
+        let recovered = recover(&dir, limits, clock.now_ms())?;
+        let (segment, file, len) = match recovered.reusable_tail {
+            Some((segment, len)) => (
+                segment,
+                recovered.state.segments[&segment].file.clone(),
+                len,
+            ),
+            None => {
+                let id = recovered.next_segment_id;
+                (
+                    id,
+                    Arc::new(segment::create_segment(&dir, id)?),
+                    SEGMENT_HEADER_BYTES,
+                )
+            }
+        };
+        let active_file = file.clone();
+        let writer = Writer {
+            segment,
+            file,
+            len,
+            last_version: recovered.last_version,
+            buf: Vec::new(),
+            poisoned: None,
+        };
+        let mut state = recovered.state;
+        state
+            .segments
+            .entry(writer.segment)
+            .or_insert_with(|| SegmentInfo {
+                file: active_file.clone(),
+                total_bytes: SEGMENT_HEADER_BYTES,
+                live_bytes: 0,
+                has_hint: false,
+            });
+        let next_segment_id = state.segments.keys().next_back().map_or(1, |id| id + 1);
+        tracing::info!(
+            dir = %dir.display(),
+            keys = state.index.len(),
+            segments = state.segments.len(),
+            last_version = recovered.last_version,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "storage recovered"
+        );
+
+        let last_version = recovered.last_version;
+        let (durable_tx, _) = tokio::sync::watch::channel(last_version);
+        let inner = Arc::new(Inner {
+            dir,
+            config,
+            clock,
+            limits,
+            state: RwLock::new(state),
+            writer: Mutex::new(writer),
+            appended: AtomicU64::new(last_version),
+            active_file: Mutex::new((segment, active_file)),
+            sync: Mutex::new(SyncState {
+                requested: last_version,
+                durable: last_version,
+                ..SyncState::default()
+            }),
+            sync_cv: Condvar::new(),
+            durable_tx,
+            next_segment_id: AtomicU64::new(next_segment_id),
+            compaction: Mutex::new(()),
+            counters: Counters::default(),
+            _lock: lock,
+        });
+
+        let mut handles = Vec::new();
+        if !matches!(inner.config.fsync, FsyncPolicy::Never) {
+            let syncer = inner.clone();
+            handles.push(spawn("kv-syncer", move || syncer.syncer_loop()));
+        }
+        if inner.config.maintenance == Maintenance::Background {
+            let maint = inner.clone();
+            handles.push(spawn("kv-maintenance", move || maint.maintenance_loop()));
+        }
+        let threads = Arc::new(Threads {
+            inner: inner.clone(),
+            handles,
+        });
+        Ok(Engine {
+            inner,
+            _threads: threads,
+        })
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The configured limits and policies.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// "Now" according to the engine's clock, in milliseconds since the Unix epoch.
+    pub fn now_ms(&self) -> u64 {
+        self.inner.clock.now_ms()
+    }
+
+    /// Reads the current value of `key`; an expired value reads as absent.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Value>> {
+        self.inner.get(key)
+    }
+
+    /// Up to `limit` entries with keys in `[start, end)` (`end` empty = no upper bound), in key
+    /// order, skipping expired ones. With `keys_only`, values are not read from disk.
+    pub fn scan(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+        keys_only: bool,
+    ) -> Result<Vec<ScanEntry>> {
+        let now = self.now_ms();
+        let picked: Vec<(Bytes, IndexEntry, Arc<File>)> = {
+            let state = self.inner.state.read().expect("state lock");
+            state
+                .index
+                .range::<[u8], _>(range_bounds(start, end))
+                .filter(|(_, e)| !e.expired(now))
+                .take(limit)
+                .map(|(k, e)| {
+                    let file = state.segments[&e.at.segment].file.clone();
+                    (Bytes::copy_from_slice(k), *e, file)
+                })
+                .collect()
+        };
+        picked
+            .into_iter()
+            .map(|(key, entry, file)| {
+                let value = if keys_only {
+                    None
+                } else {
+                    Some(self.inner.read_value(&file, entry.at, &key)?)
+                };
+                Ok(ScanEntry {
+                    key,
+                    value,
+                    version: entry.version,
+                    expires_at_ms: (entry.expires_at_ms != 0).then_some(entry.expires_at_ms),
+                })
+            })
+            .collect()
+    }
+
+    /// Counts the live keys in `[start, end)`.
+    pub fn count(&self, start: &[u8], end: &[u8]) -> u64 {
+        let now = self.now_ms();
+        let state = self.inner.state.read().expect("state lock");
+        state
+            .index
+            .range::<[u8], _>(range_bounds(start, end))
+            .filter(|(_, e)| !e.expired(now))
+            .count() as u64
+    }
+
+    /// Runs `f` as one atomic, isolated transaction and appends what it staged as one batch.
+    ///
+    /// `f` sees the store as of the start of the transaction plus its own staged writes; no other
+    /// write runs concurrently. If `f` returns an error, nothing is written. `version` is the
+    /// version to write with (it must be above every earlier version; a replicated log passes its
+    /// entry index) or `None` to take the next one. The write is in the OS page cache when this
+    /// returns; see [`Engine::wait_durable`] for the disk.
+    pub fn write<R, E: From<StorageError>>(
+        &self,
+        version: Option<u64>,
+        f: impl FnOnce(&mut Txn<'_>) -> std::result::Result<R, E>,
+    ) -> std::result::Result<(R, Written), E> {
+        self.inner.write(version, f)
+    }
+
+    /// Blocks until the write with `version` is on disk under the `always` policy; returns at
+    /// once under the other policies.
+    pub fn wait_durable(&self, version: u64) -> Result<()> {
+        if !matches!(self.inner.config.fsync, FsyncPolicy::Always) {
+            return Ok(());
+        }
+        let mut s = self.inner.sync.lock().expect("sync lock");
+        loop {
+            if let Some(reason) = &s.failed {
+                return Err(StorageError::Poisoned {
+                    reason: reason.clone(),
+                });
+            }
+            if s.durable >= version {
+                return Ok(());
+            }
+            s = self.inner.sync_cv.wait(s).expect("sync lock");
+        }
+    }
+
+    /// Async form of [`Engine::wait_durable`], for the server's tasks.
+    pub async fn wait_durable_async(&self, version: u64) -> Result<()> {
+        if !matches!(self.inner.config.fsync, FsyncPolicy::Always) {
+            return Ok(());
+        }
+        let mut rx = self.inner.durable_tx.subscribe();
+        let waited = rx.wait_for(|durable| *durable >= version).await.map(|_| ());
+        let failed = self.inner.sync.lock().expect("sync lock").failed.clone();
+        match (waited, failed) {
+            (_, Some(reason)) => Err(StorageError::Poisoned { reason }),
+            (Ok(()), None) => Ok(()),
+            (Err(_), None) => Err(StorageError::Poisoned {
+                reason: "engine closed".into(),
+            }),
+        }
+    }
+
+    /// Makes every write so far durable now, whatever the policy.
+    pub fn sync(&self) -> Result<()> {
+        self.inner.sync_now()
+    }
+
+    /// Removes expired keys from the index (their records go at the next compaction).
+    pub fn purge_expired(&self) -> usize {
+        self.inner.purge_expired()
+    }
+
+    /// Rewrites every sealed segment's live records into new segments and deletes the old ones.
+    /// Reads and writes continue meanwhile. See `docs/storage-format.md` for the crash argument.
+    pub fn compact(&self) -> Result<CompactionReport> {
+        self.inner.compact()
+    }
+
+    /// Writes hint files for sealed segments that lack one.
+    pub fn write_missing_hints(&self) -> Result<usize> {
+        self.inner.write_missing_hints()
+    }
+
+    /// Current figures.
+    pub fn stats(&self) -> Stats {
+        let state = self.inner.state.read().expect("state lock");
+        let c = &self.inner.counters;
+        Stats {
+            keys: state.index.len() as u64,
+            segments: state.segments.len() as u64,
+            disk_bytes: state.segments.values().map(|s| s.total_bytes).sum(),
+            live_bytes: state.segments.values().map(|s| s.live_bytes).sum(),
+            last_version: self.inner.appended.load(Ordering::SeqCst),
+            durable_version: *self.inner.durable_tx.borrow(),
+            compactions: c.compactions.load(Ordering::Relaxed),
+            compaction_bytes_reclaimed: c.compaction_bytes_reclaimed.load(Ordering::Relaxed),
+            fsyncs: c.fsyncs.load(Ordering::Relaxed),
+            expired_purged: c.expired_purged.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A transaction in progress; see [`Engine::write`].
+pub struct Txn<'a> {
+    inner: &'a Inner,
+    version: u64,
+    now_ms: u64,
+    /// Staged point writes, one per key (the last write to a key in a transaction wins).
+    staged: BTreeMap<Box<[u8]>, Staged>,
+    /// Staged range deletions, applied before the point writes staged after them.
+    ranges: Vec<(Box<[u8]>, Box<[u8]>)>,
+}
+
+#[derive(Debug, Clone)]
+enum Staged {
+    Put { value: Bytes, expires_at_ms: u64 },
+    Delete,
+}
+
+impl Txn<'_> {
+    /// The version this transaction writes with.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// "Now" for this transaction, in milliseconds since the Unix epoch.
+    pub fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+
+    /// Reads `key` as this transaction sees it. A staged write returns version 0 until committed
+    /// (its version is this transaction's).
+    pub fn get(&self, key: &[u8]) -> Result<Option<Value>> {
+        if let Some(staged) = self.staged.get(key) {
+            return Ok(match staged {
+                Staged::Put {
+                    value,
+                    expires_at_ms,
+                } => Some(Value {
+                    value: value.clone(),
+                    version: self.version,
+                    expires_at_ms: (*expires_at_ms != 0).then_some(*expires_at_ms),
+                }),
+                Staged::Delete => None,
+            });
+        }
+        if self.ranges.iter().any(|(s, e)| in_range(key, s, e)) {
+            return Ok(None);
+        }
+        self.inner.get(key)
+    }
+
+    /// Stages `key = value`, expiring at `expires_at_ms` (0 = never).
+    pub fn put(&mut self, key: &[u8], value: Bytes, expires_at_ms: u64) -> Result<()> {
+        self.check_key(key)?;
+        if value.len() > self.inner.limits.value_bytes_max as usize {
+            return Err(StorageError::ValueTooLarge {
+                len: value.len(),
+                max: self.inner.limits.value_bytes_max,
+            });
+        }
+        self.staged.insert(
+            key.into(),
+            Staged::Put {
+                value,
+                expires_at_ms,
+            },
+        );
+        Ok(())
+    }
+
+    /// Stages the deletion of `key`.
+    pub fn delete(&mut self, key: &[u8]) -> Result<()> {
+        self.check_key(key)?;
+        self.staged.insert(key.into(), Staged::Delete);
+        Ok(())
+    }
+
+    /// Stages the deletion of every key in `[start, end)` (`end` empty = no upper bound),
+    /// including writes staged earlier in this transaction.
+    pub fn delete_range(&mut self, start: &[u8], end: &[u8]) -> Result<()> {
+        self.check_key(start)?;
+        self.check_key(end)?;
+        self.staged.retain(|k, _| !in_range(k, start, end));
+        self.ranges.push((start.into(), end.into()));
+        Ok(())
+    }
+
+    fn check_key(&self, key: &[u8]) -> Result<()> {
+        let max = self.inner.limits.key_bytes_max;
+        if key.len() > max as usize {
+            return Err(StorageError::KeyTooLarge {
+                len: key.len(),
+                max,
+            });
+        }
+        Ok(())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.staged.is_empty() && self.ranges.is_empty()
+    }
+}
+
+fn in_range(key: &[u8], start: &[u8], end: &[u8]) -> bool {
+    key >= start && (end.is_empty() || key < end)
+}
+
+impl Inner {
+    fn get(&self, key: &[u8]) -> Result<Option<Value>> {
+        let now = self.clock.now_ms();
+        let (entry, file) = {
+            let state = self.state.read().expect("state lock");
+            match state.index.get(key) {
+                Some(e) if !e.expired(now) => (*e, state.segments[&e.at.segment].file.clone()),
+                _ => return Ok(None),
+            }
+        };
+        let value = self.read_value(&file, entry.at, key)?;
+        Ok(Some(Value {
+            value,
+            version: entry.version,
+            expires_at_ms: (entry.expires_at_ms != 0).then_some(entry.expires_at_ms),
+        }))
+    }
+
+    /// Reads and verifies the record at `at`; checksums are checked on every read, not only
+    /// at recovery, so a bit flipped on disk is reported instead of returned.
+    fn read_value(&self, file: &File, at: Location, key: &[u8]) -> Result<Bytes> {
+        let path = || segment::segment_path(&self.dir, at.segment);
+        let mut buf = vec![0u8; at.len as usize];
+        file.read_exact_at(&mut buf, at.offset)
+            .map_err(|source| StorageError::Io {
+                action: "reading",
+                path: path(),
+                source,
+            })?;
+        let rec = record::decode(&buf, self.limits).map_err(|e| StorageError::Corrupt {
+            path: path(),
+            offset: at.offset,
+            reason: e.to_string(),
+        })?;
+        if rec.key != key || rec.kind != RecordKind::Put {
+            return Err(StorageError::Corrupt {
+                path: path(),
+                offset: at.offset,
+                reason: "index points at a record for another key".into(),
+            });
+        }
+        let start = record::RECORD_HEADER_BYTES + key.len();
+        Ok(Bytes::from(buf).slice(start..))
+    }
+
+    fn write<R, E: From<StorageError>>(
+        &self,
+        version: Option<u64>,
+        f: impl FnOnce(&mut Txn<'_>) -> std::result::Result<R, E>,
+    ) -> std::result::Result<(R, Written), E> {
+        let mut w = self.writer.lock().expect("writer lock");
+        if let Some(reason) = &w.poisoned {
+            return Err(StorageError::Poisoned {
+                reason: reason.clone(),
+            }
+            .into());
+        }
+        let version = match version {
+            Some(v) if v <= w.last_version => {
+                return Err(StorageError::VersionNotIncreasing {
+                    given: v,
+                    last: w.last_version,
+                }
+                .into())
+            }
+            Some(v) => v,
+            None => w.last_version + 1,
+        };
+        let mut txn = Txn {
+            inner: self,
+            version,
+            now_ms: self.clock.now_ms(),
+            staged: BTreeMap::new(),
+            ranges: Vec::new(),
+        };
+        let result = f(&mut txn)?;
+        if txn.is_empty() {
+            return Ok((result, Written { version: None }));
+        }
+        self.append(&mut w, &txn)?;
+        Ok((
+            result,
+            Written {
+                version: Some(version),
+            },
+        ))
+    }
+
+    /// Encodes the transaction as one batch, appends it, and publishes it in the index.
+    fn append(&self, w: &mut Writer, txn: &Txn<'_>) -> Result<()> {
+        let mut buf = std::mem::take(&mut w.buf);
+        buf.clear();
+        let count = txn.ranges.len() + txn.staged.len();
+        let mut records: Vec<(usize, usize)> = Vec::with_capacity(count); // (offset in buf, len)
+        let mut push = |buf: &mut Vec<u8>, rec: Record<'_>| {
+            let at = buf.len();
+            rec.encode(buf);
+            records.push((at, buf.len() - at));
+        };
+        let mut n = 0;
+        for (start, end) in &txn.ranges {
+            n += 1;
+            push(
+                &mut buf,
+                batch_record(
+                    RecordKind::DeleteRange,
+                    n < count,
+                    txn.version,
+                    0,
+                    start,
+                    end,
+                ),
+            );
+        }
+        for (key, staged) in &txn.staged {
+            n += 1;
+            let (kind, value, expires) = match staged {
+                Staged::Put {
+                    value,
+                    expires_at_ms,
+                } => (RecordKind::Put, &value[..], *expires_at_ms),
+                Staged::Delete => (RecordKind::Delete, &[][..], 0),
+            };
+            push(
+                &mut buf,
+                batch_record(kind, n < count, txn.version, expires, key, value),
+            );
+        }
+
+        if w.len + buf.len() as u64 > self.config.segment_bytes_max && w.len > SEGMENT_HEADER_BYTES
+        {
+            self.rotate(w)?;
+        }
+        let base = w.len;
+        if let Err(source) = w.file.write_all_at(&buf, base) {
+            // Undo a partial append so the next record does not follow garbage (which recovery
+            // would rightly call corruption). If even that fails, stop taking writes.
+            if let Err(e) = w.file.set_len(base) {
+                w.poisoned = Some(format!(
+                    "append failed ({source}) and rollback failed ({e})"
+                ));
+            }
+            w.buf = buf;
+            return Err(StorageError::Io {
+                action: "appending to",
+                path: segment::segment_path(&self.dir, w.segment),
+                source,
+            });
+        }
+
+        {
+            let mut state = self.state.write().expect("state lock");
+            let seg = state
+                .segments
+                .get_mut(&w.segment)
+                .expect("active segment is registered");
+            seg.total_bytes += buf.len() as u64;
+            let mut recs = records.iter();
+            for (start, end) in &txn.ranges {
+                recs.next();
+                state.remove_range(start, end, txn.version);
+            }
+            for (key, staged) in &txn.staged {
+                let (at, len) = *recs.next().expect("one record per staged write");
+                match staged {
+                    Staged::Put { expires_at_ms, .. } => {
+                        let location = Location {
+                            segment: w.segment,
+                            offset: base + at as u64,
+                            len: len as u32,
+                        };
+                        let entry = IndexEntry {
+                            at: location,
+                            version: txn.version,
+                            expires_at_ms: *expires_at_ms,
+                        };
+                        state.insert(key.clone(), entry);
+                    }
+                    Staged::Delete => state.remove(key),
+                }
+            }
+        }
+        assert!(txn.version > w.last_version, "versions only grow");
+        w.len += buf.len() as u64;
+        w.last_version = txn.version;
+        w.buf = buf;
+        self.appended.store(txn.version, Ordering::SeqCst);
+        if matches!(self.config.fsync, FsyncPolicy::Always) {
+            let mut s = self.sync.lock().expect("sync lock");
+            s.requested = s.requested.max(txn.version);
+            drop(s);
+            self.sync_cv.notify_all();
+        }
+        Ok(())
+    }
+
+    /// Seals the active segment (fsync) and starts a new one.
+    fn rotate(&self, w: &mut Writer) -> Result<()> {
+        let old = segment::segment_path(&self.dir, w.segment);
+        w.file
+            .sync_data()
+            .map_err(StorageError::io("syncing", &old))?;
+        self.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+        let id = self.next_segment_id.fetch_add(1, Ordering::SeqCst);
+        let file = Arc::new(segment::create_segment(&self.dir, id)?);
+        self.state.write().expect("state lock").segments.insert(
+            id,
+            SegmentInfo {
+                file: file.clone(),
+                total_bytes: SEGMENT_HEADER_BYTES,
+                live_bytes: 0,
+                has_hint: false,
+            },
+        );
+        *self.active_file.lock().expect("active file lock") = (id, file.clone());
+        w.segment = id;
+        w.file = file;
+        w.len = SEGMENT_HEADER_BYTES;
+        Ok(())
+    }
+
+    fn sync_now(&self) -> Result<()> {
+        let target = self.appended.load(Ordering::SeqCst);
+        let (segment, file) = self.active_file.lock().expect("active file lock").clone();
+        let result = file.sync_data();
+        self.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+        let mut s = self.sync.lock().expect("sync lock");
+        match &result {
+            Ok(()) => {
+                s.durable = s.durable.max(target);
+                self.durable_tx.send_replace(s.durable);
+            }
+            Err(e) => {
+                // After a failed fsync the page cache may have dropped our dirty pages: nothing
+                // written since the last good fsync can be trusted to reach the disk.
+                let reason = format!("fsync failed: {e}");
+                s.failed = Some(reason.clone());
+                self.writer.lock().expect("writer lock").poisoned = Some(reason);
+                self.durable_tx.send_replace(s.durable);
+            }
+        }
+        drop(s);
+        self.sync_cv.notify_all();
+        result.map_err(StorageError::io(
+            "syncing",
+            segment::segment_path(&self.dir, segment),
+        ))
+    }
+
+    fn syncer_loop(&self) {
+        let interval = match self.config.fsync {
+            FsyncPolicy::Interval { ms } => Some(Duration::from_millis(ms.max(1))),
+            _ => None,
+        };
+        loop {
+            {
+                let mut s = self.sync.lock().expect("sync lock");
+                match interval {
+                    None => {
+                        while !s.shutdown && s.requested <= s.durable {
+                            s = self.sync_cv.wait(s).expect("sync lock");
+                        }
+                    }
+                    Some(every) => {
+                        s = self.sync_cv.wait_timeout(s, every).expect("sync lock").0;
+                        if !s.shutdown && self.appended.load(Ordering::SeqCst) <= s.durable {
+                            continue;
+                        }
+                    }
+                }
+                if s.shutdown || s.failed.is_some() {
+                    return;
+                }
+            }
+            if let Err(error) = self.sync_now() {
+                tracing::error!(%error, "fsync failed; refusing further writes");
+            }
+        }
+    }
+
+    fn maintenance_loop(&self) {
+        let every = Duration::from_millis(self.config.maintenance_interval_ms.max(10));
+        loop {
+            {
+                let s = self.sync.lock().expect("sync lock");
+                let s = self.sync_cv.wait_timeout(s, every).expect("sync lock").0;
+                if s.shutdown {
+                    return;
+                }
+            }
+            self.purge_expired();
+            if let Err(error) = self.write_missing_hints() {
+                tracing::warn!(%error, "writing hint files failed");
+            }
+            if self.wants_compaction() {
+                match self.compact() {
+                    Ok(report) => tracing::info!(?report, "compaction finished"),
+                    Err(error) => tracing::error!(%error, "compaction failed"),
+                }
+            }
+        }
+    }
+
+    fn wants_compaction(&self) -> bool {
+        let state = self.state.read().expect("state lock");
+        let active = self.writer.try_lock().map(|w| w.segment).ok();
+        let (total, live) = state
+            .segments
+            .iter()
+            .filter(|(id, _)| Some(**id) != active)
+            .fold((0u64, 0u64), |(t, l), (_, s)| {
+                (t + s.total_bytes, l + s.live_bytes)
+            });
+        let dead = total.saturating_sub(live);
+        dead >= self.config.compaction_dead_bytes_min
+            && dead as f64 >= total as f64 * self.config.compaction_dead_ratio
+    }
+
+    fn purge_expired(&self) -> usize {
+        let now = self.clock.now_ms();
+        let mut state = self.state.write().expect("state lock");
+        let expired: Vec<Box<[u8]>> = state
+            .index
+            .iter()
+            .filter(|(_, e)| e.expired(now))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in &expired {
+            state.remove(key);
+        }
+        self.counters
+            .expired_purged
+            .fetch_add(expired.len() as u64, Ordering::Relaxed);
+        expired.len()
+    }
+
+    fn sealed_segments(&self) -> Vec<(u64, Arc<File>, bool)> {
+        let active = self.writer.lock().expect("writer lock").segment;
+        let state = self.state.read().expect("state lock");
+        state
+            .segments
+            .iter()
+            .filter(|(id, _)| **id != active)
+            .map(|(id, s)| (*id, s.file.clone(), s.has_hint))
+            .collect()
+    }
+
+    fn write_missing_hints(&self) -> Result<usize> {
+        let _guard = self.compaction.lock().expect("compaction lock");
+        let mut written = 0;
+        for (id, file, has_hint) in self.sealed_segments() {
+            if has_hint {
+                continue;
+            }
+            let data = read_file(&self.dir, id, &file)?;
+            let path = segment::segment_path(&self.dir, id);
+            let scan = segment::scan(&path, id, &data, self.limits, false)?;
+            segment::write_hint(&self.dir, id, data.len() as u64, &scan.entries)?;
+            if let Some(seg) = self
+                .state
+                .write()
+                .expect("state lock")
+                .segments
+                .get_mut(&id)
+            {
+                seg.has_hint = true;
+            }
+            written += 1;
+        }
+        Ok(written)
+    }
+
+    fn compact(&self) -> Result<CompactionReport> {
+        let _guard = self.compaction.lock().expect("compaction lock");
+        // Seal the active segment so that everything written so far is eligible.
+        {
+            let mut w = self.writer.lock().expect("writer lock");
+            if w.len > SEGMENT_HEADER_BYTES {
+                self.rotate(&mut w)?;
+            }
+        }
+        let inputs = self.sealed_segments();
+        if inputs.is_empty() {
+            return Ok(CompactionReport::default());
+        }
+        let now = self.clock.now_ms();
+        let mut report = CompactionReport {
+            segments_in: inputs.len(),
+            ..Default::default()
+        };
+        let mut out = CompactionOutput::new(self);
+        // (key, old location, new location) for every record copied.
+        let mut moved: Vec<(Box<[u8]>, Location, Location)> = Vec::new();
+        let mut max_version = 0;
+        for (id, file, _) in &inputs {
+            let data = read_file(&self.dir, *id, file)?;
+            report.bytes_before += data.len() as u64;
+            let path = segment::segment_path(&self.dir, *id);
+            let scan = segment::scan(&path, *id, &data, self.limits, false)?;
+            for chunk in scan.entries.chunks(1024) {
+                let live: Vec<&HintEntry> = {
+                    let state = self.state.read().expect("state lock");
+                    chunk
+                        .iter()
+                        .inspect(|e| max_version = max_version.max(e.version))
+                        .filter(|e| e.kind == RecordKind::Put)
+                        .filter(|e| {
+                            state.index.get(&e.key).is_some_and(|i| {
+                                i.at.segment == *id && i.at.offset == e.offset && !i.expired(now)
+                            })
+                        })
+                        .collect()
+                };
+                for e in live {
+                    let bytes = &data[e.offset as usize..(e.offset + u64::from(e.len)) as usize];
+                    let rec = record::decode(bytes, self.limits).map_err(|err| {
+                        StorageError::Corrupt {
+                            path: path.clone(),
+                            offset: e.offset,
+                            reason: err.to_string(),
+                        }
+                    })?;
+                    let new_at = out.push(Record {
+                        batch_continues: false,
+                        ..rec
+                    })?;
+                    moved.push((
+                        e.key.clone(),
+                        Location {
+                            segment: *id,
+                            offset: e.offset,
+                            len: e.len,
+                        },
+                        new_at,
+                    ));
+                    report.records_kept += 1;
+                }
+            }
+        }
+        // Versions must never go backwards, even if every record that used the highest one is
+        // dropped here: leave a mark.
+        out.push(Record {
+            kind: RecordKind::VersionMark,
+            batch_continues: false,
+            version: max_version,
+            expires_at_ms: 0,
+            key: b"",
+            value: b"",
+        })?;
+        let outputs = out.finish()?;
+        report.segments_out = outputs.len();
+        report.bytes_after = outputs.iter().map(|(_, len, _)| *len).sum();
+
+        // The outputs are durable. Record which inputs they replace before deleting any: a crash
+        // from here on finishes the deletion at startup (deleting only some inputs could bring a
+        // deleted key back, since its tombstone may be in an input deleted before its value).
+        let input_ids: Vec<u64> = inputs.iter().map(|(id, _, _)| *id).collect();
+        write_marker(&self.dir, &input_ids)?;
+        {
+            let mut state = self.state.write().expect("state lock");
+            for (id, len, file) in &outputs {
+                state.segments.insert(
+                    *id,
+                    SegmentInfo {
+                        file: file.clone(),
+                        total_bytes: *len,
+                        live_bytes: 0,
+                        has_hint: true,
+                    },
+                );
+            }
+            for (key, old, new) in moved {
+                if state.index.get(&key).is_some_and(|e| e.at == old) {
+                    let entry = state.index.get_mut(&key).expect("checked above");
+                    entry.at = new;
+                    if let Some(seg) = state.segments.get_mut(&new.segment) {
+                        seg.live_bytes += u64::from(new.len);
+                    }
+                }
+            }
+            for id in &input_ids {
+                state.segments.remove(id);
+            }
+        }
+        delete_segments(&self.dir, &input_ids)?;
+        remove_marker(&self.dir)?;
+        // Leave the writer on the highest segment id, above the outputs just made.
+        {
+            let mut w = self.writer.lock().expect("writer lock");
+            if w.segment < outputs.iter().map(|(id, _, _)| *id).max().unwrap_or(0) {
+                self.rotate(&mut w)?;
+            }
+        }
+        self.counters.compactions.fetch_add(1, Ordering::Relaxed);
+        self.counters.compaction_bytes_reclaimed.fetch_add(
+            report.bytes_before.saturating_sub(report.bytes_after),
+            Ordering::Relaxed,
+        );
+        Ok(report)
+    }
+}
+
+fn batch_record<'a>(
+    kind: RecordKind,
+    batch_continues: bool,
+    version: u64,
+    expires_at_ms: u64,
+    key: &'a [u8],
+    value: &'a [u8],
+) -> Record<'a> {
+    Record {
+        kind,
+        batch_continues,
+        version,
+        expires_at_ms,
+        key,
+        value,
+    }
+}
+
+/// Segments being written by a compaction, rolled over at the segment size limit. Each gets a
+/// hint file; all are fsynced (with the directory) by [`CompactionOutput::finish`].
+struct CompactionOutput<'a> {
+    inner: &'a Inner,
+    current: Option<(u64, File, Vec<u8>, Vec<HintEntry>)>,
+    done: Vec<(u64, u64, Arc<File>)>,
+}
+
+impl<'a> CompactionOutput<'a> {
+    fn new(inner: &'a Inner) -> Self {
+        CompactionOutput {
+            inner,
+            current: None,
+            done: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, rec: Record<'_>) -> Result<Location> {
+        let len = rec.encoded_len() as u64;
+        let full = self.current.as_ref().is_some_and(|(_, _, buf, _)| {
+            SEGMENT_HEADER_BYTES + buf.len() as u64 + len > self.inner.config.segment_bytes_max
+                && !buf.is_empty()
+        });
+        if full {
+            self.seal()?;
+        }
+        if self.current.is_none() {
+            let id = self.inner.next_segment_id.fetch_add(1, Ordering::SeqCst);
+            let path = segment::segment_path(&self.inner.dir, id).with_extension("seg.tmp");
+            let file = segment::create_segment_file(&path, id)?;
+            self.current = Some((id, file, Vec::new(), Vec::new()));
+        }
+        let (id, _, buf, hints) = self.current.as_mut().expect("created above");
+        let offset = SEGMENT_HEADER_BYTES + buf.len() as u64;
+        debug_assert_eq!(rec.batch_continues, false);
+        rec.encode(buf);
+        debug_assert_eq!(
+            buf[(offset - SEGMENT_HEADER_BYTES) as usize + 12] & BATCH_CONTINUES,
+            0
+        );
+        hints.push(HintEntry {
+            kind: rec.kind,
+            version: rec.version,
+            expires_at_ms: rec.expires_at_ms,
+            offset,
+            len: len as u32,
+            key: rec.key.into(),
+            aux: [].into(),
+        });
+        Ok(Location {
+            segment: *id,
+            offset,
+            len: len as u32,
+        })
+    }
+
+    fn seal(&mut self) -> Result<()> {
+        let Some((id, file, buf, hints)) = self.current.take() else {
+            return Ok(());
+        };
+        let path = segment::segment_path(&self.inner.dir, id);
+        file.write_all_at(&buf, SEGMENT_HEADER_BYTES)
+            .map_err(StorageError::io("writing compacted segment", &path))?;
+        file.sync_all()
+            .map_err(StorageError::io("syncing compacted segment", &path))?;
+        let len = SEGMENT_HEADER_BYTES + buf.len() as u64;
+        segment::write_hint(&self.inner.dir, id, len, &hints)?;
+        // The segment takes its real name only now, with its hint beside it: a segment without a
+        // hint is always the writer's, which is what recovery relies on to find a torn tail.
+        let tmp = path.with_extension("seg.tmp");
+        fs::rename(&tmp, &path).map_err(StorageError::io("renaming compacted segment", &tmp))?;
+        self.done.push((id, len, Arc::new(file)));
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<Vec<(u64, u64, Arc<File>)>> {
+        self.seal()?;
+        segment::sync_dir(&self.inner.dir)?;
+        Ok(self.done)
+    }
+}
+
+/// What recovery rebuilt from the directory.
+struct Recovered {
+    state: State,
+    last_version: u64,
+    next_segment_id: u64,
+    /// The newest segment and its length, if new writes can continue in it.
+    reusable_tail: Option<(u64, u64)>,
+}
+
+fn recover(dir: &Path, limits: RecordLimits, now_ms: u64) -> Result<Recovered> {
+    #[derive(Clone, Copy)]
+    struct Slot {
+        entry: IndexEntry,
+        tombstone: bool,
+    }
+    let ids = segment::list_segments(dir)?;
+    // Compaction outputs and sealed segments get a hint once they are complete and fsynced, so
+    // only the newest segment without a hint can be the one a crash interrupted mid-append.
+    let mut hints = BTreeMap::new();
+    for &id in &ids {
+        let path = segment::segment_path(dir, id);
+        let len = fs::metadata(&path)
+            .map_err(StorageError::io("reading size of", &path))?
+            .len();
+        if let Some(entries) = segment::read_hint(dir, id, len) {
+            hints.insert(id, entries);
+        }
+    }
+    let torn_candidate = ids.iter().rev().find(|id| !hints.contains_key(id)).copied();
+
+    let mut slots: BTreeMap<Box<[u8]>, Slot> = BTreeMap::new();
+    let mut ranges: Vec<(Box<[u8]>, Box<[u8]>, u64)> = Vec::new();
+    let mut segments = BTreeMap::new();
+    let mut last_version = 0;
+    let mut tail_len = 0;
+    for &id in &ids {
+        let file = segment::open_segment(dir, id)?;
+        let path = segment::segment_path(dir, id);
+        let (entries, len, has_hint) = match hints.remove(&id) {
+            Some(entries) => {
+                let len = file
+                    .metadata()
+                    .map_err(StorageError::io("reading size of", &path))?;
+                (entries, len.len(), true)
+            }
+            None => {
+                let data = read_file(dir, id, &file)?;
+                let scan = segment::scan(&path, id, &data, limits, Some(id) == torn_candidate)?;
+                if let Some(reason) = &scan.torn_tail {
+                    let dropped = data.len() as u64 - scan.valid_len;
+                    tracing::warn!(
+                        segment = %path.display(),
+                        dropped_bytes = dropped,
+                        valid_bytes = scan.valid_len,
+                        %reason,
+                        "torn tail truncated: {dropped} bytes dropped"
+                    );
+                    file.set_len(scan.valid_len)
+                        .map_err(StorageError::io("truncating", &path))?;
+                    file.sync_all()
+                        .map_err(StorageError::io("syncing", &path))?;
+                }
+                (scan.entries, scan.valid_len, false)
+            }
+        };
+        if len < SEGMENT_HEADER_BYTES {
+            // A segment whose creation was cut short holds nothing: remove it.
+            drop(file);
+            fs::remove_file(&path).map_err(StorageError::io("removing", &path))?;
+            continue;
+        }
+        for e in entries {
+            last_version = last_version.max(e.version);
+            let at = Location {
+                segment: id,
+                offset: e.offset,
+                len: e.len,
+            };
+            let entry = IndexEntry {
+                at,
+                version: e.version,
+                expires_at_ms: e.expires_at_ms,
+            };
+            match e.kind {
+                RecordKind::Put | RecordKind::Delete => {
+                    // `>=`: the same record can be on disk twice (a compaction's output and its
+                    // input, after a crash between them); either copy is correct.
+                    let newer = slots
+                        .get(&e.key)
+                        .is_none_or(|s| e.version >= s.entry.version);
+                    if newer {
+                        let tombstone = e.kind == RecordKind::Delete;
+                        slots.insert(e.key, Slot { entry, tombstone });
+                    }
+                }
+                RecordKind::DeleteRange => ranges.push((e.key, e.aux, e.version)),
+                RecordKind::VersionMark => {}
+            }
+        }
+        segments.insert(
+            id,
+            SegmentInfo {
+                file: Arc::new(file),
+                total_bytes: len,
+                live_bytes: 0,
+                has_hint,
+            },
+        );
+        tail_len = len;
+    }
+
+    let mut state = State {
+        index: BTreeMap::new(),
+        segments,
+    };
+    for (key, slot) in slots {
+        if !slot.tombstone && !slot.entry.expired(now_ms) {
+            state.insert(key, slot.entry);
+        }
+    }
+    for (start, end, version) in &ranges {
+        state.remove_range(start, end, *version);
+    }
+    let newest = state.segments.keys().next_back().copied();
+    // Keep appending to the newest segment if it is the one that was being written.
+    let reusable_tail = newest
+        .filter(|id| Some(*id) == torn_candidate && tail_len > 0)
+        .map(|id| (id, tail_len));
+    Ok(Recovered {
+        reusable_tail,
+        state,
+        last_version,
+        next_segment_id: newest.map_or(1, |id| id + 1),
+    })
+}
+
+fn read_file(dir: &Path, id: u64, file: &File) -> Result<Vec<u8>> {
+    let path = segment::segment_path(dir, id);
+    let len = file
+        .metadata()
+        .map_err(StorageError::io("reading size of", &path))?
+        .len();
+    let mut data = vec![0u8; len as usize];
+    file.read_exact_at(&mut data, 0)
+        .map_err(StorageError::io("reading", &path))?;
+    Ok(data)
+}
+
+fn lock_dir(dir: &Path) -> Result<File> {
+    let path = dir.join(LOCK_FILE);
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(StorageError::io("opening", &path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => Err(StorageError::Locked {
+            path: dir.to_path_buf(),
+        }),
+        Err(fs::TryLockError::Error(e)) => Err(StorageError::Io {
+            action: "locking",
+            path,
+            source: e,
+        }),
+    }
+}
+
+fn check_format(dir: &Path) -> Result<()> {
+    let path = dir.join(FORMAT_FILE);
+    match fs::read_to_string(&path) {
+        Ok(text) => {
+            let found = text
+                .lines()
+                .find_map(|l| l.strip_prefix("format_version="))
+                .unwrap_or("(none)")
+                .trim()
+                .to_string();
+            if found != FORMAT_VERSION.to_string() {
+                return Err(StorageError::UnsupportedFormat {
+                    path: dir.to_path_buf(),
+                    found,
+                    supported: FORMAT_VERSION,
+                });
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if !segment::list_segments(dir)?.is_empty() {
+                return Err(StorageError::MissingFormatFile {
+                    path: dir.to_path_buf(),
+                    format_file: FORMAT_FILE,
+                });
+            }
+            let tmp = dir.join(format!("{FORMAT_FILE}.tmp"));
+            let text = format!("kvstore data directory\nformat_version={FORMAT_VERSION}\n");
+            let write = || -> std::io::Result<()> {
+                let mut f = File::create(&tmp)?;
+                std::io::Write::write_all(&mut f, text.as_bytes())?;
+                f.sync_all()?;
+                fs::rename(&tmp, &path)
+            };
+            write().map_err(StorageError::io("writing", &path))?;
+            segment::sync_dir(dir)
+        }
+        Err(e) => Err(StorageError::Io {
+            action: "reading",
+            path,
+            source: e,
+        }),
+    }
+}
+
+fn write_marker(dir: &Path, ids: &[u64]) -> Result<()> {
+    let path = dir.join(COMPACTION_MARKER);
+    let tmp = dir.join(format!("{COMPACTION_MARKER}.tmp"));
+    let text: String = ids.iter().map(|id| format!("{id}\n")).collect();
+    let write = || -> std::io::Result<()> {
+        let mut f = File::create(&tmp)?;
+        std::io::Write::write_all(&mut f, text.as_bytes())?;
+        f.sync_all()?;
+        fs::rename(&tmp, &path)
+    };
+    write().map_err(StorageError::io("writing", &path))?;
+    segment::sync_dir(dir)
+}
+
+fn remove_marker(dir: &Path) -> Result<()> {
+    let path = dir.join(COMPACTION_MARKER);
+    fs::remove_file(&path).map_err(StorageError::io("removing", &path))?;
+    segment::sync_dir(dir)
+}
+
+fn delete_segments(dir: &Path, ids: &[u64]) -> Result<()> {
+    for &id in ids {
+        for path in [segment::segment_path(dir, id), segment::hint_path(dir, id)] {
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(StorageError::Io {
+                        action: "removing",
+                        path,
+                        source: e,
+                    })
+                }
+            }
+        }
+    }
+    segment::sync_dir(dir)
+}
+
+/// A compaction that crashed after recording its inputs: delete them now, before recovery reads.
+fn finish_interrupted_compaction(dir: &Path) -> Result<()> {
+    let path = dir.join(COMPACTION_MARKER);
+    let text = match fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(StorageError::Io {
+                action: "reading",
+                path,
+                source: e,
+            })
+        }
+    };
+    let ids: Vec<u64> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
+    tracing::info!(segments = ?ids, "finishing a compaction interrupted by a crash");
+    delete_segments(dir, &ids)?;
+    remove_marker(dir)
+}
+
+fn remove_temporary_files(dir: &Path) -> Result<()> {
+    for entry in fs::read_dir(dir).map_err(StorageError::io("listing", dir))? {
+        let entry = entry.map_err(StorageError::io("listing", dir))?;
+        if entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.ends_with(".tmp"))
+        {
+            let path = entry.path();
+            fs::remove_file(&path).map_err(StorageError::io("removing", &path))?;
+        }
+    }
+    Ok(())
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
+    std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(f)
+        .expect("spawning a storage thread")
+}

@@ -1,0 +1,116 @@
+//! The single-node storage engine: a log-structured store in the Bitcask family, with an
+//! *ordered* in-memory index so that prefix and range scans work.
+//!
+//! Every write is appended to the active segment file as a checksummed record; an in-memory
+//! ordered map (a `BTreeMap`) points from each live key to its newest record. Reads cost one
+//! positional read. Deletes append tombstones; TTLs are stored in the record. Segments roll over
+//! at a size limit; sealed segments get *hint files* (the index without the values) so a
+//! restart is fast; *compaction* rewrites the live records of sealed segments and deletes them,
+//! in the background, without stopping reads or writes. The on-disk format, the recovery rules
+//! and the crash argument for compaction are in `kvstore/docs/storage-format.md`.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use kvstore::storage::{Config, Engine, SystemClock};
+//!
+//! let engine = Engine::open("/tmp/data", Config::default(), Arc::new(SystemClock))?;
+//! let (_, written) = engine.write(None, |txn| txn.put(b"k", "v".into(), 0))?;
+//! engine.wait_durable(written.version.unwrap())?;
+//! assert_eq!(&engine.get(b"k")?.unwrap().value[..], b"v");
+//! # Ok::<(), kvstore::storage::StorageError>(())
+//! ```
+//!
+//! This module owns file IO for the data directory and nothing else: no networking, no
+//! knowledge of keyspaces or of the wire protocol.
+
+mod clock;
+mod engine;
+mod error;
+pub mod record;
+pub mod segment;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use engine::{
+    CompactionReport, Engine, ScanEntry, Stats, Txn, Value, Written, FORMAT_FILE, FORMAT_VERSION,
+};
+pub use error::{Result, StorageError};
+
+/// When an acknowledged write reaches the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// A write is acknowledged only once it is on disk. Concurrent writers share one fsync
+    /// (group commit), so the cost per write falls as concurrency rises.
+    Always,
+    /// Writes are fsynced in the background every `ms` milliseconds; a crash of the machine
+    /// (not just the process) can lose the last interval.
+    Interval { ms: u64 },
+    /// The OS decides (and a clean shutdown fsyncs). A machine crash can lose recent writes.
+    Never,
+}
+
+impl std::str::FromStr for FsyncPolicy {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        match s {
+            "always" => Ok(FsyncPolicy::Always),
+            "never" => Ok(FsyncPolicy::Never),
+            other => match other.strip_prefix("interval:").map(str::parse::<u64>) {
+                Some(Ok(ms)) if ms > 0 => Ok(FsyncPolicy::Interval { ms }),
+                _ => Err(format!(
+                    "invalid fsync policy {other:?}: expected always, never or interval:MS \
+                     (e.g. interval:1000)"
+                )),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for FsyncPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FsyncPolicy::Always => f.write_str("always"),
+            FsyncPolicy::Interval { ms } => write!(f, "interval:{ms}"),
+            FsyncPolicy::Never => f.write_str("never"),
+        }
+    }
+}
+
+/// Whether hint writing, TTL purging and compaction run on their own thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Maintenance {
+    Background,
+    /// Only when called ([`Engine::compact`], ...): deterministic, for tests.
+    Manual,
+}
+
+/// Limits and policies of an engine.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub fsync: FsyncPolicy,
+    /// A segment is sealed and a new one started when an append would pass this size.
+    pub segment_bytes_max: u64,
+    pub key_bytes_max: u32,
+    pub value_bytes_max: u32,
+    /// Compaction starts when sealed segments hold at least this many dead bytes...
+    pub compaction_dead_bytes_min: u64,
+    /// ...and at least this fraction of their bytes is dead.
+    pub compaction_dead_ratio: f64,
+    pub maintenance: Maintenance,
+    pub maintenance_interval_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            fsync: FsyncPolicy::Always,
+            segment_bytes_max: 64 * 1024 * 1024,
+            key_bytes_max: 64 * 1024,
+            value_bytes_max: 16 * 1024 * 1024,
+            compaction_dead_bytes_min: 16 * 1024 * 1024,
+            compaction_dead_ratio: 0.5,
+            maintenance: Maintenance::Background,
+            maintenance_interval_ms: 1000,
+        }
+    }
+}

@@ -1,0 +1,546 @@
+//! Storage engine tests through its public API: persistence across reopen, compaction (and a
+//! crash at each of its steps), TTL on a manual clock, atomic batches, torn and corrupt files,
+//! format versioning, and concurrent readers and writers.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kvstore::storage::{
+    Config, Engine, FsyncPolicy, Maintenance, ManualClock, StorageError, SystemClock, FORMAT_FILE,
+};
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let path = std::env::temp_dir().join(format!(
+            "kvstore-test-{name}-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = fs::remove_dir_all(&path);
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn config() -> Config {
+    Config {
+        fsync: FsyncPolicy::Never,
+        segment_bytes_max: 4096,
+        maintenance: Maintenance::Manual,
+        ..Config::default()
+    }
+}
+
+fn open(dir: &Path) -> Engine {
+    Engine::open(dir, config(), Arc::new(SystemClock)).expect("open")
+}
+
+fn put(e: &Engine, key: &str, value: &str) -> u64 {
+    let (_, w) = e
+        .write(None, |t| {
+            t.put(key.as_bytes(), Bytes::copy_from_slice(value.as_bytes()), 0)
+        })
+        .expect("put");
+    w.version.expect("a put writes")
+}
+
+fn del(e: &Engine, key: &str) {
+    e.write(None, |t| t.delete(key.as_bytes())).expect("delete");
+}
+
+fn contents(e: &Engine) -> BTreeMap<String, String> {
+    e.scan(b"", b"", usize::MAX, false)
+        .expect("scan")
+        .into_iter()
+        .map(|s| {
+            let value = s.value.expect("values requested");
+            (
+                String::from_utf8(s.key.to_vec()).unwrap(),
+                String::from_utf8(value.to_vec()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// A small deterministic generator, so every run of the model test is the same.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+#[test]
+fn random_operations_match_a_model_across_reopens_and_compactions() {
+    for seed in 1..=8u64 {
+        let dir = TempDir::new(&format!("model-{seed}"));
+        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut model: BTreeMap<String, String> = BTreeMap::new();
+        let mut engine = open(&dir.0);
+        for step in 0..1500 {
+            let key = format!("key{:03}", rng.below(120));
+            match rng.below(100) {
+                0..=54 => {
+                    let value = format!("v{step}-{}", "x".repeat(rng.below(80) as usize));
+                    put(&engine, &key, &value);
+                    model.insert(key, value);
+                }
+                55..=79 => {
+                    del(&engine, &key);
+                    model.remove(&key);
+                }
+                80..=84 => {
+                    let start = format!("key{:03}", rng.below(120));
+                    let end = format!("key{:03}", rng.below(120));
+                    engine
+                        .write(None, |t| t.delete_range(start.as_bytes(), end.as_bytes()))
+                        .unwrap();
+                    model.retain(|k, _| !(k >= &start && k < &end));
+                }
+                85..=89 => {
+                    // A batch: put two keys and delete one, atomically.
+                    let other = format!("key{:03}", rng.below(120));
+                    let gone = format!("key{:03}", rng.below(120));
+                    engine
+                        .write(None, |t| {
+                            t.put(key.as_bytes(), "batch-a".into(), 0)?;
+                            t.put(other.as_bytes(), "batch-b".into(), 0)?;
+                            t.delete(gone.as_bytes())
+                        })
+                        .unwrap();
+                    model.insert(key, "batch-a".into());
+                    model.insert(other, "batch-b".into());
+                    model.remove(&gone);
+                }
+                90..=94 => {
+                    engine.compact().unwrap();
+                }
+                _ => {
+                    drop(engine);
+                    engine = open(&dir.0);
+                }
+            }
+            if step % 100 == 0 {
+                assert_eq!(contents(&engine), model, "seed {seed} step {step}");
+            }
+        }
+        assert_eq!(contents(&engine), model, "seed {seed} at the end");
+        drop(engine);
+        assert_eq!(
+            contents(&open(&dir.0)),
+            model,
+            "seed {seed} after a final reopen"
+        );
+    }
+}
+
+#[test]
+fn reopen_keeps_writes_overwrites_and_deletes() {
+    let dir = TempDir::new("reopen");
+    let e = open(&dir.0);
+    put(&e, "a", "1");
+    put(&e, "b", "2");
+    put(&e, "a", "3");
+    del(&e, "b");
+    put(&e, "c", "4");
+    let before = e.get(b"a").unwrap().unwrap();
+    drop(e);
+    let e = open(&dir.0);
+    assert_eq!(e.get(b"a").unwrap(), Some(before));
+    assert_eq!(e.get(b"b").unwrap(), None);
+    assert_eq!(contents(&e).len(), 2);
+}
+
+#[test]
+fn compaction_shrinks_the_directory_and_survives_reopen() {
+    let dir = TempDir::new("compact");
+    let e = open(&dir.0);
+    for round in 0..20 {
+        for k in 0..50 {
+            put(
+                &e,
+                &format!("k{k}"),
+                &format!("round {round} {}", "v".repeat(40)),
+            );
+        }
+    }
+    let expected = contents(&e);
+    let disk_before = dir_bytes(&dir.0);
+    let report = e.compact().unwrap();
+    let disk_after = dir_bytes(&dir.0);
+    assert!(report.segments_in > 1);
+    assert!(
+        disk_after * 5 < disk_before,
+        "20 overwrites per key should shrink the directory by far more than 5x: {disk_before} -> {disk_after}"
+    );
+    assert_eq!(contents(&e), expected);
+    let last = put(&e, "after", "compaction");
+    drop(e);
+    let e = open(&dir.0);
+    let mut expected = expected;
+    expected.insert("after".into(), "compaction".into());
+    assert_eq!(contents(&e), expected);
+    assert!(
+        put(&e, "next", "x") > last,
+        "versions keep growing after compaction and reopen"
+    );
+}
+
+#[test]
+fn versions_never_go_back_even_when_compaction_drops_the_newest_record() {
+    let dir = TempDir::new("versions");
+    let e = open(&dir.0);
+    put(&e, "a", "1");
+    let v = put(&e, "b", "2");
+    del(&e, "b"); // the highest version is now a tombstone, which compaction drops
+    e.compact().unwrap();
+    drop(e);
+    let e = open(&dir.0);
+    assert!(put(&e, "c", "3") > v + 1);
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Rebuilds, from a copy taken before a compaction and the directory after it, the directory as
+/// a crash would leave it at each step of the compaction, and checks that each opens with the
+/// same contents.
+#[test]
+fn a_crash_at_any_step_of_compaction_loses_nothing() {
+    let base = TempDir::new("crash-compact");
+    let live = base.0.join("live");
+    let before = base.0.join("before");
+    let e = open(&live);
+    for round in 0..6 {
+        for k in 0..40 {
+            if (k + round) % 5 == 0 {
+                del(&e, &format!("k{k}"));
+            } else {
+                put(
+                    &e,
+                    &format!("k{k}"),
+                    &format!("r{round}-{}", "z".repeat(30)),
+                );
+            }
+        }
+    }
+    e.write(None, |t| t.delete_range(b"k3", b"k4")).unwrap();
+    let expected = contents(&e);
+    e.sync().unwrap();
+    copy_dir(&live, &before);
+    let old_segments: Vec<String> = names(&before)
+        .into_iter()
+        .filter(|n| n.ends_with(".seg"))
+        .collect();
+    e.compact().unwrap();
+    drop(e);
+    let after_names = names(&live);
+    let outputs: Vec<&String> = after_names
+        .iter()
+        .filter(|n| !names(&before).contains(n) && n.ends_with(".seg"))
+        .filter(|n| after_names.contains(&n.replace(".seg", ".hint"))) // not the new active one
+        .collect();
+    assert!(!outputs.is_empty());
+
+    let scenario = |name: &str, build: &dyn Fn(&Path)| {
+        let dir = base.0.join(name);
+        copy_dir(&before, &dir);
+        build(&dir);
+        let e = open(&dir);
+        assert_eq!(contents(&e), expected, "crash scenario {name}");
+        assert!(
+            !dir.join("COMPACTION_DONE").exists(),
+            "{name}: marker finished"
+        );
+    };
+    let add_outputs = |dir: &Path| {
+        for out in &outputs {
+            fs::copy(live.join(out), dir.join(out)).unwrap();
+            let hint = out.replace(".seg", ".hint");
+            fs::copy(live.join(&hint), dir.join(&hint)).unwrap();
+        }
+    };
+    scenario("half-written-output", &|dir| {
+        let data = fs::read(live.join(outputs[0])).unwrap();
+        fs::write(
+            dir.join(format!("{}.tmp", outputs[0])),
+            &data[..data.len() / 2],
+        )
+        .unwrap();
+    });
+    scenario("outputs-without-marker", &|dir| add_outputs(dir));
+    let marker: String = old_segments
+        .iter()
+        .map(|n| format!("{}\n", n.trim_end_matches(".seg").parse::<u64>().unwrap()))
+        .collect();
+    scenario("marker-written", &|dir| {
+        add_outputs(dir);
+        fs::write(dir.join("COMPACTION_DONE"), &marker).unwrap();
+    });
+    scenario("some-inputs-deleted", &|dir| {
+        add_outputs(dir);
+        fs::write(dir.join("COMPACTION_DONE"), &marker).unwrap();
+        for old in old_segments.iter().rev().take(old_segments.len() / 2) {
+            fs::remove_file(dir.join(old)).unwrap();
+        }
+    });
+}
+
+#[test]
+fn ttl_expires_on_the_engine_clock() {
+    let dir = TempDir::new("ttl");
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let e = Engine::open(&dir.0, config(), clock.clone()).unwrap();
+    e.write(None, |t| t.put(b"short", "s".into(), 1_000_500))
+        .unwrap();
+    e.write(None, |t| t.put(b"forever", "f".into(), 0)).unwrap();
+    assert_eq!(
+        e.get(b"short").unwrap().unwrap().expires_at_ms,
+        Some(1_000_500)
+    );
+    clock.advance_ms(499);
+    assert!(e.get(b"short").unwrap().is_some());
+    clock.advance_ms(1);
+    assert_eq!(e.get(b"short").unwrap(), None, "expired at its deadline");
+    assert_eq!(e.scan(b"", b"", 10, true).unwrap().len(), 1);
+    assert_eq!(e.count(b"", b""), 1);
+    assert_eq!(e.purge_expired(), 1);
+    drop(e);
+    let e = Engine::open(&dir.0, config(), clock).unwrap();
+    assert_eq!(e.get(b"short").unwrap(), None, "still expired after reopen");
+    assert!(e.get(b"forever").unwrap().is_some());
+}
+
+#[test]
+fn a_failed_transaction_writes_nothing() {
+    let dir = TempDir::new("txn");
+    let e = open(&dir.0);
+    put(&e, "a", "1");
+    let result: Result<((), _), StorageError> = e.write(None, |t| {
+        t.put(b"a", "2".into(), 0)?;
+        t.put(&vec![b'k'; 70_000], "too long a key".into(), 0)
+    });
+    assert!(matches!(
+        result,
+        Err(StorageError::KeyTooLarge { len: 70_000, .. })
+    ));
+    assert_eq!(&e.get(b"a").unwrap().unwrap().value[..], b"1");
+}
+
+#[test]
+fn truncated_tail_is_dropped_and_earlier_writes_survive() {
+    let dir = TempDir::new("torn");
+    let e = open(&dir.0);
+    put(&e, "first", "1");
+    put(&e, "second", "2");
+    drop(e);
+    let seg = newest_segment(&dir.0);
+    let len = fs::metadata(&seg).unwrap().len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .set_len(len - 3)
+        .unwrap();
+    let e = open(&dir.0);
+    assert!(e.get(b"first").unwrap().is_some());
+    assert_eq!(e.get(b"second").unwrap(), None, "the torn record is gone");
+    put(&e, "third", "3");
+    drop(e);
+    let e = open(&dir.0);
+    assert_eq!(
+        contents(&e).keys().cloned().collect::<Vec<_>>(),
+        ["first", "third"]
+    );
+}
+
+#[test]
+fn garbage_tail_is_dropped() {
+    let dir = TempDir::new("garbage");
+    let e = open(&dir.0);
+    put(&e, "kept", "1");
+    drop(e);
+    let seg = newest_segment(&dir.0);
+    let mut data = fs::read(&seg).unwrap();
+    data.extend((0..500u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8));
+    fs::write(&seg, &data).unwrap();
+    let e = open(&dir.0);
+    assert_eq!(contents(&e).len(), 1);
+}
+
+#[test]
+fn corruption_in_the_middle_is_reported_with_file_and_offset() {
+    let dir = TempDir::new("corrupt");
+    let e = open(&dir.0);
+    put(&e, "a", "1");
+    put(&e, "b", "2");
+    put(&e, "c", "3");
+    drop(e);
+    let seg = newest_segment(&dir.0);
+    let mut data = fs::read(&seg).unwrap();
+    let second = 16 + 29 + 1 + 1; // segment header, then the first record: header, key, value
+    data[second + 29] ^= 0x55; // the second record's key; a valid third record follows
+    fs::write(&seg, &data).unwrap();
+    match Engine::open(&dir.0, config(), Arc::new(SystemClock)) {
+        Err(StorageError::Corrupt { path, offset, .. }) => {
+            assert_eq!(path, seg);
+            assert_eq!(offset, second as u64);
+        }
+        other => panic!("expected a corruption error, got {other:?}"),
+    }
+}
+
+#[test]
+fn unknown_format_version_is_refused_clearly() {
+    let dir = TempDir::new("format");
+    drop(open(&dir.0));
+    fs::write(
+        dir.0.join(FORMAT_FILE),
+        "kvstore data directory\nformat_version=99\n",
+    )
+    .unwrap();
+    let err = Engine::open(&dir.0, config(), Arc::new(SystemClock)).unwrap_err();
+    assert!(matches!(err, StorageError::UnsupportedFormat { .. }));
+    let message = err.to_string();
+    assert!(
+        message.contains("99") && message.contains("version 1"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_directory_is_opened_by_one_engine_at_a_time() {
+    let dir = TempDir::new("lock");
+    let _first = open(&dir.0);
+    assert!(matches!(
+        Engine::open(&dir.0, config(), Arc::new(SystemClock)),
+        Err(StorageError::Locked { .. })
+    ));
+}
+
+#[test]
+fn hints_are_used_after_restart_and_agree_with_a_scan() {
+    let dir = TempDir::new("hints");
+    let e = open(&dir.0);
+    for k in 0..300 {
+        put(&e, &format!("k{k:04}"), "some value that fills segments");
+    }
+    assert!(e.write_missing_hints().unwrap() > 0);
+    let expected = contents(&e);
+    drop(e);
+    assert!(names(&dir.0).iter().any(|n| n.ends_with(".hint")));
+    assert_eq!(contents(&open(&dir.0)), expected);
+}
+
+#[test]
+fn group_commit_makes_concurrent_writes_durable_with_shared_fsyncs() {
+    let dir = TempDir::new("group");
+    let cfg = Config {
+        fsync: FsyncPolicy::Always,
+        ..config()
+    };
+    let e = Engine::open(&dir.0, cfg, Arc::new(SystemClock)).unwrap();
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let e = e.clone();
+            std::thread::spawn(move || {
+                for i in 0..50 {
+                    let key = format!("t{t}-{i}");
+                    let (_, w) = e
+                        .write(None, |txn| txn.put(key.as_bytes(), "v".into(), 0))
+                        .unwrap();
+                    e.wait_durable(w.version.unwrap()).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let stats = e.stats();
+    assert_eq!(stats.keys, 400);
+    assert!(stats.durable_version >= 400);
+    assert!(
+        stats.fsyncs <= 400,
+        "never more than one fsync per write: {}",
+        stats.fsyncs
+    );
+}
+
+#[test]
+fn readers_see_whole_batches_while_writers_run() {
+    let dir = TempDir::new("concurrent");
+    let e = open(&dir.0);
+    let writer = {
+        let e = e.clone();
+        std::thread::spawn(move || {
+            for i in 0..2000u32 {
+                let v = Bytes::from(i.to_string());
+                e.write(None, |t| {
+                    t.put(b"x", v.clone(), 0)?;
+                    t.put(b"y", v.clone(), 0)
+                })
+                .unwrap();
+                if i % 500 == 0 {
+                    e.compact().unwrap();
+                }
+            }
+        })
+    };
+    let mut reads = 0;
+    while !writer.is_finished() || reads == 0 {
+        let pair = e.scan(b"x", b"z", 2, false).unwrap();
+        if pair.len() == 2 {
+            assert_eq!(pair[0].value, pair[1].value, "a batch is seen whole");
+            assert_eq!(pair[0].version, pair[1].version);
+        }
+        reads += 1;
+    }
+    writer.join().unwrap();
+}
+
+fn newest_segment(dir: &Path) -> PathBuf {
+    let name = names(dir)
+        .into_iter()
+        .filter(|n| n.ends_with(".seg"))
+        .next_back()
+        .unwrap();
+    dir.join(name)
+}
