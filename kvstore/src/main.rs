@@ -1,1 +1,282 @@
-fn main() {}
+//! The `kvstore` binary: argument parsing and logging set-up only. What each subcommand does
+//! lives in `kvstore::cli`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use bytes::Bytes;
+use clap::{Args, Parser, Subcommand};
+use kvstore::cli::{self, Command, ServeOptions};
+use kvstore::server::ServerConfig;
+use kvstore::storage::{self, FsyncPolicy};
+use kvstore::wire::{Condition, ScanRange};
+
+#[derive(Parser)]
+#[command(
+    name = "kvstore",
+    version,
+    about = "A durable key-value store: server and client"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a server.
+    Serve(Serve),
+    /// Check that a server answers.
+    Ping(#[command(flatten)] Conn),
+    /// Print the value of KEY (exit 1 if it does not exist).
+    Get {
+        #[command(flatten)]
+        conn: Conn,
+        key: String,
+    },
+    /// Set KEY to VALUE ("-" reads the value from stdin).
+    Put {
+        #[command(flatten)]
+        conn: Conn,
+        key: String,
+        value: String,
+        /// Expire the key after this many milliseconds.
+        #[arg(long)]
+        ttl_ms: Option<u64>,
+        /// Only if KEY does not exist (exit 5 otherwise).
+        #[arg(long, conflicts_with_all = ["if_present", "if_version"])]
+        if_absent: bool,
+        /// Only if KEY exists (exit 5 otherwise).
+        #[arg(long, conflicts_with = "if_version")]
+        if_present: bool,
+        /// Only if KEY's version is V; 0 means "does not exist" (compare-and-set; exit 5 otherwise).
+        #[arg(long, value_name = "V")]
+        if_version: Option<u64>,
+    },
+    /// Delete KEY (exit 1 if it did not exist).
+    Del {
+        #[command(flatten)]
+        conn: Conn,
+        key: String,
+    },
+    /// Add to the counter at KEY and print the new value.
+    Incr {
+        #[command(flatten)]
+        conn: Conn,
+        key: String,
+        #[arg(long, default_value_t = 1, allow_hyphen_values = true)]
+        by: i64,
+    },
+    /// List keys (and values) in order, one "key<TAB>value" per line.
+    Scan {
+        #[command(flatten)]
+        conn: Conn,
+        /// Only keys starting with this.
+        #[arg(long)]
+        prefix: Option<String>,
+        /// First key (inclusive).
+        #[arg(long)]
+        start: Option<String>,
+        /// Last key (exclusive).
+        #[arg(long)]
+        end: Option<String>,
+        /// Stop after this many keys.
+        #[arg(long)]
+        limit: Option<u64>,
+        /// Print keys only.
+        #[arg(long)]
+        keys_only: bool,
+    },
+}
+
+#[derive(Args)]
+struct Conn {
+    /// Server address (binary protocol).
+    #[arg(long, default_value = "127.0.0.1:7379", env = "KVSTORE_ADDR")]
+    addr: String,
+    #[arg(long, default_value = "default")]
+    keyspace: String,
+    /// Give up on a request after this many milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    timeout_ms: u64,
+}
+
+#[derive(Args)]
+struct Serve {
+    /// Data directory (created if missing).
+    #[arg(long, default_value = "./kvstore-data")]
+    data_dir: PathBuf,
+    /// Binary-protocol listener.
+    #[arg(long, default_value = "127.0.0.1:7379")]
+    listen: SocketAddr,
+    /// Redis-protocol (RESP2) listener.
+    #[arg(long, default_value = "127.0.0.1:6380")]
+    resp_listen: SocketAddr,
+    /// HTTP admin listener: /health, /metrics, /status.
+    #[arg(long, default_value = "127.0.0.1:7380")]
+    http_listen: SocketAddr,
+    /// When writes reach the disk: always (acknowledge after fsync, group commit),
+    /// interval:MS, or never.
+    #[arg(long, default_value = "always")]
+    fsync: FsyncPolicy,
+    #[arg(long, default_value_t = 1024)]
+    connections_max: usize,
+    /// Largest request frame, in bytes.
+    #[arg(long, default_value_t = kvstore::wire::frame::FRAME_BYTES_MAX_DEFAULT)]
+    frame_bytes_max: usize,
+    /// Close connections idle for this long.
+    #[arg(long, default_value_t = 300_000)]
+    idle_timeout_ms: u64,
+    /// Close connections that stall mid-request for this long.
+    #[arg(long, default_value_t = 10_000)]
+    read_timeout_ms: u64,
+    /// Segment files roll over at this size.
+    #[arg(long, default_value_t = 64 * 1024 * 1024)]
+    segment_bytes_max: u64,
+    /// Write the bound addresses as JSON here once listening (for scripts and tests).
+    #[arg(long)]
+    ready_file: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let is_server = matches!(cli.command, Cmd::Serve(_));
+    init_logging(is_server);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(error) => {
+            eprintln!("kvstore: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = runtime.block_on(async move {
+        match cli.command {
+            Cmd::Serve(s) => match cli::serve(serve_options(s)).await {
+                Ok(()) => 0,
+                Err(error) => {
+                    tracing::error!("{error:#}");
+                    eprintln!("kvstore: {error:#}");
+                    1
+                }
+            },
+            Cmd::Ping(conn) => client(conn, Command::Ping).await,
+            Cmd::Get { conn, key } => client(conn, Command::Get { key: key.into() }).await,
+            Cmd::Put {
+                conn,
+                key,
+                value,
+                ttl_ms,
+                if_absent,
+                if_present,
+                if_version,
+            } => {
+                let value = if value == "-" {
+                    let mut buf = Vec::new();
+                    if let Err(error) = std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)
+                    {
+                        eprintln!("kvstore: reading the value from stdin: {error}");
+                        return cli::exit::USAGE;
+                    }
+                    Bytes::from(buf)
+                } else {
+                    Bytes::from(value)
+                };
+                let condition = match (if_absent, if_present, if_version) {
+                    (true, _, _) => Condition::IfAbsent,
+                    (_, true, _) => Condition::IfPresent,
+                    (_, _, Some(v)) => Condition::IfVersion(v),
+                    _ => Condition::None,
+                };
+                client(
+                    conn,
+                    Command::Put {
+                        key: key.into(),
+                        value,
+                        ttl_ms,
+                        condition,
+                    },
+                )
+                .await
+            }
+            Cmd::Del { conn, key } => client(conn, Command::Del { key: key.into() }).await,
+            Cmd::Incr { conn, key, by } => {
+                client(
+                    conn,
+                    Command::Incr {
+                        key: key.into(),
+                        by,
+                    },
+                )
+                .await
+            }
+            Cmd::Scan {
+                conn,
+                prefix,
+                start,
+                end,
+                limit,
+                keys_only,
+            } => {
+                let range = ScanRange {
+                    start: start.map(Bytes::from),
+                    end: end.map(Bytes::from),
+                    prefix: prefix.map(Bytes::from),
+                };
+                client(
+                    conn,
+                    Command::Scan {
+                        range,
+                        limit,
+                        keys_only,
+                    },
+                )
+                .await
+            }
+        }
+    });
+    ExitCode::from(code as u8)
+}
+
+async fn client(conn: Conn, command: Command) -> i32 {
+    cli::run_client(&conn.addr, &conn.keyspace, conn.timeout_ms, command).await
+}
+
+fn serve_options(s: Serve) -> ServeOptions {
+    ServeOptions {
+        data_dir: s.data_dir,
+        listen: s.listen,
+        resp_listen: Some(s.resp_listen),
+        http_listen: Some(s.http_listen),
+        storage: storage::Config {
+            fsync: s.fsync,
+            segment_bytes_max: s.segment_bytes_max,
+            ..storage::Config::default()
+        },
+        server: ServerConfig {
+            connections_max: s.connections_max,
+            frame_bytes_max: s.frame_bytes_max,
+            resp_bulk_bytes_max: s.frame_bytes_max,
+            idle_timeout_ms: s.idle_timeout_ms,
+            read_timeout_ms: s.read_timeout_ms,
+            ..ServerConfig::default()
+        },
+        ready_file: s.ready_file,
+    }
+}
+
+/// Servers log at info by default; client commands only warn. `RUST_LOG` overrides both.
+fn init_logging(is_server: bool) {
+    let default = if is_server { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .init();
+}

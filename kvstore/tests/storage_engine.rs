@@ -539,8 +539,7 @@ fn readers_see_whole_batches_while_writers_run() {
 fn newest_segment(dir: &Path) -> PathBuf {
     let name = names(dir)
         .into_iter()
-        .filter(|n| n.ends_with(".seg"))
-        .next_back()
+        .rfind(|n| n.ends_with(".seg"))
         .unwrap();
     dir.join(name)
 }

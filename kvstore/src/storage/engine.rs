@@ -161,6 +161,9 @@ impl State {
     }
 }
 
+/// An owned key range `[start, end)`; an empty `end` means "to the end".
+type KeyRange = (Box<[u8]>, Box<[u8]>);
+
 /// `[start, end)`, where an empty `end` means "to the end of the keyspace".
 /// An inverted range (`start >= end`) is empty rather than an error.
 fn range_bounds<'a>(start: &'a [u8], end: &'a [u8]) -> (Bound<&'a [u8]>, Bound<&'a [u8]>) {
@@ -538,7 +541,7 @@ pub struct Txn<'a> {
     /// Staged point writes, one per key (the last write to a key in a transaction wins).
     staged: BTreeMap<Box<[u8]>, Staged>,
     /// Staged range deletions, applied before the point writes staged after them.
-    ranges: Vec<(Box<[u8]>, Box<[u8]>)>,
+    ranges: Vec<KeyRange>,
 }
 
 #[derive(Debug, Clone)]
@@ -1190,7 +1193,7 @@ impl<'a> CompactionOutput<'a> {
         }
         let (id, _, buf, hints) = self.current.as_mut().expect("created above");
         let offset = SEGMENT_HEADER_BYTES + buf.len() as u64;
-        debug_assert_eq!(rec.batch_continues, false);
+        debug_assert!(!rec.batch_continues);
         rec.encode(buf);
         debug_assert_eq!(
             buf[(offset - SEGMENT_HEADER_BYTES) as usize + 12] & BATCH_CONTINUES,
@@ -1269,7 +1272,7 @@ fn recover(dir: &Path, limits: RecordLimits, now_ms: u64) -> Result<Recovered> {
     let torn_candidate = ids.iter().rev().find(|id| !hints.contains_key(id)).copied();
 
     let mut slots: BTreeMap<Box<[u8]>, Slot> = BTreeMap::new();
-    let mut ranges: Vec<(Box<[u8]>, Box<[u8]>, u64)> = Vec::new();
+    let mut ranges: Vec<(KeyRange, u64)> = Vec::new();
     let mut segments = BTreeMap::new();
     let mut last_version = 0;
     let mut tail_len = 0;
@@ -1333,7 +1336,7 @@ fn recover(dir: &Path, limits: RecordLimits, now_ms: u64) -> Result<Recovered> {
                         slots.insert(e.key, Slot { entry, tombstone });
                     }
                 }
-                RecordKind::DeleteRange => ranges.push((e.key, e.aux, e.version)),
+                RecordKind::DeleteRange => ranges.push(((e.key, e.aux), e.version)),
                 RecordKind::VersionMark => {}
             }
         }
@@ -1358,7 +1361,7 @@ fn recover(dir: &Path, limits: RecordLimits, now_ms: u64) -> Result<Recovered> {
             state.insert(key, slot.entry);
         }
     }
-    for (start, end, version) in &ranges {
+    for ((start, end), version) in &ranges {
         state.remove_range(start, end, *version);
     }
     let newest = state.segments.keys().next_back().copied();

@@ -1,0 +1,351 @@
+//! One binary-protocol connection: handshake, then frames in, responses out.
+//!
+//! The loop reads, cuts every complete frame out of the buffer, executes each in order, and
+//! writes all the responses with one syscall, so a pipelining client pays one round of syscalls
+//! per batch rather than per request. Under `--fsync always` the responses of a batch are held
+//! until the highest version they wrote is on disk: one fsync acknowledges the whole pipeline,
+//! and nothing is acknowledged before it is durable.
+//!
+//! Error handling follows the framing: a frame whose body is bad (unknown opcode, malformed
+//! fields) gets an error response and the connection continues, because the next frame's
+//! boundary is known. An oversized or impossible length loses the framing, so it gets an error
+//! response and the connection is closed. A peer that stops mid-frame hits the read timeout.
+
+use std::time::Instant;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::{classify, flush, read_deadline, Context};
+use crate::db::{self, DbError, Keyspace};
+use crate::metrics::{Listener, Op};
+use crate::wire::frame::{decode_frame, truncated_at_eof, Frame, FrameError};
+use crate::wire::message::{negotiate_version, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN};
+use crate::wire::{self, ErrorCode, Request, Response};
+
+/// What handling one frame produced.
+struct Step {
+    response: Response,
+    /// The version that must be durable before `response` may be sent.
+    durable: Option<u64>,
+    /// Close the connection after sending `response`.
+    close: bool,
+}
+
+impl Step {
+    fn reply(response: Response) -> Step {
+        Step {
+            response,
+            durable: None,
+            close: false,
+        }
+    }
+    fn fatal(code: ErrorCode, message: String) -> Step {
+        Step {
+            response: Response::error(code, message),
+            durable: None,
+            close: true,
+        }
+    }
+}
+
+pub async fn serve_connection(ctx: &Context, mut stream: TcpStream) -> std::io::Result<()> {
+    let peer = stream.peer_addr().ok();
+    let mut rbuf = BytesMut::with_capacity(16 * 1024);
+    let mut wbuf = BytesMut::with_capacity(16 * 1024);
+    let mut handshaken = false;
+    loop {
+        let mut durable = None;
+        let mut close = false;
+        loop {
+            let step = match decode_frame(&mut rbuf, ctx.config.frame_bytes_max) {
+                Ok(Some(frame)) => {
+                    let request_id = frame.request_id;
+                    (request_id, handle_frame(ctx, &mut handshaken, frame))
+                }
+                Ok(None) => break,
+                Err(error) => {
+                    ctx.metrics.protocol_error(Listener::Binary);
+                    tracing::info!(?peer, %error, "closing connection: unframeable input");
+                    let (code, request_id) = match &error {
+                        FrameError::TooLarge { request_id, .. } => {
+                            (ErrorCode::FrameTooLarge, request_id.unwrap_or(0))
+                        }
+                        _ => (ErrorCode::Malformed, 0),
+                    };
+                    (request_id, Step::fatal(code, error.to_string()))
+                }
+            };
+            let (request_id, step) = step;
+            if step.response.encode(request_id, &mut wbuf).is_err() {
+                let response = Response::error(ErrorCode::Internal, "response too large to encode");
+                response
+                    .encode(request_id, &mut wbuf)
+                    .expect("a short error always encodes");
+            }
+            durable = durable.max(step.durable);
+            if step.close {
+                close = true;
+                break;
+            }
+            if wbuf.len() >= ctx.config.write_buffer_bytes_max {
+                flush(
+                    ctx,
+                    Listener::Binary,
+                    &mut stream,
+                    &mut wbuf,
+                    durable.take(),
+                )
+                .await?;
+            }
+        }
+        flush(ctx, Listener::Binary, &mut stream, &mut wbuf, durable).await?;
+        if close {
+            let _ = stream.shutdown().await;
+            return Ok(());
+        }
+        if ctx.shutting_down() {
+            return Ok(()); // between requests: the in-flight work is done
+        }
+        let deadline = read_deadline(ctx, !rbuf.is_empty());
+        let read = tokio::select! {
+            read = tokio::time::timeout(deadline, stream.read_buf(&mut rbuf)) => read,
+            _ = ctx.shutdown_signal() => return Ok(()),
+        };
+        let n = match read {
+            Ok(n) => n?,
+            Err(_) => {
+                ctx.metrics.timeout(Listener::Binary);
+                let what = if rbuf.is_empty() {
+                    "idle"
+                } else {
+                    "stalled mid-frame"
+                };
+                tracing::info!(
+                    ?peer,
+                    what,
+                    timeout_ms = deadline.as_millis() as u64,
+                    "closing connection: timeout"
+                );
+                return Ok(());
+            }
+        };
+        ctx.metrics.bytes(Listener::Binary, n, 0);
+        if n == 0 {
+            if let Some(error) = truncated_at_eof(&rbuf) {
+                ctx.metrics.protocol_error(Listener::Binary);
+                tracing::info!(?peer, %error, "peer closed the connection mid-frame");
+            }
+            return Ok(());
+        }
+    }
+}
+
+fn handle_frame(ctx: &Context, handshaken: &mut bool, frame: Frame) -> Step {
+    let request = match Request::decode(&frame) {
+        Ok(request) => request,
+        Err(error) => {
+            ctx.metrics.protocol_error(Listener::Binary);
+            return Step::reply(Response::error(error.error_code(), error.to_string()));
+        }
+    };
+    match request {
+        Request::Hello {
+            min_version,
+            max_version,
+            client_name,
+        } => match negotiate_version(min_version, max_version) {
+            Some(version) => {
+                *handshaken = true;
+                tracing::debug!(client = %client_name, version, "handshake");
+                Step::reply(Response::HelloOk {
+                    version,
+                    server_name: ctx.config.server_name.clone(),
+                    frame_bytes_max: ctx.config.frame_bytes_max.min(u32::MAX as usize) as u32,
+                })
+            }
+            None => Step::fatal(
+                ErrorCode::UnsupportedVersion,
+                format!(
+                    "client speaks protocol versions {min_version}..={max_version}, this \
+                         server {PROTOCOL_VERSION_MIN}..={PROTOCOL_VERSION_MAX}"
+                ),
+            ),
+        },
+        _ if !*handshaken => Step::fatal(
+            ErrorCode::HandshakeRequired,
+            "the first frame on a connection must be HELLO".into(),
+        ),
+        request => execute(ctx, request),
+    }
+}
+
+fn execute(ctx: &Context, request: Request) -> Step {
+    let started = Instant::now();
+    let op = match &request {
+        Request::Get { .. } => Op::Get,
+        Request::Put { .. } => Op::Put,
+        Request::Delete { .. } => Op::Delete,
+        Request::Incr { .. } => Op::Incr,
+        Request::Scan { .. } => Op::Scan,
+        Request::Batch { .. } => Op::Batch,
+        Request::Hello { .. } | Request::Ping { .. } => Op::Other,
+    };
+    let result = run(ctx, request);
+    ctx.metrics.record_op(op, started.elapsed(), result.is_ok());
+    match result {
+        Ok((response, durable)) => Step {
+            response,
+            durable,
+            close: false,
+        },
+        Err(error) => {
+            if let DbError::Storage(e) = &error {
+                tracing::warn!(error = %e, "storage error");
+            }
+            Step::reply(Response::error(classify(&error), error.to_string()))
+        }
+    }
+}
+
+fn run(ctx: &Context, request: Request) -> Result<(Response, Option<u64>), DbError> {
+    let db = &ctx.db;
+    Ok(match request {
+        Request::Ping { payload } => (Response::Pong { payload }, None),
+        // The connection answers HELLO itself; nothing else reaches here with one.
+        Request::Hello { .. } => (
+            Response::error(ErrorCode::Internal, "misrouted HELLO"),
+            None,
+        ),
+        Request::Get {
+            keyspace,
+            key,
+            consistency: _,
+        } => {
+            // One node: every read is of the latest applied state, whatever the consistency.
+            let found = db
+                .get(&Keyspace::new(&keyspace)?, &key)?
+                .map(|item| wire::Versioned {
+                    value: item.value,
+                    version: item.version,
+                    expires_at_ms: item.expires_at_ms,
+                });
+            (Response::GetOk { found }, None)
+        }
+        Request::Put {
+            keyspace,
+            key,
+            value,
+            ttl_ms,
+            condition,
+        } => {
+            let ks = Keyspace::new(&keyspace)?;
+            let (out, written) = db.put(&ks, &key, value, ttl_ms, condition.into())?;
+            (
+                Response::PutOk {
+                    applied: out.applied,
+                    version: out.version,
+                },
+                written.version,
+            )
+        }
+        Request::Delete {
+            keyspace,
+            key,
+            condition,
+        } => {
+            let ks = Keyspace::new(&keyspace)?;
+            let (out, written) = db.delete(&ks, &key, condition.into())?;
+            let response = Response::DeleteOk {
+                applied: out.applied,
+                existed: out.existed,
+                version: out.version,
+            };
+            (response, written.version)
+        }
+        Request::Incr {
+            keyspace,
+            key,
+            delta,
+        } => {
+            let ks = Keyspace::new(&keyspace)?;
+            let ((value, version), written) = db.incr(&ks, &key, delta)?;
+            (Response::IncrOk { value, version }, written.version)
+        }
+        Request::Scan {
+            keyspace,
+            range,
+            limit,
+            continuation,
+            keys_only,
+            consistency: _,
+        } => {
+            let ks = Keyspace::new(&keyspace)?;
+            let range = db::ScanRange {
+                start: range.start,
+                end: range.end,
+                prefix: range.prefix,
+            };
+            let page = db.scan(&ks, &range, limit, continuation.as_deref(), keys_only)?;
+            let entries = page
+                .items
+                .into_iter()
+                .map(|i| wire::Entry {
+                    key: i.key,
+                    value: i.value,
+                    version: i.version,
+                    expires_at_ms: i.expires_at_ms,
+                })
+                .collect();
+            (
+                Response::ScanOk {
+                    entries,
+                    continuation: page.continuation,
+                },
+                None,
+            )
+        }
+        Request::Batch { keyspace, ops } => {
+            let ks = Keyspace::new(&keyspace)?;
+            let ops: Vec<db::BatchOp> = ops
+                .into_iter()
+                .map(|op| match op {
+                    wire::BatchOp::Put {
+                        key,
+                        value,
+                        ttl_ms,
+                        condition,
+                    } => db::BatchOp::Put {
+                        key,
+                        value,
+                        ttl_ms,
+                        condition: condition.into(),
+                    },
+                    wire::BatchOp::Delete { key, condition } => db::BatchOp::Delete {
+                        key,
+                        condition: condition.into(),
+                    },
+                })
+                .collect();
+            let (out, written) = db.batch(&ks, &ops)?;
+            let response = Response::BatchOk {
+                applied: out.applied,
+                version: out.version,
+                failed_op: out.failed_op,
+            };
+            (response, written.version)
+        }
+    })
+}
+
+impl From<wire::Condition> for db::Condition {
+    fn from(c: wire::Condition) -> db::Condition {
+        match c {
+            wire::Condition::None => db::Condition::None,
+            wire::Condition::IfAbsent => db::Condition::IfAbsent,
+            wire::Condition::IfPresent => db::Condition::IfPresent,
+            wire::Condition::IfVersion(v) => db::Condition::IfVersion(v),
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! The listeners of a `kvstore serve` process: the binary protocol, the Redis-compatible port
+//! and the HTTP admin port (health, metrics, status), with a shared connection limit, idle and
+//! read timeouts, and graceful shutdown.
+//!
+//! `run` takes already-bound listeners (tests bind port 0 and pass them in) and a shutdown
+//! future. On shutdown the listeners stop accepting, each connection finishes the request it
+//! is executing and flushes its replies, and the engine is fsynced before `run` returns.
+//! Connection handling lives in [`binary`] and [`resp`]; the data model they call is
+//! [`crate::db`].
+
+pub mod binary;
+pub mod http;
+pub mod resp;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::db::{Db, DbError};
+use crate::metrics::{Listener, Metrics};
+use crate::storage::StorageError;
+
+/// Limits of a server.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Open client connections, over both client ports together.
+    pub connections_max: usize,
+    /// Largest binary-protocol frame accepted (header included).
+    pub frame_bytes_max: usize,
+    /// Largest RESP bulk string accepted.
+    pub resp_bulk_bytes_max: usize,
+    /// A connection with no request for this long is closed.
+    pub idle_timeout_ms: u64,
+    /// A request that has started arriving must be complete within this long.
+    pub read_timeout_ms: u64,
+    /// How long shutdown waits for connections to finish their current request.
+    pub shutdown_grace_ms: u64,
+    /// Replies buffered before they are written out, even in the middle of a pipeline.
+    pub write_buffer_bytes_max: usize,
+    pub server_name: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> ServerConfig {
+        ServerConfig {
+            connections_max: 1024,
+            frame_bytes_max: crate::wire::frame::FRAME_BYTES_MAX_DEFAULT,
+            resp_bulk_bytes_max: crate::wire::frame::FRAME_BYTES_MAX_DEFAULT,
+            idle_timeout_ms: 300_000,
+            read_timeout_ms: 10_000,
+            shutdown_grace_ms: 10_000,
+            write_buffer_bytes_max: 256 * 1024,
+            server_name: format!("kvstore {}", env!("CARGO_PKG_VERSION")),
+        }
+    }
+}
+
+/// What every connection handler shares.
+#[derive(Debug)]
+pub struct Context {
+    pub db: Db,
+    pub config: ServerConfig,
+    pub metrics: Metrics,
+    pub started: Instant,
+    /// State shared by RESP connections (SCAN cursors).
+    pub resp: crate::resp::commands::Shared,
+    connections: Arc<Semaphore>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Context {
+    /// True once shutdown has begun.
+    pub fn shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// Resolves when shutdown begins.
+    pub async fn shutdown_signal(&self) {
+        let mut rx = self.shutdown.clone();
+        let _ = rx.wait_for(|down| *down).await;
+    }
+}
+
+/// The bound listeners of one server.
+#[derive(Debug)]
+pub struct Listeners {
+    pub binary: TcpListener,
+    pub resp: Option<TcpListener>,
+    pub http: Option<TcpListener>,
+}
+
+/// Serves until `shutdown` resolves, then drains connections and fsyncs.
+pub async fn run(
+    listeners: Listeners,
+    db: Db,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let ctx = Arc::new(Context {
+        db,
+        connections: Arc::new(Semaphore::new(config.connections_max)),
+        config,
+        metrics: Metrics::default(),
+        started: Instant::now(),
+        resp: crate::resp::commands::Shared::default(),
+        shutdown: shutdown_rx,
+    });
+
+    let mut tasks = JoinSet::new();
+    tasks.spawn(accept_loop(ctx.clone(), listeners.binary, Listener::Binary));
+    if let Some(resp) = listeners.resp {
+        tasks.spawn(accept_loop(ctx.clone(), resp, Listener::Resp));
+    }
+    if let Some(http) = listeners.http {
+        let ctx = ctx.clone();
+        tasks.spawn(async move { http::serve(ctx, http).await });
+    }
+
+    shutdown.await;
+    tracing::info!("shutting down: no new connections, finishing in-flight requests");
+    let _ = shutdown_tx.send(true);
+    let grace = Duration::from_millis(ctx.config.shutdown_grace_ms);
+    if tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} })
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            grace_ms = grace.as_millis() as u64,
+            "connections still open after the grace period; closing them"
+        );
+        tasks.abort_all();
+    }
+    ctx.db.engine().sync()?;
+    tracing::info!("shutdown complete: all writes flushed to disk");
+    Ok(())
+}
+
+async fn accept_loop(ctx: Arc<Context>, listener: TcpListener, kind: Listener) {
+    let mut connections = JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = ctx.shutdown_signal() => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Typically EMFILE: back off instead of spinning.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = ctx.connections.clone().try_acquire_owned() else {
+            ctx.metrics.connection_rejected(kind);
+            tracing::warn!(%peer, limit = ctx.config.connections_max, "connection limit reached; refusing");
+            connections.spawn(refuse(stream, kind));
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let ctx = ctx.clone();
+        connections.spawn(async move {
+            ctx.metrics.connection_opened(kind);
+            let result = match kind {
+                Listener::Binary => binary::serve_connection(&ctx, stream).await,
+                Listener::Resp => resp::serve_connection(&ctx, stream).await,
+            };
+            if let Err(error) = result {
+                tracing::debug!(%peer, %error, "connection ended with an error");
+            }
+            ctx.metrics.connection_closed(kind);
+            drop(permit);
+        });
+    }
+    // Let open connections finish their current request (they watch the same signal).
+    while connections.join_next().await.is_some() {}
+}
+
+/// Tells a client over the limit why it is being closed, in its own protocol.
+async fn refuse(mut stream: TcpStream, kind: Listener) {
+    use tokio::io::AsyncWriteExt;
+    let mut buf = bytes::BytesMut::new();
+    match kind {
+        Listener::Binary => {
+            let response = crate::wire::Response::error(
+                crate::wire::ErrorCode::Busy,
+                "connection limit reached; try again later",
+            );
+            let _ = response.encode(0, &mut buf);
+        }
+        Listener::Resp => buf.extend_from_slice(b"-ERR max number of clients reached\r\n"),
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&buf)).await;
+}
+
+/// Writes the buffered replies of a connection, first waiting until `durable` is on disk.
+pub(crate) async fn flush(
+    ctx: &Context,
+    listener: Listener,
+    stream: &mut TcpStream,
+    wbuf: &mut bytes::BytesMut,
+    durable: Option<u64>,
+) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    if let Some(version) = durable {
+        if let Err(error) = ctx.db.engine().wait_durable_async(version).await {
+            // Never acknowledge what is not durable: drop the connection, so that the client
+            // reports the outcome of its writes as unknown.
+            tracing::error!(%error, "write not durable; closing connection without acknowledging");
+            return Err(std::io::Error::other(error.to_string()));
+        }
+    }
+    if !wbuf.is_empty() {
+        stream.write_all(wbuf).await?;
+        ctx.metrics.bytes(listener, 0, wbuf.len());
+        wbuf.clear();
+    }
+    Ok(())
+}
+
+/// How long to wait for more bytes: the idle timeout between requests, the (shorter) read
+/// timeout once a request has started arriving.
+pub(crate) fn read_deadline(ctx: &Context, partial_request: bool) -> Duration {
+    Duration::from_millis(if partial_request {
+        ctx.config.read_timeout_ms
+    } else {
+        ctx.config.idle_timeout_ms
+    })
+}
+
+/// A database error as a wire error code and message.
+pub(crate) fn classify(error: &DbError) -> crate::wire::ErrorCode {
+    use crate::wire::ErrorCode;
+    match error {
+        DbError::NotAnInteger | DbError::Overflow => ErrorCode::NotAnInteger,
+        DbError::InvalidKeyspace { .. } | DbError::InvalidArgument(_) => ErrorCode::InvalidArgument,
+        DbError::Storage(StorageError::KeyTooLarge { .. } | StorageError::ValueTooLarge { .. }) => {
+            ErrorCode::InvalidArgument
+        }
+        DbError::Storage(_) => ErrorCode::Storage,
+    }
+}
