@@ -1,1 +1,8 @@
-//! placeholder
+//! End-to-end tests for the suite, and the harness they share.
+//!
+//! The harness starts real `kvstore` processes on loopback ports chosen at run time (port 0,
+//! addresses read back from `--ready-file`), stops them by PID (SIGTERM, SIGKILL, SIGSTOP),
+//! and restarts them on the same data directory. Part 2 extends it to whole clusters with
+//! partitions and a linearizability checker.
+
+pub mod harness;

@@ -315,7 +315,10 @@ pub fn execute(
             [_] => Ok(err("ERR DB index is out of range").into()),
             _ => Ok(wrong_args("select").into()),
         },
-        "info" => Ok(Reply::Bulk(info(db, &ks, &facts()).into()).into()),
+        "info" => {
+            let sections: Vec<String> = rest.iter().map(|a| lower(a)).collect();
+            Ok(Reply::Bulk(info(db, &ks, &facts(), &sections).into()).into())
+        }
         "config" => Ok(config(rest, &facts()).into()),
         "command" => Ok(match rest.first().map(|a| lower(a)).as_deref() {
             None | Some("docs") | Some("info") => Reply::Array(Vec::new()),
@@ -571,7 +574,29 @@ fn config(rest: &[Bytes], facts: &ServerFacts) -> Reply {
     }
 }
 
-fn info(db: &Db, ks: &Keyspace, facts: &ServerFacts) -> String {
+/// INFO's text: all sections, or only those named (as Redis does).
+fn info(db: &Db, ks: &Keyspace, facts: &ServerFacts, sections: &[String]) -> String {
+    let text = info_all(db, ks, facts);
+    let everything = ["all", "everything", "default"];
+    if sections.is_empty() || sections.iter().any(|s| everything.contains(&s.as_str())) {
+        return text;
+    }
+    text.split("\r\n\r\n")
+        .filter(|block| {
+            let title = block
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim_start_matches("# ")
+                .to_lowercase();
+            sections.contains(&title)
+        })
+        .map(|block| format!("{}\r\n", block.trim_end()))
+        .collect::<Vec<_>>()
+        .join("\r\n")
+}
+
+fn info_all(db: &Db, ks: &Keyspace, facts: &ServerFacts) -> String {
     let stats = db.engine().stats();
     let keys = db.count(ks);
     format!(

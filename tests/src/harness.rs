@@ -1,0 +1,284 @@
+//! Starting, signalling and restarting real `kvstore serve` processes for tests.
+
+use std::fs;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+/// How long a server may take to come up before the test fails.
+pub const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The `kvstore` binary under test: `$KVSTORE_BIN`, or the one cargo built next to this test.
+pub fn kvstore_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("KVSTORE_BIN") {
+        return PathBuf::from(path);
+    }
+    // target/<profile>/deps/<test binary> -> target/<profile>/kvstore
+    let exe = std::env::current_exe().expect("the test binary has a path");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>")
+        .join("kvstore");
+    assert!(
+        bin.exists(),
+        "{} does not exist: build it first with `cargo build -p kvstore` (the README's test \
+         command does), or set KVSTORE_BIN",
+        bin.display()
+    );
+    bin
+}
+
+/// A scratch directory removed on drop.
+#[derive(Debug)]
+pub struct TempDir {
+    pub path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "kvstore-e2e-{name}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir_all(&path).expect("creating a temp dir");
+        TempDir { path }
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Options of a test server.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    pub fsync: String,
+    /// Extra `kvstore serve` arguments.
+    pub args: Vec<String>,
+}
+
+impl Default for ServerOptions {
+    fn default() -> ServerOptions {
+        ServerOptions {
+            fsync: "always".into(),
+            args: Vec::new(),
+        }
+    }
+}
+
+/// A running `kvstore serve` process and the addresses it bound.
+#[derive(Debug)]
+pub struct Server {
+    child: Option<Child>,
+    pub data_dir: PathBuf,
+    work_dir: PathBuf,
+    options: ServerOptions,
+    pub addr: SocketAddr,
+    pub resp: SocketAddr,
+    pub http: SocketAddr,
+    starts: u32,
+}
+
+impl Server {
+    /// Starts a server whose data and logs live under `work_dir`.
+    pub fn start(work_dir: &Path, options: ServerOptions) -> Result<Server> {
+        let mut server = Server {
+            child: None,
+            data_dir: work_dir.join("data"),
+            work_dir: work_dir.to_path_buf(),
+            options,
+            addr: ([0, 0, 0, 0], 0).into(),
+            resp: ([0, 0, 0, 0], 0).into(),
+            http: ([0, 0, 0, 0], 0).into(),
+            starts: 0,
+        };
+        server.launch()?;
+        Ok(server)
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.work_dir.join(format!("server-{}.log", self.starts))
+    }
+
+    fn command(&mut self, ready: &Path) -> Result<Command> {
+        self.starts += 1;
+        let log = fs::File::create(self.log_path())?;
+        let mut cmd = Command::new(kvstore_bin());
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(["--listen", "127.0.0.1:0", "--resp-listen", "127.0.0.1:0"])
+            .args([
+                "--http-listen",
+                "127.0.0.1:0",
+                "--fsync",
+                &self.options.fsync,
+            ])
+            .arg("--ready-file")
+            .arg(ready)
+            .args(&self.options.args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        Ok(cmd)
+    }
+
+    fn launch(&mut self) -> Result<()> {
+        let ready = self.work_dir.join("ready.json");
+        let _ = fs::remove_file(&ready);
+        let mut cmd = self.command(&ready)?;
+        let mut child = cmd.spawn().context("spawning kvstore serve")?;
+        let deadline = Instant::now() + START_TIMEOUT;
+        let text = loop {
+            if let Ok(text) = fs::read_to_string(&ready) {
+                break text;
+            }
+            if let Some(status) = child.try_wait()? {
+                bail!(
+                    "kvstore serve exited with {status} before it was ready:\n{}",
+                    self.log()
+                );
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                bail!(
+                    "kvstore serve not ready after {START_TIMEOUT:?}:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let json: serde_json::Value = serde_json::from_str(&text)?;
+        let addr = |field: &str| -> Result<SocketAddr> {
+            json[field]
+                .as_str()
+                .context("missing address")?
+                .parse()
+                .context("bad address")
+        };
+        self.addr = addr("listen")?;
+        self.resp = addr("resp_listen")?;
+        self.http = addr("http_listen")?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// The process id (while running).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Everything the current (or last) process logged.
+    pub fn log(&self) -> String {
+        let mut text = String::new();
+        if let Ok(mut f) = fs::File::open(self.log_path()) {
+            let _ = f.read_to_string(&mut text);
+        }
+        text
+    }
+
+    /// SIGKILL: the process gets no chance to flush anything.
+    pub fn kill(&mut self) -> Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Sends a signal by name (`TERM`, `STOP`, `CONT`, ...) to the process.
+    pub fn signal(&self, signal: &str) -> Result<()> {
+        let pid = self.pid().context("server is not running")?;
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()?;
+        if !status.success() {
+            bail!("kill -{signal} {pid} failed: {status}");
+        }
+        Ok(())
+    }
+
+    /// SIGTERM, then waits (up to `timeout`) for a graceful exit.
+    pub fn terminate(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        self.signal("TERM")?;
+        let mut child = self.child.take().context("server is not running")?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                bail!(
+                    "server did not exit within {timeout:?} of SIGTERM:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the server again on the same data directory (new ports).
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill()?;
+        self.launch()
+    }
+
+    /// Starts a process on the data directory that is expected to refuse to start; returns
+    /// its exit status and what it logged.
+    pub fn start_expecting_failure(&mut self) -> Result<(ExitStatus, String)> {
+        self.kill()?;
+        let ready = self.work_dir.join("ready.json");
+        let _ = fs::remove_file(&ready);
+        let mut child = self
+            .command(&ready)?
+            .spawn()
+            .context("spawning kvstore serve")?;
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok((status, self.log()));
+            }
+            if ready.exists() || Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!(
+                    "the server started, but it was expected to refuse:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.kill();
+    }
+}
+
+/// Polls `check` until it returns true or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    check()
+}

@@ -1,0 +1,187 @@
+//! Real Redis clients, unchanged, against the RESP port: a scripted `redis-cli` session whose
+//! replies are checked line by line, `redis-cli --scan` paging through many keys, and a short
+//! `redis-benchmark` run (a compatibility check, not a timing: speed lives in bench/).
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use tests::harness::{Server, ServerOptions, TempDir};
+
+fn redis_tool(name: &str) -> Command {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {name}"))
+        .output();
+    assert!(
+        found.is_ok_and(|o| o.status.success()),
+        "{name} is not installed: run scripts/install-test-deps.sh (Debian package redis-tools)"
+    );
+    Command::new(name)
+}
+
+fn redis_cli(server: &Server, args: &[&str], stdin: &str) -> String {
+    let mut child = redis_tool("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &server.resp.port().to_string()])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "redis-cli failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn a_scripted_redis_cli_session_gets_redis_replies() {
+    let dir = TempDir::new("redis-cli");
+    let server = Server::start(&dir.path, ServerOptions::default()).unwrap();
+    // (command, the lines redis-cli prints for its reply in non-interactive mode)
+    let script: &[(&str, &[&str])] = &[
+        ("PING", &["PONG"]),
+        ("SET k v", &["OK"]),
+        ("GET k", &["v"]),
+        ("GET missing", &[""]),
+        ("SET k v2 NX", &[""]),
+        ("SET k v2 XX", &["OK"]),
+        ("GET k", &["v2"]),
+        ("SET t v EX 100", &["OK"]),
+        ("TTL t", &["100"]),
+        ("EXPIRE k 1000", &["1"]),
+        ("TTL k", &["1000"]),
+        ("EXPIRE missing 10", &["0"]),
+        ("DEL k missing", &["1"]),
+        ("EXISTS t t missing", &["2"]),
+        ("MSET a 1 b 2", &["OK"]),
+        ("MGET a b missing", &["1", "2", ""]),
+        ("INCR a", &["2"]),
+        ("INCRBY a 40", &["42"]),
+        (
+            "INCR t",
+            &["ERR value is not an integer or out of range", ""],
+        ),
+        ("DBSIZE", &["3"]),
+        ("ECHO hello", &["hello"]),
+        ("CLIENT SETNAME tester", &["OK"]),
+        ("CLIENT GETNAME", &["tester"]),
+        ("CONFIG GET appendonly", &["appendonly", "yes"]),
+        ("SCAN 0 MATCH a* COUNT 100", &["0", "a"]),
+        (
+            "FOO bar",
+            &[
+                "ERR unknown command 'FOO', with args beginning with: 'bar' ",
+                "",
+            ],
+        ),
+        ("PERSIST t", &["1"]),
+        ("TTL t", &["-1"]),
+        ("SET p v PX 100000", &["OK"]),
+        ("DBSIZE", &["4"]),
+        ("FLUSHDB", &["OK"]),
+        ("DBSIZE", &["0"]),
+    ];
+    let input: String = script.iter().map(|(cmd, _)| format!("{cmd}\n")).collect();
+    let expected: Vec<&str> = script
+        .iter()
+        .flat_map(|(_, lines)| lines.iter().copied())
+        .collect();
+    let output = redis_cli(&server, &[], &input);
+    let got: Vec<&str> = output.lines().collect();
+    for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
+        assert_eq!(g, e, "line {i} differs; whole output:\n{output}");
+    }
+    assert_eq!(got.len(), expected.len(), "whole output:\n{output}");
+
+    let info = redis_cli(&server, &["INFO", "keyspace"], "");
+    assert_eq!(
+        info.trim(),
+        "# Keyspace\r\ndb0:keys=0",
+        "INFO keyspace shows only that section"
+    );
+    let info = redis_cli(&server, &["INFO"], "");
+    for section in [
+        "# Server",
+        "# Clients",
+        "# Persistence",
+        "# Stats",
+        "# Keyspace",
+    ] {
+        assert!(info.contains(section), "{info}");
+    }
+}
+
+#[test]
+fn redis_cli_scan_pages_through_every_key_once() {
+    let dir = TempDir::new("redis-scan");
+    let server = Server::start(
+        &dir.path,
+        ServerOptions {
+            fsync: "never".into(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut input = String::new();
+    for i in 0..250 {
+        input.push_str(&format!("SET user:{i:03} x\nSET other:{i:03} y\n"));
+    }
+    redis_cli(&server, &[], &input);
+    let keys = redis_cli(&server, &["--scan", "--pattern", "user:*"], "");
+    let mut keys: Vec<&str> = keys.lines().collect();
+    keys.sort();
+    let want: Vec<String> = (0..250).map(|i| format!("user:{i:03}")).collect();
+    assert_eq!(keys, want);
+}
+
+#[test]
+fn redis_benchmark_runs_unchanged() {
+    let dir = TempDir::new("redis-benchmark");
+    let server = Server::start(
+        &dir.path,
+        ServerOptions {
+            fsync: "never".into(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let out = redis_tool("redis-benchmark")
+        .args(["-h", "127.0.0.1", "-p", &server.resp.port().to_string()])
+        .args([
+            "-t",
+            "set,get,incr,mset",
+            "-n",
+            "2000",
+            "-c",
+            "10",
+            "-P",
+            "4",
+            "-q",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).replace('\r', "\n");
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for test in ["SET:", "GET:", "INCR:", "MSET (10 keys):"] {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(test) && l.contains("requests per second")),
+            "no result line for {test}:\n{text}"
+        );
+    }
+    assert!(!text.contains("ERR"), "{text}");
+}
