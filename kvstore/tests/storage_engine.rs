@@ -543,3 +543,51 @@ fn newest_segment(dir: &Path) -> PathBuf {
         .unwrap();
     dir.join(name)
 }
+
+#[test]
+fn lowering_a_limit_keeps_older_records_readable() {
+    let dir = TempDir::new("limits");
+    let e = open(&dir.0);
+    put(&e, "big", &"v".repeat(1000));
+    drop(e);
+    let lower = Config {
+        value_bytes_max: 100,
+        ..config()
+    };
+    let e = Engine::open(&dir.0, lower, Arc::new(SystemClock)).unwrap();
+    assert_eq!(
+        e.get(b"big").unwrap().unwrap().value.len(),
+        1000,
+        "still readable"
+    );
+    let too_big = e.write(None, |t| t.put(b"new", Bytes::from(vec![b'x'; 101]), 0));
+    assert!(matches!(
+        too_big,
+        Err(StorageError::ValueTooLarge { len: 101, max: 100 })
+    ));
+    let over_format = Config {
+        value_bytes_max: u32::MAX,
+        ..config()
+    };
+    drop(e);
+    assert!(matches!(
+        Engine::open(&dir.0, over_format, Arc::new(SystemClock)),
+        Err(StorageError::InvalidConfig(_))
+    ));
+}
+
+#[test]
+fn a_hint_without_its_segment_is_removed_at_startup() {
+    let dir = TempDir::new("orphan-hint");
+    let e = open(&dir.0);
+    put(&e, "a", "1");
+    drop(e);
+    // As a compaction that crashed between writing an output's hint and renaming the output
+    // would leave it: a hint for a segment id that is about to be reused.
+    fs::write(dir.0.join("0000000099.hint"), b"stale").unwrap();
+    fs::write(dir.0.join("0000000099.seg.tmp"), b"partial").unwrap();
+    let e = open(&dir.0);
+    assert!(!dir.0.join("0000000099.hint").exists());
+    assert!(!dir.0.join("0000000099.seg.tmp").exists());
+    assert_eq!(contents(&e).len(), 1);
+}

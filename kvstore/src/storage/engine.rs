@@ -186,9 +186,6 @@ struct Writer {
     len: u64,
     last_version: u64,
     buf: Vec<u8>,
-    /// Set after a failure that leaves the log in a state we cannot trust (a failed fsync, or a
-    /// failed rollback of a partial append). Writes are refused until a restart re-reads the log.
-    poisoned: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -215,6 +212,11 @@ struct Inner {
     durable_tx: tokio::sync::watch::Sender<u64>,
     next_segment_id: AtomicU64,
     compaction: Mutex<()>,
+    /// Set after a failure that leaves the files in a state we cannot trust (a failed fsync, a
+    /// failed rollback of a partial append, a compaction that failed after its marker). Writes
+    /// and compactions are refused until a restart re-reads the log. A leaf lock: nothing else
+    /// is ever acquired while it is held.
+    poison: Mutex<Option<String>>,
     counters: Counters,
     _lock: File,
 }
@@ -276,10 +278,21 @@ impl Engine {
         finish_interrupted_compaction(&dir)?;
         remove_temporary_files(&dir)?;
 
-        let limits = RecordLimits {
-            key_bytes_max: config.key_bytes_max,
-            value_bytes_max: config.value_bytes_max,
-        };
+        if config.key_bytes_max > record::KEY_BYTES_LIMIT
+            || config.value_bytes_max > record::VALUE_BYTES_LIMIT
+        {
+            return Err(StorageError::InvalidConfig(format!(
+                "key_bytes_max ({}) and value_bytes_max ({}) may not exceed the format's limits \
+                 of {} and {} bytes",
+                config.key_bytes_max,
+                config.value_bytes_max,
+                record::KEY_BYTES_LIMIT,
+                record::VALUE_BYTES_LIMIT
+            )));
+        }
+        // Records are decoded against the format's limits, not the configured ones: lowering a
+        // configured limit must not make records written under a higher one unreadable.
+        let limits = RecordLimits::FORMAT;
         let started = std::time::Instant::now();
         let recovered = recover(&dir, limits, clock.now_ms())?;
         let (segment, file, len) = match recovered.reusable_tail {
@@ -304,7 +317,6 @@ impl Engine {
             len,
             last_version: recovered.last_version,
             buf: Vec::new(),
-            poisoned: None,
         };
         let mut state = recovered.state;
         state
@@ -346,6 +358,7 @@ impl Engine {
             durable_tx,
             next_segment_id: AtomicU64::new(next_segment_id),
             compaction: Mutex::new(()),
+            poison: Mutex::new(None),
             counters: Counters::default(),
             _lock: lock,
         });
@@ -586,10 +599,10 @@ impl Txn<'_> {
     /// Stages `key = value`, expiring at `expires_at_ms` (0 = never).
     pub fn put(&mut self, key: &[u8], value: Bytes, expires_at_ms: u64) -> Result<()> {
         self.check_key(key)?;
-        if value.len() > self.inner.limits.value_bytes_max as usize {
+        if value.len() > self.inner.config.value_bytes_max as usize {
             return Err(StorageError::ValueTooLarge {
                 len: value.len(),
-                max: self.inner.limits.value_bytes_max,
+                max: self.inner.config.value_bytes_max,
             });
         }
         self.staged.insert(
@@ -620,7 +633,7 @@ impl Txn<'_> {
     }
 
     fn check_key(&self, key: &[u8]) -> Result<()> {
-        let max = self.inner.limits.key_bytes_max;
+        let max = self.inner.config.key_bytes_max;
         if key.len() > max as usize {
             return Err(StorageError::KeyTooLarge {
                 len: key.len(),
@@ -640,6 +653,21 @@ fn in_range(key: &[u8], start: &[u8], end: &[u8]) -> bool {
 }
 
 impl Inner {
+    fn poison(&self, reason: String) {
+        tracing::error!(%reason, "storage engine poisoned: refusing writes until restart");
+        let mut p = self.poison.lock().expect("poison lock");
+        p.get_or_insert(reason);
+    }
+
+    fn check_poison(&self) -> Result<()> {
+        match &*self.poison.lock().expect("poison lock") {
+            Some(reason) => Err(StorageError::Poisoned {
+                reason: reason.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
     fn get(&self, key: &[u8]) -> Result<Option<Value>> {
         let now = self.clock.now_ms();
         let (entry, file) = {
@@ -690,12 +718,7 @@ impl Inner {
         f: impl FnOnce(&mut Txn<'_>) -> std::result::Result<R, E>,
     ) -> std::result::Result<(R, Written), E> {
         let mut w = self.writer.lock().expect("writer lock");
-        if let Some(reason) = &w.poisoned {
-            return Err(StorageError::Poisoned {
-                reason: reason.clone(),
-            }
-            .into());
-        }
+        self.check_poison()?;
         let version = match version {
             Some(v) if v <= w.last_version => {
                 return Err(StorageError::VersionNotIncreasing {
@@ -777,7 +800,7 @@ impl Inner {
             // Undo a partial append so the next record does not follow garbage (which recovery
             // would rightly call corruption). If even that fails, stop taking writes.
             if let Err(e) = w.file.set_len(base) {
-                w.poisoned = Some(format!(
+                self.poison(format!(
                     "append failed ({source}) and rollback failed ({e})"
                 ));
             }
@@ -838,9 +861,18 @@ impl Inner {
     /// Seals the active segment (fsync) and starts a new one.
     fn rotate(&self, w: &mut Writer) -> Result<()> {
         let old = segment::segment_path(&self.dir, w.segment);
-        w.file
-            .sync_data()
-            .map_err(StorageError::io("syncing", &old))?;
+        if let Err(e) = w.file.sync_data() {
+            // As in sync_now: after a failed fsync the dirty pages may be gone for good.
+            self.poison(format!(
+                "fsync of sealed segment {} failed: {e}",
+                old.display()
+            ));
+            return Err(StorageError::Io {
+                action: "syncing",
+                path: old,
+                source: e,
+            });
+        }
         self.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
         let id = self.next_segment_id.fetch_add(1, Ordering::SeqCst);
         let file = Arc::new(segment::create_segment(&self.dir, id)?);
@@ -876,7 +908,7 @@ impl Inner {
                 // written since the last good fsync can be trusted to reach the disk.
                 let reason = format!("fsync failed: {e}");
                 s.failed = Some(reason.clone());
-                self.writer.lock().expect("writer lock").poisoned = Some(reason);
+                self.poison(reason);
                 self.durable_tx.send_replace(s.durable);
             }
         }
@@ -1013,6 +1045,7 @@ impl Inner {
 
     fn compact(&self) -> Result<CompactionReport> {
         let _guard = self.compaction.lock().expect("compaction lock");
+        self.check_poison()?;
         // Seal the active segment so that everything written so far is eligible.
         {
             let mut w = self.writer.lock().expect("writer lock");
@@ -1097,9 +1130,31 @@ impl Inner {
         // deleted key back, since its tombstone may be in an input deleted before its value).
         let input_ids: Vec<u64> = inputs.iter().map(|(id, _, _)| *id).collect();
         write_marker(&self.dir, &input_ids)?;
+        // From here on a failure leaves inputs that must not be forgotten: the marker lists
+        // them and only a restart finishes the job, so any error poisons the engine.
+        if let Err(e) = self.install_compaction(&outputs, moved, &input_ids) {
+            self.poison(format!("compaction failed after recording its inputs: {e}"));
+            return Err(e);
+        }
+        self.counters.compactions.fetch_add(1, Ordering::Relaxed);
+        self.counters.compaction_bytes_reclaimed.fetch_add(
+            report.bytes_before.saturating_sub(report.bytes_after),
+            Ordering::Relaxed,
+        );
+        Ok(report)
+    }
+
+    /// Points the index at a compaction's outputs, deletes its inputs and the marker, and
+    /// leaves the writer on the highest segment id.
+    fn install_compaction(
+        &self,
+        outputs: &[(u64, u64, Arc<File>)],
+        moved: Vec<(Box<[u8]>, Location, Location)>,
+        input_ids: &[u64],
+    ) -> Result<()> {
         {
             let mut state = self.state.write().expect("state lock");
-            for (id, len, file) in &outputs {
+            for (id, len, file) in outputs {
                 state.segments.insert(
                     *id,
                     SegmentInfo {
@@ -1119,11 +1174,11 @@ impl Inner {
                     }
                 }
             }
-            for id in &input_ids {
+            for id in input_ids {
                 state.segments.remove(id);
             }
         }
-        delete_segments(&self.dir, &input_ids)?;
+        delete_segments(&self.dir, input_ids)?;
         remove_marker(&self.dir)?;
         // Leave the writer on the highest segment id, above the outputs just made.
         {
@@ -1132,12 +1187,7 @@ impl Inner {
                 self.rotate(&mut w)?;
             }
         }
-        self.counters.compactions.fetch_add(1, Ordering::Relaxed);
-        self.counters.compaction_bytes_reclaimed.fetch_add(
-            report.bytes_before.saturating_sub(report.bytes_after),
-            Ordering::Relaxed,
-        );
-        Ok(report)
+        Ok(())
     }
 }
 
@@ -1226,6 +1276,9 @@ impl<'a> CompactionOutput<'a> {
             .map_err(StorageError::io("syncing compacted segment", &path))?;
         let len = SEGMENT_HEADER_BYTES + buf.len() as u64;
         segment::write_hint(&self.inner.dir, id, len, &hints)?;
+        // The hint's name must be durable before the segment's: a named segment without its
+        // hint would pass for the writer's segment at recovery.
+        segment::sync_dir(&self.inner.dir)?;
         // The segment takes its real name only now, with its hint beside it: a segment without a
         // hint is always the writer's, which is what recovery relies on to find a torn tail.
         let tmp = path.with_extension("seg.tmp");
@@ -1514,14 +1567,18 @@ fn finish_interrupted_compaction(dir: &Path) -> Result<()> {
     remove_marker(dir)
 }
 
+/// Removes `*.tmp` files, and hints whose segment does not exist (left by a compaction that
+/// crashed before renaming its output), so a later segment with that id never meets them.
 fn remove_temporary_files(dir: &Path) -> Result<()> {
     for entry in fs::read_dir(dir).map_err(StorageError::io("listing", dir))? {
         let entry = entry.map_err(StorageError::io("listing", dir))?;
-        if entry
-            .file_name()
-            .to_str()
-            .is_some_and(|n| n.ends_with(".tmp"))
-        {
+        let name = entry.file_name();
+        let name = name.to_str().unwrap_or("");
+        let orphan_hint = name
+            .strip_suffix(".hint")
+            .and_then(|stem| stem.parse::<u64>().ok())
+            .is_some_and(|id| !segment::segment_path(dir, id).exists());
+        if name.ends_with(".tmp") || orphan_hint {
             let path = entry.path();
             fs::remove_file(&path).map_err(StorageError::io("removing", &path))?;
         }

@@ -39,15 +39,18 @@ pub enum StorageError {
     Locked { path: PathBuf },
 
     #[error(
-        "corrupt data in {path} at byte offset {offset}: {reason}; valid records follow it, so \
-         this is not a torn write and it was not repaired automatically (restore the file from a \
-         replica or backup)"
+        "corrupt data in {path} at byte offset {offset}: {reason}; only a torn write at the very \
+         end of the newest segment is repaired automatically, so this was left alone (restore \
+         the file from a replica or a backup)"
     )]
     Corrupt {
         path: PathBuf,
         offset: u64,
         reason: String,
     },
+
+    #[error("invalid storage configuration: {0}")]
+    InvalidConfig(String),
 
     #[error("key is {len} bytes, over the limit of {max} bytes (key_bytes_max)")]
     KeyTooLarge { len: usize, max: u32 },

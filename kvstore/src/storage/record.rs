@@ -11,8 +11,8 @@
 //! ```
 //!
 //! All integers are little-endian. `crc32` (IEEE, as in zlib) covers every byte after itself, so a
-//! torn write or a flipped bit anywhere in the record is detected. The low four bits of `kind` say
-//! what the record is; the high bit ([`BATCH_CONTINUES`]) says that more records of the same atomic
+//! torn write or a flipped bit anywhere in the record is detected. The low seven bits of `kind`
+//! say what the record is; the high bit ([`BATCH_CONTINUES`]) says that more records of the same atomic
 //! batch follow. See `kvstore/docs/storage-format.md` for how records make up segments.
 //!
 //! This module must not touch files: it turns records into bytes and bytes into records.
@@ -134,11 +134,24 @@ impl std::fmt::Display for DecodeError {
     }
 }
 
+/// The longest key the format allows; a configured limit may only be lower.
+pub const KEY_BYTES_LIMIT: u32 = 1024 * 1024;
+/// The longest value the format allows; a configured limit may only be lower.
+pub const VALUE_BYTES_LIMIT: u32 = 1024 * 1024 * 1024;
+
 /// Limits used to reject garbage headers before trusting their lengths.
 #[derive(Debug, Clone, Copy)]
 pub struct RecordLimits {
     pub key_bytes_max: u32,
     pub value_bytes_max: u32,
+}
+
+impl RecordLimits {
+    /// What every record ever written satisfies, whatever the configuration was at the time.
+    pub const FORMAT: RecordLimits = RecordLimits {
+        key_bytes_max: KEY_BYTES_LIMIT,
+        value_bytes_max: VALUE_BYTES_LIMIT,
+    };
 }
 
 /// Decodes the record at the start of `buf`. Checks lengths against `limits`, then the checksum.
