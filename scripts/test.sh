@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Runs every test of the suite on a fresh Debian machine with Rust: installs the real clients
+# the tests drive, builds the binaries the end-to-end tests start, then runs all tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-test-deps.sh
+cargo build --workspace --bins
+cargo test --workspace
