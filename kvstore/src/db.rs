@@ -267,7 +267,7 @@ impl Db {
     ) -> Result<(Outcome, Written)> {
         let k = ks.key(key);
         self.engine.write(None, |txn| {
-            let current = txn.get(&k)?.map(|v| v.version);
+            let current = txn.version_of(&k);
             if !condition.holds(current) {
                 return Ok(Outcome {
                     applied: false,
@@ -292,7 +292,7 @@ impl Db {
     ) -> Result<(DeleteOutcome, Written)> {
         let k = ks.key(key);
         self.engine.write(None, |txn| {
-            let current = txn.get(&k)?.map(|v| v.version);
+            let current = txn.version_of(&k);
             let existed = current.is_some();
             if !condition.holds(current) || !existed {
                 let applied = condition.holds(current);
@@ -363,7 +363,7 @@ impl Db {
                         BatchOp::Put { key, condition, .. }
                         | BatchOp::Delete { key, condition } => (ks.key(key), *condition),
                     };
-                    let current = txn.get(&key)?.map(|v| v.version);
+                    let current = txn.version_of(&key);
                     if !condition.holds(current) {
                         // Returning an error rolls the whole transaction back.
                         return Err(FailedOp(i as u32, current.unwrap_or(0)).into());

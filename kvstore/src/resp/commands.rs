@@ -18,6 +18,13 @@ use crate::storage::StorageError;
 
 /// Open SCAN cursors kept server-wide; the oldest is forgotten beyond this.
 pub const SCAN_CURSORS_MAX: usize = 100_000;
+/// Longer command names are unknown without looking further.
+const COMMAND_NAME_BYTES_MAX: usize = 32;
+
+static DEFAULT: std::sync::LazyLock<Keyspace> = std::sync::LazyLock::new(|| {
+    Keyspace::new(DEFAULT_KEYSPACE).expect("the default keyspace name is valid")
+});
+
 /// Keys a SCAN step examines when COUNT is not given (Redis's default).
 const SCAN_COUNT_DEFAULT: u32 = 10;
 
@@ -140,10 +147,19 @@ pub fn execute(
     let Some(first) = args.first() else {
         return err("ERR empty command").into();
     };
-    let name = lower(first);
-    let ks = Keyspace::new(DEFAULT_KEYSPACE).expect("the default keyspace name is valid");
+    // Lower-case the name on the stack: this runs for every command of every pipeline.
+    let mut name_buf = [0u8; COMMAND_NAME_BYTES_MAX];
+    let name = match first.get(..) {
+        Some(n) if n.len() <= COMMAND_NAME_BYTES_MAX => {
+            name_buf[..n.len()].copy_from_slice(n);
+            name_buf[..n.len()].make_ascii_lowercase();
+            std::str::from_utf8(&name_buf[..n.len()]).unwrap_or("")
+        }
+        _ => "",
+    };
+    let ks: &Keyspace = &DEFAULT;
     let rest = &args[1..];
-    let result = match name.as_str() {
+    let result = match name {
         "ping" => match rest {
             [] => Ok(Reply::Simple("PONG".into()).into()),
             [msg] => Ok(Reply::Bulk(msg.clone()).into()),
@@ -161,16 +177,16 @@ pub fn execute(
             }
         }
         "get" => match rest {
-            [key] => db.get(&ks, key).map(|v| match v {
+            [key] => db.get(ks, key).map(|v| match v {
                 Some(item) => Reply::Bulk(item.value).into(),
                 None => Reply::Null.into(),
             }),
             _ => Ok(wrong_args("get").into()),
         },
-        "set" => set(db, &ks, rest),
+        "set" => set(db, ks, rest),
         "setnx" => match rest {
             [key, value] => db
-                .put(&ks, key, value.clone(), None, Condition::IfAbsent)
+                .put(ks, key, value.clone(), None, Condition::IfAbsent)
                 .map(|(o, w)| written(Reply::Integer(o.applied as i64), w.version)),
             _ => Ok(wrong_args("setnx").into()),
         },
@@ -182,19 +198,19 @@ pub fn execute(
                     } else {
                         t
                     } as u64;
-                    db.put(&ks, key, value.clone(), Some(ms), Condition::None)
+                    db.put(ks, key, value.clone(), Some(ms), Condition::None)
                         .map(|(_, w)| written(ok(), w.version))
                 }
                 Some(_) => Ok(err(format!("ERR invalid expire time in '{name}' command")).into()),
                 None => Ok(not_integer().into()),
             },
-            _ => Ok(wrong_args(&name).into()),
+            _ => Ok(wrong_args(name).into()),
         },
         "del" | "unlink" => {
             if rest.is_empty() {
-                Ok(wrong_args(&name).into())
+                Ok(wrong_args(name).into())
             } else {
-                delete_many(db, &ks, rest)
+                delete_many(db, ks, rest)
             }
         }
         "exists" => {
@@ -202,13 +218,13 @@ pub fn execute(
                 Ok(wrong_args("exists").into())
             } else {
                 rest.iter()
-                    .try_fold(0i64, |n, key| Ok(n + db.get(&ks, key)?.is_some() as i64))
+                    .try_fold(0i64, |n, key| Ok(n + db.get(ks, key)?.is_some() as i64))
                     .map(|n: i64| Reply::Integer(n).into())
             }
         }
         "type" => match rest {
             [key] => db
-                .get(&ks, key)
+                .get(ks, key)
                 .map(|v| Reply::Simple(if v.is_some() { "string" } else { "none" }.into()).into()),
             _ => Ok(wrong_args("type").into()),
         },
@@ -218,7 +234,7 @@ pub fn execute(
             } else {
                 rest.iter()
                     .map(|key| {
-                        db.get(&ks, key)
+                        db.get(ks, key)
                             .map(|v| v.map_or(Reply::Null, |i| Reply::Bulk(i.value)))
                     })
                     .collect::<Result<Vec<_>, _>>()
@@ -238,23 +254,23 @@ pub fn execute(
                         condition: Condition::None,
                     })
                     .collect();
-                db.batch(&ks, &ops).map(|(_, w)| written(ok(), w.version))
+                db.batch(ks, &ops).map(|(_, w)| written(ok(), w.version))
             }
         }
         "incr" | "decr" => match rest {
-            [key] => incr(db, &ks, key, if name == "incr" { 1 } else { -1 }),
-            _ => Ok(wrong_args(&name).into()),
+            [key] => incr(db, ks, key, if name == "incr" { 1 } else { -1 }),
+            _ => Ok(wrong_args(name).into()),
         },
         "incrby" | "decrby" => match rest {
             [key, delta] => match parse_i64(delta) {
-                Some(d) if name == "incrby" => incr(db, &ks, key, d),
+                Some(d) if name == "incrby" => incr(db, ks, key, d),
                 Some(d) => match d.checked_neg() {
-                    Some(d) => incr(db, &ks, key, d),
+                    Some(d) => incr(db, ks, key, d),
                     None => Ok(err("ERR decrement would overflow").into()),
                 },
                 None => Ok(not_integer().into()),
             },
-            _ => Ok(wrong_args(&name).into()),
+            _ => Ok(wrong_args(name).into()),
         },
         "expire" | "pexpire" => match rest {
             [key, ttl] => match parse_i64(ttl) {
@@ -264,21 +280,21 @@ pub fn execute(
                     } else {
                         t
                     };
-                    db.set_expiry(&ks, key, Some(ms))
+                    db.set_expiry(ks, key, Some(ms))
                         .map(|(existed, w)| written(Reply::Integer(existed as i64), w.version))
                 }
                 None => Ok(not_integer().into()),
             },
-            _ => Ok(wrong_args(&name).into()),
+            _ => Ok(wrong_args(name).into()),
         },
         "persist" => match rest {
             [key] => db
-                .set_expiry(&ks, key, None)
+                .set_expiry(ks, key, None)
                 .map(|(changed, w)| written(Reply::Integer(changed as i64), w.version)),
             _ => Ok(wrong_args("persist").into()),
         },
         "ttl" | "pttl" => match rest {
-            [key] => db.get(&ks, key).map(|v| {
+            [key] => db.get(ks, key).map(|v| {
                 let n = match v {
                     None => -2,
                     Some(item) => match item.expires_at_ms {
@@ -295,18 +311,18 @@ pub fn execute(
                 };
                 Reply::Integer(n).into()
             }),
-            _ => Ok(wrong_args(&name).into()),
+            _ => Ok(wrong_args(name).into()),
         },
-        "scan" => scan(db, shared, &ks, rest),
+        "scan" => scan(db, shared, ks, rest),
         "keys" => match rest {
-            [pattern] => keys(db, &ks, pattern),
+            [pattern] => keys(db, ks, pattern),
             _ => Ok(wrong_args("keys").into()),
         },
-        "dbsize" => Ok(Reply::Integer(db.count(&ks) as i64).into()),
+        "dbsize" => Ok(Reply::Integer(db.count(ks) as i64).into()),
         "flushdb" | "flushall" => match rest {
-            [] => db.flush(&ks).map(|w| written(ok(), w.version)),
+            [] => db.flush(ks).map(|w| written(ok(), w.version)),
             [mode] if ["async", "sync"].contains(&lower(mode).as_str()) => {
-                db.flush(&ks).map(|w| written(ok(), w.version))
+                db.flush(ks).map(|w| written(ok(), w.version))
             }
             _ => Ok(syntax_error().into()),
         },
@@ -317,7 +333,7 @@ pub fn execute(
         },
         "info" => {
             let sections: Vec<String> = rest.iter().map(|a| lower(a)).collect();
-            Ok(Reply::Bulk(info(db, &ks, &facts(), &sections).into()).into())
+            Ok(Reply::Bulk(info(db, ks, &facts(), &sections).into()).into())
         }
         "config" => Ok(config(rest, &facts()).into()),
         "command" => Ok(match rest.first().map(|a| lower(a)).as_deref() {

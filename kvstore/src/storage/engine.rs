@@ -96,12 +96,15 @@ struct Location {
     len: u32,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct IndexEntry {
     at: Location,
     version: u64,
     /// 0 means the value never expires.
     expires_at_ms: u64,
+    /// The value itself, when it is at most `inline_value_bytes_max` bytes: reading it then
+    /// costs no disk read. Always a copy of the record at `at`.
+    inline: Option<Bytes>,
 }
 
 impl IndexEntry {
@@ -128,11 +131,12 @@ struct State {
 
 impl State {
     fn insert(&mut self, key: Box<[u8]>, entry: IndexEntry) {
+        let at = entry.at;
         if let Some(old) = self.index.insert(key, entry) {
             self.release(old.at);
         }
-        if let Some(seg) = self.segments.get_mut(&entry.at.segment) {
-            seg.live_bytes += u64::from(entry.at.len);
+        if let Some(seg) = self.segments.get_mut(&at.segment) {
+            seg.live_bytes += u64::from(at.len);
         }
     }
 
@@ -294,7 +298,7 @@ impl Engine {
         // configured limit must not make records written under a higher one unreadable.
         let limits = RecordLimits::FORMAT;
         let started = std::time::Instant::now();
-        let recovered = recover(&dir, limits, clock.now_ms())?;
+        let recovered = recover(&dir, limits, clock.now_ms(), config.inline_value_bytes_max)?;
         let (segment, file, len) = match recovered.reusable_tail {
             Some((segment, len)) => (
                 segment,
@@ -421,17 +425,17 @@ impl Engine {
                 .take(limit)
                 .map(|(k, e)| {
                     let file = state.segments[&e.at.segment].file.clone();
-                    (Bytes::copy_from_slice(k), *e, file)
+                    (Bytes::copy_from_slice(k), e.clone(), file)
                 })
                 .collect()
         };
         picked
             .into_iter()
             .map(|(key, entry, file)| {
-                let value = if keys_only {
-                    None
-                } else {
-                    Some(self.inner.read_value(&file, entry.at, &key)?)
+                let value = match (&entry.inline, keys_only) {
+                    (_, true) => None,
+                    (Some(inline), false) => Some(inline.clone()),
+                    (None, false) => Some(self.inner.read_value(&file, entry.at, &key)?),
                 };
                 Ok(ScanEntry {
                     key,
@@ -596,6 +600,21 @@ impl Txn<'_> {
         self.inner.get(key)
     }
 
+    /// The version of `key` as this transaction sees it, without reading the value: what a
+    /// condition needs. A staged write reports this transaction's version.
+    pub fn version_of(&self, key: &[u8]) -> Option<u64> {
+        if let Some(staged) = self.staged.get(key) {
+            return match staged {
+                Staged::Put { .. } => Some(self.version),
+                Staged::Delete => None,
+            };
+        }
+        if self.ranges.iter().any(|(s, e)| in_range(key, s, e)) {
+            return None;
+        }
+        self.inner.version_of(key)
+    }
+
     /// Stages `key = value`, expiring at `expires_at_ms` (0 = never).
     pub fn put(&mut self, key: &[u8], value: Bytes, expires_at_ms: u64) -> Result<()> {
         self.check_key(key)?;
@@ -668,12 +687,32 @@ impl Inner {
         }
     }
 
+    /// The version of `key`'s live value, from the index alone (no disk read).
+    fn version_of(&self, key: &[u8]) -> Option<u64> {
+        let now = self.clock.now_ms();
+        let state = self.state.read().expect("state lock");
+        state
+            .index
+            .get(key)
+            .filter(|e| !e.expired(now))
+            .map(|e| e.version)
+    }
+
     fn get(&self, key: &[u8]) -> Result<Option<Value>> {
         let now = self.clock.now_ms();
         let (entry, file) = {
             let state = self.state.read().expect("state lock");
             match state.index.get(key) {
-                Some(e) if !e.expired(now) => (*e, state.segments[&e.at.segment].file.clone()),
+                Some(e) if !e.expired(now) => {
+                    if let Some(value) = &e.inline {
+                        return Ok(Some(Value {
+                            value: value.clone(),
+                            version: e.version,
+                            expires_at_ms: (e.expires_at_ms != 0).then_some(e.expires_at_ms),
+                        }));
+                    }
+                    (e.clone(), state.segments[&e.at.segment].file.clone())
+                }
                 _ => return Ok(None),
             }
         };
@@ -827,7 +866,11 @@ impl Inner {
             for (key, staged) in &txn.staged {
                 let (at, len) = *recs.next().expect("one record per staged write");
                 match staged {
-                    Staged::Put { expires_at_ms, .. } => {
+                    Staged::Put {
+                        value,
+                        expires_at_ms,
+                    } => {
+                        let inline_max = self.config.inline_value_bytes_max as usize;
                         let location = Location {
                             segment: w.segment,
                             offset: base + at as u64,
@@ -837,6 +880,7 @@ impl Inner {
                             at: location,
                             version: txn.version,
                             expires_at_ms: *expires_at_ms,
+                            inline: (value.len() <= inline_max).then(|| value.clone()),
                         };
                         state.insert(key.clone(), entry);
                     }
@@ -1303,8 +1347,8 @@ struct Recovered {
     reusable_tail: Option<(u64, u64)>,
 }
 
-fn recover(dir: &Path, limits: RecordLimits, now_ms: u64) -> Result<Recovered> {
-    #[derive(Clone, Copy)]
+fn recover(dir: &Path, limits: RecordLimits, now_ms: u64, inline_max: u32) -> Result<Recovered> {
+    #[derive(Clone)]
     struct Slot {
         entry: IndexEntry,
         tombstone: bool,
@@ -1376,6 +1420,7 @@ fn recover(dir: &Path, limits: RecordLimits, now_ms: u64) -> Result<Recovered> {
                 at,
                 version: e.version,
                 expires_at_ms: e.expires_at_ms,
+                inline: None,
             };
             match e.kind {
                 RecordKind::Put | RecordKind::Delete => {
@@ -1417,6 +1462,7 @@ fn recover(dir: &Path, limits: RecordLimits, now_ms: u64) -> Result<Recovered> {
     for ((start, end), version) in &ranges {
         state.remove_range(start, end, *version);
     }
+    load_inline_values(dir, &mut state, inline_max)?;
     let newest = state.segments.keys().next_back().copied();
     // Keep appending to the newest segment if it is the one that was being written.
     let reusable_tail = newest
@@ -1428,6 +1474,39 @@ fn recover(dir: &Path, limits: RecordLimits, now_ms: u64) -> Result<Recovered> {
         last_version,
         next_segment_id: newest.map_or(1, |id| id + 1),
     })
+}
+
+/// Fills in the inline copies of small values after recovery, reading each segment that holds
+/// any once, sequentially, instead of one positional read per key.
+fn load_inline_values(dir: &Path, state: &mut State, inline_max: u32) -> Result<()> {
+    let small = |e: &IndexEntry, key: &[u8]| {
+        (e.at.len as usize) <= record::RECORD_HEADER_BYTES + key.len() + inline_max as usize
+    };
+    let mut by_segment: BTreeMap<u64, Vec<Box<[u8]>>> = BTreeMap::new();
+    for (key, e) in &state.index {
+        if small(e, key) {
+            by_segment
+                .entry(e.at.segment)
+                .or_default()
+                .push(key.clone());
+        }
+    }
+    for (id, keys) in by_segment {
+        let data = read_file(dir, id, &state.segments[&id].file)?;
+        for key in keys {
+            let entry = state.index.get_mut(&key).expect("collected from the index");
+            let start = entry.at.offset as usize;
+            let bytes = &data[start..start + entry.at.len as usize];
+            let rec =
+                record::decode(bytes, RecordLimits::FORMAT).map_err(|e| StorageError::Corrupt {
+                    path: segment::segment_path(dir, id),
+                    offset: entry.at.offset,
+                    reason: e.to_string(),
+                })?;
+            entry.inline = Some(Bytes::copy_from_slice(rec.value));
+        }
+    }
+    Ok(())
 }
 
 fn read_file(dir: &Path, id: u64, file: &File) -> Result<Vec<u8>> {

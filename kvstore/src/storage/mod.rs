@@ -92,6 +92,9 @@ pub struct Config {
     pub segment_bytes_max: u64,
     pub key_bytes_max: u32,
     pub value_bytes_max: u32,
+    /// Values up to this size are also kept in the in-memory index, so reading them costs no
+    /// disk read (larger ones are read from their segment). 0 keeps none.
+    pub inline_value_bytes_max: u32,
     /// Compaction starts when sealed segments hold at least this many dead bytes...
     pub compaction_dead_bytes_min: u64,
     /// ...and at least this fraction of their bytes is dead.
@@ -107,6 +110,7 @@ impl Default for Config {
             segment_bytes_max: 64 * 1024 * 1024,
             key_bytes_max: 64 * 1024,
             value_bytes_max: 16 * 1024 * 1024,
+            inline_value_bytes_max: 64,
             compaction_dead_bytes_min: 16 * 1024 * 1024,
             compaction_dead_ratio: 0.5,
             maintenance: Maintenance::Background,
