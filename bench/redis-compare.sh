@@ -13,6 +13,8 @@
 source "$(dirname "$0")/lib.sh"
 
 ROUNDS="${1:-3}"
+# Worker threads for kvstore; empty = one per core. Redis executes commands on one thread.
+KV_THREADS="${KV_THREADS:-}"
 REQUESTS="${REQUESTS:-200000}"
 CLIENTS="${CLIENTS:-50}"
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -37,7 +39,8 @@ start_kvstore() { # start_kvstore FSYNC -> sets KV_PORT
   KV_PORT=$(free_port)
   "$KVSTORE" serve --data-dir "$BENCH_TMP/kv-$1" --fsync "$1" \
     --listen "127.0.0.1:$(free_port)" --resp-listen "127.0.0.1:$KV_PORT" \
-    --http-listen "127.0.0.1:$(free_port)" 2>"$BENCH_TMP/kv.log" &
+    --http-listen "127.0.0.1:$(free_port)" ${KV_THREADS:+--threads "$KV_THREADS"} \
+    2>"$BENCH_TMP/kv.log" &
   KV_PID=$!
   BENCH_PIDS+=("$KV_PID")
   wait_for_port "$KV_PORT"
@@ -57,7 +60,7 @@ start_redis everysec
 start_kvstore "interval:1000"
 echo
 echo "redis-benchmark -n $REQUESTS -c $CLIENTS, median of $ROUNDS alternating rounds"
-echo "Redis $(redis-server --version | grep -o 'v=[0-9.]*' | cut -c3-) (appendonly, everysec) vs kvstore (--fsync interval:1000)"
+echo "Redis $(redis-server --version | grep -o 'v=[0-9.]*' | cut -c3-) (appendonly, everysec) vs kvstore (--fsync interval:1000, threads: ${KV_THREADS:-one per core})"
 echo "machine: $(nproc) cores, $(uname -sr); $(date -u +%Y-%m-%d)"
 echo
 printf '%-14s %14s %14s %8s\n' test redis_rps kvstore_rps ratio

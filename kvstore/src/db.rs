@@ -11,7 +11,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::storage::{Engine, StorageError, Txn, Written};
+use crate::storage::{Engine, Group, StorageError, Txn, Value, Written};
 
 /// The keyspace that the Redis port and clients that name none use.
 pub const DEFAULT_KEYSPACE: &str = "default";
@@ -238,18 +238,23 @@ pub struct Db {
     engine: Engine,
 }
 
-impl Db {
-    pub fn new(engine: Engine) -> Db {
-        Db { engine }
-    }
+/// The operations of the data model, over anything that can read a key and run a
+/// transaction: a [`Db`] (each operation is its own transaction, reads take no lock) or a
+/// [`GroupDb`] (each operation is one transaction of a write group, appended with the others
+/// in one write). One definition of every operation serves both.
+pub trait Store {
+    /// Reads the engine key `key` (keyspace prefix included).
+    fn read(&self, key: &[u8]) -> Result<Option<Value>, StorageError>;
 
-    pub fn engine(&self) -> &Engine {
-        &self.engine
-    }
+    /// Runs `f` as one atomic transaction.
+    fn transact<T, E: From<StorageError>>(
+        &self,
+        f: impl FnOnce(&mut Txn<'_>) -> std::result::Result<T, E>,
+    ) -> std::result::Result<(T, Written), E>;
 
     /// Reads `key`.
-    pub fn get(&self, ks: &Keyspace, key: &[u8]) -> Result<Option<Item>> {
-        Ok(self.engine.get(&ks.key(key))?.map(|v| Item {
+    fn get(&self, ks: &Keyspace, key: &[u8]) -> Result<Option<Item>> {
+        Ok(self.read(&ks.key(key))?.map(|v| Item {
             value: v.value,
             version: v.version,
             expires_at_ms: v.expires_at_ms,
@@ -257,7 +262,7 @@ impl Db {
     }
 
     /// Writes `key = value` if `condition` holds, expiring after `ttl_ms` if given.
-    pub fn put(
+    fn put(
         &self,
         ks: &Keyspace,
         key: &[u8],
@@ -266,7 +271,7 @@ impl Db {
         condition: Condition,
     ) -> Result<(Outcome, Written)> {
         let k = ks.key(key);
-        self.engine.write(None, |txn| {
+        self.transact(|txn| {
             let current = txn.version_of(&k);
             if !condition.holds(current) {
                 return Ok(Outcome {
@@ -284,14 +289,14 @@ impl Db {
 
     /// Deletes `key` if `condition` holds. An unconditional delete of a missing key is applied
     /// and changes nothing.
-    pub fn delete(
+    fn delete(
         &self,
         ks: &Keyspace,
         key: &[u8],
         condition: Condition,
     ) -> Result<(DeleteOutcome, Written)> {
         let k = ks.key(key);
-        self.engine.write(None, |txn| {
+        self.transact(|txn| {
             let current = txn.version_of(&k);
             let existed = current.is_some();
             if !condition.holds(current) || !existed {
@@ -312,9 +317,9 @@ impl Db {
     }
 
     /// Adds `delta` to the counter at `key` (absent counts as 0), keeping its expiry.
-    pub fn incr(&self, ks: &Keyspace, key: &[u8], delta: i64) -> Result<((i64, u64), Written)> {
+    fn incr(&self, ks: &Keyspace, key: &[u8], delta: i64) -> Result<((i64, u64), Written)> {
         let k = ks.key(key);
-        self.engine.write(None, |txn| {
+        self.transact(|txn| {
             let (current, expires) = match txn.get(&k)? {
                 Some(v) => (parse_counter(&v.value)?, v.expires_at_ms.unwrap_or(0)),
                 None => (0, 0),
@@ -327,14 +332,14 @@ impl Db {
 
     /// Sets (or with `None` removes) the expiry of an existing key. Returns whether it existed.
     /// A deadline in the past deletes the key.
-    pub fn set_expiry(
+    fn set_expiry(
         &self,
         ks: &Keyspace,
         key: &[u8],
         ttl_ms: Option<i64>,
     ) -> Result<(bool, Written)> {
         let k = ks.key(key);
-        self.engine.write(None, |txn| {
+        self.transact(|txn| {
             let Some(current) = txn.get(&k)? else {
                 return Ok(false);
             };
@@ -349,59 +354,108 @@ impl Db {
     }
 
     /// Applies `ops` atomically: all of them, or none if any condition fails.
-    pub fn batch(&self, ks: &Keyspace, ops: &[BatchOp]) -> Result<(BatchOutcome, Written)> {
+    fn batch(&self, ks: &Keyspace, ops: &[BatchOp]) -> Result<(BatchOutcome, Written)> {
         if ops.len() > BATCH_OPS_MAX {
             return Err(DbError::InvalidArgument(format!(
                 "a batch holds at most {BATCH_OPS_MAX} operations, this one has {}",
                 ops.len()
             )));
         }
-        self.engine
-            .write(None, |txn| {
-                for (i, op) in ops.iter().enumerate() {
-                    let (key, condition) = match op {
-                        BatchOp::Put { key, condition, .. }
-                        | BatchOp::Delete { key, condition } => (ks.key(key), *condition),
-                    };
-                    let current = txn.version_of(&key);
-                    if !condition.holds(current) {
-                        // Returning an error rolls the whole transaction back.
-                        return Err(FailedOp(i as u32, current.unwrap_or(0)).into());
+        self.transact(|txn| {
+            for (i, op) in ops.iter().enumerate() {
+                let (key, condition) = match op {
+                    BatchOp::Put { key, condition, .. } | BatchOp::Delete { key, condition } => {
+                        (ks.key(key), *condition)
                     }
-                    match op {
-                        BatchOp::Put { value, ttl_ms, .. } => {
-                            let expires = deadline(txn, *ttl_ms);
-                            txn.put(&key, value.clone(), expires)?
-                        }
-                        BatchOp::Delete { .. } => txn.delete(&key)?,
-                    }
+                };
+                let current = txn.version_of(&key);
+                if !condition.holds(current) {
+                    // Returning an error rolls the whole transaction back.
+                    return Err(FailedOp(i as u32, current.unwrap_or(0)).into());
                 }
-                Ok(BatchOutcome {
-                    applied: true,
-                    version: txn.version(),
-                    failed_op: None,
-                })
+                match op {
+                    BatchOp::Put { value, ttl_ms, .. } => {
+                        let expires = deadline(txn, *ttl_ms);
+                        txn.put(&key, value.clone(), expires)?
+                    }
+                    BatchOp::Delete { .. } => txn.delete(&key)?,
+                }
+            }
+            Ok(BatchOutcome {
+                applied: true,
+                version: txn.version(),
+                failed_op: None,
             })
-            .or_else(|e: BatchError| match e {
-                BatchError::Failed(FailedOp(i, version)) => Ok((
-                    BatchOutcome {
-                        applied: false,
-                        version,
-                        failed_op: Some(i),
-                    },
-                    Written { version: None },
-                )),
-                BatchError::Db(e) => Err(e),
-            })
+        })
+        .or_else(|e: BatchError| match e {
+            BatchError::Failed(FailedOp(i, version)) => Ok((
+                BatchOutcome {
+                    applied: false,
+                    version,
+                    failed_op: Some(i),
+                },
+                Written { version: None },
+            )),
+            BatchError::Db(e) => Err(e),
+        })
     }
 
     /// Deletes every key of the keyspace.
-    pub fn flush(&self, ks: &Keyspace) -> Result<Written> {
+    fn flush(&self, ks: &Keyspace) -> Result<Written> {
         let (start, end) = ks.bounds();
-        let ((), written) = self
-            .engine
-            .write(None, |txn| txn.delete_range(&start, &end))?;
+        let ((), written) = self.transact(|txn| txn.delete_range(&start, &end))?;
         Ok(written)
+    }
+}
+
+impl Store for Db {
+    fn read(&self, key: &[u8]) -> Result<Option<Value>, StorageError> {
+        self.engine.get(key)
+    }
+
+    fn transact<T, E: From<StorageError>>(
+        &self,
+        f: impl FnOnce(&mut Txn<'_>) -> std::result::Result<T, E>,
+    ) -> std::result::Result<(T, Written), E> {
+        self.engine.write(None, f)
+    }
+}
+
+/// The data model inside a write group: every operation becomes one transaction of the group
+/// (its own version, its own atomicity), and all of them reach the disk with one write when
+/// the group ends. See [`crate::storage::Group`].
+pub struct GroupDb<'g, 'e> {
+    group: std::cell::RefCell<&'g mut Group<'e>>,
+}
+
+impl<'g, 'e> GroupDb<'g, 'e> {
+    pub fn new(group: &'g mut Group<'e>) -> Self {
+        GroupDb {
+            group: std::cell::RefCell::new(group),
+        }
+    }
+}
+
+impl Store for GroupDb<'_, '_> {
+    fn read(&self, key: &[u8]) -> Result<Option<Value>, StorageError> {
+        self.group.borrow().read(key)
+    }
+
+    fn transact<T, E: From<StorageError>>(
+        &self,
+        f: impl FnOnce(&mut Txn<'_>) -> std::result::Result<T, E>,
+    ) -> std::result::Result<(T, Written), E> {
+        self.group.borrow_mut().txn(None, f)
+    }
+}
+
+impl Db {
+    pub fn new(engine: Engine) -> Db {
+        Db { engine }
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
     }
 
     /// Counts the live keys of the keyspace.

@@ -137,16 +137,23 @@ struct Serve {
     /// Write the bound addresses as JSON here once listening (for scripts and tests).
     #[arg(long)]
     ready_file: Option<PathBuf>,
+    /// Worker threads for request handling (default: one per CPU core).
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let is_server = matches!(cli.command, Cmd::Serve(_));
     init_logging(is_server);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Cmd::Serve(Serve {
+        threads: Some(n), ..
+    }) = &cli.command
     {
+        builder.worker_threads((*n).max(1));
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(error) => {
             eprintln!("kvstore: cannot start the async runtime: {error}");

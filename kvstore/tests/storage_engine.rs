@@ -591,3 +591,54 @@ fn a_hint_without_its_segment_is_removed_at_startup() {
     assert!(!dir.0.join("0000000099.seg.tmp").exists());
     assert_eq!(contents(&e).len(), 1);
 }
+
+#[test]
+fn a_write_group_behaves_like_its_transactions_one_at_a_time() {
+    let dir = TempDir::new("group");
+    let e = open(&dir.0);
+    put(&e, "old", "gone soon");
+    let before = e.stats().last_version;
+    let ((), written) = e
+        .write_group(|g| {
+            let (_, a) = g.txn(None, |t| t.put(b"a", "1".into(), 0)).unwrap();
+            // The next transaction sees the previous one's write, with its version.
+            let (seen, b) = g
+                .txn(None, |t| {
+                    let a = t.get(b"a")?.expect("visible inside the group");
+                    t.put(b"b", a.value.clone(), 0)?;
+                    Ok::<_, StorageError>(a.version)
+                })
+                .unwrap();
+            assert_eq!(Some(seen), a.version);
+            assert!(
+                b.version > a.version,
+                "each transaction has its own version"
+            );
+            // A failing transaction leaves no trace.
+            let failed: Result<((), _), StorageError> = g.txn(None, |t| {
+                t.put(b"c", "never".into(), 0)?;
+                t.put(&vec![b'k'; 70_000], "too long a key".into(), 0)
+            });
+            assert!(failed.is_err());
+            assert_eq!(g.read(b"c").unwrap(), None);
+            // A read-only transaction takes no version.
+            let (_, none) = g.txn(None, |t| t.get(b"a").map(|_| ())).unwrap();
+            assert_eq!(none.version, None);
+            // Ranges and later writes in range, in order.
+            g.txn(None, |t| t.delete_range(b"a", b"p")).unwrap();
+            assert_eq!(g.read(b"a").unwrap(), None);
+            g.txn(None, |t| t.put(b"b", "2".into(), 0)).unwrap();
+            // Nothing is visible outside the group before it is appended.
+            assert_eq!(g.read(b"old").unwrap(), None);
+        })
+        .unwrap();
+    assert_eq!(written.version, Some(before + 4));
+    let expected: BTreeMap<String, String> = [("b".to_string(), "2".to_string())].into();
+    assert_eq!(contents(&e), expected);
+    drop(e);
+    assert_eq!(
+        contents(&open(&dir.0)),
+        expected,
+        "and the same after a reopen"
+    );
+}

@@ -355,3 +355,54 @@ fn sigterm_finishes_in_flight_writes_and_flushes() {
         }
     });
 }
+
+/// Requests pipelined in one write run as one write group on the server: each write must still
+/// get its own version, and a later request must see the earlier ones.
+#[test]
+fn pipelined_writes_keep_their_own_versions() {
+    use bytes::BytesMut;
+    use kvstore::wire::{Request, Response};
+    use std::io::{Read, Write};
+    let dir = TempDir::new("binary-pipeline");
+    let server = Server::start(&dir.path, ServerOptions::default()).unwrap();
+    let put = |v: &str| Request::Put {
+        keyspace: "default".into(),
+        key: "k".into(),
+        value: Bytes::copy_from_slice(v.as_bytes()),
+        ttl_ms: None,
+        condition: Condition::None,
+    };
+    let get = Request::Get {
+        keyspace: "default".into(),
+        key: "k".into(),
+        consistency: Default::default(),
+    };
+    let mut out = BytesMut::new();
+    Request::Hello {
+        min_version: 1,
+        max_version: 1,
+        client_name: "t".into(),
+    }
+    .encode(1, &mut out)
+    .unwrap();
+    put("one").encode(2, &mut out).unwrap();
+    put("two").encode(3, &mut out).unwrap();
+    get.encode(4, &mut out).unwrap();
+    let mut s = std::net::TcpStream::connect(server.addr).unwrap();
+    s.write_all(&out).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let mut buf = BytesMut::from(&raw[..]);
+    let mut responses = Vec::new();
+    while let Some(frame) = kvstore::wire::decode_frame(&mut buf, 1 << 20).unwrap() {
+        responses.push(Response::decode(&frame).unwrap());
+    }
+    let [_, Response::PutOk { version: v1, .. }, Response::PutOk { version: v2, .. }, Response::GetOk { found: Some(got) }] =
+        &responses[..]
+    else {
+        panic!("unexpected responses {responses:?}");
+    };
+    assert!(v2 > v1, "each write has its own version: {v1} then {v2}");
+    assert_eq!((&got.value[..], got.version), (&b"two"[..], *v2));
+}

@@ -185,3 +185,42 @@ fn redis_benchmark_runs_unchanged() {
     }
     assert!(!text.contains("ERR"), "{text}");
 }
+
+/// A pipeline sent in one write runs as write groups on the server (runs of single-key
+/// commands, broken by commands like DBSIZE); the replies must be exactly those of running the
+/// commands one at a time.
+#[test]
+fn a_pipeline_answers_exactly_as_one_command_at_a_time() {
+    use std::io::Read;
+    let dir = TempDir::new("resp-pipeline");
+    let server = Server::start(&dir.path, ServerOptions::default()).unwrap();
+    let commands: &[&[&str]] = &[
+        &["SET", "a", "1"],
+        &["INCR", "a"],
+        &["GET", "a"],
+        &["SET", "a", "x", "NX"],
+        &["SET", "b", "2", "XX"],
+        &["MSET", "b", "2", "c", "3"],
+        &["DBSIZE"],
+        &["DEL", "a", "c"],
+        &["EXISTS", "a", "b", "c"],
+        &["INCR", "b"],
+        &["INCR", "b"],
+        &["GET", "b"],
+        &["DBSIZE"],
+    ];
+    let expected = "+OK\r\n:2\r\n$1\r\n2\r\n$-1\r\n$-1\r\n+OK\r\n:3\r\n:2\r\n:1\r\n:3\r\n:4\r\n$1\r\n4\r\n:1\r\n";
+    let mut input = Vec::new();
+    for cmd in commands {
+        input.extend_from_slice(format!("*{}\r\n", cmd.len()).as_bytes());
+        for arg in *cmd {
+            input.extend_from_slice(format!("${}\r\n{arg}\r\n", arg.len()).as_bytes());
+        }
+    }
+    let mut s = std::net::TcpStream::connect(server.resp).unwrap();
+    s.write_all(&input).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert_eq!(out, expected);
+}

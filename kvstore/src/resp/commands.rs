@@ -13,7 +13,9 @@ use bytes::Bytes;
 
 use super::codec::Reply;
 use super::glob::glob_match;
-use crate::db::{self, BatchOp, Condition, Db, DbError, Keyspace, ScanRange, DEFAULT_KEYSPACE};
+use crate::db::{
+    self, BatchOp, Condition, Db, DbError, Keyspace, ScanRange, Store, DEFAULT_KEYSPACE,
+};
 use crate::storage::StorageError;
 
 /// Open SCAN cursors kept server-wide; the oldest is forgotten beyond this.
@@ -136,9 +138,42 @@ fn lower(arg: &[u8]) -> String {
     String::from_utf8_lossy(arg).to_ascii_lowercase()
 }
 
-/// Runs one command. `args[0]` is the command name.
-pub fn execute(
+/// Commands that may run inside a write group: they only read and write single keys, so
+/// running a pipeline of them as one group gives exactly the replies of running them one by
+/// one. Everything else (SCAN, DBSIZE, FLUSHDB, INFO, ...) reads or changes the keyspace as a
+/// whole and must run on its own.
+const GROUPABLE: [&str; 23] = [
+    "ping", "echo", "get", "set", "setnx", "setex", "psetex", "del", "unlink", "exists", "type",
+    "mget", "mset", "incr", "decr", "incrby", "decrby", "expire", "pexpire", "persist", "ttl",
+    "pttl", "quit",
+];
+
+/// Groupable commands that only read: a run of these needs no write group at all.
+const READ_ONLY: [&str; 8] = [
+    "ping", "echo", "get", "exists", "type", "mget", "ttl", "pttl",
+];
+
+/// Whether the command named `name` only reads single keys (and so needs no write group).
+pub fn read_only(name: &[u8]) -> bool {
+    READ_ONLY
+        .iter()
+        .any(|g| g.as_bytes().eq_ignore_ascii_case(name))
+}
+
+/// Whether the command named `name` may run inside a write group (see [`GROUPABLE`]).
+pub fn groupable(name: &[u8]) -> bool {
+    GROUPABLE
+        .iter()
+        .any(|g| g.as_bytes().eq_ignore_ascii_case(name))
+}
+
+/// Runs one command. `args[0]` is the command name. Single-key commands go through `store`
+/// (the [`Db`] itself, or a [`GroupDb`](crate::db::GroupDb) when the connection runs a pipeline
+/// as a write group); commands that are not [`groupable`] use `db` and must not be called
+/// inside a group.
+pub fn execute<S: Store>(
     db: &Db,
+    store: &S,
     shared: &Shared,
     session: &mut Session,
     facts: impl FnOnce() -> ServerFacts,
@@ -177,15 +212,15 @@ pub fn execute(
             }
         }
         "get" => match rest {
-            [key] => db.get(ks, key).map(|v| match v {
+            [key] => store.get(ks, key).map(|v| match v {
                 Some(item) => Reply::Bulk(item.value).into(),
                 None => Reply::Null.into(),
             }),
             _ => Ok(wrong_args("get").into()),
         },
-        "set" => set(db, ks, rest),
+        "set" => set(store, ks, rest),
         "setnx" => match rest {
-            [key, value] => db
+            [key, value] => store
                 .put(ks, key, value.clone(), None, Condition::IfAbsent)
                 .map(|(o, w)| written(Reply::Integer(o.applied as i64), w.version)),
             _ => Ok(wrong_args("setnx").into()),
@@ -198,7 +233,8 @@ pub fn execute(
                     } else {
                         t
                     } as u64;
-                    db.put(ks, key, value.clone(), Some(ms), Condition::None)
+                    store
+                        .put(ks, key, value.clone(), Some(ms), Condition::None)
                         .map(|(_, w)| written(ok(), w.version))
                 }
                 Some(_) => Ok(err(format!("ERR invalid expire time in '{name}' command")).into()),
@@ -210,7 +246,7 @@ pub fn execute(
             if rest.is_empty() {
                 Ok(wrong_args(name).into())
             } else {
-                delete_many(db, ks, rest)
+                delete_many(store, ks, rest)
             }
         }
         "exists" => {
@@ -218,7 +254,7 @@ pub fn execute(
                 Ok(wrong_args("exists").into())
             } else {
                 rest.iter()
-                    .try_fold(0i64, |n, key| Ok(n + db.get(ks, key)?.is_some() as i64))
+                    .try_fold(0i64, |n, key| Ok(n + store.get(ks, key)?.is_some() as i64))
                     .map(|n: i64| Reply::Integer(n).into())
             }
         }
@@ -234,7 +270,8 @@ pub fn execute(
             } else {
                 rest.iter()
                     .map(|key| {
-                        db.get(ks, key)
+                        store
+                            .get(ks, key)
                             .map(|v| v.map_or(Reply::Null, |i| Reply::Bulk(i.value)))
                     })
                     .collect::<Result<Vec<_>, _>>()
@@ -254,18 +291,18 @@ pub fn execute(
                         condition: Condition::None,
                     })
                     .collect();
-                db.batch(ks, &ops).map(|(_, w)| written(ok(), w.version))
+                store.batch(ks, &ops).map(|(_, w)| written(ok(), w.version))
             }
         }
         "incr" | "decr" => match rest {
-            [key] => incr(db, ks, key, if name == "incr" { 1 } else { -1 }),
+            [key] => incr(store, ks, key, if name == "incr" { 1 } else { -1 }),
             _ => Ok(wrong_args(name).into()),
         },
         "incrby" | "decrby" => match rest {
             [key, delta] => match parse_i64(delta) {
-                Some(d) if name == "incrby" => incr(db, ks, key, d),
+                Some(d) if name == "incrby" => incr(store, ks, key, d),
                 Some(d) => match d.checked_neg() {
-                    Some(d) => incr(db, ks, key, d),
+                    Some(d) => incr(store, ks, key, d),
                     None => Ok(err("ERR decrement would overflow").into()),
                 },
                 None => Ok(not_integer().into()),
@@ -280,7 +317,8 @@ pub fn execute(
                     } else {
                         t
                     };
-                    db.set_expiry(ks, key, Some(ms))
+                    store
+                        .set_expiry(ks, key, Some(ms))
                         .map(|(existed, w)| written(Reply::Integer(existed as i64), w.version))
                 }
                 None => Ok(not_integer().into()),
@@ -288,13 +326,13 @@ pub fn execute(
             _ => Ok(wrong_args(name).into()),
         },
         "persist" => match rest {
-            [key] => db
+            [key] => store
                 .set_expiry(ks, key, None)
                 .map(|(changed, w)| written(Reply::Integer(changed as i64), w.version)),
             _ => Ok(wrong_args("persist").into()),
         },
         "ttl" | "pttl" => match rest {
-            [key] => db.get(ks, key).map(|v| {
+            [key] => store.get(ks, key).map(|v| {
                 let n = match v {
                     None => -2,
                     Some(item) => match item.expires_at_ms {
@@ -369,7 +407,7 @@ fn unknown_command(name: &Bytes, rest: &[Bytes]) -> Reply {
     ))
 }
 
-fn set(db: &Db, ks: &Keyspace, rest: &[Bytes]) -> Result<Outcome, DbError> {
+fn set(store: &impl Store, ks: &Keyspace, rest: &[Bytes]) -> Result<Outcome, DbError> {
     let [key, value, options @ ..] = rest else {
         return Ok(wrong_args("set").into());
     };
@@ -406,23 +444,23 @@ fn set(db: &Db, ks: &Keyspace, rest: &[Bytes]) -> Result<Outcome, DbError> {
             _ => return Ok(syntax_error().into()),
         }
     }
-    let (outcome, w) = db.put(ks, key, value.clone(), ttl_ms, condition)?;
+    let (outcome, w) = store.put(ks, key, value.clone(), ttl_ms, condition)?;
     Ok(written(
         if outcome.applied { ok() } else { Reply::Null },
         w.version,
     ))
 }
 
-fn incr(db: &Db, ks: &Keyspace, key: &[u8], delta: i64) -> Result<Outcome, DbError> {
-    let ((value, _), w) = db.incr(ks, key, delta)?;
+fn incr(store: &impl Store, ks: &Keyspace, key: &[u8], delta: i64) -> Result<Outcome, DbError> {
+    let ((value, _), w) = store.incr(ks, key, delta)?;
     Ok(written(Reply::Integer(value), w.version))
 }
 
-fn delete_many(db: &Db, ks: &Keyspace, keys: &[Bytes]) -> Result<Outcome, DbError> {
+fn delete_many(store: &impl Store, ks: &Keyspace, keys: &[Bytes]) -> Result<Outcome, DbError> {
     let mut deleted = 0;
     let mut last = None;
     for key in keys {
-        let (out, w) = db.delete(ks, key, Condition::None)?;
+        let (out, w) = store.delete(ks, key, Condition::None)?;
         deleted += out.existed as i64;
         last = last.max(w.version);
     }

@@ -18,11 +18,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::{classify, flush, read_deadline, Context};
-use crate::db::{self, DbError, Keyspace};
+use crate::db::{self, DbError, GroupDb, Keyspace, Store};
 use crate::metrics::{Listener, Op};
 use crate::wire::frame::{decode_frame, truncated_at_eof, Frame, FrameError};
 use crate::wire::message::{negotiate_version, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN};
 use crate::wire::{self, ErrorCode, Request, Response};
+
+/// Frames taken from the read buffer per round; the rest wait for the next round.
+const PIPELINE_FRAMES_MAX: usize = 1024;
 
 /// What handling one frame produced.
 struct Step {
@@ -56,13 +59,21 @@ pub async fn serve_connection(ctx: &Context, mut stream: TcpStream) -> std::io::
     let mut wbuf = BytesMut::with_capacity(16 * 1024);
     let mut handshaken = false;
     loop {
-        let mut durable = None;
-        let mut close = false;
-        loop {
-            let step = match decode_frame(&mut rbuf, ctx.config.frame_bytes_max) {
+        // Decode every complete frame first, so that runs of single-key requests can execute
+        // as one write group (one append for the whole run).
+        let mut items = Vec::new();
+        while items.len() < PIPELINE_FRAMES_MAX {
+            match decode_frame(&mut rbuf, ctx.config.frame_bytes_max) {
                 Ok(Some(frame)) => {
-                    let request_id = frame.request_id;
-                    (request_id, handle_frame(ctx, &mut handshaken, frame))
+                    let fatal = {
+                        let item = decode(ctx, &mut handshaken, frame);
+                        let fatal = matches!(&item, Item::Done(_, step) if step.close);
+                        items.push(item);
+                        fatal
+                    };
+                    if fatal {
+                        break;
+                    }
                 }
                 Ok(None) => break,
                 Err(error) => {
@@ -74,20 +85,44 @@ pub async fn serve_connection(ctx: &Context, mut stream: TcpStream) -> std::io::
                         }
                         _ => (ErrorCode::Malformed, 0),
                     };
-                    (request_id, Step::fatal(code, error.to_string()))
+                    items.push(Item::Done(request_id, Step::fatal(code, error.to_string())));
+                    break;
                 }
-            };
-            let (request_id, step) = step;
-            if step.response.encode(request_id, &mut wbuf).is_err() {
-                let response = Response::error(ErrorCode::Internal, "response too large to encode");
-                response
-                    .encode(request_id, &mut wbuf)
-                    .expect("a short error always encodes");
             }
-            durable = durable.max(step.durable);
-            if step.close {
-                close = true;
-                break;
+        }
+        let mut durable = None;
+        let mut close = false;
+        let mut rest = items;
+        while !rest.is_empty() && !close {
+            let run = rest
+                .iter()
+                .take_while(|i| matches!(i, Item::Request(_, r) if groupable(r)))
+                .count();
+            let tail = rest.split_off(run.max(1));
+            let steps: Vec<(u64, Step)> = if run > 0 {
+                run_group(ctx, rest)
+            } else {
+                rest.into_iter()
+                    .map(|item| match item {
+                        Item::Done(id, step) => (id, step),
+                        Item::Request(id, request) => (id, execute(ctx, &ctx.db, request)),
+                    })
+                    .collect()
+            };
+            rest = tail;
+            for (request_id, step) in steps {
+                if step.response.encode(request_id, &mut wbuf).is_err() {
+                    let response =
+                        Response::error(ErrorCode::Internal, "response too large to encode");
+                    response
+                        .encode(request_id, &mut wbuf)
+                        .expect("a short error always encodes");
+                }
+                durable = durable.max(step.durable);
+                if step.close {
+                    close = true;
+                    break;
+                }
             }
             if wbuf.len() >= ctx.config.write_buffer_bytes_max {
                 flush(
@@ -142,12 +177,97 @@ pub async fn serve_connection(ctx: &Context, mut stream: TcpStream) -> std::io::
     }
 }
 
-fn handle_frame(ctx: &Context, handshaken: &mut bool, frame: Frame) -> Step {
+/// A decoded frame: a request to execute, or one already answered (a bad body, the
+/// handshake, a request before the handshake, a framing error).
+enum Item {
+    Request(u64, Request),
+    Done(u64, Step),
+}
+
+/// Requests that may run inside a write group: they touch single keys, so a pipeline of them
+/// run as one group answers exactly as if run one by one. Scans read ranges and run alone.
+fn groupable(request: &Request) -> bool {
+    matches!(
+        request,
+        Request::Get { .. }
+            | Request::Put { .. }
+            | Request::Delete { .. }
+            | Request::Incr { .. }
+            | Request::Batch { .. }
+            | Request::Ping { .. }
+    )
+}
+
+fn decode(ctx: &Context, handshaken: &mut bool, frame: Frame) -> Item {
+    let id = frame.request_id;
+    match handle_frame(ctx, handshaken, frame) {
+        Ok(request) => Item::Request(id, request),
+        Err(step) => Item::Done(id, step),
+    }
+}
+
+/// Runs a run of groupable requests as one write group. If the append fails, none of their
+/// writes happened, so every request of the run gets the error.
+fn run_group(ctx: &Context, items: Vec<Item>) -> Vec<(u64, Step)> {
+    let reads_only = items.iter().all(|i| {
+        matches!(
+            i,
+            Item::Request(_, Request::Get { .. } | Request::Ping { .. })
+        )
+    });
+    if reads_only {
+        // Nothing to append: skip the writer lock, so readers never wait for writers.
+        return items
+            .into_iter()
+            .map(|item| match item {
+                Item::Request(id, request) => (id, execute(ctx, &ctx.db, request)),
+                Item::Done(id, step) => (id, step),
+            })
+            .collect();
+    }
+    let ids: Vec<u64> = items
+        .iter()
+        .map(|i| match i {
+            Item::Request(id, _) | Item::Done(id, _) => *id,
+        })
+        .collect();
+    let result = ctx.db.engine().write_group(|group| {
+        let store = GroupDb::new(group);
+        items
+            .into_iter()
+            .map(|item| match item {
+                Item::Request(id, request) => (id, execute(ctx, &store, request)),
+                Item::Done(id, step) => (id, step),
+            })
+            .collect::<Vec<_>>()
+    });
+    match result {
+        Ok((steps, _)) => steps,
+        Err(error) => {
+            tracing::warn!(%error, requests = ids.len(), "write group failed; nothing applied");
+            let message = format!("storage error; nothing was applied: {error}");
+            ids.into_iter()
+                .map(|id| {
+                    (
+                        id,
+                        Step::reply(Response::error(ErrorCode::Storage, message.clone())),
+                    )
+                })
+                .collect()
+        }
+    }
+}
+
+/// Decodes a frame's request and handles the handshake; `Err` is an immediate answer.
+fn handle_frame(ctx: &Context, handshaken: &mut bool, frame: Frame) -> Result<Request, Step> {
     let request = match Request::decode(&frame) {
         Ok(request) => request,
         Err(error) => {
             ctx.metrics.protocol_error(Listener::Binary);
-            return Step::reply(Response::error(error.error_code(), error.to_string()));
+            return Err(Step::reply(Response::error(
+                error.error_code(),
+                error.to_string(),
+            )));
         }
     };
     match request {
@@ -159,29 +279,29 @@ fn handle_frame(ctx: &Context, handshaken: &mut bool, frame: Frame) -> Step {
             Some(version) => {
                 *handshaken = true;
                 tracing::debug!(client = %client_name, version, "handshake");
-                Step::reply(Response::HelloOk {
+                Err(Step::reply(Response::HelloOk {
                     version,
                     server_name: ctx.config.server_name.clone(),
                     frame_bytes_max: ctx.config.frame_bytes_max.min(u32::MAX as usize) as u32,
-                })
+                }))
             }
-            None => Step::fatal(
+            None => Err(Step::fatal(
                 ErrorCode::UnsupportedVersion,
                 format!(
                     "client speaks protocol versions {min_version}..={max_version}, this \
                          server {PROTOCOL_VERSION_MIN}..={PROTOCOL_VERSION_MAX}"
                 ),
-            ),
+            )),
         },
-        _ if !*handshaken => Step::fatal(
+        _ if !*handshaken => Err(Step::fatal(
             ErrorCode::HandshakeRequired,
             "the first frame on a connection must be HELLO".into(),
-        ),
-        request => execute(ctx, request),
+        )),
+        request => Ok(request),
     }
 }
 
-fn execute(ctx: &Context, request: Request) -> Step {
+fn execute(ctx: &Context, store: &impl Store, request: Request) -> Step {
     let started = Instant::now();
     let op = match &request {
         Request::Get { .. } => Op::Get,
@@ -192,7 +312,7 @@ fn execute(ctx: &Context, request: Request) -> Step {
         Request::Batch { .. } => Op::Batch,
         Request::Hello { .. } | Request::Ping { .. } => Op::Other,
     };
-    let result = run(ctx, request);
+    let result = run(ctx, store, request);
     ctx.metrics.record_op(op, started.elapsed(), result.is_ok());
     match result {
         Ok((response, durable)) => Step {
@@ -209,8 +329,11 @@ fn execute(ctx: &Context, request: Request) -> Step {
     }
 }
 
-fn run(ctx: &Context, request: Request) -> Result<(Response, Option<u64>), DbError> {
-    let db = &ctx.db;
+fn run(
+    ctx: &Context,
+    db: &impl Store,
+    request: Request,
+) -> Result<(Response, Option<u64>), DbError> {
     Ok(match request {
         Request::Ping { payload } => (Response::Pong { payload }, None),
         // The connection answers HELLO itself; nothing else reaches here with one.
@@ -287,7 +410,9 @@ fn run(ctx: &Context, request: Request) -> Result<(Response, Option<u64>), DbErr
                 end: range.end,
                 prefix: range.prefix,
             };
-            let page = db.scan(&ks, &range, limit, continuation.as_deref(), keys_only)?;
+            let page = ctx
+                .db
+                .scan(&ks, &range, limit, continuation.as_deref(), keys_only)?;
             let entries = page
                 .items
                 .into_iter()

@@ -31,7 +31,8 @@ pub mod segment;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use engine::{
-    CompactionReport, Engine, ScanEntry, Stats, Txn, Value, Written, FORMAT_FILE, FORMAT_VERSION,
+    CompactionReport, Engine, Group, ScanEntry, Stats, Txn, Value, Written, FORMAT_FILE,
+    FORMAT_VERSION,
 };
 pub use error::{Result, StorageError};
 

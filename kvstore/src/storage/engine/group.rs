@@ -1,0 +1,413 @@
+//! The write path: transactions, write groups, and appending them to the log.
+//!
+//! Every write is a [`Txn`]: it reads, stages puts and deletes, and commits atomically with one
+//! version. Transactions run inside a [`Group`], which holds the writer lock: a group may run
+//! many transactions, each with its own version, and appends all of them with a single
+//! positional write when it ends; only then are they published in the index. A server uses one
+//! group per pipelined batch, so a batch of N writes costs one system call instead of N, while
+//! each write keeps its own version (compare-and-set stays exact) and its own atomicity.
+//! `Engine::write` is simply a group of one transaction.
+//!
+//! Within a group, a transaction sees the writes of the transactions committed before it in
+//! the same group through an *overlay*, exactly as if each had been appended on its own: the
+//! result of running a pipeline as a group is the result of running it one write at a time.
+//! Other threads see nothing of a group until its append has succeeded, and nothing at all if
+//! it fails.
+
+use super::*;
+
+/// A staged point write.
+#[derive(Debug, Clone)]
+pub(super) enum Staged {
+    Put { value: Bytes, expires_at_ms: u64 },
+    Delete,
+}
+
+/// What the transactions committed earlier in a group did, for the ones after them to see.
+#[derive(Debug, Default)]
+struct Overlay {
+    /// The latest staged write per key, with its transaction's version.
+    staged: BTreeMap<Box<[u8]>, (Staged, u64)>,
+    /// Range deletions, with their versions; keys staged after a range are in `staged`.
+    ranges: Vec<KeyRange>,
+}
+
+/// What the overlay says about a key.
+enum Seen<'a> {
+    Written(&'a Staged, u64),
+    Deleted,
+    /// The overlay knows nothing: ask the index.
+    Unknown,
+}
+
+impl Overlay {
+    fn lookup(&self, key: &[u8]) -> Seen<'_> {
+        if let Some((staged, version)) = self.staged.get(key) {
+            return Seen::Written(staged, *version);
+        }
+        if self.ranges.iter().any(|(s, e)| in_range(key, s, e)) {
+            return Seen::Deleted;
+        }
+        Seen::Unknown
+    }
+}
+
+/// A transaction in progress; see [`Engine::write`] and [`Group::txn`].
+pub struct Txn<'a> {
+    inner: &'a Inner,
+    version: u64,
+    now_ms: u64,
+    /// Staged point writes, one per key (the last write to a key in a transaction wins).
+    staged: BTreeMap<Box<[u8]>, Staged>,
+    /// Staged range deletions, applied before the point writes staged after them.
+    ranges: Vec<KeyRange>,
+    overlay: &'a Overlay,
+}
+
+impl Txn<'_> {
+    /// The version this transaction writes with.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// "Now" for this transaction, in milliseconds since the Unix epoch.
+    pub fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+
+    /// Reads `key` as this transaction sees it. A write it staged reports this transaction's
+    /// version.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Value>> {
+        let written = |staged: &Staged, version| match staged {
+            Staged::Put {
+                value,
+                expires_at_ms,
+            } => Some(Value {
+                value: value.clone(),
+                version,
+                expires_at_ms: (*expires_at_ms != 0).then_some(*expires_at_ms),
+            }),
+            Staged::Delete => None,
+        };
+        if let Some(staged) = self.staged.get(key) {
+            return Ok(written(staged, self.version));
+        }
+        if self.ranges.iter().any(|(s, e)| in_range(key, s, e)) {
+            return Ok(None);
+        }
+        match self.overlay.lookup(key) {
+            Seen::Written(staged, version) => Ok(written(staged, version)),
+            Seen::Deleted => Ok(None),
+            Seen::Unknown => self.inner.get(key),
+        }
+    }
+
+    /// The version of `key` as this transaction sees it, without reading the value: what a
+    /// condition needs.
+    pub fn version_of(&self, key: &[u8]) -> Option<u64> {
+        let version = |staged: &Staged, version| match staged {
+            Staged::Put { .. } => Some(version),
+            Staged::Delete => None,
+        };
+        if let Some(staged) = self.staged.get(key) {
+            return version(staged, self.version);
+        }
+        if self.ranges.iter().any(|(s, e)| in_range(key, s, e)) {
+            return None;
+        }
+        match self.overlay.lookup(key) {
+            Seen::Written(staged, v) => version(staged, v),
+            Seen::Deleted => None,
+            Seen::Unknown => self.inner.version_of(key),
+        }
+    }
+
+    /// Stages `key = value`, expiring at `expires_at_ms` (0 = never).
+    pub fn put(&mut self, key: &[u8], value: Bytes, expires_at_ms: u64) -> Result<()> {
+        self.check_key(key)?;
+        if value.len() > self.inner.config.value_bytes_max as usize {
+            return Err(StorageError::ValueTooLarge {
+                len: value.len(),
+                max: self.inner.config.value_bytes_max,
+            });
+        }
+        self.staged.insert(
+            key.into(),
+            Staged::Put {
+                value,
+                expires_at_ms,
+            },
+        );
+        Ok(())
+    }
+
+    /// Stages the deletion of `key`.
+    pub fn delete(&mut self, key: &[u8]) -> Result<()> {
+        self.check_key(key)?;
+        self.staged.insert(key.into(), Staged::Delete);
+        Ok(())
+    }
+
+    /// Stages the deletion of every key in `[start, end)` (`end` empty = no upper bound),
+    /// including writes staged earlier in this transaction.
+    pub fn delete_range(&mut self, start: &[u8], end: &[u8]) -> Result<()> {
+        self.check_key(start)?;
+        self.check_key(end)?;
+        self.staged.retain(|k, _| !in_range(k, start, end));
+        self.ranges.push((start.into(), end.into()));
+        Ok(())
+    }
+
+    fn check_key(&self, key: &[u8]) -> Result<()> {
+        let max = self.inner.config.key_bytes_max;
+        if key.len() > max as usize {
+            return Err(StorageError::KeyTooLarge {
+                len: key.len(),
+                max,
+            });
+        }
+        Ok(())
+    }
+}
+
+pub(super) fn in_range(key: &[u8], start: &[u8], end: &[u8]) -> bool {
+    key >= start && (end.is_empty() || key < end)
+}
+
+/// A committed transaction of a group, waiting for the group's append.
+struct Committed {
+    version: u64,
+    ranges: Vec<KeyRange>,
+    /// Each point write with its record's offset and length in the group's buffer.
+    writes: Vec<(Box<[u8]>, Staged, usize, usize)>,
+}
+
+/// Transactions appended together; see [`Engine::write_group`].
+pub struct Group<'a> {
+    inner: &'a Inner,
+    writer: std::sync::MutexGuard<'a, Writer>,
+    now_ms: u64,
+    /// The version the next transaction gets unless it asks for a higher one.
+    next_version: u64,
+    overlay: Overlay,
+    /// The encoded records of every committed transaction, in order.
+    buf: Vec<u8>,
+    committed: Vec<Committed>,
+}
+
+impl Group<'_> {
+    /// Runs `f` as one transaction of this group, with `version` (which must be above every
+    /// earlier one) or the next version. If `f` fails, the transaction leaves no trace. Its
+    /// writes become durable and visible only when the group's append succeeds.
+    pub fn txn<T, E: From<StorageError>>(
+        &mut self,
+        version: Option<u64>,
+        f: impl FnOnce(&mut Txn<'_>) -> std::result::Result<T, E>,
+    ) -> std::result::Result<(T, Written), E> {
+        let version = match version {
+            Some(v) if v < self.next_version => {
+                let last = self.next_version - 1;
+                return Err(StorageError::VersionNotIncreasing { given: v, last }.into());
+            }
+            Some(v) => v,
+            None => self.next_version,
+        };
+        let mut txn = Txn {
+            inner: self.inner,
+            version,
+            now_ms: self.now_ms,
+            staged: BTreeMap::new(),
+            ranges: Vec::new(),
+            overlay: &self.overlay,
+        };
+        let result = f(&mut txn);
+        let (staged, ranges) = (txn.staged, txn.ranges);
+        let value = result?;
+        if staged.is_empty() && ranges.is_empty() {
+            return Ok((value, Written { version: None }));
+        }
+        self.commit(version, staged, ranges);
+        Ok((
+            value,
+            Written {
+                version: Some(version),
+            },
+        ))
+    }
+
+    /// Reads `key` as the next transaction of this group would see it.
+    pub fn read(&self, key: &[u8]) -> Result<Option<Value>> {
+        match self.overlay.lookup(key) {
+            Seen::Written(
+                Staged::Put {
+                    value,
+                    expires_at_ms,
+                },
+                version,
+            ) => Ok(Some(Value {
+                value: value.clone(),
+                version,
+                expires_at_ms: (*expires_at_ms != 0).then_some(*expires_at_ms),
+            })),
+            Seen::Written(Staged::Delete, _) | Seen::Deleted => Ok(None),
+            Seen::Unknown => self.inner.get(key),
+        }
+    }
+
+    /// Bytes this group will append so far; a caller may end a group early past a budget.
+    pub fn pending_bytes(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Encodes a transaction's records into the group's buffer and folds its writes into the
+    /// overlay. Its records form one batch: all but the last carry the "batch continues" flag.
+    fn commit(&mut self, version: u64, staged: BTreeMap<Box<[u8]>, Staged>, ranges: Vec<KeyRange>) {
+        let count = ranges.len() + staged.len();
+        let mut n = 0;
+        let mut encode = |buf: &mut Vec<u8>, kind, expires, key: &[u8], value: &[u8]| {
+            n += 1;
+            let at = buf.len();
+            let rec = Record {
+                kind,
+                batch_continues: n < count,
+                version,
+                expires_at_ms: expires,
+                key,
+                value,
+            };
+            rec.encode(buf);
+            (at, buf.len() - at)
+        };
+        for (start, end) in &ranges {
+            encode(&mut self.buf, RecordKind::DeleteRange, 0, start, end);
+            self.overlay.staged.retain(|k, _| !in_range(k, start, end));
+            self.overlay.ranges.push((start.clone(), end.clone()));
+        }
+        let mut writes = Vec::with_capacity(staged.len());
+        for (key, write) in staged {
+            let (at, len) = match &write {
+                Staged::Put {
+                    value,
+                    expires_at_ms,
+                } => encode(&mut self.buf, RecordKind::Put, *expires_at_ms, &key, value),
+                Staged::Delete => encode(&mut self.buf, RecordKind::Delete, 0, &key, &[]),
+            };
+            self.overlay
+                .staged
+                .insert(key.clone(), (write.clone(), version));
+            writes.push((key, write, at, len));
+        }
+        self.committed.push(Committed {
+            version,
+            ranges,
+            writes,
+        });
+        self.next_version = version + 1;
+    }
+
+    /// Appends everything committed with one write and publishes it in the index. Returns the
+    /// highest version written, if any.
+    fn finish(mut self) -> Result<Option<u64>> {
+        let Some(last) = self.committed.last().map(|c| c.version) else {
+            self.writer.buf = std::mem::take(&mut self.buf);
+            return Ok(None);
+        };
+        let inner = self.inner;
+        let w = &mut *self.writer;
+        let buf = std::mem::take(&mut self.buf);
+        if w.len + buf.len() as u64 > inner.config.segment_bytes_max && w.len > SEGMENT_HEADER_BYTES
+        {
+            inner.rotate(w)?;
+        }
+        let base = w.len;
+        if let Err(source) = w.file.write_all_at(&buf, base) {
+            // Undo a partial append so the next record does not follow garbage (which recovery
+            // would rightly call corruption). If even that fails, stop taking writes.
+            if let Err(e) = w.file.set_len(base) {
+                inner.poison(format!(
+                    "append failed ({source}) and rollback failed ({e})"
+                ));
+            }
+            w.buf = buf;
+            return Err(StorageError::Io {
+                action: "appending to",
+                path: segment::segment_path(&inner.dir, w.segment),
+                source,
+            });
+        }
+
+        let inline_max = inner.config.inline_value_bytes_max as usize;
+        {
+            let mut state = inner.state.write().expect("state lock");
+            let seg = state
+                .segments
+                .get_mut(&w.segment)
+                .expect("active segment is registered");
+            seg.total_bytes += buf.len() as u64;
+            for txn in self.committed.drain(..) {
+                assert!(txn.version > w.last_version, "versions only grow");
+                w.last_version = txn.version;
+                for (start, end) in &txn.ranges {
+                    state.remove_range(start, end, txn.version);
+                }
+                for (key, write, at, len) in txn.writes {
+                    match write {
+                        Staged::Put {
+                            value,
+                            expires_at_ms,
+                        } => {
+                            let at = Location {
+                                segment: w.segment,
+                                offset: base + at as u64,
+                                len: len as u32,
+                            };
+                            let inline = (value.len() <= inline_max).then_some(value);
+                            let entry = IndexEntry {
+                                at,
+                                version: txn.version,
+                                expires_at_ms,
+                                inline,
+                            };
+                            state.insert(key, entry);
+                        }
+                        Staged::Delete => state.remove(&key),
+                    }
+                }
+            }
+        }
+        w.len += buf.len() as u64;
+        w.buf = buf;
+        inner.appended.store(last, Ordering::SeqCst);
+        if matches!(inner.config.fsync, FsyncPolicy::Always) {
+            let mut s = inner.sync.lock().expect("sync lock");
+            s.requested = s.requested.max(last);
+            drop(s);
+            inner.sync_cv.notify_all();
+        }
+        Ok(Some(last))
+    }
+}
+
+impl Inner {
+    pub(super) fn write_group<R>(
+        &self,
+        f: impl FnOnce(&mut Group<'_>) -> R,
+    ) -> Result<(R, Written)> {
+        let mut writer = self.writer.lock().expect("writer lock");
+        self.check_poison()?;
+        let mut buf = std::mem::take(&mut writer.buf);
+        buf.clear();
+        let mut group = Group {
+            inner: self,
+            next_version: writer.last_version + 1,
+            writer,
+            now_ms: self.clock.now_ms(),
+            overlay: Overlay::default(),
+            buf,
+            committed: Vec::new(),
+        };
+        let result = f(&mut group);
+        let version = group.finish()?;
+        Ok((result, Written { version }))
+    }
+}
