@@ -11,6 +11,7 @@
 //! boundary is known. An oversized or impossible length loses the framing, so it gets an error
 //! response and the connection is closed. A peer that stops mid-frame hits the read timeout.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::BytesMut;
@@ -18,7 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::{classify, flush, read_deadline, Context};
-use crate::db::{self, DbError, GroupDb, Keyspace, Store};
+use crate::db::{self, DbError, Keyspace, Store};
 use crate::metrics::{Listener, Op};
 use crate::wire::frame::{decode_frame, truncated_at_eof, Frame, FrameError};
 use crate::wire::message::{negotiate_version, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN};
@@ -53,7 +54,8 @@ impl Step {
     }
 }
 
-pub async fn serve_connection(ctx: &Context, mut stream: TcpStream) -> std::io::Result<()> {
+pub async fn serve_connection(ctx: Arc<Context>, mut stream: TcpStream) -> std::io::Result<()> {
+    let ctx = &ctx;
     let peer = stream.peer_addr().ok();
     let mut rbuf = BytesMut::with_capacity(16 * 1024);
     let mut wbuf = BytesMut::with_capacity(16 * 1024);
@@ -100,7 +102,7 @@ pub async fn serve_connection(ctx: &Context, mut stream: TcpStream) -> std::io::
                 .count();
             let tail = rest.split_off(run.max(1));
             let steps: Vec<(u64, Step)> = if run > 0 {
-                run_group(ctx, rest)
+                run_group(ctx, rest).await
             } else {
                 rest.into_iter()
                     .map(|item| match item {
@@ -206,9 +208,10 @@ fn decode(ctx: &Context, handshaken: &mut bool, frame: Frame) -> Item {
     }
 }
 
-/// Runs a run of groupable requests as one write group. If the append fails, none of their
-/// writes happened, so every request of the run gets the error.
-fn run_group(ctx: &Context, items: Vec<Item>) -> Vec<(u64, Step)> {
+/// Runs a run of single-key requests: reads at once, writes through the write queue (one
+/// append shared with whatever other connections are writing). If the append fails, none of
+/// their writes happened, so every request of the run gets the error.
+async fn run_group(ctx: &Arc<Context>, items: Vec<Item>) -> Vec<(u64, Step)> {
     let reads_only = items.iter().all(|i| {
         matches!(
             i,
@@ -231,31 +234,29 @@ fn run_group(ctx: &Context, items: Vec<Item>) -> Vec<(u64, Step)> {
             Item::Request(id, _) | Item::Done(id, _) => *id,
         })
         .collect();
-    let result = ctx.db.engine().write_group(|group| {
-        let store = GroupDb::new(group);
-        items
-            .into_iter()
-            .map(|item| match item {
-                Item::Request(id, request) => (id, execute(ctx, &store, request)),
-                Item::Done(id, step) => (id, step),
-            })
-            .collect::<Vec<_>>()
-    });
-    match result {
-        Ok((steps, _)) => steps,
-        Err(error) => {
-            tracing::warn!(%error, requests = ids.len(), "write group failed; nothing applied");
-            let message = format!("storage error; nothing was applied: {error}");
-            ids.into_iter()
-                .map(|id| {
-                    (
-                        id,
-                        Step::reply(Response::error(ErrorCode::Storage, message.clone())),
-                    )
+    let job_ctx = ctx.clone();
+    let result = ctx
+        .writes
+        .run(move |store| {
+            items
+                .into_iter()
+                .map(|item| match item {
+                    Item::Request(id, request) => (id, execute(&job_ctx, store, request)),
+                    Item::Done(id, step) => (id, step),
                 })
-                .collect()
-        }
-    }
+                .collect::<Vec<_>>()
+        })
+        .await;
+    result.unwrap_or_else(|message| {
+        ids.into_iter()
+            .map(|id| {
+                (
+                    id,
+                    Step::reply(Response::error(ErrorCode::Storage, message.clone())),
+                )
+            })
+            .collect()
+    })
 }
 
 /// Decodes a frame's request and handles the handshake; `Err` is an immediate answer.

@@ -11,6 +11,7 @@
 pub mod binary;
 pub mod http;
 pub mod resp;
+pub mod writes;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -41,6 +42,8 @@ pub struct ServerConfig {
     pub shutdown_grace_ms: u64,
     /// Replies buffered before they are written out, even in the middle of a pipeline.
     pub write_buffer_bytes_max: usize,
+    /// Runs of writes waiting for the write queue before connections must wait to submit.
+    pub write_queue_jobs_max: usize,
     pub server_name: String,
 }
 
@@ -54,6 +57,7 @@ impl Default for ServerConfig {
             read_timeout_ms: 10_000,
             shutdown_grace_ms: 10_000,
             write_buffer_bytes_max: 256 * 1024,
+            write_queue_jobs_max: 4096,
             server_name: format!("kvstore {}", env!("CARGO_PKG_VERSION")),
         }
     }
@@ -68,6 +72,8 @@ pub struct Context {
     pub started: Instant,
     /// State shared by RESP connections (SCAN cursors).
     pub resp: crate::resp::commands::Shared,
+    /// Where connections send their single-key writes; see [`writes`].
+    pub writes: writes::WriteQueue,
     connections: Arc<Semaphore>,
     shutdown: watch::Receiver<bool>,
 }
@@ -101,6 +107,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let mode = match db.engine().config().fsync {
+        crate::storage::FsyncPolicy::Always => writes::Mode::Shared,
+        _ => writes::Mode::Inline,
+    };
+    let writes = writes::WriteQueue::start(db.clone(), mode, config.write_queue_jobs_max);
     let ctx = Arc::new(Context {
         db,
         connections: Arc::new(Semaphore::new(config.connections_max)),
@@ -108,6 +119,7 @@ pub async fn run(
         metrics: Metrics::default(),
         started: Instant::now(),
         resp: crate::resp::commands::Shared::default(),
+        writes,
         shutdown: shutdown_rx,
     });
 
@@ -168,8 +180,8 @@ async fn accept_loop(ctx: Arc<Context>, listener: TcpListener, kind: Listener) {
         connections.spawn(async move {
             ctx.metrics.connection_opened(kind);
             let result = match kind {
-                Listener::Binary => binary::serve_connection(&ctx, stream).await,
-                Listener::Resp => resp::serve_connection(&ctx, stream).await,
+                Listener::Binary => binary::serve_connection(ctx.clone(), stream).await,
+                Listener::Resp => resp::serve_connection(ctx.clone(), stream).await,
             };
             if let Err(error) = result {
                 tracing::debug!(%peer, %error, "connection ended with an error");

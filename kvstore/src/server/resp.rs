@@ -6,6 +6,7 @@
 //! error: ...` reply and closes the connection, as Redis does; an unknown command gets
 //! `-ERR unknown command` and the connection stays open.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -13,7 +14,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::{flush, read_deadline, Context};
-use crate::db::GroupDb;
 use crate::metrics::{Listener, Op};
 use crate::resp::codec::{parse_command, Reply, RespLimits};
 use crate::resp::commands::{self, ServerFacts, Session};
@@ -21,7 +21,8 @@ use crate::resp::commands::{self, ServerFacts, Session};
 /// Commands taken from the read buffer per round; the rest wait for the next round.
 const PIPELINE_COMMANDS_MAX: usize = 1024;
 
-pub async fn serve_connection(ctx: &Context, mut stream: TcpStream) -> std::io::Result<()> {
+pub async fn serve_connection(ctx: Arc<Context>, mut stream: TcpStream) -> std::io::Result<()> {
+    let ctx = &ctx;
     let peer = stream.peer_addr().ok();
     let port = stream.local_addr().map(|a| a.port()).unwrap_or(0);
     let limits = RespLimits {
@@ -47,33 +48,24 @@ pub async fn serve_connection(ctx: &Context, mut stream: TcpStream) -> std::io::
                 }
             }
         }
-        let facts = || ServerFacts {
-            uptime_seconds: ctx.started.elapsed().as_secs(),
-            connected_clients: ctx.metrics.connections_active(Listener::Resp),
-            total_commands: ctx.metrics.total_ops(),
-            fsync: ctx.db.engine().config().fsync.to_string(),
-            port,
-        };
+        let facts = || facts(ctx, port);
         let mut durable = None;
         let mut close = false;
-        let mut rest = &commands[..];
-        while !rest.is_empty() && !close {
-            let run = rest
-                .iter()
-                .take_while(|args| commands::groupable(&args[0]))
-                .count();
-            let outcomes = if run > 0 {
-                let (batch, tail) = rest.split_at(run);
-                rest = tail;
-                run_group(ctx, &mut session, facts, batch)
+        let mut rest = commands.into_iter().peekable();
+        while rest.peek().is_some() && !close {
+            let mut run = Vec::new();
+            while let Some(args) = rest.next_if(|args| commands::groupable(&args[0])) {
+                run.push(args);
+            }
+            let outcomes = if !run.is_empty() {
+                run_group(ctx, &mut session, port, run).await
             } else {
-                let (one, tail) = rest.split_at(1);
-                rest = tail;
+                let one = vec![rest.next().expect("peeked above")];
                 let started = Instant::now();
                 let outcome =
                     commands::execute(&ctx.db, &ctx.db, &ctx.resp, &mut session, facts, &one[0]);
                 let outcomes = vec![outcome];
-                record(ctx, one, started, &outcomes);
+                record(ctx, &one, started, &outcomes);
                 outcomes
             };
             for outcome in outcomes {
@@ -130,47 +122,76 @@ pub async fn serve_connection(ctx: &Context, mut stream: TcpStream) -> std::io::
     }
 }
 
-/// Runs a run of groupable commands as one write group: one append for all their writes. If
-/// the append fails, none of the writes happened, so every command of the run gets the error.
-fn run_group(
-    ctx: &Context,
+/// Runs a run of single-key commands: reads at once, writes through the write queue (one
+/// append shared with whatever other connections are writing). If the append fails, none of
+/// the writes happened, so every command of the run gets the error.
+async fn run_group(
+    ctx: &Arc<Context>,
     session: &mut Session,
-    facts: impl Fn() -> ServerFacts,
-    batch: &[Vec<Bytes>],
+    port: u16,
+    batch: Vec<Vec<Bytes>>,
 ) -> Vec<commands::Outcome> {
     let started = Instant::now();
+    let ops: Vec<Op> = batch.iter().map(|args| op_of(&args[0])).collect();
     let outcomes = if batch.iter().all(|args| commands::read_only(&args[0])) {
-        // Nothing to append: skip the writer lock, so readers never wait for writers.
+        // Nothing to append: no queue, no writer lock, so readers never wait for writers.
+        let facts = || facts(ctx, port);
         batch
             .iter()
-            .map(|args| commands::execute(&ctx.db, &ctx.db, &ctx.resp, session, &facts, args))
+            .map(|args| commands::execute(&ctx.db, &ctx.db, &ctx.resp, session, facts, args))
             .collect()
     } else {
-        let result = ctx.db.engine().write_group(|group| {
-            let store = GroupDb::new(group);
-            batch
-                .iter()
-                .map(|args| commands::execute(&ctx.db, &store, &ctx.resp, session, &facts, args))
-                .collect::<Vec<_>>()
-        });
-        result.map(|(outcomes, _)| outcomes).unwrap_or_else(|error| {
-            tracing::warn!(%error, commands = batch.len(), "write group failed; nothing applied");
+        let job_ctx = ctx.clone();
+        let count = batch.len();
+        let result = ctx
+            .writes
+            .run(move |store| {
+                // Single-key commands keep no per-connection state, so a scratch session does.
+                let mut scratch = Session::default();
+                let ctx = &job_ctx;
+                let facts = || facts(ctx, port);
+                batch
+                    .iter()
+                    .map(|args| {
+                        commands::execute(&ctx.db, store, &ctx.resp, &mut scratch, facts, args)
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await;
+        result.unwrap_or_else(|error| {
             let reply = || Reply::Error(format!("ERR {error}").into());
-            batch.iter().map(|_| commands::Outcome::from(reply())).collect()
+            (0..count)
+                .map(|_| commands::Outcome::from(reply()))
+                .collect()
         })
     };
-    record(ctx, batch, started, &outcomes);
+    record_ops(ctx, &ops, started, &outcomes);
     outcomes
+}
+
+fn facts(ctx: &Context, port: u16) -> ServerFacts {
+    ServerFacts {
+        uptime_seconds: ctx.started.elapsed().as_secs(),
+        connected_clients: ctx.metrics.connections_active(Listener::Resp),
+        total_commands: ctx.metrics.total_ops(),
+        fsync: ctx.db.engine().config().fsync.to_string(),
+        port,
+    }
 }
 
 /// Records a run of commands in the metrics. A pipelined run is timed once and its time
 /// shared evenly among its commands: reading the clock per command would cost more than
 /// many of the commands do.
 fn record(ctx: &Context, batch: &[Vec<Bytes>], started: Instant, outcomes: &[commands::Outcome]) {
-    let each = started.elapsed() / batch.len().max(1) as u32;
-    for (args, outcome) in batch.iter().zip(outcomes) {
+    let ops: Vec<Op> = batch.iter().map(|args| op_of(&args[0])).collect();
+    record_ops(ctx, &ops, started, outcomes);
+}
+
+fn record_ops(ctx: &Context, ops: &[Op], started: Instant, outcomes: &[commands::Outcome]) {
+    let each = started.elapsed() / ops.len().max(1) as u32;
+    for (op, outcome) in ops.iter().zip(outcomes) {
         let ok = !matches!(outcome.reply, Reply::Error(_));
-        ctx.metrics.record_op(op_of(&args[0]), each, ok);
+        ctx.metrics.record_op(*op, each, ok);
     }
 }
 
