@@ -642,3 +642,32 @@ fn a_write_group_behaves_like_its_transactions_one_at_a_time() {
         "and the same after a reopen"
     );
 }
+
+#[test]
+fn active_expiry_follows_ttls_that_change() {
+    let dir = TempDir::new("expiry-index");
+    let clock = Arc::new(ManualClock::new(10_000));
+    let e = Engine::open(&dir.0, config(), clock.clone()).unwrap();
+    let put_ttl = |key: &str, deadline: u64| {
+        e.write(None, |t| t.put(key.as_bytes(), "v".into(), deadline))
+            .unwrap();
+    };
+    put_ttl("a", 10_100);
+    put_ttl("a", 10_200); // deadline moved later
+    put_ttl("b", 10_100);
+    put_ttl("c", 0);
+    put_ttl("d", 10_100);
+    put_ttl("d", 0); // TTL removed by an overwrite
+    put_ttl("gone", 10_100);
+    del(&e, "gone"); // deleted before it expired
+    clock.advance_ms(150);
+    assert_eq!(e.purge_expired(), 1, "only b is due");
+    assert_eq!(
+        contents(&e).keys().cloned().collect::<Vec<_>>(),
+        ["a", "c", "d"]
+    );
+    clock.advance_ms(100);
+    assert_eq!(e.purge_expired(), 1, "then a");
+    assert_eq!(e.purge_expired(), 0, "nothing twice");
+    assert_eq!(e.stats().keys, 2);
+}

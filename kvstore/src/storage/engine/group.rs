@@ -361,7 +361,11 @@ impl Group<'_> {
                                 offset: base + at as u64,
                                 len: len as u32,
                             };
-                            let inline = (value.len() <= inline_max).then_some(value);
+                            // A copy, not `value` itself: `value` may be a slice of a
+                            // connection's read buffer, and keeping it in the index would pin
+                            // that whole buffer in memory for as long as the key lives.
+                            let inline =
+                                (value.len() <= inline_max).then(|| Bytes::copy_from_slice(&value));
                             let entry = IndexEntry {
                                 at,
                                 version: txn.version,

@@ -13,7 +13,7 @@
 //! version wins, whichever file it is in. Segment order therefore does not matter, and a crash
 //! that leaves both a compaction's output and its inputs on disk loses nothing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::ops::Bound;
 use std::os::unix::fs::FileExt;
@@ -41,6 +41,8 @@ pub const FORMAT_VERSION: u32 = 1;
 const LOCK_FILE: &str = "LOCK";
 /// Lists the segments a finished compaction replaced; see [`Engine::compact`].
 const COMPACTION_MARKER: &str = "COMPACTION_DONE";
+/// Expired keys removed per hold of the index's write lock.
+const PURGE_CHUNK_KEYS: usize = 1000;
 
 /// A value read from the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,12 +137,23 @@ struct SegmentInfo {
 #[derive(Debug, Default)]
 struct State {
     index: BTreeMap<Box<[u8]>, IndexEntry>,
+    /// The keys that have a TTL, ordered by deadline: active expiry walks this from the front,
+    /// so it never looks at the (usually far more numerous) keys without one.
+    expiring: BTreeSet<(u64, Box<[u8]>)>,
     segments: BTreeMap<u64, SegmentInfo>,
 }
 
 impl State {
     fn insert(&mut self, key: Box<[u8]>, entry: IndexEntry) {
         let at = entry.at;
+        if entry.expires_at_ms != 0 {
+            self.expiring.insert((entry.expires_at_ms, key.clone()));
+        }
+        if let Some(old) = self.index.get(&key) {
+            if old.expires_at_ms != 0 && old.expires_at_ms != entry.expires_at_ms {
+                self.expiring.remove(&(old.expires_at_ms, key.clone()));
+            }
+        }
         if let Some(old) = self.index.insert(key, entry) {
             self.release(old.at);
         }
@@ -152,6 +165,9 @@ impl State {
     fn remove(&mut self, key: &[u8]) {
         if let Some(old) = self.index.remove(key) {
             self.release(old.at);
+            if old.expires_at_ms != 0 {
+                self.expiring.remove(&(old.expires_at_ms, key.into()));
+            }
         }
     }
 
@@ -775,22 +791,32 @@ impl Inner {
             && dead as f64 >= total as f64 * self.config.compaction_dead_ratio
     }
 
+    /// Removes expired keys from the index, walking only the keys that have a TTL, in chunks
+    /// of `PURGE_CHUNK_KEYS` so the write lock is never held for long.
     fn purge_expired(&self) -> usize {
-        let now = self.clock.now_ms();
-        let mut state = self.state.write().expect("state lock");
-        let expired: Vec<Box<[u8]>> = state
-            .index
-            .iter()
-            .filter(|(_, e)| e.expired(now))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in &expired {
-            state.remove(key);
+        let mut purged = 0;
+        loop {
+            let now = self.clock.now_ms();
+            let mut state = self.state.write().expect("state lock");
+            let due: Vec<Box<[u8]>> = state
+                .expiring
+                .iter()
+                .take_while(|(deadline, _)| *deadline <= now)
+                .take(PURGE_CHUNK_KEYS)
+                .map(|(_, key)| key.clone())
+                .collect();
+            if due.is_empty() {
+                break;
+            }
+            for key in &due {
+                state.remove(key);
+            }
+            purged += due.len();
         }
         self.counters
             .expired_purged
-            .fetch_add(expired.len() as u64, Ordering::Relaxed);
-        expired.len()
+            .fetch_add(purged as u64, Ordering::Relaxed);
+        purged
     }
 
     fn sealed_segments(&self) -> Vec<(u64, Arc<File>, bool)> {
@@ -1176,6 +1202,7 @@ fn recover(dir: &Path, limits: RecordLimits, now_ms: u64, inline_max: u32) -> Re
 
     let mut state = State {
         index: BTreeMap::new(),
+        expiring: BTreeSet::new(),
         segments,
     };
     for (key, slot) in slots {
