@@ -272,12 +272,15 @@ pub trait Store {
     ) -> Result<(Outcome, Written)> {
         let k = ks.key(key);
         self.transact(|txn| {
-            let current = txn.version_of(&k);
-            if !condition.holds(current) {
-                return Ok(Outcome {
-                    applied: false,
-                    version: current.unwrap_or(0),
-                });
+            // An unconditional put needs no lookup: that saves an index search on every SET.
+            if condition != Condition::None {
+                let current = txn.version_of(&k);
+                if !condition.holds(current) {
+                    return Ok(Outcome {
+                        applied: false,
+                        version: current.unwrap_or(0),
+                    });
+                }
             }
             txn.put(&k, value, deadline(txn, ttl_ms))?;
             Ok(Outcome {
@@ -368,10 +371,12 @@ pub trait Store {
                         (ks.key(key), *condition)
                     }
                 };
-                let current = txn.version_of(&key);
-                if !condition.holds(current) {
-                    // Returning an error rolls the whole transaction back.
-                    return Err(FailedOp(i as u32, current.unwrap_or(0)).into());
+                if condition != Condition::None {
+                    let current = txn.version_of(&key);
+                    if !condition.holds(current) {
+                        // Returning an error rolls the whole transaction back.
+                        return Err(FailedOp(i as u32, current.unwrap_or(0)).into());
+                    }
                 }
                 match op {
                     BatchOp::Put { value, ttl_ms, .. } => {

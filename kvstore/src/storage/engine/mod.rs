@@ -41,6 +41,9 @@ pub const FORMAT_VERSION: u32 = 1;
 const LOCK_FILE: &str = "LOCK";
 /// Lists the segments a finished compaction replaced; see [`Engine::compact`].
 const COMPACTION_MARKER: &str = "COMPACTION_DONE";
+/// Records whose liveness compaction checks per hold of the index's read lock: small, so that
+/// a write waiting to publish (which needs the write lock) waits microseconds, not milliseconds.
+const COMPACTION_CHUNK_RECORDS: usize = 64;
 /// Expired keys removed per hold of the index's write lock.
 const PURGE_CHUNK_KEYS: usize = 1000;
 
@@ -754,6 +757,7 @@ impl Inner {
     }
 
     fn maintenance_loop(&self) {
+        lower_thread_priority();
         let every = Duration::from_millis(self.config.maintenance_interval_ms.max(10));
         loop {
             {
@@ -883,7 +887,7 @@ impl Inner {
             report.bytes_before += data.len() as u64;
             let path = segment::segment_path(&self.dir, *id);
             let scan = segment::scan(&path, *id, &data, self.limits, false)?;
-            for chunk in scan.entries.chunks(1024) {
+            for chunk in scan.entries.chunks(COMPACTION_CHUNK_RECORDS) {
                 let live: Vec<&HintEntry> = {
                     let state = self.state.read().expect("state lock");
                     chunk
@@ -967,25 +971,36 @@ impl Inner {
         {
             let mut state = self.state.write().expect("state lock");
             for (id, len, file) in outputs {
-                state.segments.insert(
-                    *id,
-                    SegmentInfo {
-                        file: file.clone(),
-                        total_bytes: *len,
-                        live_bytes: 0,
-                        has_hint: true,
-                    },
-                );
+                let info = SegmentInfo {
+                    file: file.clone(),
+                    total_bytes: *len,
+                    live_bytes: 0,
+                    has_hint: true,
+                };
+                state.segments.insert(*id, info);
             }
-            for (key, old, new) in moved {
-                if state.index.get(&key).is_some_and(|e| e.at == old) {
-                    let entry = state.index.get_mut(&key).expect("checked above");
-                    entry.at = new;
+        }
+        // Repoint the index in chunks, releasing the write lock between them: with millions of
+        // keys, doing it in one go would stall every request for a long moment. Meanwhile an
+        // entry may point at an input or an output; both files are open and hold the record.
+        for chunk in moved.chunks(COMPACTION_CHUNK_RECORDS * 16) {
+            let mut state = self.state.write().expect("state lock");
+            for (key, old, new) in chunk {
+                let Some(entry) = state.index.get_mut(&key[..]) else {
+                    continue;
+                };
+                if entry.at == *old {
+                    entry.at = *new;
                     if let Some(seg) = state.segments.get_mut(&new.segment) {
                         seg.live_bytes += u64::from(new.len);
                     }
                 }
             }
+        }
+        // No entry points at an input any more: those not moved above were overwritten or
+        // deleted since, and new writes go to the active segment.
+        {
+            let mut state = self.state.write().expect("state lock");
             for id in input_ids {
                 state.segments.remove(id);
             }
@@ -1414,6 +1429,20 @@ fn remove_temporary_files(dir: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Lets background work (compaction, hint files, expiry) yield the CPU to requests, as
+/// RocksDB does for its compaction threads: nice 10 for the calling thread. Best effort.
+fn lower_thread_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // On Linux, `setpriority(PRIO_PROCESS, 0, ..)` applies to the calling thread only.
+        // SAFETY: no pointers are involved; a failure (say, a forbidding policy) is harmless.
+        let result = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
+        if result != 0 {
+            tracing::debug!("could not lower the maintenance thread's priority");
+        }
+    }
 }
 
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
