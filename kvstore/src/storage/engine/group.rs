@@ -372,7 +372,7 @@ impl Group<'_> {
                                 expires_at_ms,
                                 inline,
                             };
-                            state.insert(key, entry);
+                            state.insert(key.into(), entry);
                         }
                         Staged::Delete => state.remove(&key),
                     }

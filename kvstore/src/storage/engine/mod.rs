@@ -32,7 +32,9 @@ use super::segment::{self, HintEntry, SEGMENT_HEADER_BYTES};
 use super::{Config, FsyncPolicy, Maintenance};
 
 mod group;
+mod key;
 pub use group::{Group, Txn};
+use key::IndexKey;
 
 /// Name of the file that records the data directory's format version.
 pub const FORMAT_FILE: &str = "KVSTORE_FORMAT";
@@ -139,15 +141,15 @@ struct SegmentInfo {
 
 #[derive(Debug, Default)]
 struct State {
-    index: BTreeMap<Box<[u8]>, IndexEntry>,
+    index: BTreeMap<IndexKey, IndexEntry>,
     /// The keys that have a TTL, ordered by deadline: active expiry walks this from the front,
     /// so it never looks at the (usually far more numerous) keys without one.
-    expiring: BTreeSet<(u64, Box<[u8]>)>,
+    expiring: BTreeSet<(u64, IndexKey)>,
     segments: BTreeMap<u64, SegmentInfo>,
 }
 
 impl State {
-    fn insert(&mut self, key: Box<[u8]>, entry: IndexEntry) {
+    fn insert(&mut self, key: IndexKey, entry: IndexEntry) {
         let at = entry.at;
         if entry.expires_at_ms != 0 {
             self.expiring.insert((entry.expires_at_ms, key.clone()));
@@ -175,7 +177,7 @@ impl State {
     }
 
     fn remove_range(&mut self, start: &[u8], end: &[u8], below_version: u64) {
-        let doomed: Vec<Box<[u8]>> = self
+        let doomed: Vec<IndexKey> = self
             .index
             .range::<[u8], _>(range_bounds(start, end))
             .filter(|(_, e)| e.version < below_version)
@@ -802,7 +804,7 @@ impl Inner {
         loop {
             let now = self.clock.now_ms();
             let mut state = self.state.write().expect("state lock");
-            let due: Vec<Box<[u8]>> = state
+            let due: Vec<IndexKey> = state
                 .expiring
                 .iter()
                 .take_while(|(deadline, _)| *deadline <= now)
@@ -895,7 +897,7 @@ impl Inner {
                         .inspect(|e| max_version = max_version.max(e.version))
                         .filter(|e| e.kind == RecordKind::Put)
                         .filter(|e| {
-                            state.index.get(&e.key).is_some_and(|i| {
+                            state.index.get(&e.key[..]).is_some_and(|i| {
                                 i.at.segment == *id && i.at.offset == e.offset && !i.expired(now)
                             })
                         })
@@ -1222,7 +1224,7 @@ fn recover(dir: &Path, limits: RecordLimits, now_ms: u64, inline_max: u32) -> Re
     };
     for (key, slot) in slots {
         if !slot.tombstone && !slot.entry.expired(now_ms) {
-            state.insert(key, slot.entry);
+            state.insert(key.into(), slot.entry);
         }
     }
     for ((start, end), version) in &ranges {
@@ -1248,7 +1250,7 @@ fn load_inline_values(dir: &Path, state: &mut State, inline_max: u32) -> Result<
     let small = |e: &IndexEntry, key: &[u8]| {
         (e.at.len as usize) <= record::RECORD_HEADER_BYTES + key.len() + inline_max as usize
     };
-    let mut by_segment: BTreeMap<u64, Vec<Box<[u8]>>> = BTreeMap::new();
+    let mut by_segment: BTreeMap<u64, Vec<IndexKey>> = BTreeMap::new();
     for (key, e) in &state.index {
         if small(e, key) {
             by_segment
