@@ -273,6 +273,10 @@ fn resp_port_answers_bad_input_like_redis_and_keeps_serving_others() {
     let out = resp_exchange(addr, b"*zz\r\n");
     assert!(out.starts_with("-ERR Protocol error"), "{out:?}");
 
+    // A command cut short by EOF: the server logs it and carries on.
+    let out = resp_exchange(addr, b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5\r\nval");
+    assert_eq!(out, "", "nothing to answer for an incomplete command");
+
     // Random bytes.
     let junk: Vec<u8> = (0u32..500)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 7) as u8)
@@ -306,4 +310,29 @@ fn connections_over_the_limit_are_refused_with_a_reason() {
         send(&mut s, &hello(), 1);
         matches!(recv(&mut s), Some((1, Response::HelloOk { .. })))
     }));
+}
+
+#[test]
+fn idle_connections_are_closed_after_the_idle_timeout() {
+    let dir = TempDir::new("idle");
+    let server = server(&dir, &["--idle-timeout-ms", "300"]);
+    let started = std::time::Instant::now();
+    let mut binary = handshaken(server.addr);
+    assert!(
+        recv(&mut binary).is_none(),
+        "an idle binary connection is closed"
+    );
+    let mut resp = tcp(server.resp);
+    let mut buf = [0u8; 16];
+    assert_eq!(
+        resp.read(&mut buf).unwrap_or(0),
+        0,
+        "an idle RESP connection is closed"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "not before the timeout"
+    );
+    assert!(server.log().contains("idle"), "{}", server.log());
+    healthy_round_trip(server.addr, 3);
 }
