@@ -2,6 +2,7 @@
 # kvstore's RESP port against Redis, side by side in one run, with redis-benchmark.
 #
 #   bench/redis-compare.sh [ROUNDS]        (default 3 rounds; the median of each is reported)
+#   RANDOM_KEYS=1000000 bench/redis-compare.sh   (spread the keys over a random keyspace, -r)
 #
 # Redis 7 (Debian's redis-server) runs with appendonly yes + appendfsync everysec and no RDB;
 # kvstore runs with --fsync interval:1000: both fsync their log once a second. For each test
@@ -15,6 +16,10 @@ source "$(dirname "$0")/lib.sh"
 ROUNDS="${1:-3}"
 # Worker threads for kvstore; empty = one per core. Redis executes commands on one thread.
 KV_THREADS="${KV_THREADS:-}"
+# 0 = redis-benchmark's default single key; N = random keys out of N (-r N).
+RANDOM_KEYS="${RANDOM_KEYS:-0}"
+KEYS_ARGS=()
+[ "$RANDOM_KEYS" -gt 0 ] && KEYS_ARGS=(-r "$RANDOM_KEYS")
 REQUESTS="${REQUESTS:-200000}"
 CLIENTS="${CLIENTS:-50}"
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -52,14 +57,15 @@ stop() { kill "$1"; wait "$1" 2>/dev/null || true; }
 rps() {
   local port=$1 test=$2
   shift 2
-  redis-benchmark -h 127.0.0.1 -p "$port" -t "$test" -n "$REQUESTS" -c "$CLIENTS" --csv "$@" 2>/dev/null |
+  redis-benchmark -h 127.0.0.1 -p "$port" -t "$test" -n "$REQUESTS" -c "$CLIENTS" \
+    "${KEYS_ARGS[@]}" --csv "$@" 2>/dev/null |
     awk -F'","' 'NR>1 {print $2; exit}'
 }
 
 start_redis everysec
 start_kvstore "interval:1000"
 echo
-echo "redis-benchmark -n $REQUESTS -c $CLIENTS, median of $ROUNDS alternating rounds"
+echo "redis-benchmark -n $REQUESTS -c $CLIENTS ${KEYS_ARGS[*]}, median of $ROUNDS alternating rounds"
 echo "Redis $(redis-server --version | grep -o 'v=[0-9.]*' | cut -c3-) (appendonly, everysec) vs kvstore (--fsync interval:1000, threads: ${KV_THREADS:-one per core})"
 echo "machine: $(nproc) cores, $(uname -sr); $(date -u +%Y-%m-%d)"
 echo
