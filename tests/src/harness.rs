@@ -282,3 +282,20 @@ pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
     }
     check()
 }
+
+/// A small multi-threaded runtime for tests that drive the async client.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("building a test runtime")
+}
+
+/// A client connected to `server`'s binary port.
+pub async fn connect(server: &Server) -> kvstore::client::Client {
+    let config = kvstore::client::ClientConfig::default();
+    kvstore::client::Client::connect(server.addr, config)
+        .await
+        .expect("connecting to the test server")
+}

@@ -218,7 +218,7 @@ fn binary_port_survives_bad_input_and_keeps_serving_others() {
     ));
     let log = server.log();
     assert!(
-        log.contains("mid-frame"),
+        log.contains("mid-request"),
         "truncated and stalled frames are logged:\n{log}"
     );
 }

@@ -8,23 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use kvstore::client::{Client, ClientConfig, ClientError, PutOptions, ScanOptions};
+use kvstore::client::{ClientError, PutOptions, ScanOptions};
 use kvstore::wire::{BatchOp, Condition, ErrorCode, Response, ScanRange};
-use tests::harness::{kvstore_bin, Server, ServerOptions, TempDir};
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-async fn connect(server: &Server) -> Client {
-    Client::connect(server.addr, ClientConfig::default())
-        .await
-        .unwrap()
-}
+use tests::harness::{connect, kvstore_bin, runtime, Server, ServerOptions, TempDir};
 
 #[test]
 fn one_connection_carries_many_concurrent_requests() {

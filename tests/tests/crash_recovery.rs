@@ -8,22 +8,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kvstore::client::{Client, ClientConfig};
-use tests::harness::{Server, ServerOptions, TempDir};
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-async fn connect(server: &Server) -> Client {
-    Client::connect(server.addr, ClientConfig::default())
-        .await
-        .expect("connect")
-}
+use tests::harness::{connect, runtime, Server, ServerOptions, TempDir};
 
 fn segments(server: &Server) -> Vec<PathBuf> {
     let mut segs: Vec<PathBuf> = fs::read_dir(&server.data_dir)

@@ -15,13 +15,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use super::{classify, flush, read_deadline, Context};
+use super::{classify, flush, read_more, Context, Read};
 use crate::db::{self, DbError, Keyspace, Store};
 use crate::metrics::{Listener, Op};
-use crate::wire::frame::{decode_frame, truncated_at_eof, Frame, FrameError};
+use crate::wire::frame::{decode_frame, Frame, FrameError};
 use crate::wire::message::{negotiate_version, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN};
 use crate::wire::{self, ErrorCode, Request, Response};
 
@@ -142,38 +142,7 @@ pub async fn serve_connection(ctx: Arc<Context>, mut stream: TcpStream) -> std::
             let _ = stream.shutdown().await;
             return Ok(());
         }
-        if ctx.shutting_down() {
-            return Ok(()); // between requests: the in-flight work is done
-        }
-        let deadline = read_deadline(ctx, !rbuf.is_empty());
-        let read = tokio::select! {
-            read = tokio::time::timeout(deadline, stream.read_buf(&mut rbuf)) => read,
-            _ = ctx.shutdown_signal() => return Ok(()),
-        };
-        let n = match read {
-            Ok(n) => n?,
-            Err(_) => {
-                ctx.metrics.timeout(Listener::Binary);
-                let what = if rbuf.is_empty() {
-                    "idle"
-                } else {
-                    "stalled mid-frame"
-                };
-                tracing::info!(
-                    ?peer,
-                    what,
-                    timeout_ms = deadline.as_millis() as u64,
-                    "closing connection: timeout"
-                );
-                return Ok(());
-            }
-        };
-        ctx.metrics.bytes(Listener::Binary, n, 0);
-        if n == 0 {
-            if let Some(error) = truncated_at_eof(&rbuf) {
-                ctx.metrics.protocol_error(Listener::Binary);
-                tracing::info!(?peer, %error, "peer closed the connection mid-frame");
-            }
+        if read_more(ctx, Listener::Binary, &mut stream, &mut rbuf).await? == Read::Closed {
             return Ok(());
         }
     }

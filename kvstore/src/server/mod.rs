@@ -236,14 +236,73 @@ pub(crate) async fn flush(
     Ok(())
 }
 
-/// How long to wait for more bytes: the idle timeout between requests, the (shorter) read
-/// timeout once a request has started arriving.
-pub(crate) fn read_deadline(ctx: &Context, partial_request: bool) -> Duration {
-    Duration::from_millis(if partial_request {
+/// What waiting for more request bytes came to.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Read {
+    /// Bytes were added to the buffer.
+    More,
+    /// The connection should end: the peer closed it, it timed out, or the server is shutting
+    /// down between requests. Already logged and counted.
+    Closed,
+}
+
+/// Reads more request bytes into `rbuf`. Waits at most the idle timeout when no request has
+/// started, the (shorter) read timeout when one has, so a client that stalls mid-request does
+/// not hold its connection slot.
+pub(crate) async fn read_more(
+    ctx: &Context,
+    listener: Listener,
+    stream: &mut TcpStream,
+    rbuf: &mut bytes::BytesMut,
+) -> std::io::Result<Read> {
+    use tokio::io::AsyncReadExt;
+    if ctx.shutting_down() {
+        return Ok(Read::Closed); // between requests: the in-flight work is done
+    }
+    let peer = stream.peer_addr().ok();
+    let partial = !rbuf.is_empty();
+    let timeout = Duration::from_millis(if partial {
         ctx.config.read_timeout_ms
     } else {
         ctx.config.idle_timeout_ms
-    })
+    });
+    let read = tokio::select! {
+        read = tokio::time::timeout(timeout, stream.read_buf(rbuf)) => read,
+        _ = ctx.shutdown_signal() => return Ok(Read::Closed),
+    };
+    let Ok(read) = read else {
+        ctx.metrics.timeout(listener);
+        let what = if partial {
+            "stalled mid-request"
+        } else {
+            "idle"
+        };
+        let timeout_ms = timeout.as_millis() as u64;
+        tracing::info!(
+            ?peer,
+            ?listener,
+            what,
+            timeout_ms,
+            "closing connection: timeout"
+        );
+        return Ok(Read::Closed);
+    };
+    let n = read?;
+    ctx.metrics.bytes(listener, n, 0);
+    if n > 0 {
+        return Ok(Read::More);
+    }
+    if partial {
+        ctx.metrics.protocol_error(listener);
+        let pending_bytes = rbuf.len();
+        tracing::info!(
+            ?peer,
+            ?listener,
+            pending_bytes,
+            "peer closed the connection mid-request"
+        );
+    }
+    Ok(Read::Closed)
 }
 
 /// A database error as a wire error code and message.

@@ -10,10 +10,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use super::{flush, read_deadline, Context};
+use super::{flush, read_more, Context, Read};
 use crate::metrics::{Listener, Op};
 use crate::resp::codec::{parse_command, Reply, RespLimits};
 use crate::resp::commands::{self, ServerFacts, Session};
@@ -91,32 +91,7 @@ pub async fn serve_connection(ctx: Arc<Context>, mut stream: TcpStream) -> std::
             let _ = stream.shutdown().await;
             return Ok(());
         }
-        if ctx.shutting_down() {
-            return Ok(());
-        }
-        let deadline = read_deadline(ctx, !rbuf.is_empty());
-        let read = tokio::select! {
-            read = tokio::time::timeout(deadline, stream.read_buf(&mut rbuf)) => read,
-            _ = ctx.shutdown_signal() => return Ok(()),
-        };
-        let n = match read {
-            Ok(n) => n?,
-            Err(_) => {
-                ctx.metrics.timeout(Listener::Resp);
-                tracing::info!(
-                    ?peer,
-                    timeout_ms = deadline.as_millis() as u64,
-                    "closing RESP connection: timeout"
-                );
-                return Ok(());
-            }
-        };
-        ctx.metrics.bytes(Listener::Resp, n, 0);
-        if n == 0 {
-            if !rbuf.is_empty() {
-                ctx.metrics.protocol_error(Listener::Resp);
-                tracing::info!(?peer, pending_bytes = rbuf.len(), "peer closed mid-command");
-            }
+        if read_more(ctx, Listener::Resp, &mut stream, &mut rbuf).await? == Read::Closed {
             return Ok(());
         }
     }
