@@ -299,3 +299,33 @@ pub async fn connect(server: &Server) -> kvstore::client::Client {
         .await
         .expect("connecting to the test server")
 }
+
+/// A small tmpfs mounted for a test (to fill a disk for real), unmounted on drop. Needs root,
+/// as CI has.
+#[derive(Debug)]
+pub struct TmpfsMount {
+    pub path: PathBuf,
+}
+
+impl TmpfsMount {
+    pub fn new(path: &Path, size_bytes: u64) -> Result<TmpfsMount> {
+        fs::create_dir_all(path)?;
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size_bytes}"), "tmpfs"])
+            .arg(path)
+            .status()
+            .context("running mount")?;
+        if !status.success() {
+            bail!("mount -t tmpfs failed ({status}); this test needs root");
+        }
+        Ok(TmpfsMount {
+            path: path.to_path_buf(),
+        })
+    }
+}
+
+impl Drop for TmpfsMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
