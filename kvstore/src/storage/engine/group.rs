@@ -27,7 +27,7 @@ pub(super) enum Staged {
 #[derive(Debug, Default)]
 struct Overlay {
     /// The latest staged write per key, with its transaction's version.
-    staged: BTreeMap<Box<[u8]>, (Staged, u64)>,
+    staged: BTreeMap<IndexKey, (Staged, u64)>,
     /// Range deletions, with their versions; keys staged after a range are in `staged`.
     ranges: Vec<KeyRange>,
 }
@@ -57,8 +57,9 @@ pub struct Txn<'a> {
     inner: &'a Inner,
     version: u64,
     now_ms: u64,
-    /// Staged point writes, one per key (the last write to a key in a transaction wins).
-    staged: BTreeMap<Box<[u8]>, Staged>,
+    /// Staged point writes, one per key (the last write to a key in a transaction wins). Keys
+    /// are index keys from the start, so a short key is never allocated on the way in.
+    staged: BTreeMap<IndexKey, Staged>,
     /// Staged range deletions, applied before the point writes staged after them.
     ranges: Vec<KeyRange>,
     overlay: &'a Overlay,
@@ -144,7 +145,7 @@ impl Txn<'_> {
     /// Stages the deletion of `key`.
     pub fn delete(&mut self, key: &[u8]) -> Result<()> {
         self.check_key(key)?;
-        self.staged.insert(key.into(), Staged::Delete);
+        self.staged.insert(IndexKey::from(key), Staged::Delete);
         Ok(())
     }
 
@@ -179,7 +180,7 @@ struct Committed {
     version: u64,
     ranges: Vec<KeyRange>,
     /// Each point write with its record's offset and length in the group's buffer.
-    writes: Vec<(Box<[u8]>, Staged, usize, usize)>,
+    writes: Vec<(IndexKey, Staged, usize, usize)>,
 }
 
 /// Transactions appended together; see [`Engine::write_group`].
@@ -261,7 +262,7 @@ impl Group<'_> {
 
     /// Encodes a transaction's records into the group's buffer and folds its writes into the
     /// overlay. Its records form one batch: all but the last carry the "batch continues" flag.
-    fn commit(&mut self, version: u64, staged: BTreeMap<Box<[u8]>, Staged>, ranges: Vec<KeyRange>) {
+    fn commit(&mut self, version: u64, staged: BTreeMap<IndexKey, Staged>, ranges: Vec<KeyRange>) {
         let count = ranges.len() + staged.len();
         let mut n = 0;
         let mut encode = |buf: &mut Vec<u8>, kind, expires, key: &[u8], value: &[u8]| {
@@ -372,7 +373,7 @@ impl Group<'_> {
                                 expires_at_ms,
                                 inline,
                             };
-                            state.insert(key.into(), entry);
+                            state.insert(key, entry);
                         }
                         Staged::Delete => state.remove(&key),
                     }

@@ -13,7 +13,7 @@
 //! version wins, whichever file it is in. Segment order therefore does not matter, and a crash
 //! that leaves both a compaction's output and its inputs on disk loses nothing.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{btree_map, BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::ops::Bound;
 use std::os::unix::fs::FileExt;
@@ -151,15 +151,26 @@ struct State {
 impl State {
     fn insert(&mut self, key: IndexKey, entry: IndexEntry) {
         let at = entry.at;
-        if entry.expires_at_ms != 0 {
-            self.expiring.insert((entry.expires_at_ms, key.clone()));
+        let expires = entry.expires_at_ms;
+        if expires != 0 {
+            self.expiring.insert((expires, key.clone()));
         }
-        if let Some(old) = self.index.get(&key) {
-            if old.expires_at_ms != 0 && old.expires_at_ms != entry.expires_at_ms {
-                self.expiring.remove(&(old.expires_at_ms, key.clone()));
+        // One search: the entry API gives the old entry and keeps the key at hand.
+        let old = match self.index.entry(key) {
+            btree_map::Entry::Vacant(slot) => {
+                slot.insert(entry);
+                None
             }
-        }
-        if let Some(old) = self.index.insert(key, entry) {
+            btree_map::Entry::Occupied(mut slot) => {
+                let old = slot.insert(entry);
+                if old.expires_at_ms != 0 && old.expires_at_ms != expires {
+                    self.expiring
+                        .remove(&(old.expires_at_ms, slot.key().clone()));
+                }
+                Some(old)
+            }
+        };
+        if let Some(old) = old {
             self.release(old.at);
         }
         if let Some(seg) = self.segments.get_mut(&at.segment) {
