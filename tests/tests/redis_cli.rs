@@ -87,6 +87,14 @@ fn a_scripted_redis_cli_session_gets_redis_replies() {
         ("PERSIST t", &["1"]),
         ("TTL t", &["-1"]),
         ("SET p v PX 100000", &["OK"]),
+        (
+            "SET big v EX 9223372036854775807",
+            &["ERR invalid expire time in 'set' command", ""],
+        ),
+        (
+            "EXPIRE p 9223372036854775807",
+            &["ERR invalid expire time in 'expire' command", ""],
+        ),
         ("DBSIZE", &["4"]),
         ("FLUSHDB", &["OK"]),
         ("DBSIZE", &["0"]),
@@ -196,6 +204,7 @@ fn a_pipeline_answers_exactly_as_one_command_at_a_time() {
     let server = Server::start(&dir.path, ServerOptions::default()).unwrap();
     let commands: &[&[&str]] = &[
         &["SET", "a", "1"],
+        &["TYPE", "a"],
         &["INCR", "a"],
         &["GET", "a"],
         &["SET", "a", "x", "NX"],
@@ -209,7 +218,7 @@ fn a_pipeline_answers_exactly_as_one_command_at_a_time() {
         &["GET", "b"],
         &["DBSIZE"],
     ];
-    let expected = "+OK\r\n:2\r\n$1\r\n2\r\n$-1\r\n$-1\r\n+OK\r\n:3\r\n:2\r\n:1\r\n:3\r\n:4\r\n$1\r\n4\r\n:1\r\n";
+    let expected = "+OK\r\n+string\r\n:2\r\n$1\r\n2\r\n$-1\r\n$-1\r\n+OK\r\n:3\r\n:2\r\n:1\r\n:3\r\n:4\r\n$1\r\n4\r\n:1\r\n";
     let mut input = Vec::new();
     for cmd in commands {
         input.extend_from_slice(format!("*{}\r\n", cmd.len()).as_bytes());
@@ -223,4 +232,18 @@ fn a_pipeline_answers_exactly_as_one_command_at_a_time() {
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     assert_eq!(out, expected);
+}
+
+/// Nothing pipelined after QUIT runs, as in Redis.
+#[test]
+fn nothing_after_quit_runs() {
+    use std::io::Read;
+    let dir = TempDir::new("resp-quit");
+    let server = Server::start(&dir.path, ServerOptions::default()).unwrap();
+    let mut s = std::net::TcpStream::connect(server.resp).unwrap();
+    s.write_all(b"SET a 1\r\nQUIT\r\nSET b 2\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert_eq!(out, "+OK\r\n+OK\r\n");
+    assert_eq!(redis_cli(&server, &["EXISTS", "a", "b"], "").trim(), "1");
 }

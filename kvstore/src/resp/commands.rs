@@ -142,10 +142,11 @@ fn lower(arg: &[u8]) -> String {
 /// running a pipeline of them as one group gives exactly the replies of running them one by
 /// one. Everything else (SCAN, DBSIZE, FLUSHDB, INFO, ...) reads or changes the keyspace as a
 /// whole and must run on its own.
-const GROUPABLE: [&str; 23] = [
+/// (QUIT is not among them: nothing after it may run.)
+const GROUPABLE: [&str; 22] = [
     "ping", "echo", "get", "set", "setnx", "setex", "psetex", "del", "unlink", "exists", "type",
     "mget", "mset", "incr", "decr", "incrby", "decrby", "expire", "pexpire", "persist", "ttl",
-    "pttl", "quit",
+    "pttl",
 ];
 
 /// Groupable commands that only read: a run of these needs no write group at all.
@@ -218,7 +219,7 @@ pub fn execute<S: Store>(
             }),
             _ => Ok(wrong_args("get").into()),
         },
-        "set" => set(store, ks, rest),
+        "set" => set(store, ks, rest, db.engine().now_ms()),
         "setnx" => match rest {
             [key, value] => store
                 .put(ks, key, value.clone(), None, Condition::IfAbsent)
@@ -227,17 +228,12 @@ pub fn execute<S: Store>(
         },
         "setex" | "psetex" => match rest {
             [key, ttl, value] => match parse_i64(ttl) {
-                Some(t) if t > 0 => {
-                    let ms = if name == "setex" {
-                        t.saturating_mul(1000)
-                    } else {
-                        t
-                    } as u64;
-                    store
-                        .put(ks, key, value.clone(), Some(ms), Condition::None)
-                        .map(|(_, w)| written(ok(), w.version))
-                }
-                Some(_) => Ok(err(format!("ERR invalid expire time in '{name}' command")).into()),
+                Some(t) => match expire_ms(t, name == "setex", db.engine().now_ms()) {
+                    Some(ms) if ms > 0 => store
+                        .put(ks, key, value.clone(), Some(ms as u64), Condition::None)
+                        .map(|(_, w)| written(ok(), w.version)),
+                    _ => Ok(invalid_expire(name).into()),
+                },
                 None => Ok(not_integer().into()),
             },
             _ => Ok(wrong_args(name).into()),
@@ -259,7 +255,7 @@ pub fn execute<S: Store>(
             }
         }
         "type" => match rest {
-            [key] => db
+            [key] => store
                 .get(ks, key)
                 .map(|v| Reply::Simple(if v.is_some() { "string" } else { "none" }.into()).into()),
             _ => Ok(wrong_args("type").into()),
@@ -311,16 +307,12 @@ pub fn execute<S: Store>(
         },
         "expire" | "pexpire" => match rest {
             [key, ttl] => match parse_i64(ttl) {
-                Some(t) => {
-                    let ms = if name == "expire" {
-                        t.saturating_mul(1000)
-                    } else {
-                        t
-                    };
-                    store
+                Some(t) => match expire_ms(t, name == "expire", db.engine().now_ms()) {
+                    Some(ms) => store
                         .set_expiry(ks, key, Some(ms))
-                        .map(|(existed, w)| written(Reply::Integer(existed as i64), w.version))
-                }
+                        .map(|(existed, w)| written(Reply::Integer(existed as i64), w.version)),
+                    None => Ok(invalid_expire(name).into()),
+                },
                 None => Ok(not_integer().into()),
             },
             _ => Ok(wrong_args(name).into()),
@@ -338,9 +330,10 @@ pub fn execute<S: Store>(
                     Some(item) => match item.expires_at_ms {
                         None => -1,
                         Some(at) => {
-                            let left = at.saturating_sub(db.engine().now_ms()) as i64;
+                            let left = at.saturating_sub(db.engine().now_ms());
+                            let left = i64::try_from(left).unwrap_or(i64::MAX);
                             if name == "ttl" {
-                                (left + 500) / 1000
+                                left.saturating_add(500) / 1000
                             } else {
                                 left
                             }
@@ -407,7 +400,7 @@ fn unknown_command(name: &Bytes, rest: &[Bytes]) -> Reply {
     ))
 }
 
-fn set(store: &impl Store, ks: &Keyspace, rest: &[Bytes]) -> Result<Outcome, DbError> {
+fn set(store: &impl Store, ks: &Keyspace, rest: &[Bytes], now_ms: u64) -> Result<Outcome, DbError> {
     let [key, value, options @ ..] = rest else {
         return Ok(wrong_args("set").into());
     };
@@ -423,14 +416,10 @@ fn set(store: &impl Store, ks: &Keyspace, rest: &[Bytes]) -> Result<Outcome, DbE
                 let Some(t) = parse_i64(arg) else {
                     return Ok(not_integer().into());
                 };
-                if t <= 0 {
-                    return Ok(err("ERR invalid expire time in 'set' command").into());
+                match expire_ms(t, unit == "ex", now_ms) {
+                    Some(ms) if ms > 0 => ttl_ms = Some(ms as u64),
+                    _ => return Ok(invalid_expire("set").into()),
                 }
-                ttl_ms = Some(if unit == "ex" {
-                    t.saturating_mul(1000)
-                } else {
-                    t
-                } as u64);
                 i += 2;
             }
             "nx" if condition == Condition::None => {
@@ -449,6 +438,22 @@ fn set(store: &impl Store, ks: &Keyspace, rest: &[Bytes]) -> Result<Outcome, DbE
         if outcome.applied { ok() } else { Reply::Null },
         w.version,
     ))
+}
+
+/// A relative expiry in milliseconds (`amount` seconds when `seconds`), or `None` if it or
+/// the deadline it makes would overflow: Redis answers those with "invalid expire time".
+fn expire_ms(amount: i64, seconds: bool, now_ms: u64) -> Option<i64> {
+    let ms = if seconds {
+        amount.checked_mul(1000)?
+    } else {
+        amount
+    };
+    i64::try_from(now_ms).ok()?.checked_add(ms)?;
+    Some(ms)
+}
+
+fn invalid_expire(command: &str) -> Reply {
+    err(format!("ERR invalid expire time in '{command}' command"))
 }
 
 fn incr(store: &impl Store, ks: &Keyspace, key: &[u8], delta: i64) -> Result<Outcome, DbError> {

@@ -74,10 +74,18 @@ pub fn create_segment_file(path: &Path, id: u64) -> Result<File> {
     let mut header = Vec::with_capacity(SEGMENT_HEADER_BYTES as usize);
     header.extend_from_slice(SEGMENT_MAGIC);
     header.extend_from_slice(&id.to_le_bytes());
-    file.write_all(&header)
-        .map_err(StorageError::io("writing segment header", path))?;
-    file.sync_all()
-        .map_err(StorageError::io("syncing segment", path))?;
+    let written = file
+        .write_all(&header)
+        .map_err(StorageError::io("writing segment header", path))
+        .and_then(|()| {
+            file.sync_all()
+                .map_err(StorageError::io("syncing segment", path))
+        });
+    if let Err(error) = written {
+        // Leave no header-less file behind: recovery would refuse to start on it.
+        let _ = fs::remove_file(path);
+        return Err(error);
+    }
     Ok(file)
 }
 

@@ -199,6 +199,19 @@ impl State {
         }
     }
 
+    /// The open file of the segment `at` points into. The index never points at a segment
+    /// that is not open; if it did, this reports it instead of panicking.
+    fn file_of(&self, dir: &Path, at: Location) -> Result<Arc<File>> {
+        match self.segments.get(&at.segment) {
+            Some(segment) => Ok(segment.file.clone()),
+            None => Err(StorageError::Corrupt {
+                path: segment::segment_path(dir, at.segment),
+                offset: at.offset,
+                reason: "the index points into a segment that is not open (a bug)".into(),
+            }),
+        }
+    }
+
     fn release(&mut self, at: Location) {
         if let Some(seg) = self.segments.get_mut(&at.segment) {
             seg.live_bytes = seg.live_bytes.saturating_sub(u64::from(at.len));
@@ -233,6 +246,13 @@ struct Writer {
     buf: Vec<u8>,
 }
 
+/// What the syncer publishes to async waiters.
+#[derive(Debug, Clone, Copy)]
+struct Durability {
+    version: u64,
+    failed: bool,
+}
+
 #[derive(Debug, Default)]
 struct SyncState {
     requested: u64,
@@ -254,7 +274,8 @@ struct Inner {
     active_file: Mutex<(u64, Arc<File>)>,
     sync: Mutex<SyncState>,
     sync_cv: Condvar,
-    durable_tx: tokio::sync::watch::Sender<u64>,
+    /// The durable version, and whether syncing has failed (waiters must wake up either way).
+    durable_tx: tokio::sync::watch::Sender<Durability>,
     next_segment_id: AtomicU64,
     compaction: Mutex<()>,
     /// Set after a failure that leaves the files in a state we cannot trust (a failed fsync, a
@@ -384,7 +405,10 @@ impl Engine {
         );
 
         let last_version = recovered.last_version;
-        let (durable_tx, _) = tokio::sync::watch::channel(last_version);
+        let (durable_tx, _) = tokio::sync::watch::channel(Durability {
+            version: last_version,
+            failed: false,
+        });
         let inner = Arc::new(Inner {
             dir,
             config,
@@ -465,10 +489,10 @@ impl Engine {
                 .filter(|(_, e)| !e.expired(now))
                 .take(limit)
                 .map(|(k, e)| {
-                    let file = state.segments[&e.at.segment].file.clone();
-                    (Bytes::copy_from_slice(k), e.clone(), file)
+                    let file = state.file_of(&self.inner.dir, e.at)?;
+                    Ok((Bytes::copy_from_slice(k), e.clone(), file))
                 })
-                .collect()
+                .collect::<Result<_>>()?
         };
         picked
             .into_iter()
@@ -550,7 +574,10 @@ impl Engine {
             return Ok(());
         }
         let mut rx = self.inner.durable_tx.subscribe();
-        let waited = rx.wait_for(|durable| *durable >= version).await.map(|_| ());
+        let waited = rx
+            .wait_for(|d| d.version >= version || d.failed)
+            .await
+            .map(|_| ());
         let failed = self.inner.sync.lock().expect("sync lock").failed.clone();
         match (waited, failed) {
             (_, Some(reason)) => Err(StorageError::Poisoned { reason }),
@@ -592,7 +619,7 @@ impl Engine {
             disk_bytes: state.segments.values().map(|s| s.total_bytes).sum(),
             live_bytes: state.segments.values().map(|s| s.live_bytes).sum(),
             last_version: self.inner.appended.load(Ordering::SeqCst),
-            durable_version: *self.inner.durable_tx.borrow(),
+            durable_version: self.inner.durable_tx.borrow().version,
             compactions: c.compactions.load(Ordering::Relaxed),
             compaction_bytes_reclaimed: c.compaction_bytes_reclaimed.load(Ordering::Relaxed),
             fsyncs: c.fsyncs.load(Ordering::Relaxed),
@@ -636,7 +663,7 @@ impl Inner {
                             expires_at_ms: (e.expires_at_ms != 0).then_some(e.expires_at_ms),
                         }));
                     }
-                    (e.clone(), state.segments[&e.at.segment].file.clone())
+                    (e.clone(), state.file_of(&self.dir, e.at)?)
                 }
                 _ => return Ok(None),
             }
@@ -680,8 +707,7 @@ impl Inner {
     fn rotate(&self, w: &mut Writer) -> Result<()> {
         let old = segment::segment_path(&self.dir, w.segment);
         if let Err(e) = w.file.sync_data() {
-            // As in sync_now: after a failed fsync the dirty pages may be gone for good.
-            self.poison(format!(
+            self.fail_sync(format!(
                 "fsync of sealed segment {} failed: {e}",
                 old.display()
             ));
@@ -710,28 +736,42 @@ impl Inner {
         Ok(())
     }
 
+    /// After a failed fsync the page cache may have dropped our dirty pages ("fsyncgate"):
+    /// nothing written since the last good fsync can be trusted to reach the disk, and a later
+    /// fsync of the same file may report success anyway. So durability stops here for good:
+    /// waiters (blocking and async) are woken with an error, the syncer stops, and the engine
+    /// refuses writes until a restart re-reads the log.
+    fn fail_sync(&self, reason: String) {
+        let mut s = self.sync.lock().expect("sync lock");
+        s.failed.get_or_insert_with(|| reason.clone());
+        self.durable_tx.send_replace(Durability {
+            version: s.durable,
+            failed: true,
+        });
+        drop(s);
+        self.sync_cv.notify_all();
+        self.poison(reason);
+    }
+
     fn sync_now(&self) -> Result<()> {
         let target = self.appended.load(Ordering::SeqCst);
         let (segment, file) = self.active_file.lock().expect("active file lock").clone();
         let result = file.sync_data();
         self.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
-        let mut s = self.sync.lock().expect("sync lock");
         match &result {
             Ok(()) => {
+                let mut s = self.sync.lock().expect("sync lock");
                 s.durable = s.durable.max(target);
-                self.durable_tx.send_replace(s.durable);
+                let failed = s.failed.is_some();
+                self.durable_tx.send_replace(Durability {
+                    version: s.durable,
+                    failed,
+                });
+                drop(s);
+                self.sync_cv.notify_all();
             }
-            Err(e) => {
-                // After a failed fsync the page cache may have dropped our dirty pages: nothing
-                // written since the last good fsync can be trusted to reach the disk.
-                let reason = format!("fsync failed: {e}");
-                s.failed = Some(reason.clone());
-                self.poison(reason);
-                self.durable_tx.send_replace(s.durable);
-            }
+            Err(e) => self.fail_sync(format!("fsync failed: {e}")),
         }
-        drop(s);
-        self.sync_cv.notify_all();
         result.map_err(StorageError::io(
             "syncing",
             segment::segment_path(&self.dir, segment),
@@ -773,9 +813,18 @@ impl Inner {
         lower_thread_priority();
         let every = Duration::from_millis(self.config.maintenance_interval_ms.max(10));
         loop {
+            // The condition variable is shared with the syncer and signalled on every commit
+            // under fsync=always: wait out the whole interval, waking early only to shut down.
+            let deadline = std::time::Instant::now() + every;
             {
-                let s = self.sync.lock().expect("sync lock");
-                let s = self.sync_cv.wait_timeout(s, every).expect("sync lock").0;
+                let mut s = self.sync.lock().expect("sync lock");
+                while !s.shutdown {
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    s = self.sync_cv.wait_timeout(s, left).expect("sync lock").0;
+                }
                 if s.shutdown {
                     return;
                 }
@@ -892,28 +941,76 @@ impl Inner {
             ..Default::default()
         };
         let mut out = CompactionOutput::new(self);
-        // (key, old location, new location) for every record copied.
-        let mut moved: Vec<(Box<[u8]>, Location, Location)> = Vec::new();
+        let copied = self
+            .copy_live(&inputs, now, &mut out, &mut report)
+            .and_then(|copied| out.seal_all().map(|()| copied));
+        let copied = match copied {
+            Ok(copied) => copied,
+            // Outputs nobody knows of must not stay: after later writes and compactions, the
+            // old values they hold could come back at a restart.
+            Err(error) => return Err(self.abandon_outputs(out.abandon(), error)),
+        };
+        let outputs = out.into_done();
+        report.segments_out = outputs.len();
+        report.bytes_after = outputs.iter().map(|(_, len, _)| *len).sum();
+
+        // The outputs are durable. Record which inputs they replace before deleting any: a crash
+        // from here on finishes the deletion at startup (deleting only some inputs could bring a
+        // deleted key back, since its tombstone may be in an input deleted before its value).
+        let input_ids: Vec<u64> = inputs.iter().map(|(id, _, _)| *id).collect();
+        if let Err(error) = write_marker(&self.dir, &input_ids) {
+            let ids = outputs.iter().map(|(id, _, _)| *id).collect();
+            return Err(self.abandon_outputs(ids, error));
+        }
+        // From here on a failure leaves inputs that must not be forgotten: the marker lists
+        // them and only a restart finishes the job, so any error poisons the engine.
+        if let Err(e) = self.install_compaction(&outputs, copied, &input_ids) {
+            self.poison(format!("compaction failed after recording its inputs: {e}"));
+            return Err(e);
+        }
+        self.counters.compactions.fetch_add(1, Ordering::Relaxed);
+        self.counters.compaction_bytes_reclaimed.fetch_add(
+            report.bytes_before.saturating_sub(report.bytes_after),
+            Ordering::Relaxed,
+        );
+        Ok(report)
+    }
+
+    /// Copies the live records of `inputs` into `out`, ending with a `VersionMark`. Returns
+    /// what moved, and the expired records it left behind (their index entries must go).
+    fn copy_live(
+        &self,
+        inputs: &[(u64, Arc<File>, bool)],
+        now: u64,
+        out: &mut CompactionOutput<'_>,
+        report: &mut CompactionReport,
+    ) -> Result<Copied> {
+        let mut copied = Copied::default();
         let mut max_version = 0;
-        for (id, file, _) in &inputs {
+        for (id, file, _) in inputs {
             let data = read_file(&self.dir, *id, file)?;
             report.bytes_before += data.len() as u64;
             let path = segment::segment_path(&self.dir, *id);
             let scan = segment::scan(&path, *id, &data, self.limits, false)?;
             for chunk in scan.entries.chunks(COMPACTION_CHUNK_RECORDS) {
-                let live: Vec<&HintEntry> = {
+                let mut live: Vec<&HintEntry> = Vec::new();
+                {
                     let state = self.state.read().expect("state lock");
-                    chunk
-                        .iter()
-                        .inspect(|e| max_version = max_version.max(e.version))
-                        .filter(|e| e.kind == RecordKind::Put)
-                        .filter(|e| {
-                            state.index.get(&e.key[..]).is_some_and(|i| {
-                                i.at.segment == *id && i.at.offset == e.offset && !i.expired(now)
-                            })
-                        })
-                        .collect()
-                };
+                    for e in chunk {
+                        max_version = max_version.max(e.version);
+                        let at = Location {
+                            segment: *id,
+                            offset: e.offset,
+                            len: e.len,
+                        };
+                        let current = state.index.get(&e.key[..]).filter(|i| i.at == at);
+                        match current {
+                            Some(i) if i.expired(now) => copied.expired.push((e.key.clone(), at)),
+                            Some(_) => live.push(e),
+                            None => {}
+                        }
+                    }
+                }
                 for e in live {
                     let bytes = &data[e.offset as usize..(e.offset + u64::from(e.len)) as usize];
                     let rec = record::decode(bytes, self.limits).map_err(|err| {
@@ -927,15 +1024,12 @@ impl Inner {
                         batch_continues: false,
                         ..rec
                     })?;
-                    moved.push((
-                        e.key.clone(),
-                        Location {
-                            segment: *id,
-                            offset: e.offset,
-                            len: e.len,
-                        },
-                        new_at,
-                    ));
+                    let old_at = Location {
+                        segment: *id,
+                        offset: e.offset,
+                        len: e.len,
+                    };
+                    copied.moved.push((e.key.clone(), old_at, new_at));
                     report.records_kept += 1;
                 }
             }
@@ -950,27 +1044,27 @@ impl Inner {
             key: b"",
             value: b"",
         })?;
-        let outputs = out.finish()?;
-        report.segments_out = outputs.len();
-        report.bytes_after = outputs.iter().map(|(_, len, _)| *len).sum();
+        Ok(copied)
+    }
 
-        // The outputs are durable. Record which inputs they replace before deleting any: a crash
-        // from here on finishes the deletion at startup (deleting only some inputs could bring a
-        // deleted key back, since its tombstone may be in an input deleted before its value).
-        let input_ids: Vec<u64> = inputs.iter().map(|(id, _, _)| *id).collect();
-        write_marker(&self.dir, &input_ids)?;
-        // From here on a failure leaves inputs that must not be forgotten: the marker lists
-        // them and only a restart finishes the job, so any error poisons the engine.
-        if let Err(e) = self.install_compaction(&outputs, moved, &input_ids) {
-            self.poison(format!("compaction failed after recording its inputs: {e}"));
-            return Err(e);
+    /// Deletes the outputs of a compaction that failed before recording its inputs, and
+    /// returns `error`. If even that fails, the engine is poisoned: a restart is safe (the
+    /// inputs are all there), carrying on is not.
+    fn abandon_outputs(&self, ids: Vec<u64>, error: StorageError) -> StorageError {
+        let tmp = ids
+            .iter()
+            .map(|id| segment::segment_path(&self.dir, *id).with_extension("seg.tmp"));
+        let tmp_removed = tmp.into_iter().all(|path| match fs::remove_file(&path) {
+            Ok(()) => true,
+            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+        });
+        if !tmp_removed || delete_segments(&self.dir, &ids).is_err() {
+            self.poison(format!(
+                "compaction failed ({error}) and its outputs could not be removed"
+            ));
         }
-        self.counters.compactions.fetch_add(1, Ordering::Relaxed);
-        self.counters.compaction_bytes_reclaimed.fetch_add(
-            report.bytes_before.saturating_sub(report.bytes_after),
-            Ordering::Relaxed,
-        );
-        Ok(report)
+        tracing::error!(%error, outputs = ?ids, "compaction failed; its outputs were removed");
+        error
     }
 
     /// Points the index at a compaction's outputs, deletes its inputs and the marker, and
@@ -978,9 +1072,10 @@ impl Inner {
     fn install_compaction(
         &self,
         outputs: &[(u64, u64, Arc<File>)],
-        moved: Vec<(Box<[u8]>, Location, Location)>,
+        copied: Copied,
         input_ids: &[u64],
     ) -> Result<()> {
+        let Copied { moved, expired } = copied;
         {
             let mut state = self.state.write().expect("state lock");
             for (id, len, file) in outputs {
@@ -1010,8 +1105,18 @@ impl Inner {
                 }
             }
         }
-        // No entry points at an input any more: those not moved above were overwritten or
-        // deleted since, and new writes go to the active segment.
+        // Expired records were not copied: their entries go too, or they would point at a
+        // segment that is about to disappear.
+        for chunk in expired.chunks(COMPACTION_CHUNK_RECORDS * 16) {
+            let mut state = self.state.write().expect("state lock");
+            for (key, old) in chunk {
+                if state.index.get(&key[..]).is_some_and(|e| e.at == *old) {
+                    state.remove(key);
+                }
+            }
+        }
+        // No entry points at an input any more: the rest were overwritten or deleted since,
+        // and new writes go to the active segment.
         {
             let mut state = self.state.write().expect("state lock");
             for id in input_ids {
@@ -1029,6 +1134,14 @@ impl Inner {
         }
         Ok(())
     }
+}
+
+/// What a compaction copied: (key, old location, new location) per record moved, and
+/// (key, location) per expired record left behind.
+#[derive(Default)]
+struct Copied {
+    moved: Vec<(Box<[u8]>, Location, Location)>,
+    expired: Vec<(Box<[u8]>, Location)>,
 }
 
 /// Segments being written by a compaction, rolled over at the segment size limit. Each gets a
@@ -1109,10 +1222,22 @@ impl<'a> CompactionOutput<'a> {
         Ok(())
     }
 
-    fn finish(mut self) -> Result<Vec<(u64, u64, Arc<File>)>> {
+    /// Seals the last output and makes the directory entries durable.
+    fn seal_all(&mut self) -> Result<()> {
         self.seal()?;
-        segment::sync_dir(&self.inner.dir)?;
-        Ok(self.done)
+        segment::sync_dir(&self.inner.dir)
+    }
+
+    /// The sealed outputs: (id, length, file).
+    fn into_done(self) -> Vec<(u64, u64, Arc<File>)> {
+        self.done
+    }
+
+    /// Gives up: the ids of every output, sealed or still being written, for deletion.
+    fn abandon(self) -> Vec<u64> {
+        let mut ids: Vec<u64> = self.done.iter().map(|(id, _, _)| *id).collect();
+        ids.extend(self.current.as_ref().map(|(id, ..)| *id));
+        ids
     }
 }
 
@@ -1175,9 +1300,11 @@ fn recover(dir: &Path, limits: RecordLimits, now_ms: u64, inline_max: u32) -> Re
                     );
                     file.set_len(scan.valid_len)
                         .map_err(StorageError::io("truncating", &path))?;
-                    file.sync_all()
-                        .map_err(StorageError::io("syncing", &path))?;
                 }
+                // A segment without a hint may hold writes that never reached the disk (the
+                // process died before an fsync): make them durable before building on them.
+                file.sync_all()
+                    .map_err(StorageError::io("syncing", &path))?;
                 (scan.entries, scan.valid_len, false)
             }
         };
