@@ -26,6 +26,7 @@
 mod clock;
 mod engine;
 mod error;
+pub mod fault;
 pub mod record;
 pub mod segment;
 
@@ -102,6 +103,8 @@ pub struct Config {
     pub compaction_dead_ratio: f64,
     pub maintenance: Maintenance,
     pub maintenance_interval_ms: u64,
+    /// Fails chosen file operations, for tests of the failure paths; `None` in production.
+    pub faults: Option<std::sync::Arc<dyn fault::FaultInjector>>,
 }
 
 impl Default for Config {
@@ -116,6 +119,7 @@ impl Default for Config {
             compaction_dead_ratio: 0.5,
             maintenance: Maintenance::Background,
             maintenance_interval_ms: 1000,
+            faults: None,
         }
     }
 }

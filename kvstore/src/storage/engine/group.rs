@@ -321,7 +321,11 @@ impl Group<'_> {
             inner.rotate(w)?;
         }
         let base = w.len;
-        if let Err(source) = w.file.write_all_at(&buf, base) {
+        let path = segment::segment_path(&inner.dir, w.segment);
+        let appended = inner
+            .fault(IoOp::Append, &path)
+            .and_then(|()| w.file.write_all_at(&buf, base));
+        if let Err(source) = appended {
             // Undo a partial append so the next record does not follow garbage (which recovery
             // would rightly call corruption). If even that fails, stop taking writes.
             if let Err(e) = w.file.set_len(base) {

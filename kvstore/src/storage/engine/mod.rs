@@ -27,6 +27,7 @@ use bytes::Bytes;
 
 use super::clock::Clock;
 use super::error::{Result, StorageError};
+use super::fault::IoOp;
 use super::record::{self, Record, RecordKind, RecordLimits, BATCH_CONTINUES};
 use super::segment::{self, HintEntry, SEGMENT_HEADER_BYTES};
 use super::{Config, FsyncPolicy, Maintenance};
@@ -635,6 +636,14 @@ impl Inner {
         p.get_or_insert(reason);
     }
 
+    /// Asks the configured fault injector, if any, whether `op` on `path` fails.
+    fn fault(&self, op: IoOp, path: &Path) -> std::io::Result<()> {
+        match &self.config.faults {
+            Some(faults) => faults.before(op, path),
+            None => Ok(()),
+        }
+    }
+
     fn check_poison(&self) -> Result<()> {
         match &*self.poison.lock().expect("poison lock") {
             Some(reason) => Err(StorageError::Poisoned {
@@ -706,7 +715,10 @@ impl Inner {
     /// Seals the active segment (fsync) and starts a new one.
     fn rotate(&self, w: &mut Writer) -> Result<()> {
         let old = segment::segment_path(&self.dir, w.segment);
-        if let Err(e) = w.file.sync_data() {
+        if let Err(e) = self
+            .fault(IoOp::Sync, &old)
+            .and_then(|()| w.file.sync_data())
+        {
             self.fail_sync(format!(
                 "fsync of sealed segment {} failed: {e}",
                 old.display()
@@ -719,6 +731,9 @@ impl Inner {
         }
         self.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
         let id = self.next_segment_id.fetch_add(1, Ordering::SeqCst);
+        let path = segment::segment_path(&self.dir, id);
+        self.fault(IoOp::Create, &path)
+            .map_err(StorageError::io("creating segment", &path))?;
         let file = Arc::new(segment::create_segment(&self.dir, id)?);
         self.state.write().expect("state lock").segments.insert(
             id,
@@ -756,7 +771,10 @@ impl Inner {
     fn sync_now(&self) -> Result<()> {
         let target = self.appended.load(Ordering::SeqCst);
         let (segment, file) = self.active_file.lock().expect("active file lock").clone();
-        let result = file.sync_data();
+        let path = segment::segment_path(&self.dir, segment);
+        let result = self
+            .fault(IoOp::Sync, &path)
+            .and_then(|()| file.sync_data());
         self.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
         match &result {
             Ok(()) => {
@@ -958,7 +976,12 @@ impl Inner {
         // from here on finishes the deletion at startup (deleting only some inputs could bring a
         // deleted key back, since its tombstone may be in an input deleted before its value).
         let input_ids: Vec<u64> = inputs.iter().map(|(id, _, _)| *id).collect();
-        if let Err(error) = write_marker(&self.dir, &input_ids) {
+        let marker = self.dir.join(COMPACTION_MARKER);
+        let marked = self
+            .fault(IoOp::Rename, &marker)
+            .map_err(StorageError::io("writing", &marker))
+            .and_then(|()| write_marker(&self.dir, &input_ids));
+        if let Err(error) = marked {
             let ids = outputs.iter().map(|(id, _, _)| *id).collect();
             return Err(self.abandon_outputs(ids, error));
         }
@@ -1123,6 +1146,9 @@ impl Inner {
                 state.segments.remove(id);
             }
         }
+        let first = segment::segment_path(&self.dir, input_ids.first().copied().unwrap_or(0));
+        self.fault(IoOp::Remove, &first)
+            .map_err(StorageError::io("removing", &first))?;
         delete_segments(&self.dir, input_ids)?;
         remove_marker(&self.dir)?;
         // Leave the writer on the highest segment id, above the outputs just made.
@@ -1150,6 +1176,8 @@ struct CompactionOutput<'a> {
     inner: &'a Inner,
     current: Option<(u64, File, Vec<u8>, Vec<HintEntry>)>,
     done: Vec<(u64, u64, Arc<File>)>,
+    /// Every output id created, so that a failure can remove them all.
+    started: Vec<u64>,
 }
 
 impl<'a> CompactionOutput<'a> {
@@ -1158,6 +1186,7 @@ impl<'a> CompactionOutput<'a> {
             inner,
             current: None,
             done: Vec::new(),
+            started: Vec::new(),
         }
     }
 
@@ -1173,6 +1202,10 @@ impl<'a> CompactionOutput<'a> {
         if self.current.is_none() {
             let id = self.inner.next_segment_id.fetch_add(1, Ordering::SeqCst);
             let path = segment::segment_path(&self.inner.dir, id).with_extension("seg.tmp");
+            self.started.push(id);
+            self.inner
+                .fault(IoOp::Create, &path)
+                .map_err(StorageError::io("creating", &path))?;
             let file = segment::create_segment_file(&path, id)?;
             self.current = Some((id, file, Vec::new(), Vec::new()));
         }
@@ -1205,7 +1238,9 @@ impl<'a> CompactionOutput<'a> {
             return Ok(());
         };
         let path = segment::segment_path(&self.inner.dir, id);
-        file.write_all_at(&buf, SEGMENT_HEADER_BYTES)
+        self.inner
+            .fault(IoOp::WriteOutput, &path)
+            .and_then(|()| file.write_all_at(&buf, SEGMENT_HEADER_BYTES))
             .map_err(StorageError::io("writing compacted segment", &path))?;
         file.sync_all()
             .map_err(StorageError::io("syncing compacted segment", &path))?;
@@ -1217,7 +1252,10 @@ impl<'a> CompactionOutput<'a> {
         // The segment takes its real name only now, with its hint beside it: a segment without a
         // hint is always the writer's, which is what recovery relies on to find a torn tail.
         let tmp = path.with_extension("seg.tmp");
-        fs::rename(&tmp, &path).map_err(StorageError::io("renaming compacted segment", &tmp))?;
+        self.inner
+            .fault(IoOp::Rename, &tmp)
+            .and_then(|()| fs::rename(&tmp, &path))
+            .map_err(StorageError::io("renaming compacted segment", &tmp))?;
         self.done.push((id, len, Arc::new(file)));
         Ok(())
     }
@@ -1233,11 +1271,9 @@ impl<'a> CompactionOutput<'a> {
         self.done
     }
 
-    /// Gives up: the ids of every output, sealed or still being written, for deletion.
+    /// Gives up: the ids of every output created, whatever state it reached, for deletion.
     fn abandon(self) -> Vec<u64> {
-        let mut ids: Vec<u64> = self.done.iter().map(|(id, _, _)| *id).collect();
-        ids.extend(self.current.as_ref().map(|(id, ..)| *id));
-        ids
+        self.started
     }
 }
 
