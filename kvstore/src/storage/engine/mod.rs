@@ -757,15 +757,17 @@ impl Inner {
     /// waiters (blocking and async) are woken with an error, the syncer stops, and the engine
     /// refuses writes until a restart re-reads the log.
     fn fail_sync(&self, reason: String) {
+        // Poison first: a waiter woken by the failure must find writes already refused.
+        self.poison(reason.clone());
         let mut s = self.sync.lock().expect("sync lock");
-        s.failed.get_or_insert_with(|| reason.clone());
+        s.failed.get_or_insert(reason);
+        let version = s.durable;
         self.durable_tx.send_replace(Durability {
-            version: s.durable,
+            version,
             failed: true,
         });
         drop(s);
         self.sync_cv.notify_all();
-        self.poison(reason);
     }
 
     fn sync_now(&self) -> Result<()> {
