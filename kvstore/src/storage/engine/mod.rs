@@ -850,14 +850,15 @@ impl Inner {
                 }
             }
             self.purge_expired();
-            if let Err(error) = self.write_missing_hints() {
-                tracing::warn!(%error, "writing hint files failed");
-            }
+            // A compaction replaces every sealed segment with outputs that have hints, so when
+            // one is due, hints for its inputs would be read, written and deleted for nothing.
             if self.wants_compaction() {
                 match self.compact() {
                     Ok(report) => tracing::info!(?report, "compaction finished"),
                     Err(error) => tracing::error!(%error, "compaction failed"),
                 }
+            } else if let Err(error) = self.write_missing_hints() {
+                tracing::warn!(%error, "writing hint files failed");
             }
         }
     }
