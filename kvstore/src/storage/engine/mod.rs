@@ -864,12 +864,14 @@ impl Inner {
     }
 
     fn wants_compaction(&self) -> bool {
+        // Only sealed segments count: the active one is not compacted, so its garbage must not
+        // trigger a compaction. (Asking the writer lock would fail under load and count it.)
+        let active = self.active_file.lock().expect("active file lock").0;
         let state = self.state.read().expect("state lock");
-        let active = self.writer.try_lock().map(|w| w.segment).ok();
         let (total, live) = state
             .segments
             .iter()
-            .filter(|(id, _)| Some(**id) != active)
+            .filter(|(id, _)| **id != active)
             .fold((0u64, 0u64), |(t, l), (_, s)| {
                 (t + s.total_bytes, l + s.live_bytes)
             });
