@@ -1515,16 +1515,8 @@ fn check_format(dir: &Path) -> Result<()> {
                     format_file: FORMAT_FILE,
                 });
             }
-            let tmp = dir.join(format!("{FORMAT_FILE}.tmp"));
             let text = format!("kvstore data directory\nformat_version={FORMAT_VERSION}\n");
-            let write = || -> std::io::Result<()> {
-                let mut f = File::create(&tmp)?;
-                std::io::Write::write_all(&mut f, text.as_bytes())?;
-                f.sync_all()?;
-                fs::rename(&tmp, &path)
-            };
-            write().map_err(StorageError::io("writing", &path))?;
-            segment::sync_dir(dir)
+            write_atomically(dir, FORMAT_FILE, &text)
         }
         Err(e) => Err(StorageError::Io {
             action: "reading",
@@ -1535,9 +1527,15 @@ fn check_format(dir: &Path) -> Result<()> {
 }
 
 fn write_marker(dir: &Path, ids: &[u64]) -> Result<()> {
-    let path = dir.join(COMPACTION_MARKER);
-    let tmp = dir.join(format!("{COMPACTION_MARKER}.tmp"));
     let text: String = ids.iter().map(|id| format!("{id}\n")).collect();
+    write_atomically(dir, COMPACTION_MARKER, &text)
+}
+
+/// Writes the small file `name` so that a crash leaves either no file or the whole of it:
+/// write a temporary file, fsync it, rename it into place, fsync the directory.
+fn write_atomically(dir: &Path, name: &str, text: &str) -> Result<()> {
+    let path = dir.join(name);
+    let tmp = dir.join(format!("{name}.tmp"));
     let write = || -> std::io::Result<()> {
         let mut f = File::create(&tmp)?;
         std::io::Write::write_all(&mut f, text.as_bytes())?;
