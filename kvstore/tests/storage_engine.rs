@@ -2,6 +2,9 @@
 //! crash at each of its steps), TTL on a manual clock, atomic batches, torn and corrupt files,
 //! format versioning, and concurrent readers and writers.
 
+mod common;
+use common::{contents, file_names, TempDir};
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -11,26 +14,6 @@ use bytes::Bytes;
 use kvstore::storage::{
     Config, Engine, FsyncPolicy, Maintenance, ManualClock, StorageError, SystemClock, FORMAT_FILE,
 };
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let path = std::env::temp_dir().join(format!(
-            "kvstore-test-{name}-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let _ = fs::remove_dir_all(&path);
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
 
 fn config() -> Config {
     Config {
@@ -56,20 +39,6 @@ fn put(e: &Engine, key: &str, value: &str) -> u64 {
 
 fn del(e: &Engine, key: &str) {
     e.write(None, |t| t.delete(key.as_bytes())).expect("delete");
-}
-
-fn contents(e: &Engine) -> BTreeMap<String, String> {
-    e.scan(b"", b"", usize::MAX, false)
-        .expect("scan")
-        .into_iter()
-        .map(|s| {
-            let value = s.value.expect("values requested");
-            (
-                String::from_utf8(s.key.to_vec()).unwrap(),
-                String::from_utf8(value.to_vec()).unwrap(),
-            )
-        })
-        .collect()
 }
 
 /// A small deterministic generator, so every run of the model test is the same.
@@ -230,15 +199,6 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-fn names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    v.sort();
-    v
-}
-
 /// Rebuilds, from a copy taken before a compaction and the directory after it, the directory as
 /// a crash would leave it at each step of the compaction, and checks that each opens with the
 /// same contents.
@@ -265,16 +225,16 @@ fn a_crash_at_any_step_of_compaction_loses_nothing() {
     let expected = contents(&e);
     e.sync().unwrap();
     copy_dir(&live, &before);
-    let old_segments: Vec<String> = names(&before)
+    let old_segments: Vec<String> = file_names(&before)
         .into_iter()
         .filter(|n| n.ends_with(".seg"))
         .collect();
     e.compact().unwrap();
     drop(e);
-    let after_names = names(&live);
+    let after_names = file_names(&live);
     let outputs: Vec<&String> = after_names
         .iter()
-        .filter(|n| !names(&before).contains(n) && n.ends_with(".seg"))
+        .filter(|n| !file_names(&before).contains(n) && n.ends_with(".seg"))
         .filter(|n| after_names.contains(&n.replace(".seg", ".hint"))) // not the new active one
         .collect();
     assert!(!outputs.is_empty());
@@ -465,7 +425,7 @@ fn hints_are_used_after_restart_and_agree_with_a_scan() {
     assert!(e.write_missing_hints().unwrap() > 0);
     let expected = contents(&e);
     drop(e);
-    assert!(names(&dir.0).iter().any(|n| n.ends_with(".hint")));
+    assert!(file_names(&dir.0).iter().any(|n| n.ends_with(".hint")));
     assert_eq!(contents(&open(&dir.0)), expected);
 }
 
@@ -537,7 +497,7 @@ fn readers_see_whole_batches_while_writers_run() {
 }
 
 fn newest_segment(dir: &Path) -> PathBuf {
-    let name = names(dir)
+    let name = file_names(dir)
         .into_iter()
         .rfind(|n| n.ends_with(".seg"))
         .unwrap();

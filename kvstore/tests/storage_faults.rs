@@ -4,32 +4,18 @@
 //! documented, and that a restart finds everything that was acknowledged, and nothing that was
 //! deleted.
 
+mod common;
+use common::{contents, file_names, TempDir};
+
 use std::collections::BTreeMap;
-use std::fs;
-use std::path::{Path, PathBuf};
+
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use kvstore::storage::fault::{FailNth, FaultInjector, IoOp};
 use kvstore::storage::{Config, Engine, FsyncPolicy, Maintenance, StorageError, SystemClock};
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let path =
-            std::env::temp_dir().join(format!("kvstore-faults-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&path);
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
 
 fn config(fsync: FsyncPolicy, faults: Option<Arc<dyn FaultInjector>>) -> Config {
     Config {
@@ -49,26 +35,6 @@ fn put(e: &Engine, key: &str, value: &str) -> Result<u64, StorageError> {
     let value = Bytes::copy_from_slice(value.as_bytes());
     let (_, w) = e.write(None, |t| t.put(key.as_bytes(), value, 0))?;
     Ok(w.version.expect("a put writes"))
-}
-
-fn contents(e: &Engine) -> BTreeMap<String, String> {
-    e.scan(b"", b"", usize::MAX, false)
-        .expect("scan")
-        .into_iter()
-        .map(|s| {
-            let k = String::from_utf8(s.key.to_vec()).unwrap();
-            (k, String::from_utf8(s.value.unwrap().to_vec()).unwrap())
-        })
-        .collect()
-}
-
-fn files(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    v.sort();
-    v
 }
 
 #[test]
@@ -195,7 +161,7 @@ fn a_compaction_failing_before_its_marker_leaves_no_outputs_behind() {
         let faults = Arc::new(FailNth::once(op, nth));
         let shared: Arc<dyn FaultInjector> = faults.clone();
         let e = open(&dir.0, config(FsyncPolicy::Never, Some(shared)));
-        let before: Vec<String> = files(&dir.0);
+        let before: Vec<String> = file_names(&dir.0);
         let failed = e.compact();
         assert!(
             failed.is_err(),
@@ -203,7 +169,7 @@ fn a_compaction_failing_before_its_marker_leaves_no_outputs_behind() {
         );
         assert!(faults.seen() >= nth, "{op:?} #{nth} was reached");
         // Only the segment the compaction rotated to may be new; no output survives.
-        let new: Vec<String> = files(&dir.0)
+        let new: Vec<String> = file_names(&dir.0)
             .into_iter()
             .filter(|f| !before.contains(f))
             .collect();
@@ -250,7 +216,7 @@ fn a_compaction_failing_after_its_marker_poisons_and_a_restart_finishes_it() {
     drop(e);
     let e = open(&dir.0, config(FsyncPolicy::Never, None));
     assert!(
-        !files(&dir.0).contains(&"COMPACTION_DONE".to_string()),
+        !file_names(&dir.0).contains(&"COMPACTION_DONE".to_string()),
         "the restart finished it"
     );
     assert_eq!(contents(&e), model);

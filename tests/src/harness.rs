@@ -68,6 +68,16 @@ pub struct ServerOptions {
     pub args: Vec<String>,
 }
 
+impl ServerOptions {
+    /// No fsync: for tests about protocols and clients, not durability.
+    pub fn fsync_never() -> ServerOptions {
+        ServerOptions {
+            fsync: "never".into(),
+            ..ServerOptions::default()
+        }
+    }
+}
+
 impl Default for ServerOptions {
     fn default() -> ServerOptions {
         ServerOptions {

@@ -13,8 +13,8 @@ use tests::harness::{Server, ServerOptions, TempDir};
 
 fn server(dir: &TempDir, extra: &[&str]) -> Server {
     let options = ServerOptions {
-        fsync: "never".into(),
         args: extra.iter().map(|s| s.to_string()).collect(),
+        ..ServerOptions::fsync_never()
     };
     Server::start(&dir.path, options).unwrap()
 }

@@ -273,14 +273,7 @@ fn health_metrics_and_status_over_http() {
 fn sigterm_finishes_in_flight_writes_and_flushes() {
     let rt = runtime();
     let dir = TempDir::new("graceful");
-    let mut server = Server::start(
-        &dir.path,
-        ServerOptions {
-            fsync: "never".into(),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let mut server = Server::start(&dir.path, ServerOptions::fsync_never()).unwrap();
     let acked = Arc::new(AtomicU64::new(0));
     let status = rt.block_on(async {
         let client = connect(&server).await;

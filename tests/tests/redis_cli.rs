@@ -132,14 +132,7 @@ fn a_scripted_redis_cli_session_gets_redis_replies() {
 #[test]
 fn redis_cli_scan_pages_through_every_key_once() {
     let dir = TempDir::new("redis-scan");
-    let server = Server::start(
-        &dir.path,
-        ServerOptions {
-            fsync: "never".into(),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let server = Server::start(&dir.path, ServerOptions::fsync_never()).unwrap();
     let mut input = String::new();
     for i in 0..250 {
         input.push_str(&format!("SET user:{i:03} x\nSET other:{i:03} y\n"));
@@ -155,14 +148,7 @@ fn redis_cli_scan_pages_through_every_key_once() {
 #[test]
 fn redis_benchmark_runs_unchanged() {
     let dir = TempDir::new("redis-benchmark");
-    let server = Server::start(
-        &dir.path,
-        ServerOptions {
-            fsync: "never".into(),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let server = Server::start(&dir.path, ServerOptions::fsync_never()).unwrap();
     let out = redis_tool("redis-benchmark")
         .args(["-h", "127.0.0.1", "-p", &server.resp.port().to_string()])
         .args([
