@@ -152,6 +152,30 @@ pub struct ScanPage {
     pub continuation: Option<Bytes>,
 }
 
+/// Engine keys up to this long are built on the stack by [`Keyspace::point_key`].
+const POINT_KEY_INLINE_BYTES: usize = 64;
+
+/// An engine key (keyspace prefix and user key), on the stack when short; see
+/// [`Keyspace::point_key`]. Dereferences to the key's bytes.
+pub enum PointKey {
+    Inline {
+        len: u8,
+        bytes: [u8; POINT_KEY_INLINE_BYTES],
+    },
+    Heap(Vec<u8>),
+}
+
+impl std::ops::Deref for PointKey {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            PointKey::Inline { len, bytes } => &bytes[..*len as usize],
+            PointKey::Heap(key) => key,
+        }
+    }
+}
+
 /// Where in the on-disk order a keyspace lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Keyspace {
@@ -189,6 +213,22 @@ impl Keyspace {
         k.extend_from_slice(&self.prefix);
         k.extend_from_slice(key);
         k
+    }
+
+    /// The engine key for `key`, built on the stack when it is short: the point operations
+    /// build one per call, and a heap allocation per GET or SET shows in the profile.
+    pub fn point_key(&self, key: &[u8]) -> PointKey {
+        let len = self.prefix.len() + key.len();
+        if len > POINT_KEY_INLINE_BYTES {
+            return PointKey::Heap(self.key(key));
+        }
+        let mut bytes = [0u8; POINT_KEY_INLINE_BYTES];
+        bytes[..self.prefix.len()].copy_from_slice(&self.prefix);
+        bytes[self.prefix.len()..len].copy_from_slice(key);
+        PointKey::Inline {
+            len: len as u8,
+            bytes,
+        }
     }
 
     fn user_key<'a>(&self, engine_key: &'a [u8]) -> &'a [u8] {
@@ -254,7 +294,7 @@ pub trait Store {
 
     /// Reads `key`.
     fn get(&self, ks: &Keyspace, key: &[u8]) -> Result<Option<Item>> {
-        Ok(self.read(&ks.key(key))?.map(|v| Item {
+        Ok(self.read(&ks.point_key(key))?.map(|v| Item {
             value: v.value,
             version: v.version,
             expires_at_ms: v.expires_at_ms,
@@ -266,11 +306,12 @@ pub trait Store {
         &self,
         ks: &Keyspace,
         key: &[u8],
-        value: Bytes,
+        value: impl AsRef<[u8]>,
         ttl_ms: Option<u64>,
         condition: Condition,
     ) -> Result<(Outcome, Written)> {
-        let k = ks.key(key);
+        let value = value.as_ref();
+        let k = ks.point_key(key);
         self.transact(|txn| {
             // An unconditional put needs no lookup: that saves an index search on every SET.
             if condition != Condition::None {
@@ -298,7 +339,7 @@ pub trait Store {
         key: &[u8],
         condition: Condition,
     ) -> Result<(DeleteOutcome, Written)> {
-        let k = ks.key(key);
+        let k = ks.point_key(key);
         self.transact(|txn| {
             let current = txn.version_of(&k);
             let existed = current.is_some();
@@ -321,14 +362,14 @@ pub trait Store {
 
     /// Adds `delta` to the counter at `key` (absent counts as 0), keeping its expiry.
     fn incr(&self, ks: &Keyspace, key: &[u8], delta: i64) -> Result<((i64, u64), Written)> {
-        let k = ks.key(key);
+        let k = ks.point_key(key);
         self.transact(|txn| {
             let (current, expires) = match txn.get(&k)? {
                 Some(v) => (parse_counter(&v.value)?, v.expires_at_ms.unwrap_or(0)),
                 None => (0, 0),
             };
             let next = current.checked_add(delta).ok_or(DbError::Overflow)?;
-            txn.put(&k, Bytes::from(next.to_string()), expires)?;
+            txn.put(&k, next.to_string(), expires)?;
             Ok((next, txn.version()))
         })
     }
@@ -341,7 +382,7 @@ pub trait Store {
         key: &[u8],
         ttl_ms: Option<i64>,
     ) -> Result<(bool, Written)> {
-        let k = ks.key(key);
+        let k = ks.point_key(key);
         self.transact(|txn| {
             let Some(current) = txn.get(&k)? else {
                 return Ok(false);
@@ -381,7 +422,7 @@ pub trait Store {
                 match op {
                     BatchOp::Put { value, ttl_ms, .. } => {
                         let expires = deadline(txn, *ttl_ms);
-                        txn.put(&key, value.clone(), expires)?
+                        txn.put(&key, value, expires)?
                     }
                     BatchOp::Delete { .. } => txn.delete(&key)?,
                 }
@@ -631,16 +672,24 @@ mod tests {
     }
 
     #[test]
+    fn point_keys_are_the_keyspace_keys_on_the_stack_or_the_heap() {
+        let ks = Keyspace::new("users").unwrap();
+        for len in [0, 1, 30, 64 - 6, 64 - 5, 200] {
+            let key = vec![b'x'; len];
+            let point = ks.point_key(&key);
+            assert_eq!(&point[..], &ks.key(&key)[..], "len {len}");
+            let inline = matches!(point, PointKey::Inline { .. });
+            assert_eq!(inline, 6 + len <= POINT_KEY_INLINE_BYTES, "len {len}");
+        }
+    }
+
+    #[test]
     fn conditions_compare_and_set_and_batches() {
         let (db, dir) = db("cond");
         let ks = Keyspace::new("default").unwrap();
-        let (first, _) = db
-            .put(&ks, b"k", "1".into(), None, Condition::IfAbsent)
-            .unwrap();
+        let (first, _) = db.put(&ks, b"k", "1", None, Condition::IfAbsent).unwrap();
         assert!(first.applied);
-        let (again, _) = db
-            .put(&ks, b"k", "2".into(), None, Condition::IfAbsent)
-            .unwrap();
+        let (again, _) = db.put(&ks, b"k", "2", None, Condition::IfAbsent).unwrap();
         assert_eq!(
             again,
             Outcome {
@@ -649,17 +698,11 @@ mod tests {
             }
         );
         let (stale, _) = db
-            .put(&ks, b"k", "3".into(), None, Condition::IfVersion(999))
+            .put(&ks, b"k", "3", None, Condition::IfVersion(999))
             .unwrap();
         assert!(!stale.applied);
         let (cas, _) = db
-            .put(
-                &ks,
-                b"k",
-                "4".into(),
-                None,
-                Condition::IfVersion(first.version),
-            )
+            .put(&ks, b"k", "4", None, Condition::IfVersion(first.version))
             .unwrap();
         assert!(cas.applied && cas.version > first.version);
         let ops = [
@@ -682,20 +725,13 @@ mod tests {
         );
         let ((n, _), _) = db.incr(&ks, b"n", 5).unwrap();
         assert_eq!(n, 5);
-        db.put(&ks, b"text", "abc".into(), None, Condition::None)
-            .unwrap();
+        db.put(&ks, b"text", "abc", None, Condition::None).unwrap();
         assert!(matches!(
             db.incr(&ks, b"text", 1),
             Err(DbError::NotAnInteger)
         ));
-        db.put(
-            &ks,
-            b"max",
-            i64::MAX.to_string().into(),
-            None,
-            Condition::None,
-        )
-        .unwrap();
+        db.put(&ks, b"max", i64::MAX.to_string(), None, Condition::None)
+            .unwrap();
         assert!(matches!(db.incr(&ks, b"max", 1), Err(DbError::Overflow)));
         drop(db);
         let _ = std::fs::remove_dir_all(dir);
@@ -710,7 +746,7 @@ mod tests {
             db.put(
                 &a,
                 format!("user:{i:02}").as_bytes(),
-                "v".into(),
+                "v",
                 None,
                 Condition::None,
             )
@@ -718,7 +754,7 @@ mod tests {
             db.put(
                 &a,
                 format!("zzz:{i:02}").as_bytes(),
-                "v".into(),
+                "v",
                 None,
                 Condition::None,
             )
@@ -726,7 +762,7 @@ mod tests {
             db.put(
                 &b,
                 format!("user:{i:02}").as_bytes(),
-                "v".into(),
+                "v",
                 None,
                 Condition::None,
             )

@@ -2,8 +2,11 @@
 //!
 //! This module owns the byte syntax of RESP2 only: multibulk and inline commands in, replies
 //! out (plus a reply parser for clients and tests). It must not know what a command means,
-//! touch sockets or keep per-connection state: the server reads bytes into a `BytesMut`, calls
-//! [`parse_command`] until it returns `Ok(None)`, and writes what [`Reply::encode`] appended.
+//! touch sockets or keep per-connection state: the server reads bytes into a `BytesMut`, cuts
+//! every complete command off its front with [`parse_pipeline`], and writes what
+//! [`Reply::encode`] appended. A [`Pipeline`] holds the commands' bytes in one shared chunk
+//! and each argument as a span of it, so a pipelined command costs no allocation and no
+//! reference counting of its own; [`parse_command`] is the one-command form.
 //! Protocol errors carry Redis's own messages; the server answers `-ERR <message>` and closes
 //! the connection, as Redis does.
 //!
@@ -144,15 +147,18 @@ fn find_line(buf: &[u8], start: usize) -> Result<Line, RespError> {
 // ---------------------------------------------------------------------------------------------
 // Commands.
 
-/// One argument found while scanning, before the buffer is split off.
+/// One argument found while scanning.
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Arg {
-    /// Bytes `buf[range]`, which become a zero-copy slice.
+    /// Bytes `buf[range]` of the buffer scanned (a span of the pipeline's chunk, once the
+    /// scan's offset is added).
     Span(Range<usize>),
     /// An inline argument rebuilt from quotes and escapes.
     Owned(Vec<u8>),
 }
 
-/// What scanning the front of the buffer found.
+/// What scanning the front of the buffer found. A command's arguments were pushed onto the
+/// vector the scanner was given.
 enum Scanned {
     Incomplete,
     /// A command with no arguments (`*0\r\n`, an empty line); Redis ignores these.
@@ -161,8 +167,74 @@ enum Scanned {
     },
     Command {
         consumed: usize,
-        args: Vec<Arg>,
     },
+}
+
+/// Complete commands cut from the front of a read buffer at once; see [`parse_pipeline`].
+///
+/// The commands' bytes are split off the buffer as one shared chunk, and each argument is a
+/// span of it: a pipeline of N commands costs one reference count and a few vectors, not N
+/// allocations and one reference count per argument.
+#[derive(Debug, Default)]
+pub struct Pipeline {
+    chunk: Bytes,
+    /// Every argument of every command, in order.
+    args: Vec<Arg>,
+    /// Each command's range in `args`.
+    commands: Vec<Range<usize>>,
+}
+
+/// Arguments up to this many are handed to a command in an array on the stack.
+const STACK_ARGS_MAX: usize = 8;
+
+impl Pipeline {
+    /// How many commands it holds.
+    pub fn len(&self) -> usize {
+        self.commands.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.commands.is_empty()
+    }
+
+    /// Argument `j` of command `i`; argument 0 is the command's name (every command has one).
+    pub fn arg(&self, i: usize, j: usize) -> &[u8] {
+        self.resolve(&self.args[self.commands[i].start + j])
+    }
+
+    fn resolve<'a>(&'a self, arg: &'a Arg) -> &'a [u8] {
+        match arg {
+            Arg::Span(range) => &self.chunk[range.clone()],
+            Arg::Owned(bytes) => bytes,
+        }
+    }
+
+    /// Calls `f` with the arguments of command `i` as a slice of byte slices (on the stack for
+    /// short commands).
+    pub fn with_args<R>(&self, i: usize, f: impl FnOnce(&[&[u8]]) -> R) -> R {
+        let args = &self.args[self.commands[i].clone()];
+        if args.len() <= STACK_ARGS_MAX {
+            let mut argv: [&[u8]; STACK_ARGS_MAX] = [&[]; STACK_ARGS_MAX];
+            for (slot, arg) in argv.iter_mut().zip(args) {
+                *slot = self.resolve(arg);
+            }
+            f(&argv[..args.len()])
+        } else {
+            let argv: Vec<&[u8]> = args.iter().map(|arg| self.resolve(arg)).collect();
+            f(&argv)
+        }
+    }
+
+    /// Command `i`'s arguments as owned slices of the chunk (for callers that keep them).
+    pub fn to_bytes(&self, i: usize) -> Vec<Bytes> {
+        self.args[self.commands[i].clone()]
+            .iter()
+            .map(|arg| match arg {
+                Arg::Span(range) => self.chunk.slice(range.clone()),
+                Arg::Owned(bytes) => Bytes::copy_from_slice(bytes),
+            })
+            .collect()
+    }
 }
 
 /// Parses one command from the front of `buf`.
@@ -181,34 +253,79 @@ pub fn parse_command(
     buf: &mut BytesMut,
     limits: &RespLimits,
 ) -> Result<Option<Vec<Bytes>>, RespError> {
-    loop {
-        let Some(&first) = buf.first() else {
-            return Ok(None);
-        };
+    let (pipeline, error) = parse_pipeline(buf, limits, 1);
+    if !pipeline.is_empty() {
+        return Ok(Some(pipeline.to_bytes(0)));
+    }
+    error.map_or(Ok(None), Err)
+}
+
+/// Cuts up to `commands_max` complete commands off the front of `buf`, as [`parse_command`]
+/// would one at a time. Returns them, and the protocol error that stopped the parse if one
+/// did: the commands before it are valid and should still be answered, as Redis does, before
+/// the error reply closes the connection. Leading empty commands are consumed too.
+pub fn parse_pipeline(
+    buf: &mut BytesMut,
+    limits: &RespLimits,
+    commands_max: usize,
+) -> (Pipeline, Option<RespError>) {
+    let mut args = Vec::new();
+    let mut commands = Vec::new();
+    let mut pos = 0;
+    let mut error = None;
+    while commands.len() < commands_max {
+        let Some(&first) = buf.get(pos) else { break };
+        let rest = &buf[pos..];
+        let first_arg = args.len();
         let scanned = if first == b'*' {
-            scan_multibulk(buf, limits)?
+            scan_multibulk(rest, limits, &mut args)
         } else {
-            scan_inline(buf, limits)?
+            scan_inline(rest, limits, &mut args)
         };
         match scanned {
-            Scanned::Incomplete => return Ok(None),
-            Scanned::Empty { consumed } => buf.advance(consumed),
-            Scanned::Command { consumed, args } => {
-                let command = buf.split_to(consumed).freeze();
-                let args = args
-                    .into_iter()
-                    .map(|arg| match arg {
-                        Arg::Span(range) => command.slice(range),
-                        Arg::Owned(bytes) => Bytes::from(bytes),
-                    })
-                    .collect();
-                return Ok(Some(args));
+            Ok(Scanned::Incomplete) => {
+                args.truncate(first_arg);
+                break;
+            }
+            Ok(Scanned::Empty { consumed }) => {
+                args.truncate(first_arg);
+                pos += consumed;
+            }
+            Ok(Scanned::Command { consumed }) => {
+                for arg in &mut args[first_arg..] {
+                    if let Arg::Span(range) = arg {
+                        *range = range.start + pos..range.end + pos;
+                    }
+                }
+                commands.push(first_arg..args.len());
+                pos += consumed;
+            }
+            Err(e) => {
+                args.truncate(first_arg);
+                error = Some(e);
+                break;
             }
         }
     }
+    let chunk = if commands.is_empty() {
+        buf.advance(pos); // only empty commands
+        Bytes::new()
+    } else {
+        buf.split_to(pos).freeze()
+    };
+    let pipeline = Pipeline {
+        chunk,
+        args,
+        commands,
+    };
+    (pipeline, error)
 }
 
-fn scan_multibulk(buf: &[u8], limits: &RespLimits) -> Result<Scanned, RespError> {
+fn scan_multibulk(
+    buf: &[u8],
+    limits: &RespLimits,
+    args: &mut Vec<Arg>,
+) -> Result<Scanned, RespError> {
     let Line::Complete { end } = find_line(buf, 1)? else {
         if buf.len() > limits.inline_bytes_max {
             return Err(RespError::TooBigMultibulkCount {
@@ -231,7 +348,7 @@ fn scan_multibulk(buf: &[u8], limits: &RespLimits) -> Result<Scanned, RespError>
         .ok()
         .filter(|&count| count <= limits.array_len_max)
         .ok_or_else(invalid_length)?;
-    let mut args = Vec::with_capacity(count.min(buf.len() / MULTIBULK_ARG_BYTES_MIN));
+    args.reserve(count.min(buf.len() / MULTIBULK_ARG_BYTES_MIN));
     for _ in 0..count {
         // Check the type byte as soon as it arrives rather than waiting for the whole line.
         match buf.get(pos) {
@@ -270,13 +387,10 @@ fn scan_multibulk(buf: &[u8], limits: &RespLimits) -> Result<Scanned, RespError>
         args.push(Arg::Span(start..data_end));
         pos = data_end + 2;
     }
-    Ok(Scanned::Command {
-        consumed: pos,
-        args,
-    })
+    Ok(Scanned::Command { consumed: pos })
 }
 
-fn scan_inline(buf: &[u8], limits: &RespLimits) -> Result<Scanned, RespError> {
+fn scan_inline(buf: &[u8], limits: &RespLimits, args: &mut Vec<Arg>) -> Result<Scanned, RespError> {
     let too_big = |line_bytes| RespError::TooBigInline {
         line_bytes,
         max_bytes: limits.inline_bytes_max,
@@ -296,12 +410,13 @@ fn scan_inline(buf: &[u8], limits: &RespLimits) -> Result<Scanned, RespError> {
     if line_end > limits.inline_bytes_max {
         return Err(too_big(line_end));
     }
-    let args = split_inline_args(&buf[..line_end])?;
+    let before = args.len();
+    split_inline_args(&buf[..line_end], args)?;
     let consumed = newline + 1;
-    if args.is_empty() {
+    if args.len() == before {
         Ok(Scanned::Empty { consumed })
     } else {
-        Ok(Scanned::Command { consumed, args })
+        Ok(Scanned::Command { consumed })
     }
 }
 
@@ -313,15 +428,14 @@ fn is_space(byte: u8) -> bool {
 /// Splits an inline command line with the rules of Redis's `sdssplitargs`: arguments are
 /// separated by whitespace; `"..."` supports `\n \r \t \b \a \xHH` and `\<any>` escapes;
 /// `'...'` supports only `\'`; a closing quote must be followed by whitespace or the end.
-fn split_inline_args(line: &[u8]) -> Result<Vec<Arg>, RespError> {
-    let mut args = Vec::new();
+fn split_inline_args(line: &[u8], args: &mut Vec<Arg>) -> Result<(), RespError> {
     let mut i = 0;
     loop {
         while i < line.len() && is_space(line[i]) {
             i += 1;
         }
         if i == line.len() {
-            return Ok(args);
+            return Ok(());
         }
         let start = i;
         loop {
@@ -985,6 +1099,65 @@ mod tests {
                 .collect();
             prop_assert_eq!(parsed, commands);
             prop_assert!(buf.is_empty());
+        }
+
+        /// Cutting a whole pipeline at once gives exactly what parsing it one command at a
+        /// time gives: the same arguments, the same leftover bytes, the same error, whatever
+        /// mix of multibulk, inline (quoted or not) and empty commands it holds.
+        #[test]
+        fn a_pipeline_parses_as_its_commands_one_at_a_time(
+            pieces in vec(prop::sample::select(vec![
+                &b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$2\r\nv1\r\n"[..],
+                b"*2\r\n$3\r\nGET\r\n$0\r\n\r\n",
+                b"PING\r\n",
+                b"SET \"a b\" 'c\\'d'\n",
+                b"\r\n",
+                b"*0\r\n",
+                b"*-1\r\n",
+                b"*1\r\n$x\r\n",
+                b"GET \"open\r\n",
+            ]), 0..12),
+            cut in any::<prop::sample::Index>(),
+            commands_max in 1usize..6,
+        ) {
+            let stream: Vec<u8> = pieces.concat();
+            let stream = &stream[..cut.index(stream.len() + 1)];
+            let mut one_by_one = Vec::new();
+            let mut buf = BytesMut::from(stream);
+            let expected_error = loop {
+                match parse_command(&mut buf, &limits()) {
+                    Ok(Some(args)) => {
+                        one_by_one.push(args.iter().map(|a| a.to_vec()).collect::<Vec<_>>())
+                    }
+                    Ok(None) => break None,
+                    Err(error) => break Some(error),
+                }
+            };
+            let mut piped = Vec::new();
+            let mut pbuf = BytesMut::from(stream);
+            let error = loop {
+                let (pipeline, error) = parse_pipeline(&mut pbuf, &limits(), commands_max);
+                for i in 0..pipeline.len() {
+                    let args = pipeline.with_args(i, |args| {
+                        args.iter().map(|a| a.to_vec()).collect::<Vec<_>>()
+                    });
+                    prop_assert_eq!(pipeline.arg(i, 0), &args[0][..]);
+                    prop_assert_eq!(
+                        pipeline.to_bytes(i).iter().map(|a| a.to_vec()).collect::<Vec<_>>(),
+                        args.clone()
+                    );
+                    piped.push(args);
+                }
+                if error.is_some() || pipeline.is_empty() {
+                    break error;
+                }
+            };
+            prop_assert_eq!(piped, one_by_one);
+            let failed = error.is_some();
+            prop_assert_eq!(error, expected_error);
+            if !failed {
+                prop_assert_eq!(&pbuf[..], &buf[..]);
+            }
         }
 
         #[test]

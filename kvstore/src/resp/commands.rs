@@ -178,7 +178,7 @@ pub fn execute<S: Store>(
     shared: &Shared,
     session: &mut Session,
     facts: impl FnOnce() -> ServerFacts,
-    args: &[Bytes],
+    args: &[&[u8]],
 ) -> Outcome {
     let Some(first) = args.first() else {
         return err("ERR empty command").into();
@@ -198,11 +198,11 @@ pub fn execute<S: Store>(
     let result = match name {
         "ping" => match rest {
             [] => Ok(Reply::Simple("PONG".into()).into()),
-            [msg] => Ok(Reply::Bulk(msg.clone()).into()),
+            [msg] => Ok(Reply::Bulk(Bytes::copy_from_slice(msg)).into()),
             _ => Ok(wrong_args("ping").into()),
         },
         "echo" => match rest {
-            [msg] => Ok(Reply::Bulk(msg.clone()).into()),
+            [msg] => Ok(Reply::Bulk(Bytes::copy_from_slice(msg)).into()),
             _ => Ok(wrong_args("echo").into()),
         },
         "quit" => {
@@ -219,10 +219,10 @@ pub fn execute<S: Store>(
             }),
             _ => Ok(wrong_args("get").into()),
         },
-        "set" => set(store, ks, rest, db.engine().now_ms()),
+        "set" => set(store, ks, rest, || db.engine().now_ms()),
         "setnx" => match rest {
             [key, value] => store
-                .put(ks, key, value.clone(), None, Condition::IfAbsent)
+                .put(ks, key, value, None, Condition::IfAbsent)
                 .map(|(o, w)| written(Reply::Integer(o.applied as i64), w.version)),
             _ => Ok(wrong_args("setnx").into()),
         },
@@ -230,7 +230,7 @@ pub fn execute<S: Store>(
             [key, ttl, value] => match parse_i64(ttl) {
                 Some(t) => match expire_ms(t, name == "setex", db.engine().now_ms()) {
                     Some(ms) if ms > 0 => store
-                        .put(ks, key, value.clone(), Some(ms as u64), Condition::None)
+                        .put(ks, key, value, Some(ms as u64), Condition::None)
                         .map(|(_, w)| written(ok(), w.version)),
                     _ => Ok(invalid_expire(name).into()),
                 },
@@ -281,8 +281,8 @@ pub fn execute<S: Store>(
                 let ops: Vec<BatchOp> = rest
                     .chunks(2)
                     .map(|kv| BatchOp::Put {
-                        key: kv[0].clone(),
-                        value: kv[1].clone(),
+                        key: Bytes::copy_from_slice(kv[0]),
+                        value: Bytes::copy_from_slice(kv[1]),
                         ttl_ms: None,
                         condition: Condition::None,
                     })
@@ -388,7 +388,7 @@ fn written(reply: Reply, version: Option<u64>) -> Outcome {
     }
 }
 
-fn unknown_command(name: &Bytes, rest: &[Bytes]) -> Reply {
+fn unknown_command(name: &[u8], rest: &[&[u8]]) -> Reply {
     let args: String = rest
         .iter()
         .take(20)
@@ -400,7 +400,13 @@ fn unknown_command(name: &Bytes, rest: &[Bytes]) -> Reply {
     ))
 }
 
-fn set(store: &impl Store, ks: &Keyspace, rest: &[Bytes], now_ms: u64) -> Result<Outcome, DbError> {
+/// `now_ms` is asked only for a relative expiry (EX, PX): a plain SET reads no clock.
+fn set(
+    store: &impl Store,
+    ks: &Keyspace,
+    rest: &[&[u8]],
+    now_ms: impl Fn() -> u64,
+) -> Result<Outcome, DbError> {
     let [key, value, options @ ..] = rest else {
         return Ok(wrong_args("set").into());
     };
@@ -408,7 +414,7 @@ fn set(store: &impl Store, ks: &Keyspace, rest: &[Bytes], now_ms: u64) -> Result
     let mut condition = Condition::None;
     let mut i = 0;
     while i < options.len() {
-        match lower(&options[i]).as_str() {
+        match lower(options[i]).as_str() {
             unit @ ("ex" | "px") if ttl_ms.is_none() => {
                 let Some(arg) = options.get(i + 1) else {
                     return Ok(syntax_error().into());
@@ -416,7 +422,7 @@ fn set(store: &impl Store, ks: &Keyspace, rest: &[Bytes], now_ms: u64) -> Result
                 let Some(t) = parse_i64(arg) else {
                     return Ok(not_integer().into());
                 };
-                match expire_ms(t, unit == "ex", now_ms) {
+                match expire_ms(t, unit == "ex", now_ms()) {
                     Some(ms) if ms > 0 => ttl_ms = Some(ms as u64),
                     _ => return Ok(invalid_expire("set").into()),
                 }
@@ -433,7 +439,7 @@ fn set(store: &impl Store, ks: &Keyspace, rest: &[Bytes], now_ms: u64) -> Result
             _ => return Ok(syntax_error().into()),
         }
     }
-    let (outcome, w) = store.put(ks, key, value.clone(), ttl_ms, condition)?;
+    let (outcome, w) = store.put(ks, key, value, ttl_ms, condition)?;
     Ok(written(
         if outcome.applied { ok() } else { Reply::Null },
         w.version,
@@ -461,7 +467,7 @@ fn incr(store: &impl Store, ks: &Keyspace, key: &[u8], delta: i64) -> Result<Out
     Ok(written(Reply::Integer(value), w.version))
 }
 
-fn delete_many(store: &impl Store, ks: &Keyspace, keys: &[Bytes]) -> Result<Outcome, DbError> {
+fn delete_many(store: &impl Store, ks: &Keyspace, keys: &[&[u8]]) -> Result<Outcome, DbError> {
     let mut deleted = 0;
     let mut last = None;
     for key in keys {
@@ -481,7 +487,7 @@ fn literal_prefix(pattern: &[u8]) -> &[u8] {
     &pattern[..end]
 }
 
-fn scan(db: &Db, shared: &Shared, ks: &Keyspace, rest: &[Bytes]) -> Result<Outcome, DbError> {
+fn scan(db: &Db, shared: &Shared, ks: &Keyspace, rest: &[&[u8]]) -> Result<Outcome, DbError> {
     let [cursor, options @ ..] = rest else {
         return Ok(wrong_args("scan").into());
     };
@@ -491,13 +497,13 @@ fn scan(db: &Db, shared: &Shared, ks: &Keyspace, rest: &[Bytes]) -> Result<Outco
     else {
         return Ok(err("ERR invalid cursor").into());
     };
-    let mut pattern: Option<Bytes> = None;
+    let mut pattern: Option<&[u8]> = None;
     let mut count = SCAN_COUNT_DEFAULT;
     let mut i = 0;
     while i < options.len() {
         let arg = options.get(i + 1);
-        match (lower(&options[i]).as_str(), arg) {
-            ("match", Some(p)) => pattern = Some(p.clone()),
+        match (lower(options[i]).as_str(), arg) {
+            ("match", Some(p)) => pattern = Some(p),
             ("count", Some(n)) => match parse_i64(n) {
                 Some(n) if n >= 1 => count = n.min(i64::from(db::SCAN_LIMIT_MAX)) as u32,
                 Some(_) => return Ok(syntax_error().into()),
@@ -521,16 +527,14 @@ fn scan(db: &Db, shared: &Shared, ks: &Keyspace, rest: &[Bytes]) -> Result<Outco
         }
     };
     let range = ScanRange {
-        prefix: pattern
-            .as_ref()
-            .map(|p| Bytes::copy_from_slice(literal_prefix(p))),
+        prefix: pattern.map(|p| Bytes::copy_from_slice(literal_prefix(p))),
         ..ScanRange::default()
     };
     let page = db.scan(ks, &range, count, continuation.as_deref(), true)?;
     let keys: Vec<Reply> = page
         .items
         .into_iter()
-        .filter(|item| pattern.as_ref().is_none_or(|p| glob_match(p, &item.key)))
+        .filter(|item| pattern.is_none_or(|p| glob_match(p, &item.key)))
         .map(|item| Reply::Bulk(item.key))
         .collect();
     let next = match page.continuation {
@@ -548,7 +552,7 @@ fn scan(db: &Db, shared: &Shared, ks: &Keyspace, rest: &[Bytes]) -> Result<Outco
     .into())
 }
 
-fn keys(db: &Db, ks: &Keyspace, pattern: &Bytes) -> Result<Outcome, DbError> {
+fn keys(db: &Db, ks: &Keyspace, pattern: &[u8]) -> Result<Outcome, DbError> {
     let range = ScanRange {
         prefix: Some(Bytes::copy_from_slice(literal_prefix(pattern))),
         ..ScanRange::default()
@@ -571,7 +575,7 @@ fn keys(db: &Db, ks: &Keyspace, pattern: &Bytes) -> Result<Outcome, DbError> {
     Ok(Reply::Array(out).into())
 }
 
-fn client(session: &mut Session, rest: &[Bytes]) -> Reply {
+fn client(session: &mut Session, rest: &[&[u8]]) -> Reply {
     match (rest.first().map(|a| lower(a)).as_deref(), rest.len()) {
         (Some("setname"), 2) => {
             let name = &rest[1];
@@ -580,7 +584,7 @@ fn client(session: &mut Session, rest: &[Bytes]) -> Reply {
                     "ERR Client names cannot contain spaces, newlines or special characters.",
                 );
             }
-            session.name = (!name.is_empty()).then(|| name.clone());
+            session.name = (!name.is_empty()).then(|| Bytes::copy_from_slice(name));
             ok()
         }
         (Some("getname"), 1) => session.name.clone().map_or(Reply::Null, Reply::Bulk),
@@ -592,7 +596,7 @@ fn client(session: &mut Session, rest: &[Bytes]) -> Reply {
     }
 }
 
-fn config(rest: &[Bytes], facts: &ServerFacts) -> Reply {
+fn config(rest: &[&[u8]], facts: &ServerFacts) -> Reply {
     match (rest.first().map(|a| lower(a)).as_deref(), rest.len()) {
         (Some("get"), n) if n >= 2 => {
             // What redis-benchmark and common clients ask for, answered truthfully for this

@@ -259,7 +259,6 @@ pub(crate) async fn read_more(
     if ctx.shutting_down() {
         return Ok(Read::Closed); // between requests: the in-flight work is done
     }
-    let peer = stream.peer_addr().ok();
     let partial = !rbuf.is_empty();
     let timeout = Duration::from_millis(if partial {
         ctx.config.read_timeout_ms
@@ -270,6 +269,8 @@ pub(crate) async fn read_more(
         read = tokio::time::timeout(timeout, stream.read_buf(rbuf)) => read,
         _ = ctx.shutdown_signal() => return Ok(Read::Closed),
     };
+    // The peer's address only for the log lines: asking costs a system call.
+    let peer = || stream.peer_addr().ok();
     let Ok(read) = read else {
         ctx.metrics.timeout(listener);
         let what = if partial {
@@ -279,7 +280,7 @@ pub(crate) async fn read_more(
         };
         let timeout_ms = timeout.as_millis() as u64;
         tracing::info!(
-            ?peer,
+            peer = ?peer(),
             ?listener,
             what,
             timeout_ms,
@@ -296,7 +297,7 @@ pub(crate) async fn read_more(
         ctx.metrics.protocol_error(listener);
         let pending_bytes = rbuf.len();
         tracing::info!(
-            ?peer,
+            peer = ?peer(),
             ?listener,
             pending_bytes,
             "peer closed the connection mid-request"

@@ -6,16 +6,17 @@
 //! error: ...` reply and closes the connection, as Redis does; an unknown command gets
 //! `-ERR unknown command` and the connection stays open.
 
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::{flush, read_more, Context, Read};
 use crate::metrics::{Listener, Op};
-use crate::resp::codec::{parse_command, Reply, RespLimits};
+use crate::resp::codec::{parse_pipeline, Pipeline, Reply, RespLimits};
 use crate::resp::commands::{self, ServerFacts, Session};
 
 /// Commands taken from the read buffer per round; the rest wait for the next round.
@@ -35,39 +36,30 @@ pub async fn serve_connection(ctx: Arc<Context>, mut stream: TcpStream) -> std::
     loop {
         // Cut every complete command out of the buffer first, so that runs of single-key
         // commands can be executed as one write group (one append for the whole run).
-        let mut commands = Vec::new();
-        let mut protocol_error = None;
-        while commands.len() < PIPELINE_COMMANDS_MAX {
-            match parse_command(&mut rbuf, &limits) {
-                Ok(Some(args)) if args.is_empty() => {}
-                Ok(Some(args)) => commands.push(args),
-                Ok(None) => break,
-                Err(error) => {
-                    protocol_error = Some(error);
-                    break;
-                }
-            }
-        }
+        let (pipeline, protocol_error) = parse_pipeline(&mut rbuf, &limits, PIPELINE_COMMANDS_MAX);
+        let pipeline = Arc::new(pipeline);
         let facts = || facts(ctx, port);
         let mut durable = None;
         let mut close = false;
-        let mut rest = commands.into_iter().peekable();
-        while rest.peek().is_some() && !close {
-            let mut run = Vec::new();
-            while let Some(args) = rest.next_if(|args| commands::groupable(&args[0])) {
-                run.push(args);
+        let mut next = 0;
+        while next < pipeline.len() && !close {
+            let mut end = next;
+            while end < pipeline.len() && commands::groupable(pipeline.arg(end, 0)) {
+                end += 1;
             }
-            let outcomes = if !run.is_empty() {
-                run_group(ctx, &mut session, port, run).await
+            let outcomes = if end > next {
+                run_group(ctx, &mut session, port, &pipeline, next..end).await
             } else {
-                let one = vec![rest.next().expect("peeked above")];
+                end = next + 1;
                 let started = Instant::now();
-                let outcome =
-                    commands::execute(&ctx.db, &ctx.db, &ctx.resp, &mut session, facts, &one[0]);
+                let outcome = pipeline.with_args(next, |args| {
+                    commands::execute(&ctx.db, &ctx.db, &ctx.resp, &mut session, facts, args)
+                });
                 let outcomes = vec![outcome];
-                record(ctx, &one, started, &outcomes);
+                record_ops(ctx, &[op_of(pipeline.arg(next, 0))], started, &outcomes);
                 outcomes
             };
+            next = end;
             for outcome in outcomes {
                 outcome.reply.encode(&mut wbuf);
                 durable = durable.max(outcome.durable);
@@ -97,27 +89,31 @@ pub async fn serve_connection(ctx: Arc<Context>, mut stream: TcpStream) -> std::
     }
 }
 
-/// Runs a run of single-key commands: reads at once, writes through the write queue (one
-/// append shared with whatever other connections are writing). If the append fails, none of
-/// the writes happened, so every command of the run gets the error.
+/// Runs commands `run` of `pipeline`, all single-key: reads at once, writes through the write
+/// queue (one append shared with whatever other connections are writing). If the append
+/// fails, none of the writes happened, so every command of the run gets the error.
 async fn run_group(
     ctx: &Arc<Context>,
     session: &mut Session,
     port: u16,
-    batch: Vec<Vec<Bytes>>,
+    pipeline: &Arc<Pipeline>,
+    run: Range<usize>,
 ) -> Vec<commands::Outcome> {
     let started = Instant::now();
-    let ops: Vec<Op> = batch.iter().map(|args| op_of(&args[0])).collect();
-    let outcomes = if batch.iter().all(|args| commands::read_only(&args[0])) {
+    let ops: Vec<Op> = run.clone().map(|i| op_of(pipeline.arg(i, 0))).collect();
+    let outcomes = if run.clone().all(|i| commands::read_only(pipeline.arg(i, 0))) {
         // Nothing to append: no queue, no writer lock, so readers never wait for writers.
         let facts = || facts(ctx, port);
-        batch
-            .iter()
-            .map(|args| commands::execute(&ctx.db, &ctx.db, &ctx.resp, session, facts, args))
-            .collect()
+        run.map(|i| {
+            pipeline.with_args(i, |args| {
+                commands::execute(&ctx.db, &ctx.db, &ctx.resp, session, facts, args)
+            })
+        })
+        .collect()
     } else {
         let job_ctx = ctx.clone();
-        let count = batch.len();
+        let job_pipeline = pipeline.clone();
+        let count = run.len();
         let result = ctx
             .writes
             .run(move |store| {
@@ -125,12 +121,12 @@ async fn run_group(
                 let mut scratch = Session::default();
                 let ctx = &job_ctx;
                 let facts = || facts(ctx, port);
-                batch
-                    .iter()
-                    .map(|args| {
+                run.map(|i| {
+                    job_pipeline.with_args(i, |args| {
                         commands::execute(&ctx.db, store, &ctx.resp, &mut scratch, facts, args)
                     })
-                    .collect::<Vec<_>>()
+                })
+                .collect::<Vec<_>>()
             })
             .await;
         result.unwrap_or_else(|error| {
@@ -157,37 +153,44 @@ fn facts(ctx: &Context, port: u16) -> ServerFacts {
 /// Records a run of commands in the metrics. A pipelined run is timed once and its time
 /// shared evenly among its commands: reading the clock per command would cost more than
 /// many of the commands do.
-fn record(ctx: &Context, batch: &[Vec<Bytes>], started: Instant, outcomes: &[commands::Outcome]) {
-    let ops: Vec<Op> = batch.iter().map(|args| op_of(&args[0])).collect();
-    record_ops(ctx, &ops, started, outcomes);
-}
-
 fn record_ops(ctx: &Context, ops: &[Op], started: Instant, outcomes: &[commands::Outcome]) {
     let each = started.elapsed() / ops.len().max(1) as u32;
-    for (op, outcome) in ops.iter().zip(outcomes) {
-        let ok = !matches!(outcome.reply, Reply::Error(_));
-        ctx.metrics.record_op(*op, each, ok);
+    // Consecutive commands of one type (the usual pipeline) are recorded together.
+    let mut run: Option<(Op, u64, u64)> = None;
+    for (&op, outcome) in ops.iter().zip(outcomes) {
+        let failed = u64::from(matches!(outcome.reply, Reply::Error(_)));
+        match &mut run {
+            Some((current, count, errors)) if *current == op => {
+                *count += 1;
+                *errors += failed;
+            }
+            _ => {
+                if let Some((op, count, errors)) = run {
+                    ctx.metrics.record_ops(op, count, errors, each);
+                }
+                run = Some((op, 1, failed));
+            }
+        }
+    }
+    if let Some((op, count, errors)) = run {
+        ctx.metrics.record_ops(op, count, errors, each);
     }
 }
 
 fn op_of(name: &[u8]) -> Op {
-    const OPS: [(&[&str], Op); 5] = [
-        (&["get", "mget", "exists", "ttl", "pttl"], Op::Get),
-        (
-            &[
-                "set", "setnx", "setex", "psetex", "mset", "expire", "pexpire",
-            ],
-            Op::Put,
-        ),
-        (&["del", "unlink", "flushdb", "flushall"], Op::Delete),
-        (&["incr", "incrby", "decr", "decrby"], Op::Incr),
-        (&["scan", "keys"], Op::Scan),
-    ];
-    OPS.iter()
-        .find(|(names, _)| {
-            names
-                .iter()
-                .any(|n| n.as_bytes().eq_ignore_ascii_case(name))
-        })
-        .map_or(Op::Other, |(_, op)| *op)
+    // Lower-case on the stack and match once: this runs for every command of every pipeline.
+    let mut buf = [0u8; 8];
+    let Some(lowered) = buf.get_mut(..name.len()) else {
+        return Op::Other;
+    };
+    lowered.copy_from_slice(name);
+    lowered.make_ascii_lowercase();
+    match &*lowered {
+        b"get" | b"mget" | b"exists" | b"ttl" | b"pttl" => Op::Get,
+        b"set" | b"setnx" | b"setex" | b"psetex" | b"mset" | b"expire" | b"pexpire" => Op::Put,
+        b"del" | b"unlink" | b"flushdb" | b"flushall" => Op::Delete,
+        b"incr" | b"incrby" | b"decr" | b"decrby" => Op::Incr,
+        b"scan" | b"keys" => Op::Scan,
+        _ => Op::Other,
+    }
 }

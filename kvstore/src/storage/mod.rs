@@ -14,7 +14,7 @@
 //! use kvstore::storage::{Config, Engine, SystemClock};
 //!
 //! let engine = Engine::open("/tmp/data", Config::default(), Arc::new(SystemClock))?;
-//! let (_, written) = engine.write(None, |txn| txn.put(b"k", "v".into(), 0))?;
+//! let (_, written) = engine.write(None, |txn| txn.put(b"k", "v", 0))?;
 //! engine.wait_durable(written.version.unwrap())?;
 //! assert_eq!(&engine.get(b"k")?.unwrap().value[..], b"v");
 //! # Ok::<(), kvstore::storage::StorageError>(())

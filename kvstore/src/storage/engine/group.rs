@@ -23,12 +23,90 @@ pub(super) enum Staged {
     Delete,
 }
 
+/// A transaction's staged point writes: one per key, the last write to a key winning, in the
+/// order they were first staged.
+///
+/// Most transactions stage one or two keys, so a vector searched from the front beats a map
+/// (and costs no allocation beyond its own); past [`STAGING_SCAN_MAX`] keys an index by key
+/// keeps a large batch linear rather than quadratic.
+#[derive(Debug, Default)]
+struct Staging {
+    writes: Vec<(IndexKey, Staged)>,
+    /// Position of each key in `writes`, once there are too many to search.
+    index: Option<BTreeMap<IndexKey, usize>>,
+}
+
+/// Staged keys searched one by one; beyond this, [`Staging`] keeps an index.
+const STAGING_SCAN_MAX: usize = 16;
+
+impl Staging {
+    fn position(&self, key: &[u8]) -> Option<usize> {
+        match &self.index {
+            Some(index) => index.get(key).copied(),
+            None => self.writes.iter().position(|(k, _)| k.as_slice() == key),
+        }
+    }
+
+    fn get(&self, key: &[u8]) -> Option<&Staged> {
+        self.position(key).map(|i| &self.writes[i].1)
+    }
+
+    fn insert(&mut self, key: IndexKey, staged: Staged) {
+        if let Some(i) = self.position(key.as_slice()) {
+            self.writes[i].1 = staged;
+            return;
+        }
+        if let Some(index) = &mut self.index {
+            index.insert(key.clone(), self.writes.len());
+        }
+        self.writes.push((key, staged));
+        if self.index.is_none() && self.writes.len() > STAGING_SCAN_MAX {
+            self.reindex();
+        }
+    }
+
+    /// Drops the writes to keys in `[start, end)`.
+    fn remove_range(&mut self, start: &[u8], end: &[u8]) {
+        self.writes.retain(|(k, _)| !in_range(k, start, end));
+        if self.index.is_some() {
+            self.reindex();
+        }
+    }
+
+    fn reindex(&mut self) {
+        let index = self.writes.iter().enumerate();
+        self.index = Some(index.map(|(i, (k, _))| (k.clone(), i)).collect());
+    }
+
+    fn is_empty(&self) -> bool {
+        self.writes.is_empty()
+    }
+}
+
+/// One effect of a committed transaction, in the order `finish` publishes them.
+#[derive(Debug)]
+enum Applied {
+    Range {
+        version: u64,
+        range: KeyRange,
+    },
+    Write {
+        version: u64,
+        key: IndexKey,
+        staged: Staged,
+        /// The record's offset and length in the group's buffer.
+        at: usize,
+        len: usize,
+    },
+}
+
 /// What the transactions committed earlier in a group did, for the ones after them to see.
+/// It points into the group's list of applied writes rather than copying them.
 #[derive(Debug, Default)]
 struct Overlay {
-    /// The latest staged write per key, with its transaction's version.
-    staged: BTreeMap<IndexKey, (Staged, u64)>,
-    /// Range deletions, with their versions; keys staged after a range are in `staged`.
+    /// The latest write per key: its position in the group's `applied`.
+    staged: BTreeMap<IndexKey, usize>,
+    /// Range deletions; keys staged after a range are in `staged`.
     ranges: Vec<KeyRange>,
 }
 
@@ -41,8 +119,14 @@ enum Seen<'a> {
 }
 
 impl Overlay {
-    fn lookup(&self, key: &[u8]) -> Seen<'_> {
-        if let Some((staged, version)) = self.staged.get(key) {
+    fn lookup<'a>(&self, applied: &'a [Applied], key: &[u8]) -> Seen<'a> {
+        if let Some(&i) = self.staged.get(key) {
+            let Applied::Write {
+                staged, version, ..
+            } = &applied[i]
+            else {
+                unreachable!("the overlay points at point writes only");
+            };
             return Seen::Written(staged, *version);
         }
         if self.ranges.iter().any(|(s, e)| in_range(key, s, e)) {
@@ -59,10 +143,11 @@ pub struct Txn<'a> {
     now_ms: u64,
     /// Staged point writes, one per key (the last write to a key in a transaction wins). Keys
     /// are index keys from the start, so a short key is never allocated on the way in.
-    staged: BTreeMap<IndexKey, Staged>,
+    staged: Staging,
     /// Staged range deletions, applied before the point writes staged after them.
     ranges: Vec<KeyRange>,
     overlay: &'a Overlay,
+    applied: &'a [Applied],
 }
 
 impl Txn<'_> {
@@ -96,7 +181,7 @@ impl Txn<'_> {
         if self.ranges.iter().any(|(s, e)| in_range(key, s, e)) {
             return Ok(None);
         }
-        match self.overlay.lookup(key) {
+        match self.overlay.lookup(self.applied, key) {
             Seen::Written(staged, version) => Ok(written(staged, version)),
             Seen::Deleted => Ok(None),
             Seen::Unknown => self.inner.get(key),
@@ -116,7 +201,7 @@ impl Txn<'_> {
         if self.ranges.iter().any(|(s, e)| in_range(key, s, e)) {
             return None;
         }
-        match self.overlay.lookup(key) {
+        match self.overlay.lookup(self.applied, key) {
             Seen::Written(staged, v) => version(staged, v),
             Seen::Deleted => None,
             Seen::Unknown => self.inner.version_of(key),
@@ -124,7 +209,11 @@ impl Txn<'_> {
     }
 
     /// Stages `key = value`, expiring at `expires_at_ms` (0 = never).
-    pub fn put(&mut self, key: &[u8], value: Bytes, expires_at_ms: u64) -> Result<()> {
+    ///
+    /// The engine keeps its own copy of the value, exactly its size: a value given as a slice
+    /// of a network buffer must not keep that buffer alive from the index.
+    pub fn put(&mut self, key: &[u8], value: impl AsRef<[u8]>, expires_at_ms: u64) -> Result<()> {
+        let value = value.as_ref();
         self.check_key(key)?;
         if value.len() > self.inner.config.value_bytes_max as usize {
             return Err(StorageError::ValueTooLarge {
@@ -135,7 +224,7 @@ impl Txn<'_> {
         self.staged.insert(
             key.into(),
             Staged::Put {
-                value,
+                value: Bytes::copy_from_slice(value),
                 expires_at_ms,
             },
         );
@@ -154,7 +243,7 @@ impl Txn<'_> {
     pub fn delete_range(&mut self, start: &[u8], end: &[u8]) -> Result<()> {
         self.check_key(start)?;
         self.check_key(end)?;
-        self.staged.retain(|k, _| !in_range(k, start, end));
+        self.staged.remove_range(start, end);
         self.ranges.push((start.into(), end.into()));
         Ok(())
     }
@@ -175,14 +264,6 @@ pub(super) fn in_range(key: &[u8], start: &[u8], end: &[u8]) -> bool {
     key >= start && (end.is_empty() || key < end)
 }
 
-/// A committed transaction of a group, waiting for the group's append.
-struct Committed {
-    version: u64,
-    ranges: Vec<KeyRange>,
-    /// Each point write with its record's offset and length in the group's buffer.
-    writes: Vec<(IndexKey, Staged, usize, usize)>,
-}
-
 /// Transactions appended together; see [`Engine::write_group`].
 pub struct Group<'a> {
     inner: &'a Inner,
@@ -193,7 +274,10 @@ pub struct Group<'a> {
     overlay: Overlay,
     /// The encoded records of every committed transaction, in order.
     buf: Vec<u8>,
-    committed: Vec<Committed>,
+    /// What every committed transaction did, in order.
+    applied: Vec<Applied>,
+    /// The highest version committed so far.
+    last_version: Option<u64>,
 }
 
 impl Group<'_> {
@@ -217,9 +301,10 @@ impl Group<'_> {
             inner: self.inner,
             version,
             now_ms: self.now_ms,
-            staged: BTreeMap::new(),
+            staged: Staging::default(),
             ranges: Vec::new(),
             overlay: &self.overlay,
+            applied: &self.applied,
         };
         let result = f(&mut txn);
         let (staged, ranges) = (txn.staged, txn.ranges);
@@ -238,7 +323,7 @@ impl Group<'_> {
 
     /// Reads `key` as the next transaction of this group would see it.
     pub fn read(&self, key: &[u8]) -> Result<Option<Value>> {
-        match self.overlay.lookup(key) {
+        match self.overlay.lookup(&self.applied, key) {
             Seen::Written(
                 Staged::Put {
                     value,
@@ -260,10 +345,11 @@ impl Group<'_> {
         self.buf.len()
     }
 
-    /// Encodes a transaction's records into the group's buffer and folds its writes into the
-    /// overlay. Its records form one batch: all but the last carry the "batch continues" flag.
-    fn commit(&mut self, version: u64, staged: BTreeMap<IndexKey, Staged>, ranges: Vec<KeyRange>) {
-        let count = ranges.len() + staged.len();
+    /// Encodes a transaction's records into the group's buffer and records its effects for
+    /// `finish` and the overlay. Its records form one batch: all but the last carry the "batch
+    /// continues" flag.
+    fn commit(&mut self, version: u64, staged: Staging, ranges: Vec<KeyRange>) {
+        let count = ranges.len() + staged.writes.len();
         let mut n = 0;
         let mut encode = |buf: &mut Vec<u8>, kind, expires, key: &[u8], value: &[u8]| {
             n += 1;
@@ -279,37 +365,38 @@ impl Group<'_> {
             rec.encode(buf);
             (at, buf.len() - at)
         };
-        for (start, end) in &ranges {
+        for range in ranges {
+            let (start, end) = &range;
             encode(&mut self.buf, RecordKind::DeleteRange, 0, start, end);
             self.overlay.staged.retain(|k, _| !in_range(k, start, end));
-            self.overlay.ranges.push((start.clone(), end.clone()));
+            self.overlay.ranges.push(range.clone());
+            self.applied.push(Applied::Range { version, range });
         }
-        let mut writes = Vec::with_capacity(staged.len());
-        for (key, write) in staged {
-            let (at, len) = match &write {
+        for (key, staged) in staged.writes {
+            let (at, len) = match &staged {
                 Staged::Put {
                     value,
                     expires_at_ms,
                 } => encode(&mut self.buf, RecordKind::Put, *expires_at_ms, &key, value),
                 Staged::Delete => encode(&mut self.buf, RecordKind::Delete, 0, &key, &[]),
             };
-            self.overlay
-                .staged
-                .insert(key.clone(), (write.clone(), version));
-            writes.push((key, write, at, len));
+            self.overlay.staged.insert(key.clone(), self.applied.len());
+            self.applied.push(Applied::Write {
+                version,
+                key,
+                staged,
+                at,
+                len,
+            });
         }
-        self.committed.push(Committed {
-            version,
-            ranges,
-            writes,
-        });
+        self.last_version = Some(version);
         self.next_version = version + 1;
     }
 
     /// Appends everything committed with one write and publishes it in the index. Returns the
     /// highest version written, if any.
     fn finish(mut self) -> Result<Option<u64>> {
-        let Some(last) = self.committed.last().map(|c| c.version) else {
+        let Some(last) = self.last_version else {
             self.writer.buf = std::mem::take(&mut self.buf);
             return Ok(None);
         };
@@ -349,37 +436,45 @@ impl Group<'_> {
                 .get_mut(&w.segment)
                 .expect("active segment is registered");
             seg.total_bytes += buf.len() as u64;
-            for txn in self.committed.drain(..) {
-                assert!(txn.version > w.last_version, "versions only grow");
-                w.last_version = txn.version;
-                for (start, end) in &txn.ranges {
-                    state.remove_range(start, end, txn.version);
-                }
-                for (key, write, at, len) in txn.writes {
-                    match write {
-                        Staged::Put {
-                            value,
-                            expires_at_ms,
-                        } => {
-                            let at = Location {
-                                segment: w.segment,
-                                offset: base + at as u64,
-                                len: len as u32,
-                            };
-                            // A copy, not `value` itself: `value` may be a slice of a
-                            // connection's read buffer, and keeping it in the index would pin
-                            // that whole buffer in memory for as long as the key lives.
-                            let inline =
-                                (value.len() <= inline_max).then(|| Bytes::copy_from_slice(&value));
-                            let entry = IndexEntry {
-                                at,
-                                version: txn.version,
+            for applied in self.applied.drain(..) {
+                match applied {
+                    Applied::Range { version, range } => {
+                        assert!(version >= w.last_version, "versions only grow");
+                        w.last_version = version;
+                        state.remove_range(&range.0, &range.1, version);
+                    }
+                    Applied::Write {
+                        version,
+                        key,
+                        staged,
+                        at,
+                        len,
+                    } => {
+                        assert!(version >= w.last_version, "versions only grow");
+                        w.last_version = version;
+                        match staged {
+                            Staged::Put {
+                                value,
                                 expires_at_ms,
-                                inline,
-                            };
-                            state.insert(key, entry);
+                            } => {
+                                let at = Location {
+                                    segment: w.segment,
+                                    offset: base + at as u64,
+                                    len: len as u32,
+                                };
+                                // `value` is the engine's own copy (see `Txn::put`), so the
+                                // index may keep it as it is.
+                                let inline = (value.len() <= inline_max).then_some(value);
+                                let entry = IndexEntry {
+                                    at,
+                                    version,
+                                    expires_at_ms,
+                                    inline,
+                                };
+                                state.insert(key, entry);
+                            }
+                            Staged::Delete => state.remove(&key),
                         }
-                        Staged::Delete => state.remove(&key),
                     }
                 }
             }
@@ -413,7 +508,8 @@ impl Inner {
             now_ms: self.clock.now_ms(),
             overlay: Overlay::default(),
             buf,
-            committed: Vec::new(),
+            applied: Vec::new(),
+            last_version: None,
         };
         let result = f(&mut group);
         let version = group.finish()?;
