@@ -666,8 +666,12 @@ impl Inner {
             match state.index.get(key) {
                 Some(e) if !e.expired_by(&*self.clock) => {
                     if let Some(value) = &e.inline {
+                        // A copy, not a clone: cloning would bump a reference count that every
+                        // reader of this key shares, and readers on other cores would fight
+                        // over its cache line. A copy of at most `inline_value_bytes_max`
+                        // bytes touches only this thread's memory.
                         return Ok(Some(Value {
-                            value: value.clone(),
+                            value: Bytes::copy_from_slice(value),
                             version: e.version,
                             expires_at_ms: (e.expires_at_ms != 0).then_some(e.expires_at_ms),
                         }));
