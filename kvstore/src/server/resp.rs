@@ -156,24 +156,15 @@ fn facts(ctx: &Context, port: u16) -> ServerFacts {
 fn record_ops(ctx: &Context, ops: &[Op], started: Instant, outcomes: &[commands::Outcome]) {
     let each = started.elapsed() / ops.len().max(1) as u32;
     // Consecutive commands of one type (the usual pipeline) are recorded together.
-    let mut run: Option<(Op, u64, u64)> = None;
-    for (&op, outcome) in ops.iter().zip(outcomes) {
-        let failed = u64::from(matches!(outcome.reply, Reply::Error(_)));
-        match &mut run {
-            Some((current, count, errors)) if *current == op => {
-                *count += 1;
-                *errors += failed;
-            }
-            _ => {
-                if let Some((op, count, errors)) = run {
-                    ctx.metrics.record_ops(op, count, errors, each);
-                }
-                run = Some((op, 1, failed));
-            }
-        }
-    }
-    if let Some((op, count, errors)) = run {
-        ctx.metrics.record_ops(op, count, errors, each);
+    let mut outcomes = outcomes.iter();
+    for run in ops.chunk_by(|a, b| a == b) {
+        let errors = outcomes
+            .by_ref()
+            .take(run.len())
+            .filter(|o| matches!(o.reply, Reply::Error(_)))
+            .count();
+        ctx.metrics
+            .record_ops(run[0], run.len() as u64, errors as u64, each);
     }
 }
 
