@@ -14,7 +14,7 @@
 source "$(dirname "$0")/lib.sh"
 
 ROUNDS="${1:-3}"
-# Worker threads for kvstore; empty = one per core. Redis executes commands on one thread.
+# Worker threads for kvstore; empty = the default (one fewer than the cores, at least one). Redis executes commands on one thread.
 KV_THREADS="${KV_THREADS:-}"
 # 0 = redis-benchmark's default single key; N = random keys out of N (-r N).
 RANDOM_KEYS="${RANDOM_KEYS:-0}"
@@ -66,7 +66,7 @@ start_redis everysec
 start_kvstore "interval:1000"
 echo
 echo "redis-benchmark -n $REQUESTS -c $CLIENTS ${KEYS_ARGS[*]}, median of $ROUNDS alternating rounds"
-echo "Redis $(redis-server --version | grep -o 'v=[0-9.]*' | cut -c3-) (appendonly, everysec) vs kvstore (--fsync interval:1000, threads: ${KV_THREADS:-one per core})"
+echo "Redis $(redis-server --version | grep -o 'v=[0-9.]*' | cut -c3-) (appendonly, everysec) vs kvstore (--fsync interval:1000, threads: ${KV_THREADS:-default})"
 echo "machine: $(nproc) cores, $(uname -sr); $(date -u +%Y-%m-%d)"
 echo
 printf '%-14s %14s %14s %8s\n' test redis_rps kvstore_rps ratio

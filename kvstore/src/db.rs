@@ -500,6 +500,17 @@ impl Db {
         Db { engine }
     }
 
+    /// Calls `f` with `key`'s value, or `None`, without copying it out first: see
+    /// [`Engine::get_with`].
+    pub fn get_with<R>(
+        &self,
+        ks: &Keyspace,
+        key: &[u8],
+        f: impl FnOnce(Option<&[u8]>) -> R,
+    ) -> Result<R> {
+        Ok(self.engine.get_with(&ks.point_key(key), f)?)
+    }
+
     pub fn engine(&self) -> &Engine {
         &self.engine
     }
@@ -635,6 +646,40 @@ mod tests {
             Db::new(Engine::open(&dir, config, Arc::new(SystemClock)).unwrap()),
             dir,
         )
+    }
+
+    #[test]
+    fn get_with_lends_what_get_returns() {
+        let dir = std::env::temp_dir().join(format!("kv-db-get-with-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let clock = Arc::new(crate::storage::ManualClock::new(1_000_000));
+        let config = Config {
+            fsync: FsyncPolicy::Never,
+            maintenance: Maintenance::Manual,
+            ..Config::default()
+        };
+        let db = Db::new(Engine::open(&dir, config, clock.clone()).unwrap());
+        let ks = Keyspace::new("default").unwrap();
+        let small = b"fits in the index".to_vec();
+        let large = vec![b'v'; 1000]; // past inline_value_bytes_max: read from its segment
+        db.put(&ks, b"small", &small, None, Condition::None)
+            .unwrap();
+        db.put(&ks, b"large", &large, None, Condition::None)
+            .unwrap();
+        db.put(&ks, b"gone", b"x", Some(1), Condition::None)
+            .unwrap();
+        clock.advance_ms(1);
+        for key in [&b"small"[..], b"large", b"missing", b"gone"] {
+            let lent = db.get_with(&ks, key, |v| v.map(<[u8]>::to_vec)).unwrap();
+            let got = db.get(&ks, key).unwrap().map(|item| item.value.to_vec());
+            assert_eq!(lent, got, "{}", String::from_utf8_lossy(key));
+        }
+        assert_eq!(
+            db.get_with(&ks, b"large", |v| v.map(<[u8]>::len)).unwrap(),
+            Some(1000)
+        );
+        assert!(db.get_with(&ks, b"gone", |v| v.is_none()).unwrap());
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

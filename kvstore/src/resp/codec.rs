@@ -197,6 +197,11 @@ impl Pipeline {
         self.commands.is_empty()
     }
 
+    /// How many arguments command `i` has, its name included.
+    pub fn argc(&self, i: usize) -> usize {
+        self.commands[i].len()
+    }
+
     /// Argument `j` of command `i`; argument 0 is the command's name (every command has one).
     pub fn arg(&self, i: usize, j: usize) -> &[u8] {
         self.resolve(&self.args[self.commands[i].start + j])
@@ -586,7 +591,8 @@ fn put_text_line(dst: &mut BytesMut, prefix: u8, text: &str) {
     dst.put_slice(b"\r\n");
 }
 
-fn put_bulk(dst: &mut BytesMut, bytes: &[u8]) {
+/// Writes `bytes` as a bulk string.
+pub fn put_bulk(dst: &mut BytesMut, bytes: &[u8]) {
     put_number_line(dst, b'$', false, bytes.len() as u64);
     dst.put_slice(bytes);
     dst.put_slice(b"\r\n");

@@ -9,9 +9,9 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
-use super::codec::Reply;
+use super::codec::{self, Reply};
 use super::glob::glob_match;
 use crate::db::{
     self, BatchOp, Condition, Db, DbError, Keyspace, ScanRange, Store, DEFAULT_KEYSPACE,
@@ -166,6 +166,28 @@ pub fn groupable(name: &[u8]) -> bool {
     GROUPABLE
         .iter()
         .any(|g| g.as_bytes().eq_ignore_ascii_case(name))
+}
+
+/// Whether command `args` (given as its name and argument count) is a plain `GET key`, which
+/// a connection may answer with [`get_into`] instead of [`execute`].
+pub fn plain_get(name: &[u8], argc: usize) -> bool {
+    argc == 2 && name.eq_ignore_ascii_case(b"get")
+}
+
+/// Answers `GET key` straight into `dst`: the value goes from the index to the reply buffer
+/// with no `Reply` or allocation in between (GET is most of what a cache serves). Returns
+/// false if the reply is an error.
+pub fn get_into(db: &Db, key: &[u8], dst: &mut BytesMut) -> bool {
+    match db.get_with(&DEFAULT, key, |value| match value {
+        Some(value) => codec::put_bulk(dst, value),
+        None => Reply::Null.encode(dst),
+    }) {
+        Ok(()) => true,
+        Err(error) => {
+            db_error(error).encode(dst);
+            false
+        }
+    }
 }
 
 /// Runs one command. `args[0]` is the command name. Single-key commands go through `store`

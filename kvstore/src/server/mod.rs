@@ -236,6 +236,10 @@ pub(crate) async fn flush(
     Ok(())
 }
 
+/// Room a connection's read buffer has before each read (it grows beyond this for requests
+/// that need it, up to the frame or bulk limit).
+const READ_BYTES_MIN: usize = 16 * 1024;
+
 /// What waiting for more request bytes came to.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Read {
@@ -265,6 +269,11 @@ pub(crate) async fn read_more(
     } else {
         ctx.config.idle_timeout_ms
     });
+    // Parsed requests are split off the front of the buffer, so its spare room shrinks round
+    // after round; without this, reads would shrink with it (to 64 bytes at the end) and cut
+    // a client's pipeline into several rounds. `reserve` reclaims the space in place once the
+    // last round's requests are dropped.
+    rbuf.reserve(READ_BYTES_MIN);
     let read = tokio::select! {
         read = tokio::time::timeout(timeout, stream.read_buf(rbuf)) => read,
         _ = ctx.shutdown_signal() => return Ok(Read::Closed),

@@ -43,6 +43,26 @@ pub async fn serve_connection(ctx: Arc<Context>, mut stream: TcpStream) -> std::
         let mut close = false;
         let mut next = 0;
         while next < pipeline.len() && !close {
+            // A run of plain GETs is answered straight into the write buffer.
+            let gets = (next..pipeline.len())
+                .take_while(|&i| commands::plain_get(pipeline.arg(i, 0), pipeline.argc(i)))
+                .count();
+            if gets > 0 {
+                let started = Instant::now();
+                let mut errors = 0;
+                for i in next..next + gets {
+                    if !commands::get_into(&ctx.db, pipeline.arg(i, 1), &mut wbuf) {
+                        errors += 1;
+                    }
+                    if wbuf.len() >= ctx.config.write_buffer_bytes_max {
+                        flush(ctx, Listener::Resp, &mut stream, &mut wbuf, durable.take()).await?;
+                    }
+                }
+                let each = started.elapsed() / gets as u32;
+                ctx.metrics.record_ops(Op::Get, gets as u64, errors, each);
+                next += gets;
+                continue;
+            }
             let mut end = next;
             while end < pipeline.len() && commands::groupable(pipeline.arg(end, 0)) {
                 end += 1;

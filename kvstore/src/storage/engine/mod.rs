@@ -50,6 +50,14 @@ const COMPACTION_CHUNK_RECORDS: usize = 64;
 /// Expired keys removed per hold of the index's write lock.
 const PURGE_CHUNK_KEYS: usize = 1000;
 
+/// Where [`Inner::lookup`] found a key.
+enum Lookup<R> {
+    Missing,
+    /// The value was in the index and has been handed to the caller's closure.
+    Inline(R),
+    OnDisk(IndexEntry, Arc<File>),
+}
+
 /// A value read from the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Value {
@@ -472,6 +480,13 @@ impl Engine {
         self.inner.get(key)
     }
 
+    /// Calls `f` with `key`'s value (`None` if absent or expired) without making a `Value`:
+    /// a value kept in the index is lent while the index is read-locked, so `f` must be quick
+    /// (copying it into a reply buffer is what this is for).
+    pub fn get_with<R>(&self, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> R) -> Result<R> {
+        self.inner.get_with(key, f)
+    }
+
     /// Up to `limit` entries with keys in `[start, end)` (`end` empty = no upper bound), in key
     /// order, skipping expired ones. With `keys_only`, values are not read from disk.
     pub fn scan(
@@ -661,32 +676,49 @@ impl Inner {
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<Value>> {
-        let (entry, file) = {
-            let state = self.state.read().expect("state lock");
-            match state.index.get(key) {
-                Some(e) if !e.expired_by(&*self.clock) => {
-                    if let Some(value) = &e.inline {
-                        // A copy, not a clone: cloning would bump a reference count that every
-                        // reader of this key shares, and readers on other cores would fight
-                        // over its cache line. A copy of at most `inline_value_bytes_max`
-                        // bytes touches only this thread's memory.
-                        return Ok(Some(Value {
-                            value: Bytes::copy_from_slice(value),
-                            version: e.version,
-                            expires_at_ms: (e.expires_at_ms != 0).then_some(e.expires_at_ms),
-                        }));
-                    }
-                    (e.clone(), state.file_of(&self.dir, e.at)?)
-                }
-                _ => return Ok(None),
-            }
-        };
-        let value = self.read_value(&file, entry.at, key)?;
-        Ok(Some(Value {
+        let value = |value: Bytes, entry: &IndexEntry| Value {
             value,
             version: entry.version,
             expires_at_ms: (entry.expires_at_ms != 0).then_some(entry.expires_at_ms),
-        }))
+        };
+        // A copy, not a clone: cloning would bump a reference count that every reader of
+        // this key shares, and readers on other cores would fight over its cache line. A copy
+        // of at most `inline_value_bytes_max` bytes touches only this thread's memory.
+        match self.lookup(key, |v, entry| value(Bytes::copy_from_slice(v), entry))? {
+            Lookup::Missing => Ok(None),
+            Lookup::Inline(found) => Ok(Some(found)),
+            Lookup::OnDisk(entry, file) => {
+                Ok(Some(value(self.read_value(&file, entry.at, key)?, &entry)))
+            }
+        }
+    }
+
+    fn get_with<R>(&self, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> R) -> Result<R> {
+        let mut f = Some(f);
+        let mut call = |v: Option<&[u8]>| (f.take().expect("called once"))(v);
+        Ok(match self.lookup(key, |v, _| call(Some(v)))? {
+            Lookup::Missing => call(None),
+            Lookup::Inline(r) => r,
+            Lookup::OnDisk(entry, file) => call(Some(&self.read_value(&file, entry.at, key)?)),
+        })
+    }
+
+    /// Finds `key`'s live entry. An inline value is handed to `inline` while the index lock is
+    /// held (so the caller can copy it without a reference count); an entry whose value is
+    /// on disk comes back with its segment file, to be read after the lock is released.
+    fn lookup<R>(
+        &self,
+        key: &[u8],
+        inline: impl FnOnce(&[u8], &IndexEntry) -> R,
+    ) -> Result<Lookup<R>> {
+        let state = self.state.read().expect("state lock");
+        Ok(match state.index.get(key) {
+            Some(e) if !e.expired_by(&*self.clock) => match &e.inline {
+                Some(value) => Lookup::Inline(inline(value, e)),
+                None => Lookup::OnDisk(e.clone(), state.file_of(&self.dir, e.at)?),
+            },
+            _ => Lookup::Missing,
+        })
     }
 
     /// Reads and verifies the record at `at`; checksums are checked on every read, not only
