@@ -114,7 +114,11 @@ impl RaftLog {
     /// tail of [`RaftLog::try_append`]).
     pub fn append(&mut self, entries: impl IntoIterator<Item = Entry>) {
         for entry in entries {
-            assert_eq!(entry.index, self.last_index() + 1, "log entries must be contiguous");
+            assert_eq!(
+                entry.index,
+                self.last_index() + 1,
+                "log entries must be contiguous"
+            );
             assert!(
                 entry.term >= self.last_term(),
                 "terms must not decrease along the log: {} after {}",
@@ -143,7 +147,8 @@ impl RaftLog {
         } else if !self.matches(prev_index, prev_term) {
             return Err(self.mismatch(prev_index));
         }
-        let mut new = entries.into_iter().skip_while(|e| e.index <= self.snapshot.index);
+        let compacted = self.snapshot.index;
+        let mut new = entries.into_iter().skip_while(|e| e.index <= compacted);
         let mut pending = None;
         for entry in new.by_ref() {
             match self.term(entry.index) {
@@ -246,7 +251,11 @@ impl RaftLog {
     }
 
     pub fn applied_to(&mut self, index: Index) {
-        assert!(index <= self.committed, "applied {index} past commit {}", self.committed);
+        assert!(
+            index <= self.committed,
+            "applied {index} past commit {}",
+            self.committed
+        );
         self.applied = self.applied.max(index);
     }
 
@@ -276,7 +285,11 @@ impl RaftLog {
         if index <= self.snapshot.index {
             return;
         }
-        assert!(index <= self.applied, "compacting {index} past applied {}", self.applied);
+        assert!(
+            index <= self.applied,
+            "compacting {index} past applied {}",
+            self.applied
+        );
         let term = self.term(index).expect("an applied entry is in the log");
         let drop = (index - self.snapshot.index) as usize;
         self.entries.drain(..drop);
@@ -334,7 +347,9 @@ mod tests {
     }
 
     fn terms(log: &RaftLog) -> Vec<Term> {
-        log.entries_from(log.first_index()).map(|e| e.term).collect()
+        log.entries_from(log.first_index())
+            .map(|e| e.term)
+            .collect()
     }
 
     #[test]
@@ -346,8 +361,15 @@ mod tests {
                      after: &[Term]| {
             let mut l = log_of(log);
             let got = l.try_append(prev_index, prev_term, entries(prev_index + 1, new));
-            assert_eq!(got, expected, "{log:?} + ({prev_index},{prev_term}) {new:?}");
-            assert_eq!(terms(&l), after, "{log:?} + ({prev_index},{prev_term}) {new:?}");
+            assert_eq!(
+                got, expected,
+                "{log:?} + ({prev_index},{prev_term}) {new:?}"
+            );
+            assert_eq!(
+                terms(&l),
+                after,
+                "{log:?} + ({prev_index},{prev_term}) {new:?}"
+            );
         };
         // Appending at the end.
         check((&[1, 1], 2, 1, &[2]), Ok(3), &[1, 1, 2]);
@@ -383,15 +405,25 @@ mod tests {
     fn stable_applied_and_compaction() {
         let mut l = log_of(&[1, 1]);
         l.append(entries(3, &[2, 2]));
-        assert_eq!(l.unstable().map(|e| e.index).collect::<Vec<_>>(), vec![3, 4]);
+        assert_eq!(
+            l.unstable().map(|e| e.index).collect::<Vec<_>>(),
+            vec![3, 4]
+        );
         l.stable_to(4, 2);
         assert_eq!(l.unstable().count(), 0);
         l.commit_to(3);
-        assert_eq!(l.to_apply().map(|e| e.index).collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert_eq!(
+            l.to_apply().map(|e| e.index).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
         l.applied_to(3);
         l.compact(2, Membership::new([1]));
         assert_eq!((l.first_index(), l.term(2), l.term(1)), (3, Some(1), None));
-        assert_eq!(l.last_index_of_term(1), Some(2), "the snapshot's term still counts");
+        assert_eq!(
+            l.last_index_of_term(1),
+            Some(2),
+            "the snapshot's term still counts"
+        );
         assert_eq!(l.last_index_of_term(2), Some(4));
         assert_eq!(l.last_index_of_term(3), None);
         // Overwriting a persisted, uncommitted entry moves `stable` back.

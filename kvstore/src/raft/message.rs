@@ -159,8 +159,13 @@ pub struct Message {
 pub enum Body {
     /// "Would you vote for me in `term`?" Changes no state at the receiver, so a node that was
     /// cut off cannot inflate terms and depose a healthy leader when it comes back.
-    PreVote { last_index: Index, last_term: Term },
-    PreVoteResponse { granted: bool },
+    PreVote {
+        last_index: Index,
+        last_term: Term,
+    },
+    PreVoteResponse {
+        granted: bool,
+    },
     /// A request for a vote. `transfer` is set when the current leader asked for this election
     /// (leader transfer), so voters ignore the leader they still hear from.
     Vote {
@@ -168,7 +173,9 @@ pub enum Body {
         last_term: Term,
         transfer: bool,
     },
-    VoteResponse { granted: bool },
+    VoteResponse {
+        granted: bool,
+    },
     /// Entries following `(prev_index, prev_term)`, and the leader's commit index.
     Append {
         prev_index: Index,
@@ -180,8 +187,13 @@ pub enum Body {
     /// Keeps followers from starting elections and carries the commit index (capped at what
     /// the follower is known to hold). `round` numbers the leader's heartbeats, so that an
     /// answer proves the follower still followed at that round (ReadIndex, leases).
-    Heartbeat { commit: Index, round: u64 },
-    HeartbeatResponse { round: u64 },
+    Heartbeat {
+        commit: Index,
+        round: u64,
+    },
+    HeartbeatResponse {
+        round: u64,
+    },
     /// A piece of a snapshot, sent to a follower whose next entry was compacted away.
     InstallSnapshot {
         meta: SnapshotMeta,
@@ -190,14 +202,22 @@ pub enum Body {
         done: bool,
     },
     /// How many bytes of the snapshot at `index` the follower holds (what to send next).
-    SnapshotResponse { index: Index, received: u64 },
+    SnapshotResponse {
+        index: Index,
+        received: u64,
+    },
     /// From a leader handing over leadership: "start an election now".
     TimeoutNow,
     /// A follower asks the leader for a read index on behalf of its client.
-    ReadIndex { context: Bytes },
+    ReadIndex {
+        context: Bytes,
+    },
     /// The leader's answer: reads may be served once `index` is applied. `index` 0 means the
     /// leader could not serve it (it is stepping down or transferring); retry elsewhere.
-    ReadIndexResponse { context: Bytes, index: Index },
+    ReadIndexResponse {
+        context: Bytes,
+        index: Index,
+    },
 }
 
 /// A follower's answer to `Append`.

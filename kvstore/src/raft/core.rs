@@ -1,0 +1,1315 @@
+//! The Raft state machine of one node in one group: deterministic, with no IO.
+//!
+//! The runtime feeds it inputs: [`Raft::step`] (a message from a peer), [`Raft::tick`] (one
+//! unit of logical time), [`Raft::propose`], [`Raft::propose_config`], [`Raft::read_index`],
+//! [`Raft::transfer_leader`], [`Raft::compact`]. It drains the outputs with [`Raft::ready`]
+//! and, once it has done what they ask, calls [`Raft::advance`]:
+//!
+//! 1. persist `hard_state`, `snapshot` and `entries` (and fsync);
+//! 2. send `messages` (only now: a vote or an acknowledgement must not outlive a crash that
+//!    forgets it);
+//! 3. apply `committed` entries (and install `snapshot`) in order, serve `read_states` once
+//!    the applied index reaches theirs;
+//! 4. call `advance`.
+//!
+//! Time is ticks and randomness comes from a seeded [`Rng`], so a run replays from its seed.
+//! Invariants are asserted where they can break: terms and commit indexes never go back, a
+//! node votes once per term, a leader never overwrites its log, a committed entry is never
+//! truncated, and a leader commits by counting replicas only for entries of its own term.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use bytes::{Bytes, BytesMut};
+
+use super::log::RaftLog;
+use super::message::{
+    AppendResult, Body, Entry, HardState, Index, Membership, Message, NodeId, Payload, Snapshot,
+    SnapshotMeta, Term,
+};
+use super::progress::{Progress, State};
+use super::rng::Rng;
+
+/// A node's settings. Times are in ticks; the runtime decides how long a tick is.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub id: NodeId,
+    /// Election timeouts are drawn from `election_ticks_min..election_ticks_max`. A leader
+    /// that has not heard from a quorum for `election_ticks_min` steps down (check-quorum).
+    pub election_ticks_min: u32,
+    pub election_ticks_max: u32,
+    /// A leader sends heartbeats this often; well under `election_ticks_min`.
+    pub heartbeat_ticks: u32,
+    /// Most entries, and bytes of entries, in one `Append`.
+    pub append_entries_max: usize,
+    pub append_bytes_max: usize,
+    /// Most unacknowledged `Append`s to one follower.
+    pub inflight_appends_max: usize,
+    /// Most bytes of snapshot in one `InstallSnapshot`.
+    pub snapshot_chunk_bytes_max: usize,
+    /// Most reads waiting for a quorum's confirmation at the leader.
+    pub pending_reads_max: usize,
+    /// Ask "would you vote for me?" before starting a real election.
+    pub pre_vote: bool,
+    /// Leaders step down without a quorum; followers that hear from a leader ignore votes.
+    pub check_quorum: bool,
+}
+
+impl Config {
+    pub fn new(id: NodeId) -> Config {
+        Config {
+            id,
+            election_ticks_min: 10,
+            election_ticks_max: 20,
+            heartbeat_ticks: 2,
+            append_entries_max: 512,
+            append_bytes_max: 1024 * 1024,
+            inflight_appends_max: 64,
+            snapshot_chunk_bytes_max: 1024 * 1024,
+            pending_reads_max: 4096,
+            pre_vote: true,
+            check_quorum: true,
+        }
+    }
+
+    fn validate(&self) {
+        assert!(self.id != 0, "node id 0 is reserved");
+        assert!(
+            self.heartbeat_ticks >= 1 && self.heartbeat_ticks < self.election_ticks_min,
+            "heartbeats must be more frequent than elections"
+        );
+        assert!(self.election_ticks_min < self.election_ticks_max);
+        assert!(self.append_entries_max >= 1 && self.inflight_appends_max >= 1);
+        assert!(self.snapshot_chunk_bytes_max >= 1);
+    }
+}
+
+/// What the node believes it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Follower,
+    /// Asking for pre-votes: the term has not been raised yet.
+    PreCandidate,
+    Candidate,
+    Leader,
+}
+
+/// Why a proposal was refused. Nothing was appended.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProposeError {
+    #[error("not the leader (the leader is {leader:?})")]
+    NotLeader { leader: Option<NodeId> },
+    #[error("leadership is being transferred to node {to}")]
+    Transferring { to: NodeId },
+    #[error("a membership change is already in progress (at index {index})")]
+    ConfigChangePending { index: Index },
+    #[error("the new leader has not committed an entry of its term yet; retry shortly")]
+    NotReady,
+    #[error("a membership change must add or remove exactly one voter")]
+    NotSingleStep,
+}
+
+/// A read that may be served once the state machine has applied `index`. `index` is `None`
+/// when this node could not get a read index (no leader known, leadership lost): retry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadState {
+    pub context: Bytes,
+    pub index: Option<Index>,
+}
+
+/// What the runtime must do, in order; see the module documentation.
+#[derive(Debug, Default)]
+pub struct Ready {
+    pub hard_state: Option<HardState>,
+    /// A snapshot received from the leader, to persist and install in the state machine.
+    pub snapshot: Option<Snapshot>,
+    /// Entries to persist. They replace any persisted entries at or after `entries[0].index`.
+    pub entries: Vec<Entry>,
+    pub messages: Vec<Message>,
+    pub committed: Vec<Entry>,
+    pub read_states: Vec<ReadState>,
+}
+
+impl Ready {
+    pub fn is_empty(&self) -> bool {
+        self.hard_state.is_none()
+            && self.snapshot.is_none()
+            && self.entries.is_empty()
+            && self.messages.is_empty()
+            && self.committed.is_empty()
+            && self.read_states.is_empty()
+    }
+}
+
+/// What the node had persisted when it (re)started.
+#[derive(Debug, Clone, Default)]
+pub struct Restored {
+    pub hard_state: HardState,
+    /// The last snapshot (index 0 and empty membership for a node with none).
+    pub snapshot: SnapshotMeta,
+    /// The snapshot's bytes, to send to followers that need it.
+    pub snapshot_data: Bytes,
+    /// The entries after the snapshot.
+    pub entries: Vec<Entry>,
+}
+
+impl Restored {
+    /// The state every founding member of a new group starts from: entry 1, committed,
+    /// holds the initial membership, so a node added later learns it from the log.
+    pub fn bootstrap(voters: impl IntoIterator<Item = NodeId>) -> Restored {
+        Restored {
+            hard_state: HardState {
+                term: 1,
+                vote: None,
+                commit: 1,
+            },
+            entries: vec![Entry {
+                index: 1,
+                term: 1,
+                payload: Payload::Config(Membership::new(voters)),
+            }],
+            ..Restored::default()
+        }
+    }
+}
+
+/// A read waiting for a heartbeat round to prove the leader still leads.
+#[derive(Debug)]
+struct PendingRead {
+    context: Bytes,
+    /// The commit index when the read arrived: serving at it or later is linearizable.
+    index: Index,
+    /// The heartbeat round that must be acknowledged by a quorum.
+    round: u64,
+    /// The follower that asked, or `None` for this node's own client.
+    from: Option<NodeId>,
+}
+
+/// One node of one Raft group.
+pub struct Raft {
+    cfg: Config,
+    rng: Rng,
+    term: Term,
+    vote: Option<NodeId>,
+    role: Role,
+    leader: Option<NodeId>,
+    log: RaftLog,
+    /// The membership as of the snapshot, then every `Config` entry in the log, in order. The
+    /// last one is in force.
+    configs: Vec<(Index, Membership)>,
+    /// Votes received in the current (pre-)election.
+    votes: BTreeMap<NodeId, bool>,
+    /// The leader's view of every other member.
+    progress: BTreeMap<NodeId, Progress>,
+    election_elapsed: u32,
+    election_timeout: u32,
+    heartbeat_elapsed: u32,
+    /// The leader's heartbeat round counter; answers carry it back.
+    round: u64,
+    /// Reads are waiting for round `round`: send it at the next `ready`.
+    round_due: bool,
+    reads: VecDeque<PendingRead>,
+    /// Reads that arrived before this leader committed an entry of its term.
+    reads_unindexed: Vec<(Bytes, Option<NodeId>)>,
+    read_states: Vec<ReadState>,
+    transferee: Option<(NodeId, u32)>,
+    /// The latest local snapshot, for followers that need it.
+    snapshot: Snapshot,
+    /// A snapshot being received: its description and the bytes so far.
+    incoming: Option<(SnapshotMeta, BytesMut)>,
+    /// A received snapshot to hand to the runtime.
+    installed: Option<Snapshot>,
+    msgs: Vec<Message>,
+    /// The hard state last handed out (to see what changed).
+    persisted_hard_state: HardState,
+    /// What the last `ready` handed out, for `advance`.
+    handed_out: Option<HandedOut>,
+}
+
+#[derive(Debug)]
+struct HandedOut {
+    stable: Option<(Index, Term)>,
+    applied: Option<Index>,
+}
+
+impl Raft {
+    /// A node starting from what it had persisted, with its RNG seeded by `seed`.
+    pub fn new(cfg: Config, restored: Restored, seed: u64) -> Raft {
+        cfg.validate();
+        let Restored {
+            hard_state,
+            snapshot,
+            snapshot_data,
+            entries,
+        } = restored;
+        let mut configs = vec![(snapshot.index, snapshot.membership.clone())];
+        configs.extend(entries.iter().filter_map(|e| match &e.payload {
+            Payload::Config(m) => Some((e.index, m.clone())),
+            _ => None,
+        }));
+        let log = RaftLog::restore(snapshot.clone(), entries, hard_state.commit);
+        let mut raft = Raft {
+            rng: Rng::new(seed ^ cfg.id.wrapping_mul(0x9E37_79B9)),
+            term: hard_state.term,
+            vote: hard_state.vote,
+            role: Role::Follower,
+            leader: None,
+            log,
+            configs,
+            votes: BTreeMap::new(),
+            progress: BTreeMap::new(),
+            election_elapsed: 0,
+            election_timeout: 0,
+            heartbeat_elapsed: 0,
+            round: 0,
+            round_due: false,
+            reads: VecDeque::new(),
+            reads_unindexed: Vec::new(),
+            read_states: Vec::new(),
+            transferee: None,
+            snapshot: Snapshot {
+                meta: snapshot,
+                data: snapshot_data,
+            },
+            incoming: None,
+            installed: None,
+            msgs: Vec::new(),
+            persisted_hard_state: HardState::default(),
+            handed_out: None,
+            cfg,
+        };
+        raft.persisted_hard_state = raft.hard_state();
+        raft.reset_election_timer();
+        raft
+    }
+
+    // ----- Inspection ---------------------------------------------------------------------
+
+    pub fn id(&self) -> NodeId {
+        self.cfg.id
+    }
+    pub fn role(&self) -> Role {
+        self.role
+    }
+    pub fn term(&self) -> Term {
+        self.term
+    }
+    pub fn leader(&self) -> Option<NodeId> {
+        self.leader
+    }
+    pub fn log(&self) -> &RaftLog {
+        &self.log
+    }
+    pub fn hard_state(&self) -> HardState {
+        HardState {
+            term: self.term,
+            vote: self.vote,
+            commit: self.log.committed(),
+        }
+    }
+    /// The membership in force (the last one in the log, committed or not).
+    pub fn membership(&self) -> &Membership {
+        &self.configs.last().expect("there is always a membership").1
+    }
+    /// Each follower's match index, as the leader knows it (empty on other nodes).
+    pub fn match_indexes(&self) -> BTreeMap<NodeId, Index> {
+        self.progress
+            .iter()
+            .map(|(&id, p)| (id, p.match_index))
+            .collect()
+    }
+
+    fn is_voter(&self) -> bool {
+        self.membership().voters.contains(&self.cfg.id)
+    }
+
+    // ----- Inputs -------------------------------------------------------------------------
+
+    /// One unit of time.
+    pub fn tick(&mut self) {
+        self.election_elapsed += 1;
+        if self.role == Role::Leader {
+            self.tick_leader();
+        } else if self.election_elapsed >= self.election_timeout && self.is_voter() {
+            self.start_election(false);
+        }
+    }
+
+    fn tick_leader(&mut self) {
+        self.heartbeat_elapsed += 1;
+        if self.election_elapsed >= self.cfg.election_ticks_min {
+            self.election_elapsed = 0;
+            if self.cfg.check_quorum && !self.quorum_recently_active() {
+                tracing::debug!(
+                    id = self.cfg.id,
+                    term = self.term,
+                    "no quorum heard; stepping down"
+                );
+                self.become_follower(self.term, None);
+                return;
+            }
+            for p in self.progress.values_mut() {
+                p.recent_active = false;
+            }
+            if let Some((to, _)) = self.transferee.take() {
+                tracing::debug!(id = self.cfg.id, to, "leader transfer timed out");
+            }
+        }
+        if self.heartbeat_elapsed >= self.cfg.heartbeat_ticks {
+            self.heartbeat_elapsed = 0;
+            self.broadcast_heartbeat();
+            self.resend_stalled_snapshots();
+        }
+    }
+
+    fn quorum_recently_active(&self) -> bool {
+        let m = self.membership();
+        let active = m
+            .voters
+            .iter()
+            .filter(|&&id| {
+                id == self.cfg.id || self.progress.get(&id).is_some_and(|p| p.recent_active)
+            })
+            .count();
+        active >= m.quorum()
+    }
+
+    /// Proposes a command. Returns the index it will have if it commits.
+    pub fn propose(&mut self, data: Bytes) -> Result<Index, ProposeError> {
+        self.check_can_propose()?;
+        Ok(self.append_own(Payload::Command(data)))
+    }
+
+    /// Proposes a membership change (one voter at a time). Refused while an earlier change is
+    /// uncommitted, and until this leader has committed an entry of its own term: otherwise
+    /// a change from a deposed leader's term could commit after a conflicting one (the bug
+    /// found in single-server changes, Ongaro's raft-dev post of 2015).
+    pub fn propose_config(&mut self, next: Membership) -> Result<Index, ProposeError> {
+        self.check_can_propose()?;
+        let (last_config, current) = self.configs.last().expect("a membership");
+        if *last_config > self.log.committed() {
+            return Err(ProposeError::ConfigChangePending {
+                index: *last_config,
+            });
+        }
+        if !self.committed_in_term() {
+            return Err(ProposeError::NotReady);
+        }
+        if !current.is_single_step_to(&next) || next.voters.is_empty() {
+            return Err(ProposeError::NotSingleStep);
+        }
+        Ok(self.append_own(Payload::Config(next)))
+    }
+
+    fn check_can_propose(&self) -> Result<(), ProposeError> {
+        if self.role != Role::Leader {
+            return Err(ProposeError::NotLeader {
+                leader: self.leader,
+            });
+        }
+        if let Some((to, _)) = self.transferee {
+            return Err(ProposeError::Transferring { to });
+        }
+        Ok(())
+    }
+
+    /// Asks for a linearizable read: a [`ReadState`] comes out of a later `ready` once a
+    /// quorum has confirmed this node's leadership (ReadIndex, §6.4 of the dissertation). A
+    /// follower forwards the request to the leader.
+    pub fn read_index(&mut self, context: Bytes) {
+        match self.role {
+            Role::Leader => self.leader_read(context, None),
+            _ => match self.leader {
+                Some(leader) => self.send(leader, Body::ReadIndex { context }),
+                None => self.read_states.push(ReadState {
+                    context,
+                    index: None,
+                }),
+            },
+        }
+    }
+
+    fn leader_read(&mut self, context: Bytes, from: Option<NodeId>) {
+        if self.reads.len() + self.reads_unindexed.len() >= self.cfg.pending_reads_max {
+            self.answer_read(context, from, None);
+        } else if !self.committed_in_term() {
+            // Until then the commit index may lag what earlier leaders committed.
+            self.reads_unindexed.push((context, from));
+        } else if self.membership().voters.len() == 1 && self.is_voter() {
+            let index = self.log.committed();
+            self.answer_read(context, from, Some(index));
+        } else {
+            self.reads.push_back(PendingRead {
+                context,
+                index: self.log.committed(),
+                round: self.round + 1,
+                from,
+            });
+            self.round_due = true;
+        }
+    }
+
+    fn answer_read(&mut self, context: Bytes, from: Option<NodeId>, index: Option<Index>) {
+        match from {
+            None => self.read_states.push(ReadState { context, index }),
+            Some(to) => self.send(
+                to,
+                Body::ReadIndexResponse {
+                    context,
+                    index: index.unwrap_or(0),
+                },
+            ),
+        }
+    }
+
+    /// Hands leadership to `to`: once its log is up to date, it is told to start an election
+    /// at once. Proposals are refused meanwhile; gives up after an election timeout.
+    pub fn transfer_leader(&mut self, to: NodeId) {
+        if self.role != Role::Leader || to == self.cfg.id || !self.membership().voters.contains(&to)
+        {
+            return;
+        }
+        self.transferee = Some((to, 0));
+        self.election_elapsed = 0;
+        if self
+            .progress
+            .get(&to)
+            .is_some_and(|p| p.match_index == self.log.last_index())
+        {
+            self.send(to, Body::TimeoutNow);
+        } else {
+            self.send_append(to, true);
+        }
+    }
+
+    /// The state machine has taken a snapshot covering every entry up to `index` (applied):
+    /// forget those entries and keep the snapshot for followers that need it.
+    pub fn compact(&mut self, index: Index, data: Bytes) {
+        if index <= self.log.snapshot().index {
+            return;
+        }
+        let membership = self.membership_at(index);
+        self.log.compact(index, membership);
+        self.snapshot = Snapshot {
+            meta: self.log.snapshot().clone(),
+            data,
+        };
+        let first = self.configs.partition_point(|(i, _)| *i <= index);
+        self.configs.drain(..first - 1);
+    }
+
+    fn membership_at(&self, index: Index) -> Membership {
+        let n = self.configs.partition_point(|(i, _)| *i <= index);
+        self.configs[n - 1].1.clone()
+    }
+
+    /// A message from a peer.
+    pub fn step(&mut self, m: Message) {
+        assert!(self.handed_out.is_none(), "step between ready and advance");
+        if m.term > self.term {
+            if self.in_lease(&m.body) {
+                return; // a leader we heard from recently still leads: ignore the disruption
+            }
+            match m.body {
+                Body::PreVote { .. } => {}
+                Body::PreVoteResponse { granted: true } => {}
+                Body::Append { .. } | Body::Heartbeat { .. } | Body::InstallSnapshot { .. } => {
+                    self.become_follower(m.term, Some(m.from))
+                }
+                _ => self.become_follower(m.term, None),
+            }
+        } else if m.term < self.term {
+            match m.body {
+                // A stale leader (cut off, then back) learns the new term from the answer and
+                // steps down; without this, with check-quorum it could wait forever.
+                Body::Append { .. } | Body::Heartbeat { .. } => {
+                    self.send(m.from, Body::HeartbeatResponse { round: 0 })
+                }
+                Body::PreVote { .. } => self.send(m.from, Body::PreVoteResponse { granted: false }),
+                _ => {}
+            }
+            return;
+        }
+        let from = m.from;
+        match m.body {
+            Body::PreVote {
+                last_index,
+                last_term,
+            } => self.handle_vote_request(from, m.term, last_index, last_term, true),
+            Body::Vote {
+                last_index,
+                last_term,
+                ..
+            } => self.handle_vote_request(from, m.term, last_index, last_term, false),
+            Body::PreVoteResponse { granted } => {
+                if self.role == Role::PreCandidate {
+                    self.count_vote(from, granted)
+                }
+            }
+            Body::VoteResponse { granted } => {
+                if self.role == Role::Candidate {
+                    self.count_vote(from, granted)
+                }
+            }
+            Body::Append {
+                prev_index,
+                prev_term,
+                entries,
+                commit,
+            } => {
+                self.follow(from);
+                self.handle_append(from, prev_index, prev_term, entries, commit);
+            }
+            Body::Heartbeat { commit, round } => {
+                self.follow(from);
+                self.log.commit_to(commit.min(self.log.last_index()));
+                self.send(from, Body::HeartbeatResponse { round });
+            }
+            Body::InstallSnapshot {
+                meta,
+                offset,
+                data,
+                done,
+            } => {
+                self.follow(from);
+                self.handle_snapshot_chunk(from, meta, offset, data, done);
+            }
+            Body::AppendResponse(result) => self.handle_append_response(from, result),
+            Body::HeartbeatResponse { round } => self.handle_heartbeat_response(from, round),
+            Body::SnapshotResponse { index, received } => {
+                self.handle_snapshot_response(from, index, received)
+            }
+            Body::TimeoutNow => {
+                if self.is_voter() && self.role != Role::Leader {
+                    tracing::debug!(id = self.cfg.id, from, "told to start an election");
+                    self.start_election(true);
+                }
+            }
+            Body::ReadIndex { context } => {
+                if self.role == Role::Leader {
+                    self.leader_read(context, Some(from));
+                } else {
+                    self.send(from, Body::ReadIndexResponse { context, index: 0 });
+                }
+            }
+            Body::ReadIndexResponse { context, index } => self.read_states.push(ReadState {
+                context,
+                index: (index != 0).then_some(index),
+            }),
+        }
+    }
+
+    /// Whether `body` is a (pre-)vote request that a node which heard from its leader less
+    /// than an election timeout ago must ignore (the leader is probably fine; the candidate
+    /// was probably cut off). This is what lets check-quorum and leader leases be safe.
+    fn in_lease(&self, body: &Body) -> bool {
+        let asks_vote = matches!(
+            body,
+            Body::PreVote { .. }
+                | Body::Vote {
+                    transfer: false,
+                    ..
+                }
+        );
+        asks_vote
+            && self.cfg.check_quorum
+            && self.leader.is_some()
+            && self.election_elapsed < self.cfg.election_ticks_min
+    }
+
+    fn follow(&mut self, leader: NodeId) {
+        assert!(
+            self.role != Role::Leader,
+            "election safety: node {} and node {leader} both lead term {}",
+            self.cfg.id,
+            self.term
+        );
+        if self.role != Role::Follower || self.leader != Some(leader) {
+            self.become_follower(self.term, Some(leader));
+        }
+        self.election_elapsed = 0;
+    }
+
+    // ----- Elections ----------------------------------------------------------------------
+
+    fn start_election(&mut self, transfer: bool) {
+        if self.cfg.pre_vote && !transfer {
+            self.become_pre_candidate();
+        } else {
+            self.become_candidate(transfer);
+        }
+    }
+
+    fn become_pre_candidate(&mut self) {
+        self.role = Role::PreCandidate;
+        self.leader = None;
+        self.reset_election_timer();
+        self.votes = BTreeMap::from([(self.cfg.id, true)]);
+        tracing::debug!(id = self.cfg.id, term = self.term, "pre-campaigning");
+        let (last_index, last_term) = (self.log.last_index(), self.log.last_term());
+        for to in self.other_voters() {
+            self.msgs.push(Message {
+                from: self.cfg.id,
+                to,
+                term: self.term + 1,
+                body: Body::PreVote {
+                    last_index,
+                    last_term,
+                },
+            });
+        }
+        self.tally();
+    }
+
+    fn become_candidate(&mut self, transfer: bool) {
+        self.set_term(self.term + 1);
+        self.vote = Some(self.cfg.id);
+        self.role = Role::Candidate;
+        self.leader = None;
+        self.reset_election_timer();
+        self.votes = BTreeMap::from([(self.cfg.id, true)]);
+        tracing::debug!(id = self.cfg.id, term = self.term, "campaigning");
+        let (last_index, last_term) = (self.log.last_index(), self.log.last_term());
+        for to in self.other_voters() {
+            self.send(
+                to,
+                Body::Vote {
+                    last_index,
+                    last_term,
+                    transfer,
+                },
+            );
+        }
+        self.tally();
+    }
+
+    fn other_voters(&self) -> Vec<NodeId> {
+        let id = self.cfg.id;
+        self.membership()
+            .voters
+            .iter()
+            .copied()
+            .filter(|&v| v != id)
+            .collect()
+    }
+
+    fn handle_vote_request(
+        &mut self,
+        from: NodeId,
+        term: Term,
+        last_index: Index,
+        last_term: Term,
+        pre: bool,
+    ) {
+        // A real vote at most once per term; a pre-vote for any later term, since it binds
+        // nothing. Both only for a log at least as up to date as ours (election restriction).
+        let free = self.vote == Some(from) || (self.vote.is_none() && self.leader.is_none());
+        let granted =
+            (free || (pre && term > self.term)) && self.log.is_up_to_date(last_index, last_term);
+        if pre {
+            let term = if granted { term } else { self.term };
+            self.msgs.push(Message {
+                from: self.cfg.id,
+                to: from,
+                term,
+                body: Body::PreVoteResponse { granted },
+            });
+            return;
+        }
+        if granted {
+            assert!(
+                self.vote.is_none() || self.vote == Some(from),
+                "voting twice in term {}",
+                self.term
+            );
+            self.vote = Some(from);
+            self.election_elapsed = 0;
+        }
+        self.send(from, Body::VoteResponse { granted });
+    }
+
+    fn count_vote(&mut self, from: NodeId, granted: bool) {
+        self.votes.entry(from).or_insert(granted);
+        self.tally();
+    }
+
+    fn tally(&mut self) {
+        let m = self.membership();
+        let count = |want: bool| {
+            m.voters
+                .iter()
+                .filter(|v| self.votes.get(v) == Some(&want))
+                .count()
+        };
+        let (yes, no) = (count(true), count(false));
+        if yes >= m.quorum() {
+            match self.role {
+                Role::PreCandidate => self.become_candidate(false),
+                Role::Candidate => self.become_leader(),
+                _ => {}
+            }
+        } else if no >= m.quorum() {
+            self.become_follower(self.term, None);
+        }
+    }
+
+    fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
+        if term > self.term {
+            self.set_term(term);
+            self.vote = None;
+        }
+        if self.role == Role::Leader {
+            self.fail_pending_reads();
+        }
+        self.role = Role::Follower;
+        self.leader = leader;
+        self.progress.clear();
+        self.transferee = None;
+        self.votes.clear();
+        self.reset_election_timer();
+    }
+
+    fn become_leader(&mut self) {
+        assert_eq!(self.role, Role::Candidate);
+        tracing::debug!(id = self.cfg.id, term = self.term, "elected leader");
+        self.role = Role::Leader;
+        self.leader = Some(self.cfg.id);
+        self.heartbeat_elapsed = 0;
+        self.election_elapsed = 0;
+        let next = self.log.last_index() + 1;
+        let id = self.cfg.id;
+        self.progress = self
+            .membership()
+            .members()
+            .filter(|&m| m != id)
+            .map(|m| (m, Progress::new(next)))
+            .collect();
+        for p in self.progress.values_mut() {
+            p.recent_active = true;
+        }
+        // Committing an entry of the new term commits everything before it (figure 8).
+        self.append_own(Payload::Noop);
+    }
+
+    fn set_term(&mut self, term: Term) {
+        assert!(
+            term >= self.term,
+            "terms never go back: {} -> {term}",
+            self.term
+        );
+        self.term = term;
+    }
+
+    fn reset_election_timer(&mut self) {
+        self.election_elapsed = 0;
+        let (min, max) = (self.cfg.election_ticks_min, self.cfg.election_ticks_max);
+        self.election_timeout = self.rng.range(u64::from(min)..u64::from(max)) as u32;
+    }
+
+    // ----- Replication --------------------------------------------------------------------
+
+    fn append_own(&mut self, payload: Payload) -> Index {
+        let index = self.log.last_index() + 1;
+        if let Payload::Config(m) = &payload {
+            self.configs.push((index, m.clone()));
+            self.sync_progress();
+        }
+        self.log.append([Entry {
+            index,
+            term: self.term,
+            payload,
+        }]);
+        self.broadcast_append();
+        self.maybe_commit();
+        index
+    }
+
+    /// Keeps one `Progress` per other member as the membership changes.
+    fn sync_progress(&mut self) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let members: BTreeSet<NodeId> = self.membership().members().collect();
+        self.progress.retain(|id, _| members.contains(id));
+        let next = self.log.last_index() + 1;
+        for id in members {
+            if id != self.cfg.id {
+                self.progress
+                    .entry(id)
+                    .or_insert_with(|| Progress::new(next));
+            }
+        }
+    }
+
+    fn broadcast_append(&mut self) {
+        let peers: Vec<NodeId> = self.progress.keys().copied().collect();
+        for to in peers {
+            self.send_append(to, false);
+        }
+    }
+
+    /// Sends `to` the entries it needs next, unless it is paused. An empty `Append` only if
+    /// `even_empty` (a probe or a commit update). Falls back to a snapshot when the entries
+    /// are compacted.
+    fn send_append(&mut self, to: NodeId, even_empty: bool) {
+        let Some(p) = self.progress.get(&to) else {
+            return;
+        };
+        if p.is_paused(self.cfg.inflight_appends_max) {
+            return;
+        }
+        let prev_index = p.next_index - 1;
+        let Some(prev_term) = self.log.term(prev_index) else {
+            self.start_snapshot(to);
+            return;
+        };
+        let entries = self.log.slice(
+            p.next_index,
+            self.cfg.append_entries_max,
+            self.cfg.append_bytes_max,
+        );
+        if entries.is_empty() && !even_empty {
+            return;
+        }
+        let last = entries.last().map_or(prev_index, |e| e.index);
+        self.progress.get_mut(&to).expect("checked").sent(last);
+        let commit = self.log.committed();
+        self.send(
+            to,
+            Body::Append {
+                prev_index,
+                prev_term,
+                entries,
+                commit,
+            },
+        );
+    }
+
+    fn handle_append(
+        &mut self,
+        from: NodeId,
+        prev_index: Index,
+        prev_term: Term,
+        entries: Vec<Entry>,
+        commit: Index,
+    ) {
+        let configs: Vec<(Index, Membership)> = entries
+            .iter()
+            .filter_map(|e| match &e.payload {
+                Payload::Config(m) => Some((e.index, m.clone())),
+                _ => None,
+            })
+            .collect();
+        let result = match self.log.try_append(prev_index, prev_term, entries) {
+            Ok(match_index) => {
+                self.log.commit_to(commit.min(match_index));
+                self.resync_configs(configs);
+                AppendResult::Accepted { match_index }
+            }
+            Err(mismatch) => AppendResult::Rejected {
+                prev_index,
+                conflict_term: mismatch.conflict_term,
+                first_index: mismatch.first_index,
+            },
+        };
+        self.send(from, Body::AppendResponse(result));
+    }
+
+    /// After an append that may have truncated the log: drop configurations whose entries are
+    /// gone, add the ones just appended.
+    fn resync_configs(&mut self, appended: Vec<(Index, Membership)>) {
+        let log = &self.log;
+        let base = log.snapshot().index;
+        self.configs.retain(|(i, m)| {
+            *i <= base
+                || log
+                    .entry(*i)
+                    .is_some_and(|e| e.payload == Payload::Config(m.clone()))
+        });
+        for (index, m) in appended {
+            if index > self.configs.last().map_or(0, |(i, _)| *i)
+                && log
+                    .entry(index)
+                    .is_some_and(|e| e.payload == Payload::Config(m.clone()))
+            {
+                self.configs.push((index, m));
+            }
+        }
+    }
+
+    fn handle_append_response(&mut self, from: NodeId, result: AppendResult) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let Some(p) = self.progress.get_mut(&from) else {
+            return;
+        };
+        p.recent_active = true;
+        match result {
+            AppendResult::Accepted { match_index } => {
+                if matches!(p.state, State::Snapshot { .. }) && match_index >= p.match_index {
+                    p.state = State::Probe { waiting: false };
+                }
+                let moved = p.acknowledge(match_index);
+                if moved {
+                    self.maybe_commit();
+                }
+                self.send_append(from, false);
+                if let Some((to, _)) = self.transferee {
+                    if to == from && match_index == self.log.last_index() {
+                        self.send(to, Body::TimeoutNow);
+                    }
+                }
+            }
+            AppendResult::Rejected {
+                prev_index,
+                conflict_term,
+                first_index,
+            } => {
+                // A late answer to an append that later ones superseded changes nothing.
+                let stale = prev_index <= p.match_index
+                    || matches!(p.state, State::Snapshot { .. })
+                    || matches!(p.state, State::Probe { .. }) && prev_index + 1 != p.next_index;
+                if stale {
+                    return;
+                }
+                // Fast backtracking: skip the follower's whole conflicting term, or to the end
+                // of our own entries of that term if we have some.
+                let next = conflict_term
+                    .and_then(|t| self.log.last_index_of_term(t).map(|i| i + 1))
+                    .unwrap_or(first_index)
+                    .min(prev_index);
+                p.back_off(next.max(1));
+                self.send_append(from, true);
+            }
+        }
+    }
+
+    /// Advances the commit index to the highest index a quorum of voters holds durably, if
+    /// that entry is of this leader's term (§5.4.2: counting replicas of an older term's
+    /// entry is not enough; it commits when one of the current term does).
+    fn maybe_commit(&mut self) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let m = self.membership();
+        let mut matched: Vec<Index> = m
+            .voters
+            .iter()
+            .map(|&v| {
+                if v == self.cfg.id {
+                    self.log.stable()
+                } else {
+                    self.progress.get(&v).map_or(0, |p| p.match_index)
+                }
+            })
+            .collect();
+        if matched.is_empty() {
+            return;
+        }
+        matched.sort_unstable_by(|a, b| b.cmp(a));
+        let candidate = matched[m.quorum() - 1];
+        if candidate > self.log.committed() && self.log.term(candidate) == Some(self.term) {
+            let was_unready = !self.committed_in_term();
+            self.log.commit_to(candidate);
+            if was_unready {
+                self.index_waiting_reads();
+            }
+            self.after_commit();
+            // Followers learn the new commit index with the next append or heartbeat.
+        }
+    }
+
+    /// A removed leader steps down once its removal commits.
+    fn after_commit(&mut self) {
+        let (index, _) = self.configs.last().expect("a membership");
+        if *index <= self.log.committed() && !self.is_voter() && self.role == Role::Leader {
+            tracing::debug!(id = self.cfg.id, "removed from the group; stepping down");
+            self.broadcast_append_even_empty();
+            self.become_follower(self.term, None);
+        }
+    }
+
+    fn broadcast_append_even_empty(&mut self) {
+        let peers: Vec<NodeId> = self.progress.keys().copied().collect();
+        for to in peers {
+            self.send_append(to, true);
+        }
+    }
+
+    fn committed_in_term(&self) -> bool {
+        self.log.term(self.log.committed()) == Some(self.term)
+    }
+
+    // ----- Heartbeats and reads -----------------------------------------------------------
+
+    fn broadcast_heartbeat(&mut self) {
+        self.round += 1;
+        self.round_due = false;
+        let peers: Vec<(NodeId, Index)> = self
+            .progress
+            .iter()
+            .map(|(&id, p)| (id, p.match_index))
+            .collect();
+        for (to, matched) in peers {
+            // Capped at what the follower is known to hold: its log may still diverge after.
+            let commit = matched.min(self.log.committed());
+            let round = self.round;
+            self.send(to, Body::Heartbeat { commit, round });
+        }
+    }
+
+    fn handle_heartbeat_response(&mut self, from: NodeId, round: u64) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let Some(p) = self.progress.get_mut(&from) else {
+            return;
+        };
+        p.recent_active = true;
+        p.acked_round = p.acked_round.max(round);
+        if p.match_index < self.log.last_index() {
+            p.resume();
+            self.send_append(from, true);
+        }
+        self.release_reads();
+    }
+
+    /// The highest round a quorum of voters (this leader included) has acknowledged.
+    fn quorum_round(&self) -> u64 {
+        let m = self.membership();
+        let mut rounds: Vec<u64> = m
+            .voters
+            .iter()
+            .map(|&v| {
+                if v == self.cfg.id {
+                    self.round
+                } else {
+                    self.progress.get(&v).map_or(0, |p| p.acked_round)
+                }
+            })
+            .collect();
+        rounds.sort_unstable_by(|a, b| b.cmp(a));
+        rounds.get(m.quorum() - 1).copied().unwrap_or(0)
+    }
+
+    fn release_reads(&mut self) {
+        let confirmed = self.quorum_round();
+        while self.reads.front().is_some_and(|r| r.round <= confirmed) {
+            let r = self.reads.pop_front().expect("checked");
+            self.answer_read(r.context, r.from, Some(r.index));
+        }
+    }
+
+    fn index_waiting_reads(&mut self) {
+        for (context, from) in std::mem::take(&mut self.reads_unindexed) {
+            self.leader_read(context, from);
+        }
+    }
+
+    fn fail_pending_reads(&mut self) {
+        let reads: Vec<(Bytes, Option<NodeId>)> = self
+            .reads
+            .drain(..)
+            .map(|r| (r.context, r.from))
+            .chain(self.reads_unindexed.drain(..))
+            .collect();
+        for (context, from) in reads {
+            self.answer_read(context, from, None);
+        }
+        self.round_due = false;
+    }
+
+    // ----- Snapshots ----------------------------------------------------------------------
+
+    fn start_snapshot(&mut self, to: NodeId) {
+        let index = self.snapshot.meta.index;
+        let p = self.progress.get_mut(&to).expect("a member");
+        tracing::debug!(id = self.cfg.id, to, index, "follower needs a snapshot");
+        p.send_snapshot(index);
+        self.send_snapshot_chunk(to, 0);
+    }
+
+    fn send_snapshot_chunk(&mut self, to: NodeId, mut offset: u64) {
+        let current = self.snapshot.meta.index;
+        if let Some(p) = self.progress.get_mut(&to) {
+            if matches!(p.state, State::Snapshot { index, .. } if index != current) {
+                // The log was compacted again meanwhile: send the newer snapshot from the start.
+                p.send_snapshot(current);
+                offset = 0;
+            }
+        }
+        let total = self.snapshot.data.len() as u64;
+        let start = offset.min(total) as usize;
+        let end = (start + self.cfg.snapshot_chunk_bytes_max).min(total as usize);
+        let body = Body::InstallSnapshot {
+            meta: self.snapshot.meta.clone(),
+            offset: start as u64,
+            data: self.snapshot.data.slice(start..end),
+            done: end as u64 == total,
+        };
+        if let Some(Progress {
+            state: State::Snapshot { idle_ticks, .. },
+            ..
+        }) = self.progress.get_mut(&to)
+        {
+            *idle_ticks = 0;
+        }
+        self.send(to, body);
+    }
+
+    fn resend_stalled_snapshots(&mut self) {
+        let stalled: Vec<(NodeId, u64)> = self
+            .progress
+            .iter_mut()
+            .filter_map(|(&id, p)| match &mut p.state {
+                State::Snapshot {
+                    acked, idle_ticks, ..
+                } => {
+                    *idle_ticks += self.cfg.heartbeat_ticks;
+                    (*idle_ticks >= self.cfg.election_ticks_min).then_some((id, *acked))
+                }
+                _ => None,
+            })
+            .collect();
+        for (to, acked) in stalled {
+            self.send_snapshot_chunk(to, acked);
+        }
+    }
+
+    fn handle_snapshot_response(&mut self, from: NodeId, index: Index, received: u64) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let Some(p) = self.progress.get_mut(&from) else {
+            return;
+        };
+        p.recent_active = true;
+        match &mut p.state {
+            State::Snapshot {
+                index: i, acked, ..
+            } if *i == index && index == self.snapshot.meta.index => {
+                *acked = received;
+                self.send_snapshot_chunk(from, received);
+            }
+            _ => {}
+        }
+    }
+
+    fn handle_snapshot_chunk(
+        &mut self,
+        from: NodeId,
+        meta: SnapshotMeta,
+        offset: u64,
+        data: Bytes,
+        done: bool,
+    ) {
+        let index = meta.index;
+        if index <= self.log.committed() {
+            // Already have all it covers (a duplicate, or we caught up by log meanwhile).
+            let match_index = self.log.committed();
+            self.send(
+                from,
+                Body::AppendResponse(AppendResult::Accepted { match_index }),
+            );
+            return;
+        }
+        if offset == 0 {
+            self.incoming = Some((meta.clone(), BytesMut::new()));
+        }
+        let received = match &mut self.incoming {
+            Some((m, buf)) if *m == meta && buf.len() as u64 == offset => {
+                buf.extend_from_slice(&data);
+                buf.len() as u64
+            }
+            Some((m, buf)) if *m == meta => buf.len() as u64,
+            _ => 0, // we hold nothing of it (restarted mid-install): start over
+        };
+        if !(done && received == offset + data.len() as u64) {
+            self.send(from, Body::SnapshotResponse { index, received });
+            return;
+        }
+        let (meta, data) = self.incoming.take().expect("a snapshot in progress");
+        tracing::debug!(
+            id = self.cfg.id,
+            index,
+            bytes = data.len(),
+            "installing snapshot"
+        );
+        self.log.install(meta.clone());
+        self.configs = vec![(meta.index, meta.membership.clone())];
+        let snapshot = Snapshot {
+            meta,
+            data: data.freeze(),
+        };
+        self.snapshot = snapshot.clone();
+        self.installed = Some(snapshot);
+        self.send(
+            from,
+            Body::AppendResponse(AppendResult::Accepted { match_index: index }),
+        );
+    }
+
+    // ----- Output -------------------------------------------------------------------------
+
+    fn send(&mut self, to: NodeId, body: Body) {
+        self.msgs.push(Message {
+            from: self.cfg.id,
+            to,
+            term: self.term,
+            body,
+        });
+    }
+
+    /// Whether `ready` would return anything.
+    pub fn has_ready(&self) -> bool {
+        !self.msgs.is_empty()
+            || self.round_due
+            || self.hard_state() != self.persisted_hard_state
+            || self.installed.is_some()
+            || self.log.unstable().next().is_some()
+            || self.log.to_apply().next().is_some()
+            || !self.read_states.is_empty()
+    }
+
+    /// Everything the runtime must do now; see the module documentation. Must be followed by
+    /// [`Raft::advance`] before the next input.
+    pub fn ready(&mut self) -> Ready {
+        assert!(
+            self.handed_out.is_none(),
+            "ready called twice without advance"
+        );
+        if self.round_due && self.role == Role::Leader {
+            self.broadcast_heartbeat();
+        }
+        let hard_state = self.hard_state();
+        let entries: Vec<Entry> = self.log.unstable().cloned().collect();
+        let committed: Vec<Entry> = self.log.to_apply().cloned().collect();
+        self.handed_out = Some(HandedOut {
+            stable: entries.last().map(|e| (e.index, e.term)),
+            applied: committed.last().map(|e| e.index),
+        });
+        let ready = Ready {
+            hard_state: (hard_state != self.persisted_hard_state).then_some(hard_state),
+            snapshot: self.installed.take(),
+            entries,
+            messages: std::mem::take(&mut self.msgs),
+            committed,
+            read_states: std::mem::take(&mut self.read_states),
+        };
+        self.persisted_hard_state = hard_state;
+        ready
+    }
+
+    /// The runtime has done what the last [`Raft::ready`] asked.
+    pub fn advance(&mut self) {
+        let handed = self.handed_out.take().expect("advance without ready");
+        if let Some((index, term)) = handed.stable {
+            self.log.stable_to(index, term);
+            // The leader counts itself only for entries it has persisted.
+            self.maybe_commit();
+        }
+        if let Some(index) = handed.applied {
+            self.log.applied_to(index);
+        }
+    }
+}

@@ -1,0 +1,768 @@
+//! A deterministic simulator for the Raft core: a whole group and an unreliable network in
+//! one thread, driven by one seed (FoundationDB- and VOPR-style simulation testing).
+//!
+//! Each simulated tick, every running node ticks, due messages are delivered, clients propose
+//! commands and ask for reads, and every node's `Ready` is handled as the real runtime would:
+//! persisted to its simulated disk, messages put on the network, committed entries applied.
+//! The network drops, delays (and so reorders), duplicates and partitions messages; nodes
+//! crash (losing everything not persisted) and restart from their disk. After every tick
+//! the safety invariants are checked:
+//!
+//! - election safety: at most one leader per term, over the whole run;
+//! - log matching: two logs that hold an entry with the same index and term agree on every
+//!   entry up to it;
+//! - leader completeness: a leader's log holds every committed entry;
+//! - state machine safety: every node applies the same entries in the same order (each node's
+//!   state is a hash chained over what it applied, compared index by index);
+//! - linearizable reads: a read served at a ReadIndex sees every write acknowledged before
+//!   the read was asked.
+//!
+//! At the end the network heals, crashed nodes restart, and the group must elect a leader,
+//! commit a new entry and bring every node to the same applied index (liveness).
+//!
+//! A violated invariant panics with the seed; [`SimOptions`] with that seed replays the run.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+
+use super::core::{Config, Raft, Restored, Role};
+use super::message::{
+    AppendResult, Body, Entry, HardState, Index, Message, NodeId, Payload, SnapshotMeta, Term,
+};
+use super::rng::Rng;
+
+/// Every knob of one simulated run. Probabilities are per tick (per node where it says so).
+#[derive(Debug, Clone)]
+pub struct SimOptions {
+    pub seed: u64,
+    pub nodes: usize,
+    /// Ticks with faults, before the final healing phase.
+    pub ticks: u64,
+    pub drop: f64,
+    pub duplicate: f64,
+    /// Each message is delivered 1 to `delay_ticks_max` ticks after it is sent.
+    pub delay_ticks_max: u64,
+    /// Chance that the network is re-partitioned (or healed) this tick.
+    pub partition: f64,
+    /// Chance, per running node, that it crashes this tick.
+    pub crash: f64,
+    /// A crashed node restarts after 1 to this many ticks.
+    pub restart_ticks_max: u64,
+    /// Chance that a client proposes a command this tick.
+    pub propose: f64,
+    /// Chance that a client asks a random node for a linearizable read this tick.
+    pub read: f64,
+    /// Compact a node's log once it has applied this many entries past its snapshot.
+    pub compact_after: Option<u64>,
+    /// Pre-vote and check-quorum on every node.
+    pub pre_vote: bool,
+}
+
+impl SimOptions {
+    /// A fault-free run of `nodes` nodes.
+    pub fn reliable(seed: u64, nodes: usize) -> SimOptions {
+        SimOptions {
+            seed,
+            nodes,
+            ticks: 400,
+            drop: 0.0,
+            duplicate: 0.0,
+            delay_ticks_max: 1,
+            partition: 0.0,
+            crash: 0.0,
+            restart_ticks_max: 30,
+            propose: 0.3,
+            read: 0.1,
+            compact_after: None,
+            pre_vote: true,
+        }
+    }
+
+    /// The named scenarios that CI runs with many seeds (after the 6.5840 test matrix).
+    pub const SCENARIOS: &'static [&'static str] = &[
+        "reliable",
+        "lossy",
+        "partitions",
+        "crashes",
+        "figure8_unreliable",
+        "churn",
+        "snapshots",
+        "no_pre_vote",
+    ];
+
+    /// The options of a named scenario.
+    pub fn scenario(name: &str, seed: u64) -> Option<SimOptions> {
+        let base = SimOptions::reliable(seed, 5);
+        Some(match name {
+            "reliable" => SimOptions::reliable(seed, 3),
+            "lossy" => SimOptions {
+                drop: 0.1,
+                duplicate: 0.05,
+                delay_ticks_max: 5,
+                ..base
+            },
+            "partitions" => SimOptions {
+                partition: 0.02,
+                delay_ticks_max: 3,
+                ..base
+            },
+            // Leaders crash with entries of their term half replicated: figure 8.
+            "crashes" => SimOptions {
+                crash: 0.01,
+                delay_ticks_max: 3,
+                ..base
+            },
+            "figure8_unreliable" => SimOptions {
+                crash: 0.01,
+                drop: 0.1,
+                duplicate: 0.05,
+                delay_ticks_max: 10,
+                partition: 0.01,
+                ..base
+            },
+            "churn" => SimOptions {
+                crash: 0.005,
+                drop: 0.05,
+                duplicate: 0.02,
+                delay_ticks_max: 4,
+                partition: 0.01,
+                propose: 0.6,
+                read: 0.3,
+                ..base
+            },
+            "snapshots" => SimOptions {
+                crash: 0.005,
+                drop: 0.05,
+                delay_ticks_max: 4,
+                partition: 0.01,
+                propose: 0.6,
+                compact_after: Some(8),
+                ..base
+            },
+            "no_pre_vote" => SimOptions {
+                crash: 0.005,
+                drop: 0.05,
+                delay_ticks_max: 4,
+                partition: 0.01,
+                pre_vote: false,
+                ..base
+            },
+            _ => return None,
+        })
+    }
+
+    /// The command that replays this run (printed when a run fails).
+    pub fn replay_command(&self, scenario: &str) -> String {
+        format!(
+            "RAFT_SIM_SCENARIO={scenario} RAFT_SIM_SEED={} cargo test -p kvstore --test raft_sim \
+             replay -- --nocapture",
+            self.seed
+        )
+    }
+}
+
+/// What a node has on disk.
+#[derive(Debug, Clone, Default)]
+struct Disk {
+    hard_state: HardState,
+    snapshot: SnapshotMeta,
+    snapshot_data: Bytes,
+    entries: Vec<Entry>,
+}
+
+/// The state machine: a hash chained over every applied entry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Machine {
+    applied: Index,
+    hash: u64,
+}
+
+impl Machine {
+    fn apply(&mut self, e: &Entry) {
+        assert_eq!(
+            e.index,
+            self.applied + 1,
+            "entries are applied in order, without gaps"
+        );
+        let mut h = self.hash ^ e.index.wrapping_mul(0x100_0000_01B3) ^ e.term.rotate_left(17);
+        if let Payload::Command(data) = &e.payload {
+            for &b in data.iter() {
+                h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01B3);
+            }
+        }
+        self.hash = h.rotate_left(5);
+        self.applied = e.index;
+    }
+
+    /// A snapshot's bytes: the machine, padded so that it takes several chunks to send.
+    fn encode(&self) -> Bytes {
+        let mut v = Vec::with_capacity(64);
+        v.extend_from_slice(&self.applied.to_le_bytes());
+        v.extend_from_slice(&self.hash.to_le_bytes());
+        v.resize(64, 0xAB);
+        Bytes::from(v)
+    }
+
+    fn decode(data: &[u8]) -> Machine {
+        assert_eq!(data.len(), 64, "snapshot bytes arrive whole");
+        Machine {
+            applied: u64::from_le_bytes(data[..8].try_into().expect("8 bytes")),
+            hash: u64::from_le_bytes(data[8..16].try_into().expect("8 bytes")),
+        }
+    }
+}
+
+struct Node {
+    raft: Option<Raft>,
+    disk: Disk,
+    machine: Machine,
+    restart_at: u64,
+    /// Reads asked here: context -> the highest acknowledged index when they were asked.
+    reads: BTreeMap<u64, Index>,
+    /// Reads with a read index, waiting for the machine to reach it.
+    ready_reads: Vec<(u64, Index)>,
+    /// Commands proposed here, waiting to be applied: (index, term) -> proposal number.
+    proposed: BTreeMap<(Index, Term), u64>,
+}
+
+/// Counts of what happened, for tests that check progress was made.
+#[derive(Debug, Clone, Default)]
+pub struct SimStats {
+    pub leaders_elected: u64,
+    pub proposals: u64,
+    pub acknowledged: u64,
+    pub reads_served: u64,
+    pub reads_failed: u64,
+    pub crashes: u64,
+    pub snapshots_installed: u64,
+    pub messages_sent: u64,
+    pub append_rejections: u64,
+    /// The highest term reached.
+    pub max_term: Term,
+}
+
+impl SimStats {
+    /// Adds another run's counts (the maximum, for `max_term`).
+    pub fn add(&mut self, other: &SimStats) {
+        self.leaders_elected += other.leaders_elected;
+        self.proposals += other.proposals;
+        self.acknowledged += other.acknowledged;
+        self.reads_served += other.reads_served;
+        self.reads_failed += other.reads_failed;
+        self.crashes += other.crashes;
+        self.snapshots_installed += other.snapshots_installed;
+        self.messages_sent += other.messages_sent;
+        self.append_rejections += other.append_rejections;
+        self.max_term = self.max_term.max(other.max_term);
+    }
+}
+
+pub struct Sim {
+    opts: SimOptions,
+    rng: Rng,
+    now: u64,
+    nodes: Vec<Node>,
+    /// (deliver at, sequence, message)
+    network: Vec<(u64, u64, Message)>,
+    seq: u64,
+    /// Partition group of each node; messages cross only within a group.
+    groups: Vec<u8>,
+    /// The leader of every term seen (election safety).
+    leaders: BTreeMap<Term, NodeId>,
+    /// The state machine after each index, as the first node to apply it saw it.
+    chain: BTreeMap<Index, u64>,
+    /// Committed entries' terms (leader completeness).
+    committed: BTreeMap<Index, Term>,
+    /// The highest commit index each term's leader was seen with.
+    leader_commits: BTreeMap<Term, Index>,
+    /// The highest index acknowledged to a client.
+    acknowledged: Index,
+    next_proposal: u64,
+    next_read: u64,
+    pub stats: SimStats,
+}
+
+impl Sim {
+    pub fn new(opts: SimOptions) -> Sim {
+        assert!(opts.nodes >= 1 && opts.nodes <= 9);
+        let ids: Vec<NodeId> = (1..=opts.nodes as NodeId).collect();
+        let nodes = ids
+            .iter()
+            .map(|&id| {
+                let restored = Restored::bootstrap(ids.clone());
+                let disk = Disk {
+                    hard_state: restored.hard_state,
+                    entries: restored.entries.clone(),
+                    ..Disk::default()
+                };
+                Node {
+                    raft: Some(Raft::new(node_config(id, &opts), restored, opts.seed)),
+                    disk,
+                    machine: Machine::default(),
+                    restart_at: 0,
+                    reads: BTreeMap::new(),
+                    ready_reads: Vec::new(),
+                    proposed: BTreeMap::new(),
+                }
+            })
+            .collect();
+        Sim {
+            rng: Rng::new(opts.seed),
+            groups: vec![0; opts.nodes],
+            opts,
+            now: 0,
+            nodes,
+            network: Vec::new(),
+            seq: 0,
+            leaders: BTreeMap::new(),
+            chain: BTreeMap::new(),
+            committed: BTreeMap::new(),
+            leader_commits: BTreeMap::new(),
+            acknowledged: 0,
+            next_proposal: 0,
+            next_read: 0,
+            stats: SimStats::default(),
+        }
+    }
+
+    /// Runs the faulty phase, then heals everything and checks the group recovers.
+    pub fn run(&mut self) -> SimStats {
+        for _ in 0..self.opts.ticks {
+            self.step_faults();
+            self.tick();
+        }
+        self.heal_and_converge();
+        self.stats.clone()
+    }
+
+    fn step_faults(&mut self) {
+        let o = self.opts.clone();
+        if self.rng.chance(o.partition) {
+            if self.rng.chance(0.4) {
+                self.groups.iter_mut().for_each(|g| *g = 0);
+            } else {
+                for g in self.groups.iter_mut() {
+                    *g = self.rng.range(0..2) as u8;
+                }
+            }
+        }
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].raft.is_some() && self.rng.chance(o.crash) {
+                self.crash(i);
+            } else if self.nodes[i].raft.is_none() && self.now >= self.nodes[i].restart_at {
+                self.restart(i);
+            }
+        }
+        if self.rng.chance(o.propose) {
+            self.propose_somewhere();
+        }
+        if self.rng.chance(o.read) {
+            let i = self.rng.range(0..self.nodes.len() as u64) as usize;
+            self.read_at(i);
+        }
+    }
+
+    /// Crashes node `i`: everything not on its disk is gone.
+    pub fn crash(&mut self, i: usize) {
+        let n = &mut self.nodes[i];
+        if n.raft.take().is_some() {
+            self.stats.crashes += 1;
+            n.restart_at = self.now + 1 + self.rng.range(0..self.opts.restart_ticks_max.max(1));
+            n.reads.clear();
+            n.ready_reads.clear();
+            n.proposed.clear();
+        }
+    }
+
+    /// Restarts node `i` from its disk.
+    pub fn restart(&mut self, i: usize) {
+        let n = &mut self.nodes[i];
+        if n.raft.is_some() {
+            return;
+        }
+        let restored = Restored {
+            hard_state: n.disk.hard_state,
+            snapshot: n.disk.snapshot.clone(),
+            snapshot_data: n.disk.snapshot_data.clone(),
+            entries: n.disk.entries.clone(),
+        };
+        // The state machine is rebuilt from the snapshot; the log is applied again on top.
+        n.machine = if n.disk.snapshot.index == 0 {
+            Machine::default()
+        } else {
+            Machine::decode(&n.disk.snapshot_data)
+        };
+        let id = i as NodeId + 1;
+        let seed = self.opts.seed ^ self.now.wrapping_mul(0x2545_F491);
+        n.raft = Some(Raft::new(node_config(id, &self.opts), restored, seed));
+    }
+
+    /// Separates the nodes into groups (by index into `groups`, one entry per node).
+    pub fn partition(&mut self, groups: &[u8]) {
+        self.groups.copy_from_slice(groups);
+    }
+
+    pub fn heal(&mut self) {
+        self.groups.iter_mut().for_each(|g| *g = 0);
+    }
+
+    /// One simulated tick: time passes, messages arrive, readies are handled, invariants are
+    /// checked.
+    pub fn tick(&mut self) {
+        self.now += 1;
+        for n in self.nodes.iter_mut() {
+            if let Some(r) = n.raft.as_mut() {
+                r.tick();
+            }
+        }
+        self.deliver();
+        self.handle_readies();
+        self.check_invariants();
+    }
+
+    fn deliver(&mut self) {
+        let now = self.now;
+        let mut due: Vec<(u64, u64, Message)> = Vec::new();
+        self.network.retain(|m| {
+            if m.0 <= now {
+                due.push(m.clone());
+                false
+            } else {
+                true
+            }
+        });
+        due.sort_by_key(|(at, seq, _)| (*at, *seq));
+        for (_, _, m) in due {
+            let to = (m.to - 1) as usize;
+            let from = (m.from - 1) as usize;
+            if to >= self.nodes.len() || self.groups[to] != self.groups[from] {
+                continue;
+            }
+            if let Body::AppendResponse(AppendResult::Rejected { .. }) = m.body {
+                self.stats.append_rejections += 1;
+            }
+            if let Some(r) = self.nodes[to].raft.as_mut() {
+                r.step(m);
+            }
+            // Handle the answer before the next message, as a runtime would between batches.
+            self.handle_ready(to);
+        }
+    }
+
+    fn handle_readies(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.handle_ready(i);
+        }
+    }
+
+    fn handle_ready(&mut self, i: usize) {
+        loop {
+            let Some(raft) = self.nodes[i].raft.as_mut() else {
+                return;
+            };
+            if !raft.has_ready() {
+                return;
+            }
+            let ready = raft.ready();
+            let n = &mut self.nodes[i];
+            // 1. Persist.
+            if let Some(hs) = ready.hard_state {
+                n.disk.hard_state = hs;
+            }
+            if let Some(snap) = &ready.snapshot {
+                // The entries after the snapshot stay only if the log agrees with it there.
+                let (index, term) = (snap.meta.index, snap.meta.term);
+                let keep = n
+                    .disk
+                    .entries
+                    .iter()
+                    .any(|e| e.index == index && e.term == term);
+                n.disk.entries.retain(|e| keep && e.index > index);
+                n.disk.snapshot = snap.meta.clone();
+                n.disk.snapshot_data = snap.data.clone();
+            }
+            if let Some(first) = ready.entries.first() {
+                n.disk.entries.retain(|e| e.index < first.index);
+                n.disk.entries.extend(ready.entries.iter().cloned());
+            }
+            // 2. Send.
+            for m in ready.messages {
+                self.send(m);
+            }
+            // 3. Apply.
+            let n = &mut self.nodes[i];
+            if let Some(snap) = &ready.snapshot {
+                n.machine = Machine::decode(&snap.data);
+                self.stats.snapshots_installed += 1;
+                check_chain(&mut self.chain, n.machine, self.opts.seed);
+            }
+            for e in &ready.committed {
+                n.machine.apply(e);
+                check_chain(&mut self.chain, n.machine, self.opts.seed);
+                self.committed.entry(e.index).or_insert(e.term);
+                if n.proposed.remove(&(e.index, e.term)).is_some() {
+                    self.stats.acknowledged += 1;
+                    self.acknowledged = self.acknowledged.max(e.index);
+                }
+            }
+            for rs in ready.read_states {
+                let context = u64::from_le_bytes(rs.context[..].try_into().expect("8 bytes"));
+                match rs.index {
+                    Some(index) => n.ready_reads.push((context, index)),
+                    None => {
+                        n.reads.remove(&context);
+                        self.stats.reads_failed += 1;
+                    }
+                }
+            }
+            let applied = n.machine.applied;
+            let seed = self.opts.seed;
+            let mut served = 0;
+            n.ready_reads.retain(|&(context, index)| {
+                if index > applied {
+                    return true;
+                }
+                // Linearizability of reads: every write acknowledged before the read was asked
+                // must be visible at the index the read is served at.
+                if let Some(required) = n.reads.remove(&context) {
+                    assert!(
+                        index >= required,
+                        "seed {seed}: read {context} served at index {index} misses a write \
+                         acknowledged at {required}"
+                    );
+                    served += 1;
+                }
+                false
+            });
+            self.stats.reads_served += served;
+            n.raft.as_mut().expect("running").advance();
+            // 4. Compact.
+            if let Some(after) = self.opts.compact_after {
+                let n = &mut self.nodes[i];
+                let raft = n.raft.as_mut().expect("running");
+                if n.machine.applied >= raft.log().snapshot().index + after {
+                    let data = n.machine.encode();
+                    raft.compact(n.machine.applied, data.clone());
+                    n.disk.snapshot = raft.log().snapshot().clone();
+                    n.disk.snapshot_data = data;
+                    let index = n.disk.snapshot.index;
+                    n.disk.entries.retain(|e| e.index > index);
+                }
+            }
+        }
+    }
+
+    fn send(&mut self, m: Message) {
+        self.stats.messages_sent += 1;
+        if self.rng.chance(self.opts.drop) {
+            return;
+        }
+        let copies = if self.rng.chance(self.opts.duplicate) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let at = self.now + 1 + self.rng.range(0..self.opts.delay_ticks_max.max(1));
+            self.seq += 1;
+            self.network.push((at, self.seq, m.clone()));
+        }
+    }
+
+    /// A client proposes a command to a random running node (only a leader accepts it).
+    pub fn propose_somewhere(&mut self) {
+        let i = self.rng.range(0..self.nodes.len() as u64) as usize;
+        let i = self.leader_index().unwrap_or(i);
+        self.next_proposal += 1;
+        let data = Bytes::from(format!("cmd-{}", self.next_proposal));
+        let n = &mut self.nodes[i];
+        if let Some(raft) = n.raft.as_mut() {
+            if let Ok(index) = raft.propose(data) {
+                self.stats.proposals += 1;
+                n.proposed.insert((index, raft.term()), self.next_proposal);
+            }
+        }
+        self.handle_ready(i);
+    }
+
+    /// A client asks node `i` for a linearizable read.
+    pub fn read_at(&mut self, i: usize) {
+        self.next_read += 1;
+        let context = self.next_read;
+        let required = self.acknowledged;
+        let n = &mut self.nodes[i];
+        if let Some(raft) = n.raft.as_mut() {
+            n.reads.insert(context, required);
+            raft.read_index(Bytes::copy_from_slice(&context.to_le_bytes()));
+        }
+        self.handle_ready(i);
+    }
+
+    /// The running node that is leader of the highest term, if any.
+    pub fn leader_index(&self) -> Option<usize> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| n.raft.as_ref().map(|r| (i, r)))
+            .filter(|(_, r)| r.role() == Role::Leader)
+            .max_by_key(|(_, r)| r.term())
+            .map(|(i, _)| i)
+    }
+
+    pub fn raft(&self, i: usize) -> Option<&Raft> {
+        self.nodes[i].raft.as_ref()
+    }
+
+    pub fn applied(&self, i: usize) -> Index {
+        self.nodes[i].machine.applied
+    }
+
+    pub fn now(&self) -> u64 {
+        self.now
+    }
+
+    fn check_invariants(&mut self) {
+        let seed = self.opts.seed;
+        let running: Vec<&Raft> = self.nodes.iter().filter_map(|n| n.raft.as_ref()).collect();
+        for r in &running {
+            self.stats.max_term = self.stats.max_term.max(r.term());
+            if r.role() == Role::Leader {
+                let previous = *self.leaders.entry(r.term()).or_insert(r.id());
+                assert_eq!(
+                    previous,
+                    r.id(),
+                    "seed {seed}: election safety: nodes {previous} and {} both led term {}",
+                    r.id(),
+                    r.term()
+                );
+                // Leader completeness: what leaders of earlier terms committed is here.
+                let log = r.log();
+                let earlier = self.leader_commits.range(..r.term()).map(|(_, &c)| c).max();
+                let bound = earlier.unwrap_or(0).max(log.first_index() - 1);
+                for (&index, &term) in self.committed.range(log.first_index()..bound + 1) {
+                    assert_eq!(
+                        log.term(index),
+                        Some(term),
+                        "seed {seed}: leader completeness: leader {} of term {} lacks committed \
+                         entry {index} (term {term})",
+                        r.id(),
+                        r.term()
+                    );
+                }
+                let commit = self.leader_commits.entry(r.term()).or_insert(0);
+                *commit = (*commit).max(log.committed());
+            }
+        }
+        self.stats.leaders_elected = self.leaders.len() as u64;
+        // Log matching, pairwise, over the entries both still hold.
+        for (a, ra) in running.iter().enumerate() {
+            for rb in running.iter().skip(a + 1) {
+                check_log_matching(ra.log(), rb.log(), seed);
+            }
+        }
+    }
+
+    /// Heals the network, restarts every node, stops faults, and checks that the group elects
+    /// a leader, commits a new entry and that every node applies everything.
+    pub fn heal_and_converge(&mut self) {
+        self.heal();
+        for i in 0..self.nodes.len() {
+            self.restart(i);
+        }
+        let reliable = SimOptions {
+            drop: 0.0,
+            duplicate: 0.0,
+            partition: 0.0,
+            crash: 0.0,
+            ..self.opts.clone()
+        };
+        self.opts = reliable;
+        let seed = self.opts.seed;
+        let deadline = self.now + 2000;
+        let mut proposed_in: Option<Term> = None;
+        while self.now < deadline {
+            self.tick();
+            let Some(i) = self.leader_index() else {
+                continue;
+            };
+            // A write in the leader's term: the group accepts writes again.
+            let raft = self.nodes[i].raft.as_mut().expect("running");
+            if proposed_in != Some(raft.term())
+                && raft.propose(Bytes::from_static(b"final")).is_ok()
+            {
+                proposed_in = Some(raft.term());
+                self.handle_ready(i);
+                continue;
+            }
+            // Converged: the leader committed an entry of its term, holds nothing uncommitted,
+            // and every node has applied exactly what it committed.
+            let raft = self.nodes[i].raft.as_ref().expect("running");
+            let log = raft.log();
+            let commit = log.committed();
+            let done = proposed_in == Some(raft.term())
+                && log.term(commit) == Some(raft.term())
+                && log.last_index() == commit
+                && self.nodes.iter().all(|n| n.machine.applied == commit);
+            if done {
+                return;
+            }
+        }
+        let states: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| match &n.raft {
+                Some(r) => format!(
+                    "node {} {:?} term {} last {} commit {} applied {}",
+                    r.id(),
+                    r.role(),
+                    r.term(),
+                    r.log().last_index(),
+                    r.log().committed(),
+                    n.machine.applied
+                ),
+                None => "down".to_string(),
+            })
+            .collect();
+        panic!(
+            "seed {seed}: liveness: the healed group did not converge within 2000 ticks: \
+             {states:#?}"
+        );
+    }
+}
+
+fn node_config(id: NodeId, opts: &SimOptions) -> Config {
+    Config {
+        pre_vote: opts.pre_vote,
+        check_quorum: opts.pre_vote,
+        append_entries_max: 16,
+        inflight_appends_max: 8,
+        snapshot_chunk_bytes_max: 24,
+        ..Config::new(id)
+    }
+}
+
+fn check_chain(chain: &mut BTreeMap<Index, u64>, m: Machine, seed: u64) {
+    let first = *chain.entry(m.applied).or_insert(m.hash);
+    assert_eq!(
+        first, m.hash,
+        "seed {seed}: state machine safety: two nodes differ after applying index {}",
+        m.applied
+    );
+}
+
+fn check_log_matching(a: &super::log::RaftLog, b: &super::log::RaftLog, seed: u64) {
+    let lo = a.first_index().max(b.first_index());
+    let hi = a.last_index().min(b.last_index());
+    // Find the highest common index with equal terms; everything from `lo` to it must agree.
+    let Some(top) = (lo..=hi).rev().find(|&i| a.term(i) == b.term(i)) else {
+        return;
+    };
+    for index in lo..=top {
+        let (ea, eb) = (a.entry(index), b.entry(index));
+        assert_eq!(
+            ea, eb,
+            "seed {seed}: log matching: logs agree at index {top} but differ at {index}"
+        );
+    }
+}
