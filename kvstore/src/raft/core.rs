@@ -818,7 +818,7 @@ impl Raft {
             term: self.term,
             payload,
         }]);
-        self.broadcast_append();
+        self.broadcast_append(false);
         self.maybe_commit();
         index
     }
@@ -840,10 +840,11 @@ impl Raft {
         }
     }
 
-    fn broadcast_append(&mut self) {
+    /// [`Raft::send_append`] to every other member.
+    fn broadcast_append(&mut self, even_empty: bool) {
         let peers: Vec<NodeId> = self.progress.keys().copied().collect();
         for to in peers {
-            self.send_append(to, false);
+            self.send_append(to, even_empty);
         }
     }
 
@@ -1024,15 +1025,8 @@ impl Raft {
         let (index, _) = self.configs.last().expect("a membership");
         if *index <= self.log.committed() && !self.is_voter() && self.role == Role::Leader {
             tracing::debug!(id = self.cfg.id, "removed from the group; stepping down");
-            self.broadcast_append_even_empty();
+            self.broadcast_append(true);
             self.become_follower(self.term, None);
-        }
-    }
-
-    fn broadcast_append_even_empty(&mut self) {
-        let peers: Vec<NodeId> = self.progress.keys().copied().collect();
-        for to in peers {
-            self.send_append(to, true);
         }
     }
 
