@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use bytes::Bytes;
 use clap::{Args, Parser, Subcommand};
@@ -141,6 +142,11 @@ struct Serve {
     /// one; see `default_worker_threads`).
     #[arg(long)]
     threads: Option<usize>,
+    /// While busy, a worker with nothing to run spins this many microseconds before it
+    /// sleeps, so that the next request need not wake it; 0 turns it off. See
+    /// `kvstore::server::idle`.
+    #[arg(long, default_value_t = 20)]
+    idle_spin_us: u64,
 }
 
 /// Request workers when `--threads` is not given: one core is left to what runs beside them,
@@ -157,8 +163,15 @@ fn main() -> ExitCode {
     let is_server = matches!(cli.command, Cmd::Serve(_));
     init_logging(is_server);
     let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Cmd::Serve(Serve { threads, .. }) = &cli.command {
+    if let Cmd::Serve(Serve {
+        threads,
+        idle_spin_us,
+        ..
+    }) = &cli.command
+    {
         builder.worker_threads(threads.unwrap_or_else(default_worker_threads).max(1));
+        let spin = Duration::from_micros(*idle_spin_us);
+        kvstore::server::idle::install(&mut builder, kvstore::server::idle::SpinPolicy::new(spin));
     }
     let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,

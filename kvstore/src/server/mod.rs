@@ -10,6 +10,7 @@
 
 pub mod binary;
 pub mod http;
+pub mod idle;
 pub mod resp;
 pub mod writes;
 
