@@ -37,6 +37,18 @@ fn run_seeds(scenario: &str) {
         totals.reads_served > seeds,
         "{scenario}: too few reads served"
     );
+    // Leases need check-quorum (voters ignore candidates while they hear from a leader).
+    if scenario == "no_pre_vote" {
+        assert_eq!(
+            totals.lease_reads, 0,
+            "{scenario}: a lease without check-quorum"
+        );
+    } else {
+        assert!(
+            totals.lease_reads > seeds / 25,
+            "{scenario}: too few reads served from a lease"
+        );
+    }
     if scenario == "snapshots" {
         assert!(
             totals.snapshots_installed > seeds / 10,

@@ -52,6 +52,12 @@ pub struct Config {
     pub pre_vote: bool,
     /// Leaders step down without a quorum; followers that hear from a leader ignore votes.
     pub check_quorum: bool,
+    /// How long a quorum's answer to a heartbeat lets the leader serve reads without asking
+    /// again (leader lease), counted from when the heartbeat was sent; 0 turns leases off.
+    /// Voters that answered refuse other candidates for `election_ticks_min` ticks, so a lease
+    /// shorter than that by two ticks (one for each side's tick rounding) is safe as long as
+    /// the nodes' tick rates differ by less than the rest: the default, 7 of 10, leaves 10%.
+    pub lease_ticks: u32,
 }
 
 impl Config {
@@ -68,6 +74,7 @@ impl Config {
             pending_reads_max: 4096,
             pre_vote: true,
             check_quorum: true,
+            lease_ticks: 7,
         }
     }
 
@@ -80,6 +87,10 @@ impl Config {
         assert!(self.election_ticks_min < self.election_ticks_max);
         assert!(self.append_entries_max >= 1 && self.inflight_appends_max >= 1);
         assert!(self.snapshot_chunk_bytes_max >= 1);
+        assert!(
+            self.lease_ticks == 0 || self.lease_ticks + 2 <= self.election_ticks_min,
+            "a lease must end two ticks before voters stop ignoring other candidates"
+        );
     }
 }
 
@@ -184,6 +195,10 @@ struct PendingRead {
     from: Option<NodeId>,
 }
 
+/// Heartbeat rounds whose send time a leader remembers, for leases. A round older than the
+/// last confirmed one is forgotten anyway; this bounds the list if followers stop answering.
+const ROUNDS_REMEMBERED_MAX: usize = 64;
+
 /// One node of one Raft group.
 pub struct Raft {
     cfg: Config,
@@ -212,6 +227,15 @@ pub struct Raft {
     reads_unindexed: Vec<(Bytes, Option<NodeId>)>,
     read_states: Vec<ReadState>,
     transferee: Option<(NodeId, u32)>,
+    /// Ticks since this node started; its clock for leases.
+    now: u64,
+    /// When each recent heartbeat round was sent (leader), oldest first.
+    round_sent: VecDeque<(u64, u64)>,
+    /// The leader may serve lease reads while `now` is below this.
+    lease_until: u64,
+    /// This leader told a follower to campaign (`TimeoutNow`): voters may now follow the
+    /// transferee without waiting, so no lease holds for the rest of the term.
+    lease_void: bool,
     /// The latest local snapshot, for followers that need it.
     snapshot: Snapshot,
     /// A snapshot being received: its description and the bytes so far.
@@ -266,6 +290,10 @@ impl Raft {
             reads_unindexed: Vec::new(),
             read_states: Vec::new(),
             transferee: None,
+            now: 0,
+            round_sent: VecDeque::new(),
+            lease_until: 0,
+            lease_void: false,
             snapshot: Snapshot {
                 meta: snapshot,
                 data: snapshot_data,
@@ -326,6 +354,7 @@ impl Raft {
 
     /// One unit of time.
     pub fn tick(&mut self) {
+        self.now += 1;
         self.election_elapsed += 1;
         if self.role == Role::Leader {
             self.tick_leader();
@@ -461,6 +490,22 @@ impl Raft {
         }
     }
 
+    /// Asks for a read under the leader's lease: a leader that heard from a quorum less than
+    /// `lease_ticks` ago answers at once with its commit index, without a heartbeat round.
+    /// Anywhere else, or without a lease, this is [`Raft::read_index`]. Correct only while the
+    /// nodes' clocks run at about the same rate (see [`Config::lease_ticks`]).
+    pub fn read_lease(&mut self, context: Bytes) {
+        if self.has_lease() {
+            let index = self.log.committed();
+            self.read_states.push(ReadState {
+                context,
+                index: Some(index),
+            });
+        } else {
+            self.read_index(context);
+        }
+    }
+
     /// Hands leadership to `to`: once its log is up to date, it is told to start an election
     /// at once. Proposals are refused meanwhile; gives up after an election timeout.
     pub fn transfer_leader(&mut self, to: NodeId) {
@@ -475,10 +520,15 @@ impl Raft {
             .get(&to)
             .is_some_and(|p| p.match_index == self.log.last_index())
         {
-            self.send(to, Body::TimeoutNow);
+            self.send_timeout_now(to);
         } else {
             self.send_append(to, true);
         }
+    }
+
+    fn send_timeout_now(&mut self, to: NodeId) {
+        self.lease_void = true;
+        self.send(to, Body::TimeoutNow);
     }
 
     /// The state machine has taken a snapshot covering every entry up to `index` (applied):
@@ -610,9 +660,12 @@ impl Raft {
                     ..
                 }
         );
+        // A node that has just started may have answered a leader's heartbeat before it went
+        // down, and does not remember it: it waits an election timeout as if it had.
+        let heard_recently = self.leader.is_some() || self.now < self.cfg.election_ticks_min.into();
         asks_vote
             && self.cfg.check_quorum
-            && self.leader.is_some()
+            && heard_recently
             && self.election_elapsed < self.cfg.election_ticks_min
     }
 
@@ -786,6 +839,9 @@ impl Raft {
         for p in self.progress.values_mut() {
             p.recent_active = true;
         }
+        self.round_sent.clear();
+        self.lease_until = 0;
+        self.lease_void = false;
         // Committing an entry of the new term commits everything before it (figure 8).
         self.append_own(Payload::Noop);
     }
@@ -957,7 +1013,7 @@ impl Raft {
                 self.send_append(from, false);
                 if let Some((to, _)) = self.transferee {
                     if to == from && match_index == self.log.last_index() {
-                        self.send(to, Body::TimeoutNow);
+                        self.send_timeout_now(to);
                     }
                 }
             }
@@ -1039,6 +1095,10 @@ impl Raft {
     fn broadcast_heartbeat(&mut self) {
         self.round += 1;
         self.round_due = false;
+        if self.round_sent.len() == ROUNDS_REMEMBERED_MAX {
+            self.round_sent.pop_front();
+        }
+        self.round_sent.push_back((self.round, self.now));
         let peers: Vec<(NodeId, Index)> = self
             .progress
             .iter()
@@ -1066,6 +1126,34 @@ impl Raft {
             self.send_append(from, true);
         }
         self.release_reads();
+        self.extend_lease();
+    }
+
+    /// A quorum has answered round `q`: none of them will vote for another candidate until an
+    /// election timeout after they got it, which is after it was sent.
+    fn extend_lease(&mut self) {
+        let confirmed = self.quorum_round();
+        while self.round_sent.front().is_some_and(|&(r, _)| r < confirmed) {
+            self.round_sent.pop_front();
+        }
+        if let Some(&(round, sent)) = self.round_sent.front() {
+            if round == confirmed {
+                let until = sent + u64::from(self.cfg.lease_ticks);
+                self.lease_until = self.lease_until.max(until);
+            }
+        }
+    }
+
+    /// Whether this node may serve a read from its own state now, as the leader holding a
+    /// lease (see [`Raft::read_lease`]).
+    pub fn has_lease(&self) -> bool {
+        self.role == Role::Leader
+            && self.cfg.check_quorum
+            && self.cfg.lease_ticks > 0
+            && !self.lease_void
+            && self.transferee.is_none()
+            && self.committed_in_term()
+            && self.now < self.lease_until
     }
 
     /// The highest round a quorum of voters (this leader included) has acknowledged.

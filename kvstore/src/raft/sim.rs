@@ -234,6 +234,8 @@ pub struct SimStats {
     pub acknowledged: u64,
     pub reads_served: u64,
     pub reads_failed: u64,
+    /// Reads a leader answered from its lease, without a heartbeat round.
+    pub lease_reads: u64,
     pub crashes: u64,
     pub snapshots_installed: u64,
     pub messages_sent: u64,
@@ -250,6 +252,7 @@ impl SimStats {
         self.acknowledged += other.acknowledged;
         self.reads_served += other.reads_served;
         self.reads_failed += other.reads_failed;
+        self.lease_reads += other.lease_reads;
         self.crashes += other.crashes;
         self.snapshots_installed += other.snapshots_installed;
         self.messages_sent += other.messages_sent;
@@ -586,15 +589,24 @@ impl Sim {
         self.handle_ready(i);
     }
 
-    /// A client asks node `i` for a linearizable read.
+    /// A client asks node `i` for a linearizable read: half the time under the leader's
+    /// lease (`read_lease`, which is `read_index` where there is no lease), half the time
+    /// with `read_index`. Both must see every write acknowledged before the read.
     pub fn read_at(&mut self, i: usize) {
         self.next_read += 1;
         let context = self.next_read;
         let required = self.acknowledged;
+        let lease = self.rng.chance(0.5);
         let n = &mut self.nodes[i];
         if let Some(raft) = n.raft.as_mut() {
             n.reads.insert(context, required);
-            raft.read_index(Bytes::copy_from_slice(&context.to_le_bytes()));
+            let context = Bytes::copy_from_slice(&context.to_le_bytes());
+            if lease {
+                self.stats.lease_reads += u64::from(raft.has_lease());
+                raft.read_lease(context);
+            } else {
+                raft.read_index(context);
+            }
         }
         self.handle_ready(i);
     }

@@ -1,0 +1,493 @@
+//! Raft scenarios scripted step by step, for the properties that random runs rarely reach.
+//!
+//! The network here delivers every message, one at a time, only between the nodes that are
+//! "up"; nothing ticks unless the script says so, and elections are started by handing a node
+//! `TimeoutNow`. Each test records every entry each node hands out as committed and checks at
+//! the end that no two nodes committed different entries at one index (state machine safety).
+//!
+//! - **Figure 8** of the Raft paper: why a leader counts replicas only for entries of its own
+//!   term. Five nodes, `append_entries_max` 1, so that an old entry reaches a majority on its
+//!   own before the new leader's entry does: the moment a wrong commit rule would commit it.
+//! - **Leader leases**: while a leader may serve reads from its lease, no other node becomes
+//!   leader, across every phase of the election and check-quorum timers (many seeds), and a
+//!   voter that restarts does not forget the lease it granted.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use bytes::Bytes;
+use kvstore::raft::{Body, Config, Index, Message, NodeId, Raft, ReadState, Restored, Role, Term};
+
+fn config(id: NodeId) -> Config {
+    Config {
+        append_entries_max: 1,
+        ..Config::new(id)
+    }
+}
+
+struct Net {
+    nodes: BTreeMap<NodeId, Raft>,
+    up: BTreeSet<NodeId>,
+    queue: VecDeque<Message>,
+    /// (index -> term) of every entry each node reported committed.
+    committed: BTreeMap<NodeId, BTreeMap<Index, Term>>,
+    /// Read states each node handed out, in order.
+    reads: BTreeMap<NodeId, Vec<ReadState>>,
+    seed: u64,
+}
+
+impl Net {
+    fn new(n: u64) -> Net {
+        Net::seeded(n, 0)
+    }
+
+    fn seeded(n: u64, seed: u64) -> Net {
+        let ids: Vec<NodeId> = (1..=n).collect();
+        let nodes = ids
+            .iter()
+            .map(|&id| {
+                let restored = Restored::bootstrap(ids.clone());
+                (id, Raft::new(config(id), restored, seed))
+            })
+            .collect();
+        Net {
+            nodes,
+            up: ids.iter().copied().collect(),
+            queue: VecDeque::new(),
+            committed: BTreeMap::new(),
+            reads: BTreeMap::new(),
+            seed,
+        }
+    }
+
+    /// Restarts `id` from its state: what a node that had persisted everything would have.
+    fn restart(&mut self, id: NodeId) {
+        let old = &self.nodes[&id];
+        let log = old.log();
+        let restored = Restored {
+            hard_state: old.hard_state(),
+            snapshot: log.snapshot().clone(),
+            snapshot_data: Bytes::new(),
+            entries: log.entries_from(log.first_index()).cloned().collect(),
+        };
+        let node = Raft::new(config(id), restored, self.seed + 1);
+        self.nodes.insert(id, node);
+    }
+
+    /// One tick on every node (their clocks run at one rate), then delivery.
+    fn tick_all(&mut self) {
+        for node in self.nodes.values_mut() {
+            node.tick();
+        }
+        self.settle();
+    }
+
+    /// The highest-term leader other than `id`, if any.
+    fn other_leader(&self, id: NodeId) -> Option<NodeId> {
+        self.nodes
+            .iter()
+            .filter(|(&other, n)| other != id && n.role() == Role::Leader)
+            .max_by_key(|(_, n)| n.term())
+            .map(|(&other, _)| other)
+    }
+
+    fn node(&self, id: NodeId) -> &Raft {
+        &self.nodes[&id]
+    }
+
+    /// Only these nodes talk to each other from now on; messages in flight to or from the
+    /// others are lost.
+    fn set_up(&mut self, up: &[NodeId]) {
+        self.up = up.iter().copied().collect();
+        let up = &self.up;
+        self.queue
+            .retain(|m| up.contains(&m.from) && up.contains(&m.to));
+    }
+
+    /// Collects every node's Ready (the "disk" is the node's own memory here: nothing is
+    /// restarted) and queues the messages between nodes that are up.
+    fn collect(&mut self) {
+        for (&id, node) in self.nodes.iter_mut() {
+            while node.has_ready() {
+                let ready = node.ready();
+                let log = self.committed.entry(id).or_default();
+                for e in &ready.committed {
+                    log.insert(e.index, e.term);
+                }
+                self.reads.entry(id).or_default().extend(ready.read_states);
+                for m in ready.messages {
+                    if self.up.contains(&m.from) && self.up.contains(&m.to) {
+                        self.queue.push_back(m);
+                    }
+                }
+                node.advance();
+            }
+        }
+    }
+
+    /// Delivers messages one at a time until none are left or `stop` holds after a delivery.
+    /// Returns whether `stop` held.
+    fn deliver_until(&mut self, mut stop: impl FnMut(&Net) -> bool) -> bool {
+        self.collect();
+        while let Some(m) = self.queue.pop_front() {
+            self.nodes.get_mut(&m.to).expect("a node").step(m);
+            self.collect();
+            if stop(self) {
+                return true;
+            }
+        }
+        false
+    }
+
+    fn settle(&mut self) {
+        self.deliver_until(|_| false);
+    }
+
+    /// Tells `id` to campaign now (as a leader transfer would) and delivers until it wins,
+    /// up to three times: a first try may only teach it a voter's higher term.
+    fn elect(&mut self, id: NodeId) {
+        for _ in 0..3 {
+            if self.node(id).role() == Role::Leader {
+                return;
+            }
+            let term = self.node(id).term();
+            self.nodes.get_mut(&id).unwrap().step(Message {
+                from: id,
+                to: id,
+                term,
+                body: Body::TimeoutNow,
+            });
+            self.deliver_until(|net| net.node(id).role() == Role::Leader);
+        }
+        assert_eq!(
+            self.node(id).role(),
+            Role::Leader,
+            "node {id} won no election"
+        );
+    }
+
+    /// Delivers what is in flight, then ticks the leader `id` until it sends heartbeats and
+    /// delivers those: followers learn its latest commit index from them.
+    fn heartbeat(&mut self, id: NodeId) {
+        self.settle();
+        for _ in 0..Config::new(id).heartbeat_ticks {
+            self.nodes.get_mut(&id).unwrap().tick();
+        }
+        self.settle();
+    }
+
+    /// Ticks a leader that is cut off until check-quorum makes it step down.
+    fn step_down(&mut self, id: NodeId) {
+        for _ in 0..100 {
+            if self.node(id).role() != Role::Leader {
+                return;
+            }
+            self.nodes.get_mut(&id).unwrap().tick();
+            self.collect();
+        }
+        panic!("node {id} did not step down without a quorum");
+    }
+
+    fn propose(&mut self, id: NodeId, data: &'static str) -> Index {
+        self.nodes
+            .get_mut(&id)
+            .unwrap()
+            .propose(Bytes::from(data))
+            .expect("the leader accepts")
+    }
+
+    fn assert_state_machine_safety(&self) {
+        let mut agreed: BTreeMap<Index, (NodeId, Term)> = BTreeMap::new();
+        for (&id, log) in &self.committed {
+            for (&index, &term) in log {
+                let (first, t) = *agreed.entry(index).or_insert((id, term));
+                assert_eq!(
+                    t, term,
+                    "nodes {first} and {id} committed different entries at index {index}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn an_old_term_entry_on_a_majority_is_not_committed_until_an_entry_of_the_leaders_term_is() {
+    let mut net = Net::new(5);
+
+    // Node 1 leads and everyone has its first entries.
+    net.elect(1);
+    net.heartbeat(1);
+    let base = net.node(1).log().last_index();
+    assert_eq!(net.node(5).log().committed(), base);
+
+    // (a) Node 1 appends `a` and gets it to node 2 only.
+    net.set_up(&[1, 2]);
+    let a = net.propose(1, "a");
+    assert_eq!(a, base + 1);
+    net.settle();
+    assert_eq!(net.node(2).log().last_index(), a);
+    let term_a = net.node(1).term();
+
+    // (b) Node 5 wins an election with 3 and 4 and appends its own entry at index `a`, but
+    // is cut off before it sends it anywhere.
+    net.set_up(&[3, 4, 5]);
+    net.elect(5);
+    net.set_up(&[]);
+    let term_5 = net.node(5).term();
+    assert_eq!(
+        net.node(5).log().term(a),
+        Some(term_5),
+        "5's no-op sits at index a"
+    );
+
+    // (c) Node 1 comes back with 2 and 3 and wins a later term (its first try may only
+    // learn node 3's term). It sends `a` to node 3, one entry per append.
+    net.set_up(&[]);
+    net.step_down(1);
+    net.set_up(&[1, 2, 3]);
+    net.elect(1);
+    let term_c = net.node(1).term();
+    assert!(term_c > term_5);
+    let noop_c = net.node(1).log().last_index();
+    assert_eq!(noop_c, a + 1);
+    let on_majority = net.deliver_until(|net| {
+        net.node(3).log().term(a) == Some(term_a) && net.node(1).match_indexes()[&3] >= a
+    });
+    assert!(on_majority, "node 3 took `a` and node 1 heard of it");
+    // `a` is on nodes 1, 2 and 3, a majority, but it is of an old term: not committed.
+    assert!(
+        net.node(1).log().committed() < a,
+        "node 1 committed index {a} of term {term_a} by counting replicas in term {term_c}"
+    );
+
+    // (d) Node 1 is cut off before its own entry reaches a majority. Node 5, whose entry at
+    // `a` has a later term than `a`, wins with 3 and 4 and overwrites `a` on them.
+    net.set_up(&[]);
+    net.step_down(5);
+    net.set_up(&[3, 4, 5]);
+    net.elect(5);
+    net.heartbeat(5);
+    assert_eq!(
+        net.node(3).log().term(a),
+        Some(term_5),
+        "`a` was overwritten"
+    );
+    assert!(net.node(3).log().committed() >= a);
+
+    // Everyone reconnects: node 5's entries win everywhere, and no node ever reported `a`
+    // (term `term_a`) as committed.
+    net.set_up(&[1, 2, 3, 4, 5]);
+    let b = net.propose(5, "b");
+    net.heartbeat(5);
+    for id in 1..=5 {
+        assert_eq!(net.node(id).log().committed(), b, "node {id}");
+        assert_eq!(net.node(id).log().term(a), Some(term_5), "node {id}");
+    }
+    net.assert_state_machine_safety();
+}
+
+#[test]
+fn once_an_entry_of_its_term_is_on_a_majority_the_leader_commits_the_old_ones_with_it() {
+    let mut net = Net::new(5);
+    net.elect(1);
+    net.settle();
+    net.set_up(&[1, 2]);
+    let a = net.propose(1, "a");
+    net.settle();
+    // Node 3 leads briefly, appending nothing anyone keeps.
+    net.set_up(&[3, 4, 5]);
+    net.elect(3);
+    net.set_up(&[]);
+    // Node 1 wins again with 2 and 4 (3 and 5 stay cut off) and replicates everything.
+    net.step_down(1);
+    net.set_up(&[1, 2, 4]);
+    net.elect(1);
+    net.heartbeat(1);
+    let last = net.node(1).log().last_index();
+    assert!(last > a);
+    assert_eq!(net.node(1).log().committed(), last);
+    assert_eq!(net.node(4).log().committed(), last);
+    net.assert_state_machine_safety();
+}
+
+/// Cuts node 1, leader of a 3-node group, off from the rest just after it sent a heartbeat
+/// `offset` ticks into its check-quorum period; the answers to that heartbeat reach it
+/// `delay` ticks later. Then ticks until node 2 or 3 leads and has committed an entry. At
+/// every tick, node 1 holds a lease only if no other node leads, and then answers a lease
+/// read at once. Returns whether node 1 served a read from its lease after the cut (so that
+/// the test knows the window was exercised).
+fn cut_off_the_leader(seed: u64, offset: u32, delay: u32) -> bool {
+    let mut net = Net::seeded(3, seed);
+    net.elect(1);
+    for _ in 0..offset {
+        net.tick_all();
+    }
+    // Node 1 ticks alone until it sends a heartbeat round; the followers get it at once.
+    net.settle();
+    let mut round_sent = false;
+    for _ in 0..Config::new(1).heartbeat_ticks {
+        net.nodes.get_mut(&1).unwrap().tick();
+        net.collect();
+        round_sent |= net
+            .queue
+            .iter()
+            .any(|m| matches!(m.body, Body::Heartbeat { .. }));
+    }
+    assert!(round_sent, "seed {seed}: node 1 sent a heartbeat");
+    net.deliver_until(|net| {
+        net.queue
+            .iter()
+            .all(|m| matches!(m.body, Body::HeartbeatResponse { .. }))
+    });
+    let answers: Vec<Message> = net.queue.drain(..).collect();
+    net.set_up(&[2, 3]);
+    for _ in 0..delay {
+        net.tick_all();
+    }
+    for m in answers {
+        net.nodes.get_mut(&1).unwrap().step(m);
+    }
+    net.collect();
+    assert!(
+        net.node(1).has_lease() || delay > 0,
+        "seed {seed}: a quorum answered: lease"
+    );
+    let term = net.node(1).term();
+    let mut served_from_lease = false;
+    for tick in 0..200 {
+        let other = net.other_leader(1);
+        if net.node(1).has_lease() {
+            assert_eq!(
+                other, None,
+                "seed {seed}, offset {offset}, tick {tick}: node 1 holds a lease while \
+                 node {other:?} leads"
+            );
+            // And a lease read is answered at once, with no message sent.
+            let before = net.reads.get(&1).map_or(0, Vec::len);
+            net.nodes
+                .get_mut(&1)
+                .unwrap()
+                .read_lease(Bytes::from_static(b"r"));
+            net.collect();
+            assert_eq!(net.reads[&1].len(), before + 1, "answered at once");
+            assert!(net.reads[&1][before].index.is_some());
+            served_from_lease = true;
+        }
+        if let Some(leader) = other {
+            if net.node(leader).log().committed() > net.node(1).log().committed() {
+                assert!(net.node(leader).term() > term);
+                assert!(!net.node(1).has_lease());
+                net.assert_state_machine_safety();
+                return served_from_lease;
+            }
+        }
+        net.tick_all();
+    }
+    panic!("seed {seed}, offset {offset}: nodes 2 and 3 elected no leader");
+}
+
+#[test]
+fn no_other_node_leads_while_a_leader_holds_its_lease() {
+    let mut windows = 0;
+    for seed in 0..20 {
+        for offset in 0..Config::new(1).election_ticks_min {
+            for delay in 0..5 {
+                windows += u32::from(cut_off_the_leader(seed, offset, delay));
+            }
+        }
+    }
+    assert!(
+        windows > 500,
+        "leases were exercised after the cut ({windows} runs)"
+    );
+}
+
+#[test]
+fn a_voter_that_restarts_keeps_refusing_candidates_for_an_election_timeout() {
+    for seed in 0..20 {
+        // Node 1 leads; node 2 is cut off, so node 3's answers alone keep node 1's lease.
+        let mut net = Net::seeded(3, seed);
+        net.elect(1);
+        net.heartbeat(1);
+        net.set_up(&[1, 3]);
+        // Tick until node 2's election timer fires for the second time (its first pre-vote
+        // was lost): it sends pre-votes this tick.
+        let mut pre_votes = Vec::new();
+        let mut attempts = 0;
+        while attempts < 2 {
+            for node in net.nodes.values_mut() {
+                node.tick();
+            }
+            let node2 = net.nodes.get_mut(&2).unwrap();
+            let ready = node2.ready();
+            node2.advance();
+            pre_votes = ready.messages;
+            pre_votes.retain(|m| matches!(m.body, Body::PreVote { .. }));
+            attempts += usize::from(!pre_votes.is_empty());
+            net.settle();
+        }
+        assert!(
+            net.node(1).has_lease(),
+            "seed {seed}: node 3 keeps node 1's lease"
+        );
+        // Now node 3 crashes and restarts, forgetting that it heard from node 1, and node 1
+        // is cut off; node 2's pre-vote reaches node 3.
+        net.restart(3);
+        net.set_up(&[2, 3]);
+        net.queue
+            .extend(pre_votes.into_iter().filter(|m| m.to == 3));
+        net.settle();
+        for tick in 0.. {
+            if net.node(1).has_lease() {
+                assert_eq!(
+                    net.other_leader(1),
+                    None,
+                    "seed {seed}, tick {tick}: the restarted node 3 voted for node 2 while \
+                     node 1's lease held"
+                );
+            } else if net.other_leader(1).is_some() {
+                break;
+            }
+            assert!(tick < 200, "seed {seed}: node 2 never won");
+            net.tick_all();
+        }
+    }
+}
+
+#[test]
+fn a_leader_that_hands_over_leadership_gives_up_its_lease_for_the_term() {
+    let mut net = Net::new(3);
+    net.elect(1);
+    net.heartbeat(1);
+    assert!(net.node(1).has_lease());
+    net.nodes.get_mut(&1).unwrap().transfer_leader(2);
+    assert!(!net.node(1).has_lease(), "no lease while transferring");
+    // Node 2 gets TimeoutNow and campaigns, but its vote requests are held up in the
+    // network, and it is cut off.
+    let campaigning = net.deliver_until(|net| net.node(2).role() == Role::Candidate);
+    assert!(campaigning, "node 2 got TimeoutNow");
+    let mut held: Vec<Message> = net.queue.drain(..).collect();
+    held.retain(|m| m.from == 2 && m.to == 3 && matches!(m.body, Body::Vote { .. }));
+    assert!(!held.is_empty());
+    // Node 1 still leads with node 3, and the transfer times out. Node 2 is paused (a
+    // process stopped, not a slow clock), so its held request is still its latest.
+    net.set_up(&[1, 3]);
+    for _ in 0..2 * Config::new(1).election_ticks_max {
+        for id in [1, 3] {
+            net.nodes.get_mut(&id).unwrap().tick();
+        }
+        net.settle();
+        assert_eq!(net.node(1).role(), Role::Leader);
+        assert!(
+            !net.node(1).has_lease(),
+            "a lease after telling node 2 to campaign"
+        );
+    }
+    // The held vote request arrives: node 3 grants it (the leader asked for this election),
+    // so node 2 leads while node 1 still thinks it does.
+    net.set_up(&[2, 3]);
+    net.queue.extend(held);
+    net.settle();
+    assert_eq!(net.other_leader(1), Some(2));
+    assert_eq!(net.node(1).role(), Role::Leader);
+    assert!(!net.node(1).has_lease());
+}
