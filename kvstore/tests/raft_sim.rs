@@ -6,10 +6,10 @@
 //! RAFT_SIM_SCENARIO=churn RAFT_SIM_SEED=1234 cargo test -p kvstore --test raft_sim replay -- --nocapture
 //! ```
 //!
-//! `RAFT_SIM_SEEDS` sets how many seeds each scenario runs (default 250: 2,000 runs in all).
+//! `RAFT_SIM_SEEDS` sets how many seeds each scenario runs (default 250: 2,250 runs in all).
 
 use kvstore::raft::sim::{Sim, SimOptions};
-use kvstore::raft::Role;
+use kvstore::raft::{ConfigChange, Role};
 
 fn run_seeds(scenario: &str) {
     let seeds: u64 = std::env::var("RAFT_SIM_SEEDS")
@@ -49,6 +49,12 @@ fn run_seeds(scenario: &str) {
             "{scenario}: too few reads served from a lease"
         );
     }
+    if scenario == "membership" {
+        assert!(
+            totals.config_changes > seeds * 3,
+            "{scenario}: too few membership changes committed"
+        );
+    }
     if scenario == "snapshots" {
         assert!(
             totals.snapshots_installed > seeds / 10,
@@ -84,6 +90,10 @@ fn seeds_churn() {
 #[test]
 fn seeds_snapshots() {
     run_seeds("snapshots");
+}
+#[test]
+fn seeds_membership() {
+    run_seeds("membership");
 }
 #[test]
 fn seeds_no_pre_vote() {
@@ -286,4 +296,74 @@ fn reads_see_every_acknowledged_write() {
     });
     let stats = sim.run();
     assert!(stats.reads_served > 100, "{stats:?}");
+}
+
+/// Ticks until node `i` (0-based) has applied everything the leader committed.
+fn caught_up_within(sim: &mut Sim, i: usize, n: u64) {
+    for _ in 0..n {
+        sim.tick();
+        let leader = sim.leader_index().expect("a leader");
+        let commit = sim.raft(leader).unwrap().log().committed();
+        if sim.applied(i) == commit && sim.raft(i).unwrap().membership().contains(i as u64 + 1) {
+            return;
+        }
+    }
+    panic!("node {} did not catch up within {n} ticks", i + 1);
+}
+
+#[test]
+fn a_learner_catches_up_then_votes_and_a_removed_leader_steps_down_for_good() {
+    for seed in 0..10 {
+        // Nodes 1 to 3 found the group under a steady write load; 4 starts empty.
+        let mut sim = Sim::new(SimOptions {
+            members: 3,
+            read: 0.0,
+            ..SimOptions::reliable(seed, 4)
+        });
+        let leader = leader_within(&mut sim, 60);
+        ticks(&mut sim, 50);
+
+        // Node 4 joins as a learner: it gets the whole log, but counts for nothing.
+        sim.change_membership(ConfigChange::AddLearner(4)).unwrap();
+        caught_up_within(&mut sim, 3, 200);
+        let m = sim.raft(leader).unwrap().membership().clone();
+        assert!(m.learners.contains(&4) && m.quorum() == 2, "seed {seed}");
+        assert_eq!(sim.raft(3).unwrap().role(), Role::Follower);
+
+        // Promoted, it votes: quorum 3 of 4.
+        ticks(&mut sim, 5);
+        sim.change_membership(ConfigChange::AddVoter(4)).unwrap();
+        ticks(&mut sim, 20);
+        let m = sim.raft(leader).unwrap().membership().clone();
+        assert_eq!(m.voters.len(), 4, "seed {seed}");
+        assert_eq!(m.quorum(), 3);
+
+        // The leader removes itself: it steps down once that commits, the others elect a
+        // leader among themselves and go on committing, and it never leads again.
+        let removed = sim.raft(leader).unwrap().id();
+        sim.change_membership(ConfigChange::Remove(removed))
+            .unwrap();
+        let mut new_leader = None;
+        for _ in 0..300 {
+            sim.tick();
+            let l = sim.leader_index();
+            if let Some(l) = l {
+                if l != leader {
+                    new_leader = Some(l);
+                }
+            }
+            if new_leader.is_some() {
+                assert_ne!(l, Some(leader), "seed {seed}: the removed node led again");
+            }
+        }
+        let new_leader = new_leader.expect("a new leader");
+        let raft = sim.raft(new_leader).unwrap();
+        assert!(!raft.membership().contains(removed));
+        assert_eq!(raft.membership().voters.len(), 3);
+        assert!(
+            raft.log().committed() > sim.raft(leader).unwrap().log().committed(),
+            "seed {seed}: the group went on committing without the removed node"
+        );
+        assert_ne!(sim.raft(leader).unwrap().role(), Role::Leader);
+    }
 }

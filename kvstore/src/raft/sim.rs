@@ -26,9 +26,10 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
-use super::core::{Config, Raft, Restored, Role};
+use super::core::{Config, ProposeError, Raft, Restored, Role};
 use super::message::{
-    AppendResult, Body, Entry, HardState, Index, Message, NodeId, Payload, SnapshotMeta, Term,
+    AppendResult, Body, ConfigChange, Entry, HardState, Index, Message, NodeId, Payload,
+    SnapshotMeta, Term,
 };
 use super::rng::Rng;
 
@@ -57,6 +58,11 @@ pub struct SimOptions {
     pub compact_after: Option<u64>,
     /// Pre-vote and check-quorum on every node.
     pub pre_vote: bool,
+    /// Nodes 1 to `members` found the group as voters; the rest start empty, outside it.
+    pub members: usize,
+    /// Chance that the leader proposes a membership change this tick: add a learner,
+    /// promote a learner to voter, or remove a member (the leader too), keeping 3 to 5 voters.
+    pub reconfigure: f64,
 }
 
 impl SimOptions {
@@ -76,6 +82,8 @@ impl SimOptions {
             read: 0.1,
             compact_after: None,
             pre_vote: true,
+            members: nodes,
+            reconfigure: 0.0,
         }
     }
 
@@ -89,6 +97,7 @@ impl SimOptions {
         "churn",
         "snapshots",
         "no_pre_vote",
+        "membership",
     ];
 
     /// The options of a named scenario.
@@ -146,6 +155,20 @@ impl SimOptions {
                 delay_ticks_max: 4,
                 partition: 0.01,
                 pre_vote: false,
+                ..base
+            },
+            // Three of six nodes found the group; the leader keeps adding, promoting and
+            // removing members (itself too) while nodes crash and links fail.
+            "membership" => SimOptions {
+                nodes: 6,
+                members: 3,
+                reconfigure: 0.05,
+                crash: 0.003,
+                drop: 0.05,
+                delay_ticks_max: 4,
+                partition: 0.005,
+                compact_after: Some(12),
+                ticks: 600,
                 ..base
             },
             _ => return None,
@@ -238,6 +261,8 @@ pub struct SimStats {
     pub lease_reads: u64,
     pub crashes: u64,
     pub snapshots_installed: u64,
+    /// Membership changes that committed.
+    pub config_changes: u64,
     pub messages_sent: u64,
     pub append_rejections: u64,
     /// The highest term reached.
@@ -255,6 +280,7 @@ impl SimStats {
         self.lease_reads += other.lease_reads;
         self.crashes += other.crashes;
         self.snapshots_installed += other.snapshots_installed;
+        self.config_changes += other.config_changes;
         self.messages_sent += other.messages_sent;
         self.append_rejections += other.append_rejections;
         self.max_term = self.max_term.max(other.max_term);
@@ -289,11 +315,17 @@ pub struct Sim {
 impl Sim {
     pub fn new(opts: SimOptions) -> Sim {
         assert!(opts.nodes >= 1 && opts.nodes <= 9);
+        assert!(opts.members >= 1 && opts.members <= opts.nodes);
         let ids: Vec<NodeId> = (1..=opts.nodes as NodeId).collect();
+        let founders: Vec<NodeId> = (1..=opts.members as NodeId).collect();
         let nodes = ids
             .iter()
             .map(|&id| {
-                let restored = Restored::bootstrap(ids.clone());
+                let restored = if founders.contains(&id) {
+                    Restored::bootstrap(founders.clone())
+                } else {
+                    Restored::default()
+                };
                 let disk = Disk {
                     hard_state: restored.hard_state,
                     entries: restored.entries.clone(),
@@ -359,6 +391,9 @@ impl Sim {
         }
         if self.rng.chance(o.propose) {
             self.propose_somewhere();
+        }
+        if self.rng.chance(o.reconfigure) {
+            self.reconfigure();
         }
         if self.rng.chance(o.read) {
             let i = self.rng.range(0..self.nodes.len() as u64) as usize;
@@ -501,6 +536,14 @@ impl Sim {
                 check_chain(&mut self.chain, n.machine, self.opts.seed);
             }
             for e in &ready.committed {
+                if matches!(e.payload, Payload::Config(_)) && e.index > 1 {
+                    if let std::collections::btree_map::Entry::Vacant(v) =
+                        self.committed.entry(e.index)
+                    {
+                        v.insert(e.term);
+                        self.stats.config_changes += 1;
+                    }
+                }
                 n.machine.apply(e);
                 check_chain(&mut self.chain, n.machine, self.opts.seed);
                 self.committed.entry(e.index).or_insert(e.term);
@@ -587,6 +630,45 @@ impl Sim {
             }
         }
         self.handle_ready(i);
+    }
+
+    /// The leader proposes one membership change about a random node (refused, harmlessly,
+    /// while another change is pending).
+    pub fn reconfigure(&mut self) {
+        let Some(i) = self.leader_index() else {
+            return;
+        };
+        let id = self.rng.range(1..self.nodes.len() as u64 + 1) as NodeId;
+        let raft = self.nodes[i].raft.as_mut().expect("running");
+        let current = raft.membership().clone();
+        let change = if current.voters.contains(&id) {
+            if current.voters.len() <= 3 {
+                return;
+            }
+            ConfigChange::Remove(id)
+        } else if current.learners.contains(&id) {
+            if current.voters.len() >= 5 {
+                ConfigChange::Remove(id)
+            } else {
+                ConfigChange::AddVoter(id)
+            }
+        } else {
+            ConfigChange::AddLearner(id)
+        };
+        let _ = raft.propose_config(current.apply(change));
+        self.handle_ready(i);
+    }
+
+    /// The leader (if any) proposes `change` to its membership.
+    pub fn change_membership(&mut self, change: ConfigChange) -> Result<Index, ProposeError> {
+        let i = self
+            .leader_index()
+            .ok_or(ProposeError::NotLeader { leader: None })?;
+        let raft = self.nodes[i].raft.as_mut().expect("running");
+        let next = raft.membership().apply(change);
+        let result = raft.propose_config(next);
+        self.handle_ready(i);
+        result
     }
 
     /// A client asks node `i` for a linearizable read: half the time under the leader's
@@ -708,14 +790,17 @@ impl Sim {
                 continue;
             }
             // Converged: the leader committed an entry of its term, holds nothing uncommitted,
-            // and every node has applied exactly what it committed.
+            // and every member (voter or learner) has applied exactly what it committed.
             let raft = self.nodes[i].raft.as_ref().expect("running");
             let log = raft.log();
             let commit = log.committed();
+            let members = raft.membership();
             let done = proposed_in == Some(raft.term())
                 && log.term(commit) == Some(raft.term())
                 && log.last_index() == commit
-                && self.nodes.iter().all(|n| n.machine.applied == commit);
+                && members
+                    .members()
+                    .all(|id| self.nodes[id as usize - 1].machine.applied == commit);
             if done {
                 return;
             }
