@@ -29,6 +29,7 @@ mod error;
 pub mod fault;
 pub mod record;
 pub mod segment;
+pub mod wal;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use engine::{
