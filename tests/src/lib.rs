@@ -3,6 +3,7 @@
 //! The harness starts real `kvstore` processes on loopback ports chosen at run time (port 0,
 //! addresses read back from `--ready-file`), stops them by PID (SIGTERM, SIGKILL, SIGSTOP),
 //! and restarts them on the same data directory. Part 2 extends it to whole clusters with
-//! partitions and a linearizability checker.
+//! partitions; [`linearizability`] is the checker their histories go through.
 
 pub mod harness;
+pub mod linearizability;
