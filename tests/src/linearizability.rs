@@ -186,7 +186,6 @@ pub fn check<M: Model>(
     };
 
     let mut state = model.init();
-    let mut linearized = vec![false; n];
     let mut placed_returned = 0;
     let mut memo: HashSet<(Vec<u64>, M::State)> = HashSet::new();
     let mut bits = vec![0u64; n.div_ceil(64)];
@@ -204,86 +203,49 @@ pub fn check<M: Model>(
         if steps > SEARCH_STEPS_MAX {
             return Err(violation(history, scope, &longest, &stuck_at_longest, true));
         }
-        if entry == NONE {
-            // Only unknown-outcome calls were left to try and none could go: that is fine
-            // only if every returned operation is placed, checked above; so backtrack.
-            match backtrack(
-                &mut stack,
-                &mut events,
-                &mut linearized,
-                &mut bits,
-                history,
-                &unlift,
-            ) {
-                Some((next, before, was_returned)) => {
-                    state = before;
-                    placed_returned -= usize::from(was_returned);
-                    entry = next;
-                    continue;
-                }
-                None => {
-                    return Err(violation(
-                        history,
-                        scope,
-                        &longest,
-                        &stuck_at_longest,
-                        false,
-                    ))
-                }
-            }
+        // At the end of the list (only unknown-outcome calls were left, and none could go)
+        // or at the return of an operation not yet placed, the choices made so far cannot
+        // work: undo the last one and try what follows it.
+        if entry == NONE || !events[entry].is_call {
+            let Some((next, before, was_returned)) =
+                backtrack(&mut stack, &mut events, &mut bits, history, &unlift)
+            else {
+                return Err(violation(
+                    history,
+                    scope,
+                    &longest,
+                    &stuck_at_longest,
+                    false,
+                ));
+            };
+            state = before;
+            placed_returned -= usize::from(was_returned);
+            entry = next;
+            continue;
         }
         let e = events[entry];
-        if e.is_call {
-            let op = &history[e.op];
-            let output = op.completion.as_ref().map(|(o, _)| o);
-            if let Some(next_state) = model.step(&state, &op.input, output) {
-                bits[e.op / 64] |= 1 << (e.op % 64);
-                if memo.insert((bits.clone(), next_state.clone())) {
-                    stack.push((entry, state));
-                    state = next_state;
-                    linearized[e.op] = true;
-                    placed_returned += usize::from(op.completion.is_some());
-                    lift(&mut events, entry);
-                    if e.ret != NONE {
-                        lift(&mut events, e.ret);
-                    }
-                    if stack.len() > longest.len() {
-                        longest = stack.iter().map(|&(c, _)| events[c].op).collect();
-                        stuck_at_longest = candidates(&events, history);
-                    }
-                    entry = events[HEAD].next;
-                    continue;
+        let op = &history[e.op];
+        let output = op.completion.as_ref().map(|(o, _)| o);
+        if let Some(next_state) = model.step(&state, &op.input, output) {
+            bits[e.op / 64] |= 1 << (e.op % 64);
+            if memo.insert((bits.clone(), next_state.clone())) {
+                stack.push((entry, state));
+                state = next_state;
+                placed_returned += usize::from(op.completion.is_some());
+                lift(&mut events, entry);
+                if e.ret != NONE {
+                    lift(&mut events, e.ret);
                 }
-                bits[e.op / 64] &= !(1 << (e.op % 64));
+                if stack.len() > longest.len() {
+                    longest = stack.iter().map(|&(c, _)| events[c].op).collect();
+                    stuck_at_longest = candidates(&events, history);
+                }
+                entry = events[HEAD].next;
+                continue;
             }
-            entry = e.next;
-        } else {
-            // A return of an operation not yet placed: everything linearized so far must
-            // change. Undo the last choice and try what follows it.
-            match backtrack(
-                &mut stack,
-                &mut events,
-                &mut linearized,
-                &mut bits,
-                history,
-                &unlift,
-            ) {
-                Some((next, before, was_returned)) => {
-                    state = before;
-                    placed_returned -= usize::from(was_returned);
-                    entry = next;
-                }
-                None => {
-                    return Err(violation(
-                        history,
-                        scope,
-                        &longest,
-                        &stuck_at_longest,
-                        false,
-                    ))
-                }
-            }
+            bits[e.op / 64] &= !(1 << (e.op % 64));
         }
+        entry = e.next;
     }
 }
 
@@ -292,7 +254,6 @@ pub fn check<M: Model>(
 fn backtrack<I, O, S>(
     stack: &mut Vec<(usize, S)>,
     events: &mut Vec<Event>,
-    linearized: &mut [bool],
     bits: &mut [u64],
     history: &[Operation<I, O>],
     unlift: &impl Fn(&mut Vec<Event>, usize),
@@ -303,7 +264,6 @@ fn backtrack<I, O, S>(
         unlift(events, e.ret);
     }
     unlift(events, call);
-    linearized[e.op] = false;
     bits[e.op / 64] &= !(1 << (e.op % 64));
     Some((e.next, before, history[e.op].completion.is_some()))
 }
