@@ -1125,14 +1125,14 @@ impl Raft {
             p.resume();
             self.send_append(from, true);
         }
-        self.release_reads();
-        self.extend_lease();
+        let confirmed = self.quorum_round();
+        self.release_reads(confirmed);
+        self.extend_lease(confirmed);
     }
 
-    /// A quorum has answered round `q`: none of them will vote for another candidate until an
+    /// A quorum has answered round `confirmed`: none of them will vote for another candidate until an
     /// election timeout after they got it, which is after it was sent.
-    fn extend_lease(&mut self) {
-        let confirmed = self.quorum_round();
+    fn extend_lease(&mut self, confirmed: u64) {
         while self.round_sent.front().is_some_and(|&(r, _)| r < confirmed) {
             self.round_sent.pop_front();
         }
@@ -1174,8 +1174,8 @@ impl Raft {
         rounds.get(m.quorum() - 1).copied().unwrap_or(0)
     }
 
-    fn release_reads(&mut self) {
-        let confirmed = self.quorum_round();
+    /// Answers the reads waiting for heartbeat rounds up to `confirmed`.
+    fn release_reads(&mut self, confirmed: u64) {
         while self.reads.front().is_some_and(|r| r.round <= confirmed) {
             let r = self.reads.pop_front().expect("checked");
             self.answer_read(r.context, r.from, Some(r.index));

@@ -536,17 +536,16 @@ impl Sim {
                 check_chain(&mut self.chain, n.machine, self.opts.seed);
             }
             for e in &ready.committed {
-                if matches!(e.payload, Payload::Config(_)) && e.index > 1 {
-                    if let std::collections::btree_map::Entry::Vacant(v) =
-                        self.committed.entry(e.index)
-                    {
-                        v.insert(e.term);
+                n.machine.apply(e);
+                check_chain(&mut self.chain, n.machine, self.opts.seed);
+                if let std::collections::btree_map::Entry::Vacant(v) = self.committed.entry(e.index)
+                {
+                    v.insert(e.term);
+                    // Index 1 is the founding membership, not a change.
+                    if matches!(e.payload, Payload::Config(_)) && e.index > 1 {
                         self.stats.config_changes += 1;
                     }
                 }
-                n.machine.apply(e);
-                check_chain(&mut self.chain, n.machine, self.opts.seed);
-                self.committed.entry(e.index).or_insert(e.term);
                 if n.proposed.remove(&(e.index, e.term)).is_some() {
                     self.stats.acknowledged += 1;
                     self.acknowledged = self.acknowledged.max(e.index);
