@@ -283,6 +283,10 @@ pub struct Db {
 /// [`GroupDb`] (each operation is one transaction of a write group, appended with the others
 /// in one write). One definition of every operation serves both.
 pub trait Store {
+    /// "Now" for this store's writes, in milliseconds since the Unix epoch: relative expiry
+    /// times are counted from it.
+    fn now_ms(&self) -> u64;
+
     /// Reads the engine key `key` (keyspace prefix included).
     fn read(&self, key: &[u8]) -> Result<Option<Value>, StorageError>;
 
@@ -455,6 +459,10 @@ pub trait Store {
 }
 
 impl Store for Db {
+    fn now_ms(&self) -> u64 {
+        self.engine.now_ms()
+    }
+
     fn read(&self, key: &[u8]) -> Result<Option<Value>, StorageError> {
         self.engine.get(key)
     }
@@ -483,6 +491,10 @@ impl<'g, 'e> GroupDb<'g, 'e> {
 }
 
 impl Store for GroupDb<'_, '_> {
+    fn now_ms(&self) -> u64 {
+        self.group.borrow().now_ms()
+    }
+
     fn read(&self, key: &[u8]) -> Result<Option<Value>, StorageError> {
         self.group.borrow().read(key)
     }

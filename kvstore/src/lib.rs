@@ -23,6 +23,7 @@ pub mod cli;
 pub mod client;
 pub mod db;
 pub mod metrics;
+pub mod node;
 pub mod raft;
 pub mod resp;
 pub mod server;

@@ -29,6 +29,7 @@
 // The pure modules must not read clocks, sleep or draw unseeded randomness (clippy.toml).
 #![deny(clippy::disallowed_methods)]
 
+pub mod codec;
 mod core;
 mod log;
 mod message;

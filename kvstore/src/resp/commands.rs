@@ -241,7 +241,7 @@ pub fn execute<S: Store>(
             }),
             _ => Ok(wrong_args("get").into()),
         },
-        "set" => set(store, ks, rest, || db.engine().now_ms()),
+        "set" => set(store, ks, rest, || store.now_ms()),
         "setnx" => match rest {
             [key, value] => store
                 .put(ks, key, value, None, Condition::IfAbsent)
@@ -250,7 +250,7 @@ pub fn execute<S: Store>(
         },
         "setex" | "psetex" => match rest {
             [key, ttl, value] => match parse_i64(ttl) {
-                Some(t) => match expire_ms(t, name == "setex", db.engine().now_ms()) {
+                Some(t) => match expire_ms(t, name == "setex", store.now_ms()) {
                     Some(ms) if ms > 0 => store
                         .put(ks, key, value, Some(ms as u64), Condition::None)
                         .map(|(_, w)| written(ok(), w.version)),
@@ -329,7 +329,7 @@ pub fn execute<S: Store>(
         },
         "expire" | "pexpire" => match rest {
             [key, ttl] => match parse_i64(ttl) {
-                Some(t) => match expire_ms(t, name == "expire", db.engine().now_ms()) {
+                Some(t) => match expire_ms(t, name == "expire", store.now_ms()) {
                     Some(ms) => store
                         .set_expiry(ks, key, Some(ms))
                         .map(|(existed, w)| written(Reply::Integer(existed as i64), w.version)),
@@ -352,7 +352,7 @@ pub fn execute<S: Store>(
                     Some(item) => match item.expires_at_ms {
                         None => -1,
                         Some(at) => {
-                            let left = at.saturating_sub(db.engine().now_ms());
+                            let left = at.saturating_sub(store.now_ms());
                             let left = i64::try_from(left).unwrap_or(i64::MAX);
                             if name == "ttl" {
                                 left.saturating_add(500) / 1000
@@ -373,9 +373,9 @@ pub fn execute<S: Store>(
         },
         "dbsize" => Ok(Reply::Integer(db.count(ks) as i64).into()),
         "flushdb" | "flushall" => match rest {
-            [] => db.flush(ks).map(|w| written(ok(), w.version)),
+            [] => store.flush(ks).map(|w| written(ok(), w.version)),
             [mode] if ["async", "sync"].contains(&lower(mode).as_str()) => {
-                db.flush(ks).map(|w| written(ok(), w.version))
+                store.flush(ks).map(|w| written(ok(), w.version))
             }
             _ => Ok(syntax_error().into()),
         },

@@ -282,7 +282,7 @@ fn execute(ctx: &Context, store: &impl Store, request: Request) -> Step {
         Request::Batch { .. } => Op::Batch,
         Request::Hello { .. } | Request::Ping { .. } => Op::Other,
     };
-    let result = run(ctx, store, request);
+    let result = run(&ctx.db, store, request);
     ctx.metrics.record_op(op, started.elapsed(), result.is_ok());
     match result {
         Ok((response, durable)) => Step {
@@ -299,8 +299,19 @@ fn execute(ctx: &Context, store: &impl Store, request: Request) -> Step {
     }
 }
 
-fn run(
-    ctx: &Context,
+/// [`run`], with an error turned into its error response.
+pub fn respond(whole: &db::Db, store: &impl Store, request: Request) -> Response {
+    match run(whole, store, request) {
+        Ok((response, _)) => response,
+        Err(error) => Response::error(classify(&error), error.to_string()),
+    }
+}
+
+/// Executes `request` against `db` (single-key requests) and `whole` (scans): the one
+/// definition of what every request does, shared by a single node and a replicated state
+/// machine applying a request from its log. Returns the response and the version it wrote.
+pub fn run(
+    whole: &db::Db,
     db: &impl Store,
     request: Request,
 ) -> Result<(Response, Option<u64>), DbError> {
@@ -380,9 +391,7 @@ fn run(
                 end: range.end,
                 prefix: range.prefix,
             };
-            let page = ctx
-                .db
-                .scan(&ks, &range, limit, continuation.as_deref(), keys_only)?;
+            let page = whole.scan(&ks, &range, limit, continuation.as_deref(), keys_only)?;
             let entries = page
                 .items
                 .into_iter()

@@ -33,7 +33,7 @@ pub mod wal;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use engine::{
-    CompactionReport, Engine, Group, ScanEntry, Stats, Txn, Value, Written, FORMAT_FILE,
+    CompactionReport, Engine, Group, Savepoint, ScanEntry, Stats, Txn, Value, Written, FORMAT_FILE,
     FORMAT_VERSION,
 };
 pub use error::{Result, StorageError};
@@ -104,6 +104,11 @@ pub struct Config {
     pub compaction_dead_ratio: f64,
     pub maintenance: Maintenance,
     pub maintenance_interval_ms: u64,
+    /// Whether the engine itself forgets expired keys (at recovery, in the periodic purge and
+    /// in compaction). A replicated state machine turns this off: a replica replaying old log
+    /// entries must still see keys that were alive at those entries' time, whatever its own
+    /// clock says now. Reads hide expired keys either way.
+    pub expire_locally: bool,
     /// Fails chosen file operations, for tests of the failure paths; `None` in production.
     pub faults: Option<std::sync::Arc<dyn fault::FaultInjector>>,
 }
@@ -120,6 +125,7 @@ impl Default for Config {
             compaction_dead_ratio: 0.5,
             maintenance: Maintenance::Background,
             maintenance_interval_ms: 1000,
+            expire_locally: true,
             faults: None,
         }
     }

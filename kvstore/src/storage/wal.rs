@@ -19,11 +19,10 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use bytes::Bytes;
-
 use super::error::{Result, StorageError};
 use super::segment::sync_dir;
-use crate::raft::{Entry, HardState, Index, Membership, NodeId, Payload, SnapshotMeta};
+use crate::raft::codec::{put_entry, put_membership, put_u32, Reader};
+use crate::raft::{Entry, HardState, Index, Payload, SnapshotMeta};
 
 /// A Raft group's id on this node.
 pub type GroupId = u64;
@@ -44,10 +43,6 @@ const ENTRIES_RECORD_BYTES_TARGET: usize = 1024 * 1024;
 const KIND_ENTRIES: u8 = 1;
 const KIND_HARD_STATE: u8 = 2;
 const KIND_SNAPSHOT: u8 = 3;
-
-const PAYLOAD_NOOP: u8 = 0;
-const PAYLOAD_COMMAND: u8 = 1;
-const PAYLOAD_CONFIG: u8 = 2;
 
 /// Settings of a WAL.
 #[derive(Debug, Clone)]
@@ -111,27 +106,7 @@ pub fn encode(record: &WalRecord, dst: &mut Vec<u8>) {
             dst.extend_from_slice(&group.to_le_bytes());
             put_u32(dst, entries.len());
             for e in entries {
-                dst.extend_from_slice(&e.index.to_le_bytes());
-                dst.extend_from_slice(&e.term.to_le_bytes());
-                match &e.payload {
-                    Payload::Noop => {
-                        dst.push(PAYLOAD_NOOP);
-                        put_u32(dst, 0);
-                    }
-                    Payload::Command(data) => {
-                        dst.push(PAYLOAD_COMMAND);
-                        put_u32(dst, data.len());
-                        dst.extend_from_slice(data);
-                    }
-                    Payload::Config(m) => {
-                        dst.push(PAYLOAD_CONFIG);
-                        let at = dst.len();
-                        put_u32(dst, 0);
-                        put_membership(dst, m);
-                        let len = dst.len() - at - 4;
-                        dst[at..at + 4].copy_from_slice(&(len as u32).to_le_bytes());
-                    }
-                }
+                put_entry(dst, e);
             }
         }
         WalRecord::HardState { group, state } => {
@@ -158,20 +133,6 @@ pub fn encode(record: &WalRecord, dst: &mut Vec<u8>) {
     let crc = crc32fast::hash(&dst[start + WAL_RECORD_HEADER_BYTES..]);
     dst[start..start + 4].copy_from_slice(&(len as u32).to_le_bytes());
     dst[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
-}
-
-fn put_u32(dst: &mut Vec<u8>, n: usize) {
-    let n = u32::try_from(n).expect("WAL lengths fit in 32 bits");
-    dst.extend_from_slice(&n.to_le_bytes());
-}
-
-fn put_membership(dst: &mut Vec<u8>, m: &Membership) {
-    for set in [&m.voters, &m.learners] {
-        put_u32(dst, set.len());
-        for id in set {
-            dst.extend_from_slice(&id.to_le_bytes());
-        }
-    }
 }
 
 /// Why bytes are not a record.
@@ -210,137 +171,58 @@ pub fn decode(buf: &[u8]) -> std::result::Result<(WalRecord, usize), WalDecodeEr
             "checksum mismatch: stored {stored:#010x}, computed {computed:#010x}"
         )));
     }
-    let mut r = Reader { buf: body, at: 0 };
-    let record = r.record().map_err(WalDecodeError::Invalid)?;
-    if r.at != body.len() {
+    let mut r = Reader::new(body);
+    let record = read_record(&mut r).map_err(WalDecodeError::Invalid)?;
+    if r.remaining() != 0 {
         return Err(WalDecodeError::Invalid(format!(
             "{} bytes left over after the record",
-            body.len() - r.at
+            r.remaining()
         )));
     }
     Ok((record, total))
 }
 
-struct Reader<'a> {
-    buf: &'a [u8],
-    at: usize,
-}
-
-impl Reader<'_> {
-    fn take(&mut self, n: usize) -> std::result::Result<&[u8], String> {
-        let end = self.at.checked_add(n).filter(|&e| e <= self.buf.len());
-        let end = end.ok_or_else(|| format!("field at byte {} runs past the record", self.at))?;
-        let bytes = &self.buf[self.at..end];
-        self.at = end;
-        Ok(bytes)
-    }
-    fn u8(&mut self) -> std::result::Result<u8, String> {
-        Ok(self.take(1)?[0])
-    }
-    fn u32(&mut self) -> std::result::Result<usize, String> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")) as usize)
-    }
-    fn u64(&mut self) -> std::result::Result<u64, String> {
-        Ok(u64::from_le_bytes(
-            self.take(8)?.try_into().expect("8 bytes"),
-        ))
-    }
-
-    fn record(&mut self) -> std::result::Result<WalRecord, String> {
-        let kind = self.u8()?;
-        let group = self.u64()?;
-        match kind {
-            KIND_ENTRIES => {
-                let count = self.u32()?;
-                // Each entry takes at least 21 bytes: a count beyond that is damage.
-                if count > self.buf.len() / 21 {
-                    return Err(format!("entry count {count} does not fit the record"));
-                }
-                let mut entries = Vec::with_capacity(count);
-                for _ in 0..count {
-                    let index = self.u64()?;
-                    let term = self.u64()?;
-                    let kind = self.u8()?;
-                    let len = self.u32()?;
-                    let data = self.take(len)?;
-                    let payload = match kind {
-                        PAYLOAD_NOOP if len == 0 => Payload::Noop,
-                        PAYLOAD_COMMAND => Payload::Command(Bytes::copy_from_slice(data)),
-                        PAYLOAD_CONFIG => {
-                            let mut inner = Reader { buf: data, at: 0 };
-                            let m = inner.membership()?;
-                            if inner.at != data.len() {
-                                return Err("bytes left over after a membership".into());
-                            }
-                            Payload::Config(m)
-                        }
-                        other => return Err(format!("unknown payload kind {other}")),
-                    };
-                    if let Some(prev) = entries.last().map(|e: &Entry| e.index) {
-                        if index != prev + 1 {
-                            return Err(format!("entry {index} follows entry {prev}"));
-                        }
-                    }
-                    entries.push(Entry {
-                        index,
-                        term,
-                        payload,
-                    });
-                }
-                Ok(WalRecord::Entries { group, entries })
-            }
-            KIND_HARD_STATE => {
-                let term = self.u64()?;
-                let vote = self.u64()?;
-                let commit = self.u64()?;
-                Ok(WalRecord::HardState {
-                    group,
-                    state: HardState {
-                        term,
-                        vote: (vote != 0).then_some(vote),
-                        commit,
-                    },
-                })
-            }
-            KIND_SNAPSHOT => {
-                let index = self.u64()?;
-                let term = self.u64()?;
-                let discard_later = match self.u8()? {
-                    0 => false,
-                    1 => true,
-                    other => return Err(format!("discard flag {other} is neither 0 nor 1")),
-                };
-                let membership = self.membership()?;
-                Ok(WalRecord::Snapshot {
-                    group,
-                    meta: SnapshotMeta {
-                        index,
-                        term,
-                        membership,
-                    },
-                    discard_later,
-                })
-            }
-            other => Err(format!("unknown record kind {other}")),
+fn read_record(r: &mut Reader<'_>) -> std::result::Result<WalRecord, String> {
+    let kind = r.u8()?;
+    let group = r.u64()?;
+    match kind {
+        KIND_ENTRIES => {
+            let entries = r.entries()?;
+            Ok(WalRecord::Entries { group, entries })
         }
-    }
-
-    fn membership(&mut self) -> std::result::Result<Membership, String> {
-        let mut sets = [Vec::new(), Vec::new()];
-        for set in sets.iter_mut() {
-            let count = self.u32()?;
-            if count > (self.buf.len() - self.at) / 8 {
-                return Err(format!("member count {count} does not fit the record"));
-            }
-            for _ in 0..count {
-                set.push(self.u64()? as NodeId);
-            }
+        KIND_HARD_STATE => {
+            let term = r.u64()?;
+            let vote = r.u64()?;
+            let commit = r.u64()?;
+            Ok(WalRecord::HardState {
+                group,
+                state: HardState {
+                    term,
+                    vote: (vote != 0).then_some(vote),
+                    commit,
+                },
+            })
         }
-        let [voters, learners] = sets;
-        Ok(Membership {
-            voters: voters.into_iter().collect(),
-            learners: learners.into_iter().collect(),
-        })
+        KIND_SNAPSHOT => {
+            let index = r.u64()?;
+            let term = r.u64()?;
+            let discard_later = match r.u8()? {
+                0 => false,
+                1 => true,
+                other => return Err(format!("discard flag {other} is neither 0 nor 1")),
+            };
+            let membership = r.membership()?;
+            Ok(WalRecord::Snapshot {
+                group,
+                meta: SnapshotMeta {
+                    index,
+                    term,
+                    membership,
+                },
+                discard_later,
+            })
+        }
+        other => Err(format!("unknown record kind {other}")),
     }
 }
 
@@ -802,6 +684,8 @@ fn entry_data_len(e: &Entry) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::raft::Membership;
+    use bytes::Bytes;
     use proptest::prelude::*;
 
     fn entry(index: Index, term: u64, data: &str) -> Entry {

@@ -29,7 +29,7 @@ pub(super) enum Staged {
 /// Most transactions stage one or two keys, so a vector searched from the front beats a map
 /// (and costs no allocation beyond its own); past [`STAGING_SCAN_MAX`] keys an index by key
 /// keeps a large batch linear rather than quadratic.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Staging {
     writes: Vec<(IndexKey, Staged)>,
     /// Position of each key in `writes`, once there are too many to search.
@@ -184,7 +184,7 @@ impl Txn<'_> {
         match self.overlay.lookup(self.applied, key) {
             Seen::Written(staged, version) => Ok(written(staged, version)),
             Seen::Deleted => Ok(None),
-            Seen::Unknown => self.inner.get(key),
+            Seen::Unknown => self.inner.get(key, Some(self.now_ms)),
         }
     }
 
@@ -204,7 +204,7 @@ impl Txn<'_> {
         match self.overlay.lookup(self.applied, key) {
             Seen::Written(staged, v) => version(staged, v),
             Seen::Deleted => None,
-            Seen::Unknown => self.inner.version_of(key),
+            Seen::Unknown => self.inner.version_of(key, Some(self.now_ms)),
         }
     }
 
@@ -229,6 +229,27 @@ impl Txn<'_> {
             },
         );
         Ok(())
+    }
+
+    /// Remembers what is staged so far, for [`Txn::rollback`]. (A replicated state machine
+    /// runs a whole command in one transaction; a part of it that fails must leave no trace,
+    /// as if it had been a transaction of its own.)
+    pub fn savepoint(&self) -> Savepoint {
+        Savepoint {
+            staged: self.staged.clone(),
+            ranges: self.ranges.clone(),
+        }
+    }
+
+    /// Forgets everything staged since `savepoint` was taken.
+    pub fn rollback(&mut self, savepoint: Savepoint) {
+        self.staged = savepoint.staged;
+        self.ranges = savepoint.ranges;
+    }
+
+    /// Whether anything is staged.
+    pub fn is_empty(&self) -> bool {
+        self.staged.is_empty() && self.ranges.is_empty()
     }
 
     /// Stages the deletion of `key`.
@@ -258,6 +279,12 @@ impl Txn<'_> {
         }
         Ok(())
     }
+}
+
+/// What a transaction had staged at some point; see [`Txn::savepoint`].
+pub struct Savepoint {
+    staged: Staging,
+    ranges: Vec<KeyRange>,
 }
 
 pub(super) fn in_range(key: &[u8], start: &[u8], end: &[u8]) -> bool {
@@ -336,8 +363,19 @@ impl Group<'_> {
                 expires_at_ms: (*expires_at_ms != 0).then_some(*expires_at_ms),
             })),
             Seen::Written(Staged::Delete, _) | Seen::Deleted => Ok(None),
-            Seen::Unknown => self.inner.get(key),
+            Seen::Unknown => self.inner.get(key, Some(self.now_ms)),
         }
+    }
+
+    /// "Now" for this group's transactions, in milliseconds since the Unix epoch.
+    pub fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+
+    /// Sets "now" for the transactions that follow (a replicated state machine gives each log
+    /// entry its own time).
+    pub fn set_now_ms(&mut self, now_ms: u64) {
+        self.now_ms = now_ms;
     }
 
     /// Bytes this group will append so far; a caller may end a group early past a budget.
@@ -493,8 +531,11 @@ impl Group<'_> {
 }
 
 impl Inner {
+    /// `now_ms` is the group's "now" (expiry deadlines, and which keys have expired), or
+    /// `None` for the clock's.
     pub(super) fn write_group<R>(
         &self,
+        now_ms: Option<u64>,
         f: impl FnOnce(&mut Group<'_>) -> R,
     ) -> Result<(R, Written)> {
         let mut writer = self.writer.lock().expect("writer lock");
@@ -505,7 +546,7 @@ impl Inner {
             inner: self,
             next_version: writer.last_version + 1,
             writer,
-            now_ms: self.clock.now_ms(),
+            now_ms: now_ms.unwrap_or_else(|| self.clock.now_ms()),
             overlay: Overlay::default(),
             buf,
             applied: Vec::new(),

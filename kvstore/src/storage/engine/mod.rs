@@ -34,7 +34,7 @@ use super::{Config, FsyncPolicy, Maintenance};
 
 mod group;
 mod key;
-pub use group::{Group, Txn};
+pub use group::{Group, Savepoint, Txn};
 use key::IndexKey;
 
 /// Name of the file that records the data directory's format version.
@@ -135,6 +135,14 @@ impl IndexEntry {
     /// and a clock read is not free (on some virtual machines it costs more than the lookup).
     fn expired_by(&self, clock: &dyn Clock) -> bool {
         self.expires_at_ms != 0 && self.expires_at_ms <= clock.now_ms()
+    }
+
+    /// Expired as of `now`, or of the clock when `now` is `None`.
+    fn expired_at(&self, now: Option<u64>, clock: &dyn Clock) -> bool {
+        match now {
+            Some(now) => self.expired(now),
+            None => self.expired_by(clock),
+        }
     }
 }
 
@@ -369,7 +377,13 @@ impl Engine {
         // configured limit must not make records written under a higher one unreadable.
         let limits = RecordLimits::FORMAT;
         let started = std::time::Instant::now();
-        let recovered = recover(&dir, limits, clock.now_ms(), config.inline_value_bytes_max)?;
+        // Time 0 keeps every expired record: see `Config::expire_locally`.
+        let now = if config.expire_locally {
+            clock.now_ms()
+        } else {
+            0
+        };
+        let recovered = recover(&dir, limits, now, config.inline_value_bytes_max)?;
         let (segment, file, len) = match recovered.reusable_tail {
             Some((segment, len)) => (
                 segment,
@@ -477,7 +491,7 @@ impl Engine {
 
     /// Reads the current value of `key`; an expired value reads as absent.
     pub fn get(&self, key: &[u8]) -> Result<Option<Value>> {
-        self.inner.get(key)
+        self.inner.get(key, None)
     }
 
     /// Calls `f` with `key`'s value (`None` if absent or expired) without making a `Value`:
@@ -496,13 +510,30 @@ impl Engine {
         limit: usize,
         keys_only: bool,
     ) -> Result<Vec<ScanEntry>> {
-        let now = self.now_ms();
+        self.scan_at(start, end, limit, keys_only, Some(self.now_ms()))
+    }
+
+    /// [`Engine::scan`] including expired entries: what a replicated state machine's snapshot
+    /// holds (see [`Config::expire_locally`]).
+    pub fn scan_all(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<ScanEntry>> {
+        self.scan_at(start, end, limit, false, None)
+    }
+
+    /// Entries live at `now`, or every entry when `now` is `None`.
+    fn scan_at(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+        keys_only: bool,
+        now: Option<u64>,
+    ) -> Result<Vec<ScanEntry>> {
         let picked: Vec<(Bytes, IndexEntry, Arc<File>)> = {
             let state = self.inner.state.read().expect("state lock");
             state
                 .index
                 .range::<[u8], _>(range_bounds(start, end))
-                .filter(|(_, e)| !e.expired(now))
+                .filter(|(_, e)| now.is_none_or(|now| !e.expired(now)))
                 .take(limit)
                 .map(|(k, e)| {
                     let file = state.file_of(&self.inner.dir, e.at)?;
@@ -551,7 +582,9 @@ impl Engine {
         version: Option<u64>,
         f: impl FnOnce(&mut Txn<'_>) -> std::result::Result<R, E>,
     ) -> std::result::Result<(R, Written), E> {
-        let (result, _) = self.inner.write_group(|group| group.txn(version, f))?;
+        let (result, _) = self
+            .inner
+            .write_group(None, |group| group.txn(version, f))?;
         result
     }
 
@@ -561,7 +594,18 @@ impl Engine {
     /// costs one system call instead of one per write. If that write fails, every transaction
     /// of the group fails (none is visible) and the results `f` computed must be discarded.
     pub fn write_group<R>(&self, f: impl FnOnce(&mut Group<'_>) -> R) -> Result<(R, Written)> {
-        self.inner.write_group(f)
+        self.inner.write_group(None, f)
+    }
+
+    /// [`Engine::write_group`] at a given time instead of the clock's: deadlines computed and
+    /// expiry judged inside the group use `now_ms`. A replicated state machine passes the time
+    /// its log entry carries, so every replica computes the same result.
+    pub fn write_group_at<R>(
+        &self,
+        now_ms: u64,
+        f: impl FnOnce(&mut Group<'_>) -> R,
+    ) -> Result<(R, Written)> {
+        self.inner.write_group(Some(now_ms), f)
     }
 
     /// Blocks until the write with `version` is on disk under the `always` policy; returns at
@@ -669,13 +713,15 @@ impl Inner {
     }
 
     /// The version of `key`'s live value, from the index alone (no disk read).
-    fn version_of(&self, key: &[u8]) -> Option<u64> {
+    /// `now` is the time expiry is judged at: a transaction's own time, or `None` for the
+    /// clock's.
+    pub(super) fn version_of(&self, key: &[u8], now: Option<u64>) -> Option<u64> {
         let state = self.state.read().expect("state lock");
         let entry = state.index.get(key)?;
-        (!entry.expired_by(&*self.clock)).then_some(entry.version)
+        (!entry.expired_at(now, &*self.clock)).then_some(entry.version)
     }
 
-    fn get(&self, key: &[u8]) -> Result<Option<Value>> {
+    pub(super) fn get(&self, key: &[u8], now: Option<u64>) -> Result<Option<Value>> {
         let value = |value: Bytes, entry: &IndexEntry| Value {
             value,
             version: entry.version,
@@ -684,7 +730,7 @@ impl Inner {
         // A copy, not a clone: cloning would bump a reference count that every reader of
         // this key shares, and readers on other cores would fight over its cache line. A copy
         // of at most `inline_value_bytes_max` bytes touches only this thread's memory.
-        match self.lookup(key, |v, entry| value(Bytes::copy_from_slice(v), entry))? {
+        match self.lookup(key, now, |v, entry| value(Bytes::copy_from_slice(v), entry))? {
             Lookup::Missing => Ok(None),
             Lookup::Inline(found) => Ok(Some(found)),
             Lookup::OnDisk(entry, file) => {
@@ -696,7 +742,7 @@ impl Inner {
     fn get_with<R>(&self, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> R) -> Result<R> {
         let mut f = Some(f);
         let mut call = |v: Option<&[u8]>| (f.take().expect("called once"))(v);
-        Ok(match self.lookup(key, |v, _| call(Some(v)))? {
+        Ok(match self.lookup(key, None, |v, _| call(Some(v)))? {
             Lookup::Missing => call(None),
             Lookup::Inline(r) => r,
             Lookup::OnDisk(entry, file) => call(Some(&self.read_value(&file, entry.at, key)?)),
@@ -709,11 +755,12 @@ impl Inner {
     fn lookup<R>(
         &self,
         key: &[u8],
+        now: Option<u64>,
         inline: impl FnOnce(&[u8], &IndexEntry) -> R,
     ) -> Result<Lookup<R>> {
         let state = self.state.read().expect("state lock");
         Ok(match state.index.get(key) {
-            Some(e) if !e.expired_by(&*self.clock) => match &e.inline {
+            Some(e) if !e.expired_at(now, &*self.clock) => match &e.inline {
                 Some(value) => Lookup::Inline(inline(value, e)),
                 None => Lookup::OnDisk(e.clone(), state.file_of(&self.dir, e.at)?),
             },
@@ -919,6 +966,9 @@ impl Inner {
     /// Removes expired keys from the index, walking only the keys that have a TTL, in chunks
     /// of `PURGE_CHUNK_KEYS` so the write lock is never held for long.
     fn purge_expired(&self) -> usize {
+        if !self.config.expire_locally {
+            return 0;
+        }
         let mut purged = 0;
         loop {
             let now = self.clock.now_ms();
@@ -994,7 +1044,11 @@ impl Inner {
         if inputs.is_empty() {
             return Ok(CompactionReport::default());
         }
-        let now = self.clock.now_ms();
+        let now = if self.config.expire_locally {
+            self.clock.now_ms()
+        } else {
+            0
+        };
         let mut report = CompactionReport {
             segments_in: inputs.len(),
             ..Default::default()

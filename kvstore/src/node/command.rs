@@ -1,0 +1,219 @@
+//! What a replicated log entry carries: a client's write request, verbatim, with the session it
+//! belongs to and the leader's clock when it was proposed.
+//!
+//! The log holds requests, not their effects (as Redis's append-only file does): every replica
+//! applies an entry by running the same code a single node runs for that request, at the
+//! entry's index as its version and at the entry's time as "now", so every replica computes the
+//! same writes and the same reply. Layout (little-endian), documented in `docs/raft.md`:
+//!
+//! ```text
+//!  0        1      2           10          18          26
+//!  +--------+------+-----------+-----------+-----------+--------------------------+
+//!  | format | kind | client_id |    seq    |  now_ms   | body                     |
+//!  |   u8   |  u8  |    u64    |    u64    |    u64    | kind 1: a whole frame    |
+//!  |   =1   |      | 0 = none  |           |           | kind 2: u32 n, n × (u32  |
+//!  |        |      |           |           |           |         len, bytes)      |
+//!  +--------+------+-----------+-----------+-----------+--------------------------+
+//! ```
+//!
+//! Kind 1 is a binary-protocol request frame; kind 2 a Redis command's arguments. A request
+//! with a `client_id` belongs to that client's session: the state machine remembers the last
+//! `seq` it applied per client and its reply, so a retry applies once.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::wire::frame::{decode_frame, Frame};
+use crate::wire::Request;
+
+const FORMAT: u8 = 1;
+const KIND_WIRE: u8 = 1;
+const KIND_RESP: u8 = 2;
+/// Bytes before the body.
+pub const HEADER_BYTES: usize = 26;
+/// Most arguments of a Redis command in the log (as the RESP codec accepts).
+pub const RESP_ARGS_MAX: usize = 1024 * 1024;
+
+/// A decoded command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Command {
+    /// The client session, if the request belongs to one: `(client_id, seq)`.
+    pub session: Option<(u64, u64)>,
+    /// The leader's clock at proposal, in milliseconds since the Unix epoch.
+    pub now_ms: u64,
+    pub body: Body,
+}
+
+/// The request itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Body {
+    /// A binary-protocol request, as its frame (the request id is the session's `seq`).
+    Wire(Frame),
+    /// A Redis command: its name and arguments.
+    Resp(Vec<Bytes>),
+}
+
+/// Why an entry does not decode. The leader wrote it, so this is corruption or a version
+/// mismatch, never a client's mistake.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    #[error("command is {len} bytes, shorter than its {HEADER_BYTES}-byte header")]
+    Short { len: usize },
+    #[error("unknown command format {0}")]
+    Format(u8),
+    #[error("unknown command kind {0}")]
+    Kind(u8),
+    #[error("malformed command body: {0}")]
+    Body(String),
+}
+
+impl Command {
+    /// Encodes a binary-protocol request (`request_id` goes into its frame).
+    pub fn wire(
+        session: Option<(u64, u64)>,
+        now_ms: u64,
+        request: &Request,
+        request_id: u64,
+    ) -> Result<Bytes, crate::wire::frame::FrameError> {
+        let mut buf = header(KIND_WIRE, session, now_ms);
+        request.encode(request_id, &mut buf)?;
+        Ok(buf.freeze())
+    }
+
+    /// Encodes a Redis command.
+    pub fn resp(now_ms: u64, args: &[&[u8]]) -> Bytes {
+        let mut buf = header(KIND_RESP, None, now_ms);
+        buf.put_u32_le(args.len() as u32);
+        for arg in args {
+            buf.put_u32_le(arg.len() as u32);
+            buf.put_slice(arg);
+        }
+        buf.freeze()
+    }
+
+    pub fn decode(data: &Bytes) -> Result<Command, CommandError> {
+        if data.len() < HEADER_BYTES {
+            return Err(CommandError::Short { len: data.len() });
+        }
+        if data[0] != FORMAT {
+            return Err(CommandError::Format(data[0]));
+        }
+        let u64_at = |at: usize| u64::from_le_bytes(data[at..at + 8].try_into().expect("8 bytes"));
+        let (client_id, seq, now_ms) = (u64_at(2), u64_at(10), u64_at(18));
+        let session = (client_id != 0).then_some((client_id, seq));
+        let body = data.slice(HEADER_BYTES..);
+        let body = match data[1] {
+            KIND_WIRE => {
+                let mut buf = BytesMut::from(&body[..]);
+                match decode_frame(&mut buf, usize::MAX) {
+                    Ok(Some(frame)) if buf.is_empty() => Body::Wire(frame),
+                    Ok(_) => return Err(CommandError::Body("not exactly one frame".into())),
+                    Err(e) => return Err(CommandError::Body(e.to_string())),
+                }
+            }
+            KIND_RESP => Body::Resp(decode_args(&body)?),
+            kind => return Err(CommandError::Kind(kind)),
+        };
+        Ok(Command {
+            session,
+            now_ms,
+            body,
+        })
+    }
+}
+
+fn header(kind: u8, session: Option<(u64, u64)>, now_ms: u64) -> BytesMut {
+    let (client_id, seq) = session.unwrap_or((0, 0));
+    let mut buf = BytesMut::with_capacity(HEADER_BYTES + 64);
+    buf.put_u8(FORMAT);
+    buf.put_u8(kind);
+    buf.put_u64_le(client_id);
+    buf.put_u64_le(seq);
+    buf.put_u64_le(now_ms);
+    buf
+}
+
+fn decode_args(body: &Bytes) -> Result<Vec<Bytes>, CommandError> {
+    let short = || CommandError::Body("Redis arguments cut short".into());
+    let mut at = 0;
+    let u32_next = |at: &mut usize| -> Result<usize, CommandError> {
+        let bytes = body.get(*at..*at + 4).ok_or_else(short)?;
+        *at += 4;
+        Ok(u32::from_le_bytes(bytes.try_into().expect("4 bytes")) as usize)
+    };
+    let n = u32_next(&mut at)?;
+    if n > RESP_ARGS_MAX {
+        return Err(CommandError::Body(format!("{n} Redis arguments")));
+    }
+    let mut args = Vec::with_capacity(n.min(1024));
+    for _ in 0..n {
+        let len = u32_next(&mut at)?;
+        if body.len() - at < len {
+            return Err(short());
+        }
+        args.push(body.slice(at..at + len));
+        at += len;
+    }
+    if at != body.len() {
+        return Err(CommandError::Body("bytes after the Redis arguments".into()));
+    }
+    Ok(args)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_requests_round_trip_with_their_session_and_time() {
+        let request = Request::Put {
+            keyspace: "default".into(),
+            key: Bytes::from_static(b"k"),
+            value: Bytes::from_static(b"v"),
+            ttl_ms: Some(5),
+            condition: crate::wire::Condition::IfAbsent,
+        };
+        let data = Command::wire(Some((7, 9)), 1234, &request, 9).unwrap();
+        let command = Command::decode(&data).unwrap();
+        assert_eq!(command.session, Some((7, 9)));
+        assert_eq!(command.now_ms, 1234);
+        let Body::Wire(frame) = command.body else {
+            panic!("a wire command")
+        };
+        assert_eq!(frame.request_id, 9);
+        assert_eq!(Request::decode(&frame).unwrap(), request);
+    }
+
+    #[test]
+    fn resp_commands_round_trip() {
+        let data = Command::resp(42, &[b"SET", b"key", b"", b"EX"]);
+        let command = Command::decode(&data).unwrap();
+        assert_eq!(command.session, None);
+        assert_eq!(command.now_ms, 42);
+        assert_eq!(
+            command.body,
+            Body::Resp(vec![
+                Bytes::from_static(b"SET"),
+                Bytes::from_static(b"key"),
+                Bytes::new(),
+                Bytes::from_static(b"EX"),
+            ])
+        );
+    }
+
+    #[test]
+    fn every_truncation_and_bad_header_is_an_error() {
+        let data = Command::resp(42, &[b"SET", b"key", b"value"]);
+        for len in 0..data.len() {
+            assert!(Command::decode(&data.slice(..len)).is_err(), "cut at {len}");
+        }
+        let mut longer = BytesMut::from(&data[..]);
+        longer.put_u8(0);
+        assert!(Command::decode(&longer.freeze()).is_err());
+        let mut bad = BytesMut::from(&data[..]);
+        bad[0] = 9;
+        assert_eq!(Command::decode(&bad.freeze()), Err(CommandError::Format(9)));
+        let mut bad = BytesMut::from(&data[..]);
+        bad[1] = 9;
+        assert_eq!(Command::decode(&bad.freeze()), Err(CommandError::Kind(9)));
+    }
+}

@@ -1,0 +1,3 @@
+//! The node runtime (in progress).
+pub mod command;
+pub mod state;

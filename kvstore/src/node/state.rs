@@ -1,0 +1,834 @@
+//! The replicated state machine of one Raft group: the part 1 engine, fed committed entries.
+//!
+//! Applying an entry runs the request it carries ([`super::command`]) with the ordinary code of
+//! a single node, inside **one** engine transaction whose version is the entry's index. That
+//! transaction also writes two internal records (engine keys starting with a 0 byte, which no
+//! keyspace can produce):
+//!
+//! - `\0applied`: the entry's index and the state machine's clock. Its version is therefore
+//!   the applied index, and because it is written atomically with the entry's effects, the
+//!   engine alone says which entries it holds. After a crash the node replays the log from
+//!   there; an entry at or below it is skipped, so nothing is applied twice.
+//! - `\0s` + client id: the session's last applied `seq` and its encoded reply. A retried
+//!   request (same client, same seq) gets the remembered reply and changes nothing; an older
+//!   one gets an error. So a write is applied at most once however often it is retried.
+//!
+//! The engine's own fsync need not be on the commit path: the Raft log (the WAL) is durable
+//! first and the entries are replayed on restart. Before the log is compacted past an index the
+//! engine is synced ([`StateMachine::sync`]).
+//!
+//! A snapshot is the engine's contents as bytes ([`StateMachine::snapshot`]). Installing one
+//! builds a fresh engine in a new directory and then switches the `CURRENT` file to it (an
+//! atomic rename), so a crash in the middle leaves the old engine in charge.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::command::{self, Command};
+use crate::db::{Db, Store};
+use crate::raft::{Entry, Index, Payload};
+use crate::resp::codec::Reply as RespReply;
+use crate::storage::{self, Engine, StorageError, SystemClock, Txn, Value, Written};
+use crate::wire::frame::decode_frame;
+use crate::wire::{ErrorCode, Request, Response};
+
+/// The engine key of the applied-index record.
+pub const APPLIED_KEY: &[u8] = b"\0applied";
+/// Engine keys of session records start with this.
+const SESSION_PREFIX: &[u8] = b"\0s";
+const CURRENT_FILE: &str = "CURRENT";
+const SNAPSHOT_MAGIC: &[u8; 8] = b"KVSNAP\0\x01";
+/// Entries read from the engine per page while building a snapshot.
+const SNAPSHOT_PAGE_ENTRIES: usize = 4096;
+/// Versions written per engine write group while installing a snapshot.
+const INSTALL_GROUP_VERSIONS: usize = 1024;
+
+/// Errors of the state machine.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("snapshot is corrupt: {0}")]
+    CorruptSnapshot(String),
+}
+
+type Result<T, E = StateError> = std::result::Result<T, E>;
+
+/// The reply an applied entry produced, for the client waiting on it (at the node that
+/// proposed it).
+#[derive(Debug, Clone)]
+pub enum Reply {
+    Wire(Response),
+    Resp(RespReply),
+}
+
+/// The state machine of one group.
+pub struct StateMachine {
+    dir: PathBuf,
+    config: storage::Config,
+    /// The engine in use. Readers clone the [`Db`] out (cheap), so a snapshot install can
+    /// swap it under them.
+    db: Arc<RwLock<Db>>,
+    generation: u64,
+    applied: Index,
+    /// The state machine's clock: the latest `now_ms` of any applied command, so it never
+    /// goes back even if leaders' clocks disagree.
+    now_ms: u64,
+    resp: crate::resp::commands::Shared,
+}
+
+impl std::fmt::Debug for StateMachine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateMachine")
+            .field("dir", &self.dir)
+            .field("applied", &self.applied)
+            .finish()
+    }
+}
+
+impl StateMachine {
+    /// Opens the state machine in `dir` (created if missing). `config` is the engine's; the
+    /// engine never expires keys on its own here (see [`storage::Config::expire_locally`]).
+    pub fn open(dir: &Path, mut config: storage::Config) -> Result<StateMachine> {
+        config.expire_locally = false;
+        fs::create_dir_all(dir).map_err(io("creating", dir))?;
+        let current = dir.join(CURRENT_FILE);
+        let generation = match fs::read_to_string(&current) {
+            Ok(text) => text
+                .trim()
+                .strip_prefix("engine-")
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(|| StateError::CorruptSnapshot(format!("bad {current:?}: {text:?}")))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                write_current(dir, 1)?;
+                1
+            }
+            Err(e) => return Err(io("reading", &current)(e)),
+        };
+        remove_other_engines(dir, generation)?;
+        let engine = Engine::open(
+            engine_dir(dir, generation),
+            config.clone(),
+            Arc::new(SystemClock),
+        )?;
+        let (applied, now_ms) = read_applied(&engine)?;
+        Ok(StateMachine {
+            dir: dir.to_path_buf(),
+            config,
+            db: Arc::new(RwLock::new(Db::new(engine))),
+            generation,
+            applied,
+            now_ms,
+            resp: Default::default(),
+        })
+    }
+
+    /// The index of the last entry applied.
+    pub fn applied(&self) -> Index {
+        self.applied
+    }
+
+    /// The current engine, for reads.
+    pub fn db(&self) -> Db {
+        self.db.read().expect("db lock").clone()
+    }
+
+    /// A handle that always reads the current engine, for other threads.
+    pub fn shared_db(&self) -> Arc<RwLock<Db>> {
+        self.db.clone()
+    }
+
+    /// Makes everything applied so far durable in the engine.
+    pub fn sync(&self) -> Result<()> {
+        Ok(self.db().engine().sync()?)
+    }
+
+    /// Applies `entries` (committed, in order) with one engine append, and returns each
+    /// command's reply. Entries at or below the applied index are skipped (replay after a
+    /// restart). An error means the engine could not append: nothing of the batch was applied.
+    pub fn apply(&mut self, entries: &[Entry]) -> Result<Vec<(Index, Reply)>> {
+        let db = self.db();
+        let mut replies = Vec::new();
+        let mut applied = self.applied;
+        let mut now_ms = self.now_ms;
+        let resp = &self.resp;
+        db.engine()
+            .write_group_at(now_ms, |group| -> Result<(), StorageError> {
+                let from = applied;
+                for entry in entries.iter().filter(|e| e.index > from) {
+                    let command = match &entry.payload {
+                        Payload::Command(data) => match Command::decode(data) {
+                            Ok(command) => Some(command),
+                            Err(error) => {
+                                // The leader encoded it, so every replica skips it alike.
+                                tracing::error!(index = entry.index, %error, "undecodable command");
+                                None
+                            }
+                        },
+                        Payload::Noop | Payload::Config(_) => None,
+                    };
+                    if let Some(c) = &command {
+                        now_ms = now_ms.max(c.now_ms);
+                    }
+                    group.set_now_ms(now_ms);
+                    let ((), _) = group.txn(Some(entry.index), |txn| {
+                        if let Some(command) = command {
+                            let reply = execute(&db, resp, txn, command)?;
+                            replies.push((entry.index, reply));
+                        }
+                        let mut marker = [0u8; 16];
+                        marker[..8].copy_from_slice(&entry.index.to_le_bytes());
+                        marker[8..].copy_from_slice(&now_ms.to_le_bytes());
+                        txn.put(APPLIED_KEY, marker, 0)
+                    })?;
+                    applied = entry.index;
+                }
+                Ok(())
+            })?
+            .0?;
+        self.applied = applied;
+        self.now_ms = now_ms;
+        Ok(replies)
+    }
+
+    /// The engine's contents as snapshot bytes, as of the applied index.
+    pub fn snapshot(&self) -> Result<Bytes> {
+        let db = self.db();
+        let mut out = BytesMut::new();
+        out.put_slice(SNAPSHOT_MAGIC);
+        out.put_u64_le(self.applied);
+        let count_at = out.len();
+        out.put_u64_le(0);
+        let mut count = 0u64;
+        let mut start = Vec::new();
+        loop {
+            let page = db.engine().scan_all(&start, b"", SNAPSHOT_PAGE_ENTRIES)?;
+            for e in &page {
+                let value = e.value.as_deref().unwrap_or_default();
+                out.put_u32_le(e.key.len() as u32);
+                out.put_slice(&e.key);
+                out.put_u64_le(e.version);
+                out.put_u64_le(e.expires_at_ms.unwrap_or(0));
+                out.put_u32_le(value.len() as u32);
+                out.put_slice(value);
+            }
+            count += page.len() as u64;
+            match page.last() {
+                Some(last) if page.len() == SNAPSHOT_PAGE_ENTRIES => {
+                    start = last.key.to_vec();
+                    start.push(0);
+                }
+                _ => break,
+            }
+        }
+        out[count_at..count_at + 8].copy_from_slice(&count.to_le_bytes());
+        let crc = crc32fast::hash(&out);
+        out.put_u32_le(crc);
+        Ok(out.freeze())
+    }
+
+    /// Replaces the state with snapshot `data` (as made by [`StateMachine::snapshot`]).
+    pub fn install(&mut self, data: &Bytes) -> Result<()> {
+        let snapshot = decode_snapshot(data)?;
+        let generation = self.generation + 1;
+        let dir = engine_dir(&self.dir, generation);
+        if dir.exists() {
+            fs::remove_dir_all(&dir).map_err(io("removing", &dir))?;
+        }
+        let engine = Engine::open(&dir, self.config.clone(), Arc::new(SystemClock))?;
+        let mut entries = snapshot.entries;
+        entries.sort_by_key(|e| e.version);
+        let mut versions = entries.chunk_by(|a, b| a.version == b.version).peekable();
+        while versions.peek().is_some() {
+            engine
+                .write_group(|group| -> Result<(), StorageError> {
+                    for same in versions.by_ref().take(INSTALL_GROUP_VERSIONS) {
+                        group.txn(Some(same[0].version), |txn| {
+                            same.iter()
+                                .try_for_each(|e| txn.put(&e.key, &e.value, e.expires_at_ms))
+                        })?;
+                    }
+                    Ok(())
+                })?
+                .0?;
+        }
+        engine.sync()?;
+        let (applied, now_ms) = read_applied(&engine)?;
+        if applied != snapshot.index {
+            return Err(StateError::CorruptSnapshot(format!(
+                "snapshot says index {} but holds applied index {applied}",
+                snapshot.index
+            )));
+        }
+        write_current(&self.dir, generation)?;
+        let old = std::mem::replace(&mut *self.db.write().expect("db lock"), Db::new(engine));
+        drop(old);
+        let old_dir = engine_dir(&self.dir, self.generation);
+        // Readers that still hold the old engine keep their open files; the names go now.
+        fs::remove_dir_all(&old_dir).map_err(io("removing", &old_dir))?;
+        self.generation = generation;
+        self.applied = applied;
+        self.now_ms = now_ms;
+        Ok(())
+    }
+}
+
+/// Runs one command inside the entry's transaction and returns its reply.
+fn execute(
+    db: &Db,
+    resp: &crate::resp::commands::Shared,
+    txn: &mut Txn<'_>,
+    command: Command,
+) -> Result<Reply, StorageError> {
+    let session_key = command.session.map(|(client, _)| {
+        let mut key = SESSION_PREFIX.to_vec();
+        key.extend_from_slice(&client.to_be_bytes());
+        key
+    });
+    if let (Some((client, seq)), Some(key)) = (command.session, &session_key) {
+        if let Some(record) = txn.get(key)? {
+            if let Some((last, reply)) = decode_session(&record.value) {
+                if seq == last {
+                    return Ok(Reply::Wire(reply));
+                }
+                if seq < last {
+                    return Ok(Reply::Wire(Response::error(
+                        ErrorCode::InvalidArgument,
+                        format!(
+                            "request {seq} of client {client} is older than its last applied \
+                             request ({last}); it was applied already or never will be"
+                        ),
+                    )));
+                }
+            }
+        }
+    }
+    let store = TxnStore::new(txn);
+    let reply = match command.body {
+        command::Body::Wire(frame) => Reply::Wire(match Request::decode(&frame) {
+            Ok(request) => crate::server::binary::respond(db, &store, request),
+            Err(e) => Response::error(e.error_code(), e.to_string()),
+        }),
+        command::Body::Resp(args) => {
+            let args: Vec<&[u8]> = args.iter().map(|a| &a[..]).collect();
+            let mut session = crate::resp::commands::Session::default();
+            let no_facts = || crate::resp::commands::ServerFacts {
+                uptime_seconds: 0,
+                connected_clients: 0,
+                total_commands: 0,
+                fsync: String::new(),
+                port: 0,
+            };
+            let outcome =
+                crate::resp::commands::execute(db, &store, resp, &mut session, no_facts, &args);
+            Reply::Resp(outcome.reply)
+        }
+    };
+    // `store` borrowed `txn` mutably; its last use is above, so `txn` is free again here.
+    if let (Some((_, seq)), Some(key), Reply::Wire(response)) =
+        (command.session, &session_key, &reply)
+    {
+        let mut record = BytesMut::new();
+        record.put_u64_le(seq);
+        if response.encode(seq, &mut record).is_ok() {
+            txn.put(key, &record, 0)?;
+        }
+    }
+    Ok(reply)
+}
+
+fn decode_session(value: &[u8]) -> Option<(u64, Response)> {
+    let seq = u64::from_le_bytes(value.get(..8)?.try_into().ok()?);
+    let mut buf = BytesMut::from(&value[8..]);
+    let frame = decode_frame(&mut buf, usize::MAX).ok()??;
+    Some((seq, Response::decode(&frame).ok()?))
+}
+
+/// The data model over one transaction that is already open: every operation the request
+/// makes joins it. A part that fails is rolled back to where it began, as if it had been a
+/// transaction of its own.
+struct TxnStore<'t, 'a> {
+    txn: std::cell::RefCell<&'t mut Txn<'a>>,
+}
+
+impl<'t, 'a> TxnStore<'t, 'a> {
+    fn new(txn: &'t mut Txn<'a>) -> Self {
+        TxnStore {
+            txn: std::cell::RefCell::new(txn),
+        }
+    }
+}
+
+impl Store for TxnStore<'_, '_> {
+    fn now_ms(&self) -> u64 {
+        self.txn.borrow().now_ms()
+    }
+
+    fn read(&self, key: &[u8]) -> Result<Option<Value>, StorageError> {
+        self.txn.borrow().get(key)
+    }
+
+    fn transact<T, E: From<StorageError>>(
+        &self,
+        f: impl FnOnce(&mut Txn<'_>) -> std::result::Result<T, E>,
+    ) -> std::result::Result<(T, Written), E> {
+        let mut txn = self.txn.borrow_mut();
+        let savepoint = txn.savepoint();
+        match f(&mut txn) {
+            Ok(value) => {
+                let version = (!txn.is_empty()).then(|| txn.version());
+                Ok((value, Written { version }))
+            }
+            Err(e) => {
+                txn.rollback(savepoint);
+                Err(e)
+            }
+        }
+    }
+}
+
+fn read_applied(engine: &Engine) -> Result<(Index, u64)> {
+    Ok(match engine.get(APPLIED_KEY)? {
+        Some(Value { value, version, .. }) if value.len() == 16 => {
+            let now = u64::from_le_bytes(value[8..].try_into().expect("8 bytes"));
+            (version, now)
+        }
+        Some(_) => {
+            return Err(StateError::CorruptSnapshot(
+                "the applied-index record is malformed".into(),
+            ))
+        }
+        None => (0, 0),
+    })
+}
+
+struct SnapshotEntry {
+    key: Bytes,
+    version: u64,
+    expires_at_ms: u64,
+    value: Bytes,
+}
+
+struct DecodedSnapshot {
+    index: Index,
+    entries: Vec<SnapshotEntry>,
+}
+
+fn decode_snapshot(data: &Bytes) -> Result<DecodedSnapshot> {
+    let corrupt = |what: &str| StateError::CorruptSnapshot(what.to_string());
+    if data.len() < SNAPSHOT_MAGIC.len() + 20 {
+        return Err(corrupt("shorter than its header"));
+    }
+    let (body, crc) = data.split_at(data.len() - 4);
+    if crc32fast::hash(body) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
+        return Err(corrupt("checksum mismatch"));
+    }
+    if &body[..8] != SNAPSHOT_MAGIC {
+        return Err(corrupt("not a kvstore snapshot, or an unknown version"));
+    }
+    let mut at = 8;
+    let mut take = |n: usize| -> Result<Bytes> {
+        if body.len() - at < n {
+            return Err(corrupt("cut short"));
+        }
+        at += n;
+        Ok(data.slice(at - n..at))
+    };
+    let u64_of = |b: Bytes| u64::from_le_bytes(b[..].try_into().expect("8 bytes"));
+    let u32_of = |b: Bytes| u32::from_le_bytes(b[..].try_into().expect("4 bytes")) as usize;
+    let index = u64_of(take(8)?);
+    let count = u64_of(take(8)?);
+    let mut entries = Vec::new();
+    for _ in 0..count {
+        let key_len = u32_of(take(4)?);
+        let key = take(key_len)?;
+        let version = u64_of(take(8)?);
+        let expires_at_ms = u64_of(take(8)?);
+        let value_len = u32_of(take(4)?);
+        let value = take(value_len)?;
+        entries.push(SnapshotEntry {
+            key,
+            version,
+            expires_at_ms,
+            value,
+        });
+    }
+    if at != body.len() {
+        return Err(corrupt("bytes after the last entry"));
+    }
+    Ok(DecodedSnapshot { index, entries })
+}
+
+/// Writes snapshot `data` to `path` durably (a temporary file, fsync, rename, fsync of the
+/// directory), for a restart to find.
+pub fn save_snapshot_file(path: &Path, data: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut file = fs::File::create(&tmp).map_err(io("creating", &tmp))?;
+    file.write_all(data).map_err(io("writing", &tmp))?;
+    file.sync_all().map_err(io("syncing", &tmp))?;
+    fs::rename(&tmp, path).map_err(io("renaming", &tmp))?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+/// Reads a snapshot file written by [`save_snapshot_file`], checking it whole.
+pub fn load_snapshot_file(path: &Path) -> Result<(Index, Bytes)> {
+    let data = Bytes::from(fs::read(path).map_err(io("reading", path))?);
+    let index = decode_snapshot(&data)?.index;
+    Ok((index, data))
+}
+
+fn engine_dir(dir: &Path, generation: u64) -> PathBuf {
+    dir.join(format!("engine-{generation}"))
+}
+
+fn write_current(dir: &Path, generation: u64) -> Result<()> {
+    let path = dir.join(CURRENT_FILE);
+    let tmp = dir.join("CURRENT.tmp");
+    let mut file = fs::File::create(&tmp).map_err(io("creating", &tmp))?;
+    writeln!(file, "engine-{generation}").map_err(io("writing", &tmp))?;
+    file.sync_all().map_err(io("syncing", &tmp))?;
+    fs::rename(&tmp, &path).map_err(io("renaming", &tmp))?;
+    sync_dir(dir)
+}
+
+/// Removes engine directories left by an install that crashed before switching `CURRENT`.
+fn remove_other_engines(dir: &Path, keep: u64) -> Result<()> {
+    for entry in fs::read_dir(dir).map_err(io("listing", dir))? {
+        let entry = entry.map_err(io("listing", dir))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("engine-") && *name != *format!("engine-{keep}") {
+            tracing::info!(dir = %entry.path().display(), "removing an abandoned engine");
+            fs::remove_dir_all(entry.path()).map_err(io("removing", &entry.path()))?;
+        }
+    }
+    Ok(())
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("syncing", dir))
+}
+
+fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StateError {
+    let path = path.to_path_buf();
+    move |source| StateError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::Condition;
+
+    fn dir() -> tempdir::Dir {
+        tempdir::Dir::new("state")
+    }
+
+    /// A throwaway directory, removed on drop.
+    mod tempdir {
+        pub struct Dir(pub std::path::PathBuf);
+        impl Dir {
+            pub fn new(name: &str) -> Dir {
+                use std::sync::atomic::{AtomicU64, Ordering};
+                static N: AtomicU64 = AtomicU64::new(0);
+                let path = std::env::temp_dir().join(format!(
+                    "kvstore-{name}-{}-{}",
+                    std::process::id(),
+                    N.fetch_add(1, Ordering::SeqCst)
+                ));
+                let _ = std::fs::remove_dir_all(&path);
+                Dir(path)
+            }
+        }
+        impl Drop for Dir {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+    }
+
+    fn config() -> storage::Config {
+        storage::Config {
+            fsync: storage::FsyncPolicy::Never,
+            maintenance: storage::Maintenance::Manual,
+            ..storage::Config::default()
+        }
+    }
+
+    fn entry(index: Index, data: Bytes) -> Entry {
+        Entry {
+            index,
+            term: 1,
+            payload: Payload::Command(data),
+        }
+    }
+
+    fn put(key: &str, value: &str, ttl_ms: Option<u64>) -> Request {
+        Request::Put {
+            keyspace: "default".into(),
+            key: Bytes::copy_from_slice(key.as_bytes()),
+            value: Bytes::copy_from_slice(value.as_bytes()),
+            ttl_ms,
+            condition: Condition::None,
+        }
+    }
+
+    fn incr(key: &str) -> Request {
+        Request::Incr {
+            keyspace: "default".into(),
+            key: Bytes::copy_from_slice(key.as_bytes()),
+            delta: 1,
+        }
+    }
+
+    fn wire(session: Option<(u64, u64)>, now_ms: u64, request: &Request) -> Bytes {
+        Command::wire(session, now_ms, request, session.map_or(0, |s| s.1)).unwrap()
+    }
+
+    fn get(sm: &StateMachine, key: &str) -> Option<crate::db::Item> {
+        let ks = crate::db::Keyspace::new("default").unwrap();
+        sm.db().get(&ks, key.as_bytes()).unwrap()
+    }
+
+    const NOW: u64 = 1_900_000_000_000;
+
+    #[test]
+    fn entries_apply_at_their_index_and_survive_a_reopen_without_applying_twice() {
+        let d = dir();
+        let entries = vec![
+            Entry {
+                index: 1,
+                term: 1,
+                payload: Payload::Noop,
+            },
+            entry(2, wire(None, NOW, &put("a", "1", None))),
+            entry(3, wire(None, NOW, &incr("n"))),
+        ];
+        let mut sm = StateMachine::open(&d.0, config()).unwrap();
+        let replies = sm.apply(&entries).unwrap();
+        assert_eq!(sm.applied(), 3);
+        assert_eq!(replies.len(), 2);
+        assert!(matches!(
+            &replies[1],
+            (3, Reply::Wire(Response::IncrOk { value: 1, version: 3 }))
+        ));
+        assert_eq!(get(&sm, "a").unwrap().version, 2);
+        sm.sync().unwrap();
+        drop(sm);
+        let mut sm = StateMachine::open(&d.0, config()).unwrap();
+        assert_eq!(sm.applied(), 3);
+        // The log is replayed from before the applied index: those entries change nothing.
+        let replies = sm
+            .apply(&[entries[2].clone(), entry(4, wire(None, NOW, &incr("n")))])
+            .unwrap();
+        assert_eq!(replies.len(), 1, "entry 3 was skipped");
+        assert_eq!(&get(&sm, "n").unwrap().value[..], b"2");
+        assert_eq!(sm.applied(), 4);
+    }
+
+    #[test]
+    fn a_retried_request_applies_once_and_gets_the_first_reply() {
+        let d = dir();
+        let mut sm = StateMachine::open(&d.0, config()).unwrap();
+        let first = entry(1, wire(Some((77, 5)), NOW, &incr("n")));
+        let retry = entry(2, wire(Some((77, 5)), NOW, &incr("n")));
+        let other_client = entry(3, wire(Some((78, 5)), NOW, &incr("n")));
+        let replies = sm.apply(&[first, retry, other_client]).unwrap();
+        let values: Vec<_> = replies
+            .iter()
+            .map(|(_, r)| match r {
+                Reply::Wire(Response::IncrOk { value, version }) => (*value, *version),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(values, vec![(1, 1), (1, 1), (2, 3)]);
+        assert_eq!(&get(&sm, "n").unwrap().value[..], b"2");
+        // A request older than the client's last one is refused, not applied.
+        let old = entry(4, wire(Some((77, 4)), NOW, &incr("n")));
+        let replies = sm.apply(&[old]).unwrap();
+        assert!(matches!(
+            &replies[0].1,
+            Reply::Wire(Response::Error { code: ErrorCode::InvalidArgument, message })
+                if message.contains("older")
+        ));
+        assert_eq!(&get(&sm, "n").unwrap().value[..], b"2");
+    }
+
+    #[test]
+    fn a_failed_batch_leaves_no_trace_but_still_advances_the_applied_index() {
+        let d = dir();
+        let mut sm = StateMachine::open(&d.0, config()).unwrap();
+        let batch = Request::Batch {
+            keyspace: "default".into(),
+            ops: vec![
+                crate::wire::BatchOp::Put {
+                    key: Bytes::from_static(b"x"),
+                    value: Bytes::from_static(b"1"),
+                    ttl_ms: None,
+                    condition: Condition::None,
+                },
+                crate::wire::BatchOp::Put {
+                    key: Bytes::from_static(b"y"),
+                    value: Bytes::from_static(b"1"),
+                    ttl_ms: None,
+                    condition: Condition::IfPresent,
+                },
+            ],
+        };
+        let replies = sm.apply(&[entry(1, wire(None, NOW, &batch))]).unwrap();
+        assert!(matches!(
+            replies[0].1,
+            Reply::Wire(Response::BatchOk {
+                applied: false,
+                failed_op: Some(1),
+                ..
+            })
+        ));
+        assert!(get(&sm, "x").is_none(), "the staged first op was rolled back");
+        assert_eq!(sm.applied(), 1);
+    }
+
+    #[test]
+    fn expiry_is_judged_at_the_entrys_time_not_the_replicas_clock() {
+        // Entries from long ago: on this machine's clock the key expired long since, but at
+        // the entries' time it was alive, so the increment must see it.
+        let d = dir();
+        let mut sm = StateMachine::open(&d.0, config()).unwrap();
+        let then = 1_000_000;
+        sm.apply(&[
+            entry(1, wire(None, then, &put("k", "41", Some(10_000)))),
+            entry(2, wire(None, then + 5_000, &incr("k"))),
+        ])
+        .unwrap();
+        let all = sm.db().engine().scan_all(b"", b"", 100).unwrap();
+        let k = all.iter().find(|e| e.key.ends_with(b"k")).unwrap();
+        assert_eq!(k.value.as_deref(), Some(&b"42"[..]));
+        assert_eq!(k.expires_at_ms, Some(then + 10_000));
+        assert!(get(&sm, "k").is_none(), "reads still hide it by the clock");
+        // And after its deadline in log time, it is gone for writes too.
+        sm.apply(&[entry(3, wire(None, then + 10_000, &incr("k")))])
+            .unwrap();
+        let all = sm.db().engine().scan_all(b"", b"", 100).unwrap();
+        let k = all.iter().find(|e| e.key.ends_with(b"k")).unwrap();
+        assert_eq!(k.value.as_deref(), Some(&b"1"[..]));
+    }
+
+    #[test]
+    fn a_snapshot_installs_elsewhere_exactly_and_survives_a_reopen() {
+        let (a, b) = (dir(), dir());
+        let mut sm = StateMachine::open(&a.0, config()).unwrap();
+        let mut entries = Vec::new();
+        for i in 1..=50u64 {
+            let request = match i % 3 {
+                0 => incr("n"),
+                1 => put(&format!("k{i}"), &format!("v{i}"), Some(1_000_000)),
+                _ => Request::Delete {
+                    keyspace: "default".into(),
+                    key: Bytes::from(format!("k{}", i - 1)),
+                    condition: Condition::None,
+                },
+            };
+            entries.push(entry(i, wire(Some((9, i)), NOW, &request)));
+        }
+        sm.apply(&entries).unwrap();
+        let data = sm.snapshot().unwrap();
+
+        // The receiver had a divergent, older state of its own: it must all go.
+        let mut other = StateMachine::open(&b.0, config()).unwrap();
+        other
+            .apply(&[entry(1, wire(None, NOW, &put("stale", "x", None)))])
+            .unwrap();
+        other.install(&data).unwrap();
+        assert_eq!(other.applied(), 50);
+        assert!(get(&other, "stale").is_none());
+        assert_eq!(other.snapshot().unwrap(), data, "identical contents");
+        // The session table came along: a retry of the last request is not applied again.
+        let retry = entry(51, wire(Some((9, 48)), NOW, &incr("n")));
+        other.apply(&[retry]).unwrap();
+        assert_eq!(&get(&other, "n").unwrap().value[..], b"16");
+        drop(other);
+        let reopened = StateMachine::open(&b.0, config()).unwrap();
+        assert_eq!(reopened.applied(), 51);
+        let engines: Vec<_> = fs::read_dir(&b.0)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with("engine-"))
+            .collect();
+        assert_eq!(engines, vec!["engine-2".to_string()]);
+    }
+
+    #[test]
+    fn a_damaged_snapshot_is_refused_and_the_old_state_kept() {
+        let (a, b) = (dir(), dir());
+        let mut sm = StateMachine::open(&a.0, config()).unwrap();
+        sm.apply(&[entry(1, wire(None, NOW, &put("a", "1", None)))])
+            .unwrap();
+        let data = sm.snapshot().unwrap();
+        let mut other = StateMachine::open(&b.0, config()).unwrap();
+        other
+            .apply(&[entry(1, wire(None, NOW, &put("mine", "1", None)))])
+            .unwrap();
+        for at in [0, 9, data.len() / 2, data.len() - 1] {
+            let mut bad = data.to_vec();
+            bad[at] ^= 0x40;
+            let error = other.install(&Bytes::from(bad)).unwrap_err();
+            assert!(matches!(error, StateError::CorruptSnapshot(_)), "{error}");
+        }
+        assert!(other.install(&data.slice(..data.len() - 3)).is_err());
+        assert!(get(&other, "mine").is_some());
+    }
+
+    #[test]
+    fn snapshot_files_round_trip_and_are_checked() {
+        let d = dir();
+        let mut sm = StateMachine::open(&d.0, config()).unwrap();
+        sm.apply(&[entry(1, wire(None, NOW, &put("a", "1", None)))])
+            .unwrap();
+        let data = sm.snapshot().unwrap();
+        let path = d.0.join("snapshot");
+        save_snapshot_file(&path, &data).unwrap();
+        assert_eq!(load_snapshot_file(&path).unwrap(), (1, data.clone()));
+        fs::write(&path, &data[..data.len() - 1]).unwrap();
+        assert!(load_snapshot_file(&path).is_err());
+    }
+
+    #[test]
+    fn redis_commands_apply_through_the_same_path() {
+        let d = dir();
+        let mut sm = StateMachine::open(&d.0, config()).unwrap();
+        let replies = sm
+            .apply(&[
+                entry(1, Command::resp(NOW, &[b"SET", b"k", b"v", b"PX", b"5000"])),
+                entry(2, Command::resp(NOW, &[b"INCR", b"n"])),
+                entry(3, Command::resp(NOW, &[b"DEL", b"k", b"n", b"none"])),
+            ])
+            .unwrap();
+        let replies: Vec<_> = replies
+            .into_iter()
+            .map(|(_, r)| match r {
+                Reply::Resp(r) => r,
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            replies,
+            vec![RespReply::ok(), RespReply::Integer(1), RespReply::Integer(2)]
+        );
+        assert_eq!(sm.applied(), 3);
+    }
+}
