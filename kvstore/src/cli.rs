@@ -46,10 +46,47 @@ pub struct ServeOptions {
     pub server: ServerConfig,
     /// Written (JSON with the bound addresses) once every listener is bound.
     pub ready_file: Option<PathBuf>,
+    /// Run as a node of a replicated cluster instead of a single node.
+    pub cluster: Option<ClusterOptions>,
+}
+
+/// `kvstore serve --node-id N --peers ... --peer-listen ...`.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    pub node_id: u64,
+    /// Founding members' peer addresses (this node's included); empty for a node that will
+    /// be added to a running cluster.
+    pub peers: std::collections::BTreeMap<u64, String>,
+    pub peer_listen: SocketAddr,
+    pub tick_ms: u64,
+    pub compact_entries: u64,
+}
+
+/// Parses `1=HOST:PORT,2=HOST:PORT`.
+pub fn parse_peers(text: &str) -> Result<std::collections::BTreeMap<u64, String>, String> {
+    let mut peers = std::collections::BTreeMap::new();
+    for part in text.split(',').filter(|p| !p.is_empty()) {
+        let (id, addr) = part
+            .split_once('=')
+            .ok_or_else(|| format!("{part:?} is not ID=HOST:PORT"))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .ok()
+            .filter(|&id| id != 0)
+            .ok_or_else(|| format!("{id:?} is not a node id (a positive integer)"))?;
+        if peers.insert(id, addr.trim().to_string()).is_some() {
+            return Err(format!("node {id} is listed twice"));
+        }
+    }
+    Ok(peers)
 }
 
 /// Runs a server until SIGINT or SIGTERM.
 pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
+    if options.cluster.is_some() {
+        return serve_node(options).await;
+    }
     let engine = {
         let dir = options.data_dir.clone();
         let config = options.storage.clone();
@@ -96,10 +133,96 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     server::run(
         listeners,
         Db::new(engine),
+        None,
         options.server,
         shutdown_signal(),
     )
     .await
+}
+
+/// Runs a cluster node until SIGINT or SIGTERM: the Raft node, its peer listener, and the
+/// client listeners in front of it.
+async fn serve_node(options: ServeOptions) -> anyhow::Result<()> {
+    let cluster = options.cluster.clone().expect("cluster options");
+    let bind = |addr: SocketAddr, what: &'static str| async move {
+        TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the {what} listener to {addr}"))
+    };
+    let binary = bind(options.listen, "binary-protocol").await?;
+    let resp = match options.resp_listen {
+        Some(addr) => Some(bind(addr, "RESP").await?),
+        None => None,
+    };
+    let http = match options.http_listen {
+        Some(addr) => Some(bind(addr, "HTTP").await?),
+        None => None,
+    };
+    let peer = bind(cluster.peer_listen, "peer").await?;
+    let addr_of = |l: &TcpListener| l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let mut config = crate::node::NodeConfig::new(cluster.node_id, options.data_dir.clone());
+    config.peers = cluster.peers.clone();
+    config.tick = std::time::Duration::from_millis(cluster.tick_ms.max(1));
+    config.compact_entries = cluster.compact_entries.max(1);
+    config.engine.segment_bytes_max = options.storage.segment_bytes_max;
+    // `--fsync never` turns off the WAL's fsync too (for experiments only: a crash can then
+    // lose acknowledged writes).
+    config.wal.fsync = !matches!(options.storage.fsync, storage::FsyncPolicy::Never);
+    config.advertise = crate::node::transport::Advertised {
+        client: addr_of(&binary),
+        resp: resp.as_ref().map(addr_of),
+    };
+    let runtime = tokio::runtime::Handle::current();
+    let node = tokio::task::spawn_blocking(move || crate::node::Node::start(config, runtime))
+        .await?
+        .with_context(|| format!("opening node data in {}", options.data_dir.display()))?;
+    let ready = serde_json::json!({
+        "pid": std::process::id(),
+        "node_id": cluster.node_id,
+        "listen": addr_of(&binary),
+        "resp_listen": resp.as_ref().map(addr_of),
+        "http_listen": http.as_ref().map(addr_of),
+        "peer_listen": addr_of(&peer),
+    });
+    tracing::info!(
+        node_id = cluster.node_id,
+        listen = %addr_of(&binary),
+        peer_listen = %addr_of(&peer),
+        peers = ?cluster.peers,
+        data_dir = %options.data_dir.display(),
+        "kvstore cluster node serving"
+    );
+    if let Some(path) = &options.ready_file {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, ready.to_string())
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .with_context(|| format!("writing ready file {}", path.display()))?;
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let peers_task = {
+        let node = node.clone();
+        let stop = stopped(stop_rx.clone());
+        tokio::spawn(async move { node.serve_peers(peer, stop).await })
+    };
+    let listeners = Listeners { binary, resp, http };
+    let result = server::run(
+        listeners,
+        node.db(),
+        Some(node.clone()),
+        options.server,
+        stopped(stop_rx),
+    )
+    .await;
+    node.shutdown();
+    let _ = peers_task.await;
+    result
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -251,4 +374,174 @@ fn fail(error: &ClientError, addr: &str) -> i32 {
         }
         _ => exit::UNAVAILABLE,
     }
+}
+
+/// A `kvstore cluster` subcommand.
+#[derive(Debug, Clone)]
+pub enum ClusterCommand {
+    Status,
+    AddNode {
+        id: u64,
+        peer: Option<String>,
+        voter: bool,
+    },
+    RemoveNode {
+        id: u64,
+    },
+    TransferLeader {
+        id: u64,
+    },
+}
+
+/// Runs a `kvstore cluster` subcommand against the HTTP admin port at `http`; returns the
+/// exit code.
+pub async fn run_cluster(http: &str, command: ClusterCommand) -> i32 {
+    let (method, path) = match &command {
+        ClusterCommand::Status => ("GET", "/cluster".to_string()),
+        ClusterCommand::AddNode { id, peer, voter } => {
+            let mut path = format!("/cluster/add-node?id={id}&voter={voter}");
+            if let Some(peer) = peer {
+                path.push_str(&format!("&peer={peer}"));
+            }
+            ("POST", path)
+        }
+        ClusterCommand::RemoveNode { id } => ("POST", format!("/cluster/remove-node?id={id}")),
+        ClusterCommand::TransferLeader { id } => {
+            ("POST", format!("/cluster/transfer-leader?to={id}"))
+        }
+    };
+    let (status, body) = match http_request(http, method, &path).await {
+        Ok(answer) => answer,
+        Err(error) => {
+            eprintln!("kvstore: cannot reach {http}: {error}");
+            return exit::UNAVAILABLE;
+        }
+    };
+    if status != 200 {
+        eprint!("kvstore: {body}");
+        return exit::SERVER_ERROR;
+    }
+    if !matches!(command, ClusterCommand::Status) {
+        print!("{body}");
+        return exit::OK;
+    }
+    match serde_json::from_str::<serde_json::Value>(&body) {
+        Ok(status) => {
+            print!("{}", status_table(&status));
+            exit::OK
+        }
+        Err(error) => {
+            eprintln!("kvstore: the status is not JSON: {error}");
+            exit::SERVER_ERROR
+        }
+    }
+}
+
+/// The `cluster status` table, from a node's `/cluster` JSON: one row per member, with the
+/// leader's view of each member's log when the node asked is the leader.
+pub fn status_table(status: &serde_json::Value) -> String {
+    let mut out = String::new();
+    let me = status["id"].as_u64().unwrap_or(0);
+    for g in status["groups"].as_array().into_iter().flatten() {
+        let leader = g["leader"].as_u64();
+        let commit = g["commit"].as_u64().unwrap_or(0);
+        out.push_str(&format!(
+            "group {}: term {}, leader {}, as seen by node {me} ({})\n",
+            g["group"],
+            g["term"],
+            leader.map_or("none".into(), |l| l.to_string()),
+            g["role"].as_str().unwrap_or("?"),
+        ));
+        out.push_str(&format!(
+            "{:>6}  {:<10}  {:>6}  {:>10}  {:>10}  {:>8}  {}\n",
+            "node", "role", "term", "commit", "applied", "lag", "address"
+        ));
+        let members = g["voters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|v| (v, "voter"))
+            .chain(
+                g["learners"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|v| (v, "learner")),
+            );
+        for (id, kind) in members {
+            let id = id.as_u64().unwrap_or(0);
+            let role = if Some(id) == leader { "leader" } else { kind };
+            let matched = g["match_index"][id.to_string()].as_u64();
+            let (term, applied, lag) = if id == me {
+                let applied = g["applied"].as_u64().unwrap_or(0);
+                (
+                    g["term"].to_string(),
+                    applied.to_string(),
+                    commit.saturating_sub(applied).to_string(),
+                )
+            } else {
+                let lag = matched.map_or("?".into(), |m| commit.saturating_sub(m).to_string());
+                ("-".into(), "-".into(), lag)
+            };
+            let address = status["advertised"][id.to_string()]["client"]
+                .as_str()
+                .or_else(|| status["peers"][id.to_string()].as_str())
+                .unwrap_or("");
+            out.push_str(&format!(
+                "{id:>6}  {role:<10}  {term:>6}  {commit:>10}  {applied:>10}  {lag:>8}  {address}\n"
+            ));
+        }
+    }
+    out
+}
+
+/// A minimal HTTP/1.1 exchange (the admin port is plain HTTP on a trusted network): returns
+/// the status code and the body.
+async fn http_request(addr: &str, method: &str, path: &str) -> std::io::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let connect = tokio::net::TcpStream::connect(addr);
+    let mut stream = tokio::time::timeout(std::time::Duration::from_secs(5), connect)
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut raw = Vec::new();
+    let read = stream.read_to_end(&mut raw);
+    tokio::time::timeout(std::time::Duration::from_secs(10), read)
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer"))??;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other("not an HTTP response"))?;
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    Ok((status, body))
+}
+
+/// Joins the chunks of a chunked HTTP body.
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
 }

@@ -89,6 +89,32 @@ enum Cmd {
         #[arg(long)]
         keys_only: bool,
     },
+    /// Show or change a cluster's membership (through a node's HTTP admin port).
+    Cluster {
+        /// A node's HTTP admin address.
+        #[arg(long, default_value = "127.0.0.1:7380", env = "KVSTORE_HTTP")]
+        http: String,
+        #[command(subcommand)]
+        action: ClusterAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterAction {
+    /// A table of the members: node, role, term, commit and applied index, lag.
+    Status,
+    /// Add node ID (listening for peers at PEER) as a learner; --voter then promotes it.
+    AddNode {
+        id: u64,
+        #[arg(long)]
+        peer: Option<String>,
+        #[arg(long)]
+        voter: bool,
+    },
+    /// Remove node ID from the cluster.
+    RemoveNode { id: u64 },
+    /// Hand leadership to node ID.
+    TransferLeader { id: u64 },
 }
 
 #[derive(Args)]
@@ -147,6 +173,29 @@ struct Serve {
     /// `kvstore::server::idle`.
     #[arg(long, default_value_t = 20)]
     idle_spin_us: u64,
+    /// Run as node N of a replicated cluster (with --peers and --peer-listen).
+    #[arg(long, requires = "peer_listen")]
+    node_id: Option<u64>,
+    /// The founding members' peer addresses, this node's included: 1=HOST:PORT,2=...
+    /// Leave out for a node that joins a running cluster (`kvstore cluster add-node`).
+    #[arg(long, value_parser = cli::parse_peers, requires = "node_id")]
+    peers: Option<std::collections::BTreeMap<u64, String>>,
+    /// Where other nodes connect to this one.
+    #[arg(long, requires = "node_id")]
+    peer_listen: Option<SocketAddr>,
+    /// Length of a Raft tick: elections time out after 10 to 20 ticks, heartbeats every 2.
+    #[arg(long, default_value_t = 50)]
+    tick_ms: u64,
+    /// Snapshot and truncate the Raft log every this many entries.
+    #[arg(long, default_value_t = 100_000)]
+    compact_entries: u64,
+    /// Consistency of RESP reads: linearizable, lease or follower (READONLY switches a
+    /// connection to follower reads).
+    #[arg(long, default_value = "linearizable")]
+    read_consistency: kvstore::node::Consistency,
+    /// Cluster nodes: a write not committed within this long is answered "outcome unknown".
+    #[arg(long, default_value_t = 5_000)]
+    request_timeout_ms: u64,
 }
 
 /// Request workers when `--threads` is not given: one core is left to what runs beside them,
@@ -229,6 +278,19 @@ fn main() -> ExitCode {
                 )
                 .await
             }
+            Cmd::Cluster { http, action } => {
+                let action = match action {
+                    ClusterAction::Status => cli::ClusterCommand::Status,
+                    ClusterAction::AddNode { id, peer, voter } => {
+                        cli::ClusterCommand::AddNode { id, peer, voter }
+                    }
+                    ClusterAction::RemoveNode { id } => cli::ClusterCommand::RemoveNode { id },
+                    ClusterAction::TransferLeader { id } => {
+                        cli::ClusterCommand::TransferLeader { id }
+                    }
+                };
+                cli::run_cluster(&http, action).await
+            }
             Cmd::Del { conn, key } => client(conn, Command::Del { key: key.into() }).await,
             Cmd::Incr { conn, key, by } => {
                 client(
@@ -289,9 +351,18 @@ fn serve_options(s: Serve) -> ServeOptions {
             resp_bulk_bytes_max: s.frame_bytes_max,
             idle_timeout_ms: s.idle_timeout_ms,
             read_timeout_ms: s.read_timeout_ms,
+            request_timeout_ms: s.request_timeout_ms,
+            read_consistency: s.read_consistency,
             ..ServerConfig::default()
         },
         ready_file: s.ready_file,
+        cluster: s.node_id.map(|node_id| cli::ClusterOptions {
+            node_id,
+            peers: s.peers.unwrap_or_default(),
+            peer_listen: s.peer_listen.expect("clap requires --peer-listen"),
+            tick_ms: s.tick_ms,
+            compact_entries: s.compact_entries,
+        }),
     }
 }
 

@@ -30,6 +30,7 @@ fn hello() -> Request {
         min_version: 1,
         max_version: 1,
         client_name: "bad-input-test".into(),
+        client_id: 0,
     }
 }
 
@@ -172,6 +173,7 @@ fn binary_port_survives_bad_input_and_keeps_serving_others() {
             min_version: 9,
             max_version: 12,
             client_name: "future".into(),
+            client_id: 0,
         },
         1,
     );

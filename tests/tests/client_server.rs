@@ -361,6 +361,7 @@ fn pipelined_writes_keep_their_own_versions() {
         min_version: 1,
         max_version: 1,
         client_name: "t".into(),
+        client_id: 0,
     }
     .encode(1, &mut out)
     .unwrap();

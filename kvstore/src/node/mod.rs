@@ -1,3 +1,848 @@
-//! The node runtime (in progress).
+//! The node runtime: drives the Raft groups a process hosts, persists their logs in one WAL,
+//! sends their messages, applies their committed entries, and serves reads at the consistency
+//! each request asks for.
+//!
+//! One thread (the *Raft thread*) owns every group. It waits for events on a bounded inbox
+//! (peer messages, client proposals and reads, admin requests) or for the next tick, handles
+//! everything queued, then runs a **round**: it takes a `Ready` from every group that has one,
+//! writes all their entries and hard states to the WAL and syncs it **once** (group commit
+//! across groups and proposals), only then sends their messages (a vote or an acknowledgement
+//! must never outlive a crash that forgets it), applies the committed entries to each group's
+//! state machine, answers the proposals and reads waiting on them, and calls `advance`. A
+//! group whose log has grown past [`NodeConfig::compact_entries`] is compacted: its engine is
+//! synced, snapshotted to a file, and the WAL purged.
+//!
+//! Everything else talks to the Raft thread through [`Node`], a cheap handle: `propose` and
+//! `read` return immediately with a receiver for the answer, so a connection can have many in
+//! flight. Nothing blocks the Raft thread: a full inbox refuses the request (`Busy`), a full
+//! peer queue drops the message.
+//!
+//! The process hosts one group today (group 1, the whole keyspace); the map of groups, the
+//! shared WAL and the group id on every message are what partitioning (part 3) builds on.
+
 pub mod command;
 pub mod state;
+pub mod transport;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::mpsc::{self as stdmpsc, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use crate::db::Db;
+use crate::raft::{
+    self, ConfigChange, Index, Message, NodeId, ProposeError, Raft, Restored, Role, Term,
+};
+use crate::storage::wal::{GroupId, Wal, WalOptions};
+use crate::storage::{self, FsyncPolicy};
+use state::{Reply, StateMachine};
+use transport::{Advertised, Inbox, Transport};
+
+/// The group that holds the whole keyspace until partitioning arrives.
+pub const DEFAULT_GROUP: GroupId = 1;
+/// Events waiting for the Raft thread before new requests are refused with `Busy`.
+pub const INBOX_EVENTS_MAX: usize = 65_536;
+/// Events the Raft thread handles before it runs a round, so a flood of requests cannot
+/// starve persistence and replies.
+const EVENTS_PER_ROUND_MAX: usize = 4096;
+
+/// Settings of a node.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub id: NodeId,
+    /// The founding members and their peer addresses (this node included). A node not among
+    /// them starts empty and waits to be added (`kvstore cluster add-node`).
+    pub peers: BTreeMap<NodeId, String>,
+    pub data_dir: PathBuf,
+    /// Length of a Raft tick. Elections time out after 10 to 20 ticks, heartbeats every 2.
+    pub tick: Duration,
+    /// Compact a group's log once it holds this many applied entries past its snapshot.
+    pub compact_entries: u64,
+    pub engine: storage::Config,
+    pub wal: WalOptions,
+    /// Where this node's clients connect, told to peers for redirects.
+    pub advertise: Advertised,
+}
+
+impl NodeConfig {
+    pub fn new(id: NodeId, data_dir: PathBuf) -> NodeConfig {
+        NodeConfig {
+            id,
+            peers: BTreeMap::new(),
+            data_dir,
+            tick: Duration::from_millis(50),
+            compact_entries: 100_000,
+            engine: storage::Config {
+                // The WAL makes writes durable; the engine is synced before the log is
+                // compacted, and otherwise once a second to keep restarts short.
+                fsync: FsyncPolicy::Interval { ms: 1000 },
+                ..storage::Config::default()
+            },
+            wal: WalOptions::default(),
+            advertise: Advertised::default(),
+        }
+    }
+}
+
+/// How fresh a read must be; see `docs/raft.md`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Consistency {
+    /// Reflects every write acknowledged before the read began (ReadIndex).
+    #[default]
+    Linearizable,
+    /// Like linearizable while the leader's lease holds (no round trip); relies on clocks
+    /// running at about the same rate.
+    Lease,
+    /// This replica's state as it is: possibly stale; the answer says by how much.
+    Follower,
+}
+
+impl std::str::FromStr for Consistency {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "linearizable" => Ok(Consistency::Linearizable),
+            "lease" => Ok(Consistency::Lease),
+            "follower" => Ok(Consistency::Follower),
+            other => Err(format!(
+                "unknown consistency {other:?} (linearizable, lease or follower)"
+            )),
+        }
+    }
+}
+
+/// How stale a read may be: what the replica knew when it served it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Staleness {
+    /// Entries the replica knew to be committed but had not applied yet.
+    pub entries_behind: u64,
+    /// Milliseconds since it last heard from a leader (`None`: never, or it is the leader).
+    pub since_leader_ms: Option<u64>,
+}
+
+/// Why a request was not served.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NodeError {
+    #[error("{}", not_leader_message(*.leader, .address.as_ref()))]
+    NotLeader {
+        leader: Option<NodeId>,
+        address: Option<Advertised>,
+    },
+    /// The request was refused before it reached the log; safe to retry.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The request may or may not have been applied.
+    #[error("no answer within {0:?}: the outcome is unknown (the write may still be applied)")]
+    Timeout(Duration),
+    /// The proposal was replaced in the log by another leader's entry: it was not applied.
+    #[error("leadership changed before the write committed; it was not applied")]
+    Dropped,
+    #[error("the node is overloaded (its inbox is full); retry shortly")]
+    Busy,
+    #[error("the node has stopped: {0}")]
+    Stopped(String),
+}
+
+fn not_leader_message(leader: Option<NodeId>, address: Option<&Advertised>) -> String {
+    match (leader, address) {
+        (Some(id), Some(a)) => format!("not the leader; the leader is node {id} at {}", a.client),
+        (Some(id), None) => format!("not the leader; the leader is node {id} (address unknown)"),
+        _ => "not the leader, and no leader is known (an election is under way); retry shortly"
+            .into(),
+    }
+}
+
+/// A proposal's answer.
+pub type ProposalResult = Result<Reply, NodeError>;
+
+/// What one group looks like from outside, for `status` and redirects.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct GroupStatus {
+    pub group: GroupId,
+    pub role: String,
+    pub term: Term,
+    pub leader: Option<NodeId>,
+    pub commit: Index,
+    pub applied: Index,
+    pub last_index: Index,
+    pub snapshot_index: Index,
+    pub voters: Vec<NodeId>,
+    pub learners: Vec<NodeId>,
+    /// The leader's view of each member's log (leader only).
+    pub match_index: BTreeMap<NodeId, Index>,
+    #[serde(skip)]
+    pub last_leader_contact: Option<Instant>,
+}
+
+/// The node's state as last published by the Raft thread.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct NodeStatus {
+    pub id: NodeId,
+    pub groups: Vec<GroupStatus>,
+    pub peers: BTreeMap<NodeId, String>,
+    pub advertised: BTreeMap<NodeId, Advertised>,
+    pub wal_syncs: u64,
+    pub wal_segments: usize,
+}
+
+enum Event {
+    Step(GroupId, Message),
+    Propose(Bytes, oneshot::Sender<ProposalResult>),
+    Read(Consistency, oneshot::Sender<Result<Staleness, NodeError>>),
+    Transfer(NodeId, oneshot::Sender<Result<(), NodeError>>),
+    Membership(
+        ConfigChange,
+        Option<String>,
+        oneshot::Sender<Result<Index, NodeError>>,
+    ),
+    Shutdown,
+}
+
+struct Shared {
+    id: NodeId,
+    inbox: SyncSender<Event>,
+    status: Mutex<NodeStatus>,
+    advertised: Mutex<BTreeMap<NodeId, Advertised>>,
+    db: Arc<RwLock<Db>>,
+    stopped: Mutex<Option<String>>,
+    transport: Arc<Transport>,
+}
+
+/// A handle to a running node; cheap to clone.
+#[derive(Clone)]
+pub struct Node {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("id", &self.shared.id).finish()
+    }
+}
+
+impl Inbox for Shared {
+    fn deliver(&self, group: GroupId, m: Message) -> bool {
+        self.inbox.try_send(Event::Step(group, m)).is_ok()
+    }
+    fn hello(&self, id: NodeId, advertised: Advertised) {
+        self.advertised
+            .lock()
+            .expect("advertised lock")
+            .insert(id, advertised);
+    }
+}
+
+impl Node {
+    /// Opens the node's data (WAL and state machines), starts its Raft thread and its
+    /// outgoing peer links on `runtime`. Serve incoming peer links with [`Node::serve_peers`].
+    pub fn start(config: NodeConfig, runtime: tokio::runtime::Handle) -> anyhow::Result<Node> {
+        let started = Instant::now();
+        std::fs::create_dir_all(&config.data_dir)?;
+        let (wal, mut logs) = Wal::open(config.data_dir.join("wal"), config.wal.clone())?;
+        let log = logs.remove(&DEFAULT_GROUP).unwrap_or_default();
+        let group_dir = config.data_dir.join(format!("group-{DEFAULT_GROUP}"));
+        let mut machine = StateMachine::open(&group_dir, config.engine.clone())?;
+        let snapshot_path = group_dir.join("snapshot");
+        let snapshot_data = if log.snapshot.index > 0 {
+            let (index, data) = state::load_snapshot_file(&snapshot_path)?;
+            anyhow::ensure!(
+                index == log.snapshot.index,
+                "the snapshot file holds index {index}, the log expects {}",
+                log.snapshot.index
+            );
+            if machine.applied() < index {
+                tracing::info!(
+                    index,
+                    "finishing a snapshot install that a crash interrupted"
+                );
+                machine.install(&data)?;
+            }
+            data
+        } else {
+            Bytes::new()
+        };
+        let founding = config.peers.contains_key(&config.id);
+        let log_is_new = log.hard_state.term == 0 && log.snapshot.index == 0;
+        let restored = if log_is_new {
+            if founding {
+                Restored::bootstrap(config.peers.keys().copied())
+            } else {
+                Restored::default()
+            }
+        } else {
+            Restored {
+                hard_state: log.hard_state,
+                snapshot: log.snapshot,
+                snapshot_data,
+                entries: log.entries,
+            }
+        };
+        let mut wal = wal;
+        if log_is_new && founding {
+            // Persist the founding entry, so that a restart finds the same log.
+            wal.append(DEFAULT_GROUP, &restored.entries);
+            wal.set_hard_state(DEFAULT_GROUP, restored.hard_state);
+            wal.sync()?;
+        }
+        let raft = Raft::new(
+            raft::Config::new(config.id),
+            restored,
+            seed(config.id, &config.data_dir),
+        );
+        tracing::info!(
+            id = config.id,
+            applied = machine.applied(),
+            last_index = raft.log().last_index(),
+            term = raft.term(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "node opened"
+        );
+        let transport = Arc::new(Transport::new(config.id, config.advertise.clone(), runtime));
+        for (id, address) in &config.peers {
+            transport.set_peer(*id, address.clone());
+        }
+        let (inbox, events) = stdmpsc::sync_channel(INBOX_EVENTS_MAX);
+        let mut advertised = BTreeMap::new();
+        advertised.insert(config.id, config.advertise.clone());
+        let shared = Arc::new(Shared {
+            id: config.id,
+            inbox,
+            status: Mutex::new(NodeStatus::default()),
+            advertised: Mutex::new(advertised),
+            db: machine.shared_db(),
+            stopped: Mutex::new(None),
+            transport: transport.clone(),
+        });
+        let group = Group {
+            raft,
+            machine,
+            snapshot_path,
+            proposals: BTreeMap::new(),
+            reads: HashMap::new(),
+            waiting_reads: Vec::new(),
+            last_leader_contact: None,
+        };
+        let mut runner = Runner {
+            config,
+            wal,
+            groups: BTreeMap::from([(DEFAULT_GROUP, group)]),
+            transport,
+            shared: shared.clone(),
+            next_read: 0,
+            shutdown: false,
+        };
+        runner.publish_status();
+        let thread_shared = shared.clone();
+        std::thread::Builder::new()
+            .name("raft".into())
+            .spawn(move || {
+                let reason = match runner.run(events) {
+                    Ok(()) => "shut down".to_string(),
+                    Err(error) => {
+                        tracing::error!(%error, "the Raft thread stopped on an error");
+                        error.to_string()
+                    }
+                };
+                *thread_shared.stopped.lock().expect("stopped lock") = Some(reason);
+            })?;
+        Ok(Node { shared })
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.shared.id
+    }
+
+    /// Accepts connections from peers on `listener` until `shutdown` resolves.
+    pub async fn serve_peers(
+        &self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        let inbox: Arc<dyn Inbox> = self.shared.clone();
+        let stats = self.shared.transport.stats.clone();
+        transport::serve(listener, inbox, stats, shutdown).await
+    }
+
+    /// The state machine's engine, for reads (after [`Node::read`] said when).
+    pub fn db(&self) -> Db {
+        self.shared.db.read().expect("db lock").clone()
+    }
+
+    /// The status the Raft thread last published.
+    pub fn status(&self) -> NodeStatus {
+        let mut status = self.shared.status.lock().expect("status lock").clone();
+        status.advertised = self
+            .shared
+            .advertised
+            .lock()
+            .expect("advertised lock")
+            .clone();
+        status
+    }
+
+    /// Transport counters.
+    pub fn transport_stats(&self) -> Arc<transport::TransportStats> {
+        self.shared.transport.stats.clone()
+    }
+
+    /// Whether this node is the leader of the default group, as last published.
+    pub fn is_leader(&self) -> bool {
+        let status = self.shared.status.lock().expect("status lock");
+        status.groups.first().is_some_and(|g| g.role == "leader")
+    }
+
+    /// The redirect to give a client whose write reached this follower.
+    pub fn not_leader(&self) -> NodeError {
+        let leader = {
+            let status = self.shared.status.lock().expect("status lock");
+            status.groups.first().and_then(|g| g.leader)
+        };
+        let address = leader.and_then(|id| {
+            let advertised = self.shared.advertised.lock().expect("advertised lock");
+            advertised.get(&id).cloned()
+        });
+        NodeError::NotLeader { leader, address }
+    }
+
+    fn submit<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, NodeError>>) -> Event,
+    ) -> oneshot::Receiver<Result<T, NodeError>> {
+        let (tx, rx) = oneshot::channel();
+        let (reply_tx, reply_rx) = oneshot::channel();
+        // The event owns `tx`; if it cannot be queued, answer through a fresh channel.
+        match self.shared.inbox.try_send(make(tx)) {
+            Ok(()) => rx,
+            Err(e) => {
+                let error = match e {
+                    TrySendError::Full(_) => NodeError::Busy,
+                    TrySendError::Disconnected(_) => NodeError::Stopped(self.stop_reason()),
+                };
+                let _ = reply_tx.send(Err(error));
+                reply_rx
+            }
+        }
+    }
+
+    fn stop_reason(&self) -> String {
+        self.shared
+            .stopped
+            .lock()
+            .expect("stopped lock")
+            .clone()
+            .unwrap_or_else(|| "stopping".into())
+    }
+
+    /// Proposes a command (see [`command::Command`]); the receiver gets its reply once it has
+    /// been applied here, or an error.
+    pub fn propose(&self, command: Bytes) -> oneshot::Receiver<ProposalResult> {
+        self.submit(|tx| Event::Propose(command, tx))
+    }
+
+    /// Asks when a read at `consistency` may be served from [`Node::db`]: the receiver gets
+    /// `Ok` once this replica has applied everything the read must see.
+    pub fn read(
+        &self,
+        consistency: Consistency,
+    ) -> oneshot::Receiver<Result<Staleness, NodeError>> {
+        if consistency == Consistency::Follower {
+            let (tx, rx) = oneshot::channel();
+            let _ = tx.send(Ok(self.staleness()));
+            return rx;
+        }
+        self.submit(|tx| Event::Read(consistency, tx))
+    }
+
+    fn staleness(&self) -> Staleness {
+        let status = self.shared.status.lock().expect("status lock");
+        let Some(g) = status.groups.first() else {
+            return Staleness::default();
+        };
+        Staleness {
+            entries_behind: g.commit.saturating_sub(g.applied),
+            since_leader_ms: (g.role != "leader")
+                .then(|| {
+                    g.last_leader_contact
+                        .map(|t| t.elapsed().as_millis() as u64)
+                })
+                .flatten(),
+        }
+    }
+
+    /// Hands leadership of the default group to `to`.
+    pub fn transfer_leader(&self, to: NodeId) -> oneshot::Receiver<Result<(), NodeError>> {
+        self.submit(|tx| Event::Transfer(to, tx))
+    }
+
+    /// Proposes a membership change; `address` is the peer address of a node being added.
+    pub fn change_membership(
+        &self,
+        change: ConfigChange,
+        address: Option<String>,
+    ) -> oneshot::Receiver<Result<Index, NodeError>> {
+        self.submit(|tx| Event::Membership(change, address, tx))
+    }
+
+    /// Stops the Raft thread after its current round.
+    pub fn shutdown(&self) {
+        let _ = self.shared.inbox.send(Event::Shutdown);
+    }
+
+    /// Waits for an answer, for at most `timeout`.
+    pub async fn wait<T>(
+        rx: oneshot::Receiver<Result<T, NodeError>>,
+        timeout: Duration,
+    ) -> Result<T, NodeError> {
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(NodeError::Stopped("the node dropped the request".into())),
+            Err(_) => Err(NodeError::Timeout(timeout)),
+        }
+    }
+}
+
+/// A deterministic seed per node and data directory: elections differ between nodes, and a
+/// run can be replayed.
+fn seed(id: NodeId, dir: &std::path::Path) -> u64 {
+    let text = format!("{id}:{}", dir.display());
+    crc32fast::hash(text.as_bytes()) as u64 ^ id.rotate_left(32)
+}
+
+struct Proposal {
+    term: Term,
+    reply: oneshot::Sender<ProposalResult>,
+}
+
+struct Group {
+    raft: Raft,
+    machine: StateMachine,
+    snapshot_path: PathBuf,
+    /// Proposals waiting for their entry to apply, by index.
+    proposals: BTreeMap<Index, Proposal>,
+    /// Reads waiting for a read index, by context.
+    reads: HashMap<u64, oneshot::Sender<Result<Staleness, NodeError>>>,
+    /// Reads that have a read index, waiting for the state machine to reach it.
+    waiting_reads: Vec<(Index, oneshot::Sender<Result<Staleness, NodeError>>)>,
+    last_leader_contact: Option<Instant>,
+}
+
+struct Runner {
+    config: NodeConfig,
+    wal: Wal,
+    groups: BTreeMap<GroupId, Group>,
+    transport: Arc<Transport>,
+    shared: Arc<Shared>,
+    next_read: u64,
+    shutdown: bool,
+}
+
+impl Runner {
+    fn run(&mut self, events: stdmpsc::Receiver<Event>) -> anyhow::Result<()> {
+        let mut next_tick = Instant::now() + self.config.tick;
+        // Persist whatever the groups start with (a founding entry) before anything else.
+        self.round()?;
+        while !self.shutdown {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            match events.recv_timeout(wait) {
+                Ok(event) => {
+                    self.handle(event);
+                    for event in events.try_iter().take(EVENTS_PER_ROUND_MAX) {
+                        self.handle(event);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            let now = Instant::now();
+            if now >= next_tick {
+                for g in self.groups.values_mut() {
+                    g.raft.tick();
+                    g.reads.retain(|_, tx| !tx.is_closed());
+                }
+                next_tick += self.config.tick;
+                if next_tick < now {
+                    next_tick = now + self.config.tick; // a long stall: do not tick in a burst
+                }
+            }
+            self.round()?;
+        }
+        for g in self.groups.values_mut() {
+            g.machine.sync()?;
+        }
+        Ok(())
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Step(group, m) => {
+                let Some(g) = self.groups.get_mut(&group) else {
+                    return;
+                };
+                let from = m.from;
+                let leader_message = matches!(
+                    m.body,
+                    raft::Body::Append { .. }
+                        | raft::Body::Heartbeat { .. }
+                        | raft::Body::InstallSnapshot { .. }
+                );
+                g.raft.step(m);
+                if leader_message && g.raft.leader() == Some(from) {
+                    g.last_leader_contact = Some(Instant::now());
+                }
+            }
+            Event::Propose(data, reply) => {
+                let g = self.default_group();
+                let proposed = g.raft.propose(data);
+                let term = g.raft.term();
+                match proposed {
+                    Ok(index) => {
+                        g.proposals.insert(index, Proposal { term, reply });
+                    }
+                    Err(error) => {
+                        let _ = reply.send(Err(self.propose_error(error)));
+                    }
+                }
+            }
+            Event::Read(consistency, reply) => {
+                self.next_read += 1;
+                let context = self.next_read;
+                let g = self.default_group();
+                g.reads.insert(context, reply);
+                let context = Bytes::copy_from_slice(&context.to_le_bytes());
+                match consistency {
+                    Consistency::Lease => g.raft.read_lease(context),
+                    _ => g.raft.read_index(context),
+                }
+            }
+            Event::Transfer(to, reply) => {
+                let g = self.default_group();
+                let (role, leader) = (g.raft.role(), g.raft.leader());
+                let result = if role != Role::Leader {
+                    Err(self.propose_error(ProposeError::NotLeader { leader }))
+                } else if !g.raft.membership().voters.contains(&to) {
+                    Err(NodeError::Unavailable(format!("node {to} is not a voter")))
+                } else {
+                    g.raft.transfer_leader(to);
+                    Ok(())
+                };
+                let _ = reply.send(result);
+            }
+            Event::Membership(change, address, reply) => {
+                if let (ConfigChange::AddLearner(id) | ConfigChange::AddVoter(id), Some(a)) =
+                    (change, &address)
+                {
+                    self.transport.set_peer(id, a.clone());
+                }
+                let g = self.default_group();
+                let next = g.raft.membership().apply(change);
+                let result = g.raft.propose_config(next);
+                let result = result.map_err(|e| self.propose_error(e));
+                let _ = reply.send(result);
+            }
+            Event::Shutdown => self.shutdown = true,
+        }
+    }
+
+    fn default_group(&mut self) -> &mut Group {
+        self.groups
+            .get_mut(&DEFAULT_GROUP)
+            .expect("the default group exists")
+    }
+
+    fn propose_error(&self, error: ProposeError) -> NodeError {
+        match error {
+            ProposeError::NotLeader { leader } => NodeError::NotLeader {
+                leader,
+                address: leader.and_then(|id| {
+                    let advertised = self.shared.advertised.lock().expect("advertised lock");
+                    advertised.get(&id).cloned()
+                }),
+            },
+            other => NodeError::Unavailable(other.to_string()),
+        }
+    }
+
+    /// Persists, sends, applies and advances until no group has anything ready.
+    fn round(&mut self) -> anyhow::Result<()> {
+        loop {
+            let mut readies = Vec::new();
+            for (id, g) in self.groups.iter_mut() {
+                if g.raft.has_ready() {
+                    readies.push((*id, g.raft.ready()));
+                }
+            }
+            if readies.is_empty() {
+                break;
+            }
+            // 1. Persist, with one sync for every group.
+            for (id, ready) in &readies {
+                let g = &self.groups[id];
+                if let Some(snapshot) = &ready.snapshot {
+                    state::save_snapshot_file(&g.snapshot_path, &snapshot.data)?;
+                    let kept_later = g.raft.log().last_index() > snapshot.meta.index;
+                    self.wal.set_snapshot(*id, &snapshot.meta, !kept_later);
+                }
+                if !ready.entries.is_empty() {
+                    self.wal.append(*id, &ready.entries);
+                }
+                if let Some(hard_state) = ready.hard_state {
+                    self.wal.set_hard_state(*id, hard_state);
+                }
+            }
+            self.wal.sync()?;
+            // 2. Send.
+            for (id, ready) in &mut readies {
+                for m in std::mem::take(&mut ready.messages) {
+                    self.transport.send(*id, m);
+                }
+            }
+            // 3. Apply, answer, advance.
+            for (id, ready) in readies {
+                let g = self.groups.get_mut(&id).expect("a group");
+                g.apply(ready)?;
+                g.raft.advance();
+                g.maybe_compact(&mut self.wal, self.config.compact_entries)?;
+            }
+        }
+        self.publish_status();
+        Ok(())
+    }
+
+    fn publish_status(&self) {
+        let groups = self
+            .groups
+            .iter()
+            .map(|(id, g)| {
+                let r = &g.raft;
+                let membership = r.membership();
+                GroupStatus {
+                    group: *id,
+                    role: match r.role() {
+                        Role::Leader => "leader",
+                        Role::Follower => "follower",
+                        Role::Candidate => "candidate",
+                        Role::PreCandidate => "pre-candidate",
+                    }
+                    .to_string(),
+                    term: r.term(),
+                    leader: r.leader(),
+                    commit: r.log().committed(),
+                    applied: g.machine.applied(),
+                    last_index: r.log().last_index(),
+                    snapshot_index: r.log().snapshot().index,
+                    voters: membership.voters.iter().copied().collect(),
+                    learners: membership.learners.iter().copied().collect(),
+                    match_index: if r.role() == Role::Leader {
+                        r.match_indexes()
+                    } else {
+                        BTreeMap::new()
+                    },
+                    last_leader_contact: g.last_leader_contact,
+                }
+            })
+            .collect();
+        let mut status = self.shared.status.lock().expect("status lock");
+        *status = NodeStatus {
+            id: self.config.id,
+            groups,
+            peers: self.transport.peers(),
+            advertised: BTreeMap::new(),
+            wal_syncs: self.wal.syncs(),
+            wal_segments: self.wal.segments(),
+        };
+    }
+}
+
+impl Group {
+    fn apply(&mut self, ready: raft::Ready) -> anyhow::Result<()> {
+        if let Some(snapshot) = &ready.snapshot {
+            self.machine.install(&snapshot.data)?;
+            // What this node proposed up to there is covered by a snapshot from another
+            // leader: whether each landed is not known here.
+            let covered: Vec<Index> = self
+                .proposals
+                .range(..=snapshot.meta.index)
+                .map(|(i, _)| *i)
+                .collect();
+            for index in covered {
+                if let Some(p) = self.proposals.remove(&index) {
+                    let _ = p.reply.send(Err(NodeError::Unavailable(
+                        "this node fell behind and installed a snapshot; the outcome of the \
+                         write is unknown"
+                            .into(),
+                    )));
+                }
+            }
+        }
+        let mut replies: BTreeMap<Index, Reply> =
+            self.machine.apply(&ready.committed)?.into_iter().collect();
+        for entry in &ready.committed {
+            if let Some(p) = self.proposals.remove(&entry.index) {
+                let result = if p.term == entry.term {
+                    replies.remove(&entry.index).ok_or_else(|| {
+                        NodeError::Unavailable("the entry applied without a reply".into())
+                    })
+                } else {
+                    Err(NodeError::Dropped)
+                };
+                let _ = p.reply.send(result);
+            }
+        }
+        for rs in ready.read_states {
+            let context = u64::from_le_bytes(rs.context[..].try_into().unwrap_or_default());
+            let Some(reply) = self.reads.remove(&context) else {
+                continue;
+            };
+            match rs.index {
+                Some(index) => self.waiting_reads.push((index, reply)),
+                None => {
+                    let leader = self.raft.leader();
+                    let _ = reply.send(Err(NodeError::Unavailable(format!(
+                        "could not confirm leadership for the read (leader: {leader:?}); retry"
+                    ))));
+                }
+            }
+        }
+        let applied = self.machine.applied();
+        let staleness = Staleness {
+            entries_behind: self.raft.log().committed().saturating_sub(applied),
+            since_leader_ms: None,
+        };
+        let (due, waiting) = std::mem::take(&mut self.waiting_reads)
+            .into_iter()
+            .partition(|(index, _)| *index <= applied);
+        self.waiting_reads = waiting;
+        for (_, reply) in due {
+            let _ = reply.send(Ok(staleness));
+        }
+        Ok(())
+    }
+
+    fn maybe_compact(&mut self, wal: &mut Wal, every: u64) -> anyhow::Result<()> {
+        let applied = self.machine.applied();
+        if applied < self.raft.log().snapshot().index + every {
+            return Ok(());
+        }
+        let started = Instant::now();
+        self.machine.sync()?;
+        let data = self.machine.snapshot()?;
+        state::save_snapshot_file(&self.snapshot_path, &data)?;
+        let bytes = data.len();
+        self.raft.compact(applied, data);
+        wal.set_snapshot(DEFAULT_GROUP, self.raft.log().snapshot(), false);
+        let purged = wal.purge()?;
+        tracing::info!(
+            index = applied,
+            bytes,
+            segments_purged = purged,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "compacted the log"
+        );
+        Ok(())
+    }
+}

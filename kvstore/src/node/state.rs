@@ -625,7 +625,13 @@ mod tests {
         assert_eq!(replies.len(), 2);
         assert!(matches!(
             &replies[1],
-            (3, Reply::Wire(Response::IncrOk { value: 1, version: 3 }))
+            (
+                3,
+                Reply::Wire(Response::IncrOk {
+                    value: 1,
+                    version: 3
+                })
+            )
         ));
         assert_eq!(get(&sm, "a").unwrap().version, 2);
         sm.sync().unwrap();
@@ -699,7 +705,10 @@ mod tests {
                 ..
             })
         ));
-        assert!(get(&sm, "x").is_none(), "the staged first op was rolled back");
+        assert!(
+            get(&sm, "x").is_none(),
+            "the staged first op was rolled back"
+        );
         assert_eq!(sm.applied(), 1);
     }
 
@@ -827,7 +836,11 @@ mod tests {
             .collect();
         assert_eq!(
             replies,
-            vec![RespReply::ok(), RespReply::Integer(1), RespReply::Integer(2)]
+            vec![
+                RespReply::ok(),
+                RespReply::Integer(1),
+                RespReply::Integer(2)
+            ]
         );
         assert_eq!(sm.applied(), 3);
     }

@@ -245,6 +245,7 @@ fn handle_frame(ctx: &Context, handshaken: &mut bool, frame: Frame) -> Result<Re
             min_version,
             max_version,
             client_name,
+            ..
         } => match negotiate_version(min_version, max_version) {
             Some(version) => {
                 *handshaken = true;

@@ -1,5 +1,8 @@
 //! The HTTP admin port: `/health`, `/metrics` (Prometheus text), `/status` (JSON), and
-//! `POST /admin/compact`. Read-only except for the compaction trigger; no data is served here.
+//! `POST /admin/compact`. On a cluster node also `/cluster` (the Raft group as this node sees
+//! it) and `POST /cluster/transfer-leader?to=N`, `POST /cluster/add-node?id=N&peer=HOST:PORT`
+//! (as a learner; `&voter=true` promotes), `POST /cluster/remove-node?id=N`, which
+//! `kvstore cluster` calls. No data is served here.
 
 use std::sync::Arc;
 
@@ -20,6 +23,10 @@ pub async fn serve(ctx: Arc<Context>, listener: TcpListener) {
         .route("/metrics", get(metrics))
         .route("/status", get(status))
         .route("/admin/compact", post(compact))
+        .route("/cluster", get(cluster_status))
+        .route("/cluster/transfer-leader", post(transfer_leader))
+        .route("/cluster/add-node", post(add_node))
+        .route("/cluster/remove-node", post(remove_node))
         .with_state(ctx.clone());
     let shutdown = {
         let ctx = ctx.clone();
@@ -60,8 +67,113 @@ async fn status(State(ctx): State<Arc<Context>>) -> Json<serde_json::Value> {
             "max": ctx.config.connections_max,
         },
         "ops_total": ctx.metrics.total_ops(),
-        "role": "single-node",
+        "role": if ctx.node.is_some() { "cluster-node" } else { "single-node" },
+        "cluster": ctx.node.as_ref().map(|n| n.status()),
     }))
+}
+
+fn no_node() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        "this server is a single node, not part of a cluster\n",
+    )
+        .into_response()
+}
+
+async fn cluster_status(State(ctx): State<Arc<Context>>) -> Response {
+    match &ctx.node {
+        Some(node) => Json(node.status()).into_response(),
+        None => no_node(),
+    }
+}
+
+/// The value of `name` in a query string such as `id=4&peer=127.0.0.1:7001` (no escapes:
+/// ids and addresses need none).
+fn param<'q>(query: &'q Option<String>, name: &str) -> Option<&'q str> {
+    query
+        .as_deref()?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+}
+
+/// A node id from the query, or the response explaining what is missing.
+fn id_param(query: &Option<String>, name: &str) -> Result<u64, Box<Response>> {
+    param(query, name)
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| {
+            let text = format!("the query must name a node: ?{name}=N\n");
+            Box::new((StatusCode::BAD_REQUEST, text).into_response())
+        })
+}
+
+fn node_error(error: crate::node::NodeError) -> Response {
+    let status = match error {
+        crate::node::NodeError::NotLeader { .. } => StatusCode::MISDIRECTED_REQUEST,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    (status, format!("{error}\n")).into_response()
+}
+
+const ADMIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+async fn transfer_leader(
+    State(ctx): State<Arc<Context>>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Response {
+    let Some(node) = &ctx.node else {
+        return no_node();
+    };
+    let to = match id_param(&query, "to") {
+        Ok(to) => to,
+        Err(response) => return *response,
+    };
+    match crate::node::Node::wait(node.transfer_leader(to), ADMIN_TIMEOUT).await {
+        Ok(()) => format!("transferring leadership to node {to}\n").into_response(),
+        Err(error) => node_error(error),
+    }
+}
+
+async fn add_node(
+    State(ctx): State<Arc<Context>>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Response {
+    use crate::raft::ConfigChange;
+    let Some(node) = &ctx.node else {
+        return no_node();
+    };
+    let id = match id_param(&query, "id") {
+        Ok(id) => id,
+        Err(response) => return *response,
+    };
+    let change = if param(&query, "voter") == Some("true") {
+        ConfigChange::AddVoter(id)
+    } else {
+        ConfigChange::AddLearner(id)
+    };
+    let peer = param(&query, "peer").map(str::to_string);
+    match crate::node::Node::wait(node.change_membership(change, peer), ADMIN_TIMEOUT).await {
+        Ok(index) => format!("{change:?} proposed at index {index}\n").into_response(),
+        Err(error) => node_error(error),
+    }
+}
+
+async fn remove_node(
+    State(ctx): State<Arc<Context>>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Response {
+    use crate::raft::ConfigChange;
+    let Some(node) = &ctx.node else {
+        return no_node();
+    };
+    let id = match id_param(&query, "id") {
+        Ok(id) => id,
+        Err(response) => return *response,
+    };
+    let change = ConfigChange::Remove(id);
+    match crate::node::Node::wait(node.change_membership(change, None), ADMIN_TIMEOUT).await {
+        Ok(index) => format!("{change:?} proposed at index {index}\n").into_response(),
+        Err(error) => node_error(error),
+    }
 }
 
 async fn compact(State(ctx): State<Arc<Context>>) -> Response {

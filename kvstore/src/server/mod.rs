@@ -11,6 +11,7 @@
 pub mod binary;
 pub mod http;
 pub mod idle;
+pub mod replicated;
 pub mod resp;
 pub mod writes;
 
@@ -45,6 +46,12 @@ pub struct ServerConfig {
     pub write_buffer_bytes_max: usize,
     /// Runs of writes waiting for the write queue before connections must wait to submit.
     pub write_queue_jobs_max: usize,
+    /// Cluster nodes: how long a write may wait to commit, or a read for its read index,
+    /// before the client is told the outcome is unknown (writes) or to retry (reads).
+    pub request_timeout_ms: u64,
+    /// Cluster nodes: the consistency of reads that name none (RESP reads; the binary
+    /// protocol's requests always name one).
+    pub read_consistency: crate::node::Consistency,
     pub server_name: String,
 }
 
@@ -59,6 +66,8 @@ impl Default for ServerConfig {
             shutdown_grace_ms: 10_000,
             write_buffer_bytes_max: 256 * 1024,
             write_queue_jobs_max: 4096,
+            request_timeout_ms: 5_000,
+            read_consistency: crate::node::Consistency::Linearizable,
             server_name: format!("kvstore {}", env!("CARGO_PKG_VERSION")),
         }
     }
@@ -75,6 +84,9 @@ pub struct Context {
     pub resp: crate::resp::commands::Shared,
     /// Where connections send their single-key writes; see [`writes`].
     pub writes: writes::WriteQueue,
+    /// The cluster node this server fronts, if it is one: writes then go through Raft
+    /// ([`replicated`]).
+    pub node: Option<crate::node::Node>,
     connections: Arc<Semaphore>,
     shutdown: watch::Receiver<bool>,
 }
@@ -104,6 +116,7 @@ pub struct Listeners {
 pub async fn run(
     listeners: Listeners,
     db: Db,
+    node: Option<crate::node::Node>,
     config: ServerConfig,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
@@ -121,6 +134,7 @@ pub async fn run(
         started: Instant::now(),
         resp: crate::resp::commands::Shared::default(),
         writes,
+        node,
         shutdown: shutdown_rx,
     });
 
@@ -180,9 +194,15 @@ async fn accept_loop(ctx: Arc<Context>, listener: TcpListener, kind: Listener) {
         let ctx = ctx.clone();
         connections.spawn(async move {
             ctx.metrics.connection_opened(kind);
-            let result = match kind {
-                Listener::Binary => binary::serve_connection(ctx.clone(), stream).await,
-                Listener::Resp => resp::serve_connection(ctx.clone(), stream).await,
+            let result = match (kind, ctx.node.clone()) {
+                (Listener::Binary, None) => binary::serve_connection(ctx.clone(), stream).await,
+                (Listener::Resp, None) => resp::serve_connection(ctx.clone(), stream).await,
+                (Listener::Binary, Some(node)) => {
+                    replicated::serve_binary(ctx.clone(), node, stream).await
+                }
+                (Listener::Resp, Some(node)) => {
+                    replicated::serve_resp(ctx.clone(), node, stream).await
+                }
             };
             if let Err(error) = result {
                 tracing::debug!(%peer, %error, "connection ended with an error");

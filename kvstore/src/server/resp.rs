@@ -160,7 +160,7 @@ async fn run_group(
     outcomes
 }
 
-fn facts(ctx: &Context, port: u16) -> ServerFacts {
+pub(crate) fn facts(ctx: &Context, port: u16) -> ServerFacts {
     ServerFacts {
         uptime_seconds: ctx.started.elapsed().as_secs(),
         connected_clients: ctx.metrics.connections_active(Listener::Resp),

@@ -131,11 +131,14 @@ pub struct Entry {
 /// Everything a client can ask. Field numbers and defaults are listed per variant.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
-    /// 1 min_version (required), 2 max_version (required), 3 client_name ("").
+    /// 1 min_version (required), 2 max_version (required), 3 client_name (""), 4 client_id
+    /// (0: none). A client id names a session: the connection's writes carry it, with their
+    /// request id as the session's sequence number, so a cluster applies a retried write once.
     Hello {
         min_version: u16,
         max_version: u16,
         client_name: String,
+        client_id: u64,
     },
     /// 1 payload (empty).
     Ping { payload: Bytes },
@@ -244,6 +247,12 @@ pub enum ErrorCode {
     ShuttingDown,
     Timeout,
     Internal,
+    /// A write reached a replica that does not lead; the message ends with ` at HOST:PORT`
+    /// when the leader's address is known. Nothing was applied: retry there.
+    NotLeader,
+    /// The cluster could not take the request now (no quorum, an election, a membership
+    /// change in progress). Nothing was applied: retry shortly.
+    Unavailable,
     /// A number this code does not know. Never holds one of the numbers above.
     Other(u32),
 }
@@ -263,6 +272,8 @@ impl ErrorCode {
             ErrorCode::ShuttingDown => 10,
             ErrorCode::Timeout => 11,
             ErrorCode::Internal => 12,
+            ErrorCode::NotLeader => 13,
+            ErrorCode::Unavailable => 14,
             ErrorCode::Other(code) => code,
         }
     }
@@ -281,6 +292,8 @@ impl ErrorCode {
             10 => ErrorCode::ShuttingDown,
             11 => ErrorCode::Timeout,
             12 => ErrorCode::Internal,
+            13 => ErrorCode::NotLeader,
+            14 => ErrorCode::Unavailable,
             other => ErrorCode::Other(other),
         }
     }
@@ -545,10 +558,14 @@ impl Request {
                 min_version,
                 max_version,
                 client_name,
+                client_id,
             } => {
                 w.varint(1, u64::from(*min_version));
                 w.varint(2, u64::from(*max_version));
                 put_nonempty(w, 3, client_name.as_bytes());
+                if *client_id != 0 {
+                    w.varint(4, *client_id);
+                }
             }
             Request::Ping { payload } => put_nonempty(w, 1, payload),
             Request::Get {
@@ -661,12 +678,14 @@ fn encode_batch_op(w: &mut FieldWriter<'_>, op: &BatchOp) {
 fn decode_hello(body: &Bytes) -> Result<Request, DecodeError> {
     const MESSAGE: &str = "Hello";
     let (mut min_version, mut max_version, mut client_name) = (None, None, String::new());
+    let mut client_id = 0;
     for field in fields(MESSAGE, body) {
         let field = field?;
         match field.number {
             1 => min_version = Some(field.u16()?),
             2 => max_version = Some(field.u16()?),
             3 => client_name = field.string()?,
+            4 => client_id = field.varint()?,
             _ => {}
         }
     }
@@ -674,6 +693,7 @@ fn decode_hello(body: &Bytes) -> Result<Request, DecodeError> {
         min_version: required(MESSAGE, 1, min_version)?,
         max_version: required(MESSAGE, 2, max_version)?,
         client_name,
+        client_id,
     })
 }
 
@@ -1638,11 +1658,12 @@ mod tests {
         )
             .prop_map(|(start, end, prefix)| ScanRange { start, end, prefix });
         prop_oneof![
-            (any::<u16>(), any::<u16>(), any_string()).prop_map(
-                |(min_version, max_version, client_name)| Request::Hello {
+            (any::<u16>(), any::<u16>(), any_string(), any::<u64>()).prop_map(
+                |(min_version, max_version, client_name, client_id)| Request::Hello {
                     min_version,
                     max_version,
-                    client_name
+                    client_name,
+                    client_id,
                 }
             ),
             any_bytes().prop_map(|payload| Request::Ping { payload }),

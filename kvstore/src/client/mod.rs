@@ -20,6 +20,8 @@
 //! # Ok(()) }
 //! ```
 
+pub mod cluster;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -47,6 +49,10 @@ pub struct ClientConfig {
     /// Largest response frame accepted.
     pub frame_bytes_max: usize,
     pub client_name: String,
+    /// Names a session (0: none): a cluster then applies each write of this client once,
+    /// however often it is retried, as long as its request id is reused for the retry
+    /// ([`Client::call_as`]). See [`cluster::ClusterClient`].
+    pub client_id: u64,
 }
 
 impl Default for ClientConfig {
@@ -57,6 +63,7 @@ impl Default for ClientConfig {
             inflight_max: 1024,
             frame_bytes_max: FRAME_BYTES_MAX_DEFAULT,
             client_name: format!("kvstore-client/{}", env!("CARGO_PKG_VERSION")),
+            client_id: 0,
         }
     }
 }
@@ -202,6 +209,7 @@ impl Client {
             min_version: PROTOCOL_VERSION_MIN,
             max_version: PROTOCOL_VERSION_MAX,
             client_name: config.client_name.clone(),
+            client_id: config.client_id,
         };
         hello
             .encode(0, &mut buf)
@@ -326,6 +334,13 @@ impl Client {
 
     /// Sends any request and returns the server's response (errors included, as `Err`).
     pub async fn call(&self, request: Request) -> Result<Response> {
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        self.call_as(id, request).await
+    }
+
+    /// [`Client::call`] with a request id chosen by the caller: a session's sequence number,
+    /// reused when a write is retried. Ids must not repeat among requests in flight.
+    pub async fn call_as(&self, id: u64, request: Request) -> Result<Response> {
         let writes = !matches!(
             request,
             Request::Get { .. }
@@ -337,7 +352,6 @@ impl Client {
             outcome_unknown: writes,
         };
         let _permit = self.shared.inflight.acquire().await.map_err(|_| lost())?;
-        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let mut buf = BytesMut::new();
         request
             .encode(id, &mut buf)

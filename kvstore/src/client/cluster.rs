@@ -1,0 +1,280 @@
+//! A client for a cluster: it finds the leader, follows redirects, and retries a write until it
+//! gets a definite answer, without ever applying it twice.
+//!
+//! The client has a random session id and numbers its requests; a retry reuses the number,
+//! so a write whose first attempt did land is answered from the leader's session table instead
+//! of being applied again. That turns "no answer" (a timeout, a dropped connection, a leader
+//! that crashed) into a retry rather than an unknown outcome, as long as the deadline
+//! ([`ClusterConfig::deadline_ms`]) allows. Only when the deadline passes without a definite
+//! answer does a write report `outcome_unknown`.
+//!
+//! What it does on each answer:
+//! - `NotLeader` with an address: connect there and retry at once;
+//! - `NotLeader` without one, `Unavailable`, `Busy`: wait a little and retry, on the next node;
+//! - connection refused or lost, a timeout: next node, retry;
+//! - anything else is the answer.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::Mutex;
+
+use super::{Client, ClientConfig, ClientError, Result};
+use crate::wire::{Condition, Consistency, ErrorCode, Request, Response, Versioned};
+
+/// Settings of a cluster client.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// Settings of each connection; its `request_timeout_ms` bounds one attempt.
+    pub connection: ClientConfig,
+    /// A request is retried until this long after it was first sent.
+    pub deadline_ms: u64,
+    /// First wait before retrying when the cluster has no leader; doubles up to 8 times that.
+    pub backoff_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> ClusterConfig {
+        ClusterConfig {
+            connection: ClientConfig {
+                request_timeout_ms: 2_000,
+                connect_timeout_ms: 1_000,
+                ..ClientConfig::default()
+            },
+            deadline_ms: 15_000,
+            backoff_ms: 25,
+        }
+    }
+}
+
+/// A client of a cluster. Share it behind an `Arc`; requests from many tasks run concurrently.
+#[derive(Debug)]
+pub struct ClusterClient {
+    config: ClusterConfig,
+    /// Known client addresses of the nodes; redirects add to it.
+    addresses: std::sync::Mutex<Vec<String>>,
+    /// The node tried next (an index into `addresses`).
+    next: AtomicUsize,
+    current: Mutex<Option<(String, Client)>>,
+    seq: AtomicU64,
+    client_id: u64,
+}
+
+impl ClusterClient {
+    /// A client of the cluster whose nodes include `addresses` (binary-protocol addresses);
+    /// nothing is connected until the first request.
+    pub fn new(addresses: Vec<String>, config: ClusterConfig) -> ClusterClient {
+        assert!(!addresses.is_empty(), "a cluster client needs an address");
+        let client_id = random_id();
+        ClusterClient {
+            config,
+            addresses: std::sync::Mutex::new(addresses),
+            next: AtomicUsize::new(0),
+            current: Mutex::new(None),
+            seq: AtomicU64::new(1),
+            client_id,
+        }
+    }
+
+    /// This client's session id.
+    pub fn client_id(&self) -> u64 {
+        self.client_id
+    }
+
+    async fn connection(&self, prefer: Option<&str>) -> Result<(String, Client)> {
+        let mut current = self.current.lock().await;
+        if let Some((addr, client)) = &*current {
+            if prefer.is_none_or(|p| p == addr) {
+                return Ok((addr.clone(), client.clone()));
+            }
+        }
+        let addr = match prefer {
+            Some(p) => p.to_string(),
+            None => {
+                let addresses = self.addresses.lock().expect("addresses lock");
+                let i = self.next.fetch_add(1, Ordering::Relaxed) % addresses.len();
+                addresses[i].clone()
+            }
+        };
+        let mut config = self.config.connection.clone();
+        config.client_id = self.client_id;
+        let client = Client::connect(addr.as_str(), config).await?;
+        *current = Some((addr.clone(), client.clone()));
+        Ok((addr, client))
+    }
+
+    async fn drop_connection(&self, addr: &str) {
+        let mut current = self.current.lock().await;
+        if current.as_ref().is_some_and(|(a, _)| a == addr) {
+            *current = None;
+        }
+    }
+
+    /// Sends `request` until it gets a definite answer or the deadline passes.
+    pub async fn call(&self, request: Request) -> Result<Response> {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        let deadline = Duration::from_millis(self.config.deadline_ms);
+        let mut backoff = Duration::from_millis(self.config.backoff_ms);
+        let backoff_max = backoff * 8;
+        let mut prefer: Option<String> = None;
+        let mut last_error;
+        let mut outcome_unknown = false;
+        loop {
+            let attempt = match self.connection(prefer.as_deref()).await {
+                Ok((addr, client)) => {
+                    let result = client.call_as(seq, request.clone()).await;
+                    (Some(addr), result)
+                }
+                Err(error) => (None, Err(error)),
+            };
+            prefer = None;
+            let wait = match attempt {
+                (_, Ok(response)) => return Ok(response),
+                (_, Err(ClientError::Server { code, message })) if code == ErrorCode::NotLeader => {
+                    let redirect = message.rsplit_once(" at ").map(|(_, a)| a.to_string());
+                    last_error = ClientError::Server { code, message };
+                    match redirect {
+                        Some(addr) => {
+                            self.learn(&addr);
+                            prefer = Some(addr);
+                            false
+                        }
+                        None => true,
+                    }
+                }
+                (_, Err(ClientError::Server { code, message }))
+                    if matches!(code, ErrorCode::Unavailable | ErrorCode::Busy) =>
+                {
+                    last_error = ClientError::Server { code, message };
+                    true
+                }
+                (addr, Err(error))
+                    if matches!(
+                        error,
+                        ClientError::Connect { .. }
+                            | ClientError::Handshake(_)
+                            | ClientError::ConnectionLost { .. }
+                            | ClientError::Timeout { .. }
+                    ) || matches!(&error, ClientError::Server { code, .. }
+                        if matches!(code, ErrorCode::Timeout | ErrorCode::ShuttingDown)) =>
+                {
+                    outcome_unknown |= error.outcome_unknown()
+                        || matches!(&error, ClientError::Server { code, .. }
+                            if *code == ErrorCode::Timeout);
+                    if let Some(addr) = addr {
+                        self.drop_connection(&addr).await;
+                    }
+                    last_error = error;
+                    true
+                }
+                (_, Err(error)) => return Err(error),
+            };
+            if started.elapsed() >= deadline {
+                return Err(if outcome_unknown {
+                    ClientError::Timeout {
+                        after_ms: started.elapsed().as_millis() as u64,
+                        outcome_unknown: true,
+                    }
+                } else {
+                    last_error
+                });
+            }
+            if wait {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(backoff_max);
+            }
+        }
+    }
+
+    fn learn(&self, addr: &str) {
+        let mut addresses = self.addresses.lock().expect("addresses lock");
+        if !addresses.iter().any(|a| a == addr) {
+            addresses.push(addr.to_string());
+        }
+    }
+
+    /// Reads `key` at `consistency`.
+    pub async fn get(
+        &self,
+        keyspace: &str,
+        key: &[u8],
+        consistency: Consistency,
+    ) -> Result<Option<Versioned>> {
+        let request = Request::Get {
+            keyspace: keyspace.into(),
+            key: Bytes::copy_from_slice(key),
+            consistency,
+        };
+        match self.call(request).await? {
+            Response::GetOk { found } => Ok(found),
+            other => Err(super::unexpected(other)),
+        }
+    }
+
+    /// Writes `key = value` if `condition` holds; returns whether it applied and the version.
+    pub async fn put(
+        &self,
+        keyspace: &str,
+        key: &[u8],
+        value: &[u8],
+        condition: Condition,
+    ) -> Result<(bool, u64)> {
+        let request = Request::Put {
+            keyspace: keyspace.into(),
+            key: Bytes::copy_from_slice(key),
+            value: Bytes::copy_from_slice(value),
+            ttl_ms: None,
+            condition,
+        };
+        match self.call(request).await? {
+            Response::PutOk { applied, version } => Ok((applied, version)),
+            other => Err(super::unexpected(other)),
+        }
+    }
+
+    /// Deletes `key`; returns whether it existed.
+    pub async fn delete(&self, keyspace: &str, key: &[u8]) -> Result<bool> {
+        let request = Request::Delete {
+            keyspace: keyspace.into(),
+            key: Bytes::copy_from_slice(key),
+            condition: Condition::None,
+        };
+        match self.call(request).await? {
+            Response::DeleteOk { existed, .. } => Ok(existed),
+            other => Err(super::unexpected(other)),
+        }
+    }
+
+    /// Adds `delta` to the counter at `key`; returns the new value.
+    pub async fn incr(&self, keyspace: &str, key: &[u8], delta: i64) -> Result<i64> {
+        let request = Request::Incr {
+            keyspace: keyspace.into(),
+            key: Bytes::copy_from_slice(key),
+            delta,
+        };
+        match self.call(request).await? {
+            Response::IncrOk { value, .. } => Ok(value),
+            other => Err(super::unexpected(other)),
+        }
+    }
+}
+
+/// A session id that is very unlikely to collide: the time, the process id and a counter.
+fn random_id() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mixed = nanos
+        ^ (u64::from(std::process::id()) << 32)
+        ^ COUNTER
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    // splitmix64's finaliser, so nearby inputs give unrelated ids; never 0 (no session).
+    let mut z = mixed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    (z ^ (z >> 31)).max(1)
+}

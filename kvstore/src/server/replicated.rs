@@ -1,0 +1,363 @@
+//! Connections of a cluster node: the same two protocols, with writes going through Raft and
+//! reads waiting for the consistency they ask for.
+//!
+//! A write becomes a log entry carrying the request itself ([`crate::node::command`]); the
+//! connection proposes every write of a pipeline at once and answers them in order as they
+//! apply, so a pipelining client keeps many in the log together. A write that reaches a
+//! follower is refused with a redirect: `NotLeader` with the leader's address (binary), or
+//! `-MOVED 0 HOST:PORT` (RESP, as Redis Cluster does; `redis-cli -c` follows it). A read waits
+//! until this replica may serve it ([`Node::read`]), then reads the local engine; it first
+//! waits for the writes before it on the same connection, so a client always reads its own
+//! writes.
+//!
+//! Binary sessions: a client that sent a `client_id` in `HELLO` gets at-most-once writes, with
+//! each frame's request id as the session's sequence number.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+
+use super::{flush, read_more, Context, Read};
+use crate::metrics::Listener;
+use crate::node::command::Command;
+use crate::node::state::Reply;
+use crate::node::{Consistency, Node, NodeError, ProposalResult};
+use crate::resp::codec::{parse_pipeline, Reply as RespReply, RespLimits};
+use crate::resp::commands::{self, Session};
+use crate::wire::frame::{decode_frame, FrameError};
+use crate::wire::message::{negotiate_version, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN};
+use crate::wire::{self, ErrorCode, Request, Response};
+
+/// Frames (or commands) taken from the read buffer per round.
+const PIPELINE_MAX: usize = 1024;
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A node error as a binary-protocol error response.
+pub fn error_response(error: &NodeError) -> Response {
+    let code = match error {
+        NodeError::NotLeader { .. } => ErrorCode::NotLeader,
+        NodeError::Unavailable(_) | NodeError::Dropped => ErrorCode::Unavailable,
+        NodeError::Timeout(_) => ErrorCode::Timeout,
+        NodeError::Busy => ErrorCode::Busy,
+        NodeError::Stopped(_) => ErrorCode::ShuttingDown,
+    };
+    Response::error(code, error.to_string())
+}
+
+/// A node error as a Redis error reply.
+fn error_reply(error: &NodeError) -> RespReply {
+    match error {
+        NodeError::NotLeader {
+            address: Some(a), ..
+        } => match &a.resp {
+            Some(resp) => RespReply::Error(format!("MOVED 0 {resp}").into()),
+            None => RespReply::Error(format!("ERR {error}").into()),
+        },
+        NodeError::NotLeader { .. } | NodeError::Unavailable(_) | NodeError::Dropped => {
+            RespReply::Error(format!("TRYAGAIN {error}").into())
+        }
+        other => RespReply::Error(format!("ERR {other}").into()),
+    }
+}
+
+/// An answer in the making: ready, or waiting for a proposal to apply.
+enum Pending<T> {
+    Ready(u64, T),
+    Proposal(u64, oneshot::Receiver<ProposalResult>),
+}
+
+async fn settle<T>(
+    pending: &mut Vec<Pending<T>>,
+    timeout: Duration,
+    convert: impl Fn(Result<Reply, NodeError>) -> T,
+    mut emit: impl FnMut(u64, T),
+) {
+    for p in pending.drain(..) {
+        match p {
+            Pending::Ready(id, answer) => emit(id, answer),
+            Pending::Proposal(id, rx) => emit(id, convert(Node::wait(rx, timeout).await)),
+        }
+    }
+}
+
+fn is_write(request: &Request) -> bool {
+    matches!(
+        request,
+        Request::Put { .. } | Request::Delete { .. } | Request::Incr { .. } | Request::Batch { .. }
+    )
+}
+
+pub async fn serve_binary(
+    ctx: Arc<Context>,
+    node: Node,
+    mut stream: TcpStream,
+) -> std::io::Result<()> {
+    let ctx = &ctx;
+    let timeout = Duration::from_millis(ctx.config.request_timeout_ms);
+    let mut rbuf = BytesMut::with_capacity(16 * 1024);
+    let mut wbuf = BytesMut::with_capacity(16 * 1024);
+    let mut handshaken = false;
+    let mut client_id = 0u64;
+    let convert = |result: Result<Reply, NodeError>| match result {
+        Ok(Reply::Wire(response)) => response,
+        Ok(Reply::Resp(_)) => Response::error(ErrorCode::Internal, "a Redis reply to a frame"),
+        Err(error) => error_response(&error),
+    };
+    loop {
+        let mut pending: Vec<Pending<Response>> = Vec::new();
+        let mut close = false;
+        let mut frames = 0;
+        while frames < PIPELINE_MAX && !close {
+            let frame = match decode_frame(&mut rbuf, ctx.config.frame_bytes_max) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(error) => {
+                    ctx.metrics.protocol_error(Listener::Binary);
+                    let (code, id) = match &error {
+                        FrameError::TooLarge { request_id, .. } => {
+                            (ErrorCode::FrameTooLarge, request_id.unwrap_or(0))
+                        }
+                        _ => (ErrorCode::Malformed, 0),
+                    };
+                    pending.push(Pending::Ready(id, Response::error(code, error.to_string())));
+                    close = true;
+                    break;
+                }
+            };
+            frames += 1;
+            let id = frame.request_id;
+            let request = match Request::decode(&frame) {
+                Ok(request) => request,
+                Err(error) => {
+                    ctx.metrics.protocol_error(Listener::Binary);
+                    let response = Response::error(error.error_code(), error.to_string());
+                    pending.push(Pending::Ready(id, response));
+                    continue;
+                }
+            };
+            match request {
+                Request::Hello {
+                    min_version,
+                    max_version,
+                    client_id: session,
+                    ..
+                } => {
+                    let response = match negotiate_version(min_version, max_version) {
+                        Some(version) => {
+                            handshaken = true;
+                            client_id = session;
+                            Response::HelloOk {
+                                version,
+                                server_name: ctx.config.server_name.clone(),
+                                frame_bytes_max: ctx.config.frame_bytes_max.min(u32::MAX as usize)
+                                    as u32,
+                            }
+                        }
+                        None => {
+                            close = true;
+                            Response::error(
+                                ErrorCode::UnsupportedVersion,
+                                format!(
+                                    "client speaks protocol versions {min_version}..={max_version}, \
+                                     this server {PROTOCOL_VERSION_MIN}..={PROTOCOL_VERSION_MAX}"
+                                ),
+                            )
+                        }
+                    };
+                    pending.push(Pending::Ready(id, response));
+                }
+                _ if !handshaken => {
+                    pending.push(Pending::Ready(
+                        id,
+                        Response::error(
+                            ErrorCode::HandshakeRequired,
+                            "the first frame on a connection must be HELLO",
+                        ),
+                    ));
+                    close = true;
+                }
+                Request::Ping { payload } => {
+                    pending.push(Pending::Ready(id, Response::Pong { payload }))
+                }
+                request if is_write(&request) => {
+                    let session = (client_id != 0).then_some((client_id, id));
+                    match Command::wire(session, now_ms(), &request, id) {
+                        Ok(data) => pending.push(Pending::Proposal(id, node.propose(data))),
+                        Err(e) => pending.push(Pending::Ready(
+                            id,
+                            Response::error(ErrorCode::InvalidArgument, e.to_string()),
+                        )),
+                    }
+                }
+                request => {
+                    // A read: first the writes before it, so it sees them.
+                    settle(&mut pending, timeout, convert, |id, r| {
+                        encode(&mut wbuf, id, &r)
+                    })
+                    .await;
+                    let consistency = match &request {
+                        Request::Get { consistency, .. } | Request::Scan { consistency, .. } => {
+                            from_wire(*consistency)
+                        }
+                        _ => Consistency::Linearizable,
+                    };
+                    let response = match Node::wait(node.read(consistency), timeout).await {
+                        Ok(_staleness) => {
+                            let db = node.db();
+                            super::binary::respond(&db, &db, request)
+                        }
+                        Err(error) => error_response(&error),
+                    };
+                    pending.push(Pending::Ready(id, response));
+                }
+            }
+        }
+        settle(&mut pending, timeout, convert, |id, r| {
+            encode(&mut wbuf, id, &r)
+        })
+        .await;
+        flush(ctx, Listener::Binary, &mut stream, &mut wbuf, None).await?;
+        if close {
+            let _ = stream.shutdown().await;
+            return Ok(());
+        }
+        if read_more(ctx, Listener::Binary, &mut stream, &mut rbuf).await? == Read::Closed {
+            return Ok(());
+        }
+    }
+}
+
+fn encode(wbuf: &mut BytesMut, id: u64, response: &Response) {
+    if response.encode(id, wbuf).is_err() {
+        Response::error(ErrorCode::Internal, "response too large to encode")
+            .encode(id, wbuf)
+            .expect("a short error always encodes");
+    }
+}
+
+fn from_wire(c: wire::Consistency) -> Consistency {
+    match c {
+        wire::Consistency::Linearizable => Consistency::Linearizable,
+        wire::Consistency::Lease => Consistency::Lease,
+        wire::Consistency::Follower => Consistency::Follower,
+    }
+}
+
+/// Redis commands that change data: they go through the log.
+const RESP_WRITES: [&str; 18] = [
+    "set", "setnx", "setex", "psetex", "del", "unlink", "mset", "incr", "decr", "incrby", "decrby",
+    "expire", "pexpire", "persist", "flushdb", "flushall", "getset", "append",
+];
+
+/// Redis commands that answer without reading data, so need no read barrier.
+const RESP_NO_DATA: [&str; 8] = [
+    "ping", "echo", "info", "client", "config", "command", "hello", "select",
+];
+
+fn resp_touches_data(name: &[u8]) -> bool {
+    !RESP_NO_DATA
+        .iter()
+        .any(|w| w.as_bytes().eq_ignore_ascii_case(name))
+}
+
+fn resp_is_write(name: &[u8]) -> bool {
+    RESP_WRITES
+        .iter()
+        .any(|w| w.as_bytes().eq_ignore_ascii_case(name))
+}
+
+pub async fn serve_resp(
+    ctx: Arc<Context>,
+    node: Node,
+    mut stream: TcpStream,
+) -> std::io::Result<()> {
+    let ctx = &ctx;
+    let timeout = Duration::from_millis(ctx.config.request_timeout_ms);
+    let port = stream.local_addr().map(|a| a.port()).unwrap_or(0);
+    let limits = RespLimits {
+        bulk_bytes_max: ctx.config.resp_bulk_bytes_max,
+        ..RespLimits::default()
+    };
+    let mut session = Session::default();
+    // READONLY switches this connection to follower reads, READWRITE back (Redis Cluster's
+    // commands for reading from replicas).
+    let mut consistency = ctx.config.read_consistency;
+    let mut rbuf = BytesMut::with_capacity(16 * 1024);
+    let mut wbuf = BytesMut::with_capacity(16 * 1024);
+    let convert = |result: Result<Reply, NodeError>| match result {
+        Ok(Reply::Resp(reply)) => reply,
+        Ok(Reply::Wire(_)) => RespReply::Error("ERR a binary reply to a Redis command".into()),
+        Err(error) => error_reply(&error),
+    };
+    loop {
+        let (pipeline, protocol_error) = parse_pipeline(&mut rbuf, &limits, PIPELINE_MAX);
+        let mut pending: Vec<Pending<RespReply>> = Vec::new();
+        let mut close = false;
+        for i in 0..pipeline.len() {
+            let name = pipeline.arg(i, 0);
+            if name.eq_ignore_ascii_case(b"readonly") {
+                consistency = Consistency::Follower;
+                pending.push(Pending::Ready(0, RespReply::ok()));
+            } else if name.eq_ignore_ascii_case(b"readwrite") {
+                consistency = ctx.config.read_consistency;
+                pending.push(Pending::Ready(0, RespReply::ok()));
+            } else if resp_is_write(name) {
+                let data = pipeline.with_args(i, |args| Command::resp(now_ms(), args));
+                pending.push(Pending::Proposal(0, node.propose(data)));
+            } else {
+                settle(&mut pending, timeout, convert, |_, r| r.encode(&mut wbuf)).await;
+                let facts = || super::resp::facts(ctx, port);
+                let reply = if !name.eq_ignore_ascii_case(b"quit") {
+                    let barrier = if resp_touches_data(name) {
+                        Node::wait(node.read(consistency), timeout)
+                            .await
+                            .map(|_| ())
+                    } else {
+                        Ok(())
+                    };
+                    match barrier {
+                        Ok(_) => {
+                            let db = node.db();
+                            let outcome = pipeline.with_args(i, |args| {
+                                commands::execute(&db, &db, &ctx.resp, &mut session, facts, args)
+                            });
+                            close = outcome.close;
+                            outcome.reply
+                        }
+                        Err(error) => error_reply(&error),
+                    }
+                } else {
+                    close = true;
+                    RespReply::ok()
+                };
+                pending.push(Pending::Ready(0, reply));
+                if close {
+                    break;
+                }
+            }
+        }
+        settle(&mut pending, timeout, convert, |_, r| r.encode(&mut wbuf)).await;
+        if let Some(error) = protocol_error.filter(|_| !close) {
+            ctx.metrics.protocol_error(Listener::Resp);
+            RespReply::Error(format!("ERR {error}").into()).encode(&mut wbuf);
+            close = true;
+        }
+        flush(ctx, Listener::Resp, &mut stream, &mut wbuf, None).await?;
+        if close {
+            let _ = stream.shutdown().await;
+            return Ok(());
+        }
+        if read_more(ctx, Listener::Resp, &mut stream, &mut rbuf).await? == Read::Closed {
+            return Ok(());
+        }
+    }
+}
