@@ -171,6 +171,7 @@ async fn serve_node(options: ServeOptions) -> anyhow::Result<()> {
     config.advertise = crate::node::transport::Advertised {
         client: addr_of(&binary),
         resp: resp.as_ref().map(addr_of),
+        peer: addr_of(&peer),
     };
     let runtime = tokio::runtime::Handle::current();
     let node = tokio::task::spawn_blocking(move || crate::node::Node::start(config, runtime))
@@ -531,7 +532,7 @@ async fn http_request(addr: &str, method: &str, path: &str) -> std::io::Result<(
 }
 
 /// Joins the chunks of a chunked HTTP body.
-fn dechunk(mut body: &str) -> String {
+pub fn dechunk(mut body: &str) -> String {
     let mut out = String::new();
     while let Some((size, rest)) = body.split_once("\r\n") {
         let Ok(n) = usize::from_str_radix(size.trim(), 16) else {

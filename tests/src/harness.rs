@@ -66,6 +66,9 @@ pub struct ServerOptions {
     pub fsync: String,
     /// Extra `kvstore serve` arguments.
     pub args: Vec<String>,
+    /// Fixed client ports (binary, RESP, HTTP) kept across restarts; `None`: any free ports,
+    /// new at every start.
+    pub ports: Option<[u16; 3]>,
 }
 
 impl ServerOptions {
@@ -83,6 +86,7 @@ impl Default for ServerOptions {
         ServerOptions {
             fsync: "always".into(),
             args: Vec::new(),
+            ports: None,
         }
     }
 }
@@ -125,16 +129,13 @@ impl Server {
         self.starts += 1;
         let log = fs::File::create(self.log_path())?;
         let mut cmd = Command::new(kvstore_bin());
+        let [binary, resp, http] = self.options.ports.unwrap_or([0; 3]);
+        let on = |port: u16| format!("127.0.0.1:{port}");
         cmd.arg("serve")
             .arg("--data-dir")
             .arg(&self.data_dir)
-            .args(["--listen", "127.0.0.1:0", "--resp-listen", "127.0.0.1:0"])
-            .args([
-                "--http-listen",
-                "127.0.0.1:0",
-                "--fsync",
-                &self.options.fsync,
-            ])
+            .args(["--listen", &on(binary), "--resp-listen", &on(resp)])
+            .args(["--http-listen", &on(http), "--fsync", &self.options.fsync])
             .arg("--ready-file")
             .arg(ready)
             .args(&self.options.args)
@@ -241,10 +242,15 @@ impl Server {
         }
     }
 
-    /// Starts the server again on the same data directory (new ports).
+    /// Starts the server again on the same data directory (new ports, unless fixed).
     pub fn restart(&mut self) -> Result<()> {
         self.kill()?;
         self.launch()
+    }
+
+    /// Whether the process is running (it may be paused).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
     }
 
     /// Starts a process on the data directory that is expected to refuse to start; returns
@@ -291,6 +297,19 @@ pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(10));
     }
     check()
+}
+
+/// Free loopback ports, found by binding port 0 and letting go: a process started right after
+/// can bind them (a port is reused by another process only after it cycled through the whole
+/// ephemeral range).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("binding a free port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("a bound address").port())
+        .collect()
 }
 
 /// A small multi-threaded runtime for tests that drive the async client.

@@ -5,5 +5,7 @@
 //! and restarts them on the same data directory. Part 2 extends it to whole clusters with
 //! partitions; [`linearizability`] is the checker their histories go through.
 
+pub mod cluster;
 pub mod harness;
 pub mod linearizability;
+pub mod workload;

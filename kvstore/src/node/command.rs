@@ -16,7 +16,9 @@
 //!  +--------+------+-----------+-----------+-----------+--------------------------+
 //! ```
 //!
-//! Kind 1 is a binary-protocol request frame; kind 2 a Redis command's arguments. A request
+//! Kind 1 is a binary-protocol request frame; kind 2 a Redis command's arguments; kind 3 a
+//! node's peer address (`u64 node id`, then the address), which the leader logs before adding
+//! the node so that every member, and every later leader, can reach it. A request
 //! with a `client_id` belongs to that client's session: the state machine remembers the last
 //! `seq` it applied per client and its reply, so a retry applies once.
 
@@ -28,6 +30,7 @@ use crate::wire::Request;
 const FORMAT: u8 = 1;
 const KIND_WIRE: u8 = 1;
 const KIND_RESP: u8 = 2;
+const KIND_PEER: u8 = 3;
 /// Bytes before the body.
 pub const HEADER_BYTES: usize = 26;
 /// Most arguments of a Redis command in the log (as the RESP codec accepts).
@@ -50,6 +53,8 @@ pub enum Body {
     Wire(Frame),
     /// A Redis command: its name and arguments.
     Resp(Vec<Bytes>),
+    /// Node `id` listens for peers at `address`.
+    Peer { id: u64, address: String },
 }
 
 /// Why an entry does not decode. The leader wrote it, so this is corruption or a version
@@ -90,6 +95,14 @@ impl Command {
         buf.freeze()
     }
 
+    /// Encodes a node's peer address.
+    pub fn peer(now_ms: u64, id: u64, address: &str) -> Bytes {
+        let mut buf = header(KIND_PEER, None, now_ms);
+        buf.put_u64_le(id);
+        buf.put_slice(address.as_bytes());
+        buf.freeze()
+    }
+
     pub fn decode(data: &Bytes) -> Result<Command, CommandError> {
         if data.len() < HEADER_BYTES {
             return Err(CommandError::Short { len: data.len() });
@@ -111,6 +124,12 @@ impl Command {
                 }
             }
             KIND_RESP => Body::Resp(decode_args(&body)?),
+            KIND_PEER if body.len() >= 8 => Body::Peer {
+                id: u64::from_le_bytes(body[..8].try_into().expect("8 bytes")),
+                address: String::from_utf8(body[8..].to_vec())
+                    .map_err(|_| CommandError::Body("peer address is not UTF-8".into()))?,
+            },
+            KIND_PEER => return Err(CommandError::Body("peer record cut short".into())),
             kind => return Err(CommandError::Kind(kind)),
         };
         Ok(Command {
@@ -198,6 +217,19 @@ mod tests {
                 Bytes::from_static(b"EX"),
             ])
         );
+    }
+
+    #[test]
+    fn peer_addresses_round_trip() {
+        let command = Command::decode(&Command::peer(5, 4, "127.0.0.1:7104")).unwrap();
+        assert_eq!(
+            command.body,
+            Body::Peer {
+                id: 4,
+                address: "127.0.0.1:7104".into()
+            }
+        );
+        assert!(Command::decode(&Command::peer(5, 4, "x").slice(..HEADER_BYTES + 7)).is_err());
     }
 
     #[test]

@@ -230,6 +230,10 @@ impl Inbox for Shared {
         self.inbox.try_send(Event::Step(group, m)).is_ok()
     }
     fn hello(&self, id: NodeId, advertised: Advertised) {
+        if !self.transport.knows(id) && !advertised.peer.is_empty() {
+            // A peer this node was not configured with (it joined, or this node did).
+            self.transport.set_peer(id, advertised.peer.clone());
+        }
         self.advertised
             .lock()
             .expect("advertised lock")
@@ -305,6 +309,12 @@ impl Node {
         let transport = Arc::new(Transport::new(config.id, config.advertise.clone(), runtime));
         for (id, address) in &config.peers {
             transport.set_peer(*id, address.clone());
+        }
+        // Nodes added since the cluster was founded, from the address book in the log.
+        for (id, address) in machine.peers()? {
+            if !config.peers.contains_key(&id) {
+                transport.set_peer(id, address);
+            }
         }
         let (inbox, events) = stdmpsc::sync_channel(INBOX_EVENTS_MAX);
         let mut advertised = BTreeMap::new();
@@ -506,6 +516,12 @@ impl Node {
     }
 }
 
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// A deterministic seed per node and data directory: elections differ between nodes, and a
 /// run can be replayed.
 fn seed(id: NodeId, dir: &std::path::Path) -> u64 {
@@ -633,10 +649,16 @@ impl Runner {
                 let _ = reply.send(result);
             }
             Event::Membership(change, address, reply) => {
+                let g = self.default_group();
                 if let (ConfigChange::AddLearner(id) | ConfigChange::AddVoter(id), Some(a)) =
                     (change, &address)
                 {
-                    self.transport.set_peer(id, a.clone());
+                    // Logged before the change, so every member (and any later leader) can
+                    // reach the node; applying it sets the address here too.
+                    if let Err(error) = g.raft.propose(command::Command::peer(now_ms(), id, a)) {
+                        let _ = reply.send(Err(self.propose_error(error)));
+                        return;
+                    }
                 }
                 let g = self.default_group();
                 let next = g.raft.membership().apply(change);
@@ -704,7 +726,12 @@ impl Runner {
             // 3. Apply, answer, advance.
             for (id, ready) in readies {
                 let g = self.groups.get_mut(&id).expect("a group");
-                g.apply(ready)?;
+                for (peer, address) in g.apply(ready)? {
+                    if peer != self.config.id && !self.config.peers.contains_key(&peer) {
+                        tracing::info!(peer, %address, "learnt a peer's address from the log");
+                        self.transport.set_peer(peer, address);
+                    }
+                }
                 g.raft.advance();
                 g.maybe_compact(&mut self.wal, self.config.compact_entries)?;
             }
@@ -759,7 +786,9 @@ impl Runner {
 }
 
 impl Group {
-    fn apply(&mut self, ready: raft::Ready) -> anyhow::Result<()> {
+    /// Applies what `ready` committed and answers whoever waits on it; returns the peer
+    /// addresses the entries recorded.
+    fn apply(&mut self, ready: raft::Ready) -> anyhow::Result<Vec<(NodeId, String)>> {
         if let Some(snapshot) = &ready.snapshot {
             self.machine.install(&snapshot.data)?;
             // What this node proposed up to there is covered by a snapshot from another
@@ -781,6 +810,16 @@ impl Group {
         }
         let mut replies: BTreeMap<Index, Reply> =
             self.machine.apply(&ready.committed)?.into_iter().collect();
+        let mut peers: Vec<(NodeId, String)> = replies
+            .values()
+            .filter_map(|r| match r {
+                Reply::Peer { id, address } => Some((*id, address.clone())),
+                _ => None,
+            })
+            .collect();
+        if ready.snapshot.is_some() {
+            peers.extend(self.machine.peers()?);
+        }
         for entry in &ready.committed {
             if let Some(p) = self.proposals.remove(&entry.index) {
                 let result = if p.term == entry.term {
@@ -820,7 +859,7 @@ impl Group {
         for (_, reply) in due {
             let _ = reply.send(Ok(staleness));
         }
-        Ok(())
+        Ok(peers)
     }
 
     fn maybe_compact(&mut self, wal: &mut Wal, every: u64) -> anyhow::Result<()> {

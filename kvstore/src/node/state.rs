@@ -40,6 +40,8 @@ use crate::wire::{ErrorCode, Request, Response};
 pub const APPLIED_KEY: &[u8] = b"\0applied";
 /// Engine keys of session records start with this.
 const SESSION_PREFIX: &[u8] = b"\0s";
+/// Engine keys of the peer address book start with this (then the node id, big-endian).
+const PEER_PREFIX: &[u8] = b"\0peer";
 const CURRENT_FILE: &str = "CURRENT";
 const SNAPSHOT_MAGIC: &[u8; 8] = b"KVSNAP\0\x01";
 /// Entries read from the engine per page while building a snapshot.
@@ -70,6 +72,11 @@ type Result<T, E = StateError> = std::result::Result<T, E>;
 pub enum Reply {
     Wire(Response),
     Resp(RespReply),
+    /// A node's peer address was recorded.
+    Peer {
+        id: u64,
+        address: String,
+    },
 }
 
 /// The state machine of one group.
@@ -146,6 +153,21 @@ impl StateMachine {
     /// A handle that always reads the current engine, for other threads.
     pub fn shared_db(&self) -> Arc<RwLock<Db>> {
         self.db.clone()
+    }
+
+    /// The peer address book: every address logged with [`Command::peer`].
+    pub fn peers(&self) -> Result<Vec<(u64, String)>> {
+        let db = self.db();
+        let mut end = PEER_PREFIX.to_vec();
+        end.push(0xFF);
+        let entries = db.engine().scan_all(PEER_PREFIX, &end, usize::MAX)?;
+        Ok(entries
+            .into_iter()
+            .filter_map(|e| {
+                let id = u64::from_be_bytes(e.key.get(PEER_PREFIX.len()..)?.try_into().ok()?);
+                Some((id, String::from_utf8(e.value?.to_vec()).ok()?))
+            })
+            .collect())
     }
 
     /// Makes everything applied so far durable in the engine.
@@ -313,6 +335,12 @@ fn execute(
             }
         }
     }
+    if let command::Body::Peer { id, address } = command.body {
+        let mut key = PEER_PREFIX.to_vec();
+        key.extend_from_slice(&id.to_be_bytes());
+        txn.put(&key, address.as_bytes(), 0)?;
+        return Ok(Reply::Peer { id, address });
+    }
     let store = TxnStore::new(txn);
     let reply = match command.body {
         command::Body::Wire(frame) => Reply::Wire(match Request::decode(&frame) {
@@ -333,6 +361,7 @@ fn execute(
                 crate::resp::commands::execute(db, &store, resp, &mut session, no_facts, &args);
             Reply::Resp(outcome.reply)
         }
+        command::Body::Peer { .. } => unreachable!("handled above"),
     };
     // `store` borrowed `txn` mutably; its last use is above, so `txn` is free again here.
     if let (Some((_, seq)), Some(key), Reply::Wire(response)) =

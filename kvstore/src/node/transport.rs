@@ -46,6 +46,9 @@ pub struct Advertised {
     pub client: String,
     /// RESP, if the node serves it.
     pub resp: Option<String>,
+    /// Where its peers connect (a node added to a running cluster learns the others' from
+    /// their first message).
+    pub peer: String,
 }
 
 /// Counters for `/metrics`.
@@ -84,6 +87,11 @@ impl Transport {
             peers: Mutex::new(BTreeMap::new()),
             stats: Arc::default(),
         }
+    }
+
+    /// Whether messages to `id` have somewhere to go.
+    pub fn knows(&self, id: NodeId) -> bool {
+        self.peers.lock().expect("peers lock").contains_key(&id)
     }
 
     /// Sets (or changes) the address of peer `id`; messages to it start flowing.
@@ -133,7 +141,11 @@ fn hello_frame(id: NodeId, me: &Advertised) -> BytesMut {
     encode_frame_with(PEER_HELLO, 0, &mut frame, |dst| {
         let mut body = Vec::new();
         body.put_u64_le(id);
-        for s in [me.client.as_str(), me.resp.as_deref().unwrap_or("")] {
+        for s in [
+            me.client.as_str(),
+            me.resp.as_deref().unwrap_or(""),
+            me.peer.as_str(),
+        ] {
             put_u32(&mut body, s.len());
             body.extend_from_slice(s.as_bytes());
         }
@@ -306,7 +318,8 @@ fn decode_hello(frame: &Frame) -> Result<(NodeId, Advertised), String> {
     };
     let client = text()?;
     let resp = Some(text()?).filter(|s| !s.is_empty());
-    Ok((id, Advertised { client, resp }))
+    let peer = text()?;
+    Ok((id, Advertised { client, resp, peer }))
 }
 
 /// `count u32`, then per message `group u64 | message`.

@@ -109,7 +109,7 @@ pub async fn serve_binary(
     let mut client_id = 0u64;
     let convert = |result: Result<Reply, NodeError>| match result {
         Ok(Reply::Wire(response)) => response,
-        Ok(Reply::Resp(_)) => Response::error(ErrorCode::Internal, "a Redis reply to a frame"),
+        Ok(_) => Response::error(ErrorCode::Internal, "a reply of another kind to a frame"),
         Err(error) => error_response(&error),
     };
     loop {
@@ -295,7 +295,7 @@ pub async fn serve_resp(
     let mut wbuf = BytesMut::with_capacity(16 * 1024);
     let convert = |result: Result<Reply, NodeError>| match result {
         Ok(Reply::Resp(reply)) => reply,
-        Ok(Reply::Wire(_)) => RespReply::Error("ERR a binary reply to a Redis command".into()),
+        Ok(_) => RespReply::Error("ERR a reply of another kind to a Redis command".into()),
         Err(error) => error_reply(&error),
     };
     loop {

@@ -1,0 +1,146 @@
+//! Real clusters under faults: 3 and 5 `kvstore` processes, a concurrent client workload, and a
+//! nemesis that kills, pauses, partitions and restarts nodes. Every run's history must be
+//! linearizable (which covers "no acknowledged write is lost": the final reads are part of
+//! it), and the cluster must take writes again within a few seconds of each fault healing.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tests::cluster::{Cluster, ClusterOptions};
+use tests::harness::runtime;
+use tests::workload::{self, Workload};
+
+/// A cluster takes writes again within this long of a fault healing.
+const RECOVERY_MAX: Duration = Duration::from_secs(10);
+
+/// One step of a nemesis schedule.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    KillLeader,
+    KillFollower,
+    IsolateLeader,
+    PauseLeader,
+    RestartAll,
+}
+
+fn follower_of(cluster: &Cluster, leader: u64) -> u64 {
+    (1..=cluster.nodes.len() as u64)
+        .find(|&id| id != leader)
+        .expect("a follower")
+}
+
+/// Inflicts `fault` for `hold`, heals it, and returns how long the cluster then took to
+/// accept a write.
+fn inflict(
+    rt: &tokio::runtime::Runtime,
+    cluster: &mut Cluster,
+    fault: Fault,
+    hold: Duration,
+) -> Duration {
+    let leader = cluster
+        .wait_for_leader(Duration::from_secs(20))
+        .expect("a leader before the fault");
+    match fault {
+        Fault::KillLeader => cluster.kill(leader).unwrap(),
+        Fault::KillFollower => cluster.kill(follower_of(cluster, leader)).unwrap(),
+        Fault::IsolateLeader => cluster.isolate(leader),
+        Fault::PauseLeader => cluster.pause(leader).unwrap(),
+        Fault::RestartAll => {
+            for id in 1..=cluster.nodes.len() as u64 {
+                cluster.kill(id).unwrap();
+            }
+        }
+    }
+    std::thread::sleep(hold);
+    match fault {
+        Fault::KillLeader => cluster.restart(leader).unwrap(),
+        Fault::KillFollower => cluster.restart(follower_of(cluster, leader)).unwrap(),
+        Fault::IsolateLeader => cluster.heal(),
+        Fault::PauseLeader => cluster.resume(leader).unwrap(),
+        Fault::RestartAll => {
+            for id in 1..=cluster.nodes.len() as u64 {
+                cluster.restart(id).unwrap();
+            }
+        }
+    }
+    let took = rt
+        .block_on(workload::time_to_write(
+            cluster.client_addresses(),
+            RECOVERY_MAX * 2,
+        ))
+        .unwrap_or(RECOVERY_MAX * 2);
+    eprintln!("{fault:?}: leader was {leader}; writes again {took:?} after healing");
+    took
+}
+
+/// The clusters of this file run one at a time: they share two cores, and timing matters.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn run_with_faults(name: &str, nodes: u64, faults: &[Fault], seed: u64) {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut cluster = Cluster::start(
+        name,
+        ClusterOptions {
+            nodes,
+            ..ClusterOptions::default()
+        },
+    )
+    .unwrap();
+    let rt = runtime();
+    let load = workload::start(
+        &rt,
+        cluster.client_addresses(),
+        Workload {
+            clients: 4,
+            keys: 6,
+            seed,
+        },
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let mut slow = Vec::new();
+    for &fault in faults {
+        let took = inflict(&rt, &mut cluster, fault, Duration::from_millis(1500));
+        if took > RECOVERY_MAX {
+            slow.push((fault, took));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let rec = load.rec.clone();
+    let history = load.finish(&rt, cluster.client_addresses());
+    eprintln!("{name}: {} operations", history.len());
+    workload::assert_linearizable(&history, || cluster.logs());
+    let completed = rec.completed.load(Ordering::Relaxed);
+    assert!(completed > 100, "the workload made progress: {completed}");
+    assert!(slow.is_empty(), "slow recoveries: {slow:?}");
+}
+
+#[test]
+fn three_nodes_stay_linearizable_through_kills_a_partition_a_pause_and_a_full_restart() {
+    run_with_faults(
+        "faults3",
+        3,
+        &[
+            Fault::KillLeader,
+            Fault::KillFollower,
+            Fault::IsolateLeader,
+            Fault::PauseLeader,
+            Fault::RestartAll,
+        ],
+        3,
+    );
+}
+
+#[test]
+fn five_nodes_stay_linearizable_through_leader_kills_and_partitions() {
+    run_with_faults(
+        "faults5",
+        5,
+        &[
+            Fault::KillLeader,
+            Fault::IsolateLeader,
+            Fault::KillFollower,
+            Fault::KillLeader,
+        ],
+        5,
+    );
+}
