@@ -17,7 +17,7 @@ use crate::client::{Client, ClientConfig, ClientError, PutOptions, ScanOptions};
 use crate::db::Db;
 use crate::server::{self, Listeners, ServerConfig};
 use crate::storage::{self, Engine, SystemClock};
-use crate::wire::{Condition, ScanRange};
+use crate::wire::{Condition, ErrorCode, ScanRange};
 
 /// Exit codes of the client subcommands.
 pub mod exit {
@@ -200,10 +200,31 @@ async fn serve_node(options: ServeOptions) -> anyhow::Result<()> {
             .with_context(|| format!("writing ready file {}", path.display()))?;
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        let _ = stop_tx.send(true);
-    });
+    let stop_tx = Arc::new(stop_tx);
+    {
+        let stop_tx = stop_tx.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = stop_tx.send(true);
+        });
+    }
+    // A node whose Raft thread failed (its log could not be written) must not go on serving:
+    // stop the process, with the reason, so that a supervisor restarts it.
+    let failure = {
+        let node = node.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                if let Some(reason) = node.failure() {
+                    let _ = stop_tx.send(true);
+                    return Some(reason);
+                }
+                if stop_tx.is_closed() {
+                    return None;
+                }
+            }
+        })
+    };
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
@@ -223,6 +244,11 @@ async fn serve_node(options: ServeOptions) -> anyhow::Result<()> {
     .await;
     node.shutdown();
     let _ = peers_task.await;
+    if failure.is_finished() {
+        if let Ok(Some(reason)) = failure.await {
+            anyhow::bail!("the node stopped: {reason}");
+        }
+    }
     result
 }
 
@@ -242,6 +268,7 @@ pub enum Command {
     Ping,
     Get {
         key: Bytes,
+        consistency: crate::wire::Consistency,
     },
     Put {
         key: Bytes,
@@ -264,18 +291,57 @@ pub enum Command {
 }
 
 /// Runs a client subcommand, printing its result; returns the exit code.
-pub async fn run_client(addr: &str, keyspace: &str, timeout_ms: u64, command: Command) -> i32 {
+///
+/// `addrs` is one address or several, comma-separated (the nodes of a cluster): the command
+/// goes to the first that answers, and follows a cluster's redirect to its leader.
+pub async fn run_client(addrs: &str, keyspace: &str, timeout_ms: u64, command: Command) -> i32 {
+    /// Redirects and "retry shortly" answers followed before giving up.
+    const ATTEMPTS_MAX: usize = 8;
     let config = ClientConfig {
         request_timeout_ms: timeout_ms,
         ..ClientConfig::default()
     };
-    let client = match Client::connect(addr, config).await {
-        Ok(client) => client,
-        Err(error) => return fail(&error, addr),
-    };
-    match execute(&client, keyspace, command).await {
-        Ok(code) => code,
-        Err(error) => fail(&error, addr),
+    let mut candidates: std::collections::VecDeque<String> =
+        addrs.split(',').map(|a| a.trim().to_string()).collect();
+    let mut last = (None, addrs.to_string());
+    for _ in 0..ATTEMPTS_MAX.max(candidates.len()) {
+        let Some(addr) = candidates.pop_front() else {
+            break;
+        };
+        let client = match Client::connect(addr.as_str(), config.clone()).await {
+            Ok(client) => client,
+            Err(error) => {
+                last = (Some(error), addr);
+                continue;
+            }
+        };
+        match execute(&client, keyspace, command.clone()).await {
+            Ok(code) => return code,
+            // Refused before it reached the log: nothing was applied, so retrying is safe.
+            Err(ClientError::Server { code, message }) if code == ErrorCode::NotLeader => {
+                match message.rsplit_once(" at ") {
+                    Some((_, leader)) => candidates.push_front(leader.to_string()),
+                    None => {
+                        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                        candidates.push_back(addr.clone());
+                    }
+                }
+                last = (Some(ClientError::Server { code, message }), addr);
+            }
+            Err(ClientError::Server { code, message }) if code == ErrorCode::Unavailable => {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                candidates.push_back(addr.clone());
+                last = (Some(ClientError::Server { code, message }), addr);
+            }
+            Err(error) => return fail(&error, &addr),
+        }
+    }
+    match last {
+        (Some(error), addr) => fail(&error, &addr),
+        (None, addr) => {
+            eprintln!("kvstore: no server address in {addr:?}");
+            exit::USAGE
+        }
     }
 }
 
@@ -292,16 +358,25 @@ async fn execute(client: &Client, ks: &str, command: Command) -> Result<i32, Cli
                 started.elapsed()
             );
         }
-        Command::Get { key } => match client.get(ks, &key).await? {
-            Some(found) => {
-                let _ = out.write_all(&found.value);
-                let _ = out.write_all(b"\n");
+        Command::Get { key, consistency } => {
+            match client.get_lagged(ks, &key, consistency).await? {
+                (Some(found), lag) => {
+                    let _ = out.write_all(&found.value);
+                    let _ = out.write_all(b"\n");
+                    if let Some(lag) = lag {
+                        eprintln!(
+                            "kvstore: follower read: {} committed entries not yet applied, last \
+                         heard from the leader {} ms before",
+                            lag.entries, lag.ms
+                        );
+                    }
+                }
+                (None, _) => {
+                    eprintln!("kvstore: key not found: {}", String::from_utf8_lossy(&key));
+                    return Ok(exit::NOT_FOUND);
+                }
             }
-            None => {
-                eprintln!("kvstore: key not found: {}", String::from_utf8_lossy(&key));
-                return Ok(exit::NOT_FOUND);
-            }
-        },
+        }
         Command::Put {
             key,
             value,

@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use kvstore::cli::{self, Command, ServeOptions};
 use kvstore::server::ServerConfig;
 use kvstore::storage::{self, FsyncPolicy};
-use kvstore::wire::{Condition, ScanRange};
+use kvstore::wire::{Condition, Consistency, ScanRange};
 
 #[derive(Parser)]
 #[command(
@@ -35,6 +35,9 @@ enum Cmd {
         #[command(flatten)]
         conn: Conn,
         key: String,
+        /// linearizable (default), lease, or follower (any replica; stderr says how stale).
+        #[arg(long, default_value = "linearizable")]
+        consistency: Consistency,
     },
     /// Set KEY to VALUE ("-" reads the value from stdin).
     Put {
@@ -119,7 +122,8 @@ enum ClusterAction {
 
 #[derive(Args)]
 struct Conn {
-    /// Server address (binary protocol).
+    /// Server address (binary protocol); for a cluster, any nodes' addresses, comma-separated
+    /// (writes follow the redirect to the leader).
     #[arg(long, default_value = "127.0.0.1:7379", env = "KVSTORE_ADDR")]
     addr: String,
     #[arg(long, default_value = "default")]
@@ -192,7 +196,7 @@ struct Serve {
     /// Consistency of RESP reads: linearizable, lease or follower (READONLY switches a
     /// connection to follower reads).
     #[arg(long, default_value = "linearizable")]
-    read_consistency: kvstore::node::Consistency,
+    read_consistency: Consistency,
     /// Cluster nodes: a write not committed within this long is answered "outcome unknown".
     #[arg(long, default_value_t = 5_000)]
     request_timeout_ms: u64,
@@ -240,7 +244,20 @@ fn main() -> ExitCode {
                 }
             },
             Cmd::Ping(conn) => client(conn, Command::Ping).await,
-            Cmd::Get { conn, key } => client(conn, Command::Get { key: key.into() }).await,
+            Cmd::Get {
+                conn,
+                key,
+                consistency,
+            } => {
+                client(
+                    conn,
+                    Command::Get {
+                        key: key.into(),
+                        consistency,
+                    },
+                )
+                .await
+            }
             Cmd::Put {
                 conn,
                 key,

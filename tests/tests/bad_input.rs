@@ -87,7 +87,7 @@ fn healthy_round_trip(addr: SocketAddr, n: u64) {
     };
     send(&mut s, &get, 3);
     match recv(&mut s) {
-        Some((3, Response::GetOk { found: Some(v) })) => assert_eq!(&v.value[..], b"ok"),
+        Some((3, Response::GetOk { found: Some(v), .. })) => assert_eq!(&v.value[..], b"ok"),
         other => panic!("healthy client got {other:?}"),
     }
 }

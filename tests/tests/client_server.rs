@@ -378,8 +378,9 @@ fn pipelined_writes_keep_their_own_versions() {
     while let Some(frame) = kvstore::wire::decode_frame(&mut buf, 1 << 20).unwrap() {
         responses.push(Response::decode(&frame).unwrap());
     }
-    let [_, Response::PutOk { version: v1, .. }, Response::PutOk { version: v2, .. }, Response::GetOk { found: Some(got) }] =
-        &responses[..]
+    let [_, Response::PutOk { version: v1, .. }, Response::PutOk { version: v2, .. }, Response::GetOk {
+        found: Some(got), ..
+    }] = &responses[..]
     else {
         panic!("unexpected responses {responses:?}");
     };

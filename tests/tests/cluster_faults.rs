@@ -6,6 +6,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use kvstore::wire::Consistency;
 use tests::cluster::{Cluster, ClusterOptions};
 use tests::harness::runtime;
 use tests::workload::{self, Workload};
@@ -143,4 +144,84 @@ fn five_nodes_stay_linearizable_through_leader_kills_and_partitions() {
         ],
         5,
     );
+}
+
+#[test]
+fn a_node_that_missed_compacted_entries_catches_up_by_snapshot() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut options = ClusterOptions::default();
+    options
+        .args
+        .extend(["--compact-entries".into(), "100".into()]);
+    let mut cluster = Cluster::start("snapshot", options).unwrap();
+    let leader = cluster.wait_for_leader(Duration::from_secs(20)).unwrap();
+    let behind = follower_of(&cluster, leader);
+    cluster.kill(behind).unwrap();
+    let rt = runtime();
+    let client = kvstore::client::cluster::ClusterClient::new(
+        cluster.client_addresses(),
+        Default::default(),
+    );
+    rt.block_on(async {
+        for i in 0..500u32 {
+            let key = format!("key-{}", i % 50);
+            client
+                .put(
+                    "default",
+                    key.as_bytes(),
+                    &i.to_le_bytes(),
+                    Default::default(),
+                )
+                .await
+                .unwrap();
+        }
+    });
+    let leader_group = cluster.status(leader).unwrap()["groups"][0].clone();
+    assert!(
+        leader_group["snapshot_index"].as_u64().unwrap() > 100,
+        "the leader compacted its log: {leader_group}"
+    );
+    cluster.restart(behind).unwrap();
+    let commit = leader_group["commit"].as_u64().unwrap();
+    let caught_up = tests::harness::wait_until(Duration::from_secs(20), || {
+        cluster.status(behind).is_some_and(|s| {
+            let g = &s["groups"][0];
+            g["applied"].as_u64() >= Some(commit) && g["snapshot_index"].as_u64() > Some(0)
+        })
+    });
+    assert!(caught_up, "node {behind} caught up\n{}", cluster.logs());
+    assert!(
+        cluster
+            .node(behind)
+            .log()
+            .contains("installed a snapshot from the leader"),
+        "the node caught up by snapshot, not by log:\n{}",
+        cluster.node(behind).log()
+    );
+    // Its own copy now answers follower reads with the leader's data.
+    rt.block_on(async {
+        let direct = kvstore::client::Client::connect(
+            cluster.node(behind).addr,
+            kvstore::client::ClientConfig::default(),
+        )
+        .await
+        .unwrap();
+        for i in 450..500u32 {
+            let key = format!("key-{}", i % 50);
+            let (got, lag) = direct
+                .get_lagged("default", key.as_bytes(), Consistency::Follower)
+                .await
+                .unwrap();
+            assert_eq!(&got.expect("present").value[..], &i.to_le_bytes());
+            // A follower read says how stale it may be; this follower has heard from the
+            // leader within a few heartbeats.
+            let lag = lag.expect("a follower read carries its lag");
+            assert!(lag.ms < 5_000, "{lag:?}");
+        }
+        let (_, lag) = direct
+            .get_lagged("default", b"key-1", Consistency::Linearizable)
+            .await
+            .unwrap();
+        assert_eq!(lag, None, "a linearizable read is not stale");
+    });
 }

@@ -73,3 +73,83 @@ fn a_full_disk_fails_writes_cleanly_and_loses_nothing() {
     });
     drop(server);
 }
+
+/// A cluster node fails stop instead: once its Raft log cannot be written it exits with the
+/// reason (its peers carry on without it), and after room is made it restarts with every
+/// acknowledged write.
+#[test]
+fn a_cluster_node_whose_log_cannot_be_written_stops_and_loses_nothing() {
+    let rt = runtime();
+    let dir = TempDir::new("disk-full-node");
+    let disk = TmpfsMount::new(&dir.path.join("data"), 4 * 1024 * 1024).unwrap();
+    std::fs::write(disk.path.join("ballast"), vec![0u8; 1024 * 1024]).unwrap();
+    let peer = tests::harness::free_ports(1)[0];
+    let options = ServerOptions {
+        args: [
+            "--node-id",
+            "1",
+            "--peers",
+            &format!("1=127.0.0.1:{peer}"),
+            "--peer-listen",
+            &format!("127.0.0.1:{peer}"),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+        ..ServerOptions::default()
+    };
+    let mut server = Server::start(&dir.path, options).unwrap();
+    let value = vec![b'x'; 64 * 1024];
+    let acked = rt.block_on(async {
+        let client = kvstore::client::cluster::ClusterClient::new(
+            vec![server.addr.to_string()],
+            kvstore::client::cluster::ClusterConfig {
+                deadline_ms: 3_000,
+                ..Default::default()
+            },
+        );
+        let mut acked = Vec::new();
+        loop {
+            let key = format!("k{:04}", acked.len());
+            match client
+                .put("default", key.as_bytes(), &value, Default::default())
+                .await
+            {
+                Ok(_) => acked.push(key),
+                Err(_) => break,
+            }
+            assert!(acked.len() < 1000, "a 4 MiB disk cannot hold 64 MiB");
+        }
+        acked
+    });
+    assert!(acked.len() > 10, "some writes fit: {}", acked.len());
+    let stopped = tests::harness::wait_until(std::time::Duration::from_secs(10), || {
+        server.log().contains("the node stopped")
+    });
+    assert!(stopped, "the node stopped:\n{}", server.log());
+    assert!(
+        server.log().contains("No space left on device"),
+        "{}",
+        server.log()
+    );
+
+    std::fs::remove_file(disk.path.join("ballast")).unwrap();
+    server.restart().unwrap();
+    rt.block_on(async {
+        let client = kvstore::client::cluster::ClusterClient::new(
+            vec![server.addr.to_string()],
+            Default::default(),
+        );
+        for key in &acked {
+            let got = client
+                .get(
+                    "default",
+                    key.as_bytes(),
+                    kvstore::wire::Consistency::Linearizable,
+                )
+                .await
+                .unwrap();
+            assert_eq!(got.map(|v| v.value.len()), Some(value.len()), "{key}");
+        }
+    });
+}

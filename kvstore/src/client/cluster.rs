@@ -208,7 +208,7 @@ impl ClusterClient {
             consistency,
         };
         match self.call(request).await? {
-            Response::GetOk { found } => Ok(found),
+            Response::GetOk { found, .. } => Ok(found),
             other => Err(super::unexpected(other)),
         }
     }

@@ -35,7 +35,8 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use crate::wire::frame::{decode_frame, FRAME_BYTES_MAX_DEFAULT};
 use crate::wire::message::{PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN};
 use crate::wire::{
-    BatchOp, Condition, Consistency, Entry, ErrorCode, Request, Response, ScanRange, Versioned,
+    BatchOp, Condition, Consistency, Entry, ErrorCode, ReadLag, Request, Response, ScanRange,
+    Versioned,
 };
 
 /// Settings of a client.
@@ -163,6 +164,8 @@ pub struct ScanPage {
     pub entries: Vec<Entry>,
     /// Pass back as `continuation` to get the next page; `None` when finished.
     pub continuation: Option<Bytes>,
+    /// For a follower read from a cluster node: how stale the page may be.
+    pub lag: Option<ReadLag>,
 }
 
 /// What to scan.
@@ -428,13 +431,24 @@ impl Client {
         key: &[u8],
         consistency: Consistency,
     ) -> Result<Option<Versioned>> {
+        Ok(self.get_lagged(keyspace, key, consistency).await?.0)
+    }
+
+    /// Reads `key` at the chosen consistency, with how stale the answer may be when it was a
+    /// follower read from a cluster node (`None` otherwise).
+    pub async fn get_lagged(
+        &self,
+        keyspace: &str,
+        key: &[u8],
+        consistency: Consistency,
+    ) -> Result<(Option<Versioned>, Option<ReadLag>)> {
         let request = Request::Get {
             keyspace: keyspace.into(),
             key: Bytes::copy_from_slice(key),
             consistency,
         };
         match self.call(request).await? {
-            Response::GetOk { found } => Ok(found),
+            Response::GetOk { found, lag } => Ok((found, lag)),
             other => Err(unexpected(other)),
         }
     }
@@ -523,9 +537,11 @@ impl Client {
             Response::ScanOk {
                 entries,
                 continuation,
+                lag,
             } => Ok(ScanPage {
                 entries,
                 continuation,
+                lag,
             }),
             other => Err(unexpected(other)),
         }

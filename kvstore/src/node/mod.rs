@@ -88,33 +88,8 @@ impl NodeConfig {
     }
 }
 
-/// How fresh a read must be; see `docs/raft.md`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Consistency {
-    /// Reflects every write acknowledged before the read began (ReadIndex).
-    #[default]
-    Linearizable,
-    /// Like linearizable while the leader's lease holds (no round trip); relies on clocks
-    /// running at about the same rate.
-    Lease,
-    /// This replica's state as it is: possibly stale; the answer says by how much.
-    Follower,
-}
-
-impl std::str::FromStr for Consistency {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "linearizable" => Ok(Consistency::Linearizable),
-            "lease" => Ok(Consistency::Lease),
-            "follower" => Ok(Consistency::Follower),
-            other => Err(format!(
-                "unknown consistency {other:?} (linearizable, lease or follower)"
-            )),
-        }
-    }
-}
+/// How fresh a read must be (the wire protocol's enum; see `docs/raft.md`, "Reads").
+pub use crate::wire::Consistency;
 
 /// How stale a read may be: what the replica knew when it served it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -209,7 +184,8 @@ struct Shared {
     status: Mutex<NodeStatus>,
     advertised: Mutex<BTreeMap<NodeId, Advertised>>,
     db: Arc<RwLock<Db>>,
-    stopped: Mutex<Option<String>>,
+    /// Set when the Raft thread ends: `Ok` after a shutdown, `Err` with the reason if it failed.
+    stopped: Mutex<Option<Result<(), String>>>,
     transport: Arc<Transport>,
 }
 
@@ -351,14 +327,11 @@ impl Node {
         std::thread::Builder::new()
             .name("raft".into())
             .spawn(move || {
-                let reason = match runner.run(events) {
-                    Ok(()) => "shut down".to_string(),
-                    Err(error) => {
-                        tracing::error!(%error, "the Raft thread stopped on an error");
-                        error.to_string()
-                    }
-                };
-                *thread_shared.stopped.lock().expect("stopped lock") = Some(reason);
+                let ended = runner.run(events).map_err(|error| {
+                    tracing::error!(%error, "the Raft thread stopped on an error");
+                    format!("{error:#}")
+                });
+                *thread_shared.stopped.lock().expect("stopped lock") = Some(ended);
             })?;
         Ok(Node { shared })
     }
@@ -439,13 +412,20 @@ impl Node {
         }
     }
 
+    /// Why the Raft thread failed, once it has (`None` while it runs or after a shutdown).
+    pub fn failure(&self) -> Option<String> {
+        match &*self.shared.stopped.lock().expect("stopped lock") {
+            Some(Err(reason)) => Some(reason.clone()),
+            _ => None,
+        }
+    }
+
     fn stop_reason(&self) -> String {
-        self.shared
-            .stopped
-            .lock()
-            .expect("stopped lock")
-            .clone()
-            .unwrap_or_else(|| "stopping".into())
+        match &*self.shared.stopped.lock().expect("stopped lock") {
+            Some(Err(reason)) => reason.clone(),
+            Some(Ok(())) => "shut down".into(),
+            None => "stopping".into(),
+        }
     }
 
     /// Proposes a command (see [`command::Command`]); the receiver gets its reply once it has
@@ -790,7 +770,14 @@ impl Group {
     /// addresses the entries recorded.
     fn apply(&mut self, ready: raft::Ready) -> anyhow::Result<Vec<(NodeId, String)>> {
         if let Some(snapshot) = &ready.snapshot {
+            let started = Instant::now();
             self.machine.install(&snapshot.data)?;
+            tracing::info!(
+                index = snapshot.meta.index,
+                bytes = snapshot.data.len(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "installed a snapshot from the leader"
+            );
             // What this node proposed up to there is covered by a snapshot from another
             // leader: whether each landed is not known here.
             let covered: Vec<Index> = self

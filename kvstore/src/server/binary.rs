@@ -336,7 +336,7 @@ pub fn run(
                     version: item.version,
                     expires_at_ms: item.expires_at_ms,
                 });
-            (Response::GetOk { found }, None)
+            (Response::GetOk { found, lag: None }, None)
         }
         Request::Put {
             keyspace,
@@ -407,6 +407,7 @@ pub fn run(
                 Response::ScanOk {
                     entries,
                     continuation: page.continuation,
+                    lag: None,
                 },
                 None,
             )

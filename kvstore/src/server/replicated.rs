@@ -206,14 +206,26 @@ pub async fn serve_binary(
                     .await;
                     let consistency = match &request {
                         Request::Get { consistency, .. } | Request::Scan { consistency, .. } => {
-                            from_wire(*consistency)
+                            *consistency
                         }
                         _ => Consistency::Linearizable,
                     };
                     let response = match Node::wait(node.read(consistency), timeout).await {
-                        Ok(_staleness) => {
+                        Ok(staleness) => {
                             let db = node.db();
-                            super::binary::respond(&db, &db, request)
+                            let mut response = super::binary::respond(&db, &db, request);
+                            if consistency == Consistency::Follower {
+                                let lag = Some(wire::ReadLag {
+                                    entries: staleness.entries_behind,
+                                    ms: staleness.since_leader_ms.unwrap_or(0),
+                                });
+                                if let Response::GetOk { lag: l, .. }
+                                | Response::ScanOk { lag: l, .. } = &mut response
+                                {
+                                    *l = lag;
+                                }
+                            }
+                            response
                         }
                         Err(error) => error_response(&error),
                     };
@@ -241,14 +253,6 @@ fn encode(wbuf: &mut BytesMut, id: u64, response: &Response) {
         Response::error(ErrorCode::Internal, "response too large to encode")
             .encode(id, wbuf)
             .expect("a short error always encodes");
-    }
-}
-
-fn from_wire(c: wire::Consistency) -> Consistency {
-    match c {
-        wire::Consistency::Linearizable => Consistency::Linearizable,
-        wire::Consistency::Lease => Consistency::Lease,
-        wire::Consistency::Follower => Consistency::Follower,
     }
 }
 

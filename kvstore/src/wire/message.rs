@@ -59,6 +59,20 @@ pub enum Consistency {
     Follower = 2,
 }
 
+impl std::str::FromStr for Consistency {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "linearizable" => Ok(Consistency::Linearizable),
+            "lease" => Ok(Consistency::Lease),
+            "follower" => Ok(Consistency::Follower),
+            other => Err(format!(
+                "unknown consistency {other:?} (linearizable, lease or follower)"
+            )),
+        }
+    }
+}
+
 impl Consistency {
     fn from_wire(value: u64) -> Option<Self> {
         match value {
@@ -116,6 +130,23 @@ pub struct Versioned {
     pub version: u64,
     /// Absolute expiry time in Unix milliseconds; `None` when the key never expires.
     pub expires_at_ms: Option<u64>,
+}
+
+/// How stale a follower read may be, as the replica that served it knew: it had not applied
+/// `entries` entries it knew to be committed, and had last heard from the leader `ms`
+/// milliseconds before (0 when it is the leader or has not heard from one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReadLag {
+    pub entries: u64,
+    pub ms: u64,
+}
+
+fn put_lag(w: &mut FieldWriter<'_>, first: u32, lag: &Option<ReadLag>) {
+    if let Some(lag) = lag {
+        // Written even when 0: presence says "this was a follower read".
+        w.varint(first, lag.entries);
+        w.varint(first + 1, lag.ms);
+    }
 }
 
 /// One key returned by a scan.
@@ -196,9 +227,13 @@ pub enum Response {
     },
     /// 1 payload (empty), echoing the ping.
     Pong { payload: Bytes },
-    /// 1 found (false), 2 value (empty), 3 version (0), 4 expires_at_ms (absent or 0: none).
+    /// 1 found (false), 2 value (empty), 3 version (0), 4 expires_at_ms (absent or 0: none),
+    /// 5 lag_entries, 6 lag_ms (both absent unless a follower read: see [`ReadLag`]).
     /// Fields 2..4 are ignored when found is false.
-    GetOk { found: Option<Versioned> },
+    GetOk {
+        found: Option<Versioned>,
+        lag: Option<ReadLag>,
+    },
     /// 1 applied (false), 2 version (0): the new version if applied, otherwise the key's
     /// current version (0 if absent).
     PutOk { applied: bool, version: u64 },
@@ -214,10 +249,12 @@ pub enum Response {
     /// 1 value (zigzag, 0), 2 version (0).
     IncrOk { value: i64, version: u64 },
     /// 1 entry (repeated nested message: 1 key (required), 2 value (absent when keys_only),
-    /// 3 version, 4 expires_at_ms), 2 continuation (absent: the scan is finished).
+    /// 3 version, 4 expires_at_ms), 2 continuation (absent: the scan is finished), 3
+    /// lag_entries, 4 lag_ms (as in `GetOk`).
     ScanOk {
         entries: Vec<Entry>,
         continuation: Option<Bytes>,
+        lag: Option<ReadLag>,
     },
     /// 1 applied (false), 2 version (0), 3 failed_op (absent: none). When applied, `version`
     /// is the version of all the batch's writes; otherwise `failed_op` is the index of the
@@ -919,13 +956,14 @@ impl Response {
                 put_nonzero(w, 3, u64::from(*frame_bytes_max));
             }
             Response::Pong { payload } => put_nonempty(w, 1, payload),
-            Response::GetOk { found } => {
+            Response::GetOk { found, lag } => {
                 if let Some(found) = found {
                     w.bool(1, true);
                     put_nonempty(w, 2, &found.value);
                     put_nonzero(w, 3, found.version);
                     put_ms(w, 4, found.expires_at_ms);
                 }
+                put_lag(w, 5, lag);
             }
             Response::PutOk { applied, version } => {
                 put_true(w, 1, *applied);
@@ -949,7 +987,9 @@ impl Response {
             Response::ScanOk {
                 entries,
                 continuation,
+                lag,
             } => {
+                put_lag(w, 3, lag);
                 for entry in entries {
                     w.message(1, |w| {
                         w.bytes(1, &entry.key);
@@ -1038,6 +1078,7 @@ fn decode_pong(body: &Bytes) -> Result<Response, DecodeError> {
 
 fn decode_get_ok(body: &Bytes) -> Result<Response, DecodeError> {
     let (mut found, mut value, mut version, mut expires_at_ms) = (false, Bytes::new(), 0, None);
+    let mut lag: Option<ReadLag> = None;
     for field in fields("GetOk", body) {
         let field = field?;
         match field.number {
@@ -1045,6 +1086,8 @@ fn decode_get_ok(body: &Bytes) -> Result<Response, DecodeError> {
             2 => value = field.bytes()?,
             3 => version = field.varint()?,
             4 => expires_at_ms = field.ms()?,
+            5 => lag.get_or_insert_default().entries = field.varint()?,
+            6 => lag.get_or_insert_default().ms = field.varint()?,
             _ => {}
         }
     }
@@ -1053,7 +1096,7 @@ fn decode_get_ok(body: &Bytes) -> Result<Response, DecodeError> {
         version,
         expires_at_ms,
     });
-    Ok(Response::GetOk { found })
+    Ok(Response::GetOk { found, lag })
 }
 
 fn decode_put_ok(body: &Bytes) -> Result<Response, DecodeError> {
@@ -1102,17 +1145,21 @@ fn decode_incr_ok(body: &Bytes) -> Result<Response, DecodeError> {
 
 fn decode_scan_ok(body: &Bytes) -> Result<Response, DecodeError> {
     let (mut entries, mut continuation) = (Vec::new(), None);
+    let mut lag: Option<ReadLag> = None;
     for field in fields("ScanOk", body) {
         let field = field?;
         match field.number {
             1 => entries.push(decode_entry(&field.bytes()?)?),
             2 => continuation = Some(field.bytes()?),
+            3 => lag.get_or_insert_default().entries = field.varint()?,
+            4 => lag.get_or_insert_default().ms = field.varint()?,
             _ => {}
         }
     }
     Ok(Response::ScanOk {
         entries,
         continuation,
+        lag,
     })
 }
 
@@ -1325,6 +1372,7 @@ mod tests {
                 expires_at_ms: None,
             }],
             continuation: None,
+            lag: None,
         };
         let mut buf = BytesMut::new();
         response.encode(1, &mut buf).expect("fits");
@@ -1386,6 +1434,7 @@ mod tests {
                 expires_at_ms: None,
             }],
             continuation: None,
+            lag: None,
         };
         check_response(0x8015, &body, Ok(expected));
     }
@@ -1431,7 +1480,14 @@ mod tests {
                 version: 0,
             }),
         );
-        check_response(0x8010, &[], Ok(Response::GetOk { found: None }));
+        check_response(
+            0x8010,
+            &[],
+            Ok(Response::GetOk {
+                found: None,
+                lag: None,
+            }),
+        );
         // ttl 0 on the wire means "no expiry", like absence.
         let zero_ttl = body_of(|w| {
             w.bytes(2, b"k");
@@ -1618,6 +1674,12 @@ mod tests {
         proptest::option::of(1..=u64::MAX)
     }
 
+    fn any_lag() -> impl Strategy<Value = Option<ReadLag>> {
+        proptest::option::of(
+            (any::<u64>(), any::<u64>()).prop_map(|(entries, ms)| ReadLag { entries, ms }),
+        )
+    }
+
     fn any_consistency() -> impl Strategy<Value = Consistency> {
         prop_oneof![
             Just(Consistency::Linearizable),
@@ -1762,7 +1824,8 @@ mod tests {
                 }
             ),
             any_bytes().prop_map(|payload| Response::Pong { payload }),
-            proptest::option::of(found).prop_map(|found| Response::GetOk { found }),
+            (proptest::option::of(found), any_lag())
+                .prop_map(|(found, lag)| Response::GetOk { found, lag }),
             (any::<bool>(), any::<u64>())
                 .prop_map(|(applied, version)| Response::PutOk { applied, version }),
             (any::<bool>(), any::<bool>(), any::<u64>()).prop_map(|(applied, existed, version)| {
@@ -1774,12 +1837,16 @@ mod tests {
             }),
             (any::<i64>(), any::<u64>())
                 .prop_map(|(value, version)| Response::IncrOk { value, version }),
-            (vec(entry, 0..5), proptest::option::of(any_bytes())).prop_map(
-                |(entries, continuation)| Response::ScanOk {
+            (
+                vec(entry, 0..5),
+                proptest::option::of(any_bytes()),
+                any_lag()
+            )
+                .prop_map(|(entries, continuation, lag)| Response::ScanOk {
                     entries,
-                    continuation
-                }
-            ),
+                    continuation,
+                    lag,
+                }),
             (
                 any::<bool>(),
                 any::<u64>(),

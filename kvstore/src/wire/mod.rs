@@ -64,7 +64,7 @@ pub use frame::{
 };
 pub use message::{
     negotiate_version, opcode, BatchOp, Condition, Consistency, DecodeError, Entry, ErrorCode,
-    Request, Response, ScanRange, Versioned, DEFAULT_KEYSPACE, PROTOCOL_VERSION_MAX,
+    ReadLag, Request, Response, ScanRange, Versioned, DEFAULT_KEYSPACE, PROTOCOL_VERSION_MAX,
     PROTOCOL_VERSION_MIN,
 };
 
