@@ -29,6 +29,9 @@ pub struct ClusterOptions {
     pub fsync: String,
     /// More `kvstore serve` arguments for every node.
     pub args: Vec<String>,
+    /// Route peer links through the harness's proxies (needed for [`Cluster::isolate`]);
+    /// benchmarks turn this off so that the proxies cost nothing.
+    pub proxies: bool,
 }
 
 impl Default for ClusterOptions {
@@ -38,6 +41,7 @@ impl Default for ClusterOptions {
             fsync: "always".into(),
             // Several nodes share two cores: spinning would steal from the others.
             args: vec!["--idle-spin-us".into(), "0".into()],
+            proxies: true,
         }
     }
 }
@@ -80,7 +84,7 @@ impl Cluster {
             .collect::<std::io::Result<_>>()?;
         let (peer_ports, client_ports) = ports.split_at(n as usize);
         let mut proxy_of = BTreeMap::new();
-        for from in 1..=n {
+        for from in (1..=n).filter(|_| options.proxies) {
             for to in (1..=n).filter(|&to| to != from) {
                 let target: SocketAddr = ([127, 0, 0, 1], peer_ports[to as usize - 1]).into();
                 let listener = runtime.block_on(TcpListener::bind("127.0.0.1:0"))?;
@@ -95,7 +99,7 @@ impl Cluster {
             let peers: Vec<String> = (1..=n)
                 .map(|to| match proxy_of.get(&(id, to)) {
                     Some(addr) => format!("{to}={addr}"),
-                    None => format!("{to}=127.0.0.1:{}", peer_ports[id as usize - 1]),
+                    None => format!("{to}=127.0.0.1:{}", peer_ports[to as usize - 1]),
                 })
                 .collect();
             let ports = &client_ports[(id as usize - 1) * 3..id as usize * 3];

@@ -681,6 +681,28 @@ impl Runner {
             if readies.is_empty() {
                 break;
             }
+            // A leader's appends go out before its own sync, so that the followers' fsyncs
+            // overlap the leader's (Raft dissertation §10.2.1). That is safe: they depend on
+            // nothing this sync makes durable (the term was made durable when this node
+            // campaigned), and the leader counts itself towards a commit only for entries
+            // it has persisted. Everything else (votes, acknowledgements) waits for the sync.
+            for (id, ready) in &mut readies {
+                let (early, rest): (Vec<Message>, Vec<Message>) =
+                    std::mem::take(&mut ready.messages)
+                        .into_iter()
+                        .partition(|m| {
+                            matches!(
+                                m.body,
+                                raft::Body::Append { .. }
+                                    | raft::Body::Heartbeat { .. }
+                                    | raft::Body::InstallSnapshot { .. }
+                            )
+                        });
+                ready.messages = rest;
+                for m in early {
+                    self.transport.send(*id, m);
+                }
+            }
             // 1. Persist, with one sync for every group.
             for (id, ready) in &readies {
                 let g = &self.groups[id];
