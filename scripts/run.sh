@@ -1,15 +1,48 @@
 #!/usr/bin/env bash
-# Runs the suite with embedded defaults: today a kvstore node (part 1) with its data in
-# ./kvstore-data, its binary protocol on 127.0.0.1:7379, Redis protocol on 127.0.0.1:6380 and
-# HTTP admin on 127.0.0.1:7380. Stop it with Ctrl-C (graceful: in-flight requests finish and
-# everything is fsynced). Later parts add the cluster and the three applications here.
+# Runs the suite with embedded defaults: today a 3-node kvstore cluster (parts 1 and 2), data
+# in ./kvstore-data/node-N. Node N listens on:
+#
+#   node 1: binary 127.0.0.1:7379, Redis 127.0.0.1:6380, HTTP 127.0.0.1:7380, peers 7371
+#   node 2: binary 127.0.0.1:7479, Redis 127.0.0.1:6480, HTTP 127.0.0.1:7480, peers 7471
+#   node 3: binary 127.0.0.1:7579, Redis 127.0.0.1:6580, HTTP 127.0.0.1:7580, peers 7571
+#
+# Stop it with Ctrl-C (every node shuts down gracefully). SINGLE_NODE=1 runs one
+# unreplicated node instead (part 1: binary 7379, Redis 6380, HTTP 7380). Extra arguments go
+# to every `kvstore serve`. Later parts add the three applications here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -q -p kvstore
+K=target/release/kvstore
+DATA="${KVSTORE_DATA_DIR:-./kvstore-data}"
+
+if [ "${SINGLE_NODE:-0}" = 1 ]; then
+  echo "kvstore (single node) is starting; try: $K put greeting hello && $K get greeting"
+  exec "$K" serve --data-dir "$DATA" "$@"
+fi
+
+PEERS="1=127.0.0.1:7371,2=127.0.0.1:7471,3=127.0.0.1:7571"
+PIDS=()
+stop() {
+  trap - INT TERM EXIT
+  echo "stopping the cluster..." >&2
+  kill -TERM "${PIDS[@]}" 2>/dev/null || true
+  wait "${PIDS[@]}" 2>/dev/null || true
+}
+trap stop INT TERM EXIT
+for i in 1 2 3; do
+  base=$((7279 + 100 * i))
+  "$K" serve --data-dir "$DATA/node-$i" --node-id "$i" --peers "$PEERS" \
+    --peer-listen "127.0.0.1:$((base - 8))" --listen "127.0.0.1:$base" \
+    --resp-listen "127.0.0.1:$((base - 999))" --http-listen "127.0.0.1:$((base + 1))" \
+    --idle-spin-us 0 "$@" &
+  PIDS+=("$!")
+done
 cat <<MSG
-kvstore is starting. In another terminal:
-  target/release/kvstore put greeting hello && target/release/kvstore get greeting
-  redis-cli -p 6380 set counter 1 && redis-cli -p 6380 incr counter
-  curl -s localhost:7380/status; curl -s localhost:7380/metrics | head
+A 3-node kvstore cluster is starting. In another terminal:
+  $K cluster status                                   # who leads, terms, commit and applied
+  $K put greeting hello --addr 127.0.0.1:7479         # any node: followers redirect to the leader
+  $K get greeting --addr 127.0.0.1:7579 --consistency follower
+  redis-cli -c -p 6380 set counter 1 && redis-cli -c -p 6480 incr counter
+  pkill -9 -f -- '--node-id 1 '; $K put x y --addr 127.0.0.1:7379,127.0.0.1:7479,127.0.0.1:7579
 MSG
-exec target/release/kvstore serve --data-dir "${KVSTORE_DATA_DIR:-./kvstore-data}" "$@"
+wait "${PIDS[@]}"

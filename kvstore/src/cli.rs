@@ -294,23 +294,32 @@ pub enum Command {
 ///
 /// `addrs` is one address or several, comma-separated (the nodes of a cluster): the command
 /// goes to the first that answers, and follows a cluster's redirect to its leader.
+///
+/// While the cluster has no leader (an election after a node died), it keeps trying, for at
+/// most `timeout_ms` in all.
 pub async fn run_client(addrs: &str, keyspace: &str, timeout_ms: u64, command: Command) -> i32 {
-    /// Redirects and "retry shortly" answers followed before giving up.
-    const ATTEMPTS_MAX: usize = 8;
     let config = ClientConfig {
         request_timeout_ms: timeout_ms,
         ..ClientConfig::default()
     };
-    let mut candidates: std::collections::VecDeque<String> =
-        addrs.split(',').map(|a| a.trim().to_string()).collect();
+    let all: Vec<String> = addrs.split(',').map(|a| a.trim().to_string()).collect();
+    let mut candidates: std::collections::VecDeque<String> = all.iter().cloned().collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(timeout_ms);
+    let pause = || tokio::time::sleep(std::time::Duration::from_millis(100));
     let mut last = (None, addrs.to_string());
-    for _ in 0..ATTEMPTS_MAX.max(candidates.len()) {
+    while std::time::Instant::now() < deadline {
         let Some(addr) = candidates.pop_front() else {
-            break;
+            // Every address tried: start over after a pause (an election takes about a second).
+            pause().await;
+            candidates.extend(all.iter().cloned());
+            continue;
         };
         let client = match Client::connect(addr.as_str(), config.clone()).await {
             Ok(client) => client,
             Err(error) => {
+                if all.len() == 1 {
+                    return fail(&error, &addr);
+                }
                 last = (Some(error), addr);
                 continue;
             }
@@ -320,17 +329,15 @@ pub async fn run_client(addrs: &str, keyspace: &str, timeout_ms: u64, command: C
             // Refused before it reached the log: nothing was applied, so retrying is safe.
             Err(ClientError::Server { code, message }) if code == ErrorCode::NotLeader => {
                 match message.rsplit_once(" at ") {
-                    Some((_, leader)) => candidates.push_front(leader.to_string()),
-                    None => {
-                        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                        candidates.push_back(addr.clone());
+                    Some((_, leader)) if *leader != addr => {
+                        candidates.push_front(leader.to_string())
                     }
+                    _ => pause().await,
                 }
                 last = (Some(ClientError::Server { code, message }), addr);
             }
             Err(ClientError::Server { code, message }) if code == ErrorCode::Unavailable => {
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                candidates.push_back(addr.clone());
+                pause().await;
                 last = (Some(ClientError::Server { code, message }), addr);
             }
             Err(error) => return fail(&error, &addr),

@@ -95,7 +95,12 @@ enum Cmd {
     /// Show or change a cluster's membership (through a node's HTTP admin port).
     Cluster {
         /// A node's HTTP admin address.
-        #[arg(long, default_value = "127.0.0.1:7380", env = "KVSTORE_HTTP")]
+        #[arg(
+            long,
+            default_value = "127.0.0.1:7380",
+            env = "KVSTORE_HTTP",
+            global = true
+        )]
         http: String,
         #[command(subcommand)]
         action: ClusterAction,

@@ -233,3 +233,45 @@ fn nothing_after_quit_runs() {
     assert_eq!(out, "+OK\r\n+OK\r\n");
     assert_eq!(redis_cli(&server, &["EXISTS", "a", "b"], "").trim(), "1");
 }
+
+/// A cluster, through clients nobody here wrote: `redis-cli` gets `-MOVED` from a follower
+/// and, with `-c`, follows it to the leader; `READONLY` turns on follower reads; and the
+/// `kvstore` CLI follows the binary protocol's redirect.
+#[test]
+fn redis_cli_and_the_kvstore_cli_find_a_clusters_leader() {
+    use tests::cluster::{Cluster, ClusterOptions};
+    let cluster = Cluster::start("clients", ClusterOptions::default()).unwrap();
+    let leader = cluster
+        .wait_for_leader(std::time::Duration::from_secs(20))
+        .unwrap();
+    let follower = cluster.node(if leader == 1 { 2 } else { 1 });
+    let leader_resp = cluster.node(leader).resp;
+
+    let out = redis_cli(follower, &[], "SET k v\n");
+    assert_eq!(out.trim(), format!("MOVED 0 {leader_resp}"));
+    let out = redis_cli(follower, &["-c"], "SET k v\nINCR n\nGET k\n");
+    assert_eq!(
+        out,
+        format!("-> Redirected to slot [0] located at {leader_resp}\nOK\n1\nv\n")
+    );
+    // A linearizable read on the follower waits until it has applied the writes; then a
+    // follower read there sees them too.
+    assert_eq!(redis_cli(follower, &[], "GET k\n"), "v\n");
+    assert_eq!(redis_cli(follower, &[], "READONLY\nGET n\n"), "OK\n1\n");
+
+    let kvstore = |args: &[&str]| {
+        let out = Command::new(tests::harness::kvstore_bin())
+            .args(args)
+            .args(["--addr", &follower.addr.to_string()])
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, out) = kvstore(&["put", "k2", "v2"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.starts_with("OK version "), "{out}");
+    assert_eq!(kvstore(&["get", "k2"]), (Some(0), "v2\n".to_string()));
+}

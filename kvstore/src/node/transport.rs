@@ -38,6 +38,8 @@ pub const PEER_BATCH_BYTES_TARGET: usize = 4 * 1024 * 1024;
 pub const PEER_QUEUE_MESSAGES_MAX: usize = 4096;
 /// Wait between attempts to connect to a peer that is down.
 const RECONNECT_DELAY: Duration = Duration::from_millis(100);
+/// A peer that does not accept within this long counts as down for this attempt.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Where a node's clients connect.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -162,7 +164,9 @@ async fn send_loop(
     mut queue: mpsc::Receiver<Outgoing>,
     stats: Arc<TransportStats>,
 ) {
-    let mut stream: Option<TcpStream> = None;
+    // Connect (and introduce ourselves) at once rather than at the first message, so every
+    // peer learns where this node's clients connect even if it never has to send to it.
+    let mut stream: Option<TcpStream> = connect(peer, &address, &hello, &stats).await;
     let mut body = Vec::new();
     let mut frame = BytesMut::new();
     while let Some(first) = queue.recv().await {
@@ -184,24 +188,14 @@ async fn send_loop(
             continue;
         }
         if stream.is_none() {
-            match TcpStream::connect(&address).await {
-                Ok(mut s) => {
-                    let _ = s.set_nodelay(true);
-                    if s.write_all(&hello).await.is_ok() {
-                        tracing::info!(peer, %address, "connected to peer");
-                        stream = Some(s);
-                    }
+            stream = connect(peer, &address, &hello, &stats).await;
+            if stream.is_none() {
+                // Drop what queued up meanwhile: it is stale, and Raft sends again.
+                tokio::time::sleep(RECONNECT_DELAY).await;
+                while queue.try_recv().is_ok() {
+                    stats.messages_dropped.fetch_add(1, Ordering::Relaxed);
                 }
-                Err(error) => {
-                    stats.connect_failures.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(peer, %address, %error, "peer unreachable");
-                    // Drop what queued up meanwhile: it is stale, and Raft sends again.
-                    tokio::time::sleep(RECONNECT_DELAY).await;
-                    while queue.try_recv().is_ok() {
-                        stats.messages_dropped.fetch_add(1, Ordering::Relaxed);
-                    }
-                    continue;
-                }
+                continue;
             }
         }
         let Some(s) = stream.as_mut() else { continue };
@@ -213,6 +207,31 @@ async fn send_loop(
                 tracing::info!(peer, %address, %error, "lost the connection to peer");
                 stream = None;
             }
+        }
+    }
+}
+
+/// One attempt to connect to `peer` and send the hello.
+async fn connect(
+    peer: NodeId,
+    address: &str,
+    hello: &[u8],
+    stats: &TransportStats,
+) -> Option<TcpStream> {
+    let attempt = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address)).await;
+    match attempt.unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into())) {
+        Ok(mut s) => {
+            let _ = s.set_nodelay(true);
+            if s.write_all(hello).await.is_ok() {
+                tracing::info!(peer, %address, "connected to peer");
+                return Some(s);
+            }
+            None
+        }
+        Err(error) => {
+            stats.connect_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(peer, %address, %error, "peer unreachable");
+            None
         }
     }
 }
