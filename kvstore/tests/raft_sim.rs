@@ -6,7 +6,7 @@
 //! RAFT_SIM_SCENARIO=churn RAFT_SIM_SEED=1234 cargo test -p kvstore --test raft_sim replay -- --nocapture
 //! ```
 //!
-//! `RAFT_SIM_SEEDS` sets how many seeds each scenario runs (default 250: 2,250 runs in all).
+//! `RAFT_SIM_SEEDS` sets how many seeds each scenario runs (default 400: 3,600 runs in all).
 
 use kvstore::raft::sim::{Sim, SimOptions};
 use kvstore::raft::{ConfigChange, Role};
@@ -15,7 +15,7 @@ fn run_seeds(scenario: &str) {
     let seeds: u64 = std::env::var("RAFT_SIM_SEEDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(250);
+        .unwrap_or(400);
     let mut totals = kvstore::raft::sim::SimStats::default();
     for seed in 0..seeds {
         let opts = SimOptions::scenario(scenario, seed).expect("a known scenario");

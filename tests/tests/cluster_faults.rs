@@ -12,7 +12,7 @@ use tests::harness::runtime;
 use tests::workload::{self, Workload};
 
 /// A cluster takes writes again within this long of a fault healing.
-const RECOVERY_MAX: Duration = Duration::from_secs(10);
+const RECOVERY_MAX: Duration = Duration::from_secs(5);
 
 /// One step of a nemesis schedule.
 #[derive(Debug, Clone, Copy)]
