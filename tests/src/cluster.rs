@@ -293,7 +293,10 @@ impl Drop for Cluster {
 /// Forwards connections from `listener` to `target` while the link is up.
 async fn proxy(listener: TcpListener, target: SocketAddr, link: (u64, u64), links: Links) {
     while let Ok((inbound, _)) = listener.accept().await {
-        if links.lock().unwrap().get(&link).is_some_and(|l| l.cut) {
+        // Checked and registered under one lock, so `isolate` cannot miss a connection.
+        let mut links = links.lock().unwrap();
+        let l = links.entry(link).or_default();
+        if l.cut {
             drop(inbound);
             continue;
         }
@@ -310,8 +313,6 @@ async fn proxy(listener: TcpListener, target: SocketAddr, link: (u64, u64), link
                 _ = tokio::io::copy(&mut ro, &mut wi) => {}
             }
         });
-        let mut links = links.lock().unwrap();
-        let l = links.entry(link).or_default();
         l.connections.retain(|c| !c.is_finished());
         l.connections.push(task);
     }

@@ -44,7 +44,26 @@ fn inflict(
     match fault {
         Fault::KillLeader => cluster.kill(leader).unwrap(),
         Fault::KillFollower => cluster.kill(follower_of(cluster, leader)).unwrap(),
-        Fault::IsolateLeader => cluster.isolate(leader),
+        Fault::IsolateLeader => {
+            cluster.isolate(leader);
+            // The cut took: the others elect a leader of their own.
+            let others: Vec<u64> = (1..=cluster.nodes.len() as u64)
+                .filter(|&id| id != leader)
+                .collect();
+            let elected = tests::harness::wait_until(Duration::from_secs(10), || {
+                others.iter().any(|&id| {
+                    cluster.status(id).is_some_and(|s| {
+                        let l = s["groups"][0]["leader"].as_u64();
+                        l.is_some() && l != Some(leader)
+                    })
+                })
+            });
+            assert!(
+                elected,
+                "no new leader behind the partition\n{}",
+                cluster.logs()
+            );
+        }
         Fault::PauseLeader => cluster.pause(leader).unwrap(),
         Fault::RestartAll => {
             for id in 1..=cluster.nodes.len() as u64 {
@@ -78,15 +97,17 @@ fn inflict(
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn run_with_faults(name: &str, nodes: u64, faults: &[Fault], seed: u64) {
+    run_with_faults_and(name, nodes, &[], faults, seed)
+}
+
+fn run_with_faults_and(name: &str, nodes: u64, args: &[&str], faults: &[Fault], seed: u64) {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let mut cluster = Cluster::start(
-        name,
-        ClusterOptions {
-            nodes,
-            ..ClusterOptions::default()
-        },
-    )
-    .unwrap();
+    let mut options = ClusterOptions {
+        nodes,
+        ..ClusterOptions::default()
+    };
+    options.args.extend(args.iter().map(|a| a.to_string()));
+    let mut cluster = Cluster::start(name, options).unwrap();
     let rt = runtime();
     let load = workload::start(
         &rt,
@@ -143,6 +164,22 @@ fn five_nodes_stay_linearizable_through_leader_kills_and_partitions() {
             Fault::KillLeader,
         ],
         5,
+    );
+}
+
+#[test]
+fn three_nodes_compacting_all_the_time_survive_kills_and_restarts() {
+    run_with_faults_and(
+        "compacting",
+        3,
+        &["--compact-entries", "50"],
+        &[
+            Fault::KillLeader,
+            Fault::RestartAll,
+            Fault::KillFollower,
+            Fault::KillLeader,
+        ],
+        7,
     );
 }
 

@@ -8,6 +8,10 @@
 //! ([`ClusterConfig::deadline_ms`]) allows. Only when the deadline passes without a definite
 //! answer does a write report `outcome_unknown`.
 //!
+//! A cluster remembers one reply per session, the last: so a client has one write in flight
+//! at a time (its writes queue behind each other; reads do not wait). Tasks that want writes in
+//! parallel use a client each.
+//!
 //! What it does on each answer:
 //! - `NotLeader` with an address: connect there and retry at once;
 //! - `NotLeader` without one, `Unavailable`, `Busy`: wait a little and retry, on the next node;
@@ -57,6 +61,8 @@ pub struct ClusterClient {
     /// The node tried next (an index into `addresses`).
     next: AtomicUsize,
     current: Mutex<Option<(String, Client)>>,
+    /// Held by the write in flight (see the module documentation).
+    writing: Mutex<()>,
     seq: AtomicU64,
     client_id: u64,
 }
@@ -72,6 +78,7 @@ impl ClusterClient {
             addresses: std::sync::Mutex::new(addresses),
             next: AtomicUsize::new(0),
             current: Mutex::new(None),
+            writing: Mutex::new(()),
             seq: AtomicU64::new(1),
             client_id,
         }
@@ -113,6 +120,14 @@ impl ClusterClient {
 
     /// Sends `request` until it gets a definite answer or the deadline passes.
     pub async fn call(&self, request: Request) -> Result<Response> {
+        let write = !matches!(
+            request,
+            Request::Get { .. } | Request::Scan { .. } | Request::Ping { .. }
+        );
+        let _turn = match write {
+            true => Some(self.writing.lock().await),
+            false => None,
+        };
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         let deadline = Duration::from_millis(self.config.deadline_ms);

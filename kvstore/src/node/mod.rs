@@ -44,8 +44,12 @@ use transport::{Advertised, Inbox, Transport};
 
 /// The group that holds the whole keyspace until partitioning arrives.
 pub const DEFAULT_GROUP: GroupId = 1;
-/// Events waiting for the Raft thread before new requests are refused with `Busy`.
+/// Events waiting for the Raft thread: peer messages beyond this are dropped.
 pub const INBOX_EVENTS_MAX: usize = 65_536;
+/// Client requests waiting for the Raft thread before new ones are refused with `Busy`. Kept
+/// well under [`INBOX_EVENTS_MAX`], so that a burst of clients cannot crowd out the peers'
+/// heartbeats and votes (which would start needless elections).
+pub const CLIENT_EVENTS_MAX: usize = INBOX_EVENTS_MAX / 2;
 /// Events the Raft thread handles before it runs a round, so a flood of requests cannot
 /// starve persistence and replies.
 const EVENTS_PER_ROUND_MAX: usize = 4096;
@@ -114,6 +118,9 @@ pub enum NodeError {
     /// The request may or may not have been applied.
     #[error("no answer within {0:?}: the outcome is unknown (the write may still be applied)")]
     Timeout(Duration),
+    /// The write may or may not have been applied, for the reason given.
+    #[error("the outcome is unknown: {0}")]
+    Unknown(String),
     /// The proposal was replaced in the log by another leader's entry: it was not applied.
     #[error("leadership changed before the write committed; it was not applied")]
     Dropped,
@@ -181,6 +188,8 @@ enum Event {
 struct Shared {
     id: NodeId,
     inbox: SyncSender<Event>,
+    /// Client requests in the inbox (see [`CLIENT_EVENTS_MAX`]).
+    client_events: std::sync::atomic::AtomicUsize,
     status: Mutex<NodeStatus>,
     advertised: Mutex<BTreeMap<NodeId, Advertised>>,
     db: Arc<RwLock<Db>>,
@@ -203,6 +212,14 @@ impl std::fmt::Debug for Node {
 
 impl Inbox for Shared {
     fn deliver(&self, group: GroupId, m: Message) -> bool {
+        if m.to != self.id {
+            tracing::warn!(
+                to = m.to,
+                from = m.from,
+                "dropping a message for another node"
+            );
+            return false;
+        }
         self.inbox.try_send(Event::Step(group, m)).is_ok()
     }
     fn hello(&self, id: NodeId, advertised: Advertised) {
@@ -227,9 +244,9 @@ impl Node {
         let log = logs.remove(&DEFAULT_GROUP).unwrap_or_default();
         let group_dir = config.data_dir.join(format!("group-{DEFAULT_GROUP}"));
         let mut machine = StateMachine::open(&group_dir, config.engine.clone())?;
-        let snapshot_path = group_dir.join("snapshot");
         let snapshot_data = if log.snapshot.index > 0 {
-            let (index, data) = state::load_snapshot_file(&snapshot_path)?;
+            let path = state::snapshot_path(&group_dir, log.snapshot.index);
+            let (index, data) = state::load_snapshot_file(&path)?;
             anyhow::ensure!(
                 index == log.snapshot.index,
                 "the snapshot file holds index {index}, the log expects {}",
@@ -299,6 +316,7 @@ impl Node {
         let shared = Arc::new(Shared {
             id: config.id,
             inbox,
+            client_events: Default::default(),
             status: Mutex::new(NodeStatus::default()),
             advertised: Mutex::new(advertised),
             db: machine.shared_db(),
@@ -308,7 +326,7 @@ impl Node {
         let group = Group {
             raft,
             machine,
-            snapshot_path,
+            dir: group_dir,
             proposals: BTreeMap::new(),
             reads: HashMap::new(),
             waiting_reads: Vec::new(),
@@ -321,7 +339,8 @@ impl Node {
             groups: BTreeMap::from([(DEFAULT_GROUP, group)]),
             transport,
             shared: shared.clone(),
-            next_read: 0,
+            // Read contexts of an earlier run of this node could still be in flight.
+            next_read: (u64::from(std::process::id()) << 40) ^ now_ms().wrapping_mul(1 << 20),
             shutdown: false,
         };
         runner.publish_status();
@@ -329,10 +348,23 @@ impl Node {
         std::thread::Builder::new()
             .name("raft".into())
             .spawn(move || {
-                let ended = runner.run(events).map_err(|error| {
-                    tracing::error!(%error, "the Raft thread stopped on an error");
-                    format!("{error:#}")
-                });
+                // A panic (a broken invariant) must stop the node too, not leave a process
+                // that accepts requests it can never answer.
+                let run = std::panic::AssertUnwindSafe(|| runner.run(events));
+                let ended = match std::panic::catch_unwind(run) {
+                    Ok(result) => result.map_err(|error| format!("{error:#}")),
+                    Err(panic) => Err(format!(
+                        "the Raft thread panicked: {}",
+                        panic
+                            .downcast_ref::<String>()
+                            .map(String::as_str)
+                            .or_else(|| panic.downcast_ref::<&str>().copied())
+                            .unwrap_or("(no message)")
+                    )),
+                };
+                if let Err(reason) = &ended {
+                    tracing::error!(%reason, "the Raft thread stopped");
+                }
                 *thread_shared.stopped.lock().expect("stopped lock") = Some(ended);
             })?;
         Ok(Node { shared })
@@ -398,20 +430,23 @@ impl Node {
         &self,
         make: impl FnOnce(oneshot::Sender<Result<T, NodeError>>) -> Event,
     ) -> oneshot::Receiver<Result<T, NodeError>> {
+        use std::sync::atomic::Ordering;
         let (tx, rx) = oneshot::channel();
         let (reply_tx, reply_rx) = oneshot::channel();
+        let queued = self.shared.client_events.fetch_add(1, Ordering::Relaxed);
         // The event owns `tx`; if it cannot be queued, answer through a fresh channel.
-        match self.shared.inbox.try_send(make(tx)) {
-            Ok(()) => rx,
-            Err(e) => {
-                let error = match e {
-                    TrySendError::Full(_) => NodeError::Busy,
-                    TrySendError::Disconnected(_) => NodeError::Stopped(self.stop_reason()),
-                };
-                let _ = reply_tx.send(Err(error));
-                reply_rx
+        let error = if queued >= CLIENT_EVENTS_MAX {
+            NodeError::Busy
+        } else {
+            match self.shared.inbox.try_send(make(tx)) {
+                Ok(()) => return rx,
+                Err(TrySendError::Full(_)) => NodeError::Busy,
+                Err(TrySendError::Disconnected(_)) => NodeError::Stopped(self.stop_reason()),
             }
-        }
+        };
+        self.shared.client_events.fetch_sub(1, Ordering::Relaxed);
+        let _ = reply_tx.send(Err(error));
+        reply_rx
     }
 
     /// Why the Raft thread failed, once it has (`None` while it runs or after a shutdown).
@@ -519,7 +554,8 @@ struct Proposal {
 struct Group {
     raft: Raft,
     machine: StateMachine,
-    snapshot_path: PathBuf,
+    /// Where the state machine and the snapshot files live.
+    dir: PathBuf,
     /// Proposals waiting for their entry to apply, by index.
     proposals: BTreeMap<Index, Proposal>,
     /// Reads waiting for a read index, by context.
@@ -579,6 +615,11 @@ impl Runner {
     }
 
     fn handle(&mut self, event: Event) {
+        if !matches!(event, Event::Step(..) | Event::Shutdown) {
+            self.shared
+                .client_events
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
         match event {
             Event::Step(group, m) => {
                 let Some(g) = self.groups.get_mut(&group) else {
@@ -602,7 +643,11 @@ impl Runner {
                 let term = g.raft.term();
                 match proposed {
                     Ok(index) => {
-                        g.proposals.insert(index, Proposal { term, reply });
+                        // An earlier proposal at this index (from an older term of this node)
+                        // was overwritten in the log: it was not applied.
+                        if let Some(old) = g.proposals.insert(index, Proposal { term, reply }) {
+                            let _ = old.reply.send(Err(NodeError::Dropped));
+                        }
                     }
                     Err(error) => {
                         let _ = reply.send(Err(self.propose_error(error)));
@@ -610,7 +655,7 @@ impl Runner {
                 }
             }
             Event::Read(consistency, reply) => {
-                self.next_read += 1;
+                self.next_read = self.next_read.wrapping_add(1);
                 let context = self.next_read;
                 let g = self.default_group();
                 g.reads.insert(context, reply);
@@ -692,6 +737,15 @@ impl Runner {
             // campaigned), and the leader counts itself towards a commit only for entries
             // it has persisted. Everything else (votes, acknowledgements) waits for the sync.
             for (id, ready) in &mut readies {
+                let g = &self.groups[id];
+                if ready
+                    .hard_state
+                    .is_some_and(|hs| (hs.term, hs.vote) != g.term_vote)
+                {
+                    // A new term or vote must be durable first (a single voter wins its
+                    // election and appends within one round).
+                    continue;
+                }
                 let (early, rest): (Vec<Message>, Vec<Message>) =
                     std::mem::take(&mut ready.messages)
                         .into_iter()
@@ -716,7 +770,8 @@ impl Runner {
             for (id, ready) in &readies {
                 let g = self.groups.get_mut(id).expect("a group");
                 if let Some(snapshot) = &ready.snapshot {
-                    state::save_snapshot_file(&g.snapshot_path, &snapshot.data)?;
+                    let path = state::snapshot_path(&g.dir, snapshot.meta.index);
+                    state::save_snapshot_file(&path, &snapshot.data)?;
                     let kept_later = g.raft.log().last_index() > snapshot.meta.index;
                     self.wal.set_snapshot(*id, &snapshot.meta, !kept_later);
                     must_sync = true;
@@ -751,7 +806,7 @@ impl Runner {
                     }
                 }
                 g.raft.advance();
-                g.maybe_compact(&mut self.wal, self.config.compact_entries)?;
+                g.maybe_compact(id, &mut self.wal, self.config.compact_entries)?;
             }
         }
         self.publish_status();
@@ -810,6 +865,8 @@ impl Group {
         if let Some(snapshot) = &ready.snapshot {
             let started = Instant::now();
             self.machine.install(&snapshot.data)?;
+            // The WAL's mark for it was synced before this round applied anything.
+            state::remove_snapshots_before(&self.dir, snapshot.meta.index)?;
             tracing::info!(
                 index = snapshot.meta.index,
                 bytes = snapshot.data.len(),
@@ -825,9 +882,8 @@ impl Group {
                 .collect();
             for index in covered {
                 if let Some(p) = self.proposals.remove(&index) {
-                    let _ = p.reply.send(Err(NodeError::Unavailable(
-                        "this node fell behind and installed a snapshot; the outcome of the \
-                         write is unknown"
+                    let _ = p.reply.send(Err(NodeError::Unknown(
+                        "this node fell behind and installed a snapshot that covers the write"
                             .into(),
                     )));
                 }
@@ -849,7 +905,7 @@ impl Group {
             if let Some(p) = self.proposals.remove(&entry.index) {
                 let result = if p.term == entry.term {
                     replies.remove(&entry.index).ok_or_else(|| {
-                        NodeError::Unavailable("the entry applied without a reply".into())
+                        NodeError::Unknown("the entry applied without a reply".into())
                     })
                 } else {
                     Err(NodeError::Dropped)
@@ -887,19 +943,33 @@ impl Group {
         Ok(peers)
     }
 
-    fn maybe_compact(&mut self, wal: &mut Wal, every: u64) -> anyhow::Result<()> {
+    /// Snapshots the state machine and truncates the log once it holds `every` applied
+    /// entries past the last snapshot.
+    ///
+    /// Crash safety, step by step: the engine is synced (it must hold everything the snapshot
+    /// will stand for); the snapshot goes to a file named by its index and is synced; the WAL
+    /// mark is written and synced (inside `purge`), and only then are older snapshot files and
+    /// WAL segments deleted. A crash anywhere leaves a WAL mark whose snapshot file exists.
+    fn maybe_compact(&mut self, group: GroupId, wal: &mut Wal, every: u64) -> anyhow::Result<()> {
         let applied = self.machine.applied();
         if applied < self.raft.log().snapshot().index + every {
+            return Ok(());
+        }
+        if applied != self.raft.log().applied() {
+            // After a restart the engine can be ahead of what Raft has handed out again (the
+            // commit index is re-learnt from the leader): wait until they agree, so that the
+            // snapshot's contents are exactly the state at its index.
             return Ok(());
         }
         let started = Instant::now();
         self.machine.sync()?;
         let data = self.machine.snapshot()?;
-        state::save_snapshot_file(&self.snapshot_path, &data)?;
+        state::save_snapshot_file(&state::snapshot_path(&self.dir, applied), &data)?;
         let bytes = data.len();
         self.raft.compact(applied, data);
-        wal.set_snapshot(DEFAULT_GROUP, self.raft.log().snapshot(), false);
+        wal.set_snapshot(group, self.raft.log().snapshot(), false);
         let purged = wal.purge()?;
+        state::remove_snapshots_before(&self.dir, applied)?;
         tracing::info!(
             index = applied,
             bytes,

@@ -324,8 +324,10 @@ fn execute(
                     return Ok(Reply::Wire(reply));
                 }
                 if seq < last {
+                    // Its reply is gone, and whether it applied is not known here: the
+                    // client must treat the outcome as unknown.
                     return Ok(Reply::Wire(Response::error(
-                        ErrorCode::InvalidArgument,
+                        ErrorCode::Timeout,
                         format!(
                             "request {seq} of client {client} is older than its last applied \
                              request ({last}); it was applied already or never will be"
@@ -507,6 +509,30 @@ pub fn save_snapshot_file(path: &Path, data: &[u8]) -> Result<()> {
     file.sync_all().map_err(io("syncing", &tmp))?;
     fs::rename(&tmp, path).map_err(io("renaming", &tmp))?;
     sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+/// Where the snapshot at `index` of the group in `dir` is kept: `snapshot-<index>`. Files are
+/// named by index so that the one the WAL's snapshot mark names survives until a newer mark is
+/// durable.
+pub fn snapshot_path(dir: &Path, index: Index) -> PathBuf {
+    dir.join(format!("snapshot-{index:020}"))
+}
+
+/// Removes the snapshot files of `dir` older than `index` (once a mark at `index` is durable).
+pub fn remove_snapshots_before(dir: &Path, index: Index) -> Result<()> {
+    for entry in fs::read_dir(dir).map_err(io("listing", dir))? {
+        let entry = entry.map_err(io("listing", dir))?;
+        let name = entry.file_name();
+        let older = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("snapshot-"))
+            .and_then(|n| n.parse::<Index>().ok())
+            .is_some_and(|i| i < index);
+        if older {
+            fs::remove_file(entry.path()).map_err(io("removing", &entry.path()))?;
+        }
+    }
+    Ok(())
 }
 
 /// Reads a snapshot file written by [`save_snapshot_file`], checking it whole.
@@ -698,7 +724,7 @@ mod tests {
         let replies = sm.apply(&[old]).unwrap();
         assert!(matches!(
             &replies[0].1,
-            Reply::Wire(Response::Error { code: ErrorCode::InvalidArgument, message })
+            Reply::Wire(Response::Error { code: ErrorCode::Timeout, message })
                 if message.contains("older")
         ));
         assert_eq!(&get(&sm, "n").unwrap().value[..], b"2");

@@ -49,12 +49,13 @@ async fn health(State(ctx): State<Arc<Context>>) -> Response {
 }
 
 async fn metrics(State(ctx): State<Arc<Context>>) -> Response {
-    let text = ctx.metrics.render(&ctx.db.engine().stats());
+    let text = ctx.metrics.render(&ctx.current_db().engine().stats());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 async fn status(State(ctx): State<Arc<Context>>) -> Json<serde_json::Value> {
-    let engine = ctx.db.engine();
+    let db = ctx.current_db();
+    let engine = db.engine();
     Json(serde_json::json!({
         "server": ctx.config.server_name,
         "uptime_seconds": ctx.started.elapsed().as_secs(),
@@ -177,7 +178,7 @@ async fn remove_node(
 }
 
 async fn compact(State(ctx): State<Arc<Context>>) -> Response {
-    let engine = ctx.db.engine().clone();
+    let engine = ctx.current_db().engine().clone();
     match tokio::task::spawn_blocking(move || engine.compact()).await {
         Ok(Ok(r)) => Json(serde_json::json!({
             "segments_in": r.segments_in,

@@ -92,6 +92,15 @@ pub struct Context {
 }
 
 impl Context {
+    /// The engine as of now: a cluster node's state machine replaces its engine when it
+    /// installs a snapshot, so code that outlives one request asks here, not `db`.
+    pub fn current_db(&self) -> Db {
+        match &self.node {
+            Some(node) => node.db(),
+            None => self.db.clone(),
+        }
+    }
+
     /// True once shutdown has begun.
     pub fn shutting_down(&self) -> bool {
         *self.shutdown.borrow()
@@ -162,7 +171,7 @@ pub async fn run(
         );
         tasks.abort_all();
     }
-    ctx.db.engine().sync()?;
+    ctx.current_db().engine().sync()?;
     tracing::info!("shutdown complete: all writes flushed to disk");
     Ok(())
 }

@@ -46,7 +46,8 @@ pub fn error_response(error: &NodeError) -> Response {
     let code = match error {
         NodeError::NotLeader { .. } => ErrorCode::NotLeader,
         NodeError::Unavailable(_) | NodeError::Dropped => ErrorCode::Unavailable,
-        NodeError::Timeout(_) => ErrorCode::Timeout,
+        // Both mean "the outcome is unknown"; a client with a session retries safely.
+        NodeError::Timeout(_) | NodeError::Unknown(_) => ErrorCode::Timeout,
         NodeError::Busy => ErrorCode::Busy,
         NodeError::Stopped(_) => ErrorCode::ShuttingDown,
     };
@@ -257,9 +258,9 @@ fn encode(wbuf: &mut BytesMut, id: u64, response: &Response) {
 }
 
 /// Redis commands that change data: they go through the log.
-const RESP_WRITES: [&str; 18] = [
+const RESP_WRITES: [&str; 16] = [
     "set", "setnx", "setex", "psetex", "del", "unlink", "mset", "incr", "decr", "incrby", "decrby",
-    "expire", "pexpire", "persist", "flushdb", "flushall", "getset", "append",
+    "expire", "pexpire", "persist", "flushdb", "flushall",
 ];
 
 /// Redis commands that answer without reading data, so need no read barrier.
