@@ -1,8 +1,8 @@
 //! A concurrent client workload against a cluster that records every operation with its call
 //! and completion times, for [`crate::linearizability::check_kv`].
 //!
-//! Each client is a [`ClusterClient`] (its own session) running gets, puts, increments and
-//! deletes on a few shared keys, so operations overlap on every key. Every value is a decimal
+//! Each client is a [`ClusterClient`] (its own session) running gets (linearizable and under
+//! the leader's lease), puts, increments and deletes on a few shared keys, so operations overlap on every key. Every value is a decimal
 //! integer, so an increment never meets a value it cannot add to. An operation that fails
 //! with an unknown outcome is recorded without a completion (it may have happened); one that
 //! definitely did not happen is left out; a read that failed is left out.
@@ -94,8 +94,14 @@ pub async fn run_one(rec: &Recorder, client: &ClusterClient, id: u64, key: &[u8]
     let value = |n: u64| (id * 1_000_000_000 + n).to_string().into_bytes();
     match choice % 10 {
         0..=3 => {
+            // Half the reads under the leader's lease: they must be linearizable too (the
+            // nodes share one clock here, which a lease needs to be correct).
+            let consistency = match choice % 10 {
+                0 | 1 => Consistency::Linearizable,
+                _ => Consistency::Lease,
+            };
             let op = async {
-                let got = client.get(KEYSPACE, key, Consistency::Linearizable).await?;
+                let got = client.get(KEYSPACE, key, consistency).await?;
                 Ok(KvOutput::Value(got.map(|v| v.value.to_vec())))
             };
             rec.record(id, key, KvInput::Get, op).await;
