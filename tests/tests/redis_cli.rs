@@ -274,4 +274,23 @@ fn redis_cli_and_the_kvstore_cli_find_a_clusters_leader() {
     assert_eq!(code, Some(0), "{out}");
     assert!(out.starts_with("OK version "), "{out}");
     assert_eq!(kvstore(&["get", "k2"]), (Some(0), "v2\n".to_string()));
+
+    // Each node's /metrics (read with curl) says who leads and how far it has applied.
+    let metrics = |id: u64| {
+        let url = format!("http://{}/metrics", cluster.node(id).http);
+        let out = Command::new("curl").args(["-sf", &url]).output().unwrap();
+        assert!(out.status.success(), "curl {url}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert!(metrics(leader).contains("kvstore_raft_is_leader{group=\"1\"} 1"));
+    let follower_id = if leader == 1 { 2 } else { 1 };
+    let text = metrics(follower_id);
+    assert!(
+        text.contains("kvstore_raft_is_leader{group=\"1\"} 0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE kvstore_raft_messages_total counter"),
+        "{text}"
+    );
 }

@@ -407,23 +407,86 @@ impl Node {
         self.shared.transport.stats.clone()
     }
 
-    /// Whether this node is the leader of the default group, as last published.
-    pub fn is_leader(&self) -> bool {
-        let status = self.shared.status.lock().expect("status lock");
-        status.groups.first().is_some_and(|g| g.role == "leader")
-    }
-
-    /// The redirect to give a client whose write reached this follower.
-    pub fn not_leader(&self) -> NodeError {
-        let leader = {
-            let status = self.shared.status.lock().expect("status lock");
-            status.groups.first().and_then(|g| g.leader)
+    /// The node's figures in Prometheus text, for `/metrics`: per group its role, term,
+    /// commit, applied and snapshot indexes; the WAL's syncs; the transport's messages.
+    pub fn render_metrics(&self) -> String {
+        use std::fmt::Write;
+        use std::sync::atomic::Ordering::Relaxed;
+        let status = self.status();
+        let mut out = String::new();
+        let mut gauge = |name: &str, help: &str, rows: Vec<(String, u64)>| {
+            // Names ending in `_total` are counters, the rest gauges.
+            let kind = if name.ends_with("_total") {
+                "counter"
+            } else {
+                "gauge"
+            };
+            let _ = writeln!(out, "# HELP kvstore_raft_{name} {help}");
+            let _ = writeln!(out, "# TYPE kvstore_raft_{name} {kind}");
+            for (labels, value) in rows {
+                let _ = writeln!(out, "kvstore_raft_{name}{{{labels}}} {value}");
+            }
         };
-        let address = leader.and_then(|id| {
-            let advertised = self.shared.advertised.lock().expect("advertised lock");
-            advertised.get(&id).cloned()
-        });
-        NodeError::NotLeader { leader, address }
+        let per_group = |f: &dyn Fn(&GroupStatus) -> u64| {
+            status
+                .groups
+                .iter()
+                .map(|g| (format!("group=\"{}\"", g.group), f(g)))
+                .collect::<Vec<_>>()
+        };
+        gauge(
+            "is_leader",
+            "1 if this node leads the group.",
+            per_group(&|g| u64::from(g.role == "leader")),
+        );
+        gauge("term", "The node's current term.", per_group(&|g| g.term));
+        gauge(
+            "commit_index",
+            "Highest index known committed.",
+            per_group(&|g| g.commit),
+        );
+        gauge(
+            "applied_index",
+            "Highest index applied to the engine.",
+            per_group(&|g| g.applied),
+        );
+        gauge(
+            "last_index",
+            "Last index in the node's log.",
+            per_group(&|g| g.last_index),
+        );
+        gauge(
+            "snapshot_index",
+            "Index of the latest snapshot.",
+            per_group(&|g| g.snapshot_index),
+        );
+        gauge(
+            "wal_syncs_total",
+            "fsyncs of the Raft log since start.",
+            vec![(String::new(), status.wal_syncs)],
+        );
+        let t = self.transport_stats();
+        gauge(
+            "messages_total",
+            "Raft messages since start, by outcome.",
+            vec![
+                ("outcome=\"sent\"".into(), t.messages_sent.load(Relaxed)),
+                (
+                    "outcome=\"dropped\"".into(),
+                    t.messages_dropped.load(Relaxed),
+                ),
+                (
+                    "outcome=\"received\"".into(),
+                    t.messages_received.load(Relaxed),
+                ),
+            ],
+        );
+        gauge(
+            "peer_connect_failures_total",
+            "Failed attempts to connect to a peer.",
+            vec![(String::new(), t.connect_failures.load(Relaxed))],
+        );
+        out
     }
 
     fn submit<T>(

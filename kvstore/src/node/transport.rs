@@ -111,11 +111,6 @@ impl Transport {
         peers.insert(id, (address, tx));
     }
 
-    /// Forgets peer `id` (it left the cluster).
-    pub fn remove_peer(&self, id: NodeId) {
-        self.peers.lock().expect("peers lock").remove(&id);
-    }
-
     /// The peers' addresses.
     pub fn peers(&self) -> BTreeMap<NodeId, String> {
         let peers = self.peers.lock().expect("peers lock");

@@ -49,7 +49,10 @@ async fn health(State(ctx): State<Arc<Context>>) -> Response {
 }
 
 async fn metrics(State(ctx): State<Arc<Context>>) -> Response {
-    let text = ctx.metrics.render(&ctx.current_db().engine().stats());
+    let mut text = ctx.metrics.render(&ctx.current_db().engine().stats());
+    if let Some(node) = &ctx.node {
+        text.push_str(&node.render_metrics());
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
