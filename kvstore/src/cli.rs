@@ -203,8 +203,11 @@ async fn serve_node(options: ServeOptions) -> anyhow::Result<()> {
     let stop_tx = Arc::new(stop_tx);
     {
         let stop_tx = stop_tx.clone();
+        let node = node.clone();
         tokio::spawn(async move {
             shutdown_signal().await;
+            node.hand_over_leadership(std::time::Duration::from_secs(2))
+                .await;
             let _ = stop_tx.send(true);
         });
     }

@@ -1,5 +1,6 @@
 //! Real clusters under faults: 3 and 5 `kvstore` processes, a concurrent client workload, and a
-//! nemesis that kills, pauses, partitions and restarts nodes. Every run's history must be
+//! nemesis that kills, pauses, partitions and restarts nodes; also snapshot catch-up and a
+//! leader's hand-over when it is stopped on purpose. Every run's history must be
 //! linearizable (which covers "no acknowledged write is lost": the final reads are part of
 //! it), and the cluster must take writes again within a few seconds of each fault healing.
 
@@ -261,4 +262,25 @@ fn a_node_that_missed_compacted_entries_catches_up_by_snapshot() {
             .unwrap();
         assert_eq!(lag, None, "a linearizable read is not stale");
     });
+}
+
+#[test]
+fn a_leader_stopped_with_sigterm_hands_over_leadership_first() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut cluster = Cluster::start("handover", ClusterOptions::default()).unwrap();
+    let leader = cluster.wait_for_leader(Duration::from_secs(20)).unwrap();
+    let status = cluster.nodes[leader as usize - 1]
+        .terminate(Duration::from_secs(20))
+        .unwrap();
+    assert!(status.success(), "a clean exit: {status}");
+    let log = cluster.node(leader).log();
+    assert!(log.contains("leadership handed over"), "{log}");
+    let next = cluster.wait_for_leader(Duration::from_secs(20)).unwrap();
+    assert_ne!(next, leader);
+    let rt = runtime();
+    let took = rt.block_on(workload::time_to_write(
+        cluster.client_addresses(),
+        Duration::from_secs(10),
+    ));
+    assert!(took.is_some(), "the others take writes");
 }

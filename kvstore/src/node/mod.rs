@@ -402,6 +402,47 @@ impl Node {
         status
     }
 
+    /// If this node leads, hands leadership to the most up-to-date other voter and waits (at
+    /// most `patience`) until it has taken over: a node stopped on purpose should not make the
+    /// others wait an election timeout.
+    pub async fn hand_over_leadership(&self, patience: Duration) {
+        let target = {
+            let status = self.shared.status.lock().expect("status lock");
+            status.groups.first().and_then(|g| {
+                (g.role == "leader").then_some(())?;
+                g.voters
+                    .iter()
+                    .filter(|&&v| v != self.shared.id)
+                    .max_by_key(|&&v| g.match_index.get(&v).copied().unwrap_or(0))
+                    .copied()
+            })
+        };
+        let Some(target) = target else {
+            return;
+        };
+        tracing::info!(to = target, "handing leadership over before stopping");
+        if let Err(error) = Node::wait(self.transfer_leader(target), patience).await {
+            tracing::warn!(%error, "leadership transfer refused; stopping anyway");
+            return;
+        }
+        let deadline = Instant::now() + patience;
+        while Instant::now() < deadline {
+            let led_by = {
+                let status = self.shared.status.lock().expect("status lock");
+                status.groups.first().and_then(|g| g.leader)
+            };
+            if led_by.is_some_and(|l| l != self.shared.id) {
+                tracing::info!(to = target, "leadership handed over");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tracing::warn!(
+            to = target,
+            "leadership not handed over in time; stopping anyway"
+        );
+    }
+
     /// Transport counters.
     pub fn transport_stats(&self) -> Arc<transport::TransportStats> {
         self.shared.transport.stats.clone()
