@@ -94,21 +94,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
             .await?
             .with_context(|| format!("opening data directory {}", options.data_dir.display()))?
     };
-    let bind = |addr: SocketAddr, what: &'static str| async move {
-        TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding the {what} listener to {addr}"))
-    };
-    let binary = bind(options.listen, "binary-protocol").await?;
-    let resp = match options.resp_listen {
-        Some(addr) => Some(bind(addr, "RESP").await?),
-        None => None,
-    };
-    let http = match options.http_listen {
-        Some(addr) => Some(bind(addr, "HTTP").await?),
-        None => None,
-    };
-    let addr_of = |l: &TcpListener| l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let Listeners { binary, resp, http } = bind_client_listeners(&options).await?;
     let ready = serde_json::json!({
         "pid": std::process::id(),
         "listen": addr_of(&binary),
@@ -123,12 +109,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         fsync = %options.storage.fsync,
         "kvstore serving"
     );
-    if let Some(path) = &options.ready_file {
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, ready.to_string())
-            .and_then(|()| std::fs::rename(&tmp, path))
-            .with_context(|| format!("writing ready file {}", path.display()))?;
-    }
+    write_ready_file(options.ready_file.as_deref(), &ready)?;
     let listeners = Listeners { binary, resp, http };
     server::run(
         listeners,
@@ -140,15 +121,14 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     .await
 }
 
-/// Runs a cluster node until SIGINT or SIGTERM: the Raft node, its peer listener, and the
-/// client listeners in front of it.
-async fn serve_node(options: ServeOptions) -> anyhow::Result<()> {
-    let cluster = options.cluster.clone().expect("cluster options");
-    let bind = |addr: SocketAddr, what: &'static str| async move {
-        TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding the {what} listener to {addr}"))
-    };
+async fn bind(addr: SocketAddr, what: &'static str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the {what} listener to {addr}"))
+}
+
+/// Binds the client-facing listeners `options` names.
+async fn bind_client_listeners(options: &ServeOptions) -> anyhow::Result<Listeners> {
     let binary = bind(options.listen, "binary-protocol").await?;
     let resp = match options.resp_listen {
         Some(addr) => Some(bind(addr, "RESP").await?),
@@ -158,8 +138,36 @@ async fn serve_node(options: ServeOptions) -> anyhow::Result<()> {
         Some(addr) => Some(bind(addr, "HTTP").await?),
         None => None,
     };
+    Ok(Listeners { binary, resp, http })
+}
+
+fn addr_of(listener: &TcpListener) -> String {
+    listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default()
+}
+
+/// Writes `ready` (the bound addresses, as JSON) to `path` atomically, for scripts and tests.
+fn write_ready_file(
+    path: Option<&std::path::Path>,
+    ready: &serde_json::Value,
+) -> anyhow::Result<()> {
+    if let Some(path) = path {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, ready.to_string())
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .with_context(|| format!("writing ready file {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Runs a cluster node until SIGINT or SIGTERM: the Raft node, its peer listener, and the
+/// client listeners in front of it.
+async fn serve_node(options: ServeOptions) -> anyhow::Result<()> {
+    let cluster = options.cluster.clone().expect("cluster options");
+    let Listeners { binary, resp, http } = bind_client_listeners(&options).await?;
     let peer = bind(cluster.peer_listen, "peer").await?;
-    let addr_of = |l: &TcpListener| l.local_addr().map(|a| a.to_string()).unwrap_or_default();
     let mut config = crate::node::NodeConfig::new(cluster.node_id, options.data_dir.clone());
     config.peers = cluster.peers.clone();
     config.tick = std::time::Duration::from_millis(cluster.tick_ms.max(1));
@@ -193,12 +201,7 @@ async fn serve_node(options: ServeOptions) -> anyhow::Result<()> {
         data_dir = %options.data_dir.display(),
         "kvstore cluster node serving"
     );
-    if let Some(path) = &options.ready_file {
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, ready.to_string())
-            .and_then(|()| std::fs::rename(&tmp, path))
-            .with_context(|| format!("writing ready file {}", path.display()))?;
-    }
+    write_ready_file(options.ready_file.as_deref(), &ready)?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stop_tx = Arc::new(stop_tx);
     {

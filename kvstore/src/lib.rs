@@ -28,4 +28,6 @@ pub mod raft;
 pub mod resp;
 pub mod server;
 pub mod storage;
+#[cfg(test)]
+mod test_dir;
 pub mod wire;

@@ -21,10 +21,9 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use tokio::sync::Mutex;
 
-use super::{Client, ClientConfig, ClientError, Result};
+use super::{ops, Client, ClientConfig, ClientError, Result};
 use crate::wire::{Condition, Consistency, ErrorCode, Request, Response, Versioned};
 
 /// Settings of a cluster client.
@@ -217,15 +216,7 @@ impl ClusterClient {
         key: &[u8],
         consistency: Consistency,
     ) -> Result<Option<Versioned>> {
-        let request = Request::Get {
-            keyspace: keyspace.into(),
-            key: Bytes::copy_from_slice(key),
-            consistency,
-        };
-        match self.call(request).await? {
-            Response::GetOk { found, .. } => Ok(found),
-            other => Err(super::unexpected(other)),
-        }
+        Ok(ops::got(self.call(ops::get(keyspace, key, consistency)).await?)?.0)
     }
 
     /// Writes `key = value` if `condition` holds; returns whether it applied and the version.
@@ -236,43 +227,20 @@ impl ClusterClient {
         value: &[u8],
         condition: Condition,
     ) -> Result<(bool, u64)> {
-        let request = Request::Put {
-            keyspace: keyspace.into(),
-            key: Bytes::copy_from_slice(key),
-            value: Bytes::copy_from_slice(value),
-            ttl_ms: None,
-            condition,
-        };
-        match self.call(request).await? {
-            Response::PutOk { applied, version } => Ok((applied, version)),
-            other => Err(super::unexpected(other)),
-        }
+        ops::put_done(
+            self.call(ops::put(keyspace, key, value, None, condition))
+                .await?,
+        )
     }
 
     /// Deletes `key`; returns whether it existed.
     pub async fn delete(&self, keyspace: &str, key: &[u8]) -> Result<bool> {
-        let request = Request::Delete {
-            keyspace: keyspace.into(),
-            key: Bytes::copy_from_slice(key),
-            condition: Condition::None,
-        };
-        match self.call(request).await? {
-            Response::DeleteOk { existed, .. } => Ok(existed),
-            other => Err(super::unexpected(other)),
-        }
+        ops::deleted(self.call(ops::delete(keyspace, key)).await?)
     }
 
     /// Adds `delta` to the counter at `key`; returns the new value.
     pub async fn incr(&self, keyspace: &str, key: &[u8], delta: i64) -> Result<i64> {
-        let request = Request::Incr {
-            keyspace: keyspace.into(),
-            key: Bytes::copy_from_slice(key),
-            delta,
-        };
-        match self.call(request).await? {
-            Response::IncrOk { value, .. } => Ok(value),
-            other => Err(super::unexpected(other)),
-        }
+        ops::counted(self.call(ops::incr(keyspace, key, delta)).await?)
     }
 }
 

@@ -21,6 +21,7 @@
 //! ```
 
 pub mod cluster;
+mod ops;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -442,15 +443,7 @@ impl Client {
         key: &[u8],
         consistency: Consistency,
     ) -> Result<(Option<Versioned>, Option<ReadLag>)> {
-        let request = Request::Get {
-            keyspace: keyspace.into(),
-            key: Bytes::copy_from_slice(key),
-            consistency,
-        };
-        match self.call(request).await? {
-            Response::GetOk { found, lag } => Ok((found, lag)),
-            other => Err(unexpected(other)),
-        }
+        ops::got(self.call(ops::get(keyspace, key, consistency)).await?)
     }
 
     /// Writes `key = value` unconditionally; returns the new version.
@@ -469,17 +462,9 @@ impl Client {
         value: &[u8],
         options: PutOptions,
     ) -> Result<WriteResult> {
-        let request = Request::Put {
-            keyspace: keyspace.into(),
-            key: Bytes::copy_from_slice(key),
-            value: Bytes::copy_from_slice(value),
-            ttl_ms: options.ttl_ms,
-            condition: options.condition,
-        };
-        match self.call(request).await? {
-            Response::PutOk { applied, version } => Ok(WriteResult { applied, version }),
-            other => Err(unexpected(other)),
-        }
+        let request = ops::put(keyspace, key, value, options.ttl_ms, options.condition);
+        let (applied, version) = ops::put_done(self.call(request).await?)?;
+        Ok(WriteResult { applied, version })
     }
 
     /// Compare-and-set: writes only if the key's version is `expected_version` (0: absent).
@@ -499,28 +484,12 @@ impl Client {
 
     /// Deletes `key`; returns whether it existed.
     pub async fn delete(&self, keyspace: &str, key: &[u8]) -> Result<bool> {
-        let request = Request::Delete {
-            keyspace: keyspace.into(),
-            key: Bytes::copy_from_slice(key),
-            condition: Condition::None,
-        };
-        match self.call(request).await? {
-            Response::DeleteOk { existed, .. } => Ok(existed),
-            other => Err(unexpected(other)),
-        }
+        ops::deleted(self.call(ops::delete(keyspace, key)).await?)
     }
 
     /// Adds `delta` to the counter at `key`; returns the new value.
     pub async fn incr(&self, keyspace: &str, key: &[u8], delta: i64) -> Result<i64> {
-        let request = Request::Incr {
-            keyspace: keyspace.into(),
-            key: Bytes::copy_from_slice(key),
-            delta,
-        };
-        match self.call(request).await? {
-            Response::IncrOk { value, .. } => Ok(value),
-            other => Err(unexpected(other)),
-        }
+        ops::counted(self.call(ops::incr(keyspace, key, delta)).await?)
     }
 
     /// One page of an ordered scan.

@@ -24,7 +24,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::wire::frame::{decode_frame, Frame};
+use crate::wire::frame::{encode_frame, Frame, FRAME_HEADER_BYTES, FRAME_LENGTH_PREFIX_BYTES};
 use crate::wire::Request;
 
 const FORMAT: u8 = 1;
@@ -84,6 +84,15 @@ impl Command {
         Ok(buf.freeze())
     }
 
+    /// Encodes a binary-protocol request from the frame it arrived in (no re-encoding).
+    pub fn wire_frame(session: Option<(u64, u64)>, now_ms: u64, frame: &Frame) -> Bytes {
+        let mut buf = header(KIND_WIRE, session, now_ms);
+        buf.reserve(FRAME_HEADER_BYTES + frame.body.len());
+        encode_frame(frame.opcode, frame.request_id, &frame.body, &mut buf)
+            .expect("a frame that was decoded encodes again");
+        buf.freeze()
+    }
+
     /// Encodes a Redis command.
     pub fn resp(now_ms: u64, args: &[&[u8]]) -> Bytes {
         let mut buf = header(KIND_RESP, None, now_ms);
@@ -115,14 +124,7 @@ impl Command {
         let session = (client_id != 0).then_some((client_id, seq));
         let body = data.slice(HEADER_BYTES..);
         let body = match data[1] {
-            KIND_WIRE => {
-                let mut buf = BytesMut::from(&body[..]);
-                match decode_frame(&mut buf, usize::MAX) {
-                    Ok(Some(frame)) if buf.is_empty() => Body::Wire(frame),
-                    Ok(_) => return Err(CommandError::Body("not exactly one frame".into())),
-                    Err(e) => return Err(CommandError::Body(e.to_string())),
-                }
-            }
+            KIND_WIRE => Body::Wire(frame_of(&body)?),
             KIND_RESP => Body::Resp(decode_args(&body)?),
             KIND_PEER if body.len() >= 8 => Body::Peer {
                 id: u64::from_le_bytes(body[..8].try_into().expect("8 bytes")),
@@ -149,6 +151,23 @@ fn header(kind: u8, session: Option<(u64, u64)>, now_ms: u64) -> BytesMut {
     buf.put_u64_le(seq);
     buf.put_u64_le(now_ms);
     buf
+}
+
+/// The one frame `body` holds, as a slice of it (applying an entry copies nothing).
+fn frame_of(body: &Bytes) -> Result<Frame, CommandError> {
+    let bad = |what: &str| CommandError::Body(format!("request frame {what}"));
+    if body.len() < FRAME_HEADER_BYTES {
+        return Err(bad("cut short"));
+    }
+    let length = u32::from_be_bytes(body[..4].try_into().expect("4 bytes")) as usize;
+    if length + FRAME_LENGTH_PREFIX_BYTES != body.len() {
+        return Err(bad("length does not match the entry"));
+    }
+    Ok(Frame {
+        opcode: u16::from_be_bytes(body[4..6].try_into().expect("2 bytes")),
+        request_id: u64::from_be_bytes(body[6..14].try_into().expect("8 bytes")),
+        body: body.slice(FRAME_HEADER_BYTES..),
+    })
 }
 
 fn decode_args(body: &Bytes) -> Result<Vec<Bytes>, CommandError> {
@@ -200,6 +219,8 @@ mod tests {
         };
         assert_eq!(frame.request_id, 9);
         assert_eq!(Request::decode(&frame).unwrap(), request);
+        // A server logs the frame as it arrived: the same bytes.
+        assert_eq!(Command::wire_frame(Some((7, 9)), 1234, &frame), data);
     }
 
     #[test]

@@ -393,6 +393,7 @@ impl Node {
     /// The status the Raft thread last published.
     pub fn status(&self) -> NodeStatus {
         let mut status = self.shared.status.lock().expect("status lock").clone();
+        status.peers = self.shared.transport.peers();
         status.advertised = self
             .shared
             .advertised
@@ -954,7 +955,8 @@ impl Runner {
         *status = NodeStatus {
             id: self.config.id,
             groups,
-            peers: self.transport.peers(),
+            // Filled in when asked (`Node::status`), not on every round.
+            peers: BTreeMap::new(),
             advertised: BTreeMap::new(),
             wal_syncs: self.wal.syncs(),
             wal_segments: self.wal.segments(),

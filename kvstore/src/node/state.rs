@@ -590,31 +590,8 @@ mod tests {
     use super::*;
     use crate::wire::Condition;
 
-    fn dir() -> tempdir::Dir {
-        tempdir::Dir::new("state")
-    }
-
-    /// A throwaway directory, removed on drop.
-    mod tempdir {
-        pub struct Dir(pub std::path::PathBuf);
-        impl Dir {
-            pub fn new(name: &str) -> Dir {
-                use std::sync::atomic::{AtomicU64, Ordering};
-                static N: AtomicU64 = AtomicU64::new(0);
-                let path = std::env::temp_dir().join(format!(
-                    "kvstore-{name}-{}-{}",
-                    std::process::id(),
-                    N.fetch_add(1, Ordering::SeqCst)
-                ));
-                let _ = std::fs::remove_dir_all(&path);
-                Dir(path)
-            }
-        }
-        impl Drop for Dir {
-            fn drop(&mut self) {
-                let _ = std::fs::remove_dir_all(&self.0);
-            }
-        }
+    fn dir() -> crate::test_dir::TestDir {
+        crate::test_dir::TestDir::new("state")
     }
 
     fn config() -> storage::Config {
@@ -674,7 +651,7 @@ mod tests {
             entry(2, wire(None, NOW, &put("a", "1", None))),
             entry(3, wire(None, NOW, &incr("n"))),
         ];
-        let mut sm = StateMachine::open(&d.0, config()).unwrap();
+        let mut sm = StateMachine::open(&d, config()).unwrap();
         let replies = sm.apply(&entries).unwrap();
         assert_eq!(sm.applied(), 3);
         assert_eq!(replies.len(), 2);
@@ -691,7 +668,7 @@ mod tests {
         assert_eq!(get(&sm, "a").unwrap().version, 2);
         sm.sync().unwrap();
         drop(sm);
-        let mut sm = StateMachine::open(&d.0, config()).unwrap();
+        let mut sm = StateMachine::open(&d, config()).unwrap();
         assert_eq!(sm.applied(), 3);
         // The log is replayed from before the applied index: those entries change nothing.
         let replies = sm
@@ -705,7 +682,7 @@ mod tests {
     #[test]
     fn a_retried_request_applies_once_and_gets_the_first_reply() {
         let d = dir();
-        let mut sm = StateMachine::open(&d.0, config()).unwrap();
+        let mut sm = StateMachine::open(&d, config()).unwrap();
         let first = entry(1, wire(Some((77, 5)), NOW, &incr("n")));
         let retry = entry(2, wire(Some((77, 5)), NOW, &incr("n")));
         let other_client = entry(3, wire(Some((78, 5)), NOW, &incr("n")));
@@ -733,7 +710,7 @@ mod tests {
     #[test]
     fn a_failed_batch_leaves_no_trace_but_still_advances_the_applied_index() {
         let d = dir();
-        let mut sm = StateMachine::open(&d.0, config()).unwrap();
+        let mut sm = StateMachine::open(&d, config()).unwrap();
         let batch = Request::Batch {
             keyspace: "default".into(),
             ops: vec![
@@ -772,7 +749,7 @@ mod tests {
         // Entries from long ago: on this machine's clock the key expired long since, but at
         // the entries' time it was alive, so the increment must see it.
         let d = dir();
-        let mut sm = StateMachine::open(&d.0, config()).unwrap();
+        let mut sm = StateMachine::open(&d, config()).unwrap();
         let then = 1_000_000;
         sm.apply(&[
             entry(1, wire(None, then, &put("k", "41", Some(10_000)))),
@@ -795,7 +772,7 @@ mod tests {
     #[test]
     fn a_snapshot_installs_elsewhere_exactly_and_survives_a_reopen() {
         let (a, b) = (dir(), dir());
-        let mut sm = StateMachine::open(&a.0, config()).unwrap();
+        let mut sm = StateMachine::open(&a, config()).unwrap();
         let mut entries = Vec::new();
         for i in 1..=50u64 {
             let request = match i % 3 {
@@ -813,7 +790,7 @@ mod tests {
         let data = sm.snapshot().unwrap();
 
         // The receiver had a divergent, older state of its own: it must all go.
-        let mut other = StateMachine::open(&b.0, config()).unwrap();
+        let mut other = StateMachine::open(&b, config()).unwrap();
         other
             .apply(&[entry(1, wire(None, NOW, &put("stale", "x", None)))])
             .unwrap();
@@ -826,9 +803,9 @@ mod tests {
         other.apply(&[retry]).unwrap();
         assert_eq!(&get(&other, "n").unwrap().value[..], b"16");
         drop(other);
-        let reopened = StateMachine::open(&b.0, config()).unwrap();
+        let reopened = StateMachine::open(&b, config()).unwrap();
         assert_eq!(reopened.applied(), 51);
-        let engines: Vec<_> = fs::read_dir(&b.0)
+        let engines: Vec<_> = fs::read_dir(&b)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .filter(|n| n.starts_with("engine-"))
@@ -839,11 +816,11 @@ mod tests {
     #[test]
     fn a_damaged_snapshot_is_refused_and_the_old_state_kept() {
         let (a, b) = (dir(), dir());
-        let mut sm = StateMachine::open(&a.0, config()).unwrap();
+        let mut sm = StateMachine::open(&a, config()).unwrap();
         sm.apply(&[entry(1, wire(None, NOW, &put("a", "1", None)))])
             .unwrap();
         let data = sm.snapshot().unwrap();
-        let mut other = StateMachine::open(&b.0, config()).unwrap();
+        let mut other = StateMachine::open(&b, config()).unwrap();
         other
             .apply(&[entry(1, wire(None, NOW, &put("mine", "1", None)))])
             .unwrap();
@@ -860,11 +837,11 @@ mod tests {
     #[test]
     fn snapshot_files_round_trip_and_are_checked() {
         let d = dir();
-        let mut sm = StateMachine::open(&d.0, config()).unwrap();
+        let mut sm = StateMachine::open(&d, config()).unwrap();
         sm.apply(&[entry(1, wire(None, NOW, &put("a", "1", None)))])
             .unwrap();
         let data = sm.snapshot().unwrap();
-        let path = d.0.join("snapshot");
+        let path = d.join("snapshot");
         save_snapshot_file(&path, &data).unwrap();
         assert_eq!(load_snapshot_file(&path).unwrap(), (1, data.clone()));
         fs::write(&path, &data[..data.len() - 1]).unwrap();
@@ -874,7 +851,7 @@ mod tests {
     #[test]
     fn redis_commands_apply_through_the_same_path() {
         let d = dir();
-        let mut sm = StateMachine::open(&d.0, config()).unwrap();
+        let mut sm = StateMachine::open(&d, config()).unwrap();
         let replies = sm
             .apply(&[
                 entry(1, Command::resp(NOW, &[b"SET", b"k", b"v", b"PX", b"5000"])),

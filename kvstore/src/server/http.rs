@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 
 use super::Context;
 use crate::metrics::Listener;
+use crate::raft::ConfigChange;
 
 /// Serves the admin routes until shutdown.
 pub async fn serve(ctx: Arc<Context>, listener: TcpListener) {
@@ -120,15 +121,23 @@ fn node_error(error: crate::node::NodeError) -> Response {
 
 const ADMIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// The cluster node and the node id the query names under `name`, or the response saying
+/// what is missing.
+fn node_and_id<'c>(
+    ctx: &'c Context,
+    query: &Option<String>,
+    name: &str,
+) -> Result<(&'c crate::node::Node, u64), Box<Response>> {
+    let node = ctx.node.as_ref().ok_or_else(|| Box::new(no_node()))?;
+    Ok((node, id_param(query, name)?))
+}
+
 async fn transfer_leader(
     State(ctx): State<Arc<Context>>,
     axum::extract::RawQuery(query): axum::extract::RawQuery,
 ) -> Response {
-    let Some(node) = &ctx.node else {
-        return no_node();
-    };
-    let to = match id_param(&query, "to") {
-        Ok(to) => to,
+    let (node, to) = match node_and_id(&ctx, &query, "to") {
+        Ok(found) => found,
         Err(response) => return *response,
     };
     match crate::node::Node::wait(node.transfer_leader(to), ADMIN_TIMEOUT).await {
@@ -141,12 +150,8 @@ async fn add_node(
     State(ctx): State<Arc<Context>>,
     axum::extract::RawQuery(query): axum::extract::RawQuery,
 ) -> Response {
-    use crate::raft::ConfigChange;
-    let Some(node) = &ctx.node else {
-        return no_node();
-    };
-    let id = match id_param(&query, "id") {
-        Ok(id) => id,
+    let (node, id) = match node_and_id(&ctx, &query, "id") {
+        Ok(found) => found,
         Err(response) => return *response,
     };
     let change = if param(&query, "voter") == Some("true") {
@@ -155,26 +160,25 @@ async fn add_node(
         ConfigChange::AddLearner(id)
     };
     let peer = param(&query, "peer").map(str::to_string);
-    match crate::node::Node::wait(node.change_membership(change, peer), ADMIN_TIMEOUT).await {
-        Ok(index) => format!("{change:?} proposed at index {index}\n").into_response(),
-        Err(error) => node_error(error),
-    }
+    propose_change(node, change, peer).await
 }
 
 async fn remove_node(
     State(ctx): State<Arc<Context>>,
     axum::extract::RawQuery(query): axum::extract::RawQuery,
 ) -> Response {
-    use crate::raft::ConfigChange;
-    let Some(node) = &ctx.node else {
-        return no_node();
-    };
-    let id = match id_param(&query, "id") {
-        Ok(id) => id,
-        Err(response) => return *response,
-    };
-    let change = ConfigChange::Remove(id);
-    match crate::node::Node::wait(node.change_membership(change, None), ADMIN_TIMEOUT).await {
+    match node_and_id(&ctx, &query, "id") {
+        Ok((node, id)) => propose_change(node, ConfigChange::Remove(id), None).await,
+        Err(response) => *response,
+    }
+}
+
+async fn propose_change(
+    node: &crate::node::Node,
+    change: ConfigChange,
+    peer: Option<String>,
+) -> Response {
+    match crate::node::Node::wait(node.change_membership(change, peer), ADMIN_TIMEOUT).await {
         Ok(index) => format!("{change:?} proposed at index {index}\n").into_response(),
         Err(error) => node_error(error),
     }

@@ -190,14 +190,10 @@ pub async fn serve_binary(
                     pending.push(Pending::Ready(id, Response::Pong { payload }))
                 }
                 request if is_write(&request) => {
+                    // The log entry carries the frame as it arrived.
                     let session = (client_id != 0).then_some((client_id, id));
-                    match Command::wire(session, now_ms(), &request, id) {
-                        Ok(data) => pending.push(Pending::Proposal(id, node.propose(data))),
-                        Err(e) => pending.push(Pending::Ready(
-                            id,
-                            Response::error(ErrorCode::InvalidArgument, e.to_string()),
-                        )),
-                    }
+                    let data = Command::wire_frame(session, now_ms(), &frame);
+                    pending.push(Pending::Proposal(id, node.propose(data)));
                 }
                 request => {
                     // A read: first the writes before it, so it sees them.

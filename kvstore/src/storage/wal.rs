@@ -1100,16 +1100,7 @@ mod tests {
         fs::read_dir(dir).unwrap().count()
     }
 
-    fn tempdir() -> PathBuf {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static N: AtomicU64 = AtomicU64::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "kvstore-wal-test-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        dir
+    fn tempdir() -> crate::test_dir::TestDir {
+        crate::test_dir::TestDir::new("wal-test")
     }
 }
