@@ -769,6 +769,120 @@ mod tests {
         assert_eq!(k.value.as_deref(), Some(&b"1"[..]));
     }
 
+    /// One command of the batching property test: a request on one of three keys, some with
+    /// a TTL of a few milliseconds so that keys expire between the entries.
+    #[derive(Debug, Clone)]
+    enum Op {
+        Put(u8, Option<u64>, Condition),
+        Incr(u8),
+        Delete(u8),
+        Resp(Vec<String>),
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        let key = 0u8..3;
+        let ttl = proptest::option::of(1u64..6);
+        let condition = prop_oneof![
+            Just(Condition::None),
+            Just(Condition::IfAbsent),
+            Just(Condition::IfPresent),
+            (0u64..12).prop_map(Condition::IfVersion),
+        ];
+        let resp = (0u8..3, 1u64..6, 0..6).prop_map(|(k, t, kind)| {
+            let k = format!("k{k}");
+            let words: &[&str] = match kind {
+                0 => &["SET", &k, "r", "NX"],
+                1 => &["SET", &k, "r", "PX", &t.to_string()],
+                2 => &["INCR", &k],
+                3 => &["APPEND", &k, "x"],
+                4 => &["PEXPIRE", &k, &t.to_string()],
+                _ => &["SET", &k, "s", "XX", "GET"],
+            };
+            Op::Resp(words.iter().map(|w| w.to_string()).collect())
+        });
+        prop_oneof![
+            (key.clone(), ttl, condition).prop_map(|(k, t, c)| Op::Put(k, t, c)),
+            key.clone().prop_map(Op::Incr),
+            key.prop_map(Op::Delete),
+            resp,
+        ]
+    }
+
+    fn op_entry(index: Index, now_ms: u64, op: &Op) -> Entry {
+        let key = |k: &u8| format!("k{k}");
+        let data = match op {
+            Op::Put(k, ttl, condition) => {
+                let mut request = put(&key(k), &format!("v{index}"), *ttl);
+                if let Request::Put { condition: c, .. } = &mut request {
+                    *c = *condition;
+                }
+                wire(None, now_ms, &request)
+            }
+            Op::Incr(k) => wire(None, now_ms, &incr(&key(k))),
+            Op::Delete(k) => wire(
+                None,
+                now_ms,
+                &Request::Delete {
+                    keyspace: "default".into(),
+                    key: Bytes::from(key(k)),
+                    condition: Condition::IfPresent,
+                },
+            ),
+            Op::Resp(words) => {
+                let args: Vec<&[u8]> = words.iter().map(|w| w.as_bytes()).collect();
+                Command::resp(now_ms, &args)
+            }
+        };
+        entry(index, data)
+    }
+
+    /// Applies `entries` in batches of the given sizes (the rest in one) and returns every
+    /// reply and the engine's whole contents, expired records included.
+    fn apply_in_batches(entries: &[Entry], sizes: &[usize]) -> (Vec<String>, Vec<String>) {
+        let d = dir();
+        let mut sm = StateMachine::open(&d, config()).unwrap();
+        let mut replies = Vec::new();
+        let mut rest = entries;
+        for &size in sizes.iter().chain(std::iter::once(&usize::MAX)) {
+            let (batch, after) = rest.split_at(size.min(rest.len()));
+            replies.extend(
+                sm.apply(batch)
+                    .unwrap()
+                    .into_iter()
+                    .map(|r| format!("{r:?}")),
+            );
+            rest = after;
+        }
+        let state = sm.db().engine().scan_all(b"", b"", usize::MAX).unwrap();
+        let state = state.iter().map(|e| format!("{e:?}")).collect();
+        (replies, state)
+    }
+
+    proptest::proptest! {
+        /// Replicas apply the same log in different batches (a leader entry by entry as rounds
+        /// commit, a follower catching up many at once): every batching must give the same
+        /// replies and the same engine, however the keys' TTLs fall between the entries.
+        #[test]
+        fn every_batching_of_the_log_gives_the_same_state(
+            ops in proptest::collection::vec((op(), 0u64..4), 1..40),
+            sizes in proptest::collection::vec(1usize..8, 0..10),
+        ) {
+            let mut now = NOW;
+            let entries: Vec<Entry> = ops
+                .iter()
+                .enumerate()
+                .map(|(i, (op, step))| {
+                    now += step;
+                    op_entry(i as Index + 1, now, op)
+                })
+                .collect();
+            let one_by_one = apply_in_batches(&entries, &vec![1; entries.len()]);
+            proptest::prop_assert_eq!(&apply_in_batches(&entries, &sizes), &one_by_one);
+            proptest::prop_assert_eq!(&apply_in_batches(&entries, &[]), &one_by_one);
+        }
+    }
+
     #[test]
     fn a_snapshot_installs_elsewhere_exactly_and_survives_a_reopen() {
         let (a, b) = (dir(), dir());

@@ -118,8 +118,26 @@ enum Seen<'a> {
     Unknown,
 }
 
+impl Staged {
+    /// This write as a reader at `now_ms` sees it: a put whose deadline has passed reads as a
+    /// deletion, exactly as the index would judge it once published. Every read inside a
+    /// group goes through here, so the answer never depends on which writes happen to share
+    /// a group (a replica catching up applies many log entries in one).
+    fn as_of(&self, now_ms: u64) -> &Staged {
+        match self {
+            Staged::Put { expires_at_ms, .. }
+                if *expires_at_ms != 0 && *expires_at_ms <= now_ms =>
+            {
+                &Staged::Delete
+            }
+            live => live,
+        }
+    }
+}
+
 impl Overlay {
-    fn lookup<'a>(&self, applied: &'a [Applied], key: &[u8]) -> Seen<'a> {
+    /// What the group's earlier transactions say about `key` at `now_ms`.
+    fn lookup<'a>(&self, applied: &'a [Applied], key: &[u8], now_ms: u64) -> Seen<'a> {
         if let Some(&i) = self.staged.get(key) {
             let Applied::Write {
                 staged, version, ..
@@ -127,7 +145,7 @@ impl Overlay {
             else {
                 unreachable!("the overlay points at point writes only");
             };
-            return Seen::Written(staged, *version);
+            return Seen::Written(staged.as_of(now_ms), *version);
         }
         if self.ranges.iter().any(|(s, e)| in_range(key, s, e)) {
             return Seen::Deleted;
@@ -176,12 +194,12 @@ impl Txn<'_> {
             Staged::Delete => None,
         };
         if let Some(staged) = self.staged.get(key) {
-            return Ok(written(staged, self.version));
+            return Ok(written(staged.as_of(self.now_ms), self.version));
         }
         if self.ranges.iter().any(|(s, e)| in_range(key, s, e)) {
             return Ok(None);
         }
-        match self.overlay.lookup(self.applied, key) {
+        match self.overlay.lookup(self.applied, key, self.now_ms) {
             Seen::Written(staged, version) => Ok(written(staged, version)),
             Seen::Deleted => Ok(None),
             Seen::Unknown => self.inner.get(key, Some(self.now_ms)),
@@ -196,12 +214,12 @@ impl Txn<'_> {
             Staged::Delete => None,
         };
         if let Some(staged) = self.staged.get(key) {
-            return version(staged, self.version);
+            return version(staged.as_of(self.now_ms), self.version);
         }
         if self.ranges.iter().any(|(s, e)| in_range(key, s, e)) {
             return None;
         }
-        match self.overlay.lookup(self.applied, key) {
+        match self.overlay.lookup(self.applied, key, self.now_ms) {
             Seen::Written(staged, v) => version(staged, v),
             Seen::Deleted => None,
             Seen::Unknown => self.inner.version_of(key, Some(self.now_ms)),
@@ -350,7 +368,7 @@ impl Group<'_> {
 
     /// Reads `key` as the next transaction of this group would see it.
     pub fn read(&self, key: &[u8]) -> Result<Option<Value>> {
-        match self.overlay.lookup(&self.applied, key) {
+        match self.overlay.lookup(&self.applied, key, self.now_ms) {
             Seen::Written(
                 Staged::Put {
                     value,
