@@ -32,6 +32,9 @@ struct Net {
     committed: BTreeMap<NodeId, BTreeMap<Index, Term>>,
     /// Read states each node handed out, in order.
     reads: BTreeMap<NodeId, Vec<ReadState>>,
+    /// Each node's clock, in ticks: a node that ticks alone runs ahead (it is all the time
+    /// there is here), one that is paused falls behind until [`Net::pass_time`].
+    clocks: BTreeMap<NodeId, u64>,
     seed: u64,
 }
 
@@ -55,6 +58,7 @@ impl Net {
             queue: VecDeque::new(),
             committed: BTreeMap::new(),
             reads: BTreeMap::new(),
+            clocks: ids.iter().map(|&id| (id, 0)).collect(),
             seed,
         }
     }
@@ -75,10 +79,39 @@ impl Net {
 
     /// One tick on every node (their clocks run at one rate), then delivery.
     fn tick_all(&mut self) {
-        for node in self.nodes.values_mut() {
-            node.tick();
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        for id in ids {
+            self.tick(id);
         }
         self.settle();
+    }
+
+    /// One tick on node `id`, its clock one tick on.
+    fn tick(&mut self, id: NodeId) {
+        let clock = self.clocks.get_mut(&id).expect("a node");
+        *clock += 1;
+        let now = *clock * Config::new(id).tick_us;
+        self.nodes.get_mut(&id).expect("a node").tick(now);
+    }
+
+    /// Node `id`'s clock, in microseconds.
+    fn now_us(&self, id: NodeId) -> u64 {
+        self.clocks[&id] * Config::new(id).tick_us
+    }
+
+    /// Time passes for node `id` without it ticking (its process was stopped).
+    fn pass_time(&mut self, id: NodeId, ticks: u64) {
+        *self.clocks.get_mut(&id).expect("a node") += ticks;
+    }
+
+    fn has_lease(&self, id: NodeId) -> bool {
+        self.node(id).has_lease(self.now_us(id))
+    }
+
+    fn read_lease(&mut self, id: NodeId) {
+        let now = self.now_us(id);
+        let node = self.nodes.get_mut(&id).expect("a node");
+        node.read_lease(Bytes::from_static(b"r"), now);
     }
 
     /// The highest-term leader other than `id`, if any.
@@ -170,7 +203,7 @@ impl Net {
     fn heartbeat(&mut self, id: NodeId) {
         self.settle();
         for _ in 0..Config::new(id).heartbeat_ticks {
-            self.nodes.get_mut(&id).unwrap().tick();
+            self.tick(id);
         }
         self.settle();
     }
@@ -181,7 +214,7 @@ impl Net {
             if self.node(id).role() != Role::Leader {
                 return;
             }
-            self.nodes.get_mut(&id).unwrap().tick();
+            self.tick(id);
             self.collect();
         }
         panic!("node {id} did not step down without a quorum");
@@ -325,7 +358,7 @@ fn cut_off_the_leader(seed: u64, offset: u32, delay: u32) -> bool {
     net.settle();
     let mut round_sent = false;
     for _ in 0..Config::new(1).heartbeat_ticks {
-        net.nodes.get_mut(&1).unwrap().tick();
+        net.tick(1);
         net.collect();
         round_sent |= net
             .queue
@@ -348,14 +381,14 @@ fn cut_off_the_leader(seed: u64, offset: u32, delay: u32) -> bool {
     }
     net.collect();
     assert!(
-        net.node(1).has_lease() || delay > 0,
+        net.has_lease(1) || delay > 0,
         "seed {seed}: a quorum answered: lease"
     );
     let term = net.node(1).term();
     let mut served_from_lease = false;
     for tick in 0..200 {
         let other = net.other_leader(1);
-        if net.node(1).has_lease() {
+        if net.has_lease(1) {
             assert_eq!(
                 other, None,
                 "seed {seed}, offset {offset}, tick {tick}: node 1 holds a lease while \
@@ -363,10 +396,7 @@ fn cut_off_the_leader(seed: u64, offset: u32, delay: u32) -> bool {
             );
             // And a lease read is answered at once, with no message sent.
             let before = net.reads.get(&1).map_or(0, Vec::len);
-            net.nodes
-                .get_mut(&1)
-                .unwrap()
-                .read_lease(Bytes::from_static(b"r"));
+            net.read_lease(1);
             net.collect();
             assert_eq!(net.reads[&1].len(), before + 1, "answered at once");
             assert!(net.reads[&1][before].index.is_some());
@@ -375,7 +405,7 @@ fn cut_off_the_leader(seed: u64, offset: u32, delay: u32) -> bool {
         if let Some(leader) = other {
             if net.node(leader).log().committed() > net.node(1).log().committed() {
                 assert!(net.node(leader).term() > term);
-                assert!(!net.node(1).has_lease());
+                assert!(!net.has_lease(1));
                 net.assert_state_machine_safety();
                 return served_from_lease;
             }
@@ -414,8 +444,8 @@ fn a_voter_that_restarts_keeps_refusing_candidates_for_an_election_timeout() {
         let mut pre_votes = Vec::new();
         let mut attempts = 0;
         while attempts < 2 {
-            for node in net.nodes.values_mut() {
-                node.tick();
+            for id in [1, 2, 3] {
+                net.tick(id);
             }
             let node2 = net.nodes.get_mut(&2).unwrap();
             let ready = node2.ready();
@@ -425,10 +455,7 @@ fn a_voter_that_restarts_keeps_refusing_candidates_for_an_election_timeout() {
             attempts += usize::from(!pre_votes.is_empty());
             net.settle();
         }
-        assert!(
-            net.node(1).has_lease(),
-            "seed {seed}: node 3 keeps node 1's lease"
-        );
+        assert!(net.has_lease(1), "seed {seed}: node 3 keeps node 1's lease");
         // Now node 3 crashes and restarts, forgetting that it heard from node 1, and node 1
         // is cut off; node 2's pre-vote reaches node 3.
         net.restart(3);
@@ -437,7 +464,7 @@ fn a_voter_that_restarts_keeps_refusing_candidates_for_an_election_timeout() {
             .extend(pre_votes.into_iter().filter(|m| m.to == 3));
         net.settle();
         for tick in 0.. {
-            if net.node(1).has_lease() {
+            if net.has_lease(1) {
                 assert_eq!(
                     net.other_leader(1),
                     None,
@@ -458,9 +485,9 @@ fn a_leader_that_hands_over_leadership_gives_up_its_lease_for_the_term() {
     let mut net = Net::new(3);
     net.elect(1);
     net.heartbeat(1);
-    assert!(net.node(1).has_lease());
+    assert!(net.has_lease(1));
     net.nodes.get_mut(&1).unwrap().transfer_leader(2);
-    assert!(!net.node(1).has_lease(), "no lease while transferring");
+    assert!(!net.has_lease(1), "no lease while transferring");
     // Node 2 gets TimeoutNow and campaigns, but its vote requests are held up in the
     // network, and it is cut off.
     let campaigning = net.deliver_until(|net| net.node(2).role() == Role::Candidate);
@@ -473,12 +500,12 @@ fn a_leader_that_hands_over_leadership_gives_up_its_lease_for_the_term() {
     net.set_up(&[1, 3]);
     for _ in 0..2 * Config::new(1).election_ticks_max {
         for id in [1, 3] {
-            net.nodes.get_mut(&id).unwrap().tick();
+            net.tick(id);
         }
         net.settle();
         assert_eq!(net.node(1).role(), Role::Leader);
         assert!(
-            !net.node(1).has_lease(),
+            !net.has_lease(1),
             "a lease after telling node 2 to campaign"
         );
     }
@@ -489,5 +516,71 @@ fn a_leader_that_hands_over_leadership_gives_up_its_lease_for_the_term() {
     net.settle();
     assert_eq!(net.other_leader(1), Some(2));
     assert_eq!(net.node(1).role(), Role::Leader);
-    assert!(!net.node(1).has_lease());
+    assert!(!net.has_lease(1));
+}
+
+/// A leader whose runtime stalls (SIGSTOP, a long fsync) misses ticks but not time. Nodes 2
+/// and 3 elect a leader and commit while node 1 is stopped; when it wakes, before it hears
+/// of them, it must not serve a read from the lease it held before the stall. (Dated in
+/// ticks, the lease would still hold: node 1 ticked not once while it was stopped.)
+#[test]
+fn a_leader_that_stalled_wakes_without_its_lease() {
+    for seed in 0..20 {
+        let mut net = Net::seeded(3, seed);
+        net.elect(1);
+        net.heartbeat(1);
+        assert!(net.has_lease(1), "seed {seed}");
+        let committed = net.node(1).log().committed();
+        net.set_up(&[2, 3]);
+        let mut stalled = 0;
+        let leader = loop {
+            match net.other_leader(1) {
+                Some(l) if net.node(l).log().committed() > committed => break l,
+                _ => {}
+            }
+            assert!(
+                stalled < 200,
+                "seed {seed}: nodes 2 and 3 elected no leader"
+            );
+            for id in [2, 3] {
+                net.tick(id);
+            }
+            net.settle();
+            net.pass_time(1, 1);
+            stalled += 1;
+        };
+        assert!(net.node(leader).term() > net.node(1).term());
+        // Node 1 wakes, still sure it leads, and a lease read is the first thing it does.
+        assert_eq!(net.node(1).role(), Role::Leader);
+        let before = net.reads.get(&1).map_or(0, Vec::len);
+        net.read_lease(1);
+        net.collect();
+        assert_eq!(
+            net.reads.get(&1).map_or(0, Vec::len),
+            before,
+            "seed {seed}: node 1 served a read from its lease after a stall of {stalled} ticks"
+        );
+        assert!(!net.has_lease(1));
+    }
+}
+
+/// A stall shorter than the lease leaves it in force: nobody else can have been elected.
+#[test]
+fn a_short_stall_keeps_the_lease() {
+    let mut net = Net::new(3);
+    net.elect(1);
+    net.heartbeat(1);
+    net.pass_time(1, 2);
+    net.read_lease(1);
+    net.collect();
+    assert_eq!(net.reads[&1].len(), 1, "answered from the lease");
+    assert!(net.reads[&1][0].index.is_some());
+    // But a clock that goes back voids it.
+    let now = net.now_us(1);
+    net.nodes
+        .get_mut(&1)
+        .unwrap()
+        .read_lease(Bytes::from_static(b"r"), now - 1);
+    net.collect();
+    assert_eq!(net.reads[&1].len(), 1, "no lease after the clock went back");
 }

@@ -55,6 +55,9 @@ fn run_seeds(scenario: &str) {
             "{scenario}: too few membership changes committed"
         );
     }
+    if scenario == "stalls" {
+        assert!(totals.stalls > seeds, "{scenario}: too few stalls");
+    }
     if scenario == "snapshots" {
         assert!(
             totals.snapshots_installed > seeds / 10,
@@ -98,6 +101,10 @@ fn seeds_membership() {
 #[test]
 fn seeds_no_pre_vote() {
     run_seeds("no_pre_vote");
+}
+#[test]
+fn seeds_stalls() {
+    run_seeds("stalls");
 }
 
 /// Replays one run from `RAFT_SIM_SCENARIO` and `RAFT_SIM_SEED` (does nothing without them).

@@ -233,6 +233,19 @@ impl ClusterClient {
         )
     }
 
+    /// Writes with a TTL and/or a condition.
+    pub async fn put_with(
+        &self,
+        keyspace: &str,
+        key: &[u8],
+        value: &[u8],
+        options: super::PutOptions,
+    ) -> Result<super::WriteResult> {
+        let request = ops::put(keyspace, key, value, options.ttl_ms, options.condition);
+        let (applied, version) = ops::put_done(self.call(request).await?)?;
+        Ok(super::WriteResult { applied, version })
+    }
+
     /// Deletes `key`; returns whether it existed.
     pub async fn delete(&self, keyspace: &str, key: &[u8]) -> Result<bool> {
         ops::deleted(self.call(ops::delete(keyspace, key)).await?)

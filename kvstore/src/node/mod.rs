@@ -20,6 +20,7 @@
 //! The process hosts one group today (group 1, the whole keyspace); the map of groups, the
 //! shared WAL and the group id on every message are what partitioning (part 3) builds on.
 
+pub mod clock;
 pub mod command;
 pub mod state;
 pub mod transport;
@@ -196,6 +197,7 @@ struct Shared {
     /// Set when the Raft thread ends: `Ok` after a shutdown, `Err` with the reason if it failed.
     stopped: Mutex<Option<Result<(), String>>>,
     transport: Arc<Transport>,
+    timing: transport::Timing,
 }
 
 /// A handle to a running node; cheap to clone.
@@ -288,7 +290,7 @@ impl Node {
         }
         let hard_state = restored.hard_state;
         let raft = Raft::new(
-            raft::Config::new(config.id),
+            raft_config(&config),
             restored,
             seed(config.id, &config.data_dir),
         );
@@ -300,7 +302,13 @@ impl Node {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "node opened"
         );
-        let transport = Arc::new(Transport::new(config.id, config.advertise.clone(), runtime));
+        let timing = transport::Timing::of(raft.config());
+        let transport = Arc::new(Transport::new(
+            config.id,
+            config.advertise.clone(),
+            timing,
+            runtime,
+        ));
         for (id, address) in &config.peers {
             transport.set_peer(*id, address.clone());
         }
@@ -322,6 +330,7 @@ impl Node {
             db: machine.shared_db(),
             stopped: Mutex::new(None),
             transport: transport.clone(),
+            timing,
         });
         let group = Group {
             raft,
@@ -382,7 +391,7 @@ impl Node {
     ) {
         let inbox: Arc<dyn Inbox> = self.shared.clone();
         let stats = self.shared.transport.stats.clone();
-        transport::serve(listener, inbox, stats, shutdown).await
+        transport::serve(listener, inbox, self.shared.timing, stats, shutdown).await
     }
 
     /// The state machine's engine, for reads (after [`Node::read`] said when).
@@ -528,6 +537,11 @@ impl Node {
             "Failed attempts to connect to a peer.",
             vec![(String::new(), t.connect_failures.load(Relaxed))],
         );
+        gauge(
+            "peer_timing_mismatches_total",
+            "Peer connections refused because the peer's tick length or lease differs.",
+            vec![(String::new(), t.timing_mismatches.load(Relaxed))],
+        );
         out
     }
 
@@ -638,6 +652,14 @@ impl Node {
     }
 }
 
+/// The Raft core's settings for this node: its tick length, and the defaults otherwise.
+pub fn raft_config(config: &NodeConfig) -> raft::Config {
+    raft::Config {
+        tick_us: config.tick.as_micros().max(1) as u64,
+        ..raft::Config::new(config.id)
+    }
+}
+
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -702,8 +724,9 @@ impl Runner {
             }
             let now = Instant::now();
             if now >= next_tick {
+                let clock = clock::monotonic_us();
                 for g in self.groups.values_mut() {
-                    g.raft.tick();
+                    g.raft.tick(clock);
                     g.reads.retain(|_, tx| !tx.is_closed());
                 }
                 next_tick += self.config.tick;
@@ -766,7 +789,9 @@ impl Runner {
                 g.reads.insert(context, reply);
                 let context = Bytes::copy_from_slice(&context.to_le_bytes());
                 match consistency {
-                    Consistency::Lease => g.raft.read_lease(context),
+                    // The clock is read now, after the request arrived: a lease that held
+                    // before a stall of this thread says nothing about now.
+                    Consistency::Lease => g.raft.read_lease(context, clock::monotonic_us()),
                     _ => g.raft.read_index(context),
                 }
             }

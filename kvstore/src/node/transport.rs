@@ -6,9 +6,11 @@
 //! task takes everything queued at the moment it wakes and writes it as one `RAFT` frame, so a
 //! busy link costs one system call per batch rather than per message.
 //!
-//! A connection starts with a `PEER_HELLO` frame: the sender's node id and the addresses its
-//! clients use (binary protocol, RESP), so a follower can redirect clients to the leader. Then
-//! it carries `RAFT` frames one way. The layouts are in `docs/wire-protocol.md` ("Peers").
+//! A connection starts with a `PEER_HELLO` frame: the sender's node id, the addresses its
+//! clients use (binary protocol, RESP), so a follower can redirect clients to the leader, and
+//! its [`Timing`]. Then it carries `RAFT` frames one way. A receiver refuses a peer whose
+//! timing differs from its own: leader leases are safe only if every node counts the same
+//! ticks of the same length. The layouts are in `docs/wire-protocol.md` ("Peers").
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -53,6 +55,35 @@ pub struct Advertised {
     pub peer: String,
 }
 
+/// The timing a leader lease rests on (see `raft::Config::lease_ticks`): every node of a
+/// cluster must agree on it, so peers compare it when they connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    pub tick_us: u64,
+    pub election_ticks_min: u32,
+    pub lease_ticks: u32,
+}
+
+impl Timing {
+    pub fn of(config: &crate::raft::Config) -> Timing {
+        Timing {
+            tick_us: config.tick_us,
+            election_ticks_min: config.election_ticks_min,
+            lease_ticks: config.lease_ticks,
+        }
+    }
+}
+
+impl std::fmt::Display for Timing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "ticks of {} µs, elections after {} ticks, leases of {} ticks",
+            self.tick_us, self.election_ticks_min, self.lease_ticks
+        )
+    }
+}
+
 /// Counters for `/metrics`.
 #[derive(Debug, Default)]
 pub struct TransportStats {
@@ -61,6 +92,8 @@ pub struct TransportStats {
     pub messages_received: AtomicU64,
     pub batches_sent: AtomicU64,
     pub connect_failures: AtomicU64,
+    /// Peer connections refused because the peer's timing differs from this node's.
+    pub timing_mismatches: AtomicU64,
 }
 
 type Outgoing = (GroupId, Message);
@@ -69,6 +102,7 @@ type Outgoing = (GroupId, Message);
 pub struct Transport {
     id: NodeId,
     me: Advertised,
+    timing: Timing,
     runtime: tokio::runtime::Handle,
     peers: Mutex<BTreeMap<NodeId, (String, mpsc::Sender<Outgoing>)>>,
     pub stats: Arc<TransportStats>,
@@ -81,10 +115,16 @@ impl std::fmt::Debug for Transport {
 }
 
 impl Transport {
-    pub fn new(id: NodeId, me: Advertised, runtime: tokio::runtime::Handle) -> Transport {
+    pub fn new(
+        id: NodeId,
+        me: Advertised,
+        timing: Timing,
+        runtime: tokio::runtime::Handle,
+    ) -> Transport {
         Transport {
             id,
             me,
+            timing,
             runtime,
             peers: Mutex::new(BTreeMap::new()),
             stats: Arc::default(),
@@ -103,7 +143,7 @@ impl Transport {
             return;
         }
         let (tx, rx) = mpsc::channel(PEER_QUEUE_MESSAGES_MAX);
-        let hello = hello_frame(self.id, &self.me);
+        let hello = hello_frame(self.id, &self.me, self.timing);
         let stats = self.stats.clone();
         self.runtime
             .spawn(send_loop(id, address.clone(), hello, rx, stats));
@@ -133,7 +173,7 @@ impl Transport {
     }
 }
 
-fn hello_frame(id: NodeId, me: &Advertised) -> BytesMut {
+fn hello_frame(id: NodeId, me: &Advertised, timing: Timing) -> BytesMut {
     let mut frame = BytesMut::new();
     encode_frame_with(PEER_HELLO, 0, &mut frame, |dst| {
         let mut body = Vec::new();
@@ -146,6 +186,9 @@ fn hello_frame(id: NodeId, me: &Advertised) -> BytesMut {
             put_u32(&mut body, s.len());
             body.extend_from_slice(s.as_bytes());
         }
+        body.put_u64_le(timing.tick_us);
+        body.put_u32_le(timing.election_ticks_min);
+        body.put_u32_le(timing.lease_ticks);
         dst.extend_from_slice(&body);
     })
     .expect("a hello is small");
@@ -239,10 +282,12 @@ pub trait Inbox: Send + Sync + 'static {
     fn hello(&self, id: NodeId, advertised: Advertised);
 }
 
-/// Accepts peer connections until `shutdown` resolves.
+/// Accepts peer connections until `shutdown` resolves; a peer whose hello carries another
+/// timing than `timing` is refused.
 pub async fn serve(
     listener: TcpListener,
     inbox: Arc<dyn Inbox>,
+    timing: Timing,
     stats: Arc<TransportStats>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
@@ -256,8 +301,13 @@ pub async fn serve(
                     let inbox = inbox.clone();
                     let stats = stats.clone();
                     tokio::spawn(async move {
-                        if let Err(error) = receive(stream, inbox, stats).await {
-                            tracing::info!(%addr, %error, "peer connection closed");
+                        match receive(stream, inbox, timing, &stats).await {
+                            Err(error @ PeerError::Timing { .. }) => {
+                                stats.timing_mismatches.fetch_add(1, Ordering::Relaxed);
+                                tracing::error!(%addr, %error, "refused a peer");
+                            }
+                            Err(error) => tracing::info!(%addr, %error, "peer connection closed"),
+                            Ok(()) => {}
                         }
                     });
                 }
@@ -277,12 +327,22 @@ enum PeerError {
     Io(#[from] std::io::Error),
     #[error("bad frame from peer: {0}")]
     Frame(String),
+    #[error(
+        "node {peer} runs with {theirs}, this node with {ours}; leader leases are safe only \
+         if every node has the same timing (give every node the same --tick-ms)"
+    )]
+    Timing {
+        peer: NodeId,
+        theirs: Timing,
+        ours: Timing,
+    },
 }
 
 async fn receive(
     mut stream: TcpStream,
     inbox: Arc<dyn Inbox>,
-    stats: Arc<TransportStats>,
+    timing: Timing,
+    stats: &TransportStats,
 ) -> Result<(), PeerError> {
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let mut from = None;
@@ -295,7 +355,15 @@ async fn receive(
             };
             match (frame.opcode, from) {
                 (PEER_HELLO, _) => {
-                    let (id, advertised) = decode_hello(&frame).map_err(PeerError::Frame)?;
+                    let (id, advertised, theirs) =
+                        decode_hello(&frame).map_err(PeerError::Frame)?;
+                    if theirs != timing {
+                        return Err(PeerError::Timing {
+                            peer: id,
+                            theirs,
+                            ours: timing,
+                        });
+                    }
                     inbox.hello(id, advertised);
                     from = Some(id);
                 }
@@ -324,7 +392,7 @@ async fn receive(
     }
 }
 
-fn decode_hello(frame: &Frame) -> Result<(NodeId, Advertised), String> {
+fn decode_hello(frame: &Frame) -> Result<(NodeId, Advertised, Timing), String> {
     let mut r = Reader::new(&frame.body);
     let id = r.u64()?;
     let mut text = || -> Result<String, String> {
@@ -333,7 +401,15 @@ fn decode_hello(frame: &Frame) -> Result<(NodeId, Advertised), String> {
     let client = text()?;
     let resp = Some(text()?).filter(|s| !s.is_empty());
     let peer = text()?;
-    Ok((id, Advertised { client, resp, peer }))
+    let timing = Timing {
+        tick_us: r.u64()?,
+        election_ticks_min: r.u32()? as u32,
+        lease_ticks: r.u32()? as u32,
+    };
+    if r.remaining() != 0 {
+        return Err("bytes after the hello's timing".into());
+    }
+    Ok((id, Advertised { client, resp, peer }, timing))
 }
 
 /// `count u32`, then per message `group u64 | message`.
@@ -350,4 +426,105 @@ pub fn decode_batch(frame: &Frame) -> Result<Vec<(GroupId, Message)>, String> {
         return Err("bytes after the last message".into());
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::Body;
+
+    #[derive(Default)]
+    struct Collect {
+        messages: Mutex<Vec<Message>>,
+        hellos: Mutex<Vec<NodeId>>,
+    }
+
+    impl Inbox for Collect {
+        fn deliver(&self, _group: GroupId, m: Message) -> bool {
+            self.messages.lock().unwrap().push(m);
+            true
+        }
+        fn hello(&self, id: NodeId, _advertised: Advertised) {
+            self.hellos.lock().unwrap().push(id);
+        }
+    }
+
+    fn timing(tick_us: u64) -> Timing {
+        Timing::of(&crate::raft::Config {
+            tick_us,
+            ..crate::raft::Config::new(1)
+        })
+    }
+
+    /// Node 2 listens with `theirs`; node 1 connects with `ours` and sends a heartbeat.
+    /// Returns what node 2 received and how many peers it refused.
+    async fn exchange(ours: Timing, theirs: Timing) -> (usize, usize, u64) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let inbox = Arc::new(Collect::default());
+        let stats = Arc::new(TransportStats::default());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(
+            listener,
+            inbox.clone(),
+            theirs,
+            stats.clone(),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        let sender = Transport::new(
+            1,
+            Advertised::default(),
+            ours,
+            tokio::runtime::Handle::current(),
+        );
+        sender.set_peer(2, address);
+        let heartbeat = Message {
+            from: 1,
+            to: 2,
+            term: 1,
+            body: Body::Heartbeat {
+                commit: 0,
+                round: 1,
+            },
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while tokio::time::Instant::now() < deadline {
+            sender.send(7, heartbeat.clone());
+            let done = !inbox.messages.lock().unwrap().is_empty()
+                || stats.timing_mismatches.load(Ordering::Relaxed) > 0;
+            if done {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let _ = stop.send(());
+        server.await.unwrap();
+        let received = inbox.messages.lock().unwrap().len();
+        let hellos = inbox.hellos.lock().unwrap().len();
+        (
+            received,
+            hellos,
+            stats.timing_mismatches.load(Ordering::Relaxed),
+        )
+    }
+
+    #[tokio::test]
+    async fn peers_with_the_same_timing_talk() {
+        let (received, hellos, refused) = exchange(timing(50_000), timing(50_000)).await;
+        assert!(received >= 1);
+        assert_eq!((hellos, refused), (1, 0));
+    }
+
+    #[tokio::test]
+    async fn a_peer_with_another_tick_length_is_refused() {
+        let (received, hellos, refused) = exchange(timing(20_000), timing(50_000)).await;
+        assert_eq!(
+            (received, hellos),
+            (0, 0),
+            "nothing from it reaches the node"
+        );
+        assert!(refused >= 1);
+    }
 }

@@ -12,7 +12,11 @@
 //!    the applied index reaches theirs;
 //! 4. call `advance`.
 //!
-//! Time is ticks and randomness comes from a seeded [`Rng`], so a run replays from its seed.
+//! Time comes in two forms, both inputs: ticks (elections and heartbeats count them) and
+//! readings of the runtime's monotonic clock, given with every tick and lease read. Leases are
+//! dated on the clock, never on ticks: a runtime that stalls (SIGSTOP, a long fsync) wakes
+//! having missed ticks, but not time. Randomness comes from a seeded [`Rng`], so a run replays
+//! from its seed.
 //! Invariants are asserted where they can break: terms and commit indexes never go back, a
 //! node votes once per term, a leader never overwrites its log, a committed entry is never
 //! truncated, and a leader commits by counting replicas only for entries of its own term.
@@ -29,7 +33,12 @@ use super::message::{
 use super::progress::{Progress, State};
 use super::rng::Rng;
 
-/// A node's settings. Times are in ticks; the runtime decides how long a tick is.
+/// A reading of the runtime's monotonic clock, in microseconds from an origin of its choice
+/// (only differences between readings of one node matter).
+pub type Micros = u64;
+
+/// A node's settings. Times are in ticks; the runtime decides how long a tick is and says so
+/// in `tick_us`.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub id: NodeId,
@@ -53,11 +62,18 @@ pub struct Config {
     /// Leaders step down without a quorum; followers that hear from a leader ignore votes.
     pub check_quorum: bool,
     /// How long a quorum's answer to a heartbeat lets the leader serve reads without asking
-    /// again (leader lease), counted from when the heartbeat was sent; 0 turns leases off.
-    /// Voters that answered refuse other candidates for `election_ticks_min` ticks, so a lease
-    /// shorter than that by two ticks (one for each side's tick rounding) is safe as long as
-    /// the nodes' tick rates differ by less than the rest: the default, 7 of 10, leaves 10%.
+    /// again (leader lease), counted on the leader's clock from when the heartbeat was sent:
+    /// `lease_ticks × tick_us` microseconds; 0 turns leases off. Voters that answered refuse
+    /// other candidates for `election_ticks_min` of their ticks, and a runtime never ticks
+    /// faster than `tick_us` (it may tick slower), so a lease shorter than that by two ticks
+    /// (one for each side's tick rounding) and by the drift margin is safe.
     pub lease_ticks: u32,
+    /// The length of one of the runtime's ticks on its clock. Every node of a group must use
+    /// the same (peers compare it when they connect).
+    pub tick_us: Micros,
+    /// How much faster one node's clock may run than another's, in percent: the margin the
+    /// lease leaves for it.
+    pub clock_drift_percent_max: u32,
 }
 
 impl Config {
@@ -75,6 +91,8 @@ impl Config {
             pre_vote: true,
             check_quorum: true,
             lease_ticks: 7,
+            tick_us: 50_000,
+            clock_drift_percent_max: 10,
         }
     }
 
@@ -87,10 +105,19 @@ impl Config {
         assert!(self.election_ticks_min < self.election_ticks_max);
         assert!(self.append_entries_max >= 1 && self.inflight_appends_max >= 1);
         assert!(self.snapshot_chunk_bytes_max >= 1);
+        assert!(self.tick_us >= 1, "a tick takes time");
+        let lease_with_margin =
+            u64::from(self.lease_ticks + 2) * u64::from(100 + self.clock_drift_percent_max);
         assert!(
-            self.lease_ticks == 0 || self.lease_ticks + 2 <= self.election_ticks_min,
-            "a lease must end two ticks before voters stop ignoring other candidates"
+            self.lease_ticks == 0 || lease_with_margin <= u64::from(self.election_ticks_min) * 100,
+            "a lease must end two ticks and the drift margin before voters stop ignoring \
+             other candidates"
         );
+    }
+
+    /// How long a lease lasts on the leader's clock.
+    pub fn lease_us(&self) -> Micros {
+        u64::from(self.lease_ticks) * self.tick_us
     }
 }
 
@@ -227,12 +254,14 @@ pub struct Raft {
     reads_unindexed: Vec<(Bytes, Option<NodeId>)>,
     read_states: Vec<ReadState>,
     transferee: Option<(NodeId, u32)>,
-    /// Ticks since this node started; its clock for leases.
-    now: u64,
-    /// When each recent heartbeat round was sent (leader), oldest first.
-    round_sent: VecDeque<(u64, u64)>,
-    /// The leader may serve lease reads while `now` is below this.
-    lease_until: u64,
+    /// Ticks since this node started (a restarted voter's guard counts them).
+    ticks: u64,
+    /// The latest reading of the runtime's clock.
+    clock: Micros,
+    /// When (on the clock) each recent heartbeat round was sent (leader), oldest first.
+    round_sent: VecDeque<(u64, Micros)>,
+    /// The leader may serve lease reads while the clock reads below this.
+    lease_until: Micros,
     /// This leader told a follower to campaign (`TimeoutNow`): voters may now follow the
     /// transferee without waiting, so no lease holds for the rest of the term.
     lease_void: bool,
@@ -290,7 +319,8 @@ impl Raft {
             reads_unindexed: Vec::new(),
             read_states: Vec::new(),
             transferee: None,
-            now: 0,
+            ticks: 0,
+            clock: 0,
             round_sent: VecDeque::new(),
             lease_until: 0,
             lease_void: false,
@@ -314,6 +344,9 @@ impl Raft {
 
     pub fn id(&self) -> NodeId {
         self.cfg.id
+    }
+    pub fn config(&self) -> &Config {
+        &self.cfg
     }
     pub fn role(&self) -> Role {
         self.role
@@ -352,9 +385,10 @@ impl Raft {
 
     // ----- Inputs -------------------------------------------------------------------------
 
-    /// One unit of time.
-    pub fn tick(&mut self) {
-        self.now += 1;
+    /// One unit of time; `now` is the runtime's clock as it ticks.
+    pub fn tick(&mut self, now: Micros) {
+        self.observe_clock(now);
+        self.ticks += 1;
         self.election_elapsed += 1;
         if self.role == Role::Leader {
             self.tick_leader();
@@ -491,11 +525,13 @@ impl Raft {
     }
 
     /// Asks for a read under the leader's lease: a leader that heard from a quorum less than
-    /// `lease_ticks` ago answers at once with its commit index, without a heartbeat round.
-    /// Anywhere else, or without a lease, this is [`Raft::read_index`]. Correct only while the
-    /// nodes' clocks run at about the same rate (see [`Config::lease_ticks`]).
-    pub fn read_lease(&mut self, context: Bytes) {
-        if self.has_lease() {
+    /// a lease ago answers at once with its commit index, without a heartbeat round.
+    /// Anywhere else, or without a lease, this is [`Raft::read_index`]. `now` must be read
+    /// after the request arrived (a lease valid before a stall says nothing after it). Correct
+    /// only while the nodes' clocks run at about the same rate (see [`Config::lease_ticks`]).
+    pub fn read_lease(&mut self, context: Bytes, now: Micros) {
+        self.observe_clock(now);
+        if self.has_lease(now) {
             let index = self.log.committed();
             self.read_states.push(ReadState {
                 context,
@@ -662,7 +698,8 @@ impl Raft {
         );
         // A node that has just started may have answered a leader's heartbeat before it went
         // down, and does not remember it: it waits an election timeout as if it had.
-        let heard_recently = self.leader.is_some() || self.now < self.cfg.election_ticks_min.into();
+        let heard_recently =
+            self.leader.is_some() || self.ticks < self.cfg.election_ticks_min.into();
         asks_vote
             && self.cfg.check_quorum
             && heard_recently
@@ -1098,7 +1135,9 @@ impl Raft {
         if self.round_sent.len() == ROUNDS_REMEMBERED_MAX {
             self.round_sent.pop_front();
         }
-        self.round_sent.push_back((self.round, self.now));
+        // The clock's latest reading is at or before the real send: a lease dated from it
+        // ends no later than one dated from the send.
+        self.round_sent.push_back((self.round, self.clock));
         let peers: Vec<(NodeId, Index)> = self
             .progress
             .iter()
@@ -1138,22 +1177,44 @@ impl Raft {
         }
         if let Some(&(round, sent)) = self.round_sent.front() {
             if round == confirmed {
-                let until = sent + u64::from(self.cfg.lease_ticks);
+                let until = sent + self.cfg.lease_us();
                 self.lease_until = self.lease_until.max(until);
             }
         }
     }
 
-    /// Whether this node may serve a read from its own state now, as the leader holding a
-    /// lease (see [`Raft::read_lease`]).
-    pub fn has_lease(&self) -> bool {
+    /// A new reading of the runtime's clock. One that went back, or jumped forward by more
+    /// than a lease (the runtime stalled), voids the lease and the rounds it could be dated
+    /// from: a lease holds again only after a heartbeat sent from now on is answered.
+    fn observe_clock(&mut self, now: Micros) {
+        let jumped = now < self.clock || now - self.clock > self.cfg.lease_us();
+        if jumped && self.clock != 0 {
+            if self.role == Role::Leader {
+                tracing::debug!(
+                    id = self.cfg.id,
+                    from = self.clock,
+                    to = now,
+                    "the clock jumped; the lease is void until a quorum answers again"
+                );
+            }
+            self.lease_until = 0;
+            self.round_sent.clear();
+        }
+        self.clock = now;
+    }
+
+    /// Whether this node may serve a read from its own state at `now` (the runtime's clock,
+    /// read after the request arrived), as the leader holding a lease (see
+    /// [`Raft::read_lease`]).
+    pub fn has_lease(&self, now: Micros) -> bool {
         self.role == Role::Leader
             && self.cfg.check_quorum
             && self.cfg.lease_ticks > 0
             && !self.lease_void
             && self.transferee.is_none()
             && self.committed_in_term()
-            && self.now < self.lease_until
+            && now >= self.clock
+            && now < self.lease_until
     }
 
     /// The highest round a quorum of voters (this leader included) has acknowledged.

@@ -17,8 +17,9 @@
 //! use kvstore::raft::{Config, Raft, Restored, Role};
 //! // A group of one: it elects itself after an election timeout.
 //! let mut node = Raft::new(Config::new(1), Restored::bootstrap([1]), 42);
-//! for _ in 0..20 {
-//!     node.tick();
+//! let tick_us = Config::new(1).tick_us;
+//! for t in 1..=20 {
+//!     node.tick(t * tick_us); // the runtime's monotonic clock, in microseconds
 //! }
 //! assert_eq!(node.role(), Role::Leader);
 //! let ready = node.ready(); // persist ready.entries and ready.hard_state, then:
@@ -37,7 +38,7 @@ mod progress;
 mod rng;
 pub mod sim;
 
-pub use self::core::{Config, ProposeError, Raft, ReadState, Ready, Restored, Role};
+pub use self::core::{Config, Micros, ProposeError, Raft, ReadState, Ready, Restored, Role};
 pub use self::log::{Mismatch, RaftLog};
 pub use self::message::{
     AppendResult, Body, ConfigChange, Entry, HardState, Index, Membership, Message, NodeId,

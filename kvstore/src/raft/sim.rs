@@ -63,6 +63,11 @@ pub struct SimOptions {
     /// Chance that the leader proposes a membership change this tick: add a learner,
     /// promote a learner to voter, or remove a member (the leader too), keeping 3 to 5 voters.
     pub reconfigure: f64,
+    /// Chance, per running node, that its runtime stalls this tick (SIGSTOP, a long fsync):
+    /// for 1 to `stall_ticks_max` ticks it neither ticks nor handles messages, while time
+    /// goes on for everyone else. Messages to it wait, as in its socket buffers.
+    pub stall: f64,
+    pub stall_ticks_max: u64,
 }
 
 impl SimOptions {
@@ -84,6 +89,8 @@ impl SimOptions {
             pre_vote: true,
             members: nodes,
             reconfigure: 0.0,
+            stall: 0.0,
+            stall_ticks_max: 40,
         }
     }
 
@@ -98,6 +105,7 @@ impl SimOptions {
         "snapshots",
         "no_pre_vote",
         "membership",
+        "stalls",
     ];
 
     /// The options of a named scenario.
@@ -171,6 +179,18 @@ impl SimOptions {
                 ticks: 600,
                 ..base
             },
+            // Leaders (and followers) freeze for up to two election timeouts and wake to
+            // serve reads at once: a lease must not outlive the stall.
+            "stalls" => SimOptions {
+                nodes: 3,
+                members: 3,
+                stall: 0.01,
+                drop: 0.02,
+                delay_ticks_max: 2,
+                propose: 0.5,
+                read: 0.5,
+                ..base
+            },
             _ => return None,
         })
     }
@@ -241,12 +261,38 @@ struct Node {
     disk: Disk,
     machine: Machine,
     restart_at: u64,
+    /// The node's runtime is stalled until this tick.
+    stalled_until: u64,
+    clock: Clock,
     /// Reads asked here: context -> the highest acknowledged index when they were asked.
     reads: BTreeMap<u64, Index>,
     /// Reads with a read index, waiting for the machine to reach it.
     ready_reads: Vec<(u64, Index)>,
     /// Commands proposed here, waiting to be applied: (index, term) -> proposal number.
     proposed: BTreeMap<(Index, Term), u64>,
+}
+
+/// A node's monotonic clock: its own origin, and a rate up to 5% off true time (within the
+/// drift margin the lease leaves). Time goes on while a node is stalled or down.
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    origin: u64,
+    rate_permille: u64,
+}
+
+impl Clock {
+    fn new(rng: &mut Rng) -> Clock {
+        Clock {
+            origin: 1 + rng.range(0..1 << 40),
+            rate_permille: 950 + rng.range(0..101),
+        }
+    }
+
+    /// The reading at simulated tick `now`.
+    fn read(&self, now: u64) -> u64 {
+        let tick_us = Config::new(1).tick_us;
+        self.origin + now * tick_us * self.rate_permille / 1000
+    }
 }
 
 /// Counts of what happened, for tests that check progress was made.
@@ -260,6 +306,8 @@ pub struct SimStats {
     /// Reads a leader answered from its lease, without a heartbeat round.
     pub lease_reads: u64,
     pub crashes: u64,
+    /// Stalls of a node's runtime.
+    pub stalls: u64,
     pub snapshots_installed: u64,
     /// Membership changes that committed.
     pub config_changes: u64,
@@ -279,6 +327,7 @@ impl SimStats {
         self.reads_failed += other.reads_failed;
         self.lease_reads += other.lease_reads;
         self.crashes += other.crashes;
+        self.stalls += other.stalls;
         self.snapshots_installed += other.snapshots_installed;
         self.config_changes += other.config_changes;
         self.messages_sent += other.messages_sent;
@@ -318,6 +367,7 @@ impl Sim {
         assert!(opts.members >= 1 && opts.members <= opts.nodes);
         let ids: Vec<NodeId> = (1..=opts.nodes as NodeId).collect();
         let founders: Vec<NodeId> = (1..=opts.members as NodeId).collect();
+        let mut rng = Rng::new(opts.seed);
         let nodes = ids
             .iter()
             .map(|&id| {
@@ -336,6 +386,8 @@ impl Sim {
                     disk,
                     machine: Machine::default(),
                     restart_at: 0,
+                    stalled_until: 0,
+                    clock: Clock::new(&mut rng),
                     reads: BTreeMap::new(),
                     ready_reads: Vec::new(),
                     proposed: BTreeMap::new(),
@@ -343,7 +395,7 @@ impl Sim {
             })
             .collect();
         Sim {
-            rng: Rng::new(opts.seed),
+            rng,
             groups: vec![0; opts.nodes],
             opts,
             now: 0,
@@ -389,6 +441,13 @@ impl Sim {
                 self.restart(i);
             }
         }
+        for i in 0..self.nodes.len() {
+            if self.is_live(i) && self.rng.chance(o.stall) {
+                let ticks = 1 + self.rng.range(0..o.stall_ticks_max.max(1));
+                self.nodes[i].stalled_until = self.now + ticks;
+                self.stats.stalls += 1;
+            }
+        }
         if self.rng.chance(o.propose) {
             self.propose_somewhere();
         }
@@ -401,12 +460,18 @@ impl Sim {
         }
     }
 
+    /// Whether node `i` runs and is not stalled.
+    fn is_live(&self, i: usize) -> bool {
+        self.nodes[i].raft.is_some() && self.now >= self.nodes[i].stalled_until
+    }
+
     /// Crashes node `i`: everything not on its disk is gone.
     pub fn crash(&mut self, i: usize) {
         let n = &mut self.nodes[i];
         if n.raft.take().is_some() {
             self.stats.crashes += 1;
             n.restart_at = self.now + 1 + self.rng.range(0..self.opts.restart_ticks_max.max(1));
+            n.stalled_until = 0;
             n.reads.clear();
             n.ready_reads.clear();
             n.proposed.clear();
@@ -449,9 +514,17 @@ impl Sim {
     /// checked.
     pub fn tick(&mut self) {
         self.now += 1;
+        let now = self.now;
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].raft.is_some() && self.nodes[i].stalled_until == now {
+                // It wakes: a client's read that waited in its socket comes first.
+                self.read_at(i);
+            }
+        }
         for n in self.nodes.iter_mut() {
-            if let Some(r) = n.raft.as_mut() {
-                r.tick();
+            let clock = n.clock.read(now);
+            if let Some(r) = n.raft.as_mut().filter(|_| now >= n.stalled_until) {
+                r.tick(clock);
             }
         }
         self.deliver();
@@ -462,8 +535,10 @@ impl Sim {
     fn deliver(&mut self) {
         let now = self.now;
         let mut due: Vec<(u64, u64, Message)> = Vec::new();
+        let stalled: Vec<bool> = self.nodes.iter().map(|n| now < n.stalled_until).collect();
         self.network.retain(|m| {
-            if m.0 <= now {
+            let to = (m.2.to - 1) as usize;
+            if m.0 <= now && !stalled.get(to).copied().unwrap_or(false) {
                 due.push(m.clone());
                 false
             } else {
@@ -495,6 +570,9 @@ impl Sim {
     }
 
     fn handle_ready(&mut self, i: usize) {
+        if self.now < self.nodes[i].stalled_until {
+            return; // a stalled runtime does nothing; it catches up when it wakes
+        }
         loop {
             let Some(raft) = self.nodes[i].raft.as_mut() else {
                 return;
@@ -621,6 +699,9 @@ impl Sim {
         let i = self.leader_index().unwrap_or(i);
         self.next_proposal += 1;
         let data = Bytes::from(format!("cmd-{}", self.next_proposal));
+        if !self.is_live(i) {
+            return;
+        }
         let n = &mut self.nodes[i];
         if let Some(raft) = n.raft.as_mut() {
             if let Ok(index) = raft.propose(data) {
@@ -674,6 +755,9 @@ impl Sim {
     /// lease (`read_lease`, which is `read_index` where there is no lease), half the time
     /// with `read_index`. Both must see every write acknowledged before the read.
     pub fn read_at(&mut self, i: usize) {
+        if !self.is_live(i) {
+            return; // the request waits in a socket; it is asked when the node wakes
+        }
         self.next_read += 1;
         let context = self.next_read;
         let required = self.acknowledged;
@@ -683,8 +767,9 @@ impl Sim {
             n.reads.insert(context, required);
             let context = Bytes::copy_from_slice(&context.to_le_bytes());
             if lease {
-                self.stats.lease_reads += u64::from(raft.has_lease());
-                raft.read_lease(context);
+                let clock = n.clock.read(self.now);
+                self.stats.lease_reads += u64::from(raft.has_lease(clock));
+                raft.read_lease(context, clock);
             } else {
                 raft.read_index(context);
             }
