@@ -62,6 +62,13 @@ pub enum StateError {
     },
     #[error("snapshot is corrupt: {0}")]
     CorruptSnapshot(String),
+    /// Applying entry `index` met a fault of this replica's storage. The entry is not
+    /// applied (nor any after it); the node must stop and apply it again after a restart.
+    #[error(
+        "applying entry {index} failed on this replica's storage ({reason}); stopping so that \
+         a restart applies it again"
+    )]
+    Apply { index: Index, reason: String },
 }
 
 type Result<T, E = StateError> = std::result::Result<T, E>;
@@ -184,42 +191,50 @@ impl StateMachine {
         let mut applied = self.applied;
         let mut now_ms = self.now_ms;
         let resp = &self.resp;
-        db.engine()
-            .write_group_at(now_ms, |group| -> Result<(), StorageError> {
-                let from = applied;
-                for entry in entries.iter().filter(|e| e.index > from) {
-                    let command = match &entry.payload {
-                        Payload::Command(data) => match Command::decode(data) {
-                            Ok(command) => Some(command),
-                            Err(error) => {
-                                // The leader encoded it, so every replica skips it alike.
-                                tracing::error!(index = entry.index, %error, "undecodable command");
-                                None
-                            }
-                        },
-                        Payload::Noop | Payload::Config(_) => None,
-                    };
-                    if let Some(c) = &command {
-                        now_ms = now_ms.max(c.now_ms);
-                    }
-                    group.set_now_ms(now_ms);
-                    let ((), _) = group.txn(Some(entry.index), |txn| {
-                        if let Some(command) = command {
-                            let reply = execute(&db, resp, txn, command)?;
-                            replies.push((entry.index, reply));
+        let outcome = db.engine().write_group_at(now_ms, |group| -> Result<()> {
+            let from = applied;
+            for entry in entries.iter().filter(|e| e.index > from) {
+                let command = match &entry.payload {
+                    Payload::Command(data) => match Command::decode(data) {
+                        Ok(command) => Some(command),
+                        Err(error) => {
+                            // The leader encoded it, so every replica skips it alike.
+                            tracing::error!(index = entry.index, %error, "undecodable command");
+                            None
                         }
-                        let mut marker = [0u8; 16];
-                        marker[..8].copy_from_slice(&entry.index.to_le_bytes());
-                        marker[8..].copy_from_slice(&now_ms.to_le_bytes());
-                        txn.put(APPLIED_KEY, marker, 0)
-                    })?;
-                    applied = entry.index;
+                    },
+                    Payload::Noop | Payload::Config(_) => None,
+                };
+                if let Some(c) = &command {
+                    now_ms = now_ms.max(c.now_ms);
                 }
-                Ok(())
-            })?
-            .0?;
+                group.set_now_ms(now_ms);
+                let ((), _) = group.txn(Some(entry.index), |txn| -> Result<()> {
+                    if let Some(command) = command {
+                        let reply = execute(&db, resp, txn, command)?;
+                        if let Some(reason) = txn.storage_fault() {
+                            // The handler may have answered with the error; the entry
+                            // must not count as applied here.
+                            return Err(StateError::Apply {
+                                index: entry.index,
+                                reason,
+                            });
+                        }
+                        replies.push((entry.index, reply));
+                    }
+                    let mut marker = [0u8; 16];
+                    marker[..8].copy_from_slice(&entry.index.to_le_bytes());
+                    marker[8..].copy_from_slice(&now_ms.to_le_bytes());
+                    Ok(txn.put(APPLIED_KEY, marker, 0)?)
+                })?;
+                applied = entry.index;
+            }
+            Ok(())
+        })?;
+        // The entries before a failed one were appended with the group: they count.
         self.applied = applied;
         self.now_ms = now_ms;
+        outcome.0?;
         Ok(replies)
     }
 
@@ -745,6 +760,59 @@ mod tests {
     }
 
     #[test]
+    fn a_storage_fault_while_applying_stops_the_apply_and_a_restart_applies_the_entry() {
+        use crate::storage::fault::{FailNth, IoOp};
+        let d = dir();
+        // Values past the inline limit are read from the segment file, where reads fail.
+        let big = "x".repeat(config().inline_value_bytes_max as usize + 10);
+        let mut faulty = config();
+        faulty.faults = Some(Arc::new(FailNth::from(IoOp::Read, 1)));
+        let mut sm = StateMachine::open(&d, faulty).unwrap();
+        sm.apply(&[
+            entry(1, wire(None, NOW, &put("r", &big, None))),
+            entry(2, wire(None, NOW, &put("w", &big, None))),
+        ])
+        .unwrap();
+        // The first entry of the batch applies; each of the others reads a value and fails.
+        let batch = [
+            entry(3, wire(None, NOW, &put("ok", "1", None))),
+            entry(4, Command::resp(NOW, &[b"INCR", b"r"])),
+            entry(5, wire(None, NOW, &incr("w"))),
+        ];
+        let error = sm.apply(&batch).unwrap_err();
+        assert!(
+            matches!(&error, StateError::Apply { index: 4, reason } if reason.contains("injected")),
+            "{error}"
+        );
+        assert_eq!(sm.applied(), 3, "entry 3 applied, entry 4 not");
+        let error = sm.apply(&batch[2..]).unwrap_err();
+        assert!(
+            matches!(error, StateError::Apply { index: 5, .. }),
+            "{error}"
+        );
+        drop(sm);
+        // A restart (the disk is fine again) applies them.
+        let mut sm = StateMachine::open(&d, config()).unwrap();
+        assert_eq!(sm.applied(), 3);
+        let replies = sm.apply(&batch).unwrap();
+        assert_eq!(replies.len(), 2, "entry 3 is not applied twice");
+        assert!(
+            matches!(&replies[0], (4, Reply::Resp(RespReply::Error(e))) if e.contains("not an integer")),
+            "{replies:?}"
+        );
+        assert!(matches!(
+            &replies[1],
+            (
+                5,
+                Reply::Wire(Response::Error {
+                    code: ErrorCode::NotAnInteger,
+                    ..
+                })
+            )
+        ));
+    }
+
+    #[test]
     fn expiry_is_judged_at_the_entrys_time_not_the_replicas_clock() {
         // Entries from long ago: on this machine's clock the key expired long since, but at
         // the entries' time it was alive, so the increment must see it.
@@ -795,9 +863,9 @@ mod tests {
                 0 => &["SET", &k, "r", "NX"],
                 1 => &["SET", &k, "r", "PX", &t.to_string()],
                 2 => &["INCR", &k],
-                3 => &["APPEND", &k, "x"],
+                3 => &["PSETEX", &k, &t.to_string(), "p"],
                 4 => &["PEXPIRE", &k, &t.to_string()],
-                _ => &["SET", &k, "s", "XX", "GET"],
+                _ => &["SET", &k, "s", "XX"],
             };
             Op::Resp(words.iter().map(|w| w.to_string()).collect())
         });

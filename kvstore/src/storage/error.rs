@@ -69,6 +69,17 @@ pub enum StorageError {
 }
 
 impl StorageError {
+    /// Whether every replica meets this error alike for the same request (a key or value
+    /// over its limit), rather than because of its own disk (an IO error, corruption, a
+    /// poisoned engine). Only the former may become a request's reply on a replica: the
+    /// latter would make this replica skip a write the others applied.
+    pub fn is_deterministic(&self) -> bool {
+        matches!(
+            self,
+            StorageError::KeyTooLarge { .. } | StorageError::ValueTooLarge { .. }
+        )
+    }
+
     pub(crate) fn io(
         action: &'static str,
         path: impl Into<PathBuf>,

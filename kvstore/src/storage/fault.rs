@@ -25,6 +25,8 @@ pub enum IoOp {
     Rename,
     /// Removing a file (compaction inputs, the marker).
     Remove,
+    /// Reading a value that is not held in memory (`pread`).
+    Read,
 }
 
 /// Decides whether an operation fails. Called just before the real operation, which is not

@@ -166,9 +166,29 @@ pub struct Txn<'a> {
     ranges: Vec<KeyRange>,
     overlay: &'a Overlay,
     applied: &'a [Applied],
+    /// The first read that failed because of this engine's disk, not the request (see
+    /// [`Txn::storage_fault`]).
+    fault: std::cell::RefCell<Option<String>>,
 }
 
 impl Txn<'_> {
+    /// Why a read in this transaction failed because of this engine's files (an IO error,
+    /// a checksum), if one did. The caller may have turned the error into a reply; a
+    /// replicated state machine must instead stop, or this replica would silently skip a
+    /// write the others applied.
+    pub fn storage_fault(&self) -> Option<String> {
+        self.fault.borrow().clone()
+    }
+
+    fn note<T>(&self, result: Result<T>) -> Result<T> {
+        if let Err(e) = &result {
+            if !e.is_deterministic() {
+                self.fault.borrow_mut().get_or_insert_with(|| e.to_string());
+            }
+        }
+        result
+    }
+
     /// The version this transaction writes with.
     pub fn version(&self) -> u64 {
         self.version
@@ -202,7 +222,7 @@ impl Txn<'_> {
         match self.overlay.lookup(self.applied, key, self.now_ms) {
             Seen::Written(staged, version) => Ok(written(staged, version)),
             Seen::Deleted => Ok(None),
-            Seen::Unknown => self.inner.get(key, Some(self.now_ms)),
+            Seen::Unknown => self.note(self.inner.get(key, Some(self.now_ms))),
         }
     }
 
@@ -350,6 +370,7 @@ impl Group<'_> {
             ranges: Vec::new(),
             overlay: &self.overlay,
             applied: &self.applied,
+            fault: Default::default(),
         };
         let result = f(&mut txn);
         let (staged, ranges) = (txn.staged, txn.ranges);

@@ -773,7 +773,8 @@ impl Inner {
     fn read_value(&self, file: &File, at: Location, key: &[u8]) -> Result<Bytes> {
         let path = || segment::segment_path(&self.dir, at.segment);
         let mut buf = vec![0u8; at.len as usize];
-        file.read_exact_at(&mut buf, at.offset)
+        self.fault(IoOp::Read, &path())
+            .and_then(|()| file.read_exact_at(&mut buf, at.offset))
             .map_err(|source| StorageError::Io {
                 action: "reading",
                 path: path(),
