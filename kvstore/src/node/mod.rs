@@ -198,6 +198,8 @@ struct Shared {
     stopped: Mutex<Option<Result<(), String>>>,
     transport: Arc<Transport>,
     timing: transport::Timing,
+    /// The state machine's clock (see [`Node::now_ms`]).
+    clock: Arc<storage::FloorClock>,
 }
 
 /// A handle to a running node; cheap to clone.
@@ -331,6 +333,7 @@ impl Node {
             stopped: Mutex::new(None),
             transport: transport.clone(),
             timing,
+            clock: machine.clock(),
         });
         let group = Group {
             raft,
@@ -381,6 +384,14 @@ impl Node {
 
     pub fn id(&self) -> NodeId {
         self.shared.id
+    }
+
+    /// "Now" for a command this node proposes, in Unix milliseconds: the wall clock, never
+    /// behind the log's time and never going back. Reads judge expiry by the same clock, so a
+    /// read and the writes this node proposes after it agree on what has expired.
+    pub fn now_ms(&self) -> u64 {
+        use storage::Clock;
+        self.shared.clock.now_ms()
     }
 
     /// Accepts connections from peers on `listener` until `shutdown` resolves.
@@ -815,7 +826,8 @@ impl Runner {
                 {
                     // Logged before the change, so every member (and any later leader) can
                     // reach the node; applying it sets the address here too.
-                    if let Err(error) = g.raft.propose(command::Command::peer(now_ms(), id, a)) {
+                    let now = storage::Clock::now_ms(&*g.machine.clock());
+                    if let Err(error) = g.raft.propose(command::Command::peer(now, id, a)) {
                         let _ = reply.send(Err(self.propose_error(error)));
                         return;
                     }

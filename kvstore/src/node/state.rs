@@ -32,7 +32,7 @@ use super::command::{self, Command};
 use crate::db::{Db, Store};
 use crate::raft::{Entry, Index, Payload};
 use crate::resp::codec::Reply as RespReply;
-use crate::storage::{self, Engine, StorageError, SystemClock, Txn, Value, Written};
+use crate::storage::{self, Engine, FloorClock, StorageError, SystemClock, Txn, Value, Written};
 use crate::wire::frame::decode_frame;
 use crate::wire::{ErrorCode, Request, Response};
 
@@ -99,6 +99,9 @@ pub struct StateMachine {
     /// goes back even if leaders' clocks disagree.
     now_ms: u64,
     resp: crate::resp::commands::Shared,
+    /// Reads' clock, and the clock this node stamps its proposals with: never behind the
+    /// log's time (`now_ms`).
+    clock: Arc<FloorClock>,
 }
 
 impl std::fmt::Debug for StateMachine {
@@ -130,12 +133,10 @@ impl StateMachine {
             Err(e) => return Err(io("reading", &current)(e)),
         };
         remove_other_engines(dir, generation)?;
-        let engine = Engine::open(
-            engine_dir(dir, generation),
-            config.clone(),
-            Arc::new(SystemClock),
-        )?;
+        let clock = Arc::new(FloorClock::new(Arc::new(SystemClock)));
+        let engine = Engine::open(engine_dir(dir, generation), config.clone(), clock.clone())?;
         let (applied, now_ms) = read_applied(&engine)?;
+        clock.raise_to(now_ms);
         Ok(StateMachine {
             dir: dir.to_path_buf(),
             config,
@@ -144,7 +145,14 @@ impl StateMachine {
             applied,
             now_ms,
             resp: Default::default(),
+            clock,
         })
+    }
+
+    /// The clock reads judge expiry by and this node stamps its proposals with: the wall
+    /// clock, never behind the time of the last applied entry.
+    pub fn clock(&self) -> Arc<FloorClock> {
+        self.clock.clone()
     }
 
     /// The index of the last entry applied.
@@ -234,6 +242,7 @@ impl StateMachine {
         // The entries before a failed one were appended with the group: they count.
         self.applied = applied;
         self.now_ms = now_ms;
+        self.clock.raise_to(now_ms);
         outcome.0?;
         Ok(replies)
     }
@@ -282,7 +291,7 @@ impl StateMachine {
         if dir.exists() {
             fs::remove_dir_all(&dir).map_err(io("removing", &dir))?;
         }
-        let engine = Engine::open(&dir, self.config.clone(), Arc::new(SystemClock))?;
+        let engine = Engine::open(&dir, self.config.clone(), self.clock.clone())?;
         let mut entries = snapshot.entries;
         entries.sort_by_key(|e| e.version);
         let mut versions = entries.chunk_by(|a, b| a.version == b.version).peekable();
@@ -316,6 +325,7 @@ impl StateMachine {
         self.generation = generation;
         self.applied = applied;
         self.now_ms = now_ms;
+        self.clock.raise_to(now_ms);
         Ok(())
     }
 }
@@ -603,6 +613,7 @@ fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> State
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::Clock;
     use crate::wire::Condition;
 
     fn dir() -> crate::test_dir::TestDir {
@@ -809,6 +820,31 @@ mod tests {
                     ..
                 })
             )
+        ));
+    }
+
+    #[test]
+    fn reads_judge_expiry_by_the_same_clock_as_the_writes_that_follow() {
+        // The log's clock runs ahead of this machine's (a leader with a fast clock): a key
+        // the log already treats as expired must read as expired here too, or a read could
+        // see a key that the next SET NX, applied at the log's time, finds gone.
+        let d = dir();
+        let mut sm = StateMachine::open(&d, config()).unwrap();
+        let ahead = SystemClock.now_ms() + 3_600_000;
+        sm.apply(&[
+            entry(1, wire(None, ahead, &put("k", "1", Some(1_000)))),
+            entry(2, wire(None, ahead + 2_000, &put("other", "x", None))),
+        ])
+        .unwrap();
+        assert!(get(&sm, "k").is_none(), "expired at the log's time");
+        // And the clock that stamps this node's next proposals is not behind the log either.
+        assert!(sm.clock().now_ms() >= ahead + 2_000);
+        let replies = sm
+            .apply(&[entry(3, wire(None, SystemClock.now_ms(), &incr("k")))])
+            .unwrap();
+        assert!(matches!(
+            &replies[0],
+            (3, Reply::Wire(Response::IncrOk { value: 1, .. }))
         ));
     }
 

@@ -14,7 +14,7 @@
 //! each frame's request id as the session's sequence number.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
@@ -34,12 +34,6 @@ use crate::wire::{self, ErrorCode, Request, Response};
 
 /// Frames (or commands) taken from the read buffer per round.
 const PIPELINE_MAX: usize = 1024;
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
 
 /// A node error as a binary-protocol error response.
 pub fn error_response(error: &NodeError) -> Response {
@@ -192,7 +186,7 @@ pub async fn serve_binary(
                 request if is_write(&request) => {
                     // The log entry carries the frame as it arrived.
                     let session = (client_id != 0).then_some((client_id, id));
-                    let data = Command::wire_frame(session, now_ms(), &frame);
+                    let data = Command::wire_frame(session, node.now_ms(), &frame);
                     pending.push(Pending::Proposal(id, node.propose(data)));
                 }
                 request => {
@@ -312,7 +306,7 @@ pub async fn serve_resp(
                 consistency = ctx.config.read_consistency;
                 pending.push(Pending::Ready(0, RespReply::ok()));
             } else if resp_is_write(name) {
-                let data = pipeline.with_args(i, |args| Command::resp(now_ms(), args));
+                let data = pipeline.with_args(i, |args| Command::resp(node.now_ms(), args));
                 pending.push(Pending::Proposal(0, node.propose(data)));
             } else {
                 settle(&mut pending, timeout, convert, |_, r| r.encode(&mut wbuf)).await;

@@ -31,7 +31,7 @@ pub mod record;
 pub mod segment;
 pub mod wal;
 
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use clock::{Clock, FloorClock, ManualClock, SystemClock};
 pub use engine::{
     CompactionReport, Engine, Group, Savepoint, ScanEntry, Stats, Txn, Value, Written, FORMAT_FILE,
     FORMAT_VERSION,
