@@ -377,10 +377,14 @@ async fn execute(client: &Client, ks: &str, command: Command) -> Result<i32, Cli
                     let _ = out.write_all(&found.value);
                     let _ = out.write_all(b"\n");
                     if let Some(lag) = lag {
+                        let heard = match lag.ms {
+                            Some(ms) => format!("last heard from a leader {ms} ms before"),
+                            None => "has heard from no leader since it started".into(),
+                        };
                         eprintln!(
-                            "kvstore: follower read: {} committed entries not yet applied, last \
-                         heard from the leader {} ms before",
-                            lag.entries, lag.ms
+                            "kvstore: follower read: {} committed entries not yet applied; the \
+                             replica {heard}",
+                            lag.entries
                         );
                     }
                 }

@@ -570,6 +570,8 @@ fn a_short_stall_keeps_the_lease() {
     let mut net = Net::new(3);
     net.elect(1);
     net.heartbeat(1);
+    let heard = net.node(1).heard_from_quorum_at();
+    assert!(heard.is_some_and(|t| t <= net.now_us(1)), "{heard:?}");
     net.pass_time(1, 2);
     net.read_lease(1);
     net.collect();

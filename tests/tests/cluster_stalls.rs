@@ -184,3 +184,58 @@ fn a_follower_that_applies_a_backlog_of_expiring_keys_agrees_with_the_leader() {
     }
     drop(cluster.kill(leader));
 }
+
+#[test]
+fn a_follower_read_says_how_long_since_its_replica_heard_from_a_leader() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut cluster = Cluster::start("stall-lag", ClusterOptions::default()).unwrap();
+    let rt = runtime();
+    let leader = cluster.wait_for_leader(Duration::from_secs(20)).unwrap();
+    let client = ClusterClient::new(cluster.client_addresses(), ClusterConfig::default());
+    rt.block_on(client.put("default", b"k", b"v", Condition::None))
+        .unwrap();
+    let direct = rt
+        .block_on(Client::connect(
+            cluster.node(leader).addr,
+            ClientConfig::default(),
+        ))
+        .unwrap();
+    // A leader cut off and stopped wakes sure it leads: its data is as old as the last time
+    // a quorum answered it, and a follower read must say so.
+    cluster.isolate(leader);
+    cluster.pause(leader).unwrap();
+    std::thread::sleep(Duration::from_millis(2_000));
+    cluster.resume(leader).unwrap();
+    let (found, lag) = rt
+        .block_on(direct.get_lagged("default", b"k", Consistency::Follower))
+        .unwrap();
+    assert_eq!(found.map(|v| v.value), Some("v".into()));
+    let lag = lag.expect("a follower read carries its lag");
+    assert!(
+        lag.ms.is_some_and(|ms| ms >= 1_500),
+        "node {leader} heard from no quorum for 2 s, yet says {lag:?}\n{}",
+        cluster.logs()
+    );
+    cluster.heal();
+    // A node restarted alone on its old data has heard from no leader: its lag is unknown,
+    // not zero.
+    for id in 1..=3 {
+        cluster.kill(id).unwrap();
+    }
+    cluster.restart(leader).unwrap();
+    let alone = rt
+        .block_on(Client::connect(
+            cluster.node(leader).addr,
+            ClientConfig::default(),
+        ))
+        .unwrap();
+    let (found, lag) = rt
+        .block_on(alone.get_lagged("default", b"k", Consistency::Follower))
+        .unwrap();
+    assert_eq!(found.map(|v| v.value), Some("v".into()));
+    let lag = lag.expect("a follower read carries its lag");
+    assert_eq!(
+        lag.ms, None,
+        "node {leader} has heard from no leader: {lag:?}"
+    );
+}

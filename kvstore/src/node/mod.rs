@@ -99,9 +99,10 @@ pub use crate::wire::Consistency;
 /// How stale a read may be: what the replica knew when it served it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Staleness {
-    /// Entries the replica knew to be committed but had not applied yet.
+    /// Entries of the highest commit index a leader told it that it had not applied yet.
     pub entries_behind: u64,
-    /// Milliseconds since it last heard from a leader (`None`: never, or it is the leader).
+    /// Milliseconds since it last heard that commit index: from a leader's message, or,
+    /// leading, from a quorum's answer. `None`: not since it started (unknown).
     pub since_leader_ms: Option<u64>,
 }
 
@@ -158,8 +159,12 @@ pub struct GroupStatus {
     pub learners: Vec<NodeId>,
     /// The leader's view of each member's log (leader only).
     pub match_index: BTreeMap<NodeId, Index>,
+    /// The highest commit index this node knows a leader reached.
+    pub leader_commit: Index,
+    /// When (on [`clock::monotonic_us`]) it last heard that: a leader's message, or a
+    /// quorum's answer while it led. `None`: not since it started.
     #[serde(skip)]
-    pub last_leader_contact: Option<Instant>,
+    pub heard_at_us: Option<raft::Micros>,
 }
 
 /// The node's state as last published by the Raft thread.
@@ -342,7 +347,7 @@ impl Node {
             proposals: BTreeMap::new(),
             reads: HashMap::new(),
             waiting_reads: Vec::new(),
-            last_leader_contact: None,
+            heard_at_us: None,
             term_vote: (hard_state.term, hard_state.vote),
         };
         let mut runner = Runner {
@@ -618,16 +623,15 @@ impl Node {
     fn staleness(&self) -> Staleness {
         let status = self.shared.status.lock().expect("status lock");
         let Some(g) = status.groups.first() else {
-            return Staleness::default();
+            return Staleness {
+                entries_behind: 0,
+                since_leader_ms: None,
+            };
         };
+        let now = clock::monotonic_us();
         Staleness {
-            entries_behind: g.commit.saturating_sub(g.applied),
-            since_leader_ms: (g.role != "leader")
-                .then(|| {
-                    g.last_leader_contact
-                        .map(|t| t.elapsed().as_millis() as u64)
-                })
-                .flatten(),
+            entries_behind: g.leader_commit.saturating_sub(g.applied),
+            since_leader_ms: g.heard_at_us.map(|t| now.saturating_sub(t) / 1000),
         }
     }
 
@@ -700,7 +704,8 @@ struct Group {
     reads: HashMap<u64, oneshot::Sender<Result<Staleness, NodeError>>>,
     /// Reads that have a read index, waiting for the state machine to reach it.
     waiting_reads: Vec<(Index, oneshot::Sender<Result<Staleness, NodeError>>)>,
-    last_leader_contact: Option<Instant>,
+    /// When (on [`clock::monotonic_us`]) it last heard from a leader of the group.
+    heard_at_us: Option<raft::Micros>,
     /// The term and vote last written to the WAL: a change must be synced before any
     /// message goes out.
     term_vote: (Term, Option<NodeId>),
@@ -773,7 +778,7 @@ impl Runner {
                 );
                 g.raft.step(m);
                 if leader_message && g.raft.leader() == Some(from) {
-                    g.last_leader_contact = Some(Instant::now());
+                    g.heard_at_us = Some(clock::monotonic_us());
                 }
             }
             Event::Propose(data, reply) => {
@@ -984,7 +989,8 @@ impl Runner {
                     } else {
                         BTreeMap::new()
                     },
-                    last_leader_contact: g.last_leader_contact,
+                    leader_commit: r.leader_commit(),
+                    heard_at_us: g.heard_at_us.max(r.heard_from_quorum_at()),
                 }
             })
             .collect();

@@ -265,6 +265,11 @@ pub struct Raft {
     /// This leader told a follower to campaign (`TimeoutNow`): voters may now follow the
     /// transferee without waiting, so no lease holds for the rest of the term.
     lease_void: bool,
+    /// When (on the clock) this node last knew it led: it won its election, or a quorum
+    /// answered a heartbeat round sent then. How fresh its knowledge is, as a leader.
+    quorum_heard_at: Option<Micros>,
+    /// The highest commit index a leader has told this node (as a follower).
+    leader_commit: Index,
     /// The latest local snapshot, for followers that need it.
     snapshot: Snapshot,
     /// A snapshot being received: its description and the bytes so far.
@@ -324,6 +329,8 @@ impl Raft {
             round_sent: VecDeque::new(),
             lease_until: 0,
             lease_void: false,
+            quorum_heard_at: None,
+            leader_commit: hard_state.commit,
             snapshot: Snapshot {
                 meta: snapshot,
                 data: snapshot_data,
@@ -367,6 +374,26 @@ impl Raft {
             commit: self.log.committed(),
         }
     }
+    /// The highest commit index this node knows of: its own as leader, otherwise the highest a
+    /// leader has sent it (which may be past what it holds: it is behind by the difference).
+    pub fn leader_commit(&self) -> Index {
+        match self.role {
+            Role::Leader => self.log.committed(),
+            _ => self.leader_commit.max(self.log.committed()),
+        }
+    }
+
+    /// When (on the runtime's clock) this node last knew it led: when it won its election, or
+    /// the send time of the latest heartbeat round a quorum answered (now, for a leader that
+    /// is the only voter). `None` if it never led. A deposed leader that has not noticed yet is as stale as this says.
+    pub fn heard_from_quorum_at(&self) -> Option<Micros> {
+        let alone = self.membership().voters.len() == 1 && self.is_voter();
+        if self.role == Role::Leader && alone {
+            return Some(self.clock);
+        }
+        self.quorum_heard_at
+    }
+
     /// The membership in force (the last one in the log, committed or not).
     pub fn membership(&self) -> &Membership {
         &self.configs.last().expect("there is always a membership").1
@@ -643,10 +670,12 @@ impl Raft {
                 commit,
             } => {
                 self.follow(from);
+                self.leader_commit = self.leader_commit.max(commit);
                 self.handle_append(from, prev_index, prev_term, entries, commit);
             }
             Body::Heartbeat { commit, round } => {
                 self.follow(from);
+                self.leader_commit = self.leader_commit.max(commit);
                 self.log.commit_to(commit.min(self.log.last_index()));
                 self.send(from, Body::HeartbeatResponse { round });
             }
@@ -863,6 +892,8 @@ impl Raft {
         tracing::debug!(id = self.cfg.id, term = self.term, "elected leader");
         self.role = Role::Leader;
         self.leader = Some(self.cfg.id);
+        // A quorum has just voted for it: its knowledge is fresh as of now.
+        self.quorum_heard_at = self.quorum_heard_at.max(Some(self.clock));
         self.heartbeat_elapsed = 0;
         self.election_elapsed = 0;
         let next = self.log.last_index() + 1;
@@ -1177,6 +1208,7 @@ impl Raft {
         }
         if let Some(&(round, sent)) = self.round_sent.front() {
             if round == confirmed {
+                self.quorum_heard_at = self.quorum_heard_at.max(Some(sent));
                 let until = sent + self.cfg.lease_us();
                 self.lease_until = self.lease_until.max(until);
             }

@@ -208,7 +208,7 @@ pub async fn serve_binary(
                             if consistency == Consistency::Follower {
                                 let lag = Some(wire::ReadLag {
                                     entries: staleness.entries_behind,
-                                    ms: staleness.since_leader_ms.unwrap_or(0),
+                                    ms: staleness.since_leader_ms,
                                 });
                                 if let Response::GetOk { lag: l, .. }
                                 | Response::ScanOk { lag: l, .. } = &mut response

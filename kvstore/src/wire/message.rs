@@ -133,20 +133,29 @@ pub struct Versioned {
 }
 
 /// How stale a follower read may be, as the replica that served it knew: it had not applied
-/// `entries` entries it knew to be committed, and had last heard from the leader `ms`
-/// milliseconds before (0 when it is the leader or has not heard from one).
+/// `entries` entries of the highest commit index a leader had told it, and it last heard
+/// that commit index `ms` milliseconds before (from a leader's message, or, leading itself,
+/// from a quorum's answer). `ms` is `None` when the replica has heard from no leader since
+/// it started: its data may be arbitrarily old.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ReadLag {
     pub entries: u64,
-    pub ms: u64,
+    pub ms: Option<u64>,
 }
+
+/// `lag_ms` on the wire for "unknown".
+pub const LAG_MS_UNKNOWN: u64 = u64::MAX;
 
 fn put_lag(w: &mut FieldWriter<'_>, first: u32, lag: &Option<ReadLag>) {
     if let Some(lag) = lag {
         // Written even when 0: presence says "this was a follower read".
         w.varint(first, lag.entries);
-        w.varint(first + 1, lag.ms);
+        w.varint(first + 1, lag.ms.unwrap_or(LAG_MS_UNKNOWN));
     }
+}
+
+fn lag_ms(wire: u64) -> Option<u64> {
+    (wire != LAG_MS_UNKNOWN).then_some(wire)
 }
 
 /// One key returned by a scan.
@@ -1087,7 +1096,7 @@ fn decode_get_ok(body: &Bytes) -> Result<Response, DecodeError> {
             3 => version = field.varint()?,
             4 => expires_at_ms = field.ms()?,
             5 => lag.get_or_insert_default().entries = field.varint()?,
-            6 => lag.get_or_insert_default().ms = field.varint()?,
+            6 => lag.get_or_insert_default().ms = lag_ms(field.varint()?),
             _ => {}
         }
     }
@@ -1152,7 +1161,7 @@ fn decode_scan_ok(body: &Bytes) -> Result<Response, DecodeError> {
             1 => entries.push(decode_entry(&field.bytes()?)?),
             2 => continuation = Some(field.bytes()?),
             3 => lag.get_or_insert_default().entries = field.varint()?,
-            4 => lag.get_or_insert_default().ms = field.varint()?,
+            4 => lag.get_or_insert_default().ms = lag_ms(field.varint()?),
             _ => {}
         }
     }
@@ -1677,7 +1686,8 @@ mod tests {
 
     fn any_lag() -> impl Strategy<Value = Option<ReadLag>> {
         proptest::option::of(
-            (any::<u64>(), any::<u64>()).prop_map(|(entries, ms)| ReadLag { entries, ms }),
+            (any::<u64>(), proptest::option::of(0..LAG_MS_UNKNOWN))
+                .prop_map(|(entries, ms)| ReadLag { entries, ms }),
         )
     }
 
