@@ -274,3 +274,94 @@ fn random_id() -> u64 {
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     (z ^ (z >> 31)).max(1)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BytesMut;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A stand-in node on loopback that answers the handshake and then every write with the
+    /// next error of `script` (repeating the last). Returns its address.
+    async fn scripted_node(script: Vec<(ErrorCode, &'static str)>) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let mut answered = 0;
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut buf = BytesMut::new();
+                'connection: loop {
+                    while let Ok(Some(frame)) = crate::wire::frame::decode_frame(&mut buf, 1 << 20)
+                    {
+                        let response = match Request::decode(&frame) {
+                            Ok(Request::Hello { .. }) => Response::HelloOk {
+                                version: 1,
+                                server_name: "scripted".into(),
+                                frame_bytes_max: 1 << 20,
+                            },
+                            _ => {
+                                let (code, message) = script[answered.min(script.len() - 1)];
+                                answered += 1;
+                                Response::error(code, message)
+                            }
+                        };
+                        let mut out = BytesMut::new();
+                        response.encode(frame.request_id, &mut out).unwrap();
+                        if stream.write_all(&out).await.is_err() {
+                            break 'connection;
+                        }
+                    }
+                    match stream.read_buf(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                }
+            }
+        });
+        addr
+    }
+
+    fn client(addr: String) -> ClusterClient {
+        ClusterClient::new(
+            vec![addr],
+            ClusterConfig {
+                deadline_ms: 300,
+                backoff_ms: 5,
+                ..ClusterConfig::default()
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn a_write_whose_outcome_was_unknown_once_stays_unknown_at_the_deadline() {
+        // The first attempt's node stopped after logging the write (answered as `Timeout`:
+        // outcome unknown); every retry then finds no leader until the deadline passes.
+        let addr = scripted_node(vec![
+            (
+                ErrorCode::Timeout,
+                "the outcome is unknown: the node stopped",
+            ),
+            (ErrorCode::Unavailable, "no leader"),
+        ])
+        .await;
+        let error = client(addr)
+            .put("default", b"k", b"v", Condition::None)
+            .await
+            .unwrap_err();
+        assert!(error.outcome_unknown(), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_write_refused_before_it_reached_any_log_fails_definitely() {
+        let addr = scripted_node(vec![
+            (ErrorCode::ShuttingDown, "the node has stopped"),
+            (ErrorCode::Unavailable, "no leader"),
+        ])
+        .await;
+        let error = client(addr)
+            .put("default", b"k", b"v", Condition::None)
+            .await
+            .unwrap_err();
+        assert!(!error.outcome_unknown(), "{error}");
+    }
+}

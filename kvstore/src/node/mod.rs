@@ -563,8 +563,9 @@ impl Node {
 
     fn submit<T>(
         &self,
+        kind: AnswerKind,
         make: impl FnOnce(oneshot::Sender<Result<T, NodeError>>) -> Event,
-    ) -> oneshot::Receiver<Result<T, NodeError>> {
+    ) -> Answer<T> {
         use std::sync::atomic::Ordering;
         let (tx, rx) = oneshot::channel();
         let (reply_tx, reply_rx) = oneshot::channel();
@@ -574,14 +575,14 @@ impl Node {
             NodeError::Busy
         } else {
             match self.shared.inbox.try_send(make(tx)) {
-                Ok(()) => return rx,
+                Ok(()) => return Answer { rx, kind },
                 Err(TrySendError::Full(_)) => NodeError::Busy,
                 Err(TrySendError::Disconnected(_)) => NodeError::Stopped(self.stop_reason()),
             }
         };
         self.shared.client_events.fetch_sub(1, Ordering::Relaxed);
         let _ = reply_tx.send(Err(error));
-        reply_rx
+        Answer { rx: reply_rx, kind }
     }
 
     /// Why the Raft thread failed, once it has (`None` while it runs or after a shutdown).
@@ -600,24 +601,24 @@ impl Node {
         }
     }
 
-    /// Proposes a command (see [`command::Command`]); the receiver gets its reply once it has
+    /// Proposes a command (see [`command::Command`]); the answer is its reply once it has
     /// been applied here, or an error.
-    pub fn propose(&self, command: Bytes) -> oneshot::Receiver<ProposalResult> {
-        self.submit(|tx| Event::Propose(command, tx))
+    pub fn propose(&self, command: Bytes) -> Answer<Reply> {
+        self.submit(AnswerKind::Write, |tx| Event::Propose(command, tx))
     }
 
     /// Asks when a read at `consistency` may be served from [`Node::db`]: the receiver gets
     /// `Ok` once this replica has applied everything the read must see.
-    pub fn read(
-        &self,
-        consistency: Consistency,
-    ) -> oneshot::Receiver<Result<Staleness, NodeError>> {
+    pub fn read(&self, consistency: Consistency) -> Answer<Staleness> {
         if consistency == Consistency::Follower {
             let (tx, rx) = oneshot::channel();
             let _ = tx.send(Ok(self.staleness()));
-            return rx;
+            return Answer {
+                rx,
+                kind: AnswerKind::Other,
+            };
         }
-        self.submit(|tx| Event::Read(consistency, tx))
+        self.submit(AnswerKind::Other, |tx| Event::Read(consistency, tx))
     }
 
     fn staleness(&self) -> Staleness {
@@ -636,8 +637,8 @@ impl Node {
     }
 
     /// Hands leadership of the default group to `to`.
-    pub fn transfer_leader(&self, to: NodeId) -> oneshot::Receiver<Result<(), NodeError>> {
-        self.submit(|tx| Event::Transfer(to, tx))
+    pub fn transfer_leader(&self, to: NodeId) -> Answer<()> {
+        self.submit(AnswerKind::Other, |tx| Event::Transfer(to, tx))
     }
 
     /// Proposes a membership change; `address` is the peer address of a node being added.
@@ -645,8 +646,10 @@ impl Node {
         &self,
         change: ConfigChange,
         address: Option<String>,
-    ) -> oneshot::Receiver<Result<Index, NodeError>> {
-        self.submit(|tx| Event::Membership(change, address, tx))
+    ) -> Answer<Index> {
+        self.submit(AnswerKind::Write, |tx| {
+            Event::Membership(change, address, tx)
+        })
     }
 
     /// Stops the Raft thread after its current round.
@@ -654,17 +657,39 @@ impl Node {
         let _ = self.shared.inbox.send(Event::Shutdown);
     }
 
-    /// Waits for an answer, for at most `timeout`.
-    pub async fn wait<T>(
-        rx: oneshot::Receiver<Result<T, NodeError>>,
-        timeout: Duration,
-    ) -> Result<T, NodeError> {
-        match tokio::time::timeout(timeout, rx).await {
+    /// Waits for an answer, for at most `timeout`. A write the node dropped unanswered (its
+    /// Raft thread stopped) has an unknown outcome: the entry may have been logged, and sent
+    /// to the others, before it stopped.
+    pub async fn wait<T>(answer: Answer<T>, timeout: Duration) -> Result<T, NodeError> {
+        match tokio::time::timeout(timeout, answer.rx).await {
             Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(NodeError::Stopped("the node dropped the request".into())),
+            Ok(Err(_)) => Err(match answer.kind {
+                AnswerKind::Write => NodeError::Unknown(
+                    "the node stopped after the write reached its log; it may have been \
+                     replicated and applied"
+                        .into(),
+                ),
+                AnswerKind::Other => NodeError::Stopped("the node dropped the request".into()),
+            }),
             Err(_) => Err(NodeError::Timeout(timeout)),
         }
     }
+}
+
+/// An answer the node owes a caller: wait for it with [`Node::wait`].
+#[derive(Debug)]
+pub struct Answer<T> {
+    rx: oneshot::Receiver<Result<T, NodeError>>,
+    kind: AnswerKind,
+}
+
+/// What a dropped answer means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AnswerKind {
+    /// A proposal: dropped, its outcome is unknown.
+    Write,
+    /// A read or an admin request: dropped, it did nothing.
+    Other,
 }
 
 /// The Raft core's settings for this node: its tick length, and the defaults otherwise.
@@ -1127,5 +1152,82 @@ impl Group {
             "compacted the log"
         );
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::fault::{FaultInjector, IoOp};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// A WAL disk that fails every fsync once it is broken.
+    #[derive(Debug, Default)]
+    struct BreakingDisk(AtomicBool);
+
+    impl FaultInjector for BreakingDisk {
+        fn before(&self, op: IoOp, _path: &std::path::Path) -> std::io::Result<()> {
+            match op {
+                IoOp::Sync if self.0.load(Ordering::SeqCst) => {
+                    Err(std::io::Error::other("injected: the disk failed"))
+                }
+                _ => Ok(()),
+            }
+        }
+    }
+
+    /// A node of one: it leads at once. Returns it with the switch that breaks its WAL disk.
+    fn single_node(
+        dir: &std::path::Path,
+        rt: &tokio::runtime::Runtime,
+    ) -> (Node, Arc<BreakingDisk>) {
+        let disk = Arc::new(BreakingDisk::default());
+        let mut config = NodeConfig::new(1, dir.to_path_buf());
+        config.peers.insert(1, "127.0.0.1:1".into());
+        config.tick = Duration::from_millis(2);
+        config.wal.faults = Some(disk.clone());
+        let node = Node::start(config, rt.handle().clone()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !node
+            .status()
+            .groups
+            .first()
+            .is_some_and(|g| g.role == "leader" && g.applied >= 2)
+        {
+            assert!(Instant::now() < deadline, "the node of one elected itself");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        (node, disk)
+    }
+
+    #[test]
+    fn a_write_whose_node_stops_after_logging_it_has_an_unknown_outcome() {
+        let dir = crate::test_dir::TestDir::new("node-unknown");
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (node, disk) = single_node(&dir, &rt);
+        disk.0.store(true, Ordering::SeqCst);
+        let put = crate::wire::Request::Put {
+            keyspace: "default".into(),
+            key: Bytes::from_static(b"k"),
+            value: Bytes::from_static(b"v"),
+            ttl_ms: None,
+            condition: crate::wire::Condition::None,
+        };
+        let command = command::Command::wire(None, node.now_ms(), &put, 1).unwrap();
+        // The entry is in the log's buffer, perhaps written, when the sync fails and the node
+        // stops: whether it survives is not known, so neither is the write's outcome.
+        let outcome = rt.block_on(Node::wait(node.propose(command), Duration::from_secs(10)));
+        assert!(matches!(outcome, Err(NodeError::Unknown(_))), "{outcome:?}");
+        assert!(node.failure().is_some_and(|r| r.contains("injected")));
+        // A request that never reached the log is refused definitely.
+        let refused = rt.block_on(Node::wait(
+            node.propose(Bytes::from_static(b"x")),
+            Duration::from_secs(10),
+        ));
+        assert!(matches!(refused, Err(NodeError::Stopped(_))), "{refused:?}");
     }
 }

@@ -19,13 +19,12 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
 
 use super::{flush, read_more, Context, Read};
 use crate::metrics::Listener;
 use crate::node::command::Command;
 use crate::node::state::Reply;
-use crate::node::{Consistency, Node, NodeError, ProposalResult};
+use crate::node::{Consistency, Node, NodeError};
 use crate::resp::codec::{parse_pipeline, Reply as RespReply, RespLimits};
 use crate::resp::commands::{self, Session};
 use crate::wire::frame::{decode_frame, FrameError};
@@ -67,7 +66,7 @@ fn error_reply(error: &NodeError) -> RespReply {
 /// An answer in the making: ready, or waiting for a proposal to apply.
 enum Pending<T> {
     Ready(u64, T),
-    Proposal(u64, oneshot::Receiver<ProposalResult>),
+    Proposal(u64, crate::node::Answer<Reply>),
 }
 
 async fn settle<T>(

@@ -20,6 +20,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::error::{Result, StorageError};
+use super::fault::{FaultInjector, IoOp};
 use super::segment::sync_dir;
 use crate::raft::codec::{put_entry, put_membership, put_u32, Reader};
 use crate::raft::{Entry, HardState, Index, Payload, SnapshotMeta};
@@ -51,6 +52,9 @@ pub struct WalOptions {
     pub segment_bytes_max: u64,
     /// Whether `sync` fsyncs. Off only for tests and benchmarks that say so.
     pub fsync: bool,
+    /// Asked before every write (`Append`), fsync (`Sync`), segment creation (`Create`) and
+    /// removal (`Remove`), for tests of the failure paths (`None` in production).
+    pub faults: Option<std::sync::Arc<dyn FaultInjector>>,
 }
 
 impl Default for WalOptions {
@@ -58,7 +62,15 @@ impl Default for WalOptions {
         WalOptions {
             segment_bytes_max: 64 * 1024 * 1024,
             fsync: true,
+            faults: None,
         }
+    }
+}
+
+fn fault(opts: &WalOptions, op: IoOp, path: &Path) -> std::io::Result<()> {
+    match &opts.faults {
+        Some(faults) => faults.before(op, path),
+        None => Ok(()),
     }
 }
 
@@ -470,7 +482,7 @@ impl Wal {
             .iter()
             .map(|(&g, log)| (g, (log.hard_state, log.snapshot.clone())))
             .collect();
-        let (file, active_len) = Self::create_segment(&dir, active_id)?;
+        let (file, active_len) = Self::create_segment(&dir, active_id, &opts)?;
         let mut wal = Wal {
             dir,
             opts,
@@ -489,12 +501,10 @@ impl Wal {
         Ok((wal, logs))
     }
 
-    fn create_segment(dir: &Path, id: u64) -> Result<(File, u64)> {
+    fn create_segment(dir: &Path, id: u64, opts: &WalOptions) -> Result<(File, u64)> {
         let path = segment_path(dir, id);
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
+        let mut file = fault(opts, IoOp::Create, &path)
+            .and_then(|()| OpenOptions::new().write(true).create_new(true).open(&path))
             .map_err(StorageError::io("creating raft log segment", &path))?;
         let mut header = Vec::with_capacity(WAL_SEGMENT_HEADER_BYTES);
         header.extend_from_slice(WAL_MAGIC);
@@ -581,14 +591,13 @@ impl Wal {
             return Ok(());
         }
         let path = segment_path(&self.dir, self.active_id);
-        let written = self
-            .file
-            .write_all(&self.pending)
+        let written = fault(&self.opts, IoOp::Append, &path)
+            .and_then(|()| self.file.write_all(&self.pending))
             .map_err(StorageError::io("writing raft log", &path))
             .and_then(|()| {
                 if self.opts.fsync {
-                    self.file
-                        .sync_data()
+                    fault(&self.opts, IoOp::Sync, &path)
+                        .and_then(|()| self.file.sync_data())
                         .map_err(StorageError::io("syncing raft log", &path))
                 } else {
                     Ok(())
@@ -609,7 +618,7 @@ impl Wal {
 
     fn rotate(&mut self) -> Result<()> {
         let id = self.active_id + 1;
-        let (file, len) = Self::create_segment(&self.dir, id).inspect_err(|error| {
+        let (file, len) = Self::create_segment(&self.dir, id, &self.opts).inspect_err(|error| {
             self.poisoned = Some(error.to_string());
         })?;
         let indexes = std::mem::take(&mut self.active_indexes);
@@ -649,7 +658,9 @@ impl Wal {
             .collect();
         for id in &obsolete {
             let path = segment_path(&self.dir, *id);
-            fs::remove_file(&path).map_err(StorageError::io("deleting raft log segment", &path))?;
+            fault(&self.opts, IoOp::Remove, &path)
+                .and_then(|()| fs::remove_file(&path))
+                .map_err(StorageError::io("deleting raft log segment", &path))?;
             self.sealed.remove(id);
         }
         if !obsolete.is_empty() {
@@ -704,6 +715,7 @@ mod tests {
         WalOptions {
             segment_bytes_max: 64 * 1024 * 1024,
             fsync: false,
+            faults: None,
         }
     }
 
@@ -867,6 +879,7 @@ mod tests {
         let small = WalOptions {
             segment_bytes_max: 2048,
             fsync: false,
+            faults: None,
         };
         let (mut wal, _) = Wal::open(&dir, small.clone()).unwrap();
         // Group 2 writes once, early, and never compacts; then group 1 writes a lot.
@@ -986,6 +999,7 @@ mod tests {
         let small = WalOptions {
             segment_bytes_max: 512,
             fsync: false,
+            faults: None,
         };
         let (mut wal, _) = Wal::open(&dir, small.clone()).unwrap();
         for i in 1..=40 {
@@ -1044,7 +1058,7 @@ mod tests {
         #[test]
         fn reopening_gives_back_exactly_what_was_synced(ops in proptest::collection::vec(arb_op(), 1..120)) {
             let dir = tempdir();
-            let small = WalOptions { segment_bytes_max: 600, fsync: false };
+            let small = WalOptions { segment_bytes_max: 600, fsync: false, faults: None };
             let (mut wal, _) = Wal::open(&dir, small.clone()).unwrap();
             let mut model: BTreeMap<GroupId, GroupLog> = BTreeMap::new();
             let mut synced = model.clone();
