@@ -292,6 +292,51 @@ fn a_follower_that_falls_behind_the_compacted_log_gets_a_snapshot_in_chunks() {
     assert_eq!(sim.applied(behind), sim.applied(leader));
 }
 
+/// A follower that needs a snapshot while the leader keeps writing and compacting: the
+/// transfer (three chunks, a round trip each) outlasts a compaction interval. It must finish
+/// the snapshot it started rather than start over at each compaction, and the leader must
+/// keep the entries after it, so that the follower then catches up from the log, all while
+/// the writes go on.
+#[test]
+fn a_follower_catches_up_by_snapshot_under_a_steady_write_rate() {
+    for seed in 0..20 {
+        let mut sim = Sim::new(SimOptions {
+            compact_after: Some(8),
+            propose: 0.0,
+            read: 0.0,
+            delay_ticks_max: 3,
+            ..SimOptions::reliable(seed, 3)
+        });
+        let leader = leader_within(&mut sim, 60);
+        let behind = (leader + 1) % 3;
+        sim.crash(behind);
+        for _ in 0..30 {
+            sim.propose_somewhere();
+            sim.tick();
+        }
+        sim.restart(behind);
+        let mut caught_up_at = None;
+        // A write every tick; a transfer takes three round trips of up to six ticks.
+        for tick in 0..400 {
+            sim.propose_somewhere();
+            sim.tick();
+            let commit = sim.raft(leader).map_or(0, |r| r.log().committed());
+            let installed = sim.stats.snapshots_installed;
+            if installed >= 1 && sim.applied(behind) + 8 >= commit {
+                caught_up_at = Some(tick);
+                break;
+            }
+        }
+        assert!(
+            caught_up_at.is_some(),
+            "seed {seed}: the follower never caught up (applied {}, leader commit {}): {:?}",
+            sim.applied(behind),
+            sim.raft(leader).map_or(0, |r| r.log().committed()),
+            sim.stats
+        );
+    }
+}
+
 #[test]
 fn reads_see_every_acknowledged_write() {
     // A read-heavy run; the simulator asserts each read's index covers the writes

@@ -1126,7 +1126,7 @@ impl Group {
     /// WAL segments deleted. A crash anywhere leaves a WAL mark whose snapshot file exists.
     fn maybe_compact(&mut self, group: GroupId, wal: &mut Wal, every: u64) -> anyhow::Result<()> {
         let applied = self.machine.applied();
-        if applied < self.raft.log().snapshot().index + every {
+        if !self.raft.compaction_due(applied, every) {
             return Ok(());
         }
         if applied != self.raft.log().applied() {

@@ -222,6 +222,10 @@ struct PendingRead {
     from: Option<NodeId>,
 }
 
+/// While a leader sends a snapshot, its log may grow this many times past the runtime's
+/// compaction threshold before it is compacted anyway (see [`Raft::compaction_due`]).
+pub const COMPACTION_HOLD_FACTOR: u64 = 4;
+
 /// Heartbeat rounds whose send time a leader remembers, for leases. A round older than the
 /// last confirmed one is forgotten anyway; this bounds the list if followers stop answering.
 const ROUNDS_REMEMBERED_MAX: usize = 64;
@@ -1297,39 +1301,71 @@ impl Raft {
     // ----- Snapshots ----------------------------------------------------------------------
 
     fn start_snapshot(&mut self, to: NodeId) {
-        let index = self.snapshot.meta.index;
+        let snapshot = self.snapshot.clone();
         let p = self.progress.get_mut(&to).expect("a member");
-        tracing::debug!(id = self.cfg.id, to, index, "follower needs a snapshot");
-        p.send_snapshot(index);
+        tracing::debug!(
+            id = self.cfg.id,
+            to,
+            index = snapshot.meta.index,
+            "follower needs a snapshot"
+        );
+        p.send_snapshot(snapshot);
         self.send_snapshot_chunk(to, 0);
     }
 
-    fn send_snapshot_chunk(&mut self, to: NodeId, mut offset: u64) {
-        let current = self.snapshot.meta.index;
-        if let Some(p) = self.progress.get_mut(&to) {
-            if matches!(p.state, State::Snapshot { index, .. } if index != current) {
-                // The log was compacted again meanwhile: send the newer snapshot from the start.
-                p.send_snapshot(current);
-                offset = 0;
-            }
-        }
-        let total = self.snapshot.data.len() as u64;
-        let start = offset.min(total) as usize;
-        let end = (start + self.cfg.snapshot_chunk_bytes_max).min(total as usize);
-        let body = Body::InstallSnapshot {
-            meta: self.snapshot.meta.clone(),
-            offset: start as u64,
-            data: self.snapshot.data.slice(start..end),
-            done: end as u64 == total,
-        };
-        if let Some(Progress {
-            state: State::Snapshot { idle_ticks, .. },
+    /// Sends the chunk at `offset` of the snapshot being sent to `to` (the one the transfer
+    /// started with, even if the log was compacted again since).
+    fn send_snapshot_chunk(&mut self, to: NodeId, offset: u64) {
+        let chunk_max = self.cfg.snapshot_chunk_bytes_max;
+        let Some(Progress {
+            state:
+                State::Snapshot {
+                    snapshot,
+                    idle_ticks,
+                    ..
+                },
             ..
         }) = self.progress.get_mut(&to)
-        {
-            *idle_ticks = 0;
-        }
+        else {
+            return;
+        };
+        *idle_ticks = 0;
+        let total = snapshot.data.len() as u64;
+        let start = offset.min(total) as usize;
+        let end = (start + chunk_max).min(total as usize);
+        let body = Body::InstallSnapshot {
+            meta: snapshot.meta.clone(),
+            offset: start as u64,
+            data: snapshot.data.slice(start..end),
+            done: end as u64 == total,
+        };
         self.send(to, body);
+    }
+
+    /// Whether a log holding `applied` applied entries should be compacted, when the runtime
+    /// compacts every `every` entries: yes once that many are past the snapshot, but while
+    /// this leader sends a follower a snapshot, not before [`COMPACTION_HOLD_FACTOR`] times as
+    /// many (the follower needs the entries after its snapshot once it has installed it; the
+    /// bound keeps the log from growing without end if the transfer never finishes).
+    pub fn compaction_due(&self, applied: Index, every: u64) -> bool {
+        let past = applied.saturating_sub(self.log.snapshot().index);
+        let due = if self.sending_snapshot() {
+            every.saturating_mul(COMPACTION_HOLD_FACTOR)
+        } else {
+            every
+        };
+        past >= due
+    }
+
+    /// Whether this leader is sending a snapshot to a follower. The runtime holds back
+    /// compaction meanwhile (within a bound), so that the entries after the snapshot are
+    /// still in the log when the follower has installed it.
+    pub fn sending_snapshot(&self) -> bool {
+        self.role == Role::Leader
+            && self
+                .progress
+                .values()
+                .any(|p| matches!(p.state, State::Snapshot { .. }))
     }
 
     fn resend_stalled_snapshots(&mut self) {
@@ -1361,8 +1397,8 @@ impl Raft {
         p.recent_active = true;
         match &mut p.state {
             State::Snapshot {
-                index: i, acked, ..
-            } if *i == index && index == self.snapshot.meta.index => {
+                snapshot, acked, ..
+            } if snapshot.meta.index == index => {
                 *acked = received;
                 self.send_snapshot_chunk(from, received);
             }

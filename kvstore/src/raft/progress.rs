@@ -13,7 +13,7 @@
 
 use std::collections::VecDeque;
 
-use super::message::Index;
+use super::message::{Index, Snapshot};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum State {
@@ -26,8 +26,10 @@ pub enum State {
         inflight: VecDeque<Index>,
     },
     Snapshot {
-        /// The snapshot being sent.
-        index: Index,
+        /// The snapshot being sent. It is kept until the transfer ends, even if the leader
+        /// takes a newer one meanwhile: starting over at every compaction would never finish
+        /// under a steady write rate. (Its bytes are shared, not copied.)
+        snapshot: Snapshot,
         /// Bytes the follower has acknowledged.
         acked: u64,
         /// Ticks since a chunk was last sent (resent when it is lost).
@@ -112,10 +114,10 @@ impl Progress {
         self.state = State::Probe { waiting: false };
     }
 
-    /// Starts sending snapshot `index`.
-    pub fn send_snapshot(&mut self, index: Index) {
+    /// Starts sending `snapshot`.
+    pub fn send_snapshot(&mut self, snapshot: Snapshot) {
         self.state = State::Snapshot {
-            index,
+            snapshot,
             acked: 0,
             idle_ticks: 0,
         };

@@ -664,7 +664,7 @@ impl Sim {
             if let Some(after) = self.opts.compact_after {
                 let n = &mut self.nodes[i];
                 let raft = n.raft.as_mut().expect("running");
-                if n.machine.applied >= raft.log().snapshot().index + after {
+                if raft.compaction_due(n.machine.applied, after) {
                     let data = n.machine.encode();
                     raft.compact(n.machine.applied, data.clone());
                     n.disk.snapshot = raft.log().snapshot().clone();
