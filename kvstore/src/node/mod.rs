@@ -554,6 +554,11 @@ impl Node {
             vec![(String::new(), t.connect_failures.load(Relaxed))],
         );
         gauge(
+            "peer_write_timeouts_total",
+            "Writes to a peer that did not finish in time (the link was dropped and made again).",
+            vec![(String::new(), t.write_timeouts.load(Relaxed))],
+        );
+        gauge(
             "peer_timing_mismatches_total",
             "Peer connections refused because the peer's tick length or lease differs.",
             vec![(String::new(), t.timing_mismatches.load(Relaxed))],

@@ -2,7 +2,9 @@
 //!
 //! Every node keeps one outgoing connection per peer, fed by a bounded queue: the Raft thread
 //! never waits on the network, it drops a message when a peer's queue is full (Raft resends
-//! what matters: heartbeats repeat, appends are retried from the follower's progress). A sender
+//! what matters: heartbeats repeat, appends are retried from the follower's progress). A
+//! write that does not finish within [`PEER_WRITE_TIMEOUT`] (a blackholed link, a peer that
+//! stopped reading) drops the connection, which is made again. A sender
 //! task takes everything queued at the moment it wakes and writes it as one `RAFT` frame, so a
 //! busy link costs one system call per batch rather than per message.
 //!
@@ -42,6 +44,9 @@ pub const PEER_QUEUE_MESSAGES_MAX: usize = 4096;
 const RECONNECT_DELAY: Duration = Duration::from_millis(100);
 /// A peer that does not accept within this long counts as down for this attempt.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// A write to a peer (a batch, or the hello) that has not finished within this long: the link
+/// is blackholed or the peer stopped reading. The connection is dropped and made again.
+pub const PEER_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Where a node's clients connect.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -94,6 +99,8 @@ pub struct TransportStats {
     pub connect_failures: AtomicU64,
     /// Peer connections refused because the peer's timing differs from this node's.
     pub timing_mismatches: AtomicU64,
+    /// Writes to a peer that did not finish within [`PEER_WRITE_TIMEOUT`].
+    pub write_timeouts: AtomicU64,
 }
 
 type Outgoing = (GroupId, Message);
@@ -237,12 +244,23 @@ async fn send_loop(
             }
         }
         let Some(s) = stream.as_mut() else { continue };
-        match s.write_all(&frame).await {
-            Ok(()) => {
+        match tokio::time::timeout(PEER_WRITE_TIMEOUT, s.write_all(&frame)).await {
+            Ok(Ok(())) => {
                 stats.batches_sent.fetch_add(1, Ordering::Relaxed);
             }
-            Err(error) => {
+            Ok(Err(error)) => {
                 tracing::info!(peer, %address, %error, "lost the connection to peer");
+                stream = None;
+            }
+            Err(_) => {
+                // Part of the frame may be out: the connection cannot carry another one.
+                stats.write_timeouts.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    peer,
+                    %address,
+                    timeout_ms = PEER_WRITE_TIMEOUT.as_millis() as u64,
+                    "a write to the peer did not finish; reconnecting"
+                );
                 stream = None;
             }
         }
@@ -260,7 +278,8 @@ async fn connect(
     match attempt.unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into())) {
         Ok(mut s) => {
             let _ = s.set_nodelay(true);
-            if s.write_all(hello).await.is_ok() {
+            let sent = tokio::time::timeout(PEER_WRITE_TIMEOUT, s.write_all(hello)).await;
+            if matches!(sent, Ok(Ok(()))) {
                 tracing::info!(peer, %address, "connected to peer");
                 return Some(s);
             }
@@ -508,6 +527,65 @@ mod tests {
             hellos,
             stats.timing_mismatches.load(Ordering::Relaxed),
         )
+    }
+
+    /// A peer whose socket accepts but never reads (a blackholed link, a stopped process):
+    /// once its buffers are full a write blocks. The sender must give up on it within
+    /// `PEER_WRITE_TIMEOUT` and connect again, rather than wait for TCP to give up.
+    #[tokio::test]
+    async fn a_write_to_a_peer_that_never_reads_times_out_and_the_link_reconnects() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let accepted = Arc::new(AtomicU64::new(0));
+        let held = Arc::new(Mutex::new(Vec::new()));
+        {
+            let (accepted, held) = (accepted.clone(), held.clone());
+            tokio::spawn(async move {
+                while let Ok((stream, _)) = listener.accept().await {
+                    accepted.fetch_add(1, Ordering::SeqCst);
+                    held.lock().unwrap().push(stream); // kept open, never read
+                }
+            });
+        }
+        let sender = Transport::new(
+            1,
+            Advertised::default(),
+            timing(50_000),
+            tokio::runtime::Handle::current(),
+        );
+        sender.set_peer(2, address);
+        let entry = crate::raft::Entry {
+            index: 1,
+            term: 1,
+            payload: crate::raft::Payload::Command(bytes::Bytes::from(vec![7u8; 1 << 20])),
+        };
+        let append = Message {
+            from: 1,
+            to: 2,
+            term: 1,
+            body: Body::Append {
+                prev_index: 0,
+                prev_term: 0,
+                entries: vec![entry],
+                commit: 0,
+            },
+        };
+        let deadline =
+            tokio::time::Instant::now() + PEER_WRITE_TIMEOUT * 4 + Duration::from_secs(2);
+        while tokio::time::Instant::now() < deadline {
+            sender.send(1, append.clone());
+            if sender.stats.write_timeouts.load(Ordering::Relaxed) >= 1
+                && accepted.load(Ordering::SeqCst) >= 2
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!(
+            "no write timed out and reconnected: {} connections, {} timeouts",
+            accepted.load(Ordering::SeqCst),
+            sender.stats.write_timeouts.load(Ordering::Relaxed)
+        );
     }
 
     #[tokio::test]
