@@ -54,6 +54,9 @@ pub const CLIENT_EVENTS_MAX: usize = INBOX_EVENTS_MAX / 2;
 /// Events the Raft thread handles before it runs a round, so a flood of requests cannot
 /// starve persistence and replies.
 const EVENTS_PER_ROUND_MAX: usize = 4096;
+/// Snapshots waiting for the snapshot worker; a group whose job does not fit tries again at
+/// a later round.
+const SNAPSHOT_JOBS_MAX: usize = 64;
 
 /// Settings of a node.
 #[derive(Debug, Clone)]
@@ -188,6 +191,8 @@ enum Event {
         Option<String>,
         oneshot::Sender<Result<Index, NodeError>>,
     ),
+    /// The snapshot worker built a group's snapshot (its index and bytes), or failed to.
+    SnapshotBuilt(GroupId, Result<(Index, Bytes), String>),
     Shutdown,
 }
 
@@ -349,7 +354,13 @@ impl Node {
             waiting_reads: Vec::new(),
             heard_at_us: None,
             term_vote: (hard_state.term, hard_state.vote),
+            snapshotting: false,
         };
+        let (snapshots, jobs) = stdmpsc::sync_channel(SNAPSHOT_JOBS_MAX);
+        let worker_inbox = shared.inbox.clone();
+        std::thread::Builder::new()
+            .name("snapshot".into())
+            .spawn(move || snapshot_worker(jobs, worker_inbox))?;
         let mut runner = Runner {
             config,
             wal,
@@ -359,6 +370,8 @@ impl Node {
             // Read contexts of an earlier run of this node could still be in flight.
             next_read: (u64::from(std::process::id()) << 40) ^ now_ms().wrapping_mul(1 << 20),
             shutdown: false,
+            snapshots,
+            built: Vec::new(),
         };
         runner.publish_status();
         let thread_shared = shared.clone();
@@ -739,6 +752,8 @@ struct Group {
     /// The term and vote last written to the WAL: a change must be synced before any
     /// message goes out.
     term_vote: (Term, Option<NodeId>),
+    /// A snapshot of this group is being built.
+    snapshotting: bool,
 }
 
 struct Runner {
@@ -749,6 +764,10 @@ struct Runner {
     shared: Arc<Shared>,
     next_read: u64,
     shutdown: bool,
+    /// Where groups send their snapshots to be built, off this thread.
+    snapshots: SyncSender<(GroupId, state::SnapshotJob)>,
+    /// Snapshots the worker has built, to compact the logs with in the next round.
+    built: Vec<(GroupId, Result<(Index, Bytes), String>)>,
 }
 
 impl Runner {
@@ -789,7 +808,10 @@ impl Runner {
     }
 
     fn handle(&mut self, event: Event) {
-        if !matches!(event, Event::Step(..) | Event::Shutdown) {
+        if !matches!(
+            event,
+            Event::Step(..) | Event::Shutdown | Event::SnapshotBuilt(..)
+        ) {
             self.shared
                 .client_events
                 .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
@@ -873,6 +895,7 @@ impl Runner {
                 let result = result.map_err(|e| self.propose_error(e));
                 let _ = reply.send(result);
             }
+            Event::SnapshotBuilt(group, built) => self.built.push((group, built)),
             Event::Shutdown => self.shutdown = true,
         }
     }
@@ -898,6 +921,9 @@ impl Runner {
 
     /// Persists, sends, applies and advances until no group has anything ready.
     fn round(&mut self) -> anyhow::Result<()> {
+        for (id, built) in std::mem::take(&mut self.built) {
+            self.snapshot_built(id, built)?;
+        }
         loop {
             let mut readies = Vec::new();
             for (id, g) in self.groups.iter_mut() {
@@ -983,7 +1009,7 @@ impl Runner {
                     }
                 }
                 g.raft.advance();
-                g.maybe_compact(id, &mut self.wal, self.config.compact_entries)?;
+                g.maybe_snapshot(id, &self.snapshots, self.config.compact_entries);
             }
         }
         self.publish_status();
@@ -1122,41 +1148,100 @@ impl Group {
         Ok(peers)
     }
 
-    /// Snapshots the state machine and truncates the log once it holds `every` applied
-    /// entries past the last snapshot.
-    ///
-    /// Crash safety, step by step: the engine is synced (it must hold everything the snapshot
-    /// will stand for); the snapshot goes to a file named by its index and is synced; the WAL
-    /// mark is written and synced (inside `purge`), and only then are older snapshot files and
-    /// WAL segments deleted. A crash anywhere leaves a WAL mark whose snapshot file exists.
-    fn maybe_compact(&mut self, group: GroupId, wal: &mut Wal, every: u64) -> anyhow::Result<()> {
+    /// Asks the snapshot worker for a snapshot once the log holds `every` applied entries
+    /// past the last one (see [`Raft::compaction_due`]); the log is compacted when it is built
+    /// ([`Runner::snapshot_built`]).
+    fn maybe_snapshot(
+        &mut self,
+        group: GroupId,
+        jobs: &SyncSender<(GroupId, state::SnapshotJob)>,
+        every: u64,
+    ) {
         let applied = self.machine.applied();
-        if !self.raft.compaction_due(applied, every) {
-            return Ok(());
+        if self.snapshotting || !self.raft.compaction_due(applied, every) {
+            return;
         }
         if applied != self.raft.log().applied() {
             // After a restart the engine can be ahead of what Raft has handed out again (the
             // commit index is re-learnt from the leader): wait until they agree, so that the
-            // snapshot's contents are exactly the state at its index.
+            // snapshot's index is one Raft has applied.
+            return;
+        }
+        if jobs.try_send((group, self.machine.snapshot_job())).is_ok() {
+            self.snapshotting = true;
+        }
+    }
+}
+
+impl Runner {
+    /// A snapshot the worker built: compacts the group's log up to its index.
+    ///
+    /// Crash safety, step by step: the worker synced the engine after taking its view (so it
+    /// holds everything the snapshot stands for) and saved the snapshot to a file named by its
+    /// index, synced; here the WAL mark is written and synced (inside `purge`), and only then
+    /// are older snapshot files and WAL segments deleted. A crash anywhere leaves a WAL mark
+    /// whose snapshot file exists.
+    fn snapshot_built(
+        &mut self,
+        group: GroupId,
+        built: Result<(Index, Bytes), String>,
+    ) -> anyhow::Result<()> {
+        let Some(g) = self.groups.get_mut(&group) else {
+            return Ok(());
+        };
+        g.snapshotting = false;
+        let (index, data) = match built {
+            Ok(built) => built,
+            Err(error) => {
+                // Not fatal: the log just stays longer; the next round tries again.
+                tracing::error!(group, %error, "building a snapshot failed");
+                return Ok(());
+            }
+        };
+        let log = g.raft.log();
+        if index <= log.snapshot().index || index > log.applied() {
+            // A snapshot from the leader was installed meanwhile, or the view was taken
+            // ahead of what Raft applied (cannot happen after the check that started it).
+            tracing::debug!(group, index, "a built snapshot is not needed any more");
             return Ok(());
         }
-        let started = Instant::now();
-        self.machine.sync()?;
-        let data = self.machine.snapshot()?;
-        state::save_snapshot_file(&state::snapshot_path(&self.dir, applied), &data)?;
         let bytes = data.len();
-        self.raft.compact(applied, data);
-        wal.set_snapshot(group, self.raft.log().snapshot(), false);
-        let purged = wal.purge()?;
-        state::remove_snapshots_before(&self.dir, applied)?;
+        g.raft.compact(index, data);
+        self.wal.set_snapshot(group, g.raft.log().snapshot(), false);
+        let purged = self.wal.purge()?;
+        state::remove_snapshots_before(&g.dir, index)?;
         tracing::info!(
-            index = applied,
+            group,
+            index,
             bytes,
             segments_purged = purged,
-            elapsed_ms = started.elapsed().as_millis() as u64,
             "compacted the log"
         );
         Ok(())
+    }
+}
+
+/// The snapshot worker: builds the snapshots groups ask for, one at a time, and hands each to
+/// the Raft thread through its inbox. One thread per node, however many groups it hosts.
+fn snapshot_worker(
+    jobs: stdmpsc::Receiver<(GroupId, state::SnapshotJob)>,
+    inbox: SyncSender<Event>,
+) {
+    for (group, job) in jobs {
+        let started = Instant::now();
+        let built = job.run().map_err(|e| format!("{e:#}"));
+        if let Ok((index, data)) = &built {
+            tracing::info!(
+                group,
+                index,
+                bytes = data.len(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "built a snapshot"
+            );
+        }
+        if inbox.send(Event::SnapshotBuilt(group, built)).is_err() {
+            return; // the Raft thread has stopped
+        }
     }
 }
 
@@ -1181,16 +1266,16 @@ mod tests {
         }
     }
 
-    /// A node of one: it leads at once. Returns it with the switch that breaks its WAL disk.
+    /// A node of one, with `tune` applied to its settings, once it leads.
     fn single_node(
         dir: &std::path::Path,
         rt: &tokio::runtime::Runtime,
-    ) -> (Node, Arc<BreakingDisk>) {
-        let disk = Arc::new(BreakingDisk::default());
+        tune: impl FnOnce(&mut NodeConfig),
+    ) -> Node {
         let mut config = NodeConfig::new(1, dir.to_path_buf());
         config.peers.insert(1, "127.0.0.1:1".into());
         config.tick = Duration::from_millis(2);
-        config.wal.faults = Some(disk.clone());
+        tune(&mut config);
         let node = Node::start(config, rt.handle().clone()).unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         while !node
@@ -1202,18 +1287,93 @@ mod tests {
             assert!(Instant::now() < deadline, "the node of one elected itself");
             std::thread::sleep(Duration::from_millis(5));
         }
-        (node, disk)
+        node
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    /// Engine reads of values on disk that take `0` ms each once set (a slow disk).
+    #[derive(Debug, Default)]
+    struct SlowReads(std::sync::atomic::AtomicU64);
+
+    impl FaultInjector for SlowReads {
+        fn before(&self, op: IoOp, _path: &std::path::Path) -> std::io::Result<()> {
+            let ms = self.0.load(Ordering::SeqCst);
+            if op == IoOp::Read && ms > 0 {
+                std::thread::sleep(Duration::from_millis(ms));
+            }
+            Ok(())
+        }
+    }
+
+    fn put(node: &Node, key: String, value: &[u8]) -> Bytes {
+        let put = crate::wire::Request::Put {
+            keyspace: "default".into(),
+            key: Bytes::from(key),
+            value: Bytes::copy_from_slice(value),
+            ttl_ms: None,
+            condition: crate::wire::Condition::None,
+        };
+        command::Command::wire(None, node.now_ms(), &put, 1).unwrap()
+    }
+
+    /// Building a snapshot reads every value; on a slow disk that takes seconds. Writes must
+    /// go on meanwhile: the Raft thread that answers them (and sends heartbeats) does not
+    /// build the snapshot.
+    #[test]
+    fn writes_go_on_while_a_snapshot_is_built() {
+        let dir = crate::test_dir::TestDir::new("node-compact");
+        let rt = runtime();
+        let slow = Arc::new(SlowReads::default());
+        let node = single_node(&dir, &rt, |config| {
+            config.compact_entries = 100;
+            config.engine.faults = Some(slow.clone());
+        });
+        let big = [b'v'; 300]; // past the inline limit: read from disk for a snapshot
+        let write = |i: usize| {
+            let started = Instant::now();
+            let reply = rt.block_on(Node::wait(
+                node.propose(put(&node, format!("k{i}"), &big)),
+                Duration::from_secs(30),
+            ));
+            assert!(reply.is_ok(), "{reply:?}");
+            started.elapsed()
+        };
+        for i in 0..50 {
+            write(i);
+        }
+        slow.0.store(20, Ordering::SeqCst); // 100+ values: a snapshot takes over 2 s now
+        let mut slowest = Duration::ZERO;
+        let started = Instant::now();
+        let mut i = 50;
+        let snapshot_index = || node.status().groups[0].snapshot_index;
+        while snapshot_index() == 0 {
+            assert!(started.elapsed() < Duration::from_secs(30), "no compaction");
+            slowest = slowest.max(write(i));
+            i += 1;
+        }
+        assert!(
+            i >= 90,
+            "the compaction came near the threshold, not at once"
+        );
+        assert!(
+            slowest < Duration::from_millis(1_000),
+            "a write waited {slowest:?} while the snapshot was built"
+        );
     }
 
     #[test]
     fn a_write_whose_node_stops_after_logging_it_has_an_unknown_outcome() {
         let dir = crate::test_dir::TestDir::new("node-unknown");
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let (node, disk) = single_node(&dir, &rt);
+        let rt = runtime();
+        let disk = Arc::new(BreakingDisk::default());
+        let node = single_node(&dir, &rt, |config| config.wal.faults = Some(disk.clone()));
         disk.0.store(true, Ordering::SeqCst);
         let put = crate::wire::Request::Put {
             keyspace: "default".into(),

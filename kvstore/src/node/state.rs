@@ -44,8 +44,6 @@ const SESSION_PREFIX: &[u8] = b"\0s";
 const PEER_PREFIX: &[u8] = b"\0peer";
 const CURRENT_FILE: &str = "CURRENT";
 const SNAPSHOT_MAGIC: &[u8; 8] = b"KVSNAP\0\x01";
-/// Entries read from the engine per page while building a snapshot.
-const SNAPSHOT_PAGE_ENTRIES: usize = 4096;
 /// Versions written per engine write group while installing a snapshot.
 const INSTALL_GROUP_VERSIONS: usize = 1024;
 
@@ -249,38 +247,17 @@ impl StateMachine {
 
     /// The engine's contents as snapshot bytes, as of the applied index.
     pub fn snapshot(&self) -> Result<Bytes> {
-        let db = self.db();
-        let mut out = BytesMut::new();
-        out.put_slice(SNAPSHOT_MAGIC);
-        out.put_u64_le(self.applied);
-        let count_at = out.len();
-        out.put_u64_le(0);
-        let mut count = 0u64;
-        let mut start = Vec::new();
-        loop {
-            let page = db.engine().scan_all(&start, b"", SNAPSHOT_PAGE_ENTRIES)?;
-            for e in &page {
-                let value = e.value.as_deref().unwrap_or_default();
-                out.put_u32_le(e.key.len() as u32);
-                out.put_slice(&e.key);
-                out.put_u64_le(e.version);
-                out.put_u64_le(e.expires_at_ms.unwrap_or(0));
-                out.put_u32_le(value.len() as u32);
-                out.put_slice(value);
-            }
-            count += page.len() as u64;
-            match page.last() {
-                Some(last) if page.len() == SNAPSHOT_PAGE_ENTRIES => {
-                    start = last.key.to_vec();
-                    start.push(0);
-                }
-                _ => break,
-            }
+        let (index, data) = encode_snapshot(&self.db().engine().view()?)?;
+        debug_assert_eq!(index, self.applied, "a view taken between applies");
+        Ok(data)
+    }
+
+    /// A snapshot to build on another thread (see [`SnapshotJob`]).
+    pub fn snapshot_job(&self) -> SnapshotJob {
+        SnapshotJob {
+            db: self.db(),
+            dir: self.dir.clone(),
         }
-        out[count_at..count_at + 8].copy_from_slice(&count.to_le_bytes());
-        let crc = crc32fast::hash(&out);
-        out.put_u32_le(crc);
-        Ok(out.freeze())
     }
 
     /// Replaces the state with snapshot `data` (as made by [`StateMachine::snapshot`]).
@@ -328,6 +305,53 @@ impl StateMachine {
         self.clock.raise_to(now_ms);
         Ok(())
     }
+}
+
+/// Builds a snapshot of a state machine off the thread that applies its log: takes a view
+/// of the engine (a consistent cut at whatever index it has applied by then), syncs the
+/// engine so that a restart need not install the snapshot, encodes the view and saves it to
+/// the snapshot file of its index. The applying thread goes on meanwhile; it compacts the log
+/// up to the snapshot's index once the job is done.
+pub struct SnapshotJob {
+    db: Db,
+    dir: PathBuf,
+}
+
+impl SnapshotJob {
+    /// Returns the snapshot's index and bytes, saved (and synced) to its file.
+    pub fn run(self) -> Result<(Index, Bytes)> {
+        let engine = self.db.engine();
+        let view = engine.view()?;
+        engine.sync()?;
+        let (index, data) = encode_snapshot(&view)?;
+        save_snapshot_file(&snapshot_path(&self.dir, index), &data)?;
+        Ok((index, data))
+    }
+}
+
+/// A view's entries as snapshot bytes, with the applied index the view holds.
+fn encode_snapshot(view: &storage::View) -> Result<(Index, Bytes)> {
+    let index = match view.get(APPLIED_KEY)? {
+        Some(e) => e.version,
+        None => 0,
+    };
+    let mut out = BytesMut::new();
+    out.put_slice(SNAPSHOT_MAGIC);
+    out.put_u64_le(index);
+    out.put_u64_le(view.len() as u64);
+    for e in view.entries() {
+        let e = e?;
+        let value = e.value.as_deref().unwrap_or_default();
+        out.put_u32_le(e.key.len() as u32);
+        out.put_slice(&e.key);
+        out.put_u64_le(e.version);
+        out.put_u64_le(e.expires_at_ms.unwrap_or(0));
+        out.put_u32_le(value.len() as u32);
+        out.put_slice(value);
+    }
+    let crc = crc32fast::hash(&out);
+    out.put_u32_le(crc);
+    Ok((index, out.freeze()))
 }
 
 /// Runs one command inside the entry's transaction and returns its reply.

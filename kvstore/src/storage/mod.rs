@@ -33,8 +33,8 @@ pub mod wal;
 
 pub use clock::{Clock, FloorClock, ManualClock, SystemClock};
 pub use engine::{
-    CompactionReport, Engine, Group, Savepoint, ScanEntry, Stats, Txn, Value, Written, FORMAT_FILE,
-    FORMAT_VERSION,
+    CompactionReport, Engine, Group, Savepoint, ScanEntry, Stats, Txn, Value, View, Written,
+    FORMAT_FILE, FORMAT_VERSION,
 };
 pub use error::{Result, StorageError};
 
