@@ -192,9 +192,12 @@ enum Event {
         oneshot::Sender<Result<Index, NodeError>>,
     ),
     /// The snapshot worker built a group's snapshot (its index and bytes), or failed to.
-    SnapshotBuilt(GroupId, Result<(Index, Bytes), String>),
+    SnapshotBuilt(GroupId, Built),
     Shutdown,
 }
+
+/// A snapshot the worker built: its index and bytes, or why it failed.
+type Built = Result<(Index, Bytes), String>;
 
 struct Shared {
     id: NodeId,
@@ -767,7 +770,7 @@ struct Runner {
     /// Where groups send their snapshots to be built, off this thread.
     snapshots: SyncSender<(GroupId, state::SnapshotJob)>,
     /// Snapshots the worker has built, to compact the logs with in the next round.
-    built: Vec<(GroupId, Result<(Index, Bytes), String>)>,
+    built: Vec<(GroupId, Built)>,
 }
 
 impl Runner {
@@ -1181,11 +1184,7 @@ impl Runner {
     /// index, synced; here the WAL mark is written and synced (inside `purge`), and only then
     /// are older snapshot files and WAL segments deleted. A crash anywhere leaves a WAL mark
     /// whose snapshot file exists.
-    fn snapshot_built(
-        &mut self,
-        group: GroupId,
-        built: Result<(Index, Bytes), String>,
-    ) -> anyhow::Result<()> {
+    fn snapshot_built(&mut self, group: GroupId, built: Built) -> anyhow::Result<()> {
         let Some(g) = self.groups.get_mut(&group) else {
             return Ok(());
         };
