@@ -24,6 +24,7 @@ pub mod clock;
 pub mod command;
 pub mod state;
 pub mod transport;
+pub mod wal;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -35,13 +36,14 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use crate::db::Db;
+use crate::raft::GroupId;
 use crate::raft::{
     self, ConfigChange, Index, Message, NodeId, ProposeError, Raft, Restored, Role, Term,
 };
-use crate::storage::wal::{GroupId, Wal, WalOptions};
 use crate::storage::{self, FsyncPolicy};
 use state::{Reply, StateMachine};
 use transport::{Advertised, Inbox, Transport};
+use wal::{Wal, WalOptions};
 
 /// The group that holds the whole keyspace until partitioning arrives.
 pub const DEFAULT_GROUP: GroupId = 1;

@@ -25,8 +25,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 use crate::raft::codec::{put_message, put_u32, Reader};
+use crate::raft::GroupId;
 use crate::raft::{Message, NodeId};
-use crate::storage::wal::GroupId;
 use crate::wire::frame::{decode_frame, encode_frame_with, Frame};
 
 /// Opcode of the first frame on a peer connection.

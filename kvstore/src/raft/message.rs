@@ -6,6 +6,10 @@ use std::collections::BTreeSet;
 
 use bytes::Bytes;
 
+/// A Raft group's id on its node (a partition's group, or the meta group). Every message
+/// between nodes names one.
+pub type GroupId = u64;
+
 /// A node's identity in a Raft group. 0 is never a valid id (it means "none" on the wire).
 pub type NodeId = u64;
 /// A Raft term: a logical clock that increases with every election.

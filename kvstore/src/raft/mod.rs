@@ -41,7 +41,7 @@ pub mod sim;
 pub use self::core::{Config, Micros, ProposeError, Raft, ReadState, Ready, Restored, Role};
 pub use self::log::{Mismatch, RaftLog};
 pub use self::message::{
-    AppendResult, Body, ConfigChange, Entry, HardState, Index, Membership, Message, NodeId,
-    Payload, Snapshot, SnapshotMeta, Term,
+    AppendResult, Body, ConfigChange, Entry, GroupId, HardState, Index, Membership, Message,
+    NodeId, Payload, Snapshot, SnapshotMeta, Term,
 };
 pub use self::rng::Rng;

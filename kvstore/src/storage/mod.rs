@@ -29,7 +29,6 @@ mod error;
 pub mod fault;
 pub mod record;
 pub mod segment;
-pub mod wal;
 
 pub use clock::{Clock, FloorClock, ManualClock, SystemClock};
 pub use engine::{

@@ -1,4 +1,6 @@
-//! The Raft log on disk: one write-ahead log shared by every Raft group of a node.
+//! The Raft log on disk: one write-ahead log shared by every Raft group of a node. It lives
+//! with the node runtime, not in `storage`: the storage engine knows nothing of Raft; this
+//! file borrows only its file helpers, error type and fault injection.
 //!
 //! Each group's entries, hard state (term, vote, commit) and snapshot marks are appended as
 //! checksummed records to one sequence of segment files, and [`Wal::sync`] writes and fsyncs
@@ -19,14 +21,11 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::error::{Result, StorageError};
-use super::fault::{FaultInjector, IoOp};
-use super::segment::sync_dir;
 use crate::raft::codec::{put_entry, put_membership, put_u32, Reader};
-use crate::raft::{Entry, HardState, Index, Payload, SnapshotMeta};
-
-/// A Raft group's id on this node.
-pub type GroupId = u64;
+use crate::raft::{Entry, GroupId, HardState, Index, Payload, SnapshotMeta};
+use crate::storage::fault::{FaultInjector, IoOp};
+use crate::storage::segment::sync_dir;
+use crate::storage::{Result, StorageError};
 
 /// The first bytes of every WAL segment.
 pub const WAL_MAGIC: &[u8; 8] = b"KVRAFTWL";
