@@ -13,6 +13,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::codec::{self, Reply};
 use super::glob::glob_match;
+use super::table::{self, Access};
 use crate::db::{
     self, BatchOp, Condition, Db, DbError, Keyspace, ScanRange, Store, DEFAULT_KEYSPACE,
 };
@@ -138,34 +139,16 @@ fn lower(arg: &[u8]) -> String {
     String::from_utf8_lossy(arg).to_ascii_lowercase()
 }
 
-/// Commands that may run inside a write group: they only read and write single keys, so
-/// running a pipeline of them as one group gives exactly the replies of running them one by
-/// one. Everything else (SCAN, DBSIZE, FLUSHDB, INFO, ...) reads or changes the keyspace as a
-/// whole and must run on its own.
-/// (QUIT is not among them: nothing after it may run.)
-const GROUPABLE: [&str; 22] = [
-    "ping", "echo", "get", "set", "setnx", "setex", "psetex", "del", "unlink", "exists", "type",
-    "mget", "mset", "incr", "decr", "incrby", "decrby", "expire", "pexpire", "persist", "ttl",
-    "pttl",
-];
-
-/// Groupable commands that only read: a run of these needs no write group at all.
-const READ_ONLY: [&str; 8] = [
-    "ping", "echo", "get", "exists", "type", "mget", "ttl", "pttl",
-];
-
-/// Whether the command named `name` only reads single keys (and so needs no write group).
+/// Whether the command named `name` only reads single keys, so a run of them needs no write
+/// group at all (see [`super::table`]).
 pub fn read_only(name: &[u8]) -> bool {
-    READ_ONLY
-        .iter()
-        .any(|g| g.as_bytes().eq_ignore_ascii_case(name))
+    super::table::lookup(name).is_some_and(|s| s.groupable && s.access != Access::Write)
 }
 
-/// Whether the command named `name` may run inside a write group (see [`GROUPABLE`]).
+/// Whether the command named `name` may run inside a write group (see
+/// [`super::table::Spec::groupable`]).
 pub fn groupable(name: &[u8]) -> bool {
-    GROUPABLE
-        .iter()
-        .any(|g| g.as_bytes().eq_ignore_ascii_case(name))
+    super::table::lookup(name).is_some_and(|s| s.groupable)
 }
 
 /// Whether command `args` (given as its name and argument count) is a plain `GET key`, which
@@ -217,6 +200,11 @@ pub fn execute<S: Store>(
     };
     let ks: &Keyspace = &DEFAULT;
     let rest = &args[1..];
+    // Only what the table knows runs: a command must be classified (read, write, no data)
+    // before any path may execute it.
+    if !table::COMMANDS.iter().any(|s| s.name == name) {
+        return unknown_command(first, rest).into();
+    }
     let result = match name {
         "ping" => match rest {
             [] => Ok(Reply::Simple("PONG".into()).into()),

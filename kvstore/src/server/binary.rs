@@ -158,15 +158,15 @@ enum Item {
 /// Requests that may run inside a write group: they touch single keys, so a pipeline of them
 /// run as one group answers exactly as if run one by one. Scans read ranges and run alone.
 fn groupable(request: &Request) -> bool {
-    matches!(
-        request,
+    match request {
         Request::Get { .. }
-            | Request::Put { .. }
-            | Request::Delete { .. }
-            | Request::Incr { .. }
-            | Request::Batch { .. }
-            | Request::Ping { .. }
-    )
+        | Request::Put { .. }
+        | Request::Delete { .. }
+        | Request::Incr { .. }
+        | Request::Batch { .. }
+        | Request::Ping { .. } => true,
+        Request::Hello { .. } | Request::Scan { .. } => false,
+    }
 }
 
 fn decode(ctx: &Context, handshaken: &mut bool, frame: Frame) -> Item {

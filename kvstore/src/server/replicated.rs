@@ -27,6 +27,7 @@ use crate::node::state::Reply;
 use crate::node::{Consistency, Node, NodeError};
 use crate::resp::codec::{parse_pipeline, Reply as RespReply, RespLimits};
 use crate::resp::commands::{self, Session};
+use crate::resp::table;
 use crate::wire::frame::{decode_frame, FrameError};
 use crate::wire::message::{negotiate_version, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN};
 use crate::wire::{self, ErrorCode, Request, Response};
@@ -81,13 +82,6 @@ async fn settle<T>(
             Pending::Proposal(id, rx) => emit(id, convert(Node::wait(rx, timeout).await)),
         }
     }
-}
-
-fn is_write(request: &Request) -> bool {
-    matches!(
-        request,
-        Request::Put { .. } | Request::Delete { .. } | Request::Incr { .. } | Request::Batch { .. }
-    )
 }
 
 pub async fn serve_binary(
@@ -182,7 +176,7 @@ pub async fn serve_binary(
                 Request::Ping { payload } => {
                     pending.push(Pending::Ready(id, Response::Pong { payload }))
                 }
-                request if is_write(&request) => {
+                request if request.is_write() => {
                     // The log entry carries the frame as it arrived.
                     let session = (client_id != 0).then_some((client_id, id));
                     let data = Command::wire_frame(session, node.now_ms(), &frame);
@@ -246,27 +240,10 @@ fn encode(wbuf: &mut BytesMut, id: u64, response: &Response) {
     }
 }
 
-/// Redis commands that change data: they go through the log.
-const RESP_WRITES: [&str; 16] = [
-    "set", "setnx", "setex", "psetex", "del", "unlink", "mset", "incr", "decr", "incrby", "decrby",
-    "expire", "pexpire", "persist", "flushdb", "flushall",
-];
-
-/// Redis commands that answer without reading data, so need no read barrier.
-const RESP_NO_DATA: [&str; 8] = [
-    "ping", "echo", "info", "client", "config", "command", "hello", "select",
-];
-
+/// Whether a Redis command reads data, and so must wait for its consistency's read barrier
+/// (an unknown command is answered with an error; it waits like a read, harmlessly).
 fn resp_touches_data(name: &[u8]) -> bool {
-    !RESP_NO_DATA
-        .iter()
-        .any(|w| w.as_bytes().eq_ignore_ascii_case(name))
-}
-
-fn resp_is_write(name: &[u8]) -> bool {
-    RESP_WRITES
-        .iter()
-        .any(|w| w.as_bytes().eq_ignore_ascii_case(name))
+    !matches!(table::lookup(name), Some(s) if s.access == table::Access::NoData)
 }
 
 pub async fn serve_resp(
@@ -304,7 +281,7 @@ pub async fn serve_resp(
             } else if name.eq_ignore_ascii_case(b"readwrite") {
                 consistency = ctx.config.read_consistency;
                 pending.push(Pending::Ready(0, RespReply::ok()));
-            } else if resp_is_write(name) {
+            } else if table::is_write(name) {
                 let data = pipeline.with_args(i, |args| Command::resp(node.now_ms(), args));
                 pending.push(Pending::Proposal(0, node.propose(data)));
             } else {

@@ -576,6 +576,22 @@ fn keyspace_or_default(keyspace: Option<String>) -> String {
 // Requests.
 
 impl Request {
+    /// Whether this request changes data: on a cluster node, exactly these go through the Raft
+    /// log; everything else runs on the node's own engine. The match names every request (no
+    /// wildcard), so a new one must be classified here before it compiles.
+    pub fn is_write(&self) -> bool {
+        match self {
+            Request::Put { .. }
+            | Request::Delete { .. }
+            | Request::Incr { .. }
+            | Request::Batch { .. } => true,
+            Request::Hello { .. }
+            | Request::Ping { .. }
+            | Request::Get { .. }
+            | Request::Scan { .. } => false,
+        }
+    }
+
     pub fn opcode(&self) -> u16 {
         match self {
             Request::Hello { .. } => opcode::HELLO,
