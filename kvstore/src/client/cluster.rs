@@ -8,9 +8,9 @@
 //! ([`ClusterConfig::deadline_ms`]) allows. Only when the deadline passes without a definite
 //! answer does a write report `outcome_unknown`.
 //!
-//! A cluster remembers one reply per session, the last: so a client has one write in flight
-//! at a time (its writes queue behind each other; reads do not wait). Tasks that want writes in
-//! parallel use a client each.
+//! A cluster remembers the replies of a session's last [`SESSION_WINDOW`] request ids, so one
+//! client (shared by many tasks: it is cheap to clone behind an `Arc`, and every method takes
+//! `&self`) has up to that many writes in flight; the next waits for a slot. Reads never wait.
 //!
 //! What it does on each answer:
 //! - `NotLeader` with an address: connect there and retry at once;
@@ -21,10 +21,12 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, Semaphore};
 
 use super::{ops, Client, ClientConfig, ClientError, Result};
-use crate::wire::{Condition, Consistency, ErrorCode, Request, Response, Versioned};
+use crate::wire::{
+    Condition, Consistency, ErrorCode, Request, Response, Versioned, SESSION_WINDOW,
+};
 
 /// Settings of a cluster client.
 #[derive(Debug, Clone)]
@@ -60,8 +62,8 @@ pub struct ClusterClient {
     /// The node tried next (an index into `addresses`).
     next: AtomicUsize,
     current: Mutex<Option<(String, Client)>>,
-    /// Held by the write in flight (see the module documentation).
-    writing: Mutex<()>,
+    /// One permit per write in flight: at most [`SESSION_WINDOW`] (see the module docs).
+    writes: Semaphore,
     seq: AtomicU64,
     client_id: u64,
 }
@@ -77,7 +79,7 @@ impl ClusterClient {
             addresses: std::sync::Mutex::new(addresses),
             next: AtomicUsize::new(0),
             current: Mutex::new(None),
-            writing: Mutex::new(()),
+            writes: Semaphore::new(SESSION_WINDOW as usize),
             seq: AtomicU64::new(1),
             client_id,
         }
@@ -124,7 +126,12 @@ impl ClusterClient {
             Request::Get { .. } | Request::Scan { .. } | Request::Ping { .. }
         );
         let _turn = match write {
-            true => Some(self.writing.lock().await),
+            true => Some(
+                self.writes
+                    .acquire()
+                    .await
+                    .expect("the semaphore is never closed"),
+            ),
             false => None,
         };
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
@@ -244,6 +251,35 @@ impl ClusterClient {
         let request = ops::put(keyspace, key, value, options.ttl_ms, options.condition);
         let (applied, version) = ops::put_done(self.call(request).await?)?;
         Ok(super::WriteResult { applied, version })
+    }
+
+    /// Compare-and-set: writes only if the key's version is `expected_version` (0: absent).
+    pub async fn cas(
+        &self,
+        keyspace: &str,
+        key: &[u8],
+        expected_version: u64,
+        value: &[u8],
+    ) -> Result<super::WriteResult> {
+        let options = super::PutOptions {
+            ttl_ms: None,
+            condition: Condition::IfVersion(expected_version),
+        };
+        self.put_with(keyspace, key, value, options).await
+    }
+
+    /// One page of an ordered scan, at the consistency `options` asks for.
+    pub async fn scan(
+        &self,
+        keyspace: &str,
+        options: super::ScanOptions,
+    ) -> Result<super::ScanPage> {
+        ops::scanned(self.call(ops::scan(keyspace, options)).await?)
+    }
+
+    /// Applies `ops` atomically (all or none), once however often it is retried.
+    pub async fn batch(&self, keyspace: &str, ops: Vec<crate::wire::BatchOp>) -> Result<Response> {
+        ops::batched(self.call(ops::batch(keyspace, ops)).await?)
     }
 
     /// Deletes `key`; returns whether it existed.

@@ -494,38 +494,12 @@ impl Client {
 
     /// One page of an ordered scan.
     pub async fn scan(&self, keyspace: &str, options: ScanOptions) -> Result<ScanPage> {
-        let request = Request::Scan {
-            keyspace: keyspace.into(),
-            range: options.range,
-            limit: options.limit,
-            continuation: options.continuation,
-            keys_only: options.keys_only,
-            consistency: options.consistency,
-        };
-        match self.call(request).await? {
-            Response::ScanOk {
-                entries,
-                continuation,
-                lag,
-            } => Ok(ScanPage {
-                entries,
-                continuation,
-                lag,
-            }),
-            other => Err(unexpected(other)),
-        }
+        ops::scanned(self.call(ops::scan(keyspace, options)).await?)
     }
 
     /// Applies `ops` atomically (all or none).
     pub async fn batch(&self, keyspace: &str, ops: Vec<BatchOp>) -> Result<Response> {
-        let request = Request::Batch {
-            keyspace: keyspace.into(),
-            ops,
-        };
-        match self.call(request).await? {
-            r @ Response::BatchOk { .. } => Ok(r),
-            other => Err(unexpected(other)),
-        }
+        ops::batched(self.call(ops::batch(keyspace, ops)).await?)
     }
 }
 

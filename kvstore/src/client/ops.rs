@@ -4,8 +4,8 @@
 
 use bytes::Bytes;
 
-use super::{unexpected, Result};
-use crate::wire::{Condition, Consistency, ReadLag, Request, Response, Versioned};
+use super::{unexpected, Result, ScanOptions, ScanPage};
+use crate::wire::{BatchOp, Condition, Consistency, ReadLag, Request, Response, Versioned};
 
 pub(super) fn get(keyspace: &str, key: &[u8], consistency: Consistency) -> Request {
     Request::Get {
@@ -75,6 +75,48 @@ pub(super) fn incr(keyspace: &str, key: &[u8], delta: i64) -> Request {
 pub(super) fn counted(response: Response) -> Result<i64> {
     match response {
         Response::IncrOk { value, .. } => Ok(value),
+        other => Err(unexpected(other)),
+    }
+}
+
+pub(super) fn scan(keyspace: &str, options: ScanOptions) -> Request {
+    Request::Scan {
+        keyspace: keyspace.into(),
+        range: options.range,
+        limit: options.limit,
+        continuation: options.continuation,
+        keys_only: options.keys_only,
+        consistency: options.consistency,
+    }
+}
+
+/// One page of a scan.
+pub(super) fn scanned(response: Response) -> Result<ScanPage> {
+    match response {
+        Response::ScanOk {
+            entries,
+            continuation,
+            lag,
+        } => Ok(ScanPage {
+            entries,
+            continuation,
+            lag,
+        }),
+        other => Err(unexpected(other)),
+    }
+}
+
+pub(super) fn batch(keyspace: &str, ops: Vec<BatchOp>) -> Request {
+    Request::Batch {
+        keyspace: keyspace.into(),
+        ops,
+    }
+}
+
+/// A batch's answer (`BatchOk`: whether it applied, and each op's result).
+pub(super) fn batched(response: Response) -> Result<Response> {
+    match response {
+        r @ Response::BatchOk { .. } => Ok(r),
         other => Err(unexpected(other)),
     }
 }

@@ -38,8 +38,13 @@ use crate::wire::{ErrorCode, Request, Response};
 
 /// The engine key of the applied-index record.
 pub const APPLIED_KEY: &[u8] = b"\0applied";
-/// Engine keys of session records start with this.
+/// Engine keys of session records start with this (then the client id, big-endian): the
+/// highest request id applied (8 bytes). A record longer than that is the older layout: the
+/// last request id and its reply.
 const SESSION_PREFIX: &[u8] = b"\0s";
+/// Engine keys of remembered replies start with this (then the client id and the request id,
+/// big-endian, so one client's replies are one ordered range).
+const REPLY_PREFIX: &[u8] = b"\0r";
 /// Engine keys of the peer address book start with this (then the node id, big-endian).
 const PEER_PREFIX: &[u8] = b"\0peer";
 const CURRENT_FILE: &str = "CURRENT";
@@ -361,31 +366,13 @@ fn execute(
     txn: &mut Txn<'_>,
     command: Command,
 ) -> Result<Reply, StorageError> {
-    let session_key = command.session.map(|(client, _)| {
-        let mut key = SESSION_PREFIX.to_vec();
-        key.extend_from_slice(&client.to_be_bytes());
-        key
-    });
-    if let (Some((client, seq)), Some(key)) = (command.session, &session_key) {
-        if let Some(record) = txn.get(key)? {
-            if let Some((last, reply)) = decode_session(&record.value) {
-                if seq == last {
-                    return Ok(Reply::Wire(reply));
-                }
-                if seq < last {
-                    // Its reply is gone, and whether it applied is not known here: the
-                    // client must treat the outcome as unknown.
-                    return Ok(Reply::Wire(Response::error(
-                        ErrorCode::Timeout,
-                        format!(
-                            "request {seq} of client {client} is older than its last applied \
-                             request ({last}); it was applied already or never will be"
-                        ),
-                    )));
-                }
-            }
-        }
-    }
+    let session = match command.session {
+        Some((client, seq)) => match Session::load(txn, client, seq)? {
+            Lookup::Answered(reply) => return Ok(Reply::Wire(reply)),
+            Lookup::New(session) => Some(session),
+        },
+        None => None,
+    };
     if let command::Body::Peer { id, address } = command.body {
         let mut key = PEER_PREFIX.to_vec();
         key.extend_from_slice(&id.to_be_bytes());
@@ -415,19 +402,122 @@ fn execute(
         command::Body::Peer { .. } => unreachable!("handled above"),
     };
     // `store` borrowed `txn` mutably; its last use is above, so `txn` is free again here.
-    if let (Some((_, seq)), Some(key), Reply::Wire(response)) =
-        (command.session, &session_key, &reply)
-    {
-        let mut record = BytesMut::new();
-        record.put_u64_le(seq);
-        if response.encode(seq, &mut record).is_ok() {
-            txn.put(key, &record, 0)?;
-        }
+    if let (Some(session), Reply::Wire(response)) = (session, &reply) {
+        session.remember(txn, response)?;
     }
     Ok(reply)
 }
 
-fn decode_session(value: &[u8]) -> Option<(u64, Response)> {
+/// A session's state as one request sees it (see [`crate::wire::SESSION_WINDOW`]).
+struct Session {
+    client: u64,
+    seq: u64,
+    /// The highest request id applied before this one.
+    high: u64,
+    /// The record is in the older layout (one reply) and must be rewritten.
+    legacy: bool,
+}
+
+enum Lookup {
+    /// A retry, or a request too old to apply: this is its answer.
+    Answered(Response),
+    /// A request to run.
+    New(Session),
+}
+
+impl Session {
+    fn key(client: u64) -> Vec<u8> {
+        let mut key = SESSION_PREFIX.to_vec();
+        key.extend_from_slice(&client.to_be_bytes());
+        key
+    }
+
+    fn reply_key(client: u64, seq: u64) -> Vec<u8> {
+        let mut key = REPLY_PREFIX.to_vec();
+        key.extend_from_slice(&client.to_be_bytes());
+        key.extend_from_slice(&seq.to_be_bytes());
+        key
+    }
+
+    fn load(txn: &Txn<'_>, client: u64, seq: u64) -> Result<Lookup, StorageError> {
+        let mut session = Session {
+            client,
+            seq,
+            high: 0,
+            legacy: false,
+        };
+        match txn.get(&Session::key(client))? {
+            Some(record) if record.value.len() == 8 => {
+                session.high = u64::from_le_bytes(record.value[..].try_into().expect("8 bytes"));
+            }
+            Some(record) => {
+                // The older layout remembers only the last request and its reply.
+                if let Some((last, reply)) = decode_reply(&record.value) {
+                    if seq == last {
+                        return Ok(Lookup::Answered(reply));
+                    }
+                    session.high = last;
+                    session.legacy = true;
+                }
+            }
+            None => {}
+        }
+        if let Some(record) = txn.get(&Session::reply_key(client, seq))? {
+            if let Some((_, reply)) = decode_reply(&record.value) {
+                return Ok(Lookup::Answered(reply));
+            }
+        }
+        let window = if session.legacy {
+            1
+        } else {
+            crate::wire::SESSION_WINDOW
+        };
+        if seq.saturating_add(window) <= session.high {
+            // Its reply is gone (or was never kept), and whether it applied is not known
+            // here: the client must treat the outcome as unknown.
+            return Ok(Lookup::Answered(Response::error(
+                ErrorCode::Timeout,
+                format!(
+                    "request {seq} of client {client} is older than the window of its last \
+                     {window} requests (the highest applied is {}); it was applied already or \
+                     never will be",
+                    session.high
+                ),
+            )));
+        }
+        Ok(Lookup::New(session))
+    }
+
+    /// Records this request's reply, moves the window and forgets the replies behind it.
+    fn remember(self, txn: &mut Txn<'_>, response: &Response) -> Result<(), StorageError> {
+        let mut record = BytesMut::new();
+        record.put_u64_le(self.seq);
+        if response.encode(self.seq, &mut record).is_err() {
+            return Ok(()); // too large to keep: a retry then finds it "too old" (unknown)
+        }
+        txn.put(&Session::reply_key(self.client, self.seq), &record, 0)?;
+        let high = self.high.max(self.seq);
+        if high != self.high || self.legacy {
+            txn.put(&Session::key(self.client), high.to_le_bytes(), 0)?;
+        }
+        let window = crate::wire::SESSION_WINDOW;
+        if high > self.high && high >= window {
+            // Every reply at or below `high - window` is out of the window now: one point
+            // delete when the window moved by one (a client's ids are dense), a range else.
+            if high == self.high + 1 {
+                txn.delete(&Session::reply_key(self.client, high - window))?;
+            } else {
+                let first = Session::reply_key(self.client, 0);
+                let end = Session::reply_key(self.client, high - window + 1);
+                txn.delete_range(&first, &end)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A remembered reply: the request id, then the response frame.
+fn decode_reply(value: &[u8]) -> Option<(u64, Response)> {
     let seq = u64::from_le_bytes(value.get(..8)?.try_into().ok()?);
     let mut buf = BytesMut::from(&value[8..]);
     let frame = decode_frame(&mut buf, usize::MAX).ok()??;
@@ -733,9 +823,9 @@ mod tests {
     fn a_retried_request_applies_once_and_gets_the_first_reply() {
         let d = dir();
         let mut sm = StateMachine::open(&d, config()).unwrap();
-        let first = entry(1, wire(Some((77, 5)), NOW, &incr("n")));
-        let retry = entry(2, wire(Some((77, 5)), NOW, &incr("n")));
-        let other_client = entry(3, wire(Some((78, 5)), NOW, &incr("n")));
+        let first = entry(1, wire(Some((77, 100)), NOW, &incr("n")));
+        let retry = entry(2, wire(Some((77, 100)), NOW, &incr("n")));
+        let other_client = entry(3, wire(Some((78, 100)), NOW, &incr("n")));
         let replies = sm.apply(&[first, retry, other_client]).unwrap();
         let values: Vec<_> = replies
             .iter()
@@ -746,8 +836,9 @@ mod tests {
             .collect();
         assert_eq!(values, vec![(1, 1), (1, 1), (2, 3)]);
         assert_eq!(&get(&sm, "n").unwrap().value[..], b"2");
-        // A request older than the client's last one is refused, not applied.
-        let old = entry(4, wire(Some((77, 4)), NOW, &incr("n")));
+        // A request older than the client's window is refused, not applied.
+        let seq = 100 - crate::wire::SESSION_WINDOW;
+        let old = entry(4, wire(Some((77, seq)), NOW, &incr("n")));
         let replies = sm.apply(&[old]).unwrap();
         assert!(matches!(
             &replies[0].1,
@@ -755,6 +846,103 @@ mod tests {
                 if message.contains("older")
         ));
         assert_eq!(&get(&sm, "n").unwrap().value[..], b"2");
+    }
+
+    #[test]
+    fn a_session_remembers_a_window_of_replies_so_a_client_can_have_many_writes_in_flight() {
+        use crate::wire::SESSION_WINDOW;
+        let d = dir();
+        let mut sm = StateMachine::open(&d, config()).unwrap();
+        let mut index = 0;
+        let mut apply = |sm: &mut StateMachine, seq: u64| {
+            index += 1;
+            let replies = sm
+                .apply(&[entry(index, wire(Some((7, seq)), NOW, &incr("n")))])
+                .unwrap();
+            match &replies[0].1 {
+                Reply::Wire(r) => r.clone(),
+                other => panic!("{other:?}"),
+            }
+        };
+        // Writes 1..=4 in flight at once, arriving out of order.
+        for seq in [2, 1, 4, 3] {
+            assert!(matches!(apply(&mut sm, seq), Response::IncrOk { .. }));
+        }
+        assert_eq!(&get(&sm, "n").unwrap().value[..], b"4");
+        // Retries of any of them get their own first reply and change nothing.
+        for (seq, value) in [(1, 2), (2, 1), (3, 4), (4, 3)] {
+            let reply = apply(&mut sm, seq);
+            assert!(
+                matches!(reply, Response::IncrOk { value: v, .. } if v == value),
+                "retry of {seq}: {reply:?}"
+            );
+        }
+        assert_eq!(&get(&sm, "n").unwrap().value[..], b"4");
+        // Far ahead: the window moves on; a write older than it is refused as unknown.
+        let far = 4 + SESSION_WINDOW;
+        assert!(matches!(
+            apply(&mut sm, far),
+            Response::IncrOk { value: 5, .. }
+        ));
+        let old = apply(&mut sm, 4);
+        assert!(
+            matches!(
+                &old,
+                Response::Error {
+                    code: ErrorCode::Timeout,
+                    ..
+                }
+            ),
+            "{old:?}"
+        );
+        // Inside the window, a seq never seen before still applies (it was in flight).
+        assert!(matches!(
+            apply(&mut sm, far - 1),
+            Response::IncrOk { value: 6, .. }
+        ));
+        assert_eq!(&get(&sm, "n").unwrap().value[..], b"6");
+        // The replies that fell out of the window are gone from the engine.
+        let all = sm.db().engine().scan_all(b"", b"", usize::MAX).unwrap();
+        let replies = all.iter().filter(|e| e.key.starts_with(b"\0r")).count();
+        assert!(replies <= SESSION_WINDOW as usize, "{replies} replies kept");
+    }
+
+    #[test]
+    fn a_session_record_of_the_older_layout_still_answers_its_last_request() {
+        let d = dir();
+        let mut sm = StateMachine::open(&d, config()).unwrap();
+        sm.apply(&[entry(1, wire(None, NOW, &put("n", "41", None)))])
+            .unwrap();
+        // What an earlier build wrote: the last request id, then its reply.
+        let mut record = BytesMut::new();
+        record.put_u64_le(9);
+        let reply = Response::IncrOk {
+            value: 41,
+            version: 1,
+        };
+        reply.encode(9, &mut record).unwrap();
+        let key = Session::key(5);
+        sm.db()
+            .engine()
+            .write(Some(2), |txn| txn.put(&key, &record, 0))
+            .unwrap();
+        let mut apply = |index, seq| {
+            let replies = sm
+                .apply(&[entry(index, wire(Some((5, seq)), NOW, &incr("n")))])
+                .unwrap();
+            format!("{:?}", replies[0].1)
+        };
+        assert!(apply(3, 9).contains("value: 41"), "the remembered reply");
+        assert!(
+            apply(4, 8).contains("Timeout"),
+            "older than the last: unknown"
+        );
+        assert!(apply(5, 10).contains("value: 42"), "a new request applies");
+        assert!(
+            apply(6, 10).contains("value: 42"),
+            "and is remembered the new way"
+        );
+        assert_eq!(&get(&sm, "n").unwrap().value[..], b"42");
     }
 
     #[test]

@@ -143,6 +143,13 @@ pub struct ReadLag {
     pub ms: Option<u64>,
 }
 
+/// How many writes a session may have in flight: a cluster remembers the replies of the
+/// session's last `SESSION_WINDOW` request ids, so a retry of any of them gets its first reply,
+/// and refuses (as outcome unknown) a request id this far below the highest it applied. A
+/// client must not send request id `n` before every id up to `n - SESSION_WINDOW` has its
+/// answer (or was given up).
+pub const SESSION_WINDOW: u64 = 64;
+
 /// `lag_ms` on the wire for "unknown".
 pub const LAG_MS_UNKNOWN: u64 = u64::MAX;
 

@@ -65,7 +65,7 @@ pub use frame::{
 pub use message::{
     negotiate_version, opcode, BatchOp, Condition, Consistency, DecodeError, Entry, ErrorCode,
     ReadLag, Request, Response, ScanRange, Versioned, DEFAULT_KEYSPACE, PROTOCOL_VERSION_MAX,
-    PROTOCOL_VERSION_MIN,
+    PROTOCOL_VERSION_MIN, SESSION_WINDOW,
 };
 
 use bytes::BytesMut;
