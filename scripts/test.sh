@@ -5,4 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-test-deps.sh
 cargo build --workspace --bins
+# The lean client the applications link must build without the server.
+cargo check -p kvstore --no-default-features --lib
 cargo test --workspace

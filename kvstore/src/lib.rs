@@ -1,33 +1,58 @@
-//! `kvstore`: a durable key-value store built in the order of a distributed-systems course.
+//! `kvstore`: a partitioned, replicated, durable key-value store, built in the order of a
+//! distributed-systems course (the order of *Designing Data-Intensive Applications*).
 //!
-//! Part 1 (this crate today) is a single node: a log-structured storage engine with an ordered
-//! index ([`storage`]), the data model of keyspaces and versioned values on top of it ([`db`]),
-//! our own binary protocol ([`wire`]), a Redis-compatible port ([`resp`]), the server that
-//! listens on both plus an HTTP admin port ([`server`]), and an async pipelined [`client`].
-//! Replication (Raft) and partitioning come next and reuse exactly these parts.
+//! Built so far: a single node, that is a log-structured storage engine with an ordered index
+//! ([`storage`]) and the data model of keyspaces and versioned values on top of it ([`db`]);
+//! its wire protocol ([`wire`]) and a Redis-compatible port ([`resp`]); replication, that is a
+//! sans-IO Raft core ([`raft`]) and the node runtime that drives it over a WAL and TCP
+//! ([`node`]); the listeners ([`server`]) and the async clients ([`client`]: one connection,
+//! or a whole cluster with redirects, retries and at-most-once sessions). Partitioning (many
+//! Raft groups per node, a meta group) comes next and builds on the node runtime.
 //!
-//! Layering, from the bottom: `storage` does file IO and knows nothing of keyspaces; `db` is
-//! pure logic over the engine; `wire` and `resp` are pure codecs (bytes in, values out); only
-//! `server` and `client` touch sockets. See `ARCHITECTURE.md` for the map and its invariants.
+//! Layering, from the bottom: `storage` does file IO and knows nothing of keyspaces or Raft;
+//! `db` is pure logic over the engine; `wire`, `resp` and `raft` are pure (bytes or messages
+//! in, values out: no sockets, no clocks); `node`, `server` and `client` do the network IO.
+//! See `ARCHITECTURE.md` for the map and its invariants, and `docs/` for the byte layouts.
+//!
+//! **Two builds.** The default feature `server` is the whole store (and the `kvstore`
+//! binary). An application links the lean client instead, which compiles only `wire` and
+//! `client` (four dependencies):
+//!
+//! ```toml
+//! kvstore = { path = "../kvstore", default-features = false }
+//! ```
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), kvstore::client::ClientError> {
-//! use kvstore::client::{Client, ClientConfig};
-//! let client = Client::connect("127.0.0.1:7379", ClientConfig::default()).await?;
-//! client.put("default", b"user:1", b"ada").await?;
-//! let value = client.get("default", b"user:1").await?;
+//! use kvstore::client::cluster::{ClusterClient, ClusterConfig};
+//! use kvstore::wire::{Condition, Consistency};
+//! let nodes = vec!["127.0.0.1:7379".to_string(), "127.0.0.1:7479".into()];
+//! let store = ClusterClient::new(nodes, ClusterConfig::default());
+//! store.put("default", b"user:1", b"ada", Condition::None).await?;
+//! let value = store.get("default", b"user:1", Consistency::Linearizable).await?;
 //! # Ok(()) }
 //! ```
 
-pub mod cli;
+// The lean client (`default-features = false`): what an application links.
 pub mod client;
-pub mod db;
-pub mod metrics;
-pub mod node;
-pub mod raft;
-pub mod resp;
-pub mod server;
-pub mod storage;
-#[cfg(test)]
-mod test_dir;
 pub mod wire;
+
+// The store itself (feature `server`, on by default).
+#[cfg(feature = "server")]
+pub mod cli;
+#[cfg(feature = "server")]
+pub mod db;
+#[cfg(feature = "server")]
+pub mod metrics;
+#[cfg(feature = "server")]
+pub mod node;
+#[cfg(feature = "server")]
+pub mod raft;
+#[cfg(feature = "server")]
+pub mod resp;
+#[cfg(feature = "server")]
+pub mod server;
+#[cfg(feature = "server")]
+pub mod storage;
+#[cfg(all(test, feature = "server"))]
+mod test_dir;
