@@ -217,6 +217,27 @@ fn a_follower_read_says_how_long_since_its_replica_heard_from_a_leader() {
         cluster.logs()
     );
     cluster.heal();
+    // A follower stopped for 2 s, just woken: the heartbeats that waited in its socket are
+    // old news, and must not make its lag look like nothing.
+    let follower = others(&cluster, leader)[0];
+    let to_follower = rt
+        .block_on(Client::connect(
+            cluster.node(follower).addr,
+            ClientConfig::default(),
+        ))
+        .unwrap();
+    cluster.pause(follower).unwrap();
+    std::thread::sleep(Duration::from_millis(2_000));
+    cluster.resume(follower).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let (_, lag) = rt
+        .block_on(to_follower.get_lagged("default", b"k", Consistency::Follower))
+        .unwrap();
+    let lag = lag.expect("a follower read carries its lag");
+    assert!(
+        lag.ms.is_some_and(|ms| ms >= 1_000),
+        "node {follower} just woke from a 2 s stop, yet says {lag:?}"
+    );
     // A node restarted alone on its old data has heard from no leader: its lag is unknown,
     // not zero.
     for id in 1..=3 {

@@ -9,8 +9,9 @@
 //! across groups and proposals), only then sends their messages (a vote or an acknowledgement
 //! must never outlive a crash that forgets it), applies the committed entries to each group's
 //! state machine, answers the proposals and reads waiting on them, and calls `advance`. A
-//! group whose log has grown past [`NodeConfig::compact_entries`] is compacted: its engine is
-//! synced, snapshotted to a file, and the WAL purged.
+//! group whose log has grown past [`NodeConfig::compact_entries`] asks the node's snapshot
+//! worker for a snapshot (built off this thread from a view of its engine); when it is built,
+//! the log is compacted up to it and the WAL purged.
 //!
 //! Everything else talks to the Raft thread through [`Node`], a cheap handle: `propose` and
 //! `read` return immediately with a receiver for the answer, so a connection can have many in
@@ -59,6 +60,8 @@ const EVENTS_PER_ROUND_MAX: usize = 4096;
 /// Snapshots waiting for the snapshot worker; a group whose job does not fit tries again at
 /// a later round.
 const SNAPSHOT_JOBS_MAX: usize = 64;
+/// After a snapshot build failed (a full disk), the group waits this long before the next.
+const SNAPSHOT_RETRY_DELAY: Duration = Duration::from_secs(5);
 
 /// Settings of a node.
 #[derive(Debug, Clone)]
@@ -360,6 +363,7 @@ impl Node {
             heard_at_us: None,
             term_vote: (hard_state.term, hard_state.vote),
             snapshotting: false,
+            snapshot_not_before: None,
         };
         let (snapshots, jobs) = stdmpsc::sync_channel(SNAPSHOT_JOBS_MAX);
         let worker_inbox = shared.inbox.clone();
@@ -377,6 +381,8 @@ impl Node {
             shutdown: false,
             snapshots,
             built: Vec::new(),
+            last_loop_us: clock::monotonic_us(),
+            woke_at_us: None,
         };
         runner.publish_status();
         let thread_shared = shared.clone();
@@ -688,8 +694,8 @@ impl Node {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(match answer.kind {
                 AnswerKind::Write => NodeError::Unknown(
-                    "the node stopped after the write reached its log; it may have been \
-                     replicated and applied"
+                    "the node stopped before answering the write; it may have been logged, \
+                     replicated and applied before it stopped"
                         .into(),
                 ),
                 AnswerKind::Other => NodeError::Stopped("the node dropped the request".into()),
@@ -759,6 +765,8 @@ struct Group {
     term_vote: (Term, Option<NodeId>),
     /// A snapshot of this group is being built.
     snapshotting: bool,
+    /// The last build failed: no new one before this.
+    snapshot_not_before: Option<Instant>,
 }
 
 struct Runner {
@@ -773,6 +781,10 @@ struct Runner {
     snapshots: SyncSender<(GroupId, state::SnapshotJob)>,
     /// Snapshots the worker has built, to compact the logs with in the next round.
     built: Vec<(GroupId, Built)>,
+    /// When the loop last came round (on [`clock::monotonic_us`]), and when it last woke
+    /// from a stall (a gap of an election timeout: SIGSTOP, a long fsync).
+    last_loop_us: raft::Micros,
+    woke_at_us: Option<raft::Micros>,
 }
 
 impl Runner {
@@ -782,7 +794,9 @@ impl Runner {
         self.round()?;
         while !self.shutdown {
             let wait = next_tick.saturating_duration_since(Instant::now());
-            match events.recv_timeout(wait) {
+            let received = events.recv_timeout(wait);
+            self.note_stall();
+            match received {
                 Ok(event) => {
                     self.handle(event);
                     for event in events.try_iter().take(EVENTS_PER_ROUND_MAX) {
@@ -812,6 +826,28 @@ impl Runner {
         Ok(())
     }
 
+    /// Notes a stall: the loop came round an election timeout or more after the last time.
+    fn note_stall(&mut self) {
+        let now = clock::monotonic_us();
+        let election = u64::from(raft_config(&self.config).election_ticks_min);
+        let stall_us = self.config.tick.as_micros() as u64 * election;
+        if now.saturating_sub(self.last_loop_us) > stall_us {
+            tracing::warn!(
+                stalled_ms = now.saturating_sub(self.last_loop_us) / 1000,
+                "the Raft thread stalled"
+            );
+            self.woke_at_us = Some(now);
+        }
+        self.last_loop_us = now;
+    }
+
+    /// How long after a stall leader messages are not taken as fresh contact: two heartbeat
+    /// intervals, by when a heartbeat sent after the wake has arrived.
+    fn stall_settle_us(&self) -> raft::Micros {
+        let heartbeat = u64::from(raft_config(&self.config).heartbeat_ticks);
+        2 * heartbeat * self.config.tick.as_micros() as u64
+    }
+
     fn handle(&mut self, event: Event) {
         if !matches!(
             event,
@@ -823,19 +859,26 @@ impl Runner {
         }
         match event {
             Event::Step(group, m) => {
+                // Messages handled just after a stall may have waited in the socket all
+                // along: they do not show the leader was heard recently.
+                let now = clock::monotonic_us();
+                let fresh = self
+                    .woke_at_us
+                    .is_none_or(|woke| now.saturating_sub(woke) > self.stall_settle_us());
                 let Some(g) = self.groups.get_mut(&group) else {
                     return;
                 };
                 let from = m.from;
-                let leader_message = matches!(
-                    m.body,
-                    raft::Body::Append { .. }
-                        | raft::Body::Heartbeat { .. }
-                        | raft::Body::InstallSnapshot { .. }
-                );
+                let leader_message = fresh
+                    && matches!(
+                        m.body,
+                        raft::Body::Append { .. }
+                            | raft::Body::Heartbeat { .. }
+                            | raft::Body::InstallSnapshot { .. }
+                    );
                 g.raft.step(m);
                 if leader_message && g.raft.leader() == Some(from) {
-                    g.heard_at_us = Some(clock::monotonic_us());
+                    g.heard_at_us = Some(now);
                 }
             }
             Event::Propose(data, reply) => {
@@ -1166,6 +1209,9 @@ impl Group {
         if self.snapshotting || !self.raft.compaction_due(applied, every) {
             return;
         }
+        if self.snapshot_not_before.is_some_and(|t| Instant::now() < t) {
+            return; // the last attempt failed: wait before the next
+        }
         if applied != self.raft.log().applied() {
             // After a restart the engine can be ahead of what Raft has handed out again (the
             // commit index is re-learnt from the leader): wait until they agree, so that the
@@ -1194,8 +1240,9 @@ impl Runner {
         let (index, data) = match built {
             Ok(built) => built,
             Err(error) => {
-                // Not fatal: the log just stays longer; the next round tries again.
+                // Not fatal: the log just stays longer; try again after a pause.
                 tracing::error!(group, %error, "building a snapshot failed");
+                g.snapshot_not_before = Some(Instant::now() + SNAPSHOT_RETRY_DELAY);
                 return Ok(());
             }
         };
@@ -1203,7 +1250,12 @@ impl Runner {
         if index <= log.snapshot().index || index > log.applied() {
             // A snapshot from the leader was installed meanwhile, or the view was taken
             // ahead of what Raft applied (cannot happen after the check that started it).
+            // Its file goes, unless it is the one the WAL's mark names.
             tracing::debug!(group, index, "a built snapshot is not needed any more");
+            if index != log.snapshot().index {
+                let path = state::snapshot_path(&g.dir, index);
+                let _ = std::fs::remove_file(path);
+            }
             return Ok(());
         }
         let bytes = data.len();
@@ -1230,7 +1282,12 @@ fn snapshot_worker(
 ) {
     for (group, job) in jobs {
         let started = Instant::now();
-        let built = job.run().map_err(|e| format!("{e:#}"));
+        // A panic here must not leave the group waiting for a snapshot that never comes.
+        let run = std::panic::AssertUnwindSafe(|| job.run());
+        let built = match std::panic::catch_unwind(run) {
+            Ok(result) => result.map_err(|e| format!("{e:#}")),
+            Err(_) => Err("the snapshot worker panicked while building it".to_string()),
+        };
         if let Ok((index, data)) = &built {
             tracing::info!(
                 group,

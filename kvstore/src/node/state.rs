@@ -202,6 +202,7 @@ impl StateMachine {
         let mut applied = self.applied;
         let mut now_ms = self.now_ms;
         let resp = &self.resp;
+        let clock = &self.clock;
         let outcome = db.engine().write_group_at(now_ms, |group| -> Result<()> {
             let from = applied;
             for entry in entries.iter().filter(|e| e.index > from) {
@@ -219,6 +220,10 @@ impl StateMachine {
                 if let Some(c) = &command {
                     now_ms = now_ms.max(c.now_ms);
                 }
+                // Before the group is published: a read that sees this entry's effects must
+                // also judge TTLs at (at least) its time. (If the append then fails, reads
+                // merely judge a little later, which is safe.)
+                clock.raise_to(now_ms);
                 group.set_now_ms(now_ms);
                 let ((), _) = group.txn(Some(entry.index), |txn| -> Result<()> {
                     if let Some(command) = command {

@@ -44,9 +44,24 @@ pub const PEER_QUEUE_MESSAGES_MAX: usize = 4096;
 const RECONNECT_DELAY: Duration = Duration::from_millis(100);
 /// A peer that does not accept within this long counts as down for this attempt.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// A write to a peer (a batch, or the hello) that has not finished within this long: the link
-/// is blackholed or the peer stopped reading. The connection is dropped and made again.
+/// A write to a peer that makes no progress for this long (no chunk of
+/// [`PEER_WRITE_CHUNK_BYTES`] goes out): the link is blackholed or the peer stopped reading.
+/// The connection is dropped and made again. A slow link is not a dead one: the limit is on
+/// progress, not on a whole batch of megabytes.
 pub const PEER_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Bytes written at a time under [`PEER_WRITE_TIMEOUT`].
+pub const PEER_WRITE_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Writes `bytes`, failing with `TimedOut` if a chunk makes no progress in time.
+async fn write_with_progress(stream: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
+    for chunk in bytes.chunks(PEER_WRITE_CHUNK_BYTES) {
+        match tokio::time::timeout(PEER_WRITE_TIMEOUT, stream.write_all(chunk)).await {
+            Ok(result) => result?,
+            Err(_) => return Err(std::io::ErrorKind::TimedOut.into()),
+        }
+    }
+    Ok(())
+}
 
 /// Where a node's clients connect.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -244,11 +259,11 @@ async fn send_loop(
             }
         }
         let Some(s) = stream.as_mut() else { continue };
-        match tokio::time::timeout(PEER_WRITE_TIMEOUT, s.write_all(&frame)).await {
-            Ok(Ok(())) => {
+        match write_with_progress(s, &frame).await {
+            Ok(()) => {
                 stats.batches_sent.fetch_add(1, Ordering::Relaxed);
             }
-            Ok(Err(error)) => {
+            Err(error) if error.kind() != std::io::ErrorKind::TimedOut => {
                 tracing::info!(peer, %address, %error, "lost the connection to peer");
                 stream = None;
             }
@@ -278,8 +293,7 @@ async fn connect(
     match attempt.unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into())) {
         Ok(mut s) => {
             let _ = s.set_nodelay(true);
-            let sent = tokio::time::timeout(PEER_WRITE_TIMEOUT, s.write_all(hello)).await;
-            if matches!(sent, Ok(Ok(()))) {
+            if write_with_progress(&mut s, hello).await.is_ok() {
                 tracing::info!(peer, %address, "connected to peer");
                 return Some(s);
             }

@@ -1220,10 +1220,13 @@ impl Raft {
     }
 
     /// A new reading of the runtime's clock. One that went back, or jumped forward by more
-    /// than a lease (the runtime stalled), voids the lease and the rounds it could be dated
-    /// from: a lease holds again only after a heartbeat sent from now on is answered.
+    /// than an election timeout (the runtime stalled), voids the lease and the rounds it could
+    /// be dated from: a lease holds again only after a heartbeat sent from now on is answered.
     fn observe_clock(&mut self, now: Micros) {
-        let jumped = now < self.clock || now - self.clock > self.cfg.lease_us();
+        // A gap past a lease voids it anyway (it has expired); the threshold is the election
+        // timeout so that it means "the runtime stalled" even with leases off.
+        let stall_us = u64::from(self.cfg.election_ticks_min) * self.cfg.tick_us;
+        let jumped = now < self.clock || now - self.clock > stall_us.max(self.cfg.lease_us());
         if jumped && self.clock != 0 {
             if self.role == Role::Leader {
                 tracing::debug!(
