@@ -47,6 +47,8 @@ pub mod metrics;
 #[cfg(feature = "server")]
 pub mod node;
 #[cfg(feature = "server")]
+pub mod op;
+#[cfg(feature = "server")]
 pub mod raft;
 #[cfg(feature = "server")]
 pub mod resp;

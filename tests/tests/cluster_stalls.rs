@@ -11,10 +11,10 @@
 use std::time::Duration;
 
 use kvstore::client::cluster::{ClusterClient, ClusterConfig};
-use kvstore::client::{Client, ClientConfig, PutOptions};
+use kvstore::client::PutOptions;
 use kvstore::wire::{Condition, Consistency};
 use tests::cluster::{Cluster, ClusterOptions};
-use tests::harness::{runtime, wait_until};
+use tests::harness::{connect, runtime, wait_until};
 
 /// The clusters of this file run one at a time: they share two cores, and timing matters.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -58,12 +58,7 @@ fn a_leader_cut_off_and_stopped_serves_no_stale_lease_read_when_it_wakes() {
         rt.block_on(all.put("default", key.as_bytes(), b"old", Condition::None))
             .unwrap();
         // A connection to the leader, handshake done, that reads under the lease.
-        let direct = rt
-            .block_on(Client::connect(
-                cluster.node(leader).addr,
-                ClientConfig::default(),
-            ))
-            .unwrap();
+        let direct = rt.block_on(connect(cluster.node(leader)));
         let seen = rt
             .block_on(direct.get_with("default", key.as_bytes(), Consistency::Lease))
             .unwrap();
@@ -166,12 +161,7 @@ fn a_follower_that_applies_a_backlog_of_expiring_keys_agrees_with_the_leader() {
         })
     });
     assert!(caught_up, "the follower caught up\n{}", cluster.logs());
-    let direct = rt
-        .block_on(Client::connect(
-            cluster.node(follower).addr,
-            ClientConfig::default(),
-        ))
-        .unwrap();
+    let direct = rt.block_on(connect(cluster.node(follower)));
     for i in 0..5 {
         let (k, n) = (format!("k{i}"), format!("n{i}"));
         let read = |key: &str| {
@@ -194,12 +184,7 @@ fn a_follower_read_says_how_long_since_its_replica_heard_from_a_leader() {
     let client = ClusterClient::new(cluster.client_addresses(), ClusterConfig::default());
     rt.block_on(client.put("default", b"k", b"v", Condition::None))
         .unwrap();
-    let direct = rt
-        .block_on(Client::connect(
-            cluster.node(leader).addr,
-            ClientConfig::default(),
-        ))
-        .unwrap();
+    let direct = rt.block_on(connect(cluster.node(leader)));
     // A leader cut off and stopped wakes sure it leads: its data is as old as the last time
     // a quorum answered it, and a follower read must say so.
     cluster.isolate(leader);
@@ -220,12 +205,7 @@ fn a_follower_read_says_how_long_since_its_replica_heard_from_a_leader() {
     // A follower stopped for 2 s, just woken: the heartbeats that waited in its socket are
     // old news, and must not make its lag look like nothing.
     let follower = others(&cluster, leader)[0];
-    let to_follower = rt
-        .block_on(Client::connect(
-            cluster.node(follower).addr,
-            ClientConfig::default(),
-        ))
-        .unwrap();
+    let to_follower = rt.block_on(connect(cluster.node(follower)));
     cluster.pause(follower).unwrap();
     std::thread::sleep(Duration::from_millis(2_000));
     cluster.resume(follower).unwrap();
@@ -244,12 +224,7 @@ fn a_follower_read_says_how_long_since_its_replica_heard_from_a_leader() {
         cluster.kill(id).unwrap();
     }
     cluster.restart(leader).unwrap();
-    let alone = rt
-        .block_on(Client::connect(
-            cluster.node(leader).addr,
-            ClientConfig::default(),
-        ))
-        .unwrap();
+    let alone = rt.block_on(connect(cluster.node(leader)));
     let (found, lag) = rt
         .block_on(alone.get_lagged("default", b"k", Consistency::Follower))
         .unwrap();

@@ -1,10 +1,11 @@
-//! What a replicated log entry carries: a client's write request, verbatim, with the session it
-//! belongs to and the leader's clock when it was proposed.
+//! What a replicated log entry carries: a client's write as a typed operation
+//! ([`crate::op::Op`]), with the session it belongs to and the proposer's clock.
 //!
-//! The log holds requests, not their effects (as Redis's append-only file does): every replica
-//! applies an entry by running the same code a single node runs for that request, at the
-//! entry's index as its version and at the entry's time as "now", so every replica computes the
-//! same writes and the same reply. Layout (little-endian), documented in `docs/raft.md`:
+//! The log holds operations, not their effects (as Redis's append-only file holds commands):
+//! every replica applies an entry by running the one executor ([`crate::op::execute`]) on its
+//! operation, at the entry's index as its version and at the entry's time as "now", so every
+//! replica computes the same writes and the same outcome. Layout (little-endian), documented
+//! in `docs/raft.md`:
 //!
 //! ```text
 //!  0        1      2           10          18          26
@@ -16,14 +17,18 @@
 //!  +--------+------+-----------+-----------+-----------+--------------------------+
 //! ```
 //!
-//! Kind 1 is a binary-protocol request frame; kind 2 a Redis command's arguments; kind 3 a
-//! node's peer address (`u64 node id`, then the address), which the leader logs before adding
-//! the node so that every member, and every later leader, can reach it. A request
-//! with a `client_id` belongs to that client's session: the state machine remembers the last
-//! `seq` it applied per client and its reply, so a retry applies once.
+//! Kind 1 is a binary-protocol request frame (already a typed operation: [`Op::Request`], kept
+//! as the frame that arrived so that logging it copies nothing); kind 4 any other operation in
+//! [`Op::encode`]'s layout (a Redis write, translated at the edge); kind 3 a node's peer address
+//! (`u64 node id`, then the address), which the leader logs before adding the node so that
+//! every member, and every later leader, can reach it. Kind 2 (a Redis command's arguments) is
+//! what earlier builds logged; it is still applied, by translating it as the edge would. A
+//! request with a `client_id` belongs to that client's session: the state machine remembers
+//! the replies of its last `SESSION_WINDOW` requests, so a retry applies once.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::op::Op;
 use crate::wire::frame::{encode_frame, Frame, FRAME_HEADER_BYTES, FRAME_LENGTH_PREFIX_BYTES};
 use crate::wire::Request;
 
@@ -31,6 +36,7 @@ const FORMAT: u8 = 1;
 const KIND_WIRE: u8 = 1;
 const KIND_RESP: u8 = 2;
 const KIND_PEER: u8 = 3;
+const KIND_OP: u8 = 4;
 /// Bytes before the body.
 pub const HEADER_BYTES: usize = 26;
 /// Most arguments of a Redis command in the log (as the RESP codec accepts).
@@ -51,8 +57,10 @@ pub struct Command {
 pub enum Body {
     /// A binary-protocol request, as its frame (the request id is the session's `seq`).
     Wire(Frame),
-    /// A Redis command: its name and arguments.
+    /// A Redis command: its name and arguments (logged by earlier builds; see the module docs).
     Resp(Vec<Bytes>),
+    /// An operation other than a binary-protocol request.
+    Op(Op),
     /// Node `id` listens for peers at `address`.
     Peer { id: u64, address: String },
 }
@@ -93,7 +101,16 @@ impl Command {
         buf.freeze()
     }
 
-    /// Encodes a Redis command.
+    /// Encodes an operation (a binary-protocol request is better logged as its frame, with
+    /// [`Command::wire_frame`]).
+    pub fn op(session: Option<(u64, u64)>, now_ms: u64, op: &Op) -> Bytes {
+        let mut buf = header(KIND_OP, session, now_ms);
+        op.encode(&mut buf)
+            .expect("an operation small enough to have arrived encodes");
+        buf.freeze()
+    }
+
+    /// Encodes a Redis command in the layout earlier builds logged (kind 2).
     pub fn resp(now_ms: u64, args: &[&[u8]]) -> Bytes {
         let mut buf = header(KIND_RESP, None, now_ms);
         buf.put_u32_le(args.len() as u32);
@@ -126,6 +143,7 @@ impl Command {
         let body = match data[1] {
             KIND_WIRE => Body::Wire(frame_of(&body)?),
             KIND_RESP => Body::Resp(decode_args(&body)?),
+            KIND_OP => Body::Op(Op::decode(&body).map_err(CommandError::Body)?),
             KIND_PEER if body.len() >= 8 => Body::Peer {
                 id: u64::from_le_bytes(body[..8].try_into().expect("8 bytes")),
                 address: String::from_utf8(body[8..].to_vec())

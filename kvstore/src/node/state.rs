@@ -30,8 +30,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::command::{self, Command};
 use crate::db::{Db, Store};
+use crate::op::{Op, Outcome};
 use crate::raft::{Entry, Index, Payload};
-use crate::resp::codec::Reply as RespReply;
 use crate::storage::{self, Engine, FloorClock, StorageError, SystemClock, Txn, Value, Written};
 use crate::wire::frame::decode_frame;
 use crate::wire::{ErrorCode, Request, Response};
@@ -77,16 +77,15 @@ pub enum StateError {
 type Result<T, E = StateError> = std::result::Result<T, E>;
 
 /// The reply an applied entry produced, for the client waiting on it (at the node that
-/// proposed it).
+/// proposed it), which turns it into its protocol's answer.
 #[derive(Debug, Clone)]
 pub enum Reply {
+    /// The outcome of a binary-protocol request ([`Outcome::Response`]).
     Wire(Response),
-    Resp(RespReply),
+    /// The outcome of any other operation.
+    Outcome(Outcome),
     /// A node's peer address was recorded.
-    Peer {
-        id: u64,
-        address: String,
-    },
+    Peer { id: u64, address: String },
 }
 
 /// The state machine of one group.
@@ -101,7 +100,6 @@ pub struct StateMachine {
     /// The state machine's clock: the latest `now_ms` of any applied command, so it never
     /// goes back even if leaders' clocks disagree.
     now_ms: u64,
-    resp: crate::resp::commands::Shared,
     /// Reads' clock, and the clock this node stamps its proposals with: never behind the
     /// log's time (`now_ms`).
     clock: Arc<FloorClock>,
@@ -147,7 +145,6 @@ impl StateMachine {
             generation,
             applied,
             now_ms,
-            resp: Default::default(),
             clock,
         })
     }
@@ -201,7 +198,6 @@ impl StateMachine {
         let mut replies = Vec::new();
         let mut applied = self.applied;
         let mut now_ms = self.now_ms;
-        let resp = &self.resp;
         let clock = &self.clock;
         let outcome = db.engine().write_group_at(now_ms, |group| -> Result<()> {
             let from = applied;
@@ -227,7 +223,7 @@ impl StateMachine {
                 group.set_now_ms(now_ms);
                 let ((), _) = group.txn(Some(entry.index), |txn| -> Result<()> {
                     if let Some(command) = command {
-                        let reply = execute(&db, resp, txn, command)?;
+                        let reply = execute(&db, txn, command)?;
                         if let Some(reason) = txn.storage_fault() {
                             // The handler may have answered with the error; the entry
                             // must not count as applied here.
@@ -365,12 +361,7 @@ fn encode_snapshot(view: &storage::View) -> Result<(Index, Bytes)> {
 }
 
 /// Runs one command inside the entry's transaction and returns its reply.
-fn execute(
-    db: &Db,
-    resp: &crate::resp::commands::Shared,
-    txn: &mut Txn<'_>,
-    command: Command,
-) -> Result<Reply, StorageError> {
+fn execute(db: &Db, txn: &mut Txn<'_>, command: Command) -> Result<Reply, StorageError> {
     let session = match command.session {
         Some((client, seq)) => match Session::load(txn, client, seq)? {
             Lookup::Answered(reply) => return Ok(Reply::Wire(reply)),
@@ -385,26 +376,33 @@ fn execute(
         return Ok(Reply::Peer { id, address });
     }
     let store = TxnStore::new(txn);
-    let reply = match command.body {
-        command::Body::Wire(frame) => Reply::Wire(match Request::decode(&frame) {
-            Ok(request) => crate::server::binary::respond(db, &store, request),
-            Err(e) => Response::error(e.error_code(), e.to_string()),
-        }),
+    let op = match command.body {
+        command::Body::Wire(frame) => match Request::decode(&frame) {
+            Ok(request) => Op::Request(request),
+            Err(e) => return Ok(Reply::Wire(Response::error(e.error_code(), e.to_string()))),
+        },
+        command::Body::Op(op) => op,
+        // Logged by an earlier build: translated as the edge translates a Redis write now.
         command::Body::Resp(args) => {
             let args: Vec<&[u8]> = args.iter().map(|a| &a[..]).collect();
-            let mut session = crate::resp::commands::Session::default();
-            let no_facts = || crate::resp::commands::ServerFacts {
-                uptime_seconds: 0,
-                connected_clients: 0,
-                total_commands: 0,
-                fsync: String::new(),
-                port: 0,
-            };
-            let outcome =
-                crate::resp::commands::execute(db, &store, resp, &mut session, no_facts, &args);
-            Reply::Resp(outcome.reply)
+            let name = String::from_utf8_lossy(args.first().copied().unwrap_or_default())
+                .to_ascii_lowercase();
+            let rest = args.get(1..).unwrap_or_default();
+            match crate::resp::commands::plan_write(&name, rest, store.now_ms()) {
+                Ok((op, _)) => op,
+                Err(reply) => {
+                    return Ok(Reply::Outcome(Outcome::Failed {
+                        code: ErrorCode::InvalidArgument,
+                        message: format!("{reply:?}"),
+                    }))
+                }
+            }
         }
         command::Body::Peer { .. } => unreachable!("handled above"),
+    };
+    let reply = match crate::op::execute(db, &store, op).0 {
+        Outcome::Response(response) => Reply::Wire(response),
+        outcome => Reply::Outcome(outcome),
     };
     // `store` borrowed `txn` mutably; its last use is above, so `txn` is free again here.
     if let (Some(session), Reply::Wire(response)) = (session, &reply) {
@@ -732,6 +730,7 @@ fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> State
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::resp::codec::Reply as RespReply;
     use crate::storage::Clock;
     use crate::wire::Condition;
 
@@ -1025,7 +1024,16 @@ mod tests {
         let replies = sm.apply(&batch).unwrap();
         assert_eq!(replies.len(), 2, "entry 3 is not applied twice");
         assert!(
-            matches!(&replies[0], (4, Reply::Resp(RespReply::Error(e))) if e.contains("not an integer")),
+            matches!(
+                &replies[0],
+                (
+                    4,
+                    Reply::Wire(Response::Error {
+                        code: ErrorCode::NotAnInteger,
+                        ..
+                    })
+                )
+            ),
             "{replies:?}"
         );
         assert!(matches!(
@@ -1151,8 +1159,12 @@ mod tests {
                 },
             ),
             Op::Resp(words) => {
+                // Planned as the RESP edge plans it, then logged as an operation.
                 let args: Vec<&[u8]> = words.iter().map(|w| w.as_bytes()).collect();
-                Command::resp(now_ms, &args)
+                let name = words[0].to_ascii_lowercase();
+                let (op, _) = crate::resp::commands::plan_write(&name, &args[1..], now_ms)
+                    .expect("the generated commands are well formed");
+                Command::op(None, now_ms, &op)
             }
         };
         entry(index, data)
@@ -1284,31 +1296,52 @@ mod tests {
     }
 
     #[test]
-    fn redis_commands_apply_through_the_same_path() {
-        let d = dir();
-        let mut sm = StateMachine::open(&d, config()).unwrap();
-        let replies = sm
-            .apply(&[
-                entry(1, Command::resp(NOW, &[b"SET", b"k", b"v", b"PX", b"5000"])),
-                entry(2, Command::resp(NOW, &[b"INCR", b"n"])),
-                entry(3, Command::resp(NOW, &[b"DEL", b"k", b"n", b"none"])),
-            ])
-            .unwrap();
-        let replies: Vec<_> = replies
-            .into_iter()
-            .map(|(_, r)| match r {
-                Reply::Resp(r) => r,
-                other => panic!("unexpected {other:?}"),
-            })
-            .collect();
-        assert_eq!(
-            replies,
-            vec![
-                RespReply::ok(),
-                RespReply::Integer(1),
-                RespReply::Integer(2)
-            ]
-        );
-        assert_eq!(sm.applied(), 3);
+    fn redis_writes_apply_as_the_operations_planned_at_the_edge_and_older_entries_too() {
+        use crate::resp::commands::{plan_write, render};
+        let commands: [&[&[u8]]; 3] = [
+            &[b"SET", b"k", b"v", b"PX", b"5000"],
+            &[b"INCR", b"n"],
+            &[b"DEL", b"k", b"n", b"none"],
+        ];
+        for older_layout in [false, true] {
+            let d = dir();
+            let mut sm = StateMachine::open(&d, config()).unwrap();
+            let mut forms = Vec::new();
+            let entries: Vec<Entry> = commands
+                .iter()
+                .enumerate()
+                .map(|(i, args)| {
+                    let name = String::from_utf8_lossy(args[0]).to_ascii_lowercase();
+                    let (op, form) = plan_write(&name, &args[1..], NOW).unwrap();
+                    forms.push(form);
+                    let data = match older_layout {
+                        false => Command::op(None, NOW, &op),
+                        true => Command::resp(NOW, args),
+                    };
+                    entry(i as Index + 1, data)
+                })
+                .collect();
+            let replies: Vec<RespReply> = sm
+                .apply(&entries)
+                .unwrap()
+                .into_iter()
+                .zip(forms)
+                .map(|((_, reply), form)| match reply {
+                    Reply::Wire(response) => render(form, Outcome::Response(response)),
+                    Reply::Outcome(outcome) => render(form, outcome),
+                    other => panic!("unexpected {other:?}"),
+                })
+                .collect();
+            assert_eq!(
+                replies,
+                vec![
+                    RespReply::ok(),
+                    RespReply::Integer(1),
+                    RespReply::Integer(2)
+                ],
+                "older layout: {older_layout}"
+            );
+            assert_eq!(sm.applied(), 3);
+        }
     }
 }

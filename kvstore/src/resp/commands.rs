@@ -14,9 +14,7 @@ use bytes::{Bytes, BytesMut};
 use super::codec::{self, Reply};
 use super::glob::glob_match;
 use super::table::{self, Access};
-use crate::db::{
-    self, BatchOp, Condition, Db, DbError, Keyspace, ScanRange, Store, DEFAULT_KEYSPACE,
-};
+use crate::db::{self, Db, DbError, Keyspace, ScanRange, Store, DEFAULT_KEYSPACE};
 use crate::storage::StorageError;
 
 /// Open SCAN cursors kept server-wide; the oldest is forgotten beyond this.
@@ -202,8 +200,18 @@ pub fn execute<S: Store>(
     let rest = &args[1..];
     // Only what the table knows runs: a command must be classified (read, write, no data)
     // before any path may execute it.
-    if !table::COMMANDS.iter().any(|s| s.name == name) {
+    let Some(spec) = table::COMMANDS.iter().find(|s| s.name == name) else {
         return unknown_command(first, rest).into();
+    };
+    if spec.access == Access::Write {
+        // The same path a cluster takes, minus the log: plan, execute, answer.
+        return match plan_write(name, rest, store.now_ms()) {
+            Ok((op, form)) => {
+                let (outcome, version) = crate::op::execute(db, store, op);
+                written(render(form, outcome), version)
+            }
+            Err(reply) => reply.into(),
+        };
     }
     let result = match name {
         "ping" => match rest {
@@ -229,32 +237,6 @@ pub fn execute<S: Store>(
             }),
             _ => Ok(wrong_args("get").into()),
         },
-        "set" => set(store, ks, rest, || store.now_ms()),
-        "setnx" => match rest {
-            [key, value] => store
-                .put(ks, key, value, None, Condition::IfAbsent)
-                .map(|(o, w)| written(Reply::Integer(o.applied as i64), w.version)),
-            _ => Ok(wrong_args("setnx").into()),
-        },
-        "setex" | "psetex" => match rest {
-            [key, ttl, value] => match parse_i64(ttl) {
-                Some(t) => match expire_ms(t, name == "setex", store.now_ms()) {
-                    Some(ms) if ms > 0 => store
-                        .put(ks, key, value, Some(ms as u64), Condition::None)
-                        .map(|(_, w)| written(ok(), w.version)),
-                    _ => Ok(invalid_expire(name).into()),
-                },
-                None => Ok(not_integer().into()),
-            },
-            _ => Ok(wrong_args(name).into()),
-        },
-        "del" | "unlink" => {
-            if rest.is_empty() {
-                Ok(wrong_args(name).into())
-            } else {
-                delete_many(store, ks, rest)
-            }
-        }
         "exists" => {
             if rest.is_empty() {
                 Ok(wrong_args("exists").into())
@@ -284,55 +266,6 @@ pub fn execute<S: Store>(
                     .map(|items| Reply::Array(items).into())
             }
         }
-        "mset" => {
-            if rest.is_empty() || !rest.len().is_multiple_of(2) {
-                Ok(wrong_args("mset").into())
-            } else {
-                let ops: Vec<BatchOp> = rest
-                    .chunks(2)
-                    .map(|kv| BatchOp::Put {
-                        key: Bytes::copy_from_slice(kv[0]),
-                        value: Bytes::copy_from_slice(kv[1]),
-                        ttl_ms: None,
-                        condition: Condition::None,
-                    })
-                    .collect();
-                store.batch(ks, &ops).map(|(_, w)| written(ok(), w.version))
-            }
-        }
-        "incr" | "decr" => match rest {
-            [key] => incr(store, ks, key, if name == "incr" { 1 } else { -1 }),
-            _ => Ok(wrong_args(name).into()),
-        },
-        "incrby" | "decrby" => match rest {
-            [key, delta] => match parse_i64(delta) {
-                Some(d) if name == "incrby" => incr(store, ks, key, d),
-                Some(d) => match d.checked_neg() {
-                    Some(d) => incr(store, ks, key, d),
-                    None => Ok(err("ERR decrement would overflow").into()),
-                },
-                None => Ok(not_integer().into()),
-            },
-            _ => Ok(wrong_args(name).into()),
-        },
-        "expire" | "pexpire" => match rest {
-            [key, ttl] => match parse_i64(ttl) {
-                Some(t) => match expire_ms(t, name == "expire", store.now_ms()) {
-                    Some(ms) => store
-                        .set_expiry(ks, key, Some(ms))
-                        .map(|(existed, w)| written(Reply::Integer(existed as i64), w.version)),
-                    None => Ok(invalid_expire(name).into()),
-                },
-                None => Ok(not_integer().into()),
-            },
-            _ => Ok(wrong_args(name).into()),
-        },
-        "persist" => match rest {
-            [key] => store
-                .set_expiry(ks, key, None)
-                .map(|(changed, w)| written(Reply::Integer(changed as i64), w.version)),
-            _ => Ok(wrong_args("persist").into()),
-        },
         "ttl" | "pttl" => match rest {
             [key] => store.get(ks, key).map(|v| {
                 let n = match v {
@@ -360,13 +293,6 @@ pub fn execute<S: Store>(
             _ => Ok(wrong_args("keys").into()),
         },
         "dbsize" => Ok(Reply::Integer(db.count(ks) as i64).into()),
-        "flushdb" | "flushall" => match rest {
-            [] => store.flush(ks).map(|w| written(ok(), w.version)),
-            [mode] if ["async", "sync"].contains(&lower(mode).as_str()) => {
-                store.flush(ks).map(|w| written(ok(), w.version))
-            }
-            _ => Ok(syntax_error().into()),
-        },
         "select" => match rest {
             [index] if &index[..] == b"0" => Ok(ok().into()),
             [_] => Ok(err("ERR DB index is out of range").into()),
@@ -411,51 +337,6 @@ fn unknown_command(name: &[u8], rest: &[&[u8]]) -> Reply {
 }
 
 /// `now_ms` is asked only for a relative expiry (EX, PX): a plain SET reads no clock.
-fn set(
-    store: &impl Store,
-    ks: &Keyspace,
-    rest: &[&[u8]],
-    now_ms: impl Fn() -> u64,
-) -> Result<Outcome, DbError> {
-    let [key, value, options @ ..] = rest else {
-        return Ok(wrong_args("set").into());
-    };
-    let mut ttl_ms = None;
-    let mut condition = Condition::None;
-    let mut i = 0;
-    while i < options.len() {
-        match lower(options[i]).as_str() {
-            unit @ ("ex" | "px") if ttl_ms.is_none() => {
-                let Some(arg) = options.get(i + 1) else {
-                    return Ok(syntax_error().into());
-                };
-                let Some(t) = parse_i64(arg) else {
-                    return Ok(not_integer().into());
-                };
-                match expire_ms(t, unit == "ex", now_ms()) {
-                    Some(ms) if ms > 0 => ttl_ms = Some(ms as u64),
-                    _ => return Ok(invalid_expire("set").into()),
-                }
-                i += 2;
-            }
-            "nx" if condition == Condition::None => {
-                condition = Condition::IfAbsent;
-                i += 1;
-            }
-            "xx" if condition == Condition::None => {
-                condition = Condition::IfPresent;
-                i += 1;
-            }
-            _ => return Ok(syntax_error().into()),
-        }
-    }
-    let (outcome, w) = store.put(ks, key, value, ttl_ms, condition)?;
-    Ok(written(
-        if outcome.applied { ok() } else { Reply::Null },
-        w.version,
-    ))
-}
-
 /// A relative expiry in milliseconds (`amount` seconds when `seconds`), or `None` if it or
 /// the deadline it makes would overflow: Redis answers those with "invalid expire time".
 fn expire_ms(amount: i64, seconds: bool, now_ms: u64) -> Option<i64> {
@@ -472,20 +353,192 @@ fn invalid_expire(command: &str) -> Reply {
     err(format!("ERR invalid expire time in '{command}' command"))
 }
 
-fn incr(store: &impl Store, ks: &Keyspace, key: &[u8], delta: i64) -> Result<Outcome, DbError> {
-    let ((value, _), w) = store.incr(ks, key, delta)?;
-    Ok(written(Reply::Integer(value), w.version))
+/// How a Redis write's [`Outcome`](crate::op::Outcome) is answered, decided when the command
+/// is planned (the same operation answers differently: SET, SETNX and SETEX all put).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyForm {
+    /// `+OK`.
+    Ok,
+    /// `+OK` if the put applied, else a null (SET with NX or XX).
+    OkOrNull,
+    /// `:1` if the put applied, else `:0` (SETNX).
+    Applied,
+    /// The counter's new value (INCR and friends).
+    Counter,
+    /// How many keys existed (DEL).
+    Count,
+    /// `:1` if the key existed (EXPIRE, PERSIST).
+    Changed,
 }
 
-fn delete_many(store: &impl Store, ks: &Keyspace, keys: &[&[u8]]) -> Result<Outcome, DbError> {
-    let mut deleted = 0;
-    let mut last = None;
-    for key in keys {
-        let (out, w) = store.delete(ks, key, Condition::None)?;
-        deleted += out.existed as i64;
-        last = last.max(w.version);
+/// Parses and checks the Redis write command `name` (lower case) with arguments `rest`, the
+/// way Redis checks it, into the operation it stands for and how to answer its outcome; or
+/// the error reply Redis gives (wrong arguments, syntax, an invalid expire time). `now_ms`
+/// only bounds expire times (so that a deadline cannot overflow); the deadline itself is
+/// computed when the operation runs, at its own time.
+pub fn plan_write(
+    name: &str,
+    rest: &[&[u8]],
+    now_ms: u64,
+) -> Result<(crate::op::Op, ReplyForm), Reply> {
+    use crate::op::Op;
+    let keyspace = || DEFAULT_KEYSPACE.to_string();
+    let put = |key: &[u8], value: &[u8], ttl_ms, condition| {
+        Op::Request(crate::wire::Request::Put {
+            keyspace: keyspace(),
+            key: Bytes::copy_from_slice(key),
+            value: Bytes::copy_from_slice(value),
+            ttl_ms,
+            condition,
+        })
+    };
+    let incr = |key: &[u8], delta| {
+        Op::Request(crate::wire::Request::Incr {
+            keyspace: keyspace(),
+            key: Bytes::copy_from_slice(key),
+            delta,
+        })
+    };
+    let expiry = |key: &[u8], ttl_ms| Op::SetExpiry {
+        keyspace: keyspace(),
+        key: Bytes::copy_from_slice(key),
+        ttl_ms,
+    };
+    use crate::wire::Condition as C;
+    Ok(match (name, rest) {
+        ("set", [key, value, options @ ..]) => {
+            let (ttl_ms, condition) = set_options(options, now_ms)?;
+            let answer = if condition == C::None {
+                ReplyForm::Ok
+            } else {
+                ReplyForm::OkOrNull
+            };
+            (put(key, value, ttl_ms, condition), answer)
+        }
+        ("setnx", [key, value]) => (put(key, value, None, C::IfAbsent), ReplyForm::Applied),
+        ("setex" | "psetex", [key, ttl, value]) => {
+            let t = parse_i64(ttl).ok_or_else(not_integer)?;
+            match expire_ms(t, name == "setex", now_ms) {
+                Some(ms) if ms > 0 => (put(key, value, Some(ms as u64), C::None), ReplyForm::Ok),
+                _ => return Err(invalid_expire(name)),
+            }
+        }
+        ("del" | "unlink", keys) if !keys.is_empty() => (
+            Op::DeleteKeys {
+                keyspace: keyspace(),
+                keys: keys.iter().map(|k| Bytes::copy_from_slice(k)).collect(),
+            },
+            ReplyForm::Count,
+        ),
+        ("mset", pairs) if !pairs.is_empty() && pairs.len().is_multiple_of(2) => {
+            let ops = pairs
+                .chunks(2)
+                .map(|kv| crate::wire::BatchOp::Put {
+                    key: Bytes::copy_from_slice(kv[0]),
+                    value: Bytes::copy_from_slice(kv[1]),
+                    ttl_ms: None,
+                    condition: C::None,
+                })
+                .collect();
+            let batch = crate::wire::Request::Batch {
+                keyspace: keyspace(),
+                ops,
+            };
+            (Op::Request(batch), ReplyForm::Ok)
+        }
+        ("incr", [key]) => (incr(key, 1), ReplyForm::Counter),
+        ("decr", [key]) => (incr(key, -1), ReplyForm::Counter),
+        ("incrby" | "decrby", [key, delta]) => {
+            let d = parse_i64(delta).ok_or_else(not_integer)?;
+            let d = if name == "incrby" {
+                d
+            } else {
+                d.checked_neg()
+                    .ok_or_else(|| err("ERR decrement would overflow"))?
+            };
+            (incr(key, d), ReplyForm::Counter)
+        }
+        ("expire" | "pexpire", [key, ttl]) => {
+            let t = parse_i64(ttl).ok_or_else(not_integer)?;
+            let ms = expire_ms(t, name == "expire", now_ms).ok_or_else(|| invalid_expire(name))?;
+            (expiry(key, Some(ms)), ReplyForm::Changed)
+        }
+        ("persist", [key]) => (expiry(key, None), ReplyForm::Changed),
+        ("flushdb" | "flushall", []) => (
+            Op::Flush {
+                keyspace: keyspace(),
+            },
+            ReplyForm::Ok,
+        ),
+        ("flushdb" | "flushall", [mode]) if ["async", "sync"].contains(&lower(mode).as_str()) => (
+            Op::Flush {
+                keyspace: keyspace(),
+            },
+            ReplyForm::Ok,
+        ),
+        ("flushdb" | "flushall", _) => return Err(syntax_error()),
+        _ => return Err(wrong_args(name)),
+    })
+}
+
+/// SET's options: EX/PX (a TTL) and NX/XX (a condition), each at most once.
+fn set_options(
+    options: &[&[u8]],
+    now_ms: u64,
+) -> Result<(Option<u64>, crate::wire::Condition), Reply> {
+    use crate::wire::Condition as C;
+    let mut ttl_ms = None;
+    let mut condition = C::None;
+    let mut i = 0;
+    while i < options.len() {
+        match lower(options[i]).as_str() {
+            unit @ ("ex" | "px") if ttl_ms.is_none() => {
+                let arg = options.get(i + 1).ok_or_else(syntax_error)?;
+                let t = parse_i64(arg).ok_or_else(not_integer)?;
+                match expire_ms(t, unit == "ex", now_ms) {
+                    Some(ms) if ms > 0 => ttl_ms = Some(ms as u64),
+                    _ => return Err(invalid_expire("set")),
+                }
+                i += 2;
+            }
+            "nx" if condition == C::None => {
+                condition = C::IfAbsent;
+                i += 1;
+            }
+            "xx" if condition == C::None => {
+                condition = C::IfPresent;
+                i += 1;
+            }
+            _ => return Err(syntax_error()),
+        }
     }
-    Ok(written(Reply::Integer(deleted), last))
+    Ok((ttl_ms, condition))
+}
+
+/// The reply a planned write gets for `outcome`.
+pub fn render(form: ReplyForm, outcome: crate::op::Outcome) -> Reply {
+    use crate::op::Outcome as O;
+    use crate::wire::Response as R;
+    match (form, outcome) {
+        (_, O::Response(R::Error { code, message }) | O::Failed { code, message }) => match code {
+            crate::wire::ErrorCode::NotAnInteger if message.contains("overflow") => {
+                err("ERR increment or decrement would overflow")
+            }
+            crate::wire::ErrorCode::NotAnInteger => not_integer(),
+            _ => err(format!("ERR {message}")),
+        },
+        (ReplyForm::OkOrNull, O::Response(R::PutOk { applied: false, .. })) => Reply::Null,
+        (ReplyForm::Applied, O::Response(R::PutOk { applied, .. })) => {
+            Reply::Integer(i64::from(applied))
+        }
+        (ReplyForm::Counter, O::Response(R::IncrOk { value, .. })) => Reply::Integer(value),
+        (ReplyForm::Count, O::Deleted { count }) => Reply::Integer(count as i64),
+        (ReplyForm::Changed, O::Expiry { changed }) => Reply::Integer(i64::from(changed)),
+        (ReplyForm::Ok | ReplyForm::OkOrNull, _) => ok(),
+        (form, outcome) => err(format!(
+            "ERR internal: outcome {outcome:?} does not answer as {form:?}"
+        )),
+    }
 }
 
 /// The literal bytes a glob pattern must start with, to narrow a scan to a prefix.

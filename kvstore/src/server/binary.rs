@@ -19,11 +19,11 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::{classify, flush, read_more, Context, Read};
-use crate::db::{self, DbError, Keyspace, Store};
+use crate::db::{self, DbError, Store};
 use crate::metrics::{Listener, Op};
 use crate::wire::frame::{decode_frame, Frame, FrameError};
 use crate::wire::message::{negotiate_version, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN};
-use crate::wire::{self, ErrorCode, Request, Response};
+use crate::wire::{ErrorCode, Request, Response};
 
 /// Frames taken from the read buffer per round; the rest wait for the next round.
 const PIPELINE_FRAMES_MAX: usize = 1024;
@@ -283,7 +283,7 @@ fn execute(ctx: &Context, store: &impl Store, request: Request) -> Step {
         Request::Batch { .. } => Op::Batch,
         Request::Hello { .. } | Request::Ping { .. } => Op::Other,
     };
-    let result = run(&ctx.db, store, request);
+    let result = crate::op::run_request(&ctx.db, store, request);
     ctx.metrics.record_op(op, started.elapsed(), result.is_ok());
     match result {
         Ok((response, durable)) => Step {
@@ -302,156 +302,8 @@ fn execute(ctx: &Context, store: &impl Store, request: Request) -> Step {
 
 /// [`run`], with an error turned into its error response.
 pub fn respond(whole: &db::Db, store: &impl Store, request: Request) -> Response {
-    match run(whole, store, request) {
+    match crate::op::run_request(whole, store, request) {
         Ok((response, _)) => response,
         Err(error) => Response::error(classify(&error), error.to_string()),
-    }
-}
-
-/// Executes `request` against `db` (single-key requests) and `whole` (scans): the one
-/// definition of what every request does, shared by a single node and a replicated state
-/// machine applying a request from its log. Returns the response and the version it wrote.
-pub fn run(
-    whole: &db::Db,
-    db: &impl Store,
-    request: Request,
-) -> Result<(Response, Option<u64>), DbError> {
-    Ok(match request {
-        Request::Ping { payload } => (Response::Pong { payload }, None),
-        // The connection answers HELLO itself; nothing else reaches here with one.
-        Request::Hello { .. } => (
-            Response::error(ErrorCode::Internal, "misrouted HELLO"),
-            None,
-        ),
-        Request::Get {
-            keyspace,
-            key,
-            consistency: _,
-        } => {
-            // One node: every read is of the latest applied state, whatever the consistency.
-            let found = db
-                .get(&Keyspace::new(&keyspace)?, &key)?
-                .map(|item| wire::Versioned {
-                    value: item.value,
-                    version: item.version,
-                    expires_at_ms: item.expires_at_ms,
-                });
-            (Response::GetOk { found, lag: None }, None)
-        }
-        Request::Put {
-            keyspace,
-            key,
-            value,
-            ttl_ms,
-            condition,
-        } => {
-            let ks = Keyspace::new(&keyspace)?;
-            let (out, written) = db.put(&ks, &key, value, ttl_ms, condition.into())?;
-            (
-                Response::PutOk {
-                    applied: out.applied,
-                    version: out.version,
-                },
-                written.version,
-            )
-        }
-        Request::Delete {
-            keyspace,
-            key,
-            condition,
-        } => {
-            let ks = Keyspace::new(&keyspace)?;
-            let (out, written) = db.delete(&ks, &key, condition.into())?;
-            let response = Response::DeleteOk {
-                applied: out.applied,
-                existed: out.existed,
-                version: out.version,
-            };
-            (response, written.version)
-        }
-        Request::Incr {
-            keyspace,
-            key,
-            delta,
-        } => {
-            let ks = Keyspace::new(&keyspace)?;
-            let ((value, version), written) = db.incr(&ks, &key, delta)?;
-            (Response::IncrOk { value, version }, written.version)
-        }
-        Request::Scan {
-            keyspace,
-            range,
-            limit,
-            continuation,
-            keys_only,
-            consistency: _,
-        } => {
-            let ks = Keyspace::new(&keyspace)?;
-            let range = db::ScanRange {
-                start: range.start,
-                end: range.end,
-                prefix: range.prefix,
-            };
-            let page = whole.scan(&ks, &range, limit, continuation.as_deref(), keys_only)?;
-            let entries = page
-                .items
-                .into_iter()
-                .map(|i| wire::Entry {
-                    key: i.key,
-                    value: i.value,
-                    version: i.version,
-                    expires_at_ms: i.expires_at_ms,
-                })
-                .collect();
-            (
-                Response::ScanOk {
-                    entries,
-                    continuation: page.continuation,
-                    lag: None,
-                },
-                None,
-            )
-        }
-        Request::Batch { keyspace, ops } => {
-            let ks = Keyspace::new(&keyspace)?;
-            let ops: Vec<db::BatchOp> = ops
-                .into_iter()
-                .map(|op| match op {
-                    wire::BatchOp::Put {
-                        key,
-                        value,
-                        ttl_ms,
-                        condition,
-                    } => db::BatchOp::Put {
-                        key,
-                        value,
-                        ttl_ms,
-                        condition: condition.into(),
-                    },
-                    wire::BatchOp::Delete { key, condition } => db::BatchOp::Delete {
-                        key,
-                        condition: condition.into(),
-                    },
-                })
-                .collect();
-            let (out, written) = db.batch(&ks, &ops)?;
-            let response = Response::BatchOk {
-                applied: out.applied,
-                version: out.version,
-                failed_op: out.failed_op,
-            };
-            (response, written.version)
-        }
-    })
-}
-
-impl From<wire::Condition> for db::Condition {
-    fn from(c: wire::Condition) -> db::Condition {
-        match c {
-            wire::Condition::None => db::Condition::None,
-            wire::Condition::IfAbsent => db::Condition::IfAbsent,
-            wire::Condition::IfPresent => db::Condition::IfPresent,
-            wire::Condition::IfVersion(v) => db::Condition::IfVersion(v),
-        }
     }
 }

@@ -23,9 +23,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::db::{Db, DbError};
+use crate::db::Db;
 use crate::metrics::{Listener, Metrics};
-use crate::storage::StorageError;
 
 /// Limits of a server.
 #[derive(Debug, Clone)]
@@ -346,14 +345,4 @@ pub(crate) async fn read_more(
 }
 
 /// A database error as a wire error code and message.
-pub(crate) fn classify(error: &DbError) -> crate::wire::ErrorCode {
-    use crate::wire::ErrorCode;
-    match error {
-        DbError::NotAnInteger | DbError::Overflow => ErrorCode::NotAnInteger,
-        DbError::InvalidKeyspace { .. } | DbError::InvalidArgument(_) => ErrorCode::InvalidArgument,
-        DbError::Storage(StorageError::KeyTooLarge { .. } | StorageError::ValueTooLarge { .. }) => {
-            ErrorCode::InvalidArgument
-        }
-        DbError::Storage(_) => ErrorCode::Storage,
-    }
-}
+pub(crate) use crate::op::classify;

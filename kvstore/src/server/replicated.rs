@@ -25,8 +25,9 @@ use crate::metrics::Listener;
 use crate::node::command::Command;
 use crate::node::state::Reply;
 use crate::node::{Consistency, Node, NodeError};
+use crate::op::Outcome;
 use crate::resp::codec::{parse_pipeline, Reply as RespReply, RespLimits};
-use crate::resp::commands::{self, Session};
+use crate::resp::commands::{self, ReplyForm, Session};
 use crate::resp::table;
 use crate::wire::frame::{decode_frame, FrameError};
 use crate::wire::message::{negotiate_version, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN};
@@ -64,22 +65,24 @@ fn error_reply(error: &NodeError) -> RespReply {
     }
 }
 
-/// An answer in the making: ready, or waiting for a proposal to apply.
-enum Pending<T> {
-    Ready(u64, T),
-    Proposal(u64, crate::node::Answer<Reply>),
+/// An answer in the making: ready, or waiting for a proposal to apply. `K` is what the
+/// connection needs to answer it: the request id (binary protocol) or how the reply is formed
+/// from the outcome (RESP).
+enum Pending<T, K> {
+    Ready(K, T),
+    Proposal(K, crate::node::Answer<Reply>),
 }
 
-async fn settle<T>(
-    pending: &mut Vec<Pending<T>>,
+async fn settle<T, K: Copy>(
+    pending: &mut Vec<Pending<T, K>>,
     timeout: Duration,
-    convert: impl Fn(Result<Reply, NodeError>) -> T,
-    mut emit: impl FnMut(u64, T),
+    convert: impl Fn(K, Result<Reply, NodeError>) -> T,
+    mut emit: impl FnMut(K, T),
 ) {
     for p in pending.drain(..) {
         match p {
-            Pending::Ready(id, answer) => emit(id, answer),
-            Pending::Proposal(id, rx) => emit(id, convert(Node::wait(rx, timeout).await)),
+            Pending::Ready(k, answer) => emit(k, answer),
+            Pending::Proposal(k, rx) => emit(k, convert(k, Node::wait(rx, timeout).await)),
         }
     }
 }
@@ -95,13 +98,13 @@ pub async fn serve_binary(
     let mut wbuf = BytesMut::with_capacity(16 * 1024);
     let mut handshaken = false;
     let mut client_id = 0u64;
-    let convert = |result: Result<Reply, NodeError>| match result {
+    let convert = |_, result: Result<Reply, NodeError>| match result {
         Ok(Reply::Wire(response)) => response,
         Ok(_) => Response::error(ErrorCode::Internal, "a reply of another kind to a frame"),
         Err(error) => error_response(&error),
     };
     loop {
-        let mut pending: Vec<Pending<Response>> = Vec::new();
+        let mut pending: Vec<Pending<Response, u64>> = Vec::new();
         let mut close = false;
         let mut frames = 0;
         while frames < PIPELINE_MAX && !close {
@@ -264,26 +267,43 @@ pub async fn serve_resp(
     let mut consistency = ctx.config.read_consistency;
     let mut rbuf = BytesMut::with_capacity(16 * 1024);
     let mut wbuf = BytesMut::with_capacity(16 * 1024);
-    let convert = |result: Result<Reply, NodeError>| match result {
-        Ok(Reply::Resp(reply)) => reply,
-        Ok(_) => RespReply::Error("ERR a reply of another kind to a Redis command".into()),
+    let convert = |form, result: Result<Reply, NodeError>| match result {
+        Ok(Reply::Wire(response)) => commands::render(form, Outcome::Response(response)),
+        Ok(Reply::Outcome(outcome)) => commands::render(form, outcome),
+        Ok(Reply::Peer { .. }) => {
+            RespReply::Error("ERR a reply of another kind to a Redis command".into())
+        }
         Err(error) => error_reply(&error),
     };
+    // Answers that are ready need no form; any will do.
+    let ready = ReplyForm::Ok;
     loop {
         let (pipeline, protocol_error) = parse_pipeline(&mut rbuf, &limits, PIPELINE_MAX);
-        let mut pending: Vec<Pending<RespReply>> = Vec::new();
+        let mut pending: Vec<Pending<RespReply, ReplyForm>> = Vec::new();
         let mut close = false;
         for i in 0..pipeline.len() {
             let name = pipeline.arg(i, 0);
             if name.eq_ignore_ascii_case(b"readonly") {
                 consistency = Consistency::Follower;
-                pending.push(Pending::Ready(0, RespReply::ok()));
+                pending.push(Pending::Ready(ready, RespReply::ok()));
             } else if name.eq_ignore_ascii_case(b"readwrite") {
                 consistency = ctx.config.read_consistency;
-                pending.push(Pending::Ready(0, RespReply::ok()));
+                pending.push(Pending::Ready(ready, RespReply::ok()));
             } else if table::is_write(name) {
-                let data = pipeline.with_args(i, |args| Command::resp(node.now_ms(), args));
-                pending.push(Pending::Proposal(0, node.propose(data)));
+                // Planned here, at the edge: the log carries the operation, and a malformed
+                // command is answered without reaching it.
+                let now = node.now_ms();
+                let planned = pipeline.with_args(i, |args| {
+                    let name = String::from_utf8_lossy(args[0]).to_ascii_lowercase();
+                    commands::plan_write(&name, &args[1..], now)
+                });
+                match planned {
+                    Ok((op, form)) => {
+                        let data = Command::op(None, now, &op);
+                        pending.push(Pending::Proposal(form, node.propose(data)));
+                    }
+                    Err(reply) => pending.push(Pending::Ready(ready, reply)),
+                }
             } else {
                 settle(&mut pending, timeout, convert, |_, r| r.encode(&mut wbuf)).await;
                 let facts = || super::resp::facts(ctx, port);
@@ -310,7 +330,7 @@ pub async fn serve_resp(
                     close = true;
                     RespReply::ok()
                 };
-                pending.push(Pending::Ready(0, reply));
+                pending.push(Pending::Ready(ready, reply));
                 if close {
                     break;
                 }
