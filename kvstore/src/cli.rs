@@ -242,7 +242,8 @@ async fn serve_node(options: ServeOptions) -> anyhow::Result<()> {
     let listeners = Listeners { binary, resp, http };
     let result = server::run(
         listeners,
-        node.db(),
+        node.db(crate::node::DEFAULT_GROUP)
+            .expect("a node hosts the default group"),
         Some(node.clone()),
         options.server,
         stopped(stop_rx),

@@ -117,35 +117,84 @@ pub struct Staleness {
 /// Why a request was not served.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NodeError {
-    #[error("{}", not_leader_message(*.leader, .address.as_ref()))]
+    /// Another node leads `group` (or none is known): ask it. `epoch` is the index of the
+    /// group's membership in force here, so that a router can tell a newer answer from an
+    /// older one.
+    #[error("{}", not_leader_message(*.group, *.leader, .address.as_ref()))]
     NotLeader {
+        group: GroupId,
+        epoch: Index,
         leader: Option<NodeId>,
         address: Option<Advertised>,
     },
+    /// This node hosts no replica of the group.
+    #[error("this node hosts no replica of group {group}")]
+    UnknownGroup { group: GroupId },
     /// The request was refused before it reached the log; safe to retry.
     #[error("{0}")]
-    Unavailable(String),
+    Unavailable(Unavailable),
     /// The request may or may not have been applied.
     #[error("no answer within {0:?}: the outcome is unknown (the write may still be applied)")]
     Timeout(Duration),
     /// The write may or may not have been applied, for the reason given.
     #[error("the outcome is unknown: {0}")]
-    Unknown(String),
+    Unknown(UnknownOutcome),
     /// The proposal was replaced in the log by another leader's entry: it was not applied.
     #[error("leadership changed before the write committed; it was not applied")]
     Dropped,
     #[error("the node is overloaded (its inbox is full); retry shortly")]
     Busy,
+    /// The node stopped (the reason is what stopped it) before the request reached it.
     #[error("the node has stopped: {0}")]
     Stopped(String),
 }
 
-fn not_leader_message(leader: Option<NodeId>, address: Option<&Advertised>) -> String {
+/// Why a request was refused before it reached the log.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unavailable {
+    /// The Raft core refused the proposal (a transfer or a membership change under way, a new
+    /// leader that has not committed yet).
+    #[error("{0}")]
+    Proposal(ProposeError),
+    #[error("node {node} is not a voter of the group")]
+    NotVoter { node: NodeId },
+    #[error("could not confirm leadership for the read (leader: {leader:?}); retry")]
+    ReadNotConfirmed { leader: Option<NodeId> },
+}
+
+/// Why a write's outcome is not known.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UnknownOutcome {
+    #[error(
+        "the node stopped before answering the write; it may have been logged, replicated and \
+         applied before it stopped"
+    )]
+    NodeStopped,
+    #[error("this node fell behind and installed a snapshot that covers the write")]
+    CoveredBySnapshot,
+    #[error("the entry applied without a reply")]
+    NoReply,
+}
+
+fn not_leader_message(
+    group: GroupId,
+    leader: Option<NodeId>,
+    address: Option<&Advertised>,
+) -> String {
     match (leader, address) {
-        (Some(id), Some(a)) => format!("not the leader; the leader is node {id} at {}", a.client),
-        (Some(id), None) => format!("not the leader; the leader is node {id} (address unknown)"),
-        _ => "not the leader, and no leader is known (an election is under way); retry shortly"
-            .into(),
+        (Some(id), Some(a)) => {
+            format!(
+                "not the leader of group {group}; the leader is node {id} at {}",
+                a.client
+            )
+        }
+        (Some(id), None) => {
+            format!("not the leader of group {group}; the leader is node {id} (address unknown)")
+        }
+        _ => format!(
+            "not the leader of group {group}, and no leader is known (an election is under \
+             way); retry shortly"
+        ),
     }
 }
 
@@ -188,10 +237,15 @@ pub struct NodeStatus {
 
 enum Event {
     Step(GroupId, Message),
-    Propose(Bytes, oneshot::Sender<ProposalResult>),
-    Read(Consistency, oneshot::Sender<Result<Staleness, NodeError>>),
-    Transfer(NodeId, oneshot::Sender<Result<(), NodeError>>),
+    Propose(GroupId, Bytes, oneshot::Sender<ProposalResult>),
+    Read(
+        GroupId,
+        Consistency,
+        oneshot::Sender<Result<Staleness, NodeError>>,
+    ),
+    Transfer(GroupId, NodeId, oneshot::Sender<Result<(), NodeError>>),
     Membership(
+        GroupId,
         ConfigChange,
         Option<String>,
         oneshot::Sender<Result<Index, NodeError>>,
@@ -211,7 +265,8 @@ struct Shared {
     client_events: std::sync::atomic::AtomicUsize,
     status: Mutex<NodeStatus>,
     advertised: Mutex<BTreeMap<NodeId, Advertised>>,
-    db: Arc<RwLock<Db>>,
+    /// Each group's engine, for reads (a snapshot install swaps the engine inside).
+    dbs: BTreeMap<GroupId, Arc<RwLock<Db>>>,
     /// Set when the Raft thread ends: `Ok` after a shutdown, `Err` with the reason if it failed.
     stopped: Mutex<Option<Result<(), String>>>,
     transport: Arc<Transport>,
@@ -347,7 +402,7 @@ impl Node {
             client_events: Default::default(),
             status: Mutex::new(NodeStatus::default()),
             advertised: Mutex::new(advertised),
-            db: machine.shared_db(),
+            dbs: BTreeMap::from([(DEFAULT_GROUP, machine.shared_db())]),
             stopped: Mutex::new(None),
             transport: transport.clone(),
             timing,
@@ -434,9 +489,11 @@ impl Node {
         transport::serve(listener, inbox, self.shared.timing, stats, shutdown).await
     }
 
-    /// The state machine's engine, for reads (after [`Node::read`] said when).
-    pub fn db(&self) -> Db {
-        self.shared.db.read().expect("db lock").clone()
+    /// A group's engine, for reads (after [`Node::read`] said when); `None` if this node
+    /// hosts no replica of it.
+    pub fn db(&self, group: GroupId) -> Option<Db> {
+        let db = self.shared.dbs.get(&group)?;
+        Some(db.read().expect("db lock").clone())
     }
 
     /// The status the Raft thread last published.
@@ -452,45 +509,49 @@ impl Node {
         status
     }
 
-    /// If this node leads, hands leadership to the most up-to-date other voter and waits (at
-    /// most `patience`) until it has taken over: a node stopped on purpose should not make the
-    /// others wait an election timeout.
+    /// For every group this node leads, hands leadership to the most up-to-date other voter,
+    /// and waits (at most `patience`) until they have taken over: a node stopped on purpose
+    /// should not make the others wait an election timeout.
     pub async fn hand_over_leadership(&self, patience: Duration) {
-        let target = {
+        let me = self.shared.id;
+        let targets: Vec<(GroupId, NodeId)> = {
             let status = self.shared.status.lock().expect("status lock");
-            status.groups.first().and_then(|g| {
-                (g.role == "leader").then_some(())?;
-                g.voters
-                    .iter()
-                    .filter(|&&v| v != self.shared.id)
-                    .max_by_key(|&&v| g.match_index.get(&v).copied().unwrap_or(0))
-                    .copied()
-            })
+            status
+                .groups
+                .iter()
+                .filter(|g| g.role == "leader")
+                .filter_map(|g| {
+                    let to = g
+                        .voters
+                        .iter()
+                        .filter(|&&v| v != me)
+                        .max_by_key(|&&v| g.match_index.get(&v).copied().unwrap_or(0))?;
+                    Some((g.group, *to))
+                })
+                .collect()
         };
-        let Some(target) = target else {
+        if targets.is_empty() {
             return;
-        };
-        tracing::info!(to = target, "handing leadership over before stopping");
-        if let Err(error) = Node::wait(self.transfer_leader(target), patience).await {
-            tracing::warn!(%error, "leadership transfer refused; stopping anyway");
-            return;
+        }
+        for &(group, to) in &targets {
+            tracing::info!(group, to, "handing leadership over before stopping");
+            if let Err(error) = Node::wait(self.transfer_leader(group, to), patience).await {
+                tracing::warn!(group, %error, "leadership transfer refused; stopping anyway");
+            }
         }
         let deadline = Instant::now() + patience;
         while Instant::now() < deadline {
-            let led_by = {
+            let still_leading = {
                 let status = self.shared.status.lock().expect("status lock");
-                status.groups.first().and_then(|g| g.leader)
+                status.groups.iter().any(|g| g.leader == Some(me))
             };
-            if led_by.is_some_and(|l| l != self.shared.id) {
-                tracing::info!(to = target, "leadership handed over");
+            if !still_leading {
+                tracing::info!("leadership handed over");
                 return;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        tracing::warn!(
-            to = target,
-            "leadership not handed over in time; stopping anyway"
-        );
+        tracing::warn!("leadership not handed over in time; stopping anyway");
     }
 
     /// Transport counters.
@@ -632,52 +693,50 @@ impl Node {
 
     /// Proposes a command (see [`command::Command`]); the answer is its reply once it has
     /// been applied here, or an error.
-    pub fn propose(&self, command: Bytes) -> Answer<Reply> {
-        self.submit(AnswerKind::Write, |tx| Event::Propose(command, tx))
+    pub fn propose(&self, group: GroupId, command: Bytes) -> Answer<Reply> {
+        self.submit(AnswerKind::Write, |tx| Event::Propose(group, command, tx))
     }
 
     /// Asks when a read at `consistency` may be served from [`Node::db`]: the receiver gets
     /// `Ok` once this replica has applied everything the read must see.
-    pub fn read(&self, consistency: Consistency) -> Answer<Staleness> {
+    pub fn read(&self, group: GroupId, consistency: Consistency) -> Answer<Staleness> {
         if consistency == Consistency::Follower {
             let (tx, rx) = oneshot::channel();
-            let _ = tx.send(Ok(self.staleness()));
+            let _ = tx.send(self.staleness(group));
             return Answer {
                 rx,
                 kind: AnswerKind::Other,
             };
         }
-        self.submit(AnswerKind::Other, |tx| Event::Read(consistency, tx))
+        self.submit(AnswerKind::Other, |tx| Event::Read(group, consistency, tx))
     }
 
-    fn staleness(&self) -> Staleness {
+    fn staleness(&self, group: GroupId) -> Result<Staleness, NodeError> {
         let status = self.shared.status.lock().expect("status lock");
-        let Some(g) = status.groups.first() else {
-            return Staleness {
-                entries_behind: 0,
-                since_leader_ms: None,
-            };
+        let Some(g) = status.groups.iter().find(|g| g.group == group) else {
+            return Err(NodeError::UnknownGroup { group });
         };
         let now = clock::monotonic_us();
-        Staleness {
+        Ok(Staleness {
             entries_behind: g.leader_commit.saturating_sub(g.applied),
             since_leader_ms: g.heard_at_us.map(|t| now.saturating_sub(t) / 1000),
-        }
+        })
     }
 
-    /// Hands leadership of the default group to `to`.
-    pub fn transfer_leader(&self, to: NodeId) -> Answer<()> {
-        self.submit(AnswerKind::Other, |tx| Event::Transfer(to, tx))
+    /// Hands leadership of `group` to `to`.
+    pub fn transfer_leader(&self, group: GroupId, to: NodeId) -> Answer<()> {
+        self.submit(AnswerKind::Other, |tx| Event::Transfer(group, to, tx))
     }
 
     /// Proposes a membership change; `address` is the peer address of a node being added.
     pub fn change_membership(
         &self,
+        group: GroupId,
         change: ConfigChange,
         address: Option<String>,
     ) -> Answer<Index> {
         self.submit(AnswerKind::Write, |tx| {
-            Event::Membership(change, address, tx)
+            Event::Membership(group, change, address, tx)
         })
     }
 
@@ -693,11 +752,7 @@ impl Node {
         match tokio::time::timeout(timeout, answer.rx).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(match answer.kind {
-                AnswerKind::Write => NodeError::Unknown(
-                    "the node stopped before answering the write; it may have been logged, \
-                     replicated and applied before it stopped"
-                        .into(),
-                ),
+                AnswerKind::Write => NodeError::Unknown(UnknownOutcome::NodeStopped),
                 AnswerKind::Other => NodeError::Stopped("the node dropped the request".into()),
             }),
             Err(_) => Err(NodeError::Timeout(timeout)),
@@ -881,8 +936,11 @@ impl Runner {
                     g.heard_at_us = Some(now);
                 }
             }
-            Event::Propose(data, reply) => {
-                let g = self.default_group();
+            Event::Propose(group, data, reply) => {
+                let Some(g) = self.groups.get_mut(&group) else {
+                    let _ = reply.send(Err(NodeError::UnknownGroup { group }));
+                    return;
+                };
                 let proposed = g.raft.propose(data);
                 let term = g.raft.term();
                 match proposed {
@@ -894,14 +952,17 @@ impl Runner {
                         }
                     }
                     Err(error) => {
-                        let _ = reply.send(Err(self.propose_error(error)));
+                        let _ = reply.send(Err(self.propose_error(group, error)));
                     }
                 }
             }
-            Event::Read(consistency, reply) => {
+            Event::Read(group, consistency, reply) => {
                 self.next_read = self.next_read.wrapping_add(1);
                 let context = self.next_read;
-                let g = self.default_group();
+                let Some(g) = self.groups.get_mut(&group) else {
+                    let _ = reply.send(Err(NodeError::UnknownGroup { group }));
+                    return;
+                };
                 g.reads.insert(context, reply);
                 let context = Bytes::copy_from_slice(&context.to_le_bytes());
                 match consistency {
@@ -911,21 +972,27 @@ impl Runner {
                     _ => g.raft.read_index(context),
                 }
             }
-            Event::Transfer(to, reply) => {
-                let g = self.default_group();
+            Event::Transfer(group, to, reply) => {
+                let Some(g) = self.groups.get_mut(&group) else {
+                    let _ = reply.send(Err(NodeError::UnknownGroup { group }));
+                    return;
+                };
                 let (role, leader) = (g.raft.role(), g.raft.leader());
                 let result = if role != Role::Leader {
-                    Err(self.propose_error(ProposeError::NotLeader { leader }))
+                    Err(self.propose_error(group, ProposeError::NotLeader { leader }))
                 } else if !g.raft.membership().voters.contains(&to) {
-                    Err(NodeError::Unavailable(format!("node {to} is not a voter")))
+                    Err(NodeError::Unavailable(Unavailable::NotVoter { node: to }))
                 } else {
                     g.raft.transfer_leader(to);
                     Ok(())
                 };
                 let _ = reply.send(result);
             }
-            Event::Membership(change, address, reply) => {
-                let g = self.default_group();
+            Event::Membership(group, change, address, reply) => {
+                let Some(g) = self.groups.get_mut(&group) else {
+                    let _ = reply.send(Err(NodeError::UnknownGroup { group }));
+                    return;
+                };
                 if let (ConfigChange::AddLearner(id) | ConfigChange::AddVoter(id), Some(a)) =
                     (change, &address)
                 {
@@ -933,14 +1000,14 @@ impl Runner {
                     // reach the node; applying it sets the address here too.
                     let now = storage::Clock::now_ms(&*g.machine.clock());
                     if let Err(error) = g.raft.propose(command::Command::peer(now, id, a)) {
-                        let _ = reply.send(Err(self.propose_error(error)));
+                        let _ = reply.send(Err(self.propose_error(group, error)));
                         return;
                     }
                 }
-                let g = self.default_group();
+                let g = self.groups.get_mut(&group).expect("looked up above");
                 let next = g.raft.membership().apply(change);
                 let result = g.raft.propose_config(next);
-                let result = result.map_err(|e| self.propose_error(e));
+                let result = result.map_err(|e| self.propose_error(group, e));
                 let _ = reply.send(result);
             }
             Event::SnapshotBuilt(group, built) => self.built.push((group, built)),
@@ -948,22 +1015,21 @@ impl Runner {
         }
     }
 
-    fn default_group(&mut self) -> &mut Group {
-        self.groups
-            .get_mut(&DEFAULT_GROUP)
-            .expect("the default group exists")
-    }
-
-    fn propose_error(&self, error: ProposeError) -> NodeError {
+    fn propose_error(&self, group: GroupId, error: ProposeError) -> NodeError {
         match error {
             ProposeError::NotLeader { leader } => NodeError::NotLeader {
+                group,
+                epoch: self
+                    .groups
+                    .get(&group)
+                    .map_or(0, |g| g.raft.membership_index()),
                 leader,
                 address: leader.and_then(|id| {
                     let advertised = self.shared.advertised.lock().expect("advertised lock");
                     advertised.get(&id).cloned()
                 }),
             },
-            other => NodeError::Unavailable(other.to_string()),
+            other => NodeError::Unavailable(Unavailable::Proposal(other)),
         }
     }
 
@@ -1135,10 +1201,9 @@ impl Group {
                 .collect();
             for index in covered {
                 if let Some(p) = self.proposals.remove(&index) {
-                    let _ = p.reply.send(Err(NodeError::Unknown(
-                        "this node fell behind and installed a snapshot that covers the write"
-                            .into(),
-                    )));
+                    let _ = p
+                        .reply
+                        .send(Err(NodeError::Unknown(UnknownOutcome::CoveredBySnapshot)));
                 }
             }
         }
@@ -1157,9 +1222,9 @@ impl Group {
         for entry in &ready.committed {
             if let Some(p) = self.proposals.remove(&entry.index) {
                 let result = if p.term == entry.term {
-                    replies.remove(&entry.index).ok_or_else(|| {
-                        NodeError::Unknown("the entry applied without a reply".into())
-                    })
+                    replies
+                        .remove(&entry.index)
+                        .ok_or(NodeError::Unknown(UnknownOutcome::NoReply))
                 } else {
                     Err(NodeError::Dropped)
                 };
@@ -1175,9 +1240,10 @@ impl Group {
                 Some(index) => self.waiting_reads.push((index, reply)),
                 None => {
                     let leader = self.raft.leader();
-                    let _ = reply.send(Err(NodeError::Unavailable(format!(
-                        "could not confirm leadership for the read (leader: {leader:?}); retry"
-                    ))));
+                    let _ =
+                        reply.send(Err(NodeError::Unavailable(Unavailable::ReadNotConfirmed {
+                            leader,
+                        })));
                 }
             }
         }
@@ -1397,7 +1463,7 @@ mod tests {
         let write = |i: usize| {
             let started = Instant::now();
             let reply = rt.block_on(Node::wait(
-                node.propose(put(&node, format!("k{i}"), &big)),
+                node.propose(DEFAULT_GROUP, put(&node, format!("k{i}"), &big)),
                 Duration::from_secs(30),
             ));
             assert!(reply.is_ok(), "{reply:?}");
@@ -1427,6 +1493,35 @@ mod tests {
     }
 
     #[test]
+    fn requests_name_their_group_and_a_group_not_hosted_here_is_refused_as_such() {
+        let dir = crate::test_dir::TestDir::new("node-groups");
+        let rt = runtime();
+        let node = single_node(&dir, &rt, |_| {});
+        fn wait<T>(rt: &tokio::runtime::Runtime, answer: Answer<T>) -> Result<T, NodeError> {
+            rt.block_on(Node::wait(answer, Duration::from_secs(10)))
+        }
+        let other = DEFAULT_GROUP + 41;
+        let proposed = wait(&rt, node.propose(other, put(&node, "k".into(), b"v")));
+        assert_eq!(
+            proposed.err(),
+            Some(NodeError::UnknownGroup { group: other })
+        );
+        for consistency in [Consistency::Linearizable, Consistency::Follower] {
+            let read = wait(&rt, node.read(other, consistency));
+            assert_eq!(read.err(), Some(NodeError::UnknownGroup { group: other }));
+        }
+        assert!(node.db(other).is_none());
+        // The group it hosts answers.
+        assert!(wait(
+            &rt,
+            node.propose(DEFAULT_GROUP, put(&node, "k".into(), b"v"))
+        )
+        .is_ok());
+        assert!(wait(&rt, node.read(DEFAULT_GROUP, Consistency::Linearizable)).is_ok());
+        assert!(node.db(DEFAULT_GROUP).is_some());
+    }
+
+    #[test]
     fn a_write_whose_node_stops_after_logging_it_has_an_unknown_outcome() {
         let dir = crate::test_dir::TestDir::new("node-unknown");
         let rt = runtime();
@@ -1443,12 +1538,15 @@ mod tests {
         let command = command::Command::wire(None, node.now_ms(), &put, 1).unwrap();
         // The entry is in the log's buffer, perhaps written, when the sync fails and the node
         // stops: whether it survives is not known, so neither is the write's outcome.
-        let outcome = rt.block_on(Node::wait(node.propose(command), Duration::from_secs(10)));
+        let outcome = rt.block_on(Node::wait(
+            node.propose(DEFAULT_GROUP, command),
+            Duration::from_secs(10),
+        ));
         assert!(matches!(outcome, Err(NodeError::Unknown(_))), "{outcome:?}");
         assert!(node.failure().is_some_and(|r| r.contains("injected")));
         // A request that never reached the log is refused definitely.
         let refused = rt.block_on(Node::wait(
-            node.propose(Bytes::from_static(b"x")),
+            node.propose(DEFAULT_GROUP, Bytes::from_static(b"x")),
             Duration::from_secs(10),
         ));
         assert!(matches!(refused, Err(NodeError::Stopped(_))), "{refused:?}");

@@ -398,6 +398,12 @@ impl Raft {
         self.quorum_heard_at
     }
 
+    /// The index of the membership in force (0: the one the group was founded with, or a
+    /// snapshot's): it grows with every change, so it orders memberships (an epoch).
+    pub fn membership_index(&self) -> Index {
+        self.configs.last().expect("there is always a membership").0
+    }
+
     /// The membership in force (the last one in the log, committed or not).
     pub fn membership(&self) -> &Membership {
         &self.configs.last().expect("there is always a membership").1

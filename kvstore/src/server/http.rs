@@ -140,7 +140,12 @@ async fn transfer_leader(
         Ok(found) => found,
         Err(response) => return *response,
     };
-    match crate::node::Node::wait(node.transfer_leader(to), ADMIN_TIMEOUT).await {
+    match crate::node::Node::wait(
+        node.transfer_leader(crate::node::DEFAULT_GROUP, to),
+        ADMIN_TIMEOUT,
+    )
+    .await
+    {
         Ok(()) => format!("transferring leadership to node {to}\n").into_response(),
         Err(error) => node_error(error),
     }
@@ -178,7 +183,12 @@ async fn propose_change(
     change: ConfigChange,
     peer: Option<String>,
 ) -> Response {
-    match crate::node::Node::wait(node.change_membership(change, peer), ADMIN_TIMEOUT).await {
+    match crate::node::Node::wait(
+        node.change_membership(crate::node::DEFAULT_GROUP, change, peer),
+        ADMIN_TIMEOUT,
+    )
+    .await
+    {
         Ok(index) => format!("{change:?} proposed at index {index}\n").into_response(),
         Err(error) => node_error(error),
     }

@@ -95,7 +95,9 @@ impl Context {
     /// installs a snapshot, so code that outlives one request asks here, not `db`.
     pub fn current_db(&self) -> Db {
         match &self.node {
-            Some(node) => node.db(),
+            Some(node) => node
+                .db(crate::node::DEFAULT_GROUP)
+                .expect("a node hosts the default group"),
             None => self.db.clone(),
         }
     }

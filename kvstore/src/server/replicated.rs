@@ -24,7 +24,7 @@ use super::{flush, read_more, Context, Read};
 use crate::metrics::Listener;
 use crate::node::command::Command;
 use crate::node::state::Reply;
-use crate::node::{Consistency, Node, NodeError};
+use crate::node::{Consistency, Node, NodeError, DEFAULT_GROUP};
 use crate::op::Outcome;
 use crate::resp::codec::{parse_pipeline, Reply as RespReply, RespLimits};
 use crate::resp::commands::{self, ReplyForm, Session};
@@ -40,7 +40,10 @@ const PIPELINE_MAX: usize = 1024;
 pub fn error_response(error: &NodeError) -> Response {
     let code = match error {
         NodeError::NotLeader { .. } => ErrorCode::NotLeader,
-        NodeError::Unavailable(_) | NodeError::Dropped => ErrorCode::Unavailable,
+        // Not hosted here: another node may host it (partitioning will redirect precisely).
+        NodeError::Unavailable(_) | NodeError::Dropped | NodeError::UnknownGroup { .. } => {
+            ErrorCode::Unavailable
+        }
         // Both mean "the outcome is unknown"; a client with a session retries safely.
         NodeError::Timeout(_) | NodeError::Unknown(_) => ErrorCode::Timeout,
         NodeError::Busy => ErrorCode::Busy,
@@ -58,9 +61,10 @@ fn error_reply(error: &NodeError) -> RespReply {
             Some(resp) => RespReply::Error(format!("MOVED 0 {resp}").into()),
             None => RespReply::Error(format!("ERR {error}").into()),
         },
-        NodeError::NotLeader { .. } | NodeError::Unavailable(_) | NodeError::Dropped => {
-            RespReply::Error(format!("TRYAGAIN {error}").into())
-        }
+        NodeError::NotLeader { .. }
+        | NodeError::Unavailable(_)
+        | NodeError::Dropped
+        | NodeError::UnknownGroup { .. } => RespReply::Error(format!("TRYAGAIN {error}").into()),
         other => RespReply::Error(format!("ERR {other}").into()),
     }
 }
@@ -183,7 +187,7 @@ pub async fn serve_binary(
                     // The log entry carries the frame as it arrived.
                     let session = (client_id != 0).then_some((client_id, id));
                     let data = Command::wire_frame(session, node.now_ms(), &frame);
-                    pending.push(Pending::Proposal(id, node.propose(data)));
+                    pending.push(Pending::Proposal(id, node.propose(DEFAULT_GROUP, data)));
                 }
                 request => {
                     // A read: first the writes before it, so it sees them.
@@ -197,25 +201,28 @@ pub async fn serve_binary(
                         }
                         _ => Consistency::Linearizable,
                     };
-                    let response = match Node::wait(node.read(consistency), timeout).await {
-                        Ok(staleness) => {
-                            let db = node.db();
-                            let mut response = super::binary::respond(&db, &db, request);
-                            if consistency == Consistency::Follower {
-                                let lag = Some(wire::ReadLag {
-                                    entries: staleness.entries_behind,
-                                    ms: staleness.since_leader_ms,
-                                });
-                                if let Response::GetOk { lag: l, .. }
-                                | Response::ScanOk { lag: l, .. } = &mut response
-                                {
-                                    *l = lag;
+                    let response =
+                        match Node::wait(node.read(DEFAULT_GROUP, consistency), timeout).await {
+                            Ok(staleness) => {
+                                let db = node
+                                    .db(DEFAULT_GROUP)
+                                    .expect("a node hosts the default group");
+                                let mut response = super::binary::respond(&db, &db, request);
+                                if consistency == Consistency::Follower {
+                                    let lag = Some(wire::ReadLag {
+                                        entries: staleness.entries_behind,
+                                        ms: staleness.since_leader_ms,
+                                    });
+                                    if let Response::GetOk { lag: l, .. }
+                                    | Response::ScanOk { lag: l, .. } = &mut response
+                                    {
+                                        *l = lag;
+                                    }
                                 }
+                                response
                             }
-                            response
-                        }
-                        Err(error) => error_response(&error),
-                    };
+                            Err(error) => error_response(&error),
+                        };
                     pending.push(Pending::Ready(id, response));
                 }
             }
@@ -300,7 +307,7 @@ pub async fn serve_resp(
                 match planned {
                     Ok((op, form)) => {
                         let data = Command::op(None, now, &op);
-                        pending.push(Pending::Proposal(form, node.propose(data)));
+                        pending.push(Pending::Proposal(form, node.propose(DEFAULT_GROUP, data)));
                     }
                     Err(reply) => pending.push(Pending::Ready(ready, reply)),
                 }
@@ -309,7 +316,7 @@ pub async fn serve_resp(
                 let facts = || super::resp::facts(ctx, port);
                 let reply = if !name.eq_ignore_ascii_case(b"quit") {
                     let barrier = if resp_touches_data(name) {
-                        Node::wait(node.read(consistency), timeout)
+                        Node::wait(node.read(DEFAULT_GROUP, consistency), timeout)
                             .await
                             .map(|_| ())
                     } else {
@@ -317,7 +324,9 @@ pub async fn serve_resp(
                     };
                     match barrier {
                         Ok(_) => {
-                            let db = node.db();
+                            let db = node
+                                .db(DEFAULT_GROUP)
+                                .expect("a node hosts the default group");
                             let outcome = pipeline.with_args(i, |args| {
                                 commands::execute(&db, &db, &ctx.resp, &mut session, facts, args)
                             });
