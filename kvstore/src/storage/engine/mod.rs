@@ -1469,7 +1469,8 @@ fn recover(dir: &Path, limits: RecordLimits, now_ms: u64, inline_max: u32) -> Re
     }
     let torn_candidate = ids.iter().rev().find(|id| !hints.contains_key(id)).copied();
 
-    let mut slots: BTreeMap<Box<[u8]>, Slot> = BTreeMap::new();
+    // Every point record, in file order; sorted and reduced to the newest per key below.
+    let mut records: Vec<(Box<[u8]>, Slot)> = Vec::new();
     let mut ranges: Vec<(KeyRange, u64)> = Vec::new();
     let mut segments = BTreeMap::new();
     let mut last_version = 0;
@@ -1527,15 +1528,8 @@ fn recover(dir: &Path, limits: RecordLimits, now_ms: u64, inline_max: u32) -> Re
             };
             match e.kind {
                 RecordKind::Put | RecordKind::Delete => {
-                    // `>=`: the same record can be on disk twice (a compaction's output and its
-                    // input, after a crash between them); either copy is correct.
-                    let newer = slots
-                        .get(&e.key)
-                        .is_none_or(|s| e.version >= s.entry.version);
-                    if newer {
-                        let tombstone = e.kind == RecordKind::Delete;
-                        slots.insert(e.key, Slot { entry, tombstone });
-                    }
+                    let tombstone = e.kind == RecordKind::Delete;
+                    records.push((e.key, Slot { entry, tombstone }));
                 }
                 RecordKind::DeleteRange => ranges.push(((e.key, e.aux), e.version)),
                 RecordKind::VersionMark => {}
@@ -1553,14 +1547,37 @@ fn recover(dir: &Path, limits: RecordLimits, now_ms: u64, inline_max: u32) -> Re
         tail_len = len;
     }
 
+    // For each key the highest version wins, whatever file it is in; on a tie the later file
+    // (the same record can be on disk twice: a compaction's output and its input, after a
+    // crash between them; either copy is correct). A stable sort keeps file order among
+    // equals, and a compacted segment is already in key order, so the sort mostly merges
+    // sorted runs; the index is then built from sorted keys in one pass, rather than by a
+    // million searches of a growing tree.
+    records.sort_by(|a, b| {
+        a.0.cmp(&b.0)
+            .then(a.1.entry.version.cmp(&b.1.entry.version))
+    });
+    let mut live: Vec<(IndexKey, IndexEntry)> = Vec::with_capacity(records.len());
+    let mut records = records.into_iter().peekable();
+    while let Some((key, slot)) = records.next() {
+        if records.peek().is_some_and(|(next, _)| *next == key) {
+            continue; // a newer record of the key follows
+        }
+        if !slot.tombstone && !slot.entry.expired(now_ms) {
+            live.push((IndexKey::from(&key[..]), slot.entry));
+        }
+    }
     let mut state = State {
-        index: BTreeMap::new(),
+        index: live.into_iter().collect(),
         expiring: BTreeSet::new(),
         segments,
     };
-    for (key, slot) in slots {
-        if !slot.tombstone && !slot.entry.expired(now_ms) {
-            state.insert(key.into(), slot.entry);
+    for (key, entry) in &state.index {
+        if entry.expires_at_ms != 0 {
+            state.expiring.insert((entry.expires_at_ms, key.clone()));
+        }
+        if let Some(seg) = state.segments.get_mut(&entry.at.segment) {
+            seg.live_bytes += u64::from(entry.at.len);
         }
     }
     for ((start, end), version) in &ranges {
