@@ -1,0 +1,602 @@
+//! The Raft thread of a node: the loop that owns every group the node hosts, and the
+//! snapshot worker beside it.
+//!
+//! [`Runner::run`] waits on the inbox or the next tick, handles what is queued (peer
+//! messages, proposals, reads, admin requests, built snapshots), ticks the groups, and runs
+//! rounds: persist every group's `Ready` with one WAL sync, send, apply, answer, advance (see
+//! `super` for the order and why it is safe). Nothing else touches a group's Raft core or its
+//! state machine's writes; the [`super::Node`] handle only queues events.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::mpsc::{self as stdmpsc, RecvTimeoutError, SyncSender};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use super::state::{self, Reply, StateMachine};
+use super::transport::Transport;
+use super::wal::Wal;
+use super::{
+    clock, command, raft_config, Built, Consistency, Event, GroupStatus, NodeConfig, NodeError,
+    NodeStatus, ProposalResult, Shared, Staleness, Unavailable, UnknownOutcome,
+    EVENTS_PER_ROUND_MAX, SNAPSHOT_RETRY_DELAY,
+};
+use crate::raft::{
+    self, ConfigChange, GroupId, Index, Message, NodeId, ProposeError, Raft, Role, Term,
+};
+use crate::storage;
+
+pub(super) struct Proposal {
+    term: Term,
+    reply: oneshot::Sender<ProposalResult>,
+}
+
+pub(super) struct Group {
+    pub(super) raft: Raft,
+    pub(super) machine: StateMachine,
+    /// Where the state machine and the snapshot files live.
+    pub(super) dir: PathBuf,
+    /// Proposals waiting for their entry to apply, by index.
+    pub(super) proposals: BTreeMap<Index, Proposal>,
+    /// Reads waiting for a read index, by context.
+    pub(super) reads: HashMap<u64, oneshot::Sender<Result<Staleness, NodeError>>>,
+    /// Reads that have a read index, waiting for the state machine to reach it.
+    pub(super) waiting_reads: Vec<(Index, oneshot::Sender<Result<Staleness, NodeError>>)>,
+    /// When (on [`clock::monotonic_us`]) it last heard from a leader of the group.
+    pub(super) heard_at_us: Option<raft::Micros>,
+    /// The term and vote last written to the WAL: a change must be synced before any
+    /// message goes out.
+    pub(super) term_vote: (Term, Option<NodeId>),
+    /// A snapshot of this group is being built.
+    pub(super) snapshotting: bool,
+    /// The last build failed: no new one before this.
+    pub(super) snapshot_not_before: Option<Instant>,
+}
+
+pub(super) struct Runner {
+    pub(super) config: NodeConfig,
+    pub(super) wal: Wal,
+    pub(super) groups: BTreeMap<GroupId, Group>,
+    pub(super) transport: Arc<Transport>,
+    pub(super) shared: Arc<Shared>,
+    pub(super) next_read: u64,
+    pub(super) shutdown: bool,
+    /// Where groups send their snapshots to be built, off this thread.
+    pub(super) snapshots: SyncSender<(GroupId, state::SnapshotJob)>,
+    /// Snapshots the worker has built, to compact the logs with in the next round.
+    pub(super) built: Vec<(GroupId, Built)>,
+    /// When the loop last came round (on [`clock::monotonic_us`]), and when it last woke
+    /// from a stall (a gap of an election timeout: SIGSTOP, a long fsync).
+    pub(super) last_loop_us: raft::Micros,
+    pub(super) woke_at_us: Option<raft::Micros>,
+}
+
+impl Runner {
+    pub(super) fn run(&mut self, events: stdmpsc::Receiver<Event>) -> anyhow::Result<()> {
+        let mut next_tick = Instant::now() + self.config.tick;
+        // Persist whatever the groups start with (a founding entry) before anything else.
+        self.round()?;
+        while !self.shutdown {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            let received = events.recv_timeout(wait);
+            self.note_stall();
+            match received {
+                Ok(event) => {
+                    self.handle(event);
+                    for event in events.try_iter().take(EVENTS_PER_ROUND_MAX) {
+                        self.handle(event);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            let now = Instant::now();
+            if now >= next_tick {
+                let clock = clock::monotonic_us();
+                for g in self.groups.values_mut() {
+                    g.raft.tick(clock);
+                    g.reads.retain(|_, tx| !tx.is_closed());
+                }
+                next_tick += self.config.tick;
+                if next_tick < now {
+                    next_tick = now + self.config.tick; // a long stall: do not tick in a burst
+                }
+            }
+            self.round()?;
+        }
+        for g in self.groups.values_mut() {
+            g.machine.sync()?;
+        }
+        Ok(())
+    }
+
+    /// Notes a stall: the loop came round an election timeout or more after the last time.
+    fn note_stall(&mut self) {
+        let now = clock::monotonic_us();
+        let election = u64::from(raft_config(&self.config).election_ticks_min);
+        let stall_us = self.config.tick.as_micros() as u64 * election;
+        if now.saturating_sub(self.last_loop_us) > stall_us {
+            tracing::warn!(
+                stalled_ms = now.saturating_sub(self.last_loop_us) / 1000,
+                "the Raft thread stalled"
+            );
+            self.woke_at_us = Some(now);
+        }
+        self.last_loop_us = now;
+    }
+
+    /// How long after a stall leader messages are not taken as fresh contact: two heartbeat
+    /// intervals, by when a heartbeat sent after the wake has arrived.
+    fn stall_settle_us(&self) -> raft::Micros {
+        let heartbeat = u64::from(raft_config(&self.config).heartbeat_ticks);
+        2 * heartbeat * self.config.tick.as_micros() as u64
+    }
+
+    fn handle(&mut self, event: Event) {
+        if !matches!(
+            event,
+            Event::Step(..) | Event::Shutdown | Event::SnapshotBuilt(..)
+        ) {
+            self.shared
+                .client_events
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        match event {
+            Event::Step(group, m) => {
+                // Messages handled just after a stall may have waited in the socket all
+                // along: they do not show the leader was heard recently.
+                let now = clock::monotonic_us();
+                let fresh = self
+                    .woke_at_us
+                    .is_none_or(|woke| now.saturating_sub(woke) > self.stall_settle_us());
+                let Some(g) = self.groups.get_mut(&group) else {
+                    return;
+                };
+                let from = m.from;
+                let leader_message = fresh
+                    && matches!(
+                        m.body,
+                        raft::Body::Append { .. }
+                            | raft::Body::Heartbeat { .. }
+                            | raft::Body::InstallSnapshot { .. }
+                    );
+                g.raft.step(m);
+                if leader_message && g.raft.leader() == Some(from) {
+                    g.heard_at_us = Some(now);
+                }
+            }
+            Event::Propose(group, data, reply) => {
+                let Some(g) = self.groups.get_mut(&group) else {
+                    let _ = reply.send(Err(NodeError::UnknownGroup { group }));
+                    return;
+                };
+                let proposed = g.raft.propose(data);
+                let term = g.raft.term();
+                match proposed {
+                    Ok(index) => {
+                        // An earlier proposal at this index (from an older term of this node)
+                        // was overwritten in the log: it was not applied.
+                        if let Some(old) = g.proposals.insert(index, Proposal { term, reply }) {
+                            let _ = old.reply.send(Err(NodeError::Dropped));
+                        }
+                    }
+                    Err(error) => {
+                        let _ = reply.send(Err(self.propose_error(group, error)));
+                    }
+                }
+            }
+            Event::Read(group, consistency, reply) => {
+                self.next_read = self.next_read.wrapping_add(1);
+                let context = self.next_read;
+                let Some(g) = self.groups.get_mut(&group) else {
+                    let _ = reply.send(Err(NodeError::UnknownGroup { group }));
+                    return;
+                };
+                g.reads.insert(context, reply);
+                let context = Bytes::copy_from_slice(&context.to_le_bytes());
+                match consistency {
+                    // The clock is read now, after the request arrived: a lease that held
+                    // before a stall of this thread says nothing about now.
+                    Consistency::Lease => g.raft.read_lease(context, clock::monotonic_us()),
+                    _ => g.raft.read_index(context),
+                }
+            }
+            Event::Transfer(group, to, reply) => {
+                let Some(g) = self.groups.get_mut(&group) else {
+                    let _ = reply.send(Err(NodeError::UnknownGroup { group }));
+                    return;
+                };
+                let (role, leader) = (g.raft.role(), g.raft.leader());
+                let result = if role != Role::Leader {
+                    Err(self.propose_error(group, ProposeError::NotLeader { leader }))
+                } else if !g.raft.membership().voters.contains(&to) {
+                    Err(NodeError::Unavailable(Unavailable::NotVoter { node: to }))
+                } else {
+                    g.raft.transfer_leader(to);
+                    Ok(())
+                };
+                let _ = reply.send(result);
+            }
+            Event::Membership(group, change, address, reply) => {
+                let Some(g) = self.groups.get_mut(&group) else {
+                    let _ = reply.send(Err(NodeError::UnknownGroup { group }));
+                    return;
+                };
+                if let (ConfigChange::AddLearner(id) | ConfigChange::AddVoter(id), Some(a)) =
+                    (change, &address)
+                {
+                    // Logged before the change, so every member (and any later leader) can
+                    // reach the node; applying it sets the address here too.
+                    let now = storage::Clock::now_ms(&*g.machine.clock());
+                    if let Err(error) = g.raft.propose(command::Command::peer(now, id, a)) {
+                        let _ = reply.send(Err(self.propose_error(group, error)));
+                        return;
+                    }
+                }
+                let g = self.groups.get_mut(&group).expect("looked up above");
+                let next = g.raft.membership().apply(change);
+                let result = g.raft.propose_config(next);
+                let result = result.map_err(|e| self.propose_error(group, e));
+                let _ = reply.send(result);
+            }
+            Event::SnapshotBuilt(group, built) => self.built.push((group, built)),
+            Event::Shutdown => self.shutdown = true,
+        }
+    }
+
+    fn propose_error(&self, group: GroupId, error: ProposeError) -> NodeError {
+        match error {
+            ProposeError::NotLeader { leader } => NodeError::NotLeader {
+                group,
+                epoch: self
+                    .groups
+                    .get(&group)
+                    .map_or(0, |g| g.raft.membership_index()),
+                leader,
+                address: leader.and_then(|id| {
+                    let advertised = self.shared.advertised.lock().expect("advertised lock");
+                    advertised.get(&id).cloned()
+                }),
+            },
+            other => NodeError::Unavailable(Unavailable::Proposal(other)),
+        }
+    }
+
+    /// Persists, sends, applies and advances until no group has anything ready.
+    fn round(&mut self) -> anyhow::Result<()> {
+        for (id, built) in std::mem::take(&mut self.built) {
+            self.snapshot_built(id, built)?;
+        }
+        loop {
+            let mut readies = Vec::new();
+            for (id, g) in self.groups.iter_mut() {
+                if g.raft.has_ready() {
+                    readies.push((*id, g.raft.ready()));
+                }
+            }
+            if readies.is_empty() {
+                break;
+            }
+            // A leader's appends go out before its own sync, so that the followers' fsyncs
+            // overlap the leader's (Raft dissertation §10.2.1). That is safe: they depend on
+            // nothing this sync makes durable (the term was made durable when this node
+            // campaigned), and the leader counts itself towards a commit only for entries
+            // it has persisted. Everything else (votes, acknowledgements) waits for the sync.
+            for (id, ready) in &mut readies {
+                let g = &self.groups[id];
+                if ready
+                    .hard_state
+                    .is_some_and(|hs| (hs.term, hs.vote) != g.term_vote)
+                {
+                    // A new term or vote must be durable first (a single voter wins its
+                    // election and appends within one round).
+                    continue;
+                }
+                let (early, rest): (Vec<Message>, Vec<Message>) =
+                    std::mem::take(&mut ready.messages)
+                        .into_iter()
+                        .partition(|m| {
+                            matches!(
+                                m.body,
+                                raft::Body::Append { .. }
+                                    | raft::Body::Heartbeat { .. }
+                                    | raft::Body::InstallSnapshot { .. }
+                            )
+                        });
+                ready.messages = rest;
+                for m in early {
+                    self.transport.send(*id, m);
+                }
+            }
+            // 1. Persist, with one sync for every group. A round that only moved commit
+            // indexes needs no sync of its own: the commit index is a hint for restarts, never
+            // needed for safety, so its record waits in the buffer for the next sync. That
+            // keeps an fsync off the path from "committed" to "applied and answered".
+            let mut must_sync = false;
+            for (id, ready) in &readies {
+                let g = self.groups.get_mut(id).expect("a group");
+                if let Some(snapshot) = &ready.snapshot {
+                    let path = state::snapshot_path(&g.dir, snapshot.meta.index);
+                    state::save_snapshot_file(&path, &snapshot.data)?;
+                    let kept_later = g.raft.log().last_index() > snapshot.meta.index;
+                    self.wal.set_snapshot(*id, &snapshot.meta, !kept_later);
+                    must_sync = true;
+                }
+                if !ready.entries.is_empty() {
+                    self.wal.append(*id, &ready.entries);
+                    must_sync = true;
+                }
+                if let Some(hard_state) = ready.hard_state {
+                    self.wal.set_hard_state(*id, hard_state);
+                    let term_vote = (hard_state.term, hard_state.vote);
+                    must_sync |= term_vote != g.term_vote;
+                    g.term_vote = term_vote;
+                }
+            }
+            if must_sync {
+                self.wal.sync()?;
+            }
+            // 2. Send.
+            for (id, ready) in &mut readies {
+                for m in std::mem::take(&mut ready.messages) {
+                    self.transport.send(*id, m);
+                }
+            }
+            // 3. Apply, answer, advance.
+            for (id, ready) in readies {
+                let g = self.groups.get_mut(&id).expect("a group");
+                for (peer, address) in g.apply(ready)? {
+                    if peer != self.config.id && !self.config.peers.contains_key(&peer) {
+                        tracing::info!(peer, %address, "learnt a peer's address from the log");
+                        self.transport.set_peer(peer, address);
+                    }
+                }
+                g.raft.advance();
+                g.maybe_snapshot(id, &self.snapshots, self.config.compact_entries);
+            }
+        }
+        self.publish_status();
+        Ok(())
+    }
+
+    pub(super) fn publish_status(&self) {
+        let groups = self
+            .groups
+            .iter()
+            .map(|(id, g)| {
+                let r = &g.raft;
+                let membership = r.membership();
+                GroupStatus {
+                    group: *id,
+                    role: match r.role() {
+                        Role::Leader => "leader",
+                        Role::Follower => "follower",
+                        Role::Candidate => "candidate",
+                        Role::PreCandidate => "pre-candidate",
+                    }
+                    .to_string(),
+                    term: r.term(),
+                    leader: r.leader(),
+                    commit: r.log().committed(),
+                    applied: g.machine.applied(),
+                    last_index: r.log().last_index(),
+                    snapshot_index: r.log().snapshot().index,
+                    voters: membership.voters.iter().copied().collect(),
+                    learners: membership.learners.iter().copied().collect(),
+                    match_index: if r.role() == Role::Leader {
+                        r.match_indexes()
+                    } else {
+                        BTreeMap::new()
+                    },
+                    leader_commit: r.leader_commit(),
+                    heard_at_us: g.heard_at_us.max(r.heard_from_quorum_at()),
+                }
+            })
+            .collect();
+        let mut status = self.shared.status.lock().expect("status lock");
+        *status = NodeStatus {
+            id: self.config.id,
+            groups,
+            // Filled in when asked (`Node::status`), not on every round.
+            peers: BTreeMap::new(),
+            advertised: BTreeMap::new(),
+            wal_syncs: self.wal.syncs(),
+            wal_segments: self.wal.segments(),
+        };
+    }
+}
+
+impl Group {
+    /// Applies what `ready` committed and answers whoever waits on it; returns the peer
+    /// addresses the entries recorded.
+    fn apply(&mut self, ready: raft::Ready) -> anyhow::Result<Vec<(NodeId, String)>> {
+        if let Some(snapshot) = &ready.snapshot {
+            let started = Instant::now();
+            self.machine.install(&snapshot.data)?;
+            // The WAL's mark for it was synced before this round applied anything.
+            state::remove_snapshots_before(&self.dir, snapshot.meta.index)?;
+            tracing::info!(
+                index = snapshot.meta.index,
+                bytes = snapshot.data.len(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "installed a snapshot from the leader"
+            );
+            // What this node proposed up to there is covered by a snapshot from another
+            // leader: whether each landed is not known here.
+            let covered: Vec<Index> = self
+                .proposals
+                .range(..=snapshot.meta.index)
+                .map(|(i, _)| *i)
+                .collect();
+            for index in covered {
+                if let Some(p) = self.proposals.remove(&index) {
+                    let _ = p
+                        .reply
+                        .send(Err(NodeError::Unknown(UnknownOutcome::CoveredBySnapshot)));
+                }
+            }
+        }
+        let mut replies: BTreeMap<Index, Reply> =
+            self.machine.apply(&ready.committed)?.into_iter().collect();
+        let mut peers: Vec<(NodeId, String)> = replies
+            .values()
+            .filter_map(|r| match r {
+                Reply::Peer { id, address } => Some((*id, address.clone())),
+                _ => None,
+            })
+            .collect();
+        if ready.snapshot.is_some() {
+            peers.extend(self.machine.peers()?);
+        }
+        for entry in &ready.committed {
+            if let Some(p) = self.proposals.remove(&entry.index) {
+                let result = if p.term == entry.term {
+                    replies
+                        .remove(&entry.index)
+                        .ok_or(NodeError::Unknown(UnknownOutcome::NoReply))
+                } else {
+                    Err(NodeError::Dropped)
+                };
+                let _ = p.reply.send(result);
+            }
+        }
+        for rs in ready.read_states {
+            let context = u64::from_le_bytes(rs.context[..].try_into().unwrap_or_default());
+            let Some(reply) = self.reads.remove(&context) else {
+                continue;
+            };
+            match rs.index {
+                Some(index) => self.waiting_reads.push((index, reply)),
+                None => {
+                    let leader = self.raft.leader();
+                    let _ =
+                        reply.send(Err(NodeError::Unavailable(Unavailable::ReadNotConfirmed {
+                            leader,
+                        })));
+                }
+            }
+        }
+        let applied = self.machine.applied();
+        let staleness = Staleness {
+            entries_behind: self.raft.log().committed().saturating_sub(applied),
+            since_leader_ms: None,
+        };
+        let (due, waiting) = std::mem::take(&mut self.waiting_reads)
+            .into_iter()
+            .partition(|(index, _)| *index <= applied);
+        self.waiting_reads = waiting;
+        for (_, reply) in due {
+            let _ = reply.send(Ok(staleness));
+        }
+        Ok(peers)
+    }
+
+    /// Asks the snapshot worker for a snapshot once the log holds `every` applied entries
+    /// past the last one (see [`Raft::compaction_due`]); the log is compacted when it is built
+    /// ([`Runner::snapshot_built`]).
+    fn maybe_snapshot(
+        &mut self,
+        group: GroupId,
+        jobs: &SyncSender<(GroupId, state::SnapshotJob)>,
+        every: u64,
+    ) {
+        let applied = self.machine.applied();
+        if self.snapshotting || !self.raft.compaction_due(applied, every) {
+            return;
+        }
+        if self.snapshot_not_before.is_some_and(|t| Instant::now() < t) {
+            return; // the last attempt failed: wait before the next
+        }
+        if applied != self.raft.log().applied() {
+            // After a restart the engine can be ahead of what Raft has handed out again (the
+            // commit index is re-learnt from the leader): wait until they agree, so that the
+            // snapshot's index is one Raft has applied.
+            return;
+        }
+        if jobs.try_send((group, self.machine.snapshot_job())).is_ok() {
+            self.snapshotting = true;
+        }
+    }
+}
+
+impl Runner {
+    /// A snapshot the worker built: compacts the group's log up to its index.
+    ///
+    /// Crash safety, step by step: the worker synced the engine after taking its view (so it
+    /// holds everything the snapshot stands for) and saved the snapshot to a file named by its
+    /// index, synced; here the WAL mark is written and synced (inside `purge`), and only then
+    /// are older snapshot files and WAL segments deleted. A crash anywhere leaves a WAL mark
+    /// whose snapshot file exists.
+    fn snapshot_built(&mut self, group: GroupId, built: Built) -> anyhow::Result<()> {
+        let Some(g) = self.groups.get_mut(&group) else {
+            return Ok(());
+        };
+        g.snapshotting = false;
+        let (index, data) = match built {
+            Ok(built) => built,
+            Err(error) => {
+                // Not fatal: the log just stays longer; try again after a pause.
+                tracing::error!(group, %error, "building a snapshot failed");
+                g.snapshot_not_before = Some(Instant::now() + SNAPSHOT_RETRY_DELAY);
+                return Ok(());
+            }
+        };
+        let log = g.raft.log();
+        if index <= log.snapshot().index || index > log.applied() {
+            // A snapshot from the leader was installed meanwhile, or the view was taken
+            // ahead of what Raft applied (cannot happen after the check that started it).
+            // Its file goes, unless it is the one the WAL's mark names.
+            tracing::debug!(group, index, "a built snapshot is not needed any more");
+            if index != log.snapshot().index {
+                let path = state::snapshot_path(&g.dir, index);
+                let _ = std::fs::remove_file(path);
+            }
+            return Ok(());
+        }
+        let bytes = data.len();
+        g.raft.compact(index, data);
+        self.wal.set_snapshot(group, g.raft.log().snapshot(), false);
+        let purged = self.wal.purge()?;
+        state::remove_snapshots_before(&g.dir, index)?;
+        tracing::info!(
+            group,
+            index,
+            bytes,
+            segments_purged = purged,
+            "compacted the log"
+        );
+        Ok(())
+    }
+}
+
+/// The snapshot worker: builds the snapshots groups ask for, one at a time, and hands each to
+/// the Raft thread through its inbox. One thread per node, however many groups it hosts.
+pub(super) fn snapshot_worker(
+    jobs: stdmpsc::Receiver<(GroupId, state::SnapshotJob)>,
+    inbox: SyncSender<Event>,
+) {
+    for (group, job) in jobs {
+        let started = Instant::now();
+        // A panic here must not leave the group waiting for a snapshot that never comes.
+        let run = std::panic::AssertUnwindSafe(|| job.run());
+        let built = match std::panic::catch_unwind(run) {
+            Ok(result) => result.map_err(|e| format!("{e:#}")),
+            Err(_) => Err("the snapshot worker panicked while building it".to_string()),
+        };
+        if let Ok((index, data)) = &built {
+            tracing::info!(
+                group,
+                index,
+                bytes = data.len(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "built a snapshot"
+            );
+        }
+        if inbox.send(Event::SnapshotBuilt(group, built)).is_err() {
+            return; // the Raft thread has stopped
+        }
+    }
+}
