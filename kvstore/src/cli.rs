@@ -168,6 +168,7 @@ async fn serve_node(options: ServeOptions) -> anyhow::Result<()> {
     let cluster = options.cluster.clone().expect("cluster options");
     let Listeners { binary, resp, http } = bind_client_listeners(&options).await?;
     let peer = bind(cluster.peer_listen, "peer").await?;
+    let http_addr = http.as_ref().map(addr_of);
     let mut config = crate::node::NodeConfig::new(cluster.node_id, options.data_dir.clone());
     config.peers = cluster.peers.clone();
     config.tick = std::time::Duration::from_millis(cluster.tick_ms.max(1));
@@ -181,82 +182,29 @@ async fn serve_node(options: ServeOptions) -> anyhow::Result<()> {
         resp: resp.as_ref().map(addr_of),
         peer: addr_of(&peer),
     };
-    let runtime = tokio::runtime::Handle::current();
-    let node = tokio::task::spawn_blocking(move || crate::node::Node::start(config, runtime))
-        .await?
-        .with_context(|| format!("opening node data in {}", options.data_dir.display()))?;
+    let advertised = config.advertise.clone();
+    let listeners = Listeners { binary, resp, http };
+    let node =
+        server::cluster_node::NodeServer::start(listeners, peer, config, options.server).await?;
     let ready = serde_json::json!({
         "pid": std::process::id(),
         "node_id": cluster.node_id,
-        "listen": addr_of(&binary),
-        "resp_listen": resp.as_ref().map(addr_of),
-        "http_listen": http.as_ref().map(addr_of),
-        "peer_listen": addr_of(&peer),
+        "listen": advertised.client,
+        "resp_listen": advertised.resp,
+        "http_listen": http_addr,
+        "peer_listen": advertised.peer,
     });
     tracing::info!(
         node_id = cluster.node_id,
-        listen = %addr_of(&binary),
-        peer_listen = %addr_of(&peer),
+        listen = %advertised.client,
+        peer_listen = %advertised.peer,
         peers = ?cluster.peers,
         data_dir = %options.data_dir.display(),
         "kvstore cluster node serving"
     );
     write_ready_file(options.ready_file.as_deref(), &ready)?;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stop_tx = Arc::new(stop_tx);
-    {
-        let stop_tx = stop_tx.clone();
-        let node = node.clone();
-        tokio::spawn(async move {
-            shutdown_signal().await;
-            node.hand_over_leadership(std::time::Duration::from_secs(2))
-                .await;
-            let _ = stop_tx.send(true);
-        });
-    }
-    // A node whose Raft thread failed (its log could not be written) must not go on serving:
-    // stop the process, with the reason, so that a supervisor restarts it.
-    let failure = {
-        let node = node.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                if let Some(reason) = node.failure() {
-                    let _ = stop_tx.send(true);
-                    return Some(reason);
-                }
-                if stop_tx.is_closed() {
-                    return None;
-                }
-            }
-        })
-    };
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
-    let peers_task = {
-        let node = node.clone();
-        let stop = stopped(stop_rx.clone());
-        tokio::spawn(async move { node.serve_peers(peer, stop).await })
-    };
-    let listeners = Listeners { binary, resp, http };
-    let result = server::run(
-        listeners,
-        node.db(crate::node::DEFAULT_GROUP)
-            .expect("a node hosts the default group"),
-        Some(node.clone()),
-        options.server,
-        stopped(stop_rx),
-    )
-    .await;
-    node.shutdown();
-    let _ = peers_task.await;
-    if failure.is_finished() {
-        if let Ok(Some(reason)) = failure.await {
-            anyhow::bail!("the node stopped: {reason}");
-        }
-    }
-    result
+    node.run(std::time::Duration::from_secs(2), shutdown_signal())
+        .await
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -9,6 +9,7 @@
 //! [`crate::db`].
 
 pub mod binary;
+pub mod cluster_node;
 pub mod http;
 pub mod idle;
 pub mod replicated;
