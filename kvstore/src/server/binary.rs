@@ -22,7 +22,6 @@ use super::{classify, flush, read_more, Context, Read};
 use crate::db::{self, DbError, Store};
 use crate::metrics::{Listener, Op};
 use crate::wire::frame::{decode_frame, Frame, FrameError};
-use crate::wire::message::{negotiate_version, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN};
 use crate::wire::{ErrorCode, Request, Response};
 
 /// Frames taken from the read buffer per round; the rest wait for the next round.
@@ -240,35 +239,15 @@ fn handle_frame(ctx: &Context, handshaken: &mut bool, frame: Frame) -> Result<Re
             )));
         }
     };
-    match request {
-        Request::Hello {
-            min_version,
-            max_version,
-            client_name,
-            ..
-        } => match negotiate_version(min_version, max_version) {
-            Some(version) => {
-                *handshaken = true;
-                tracing::debug!(client = %client_name, version, "handshake");
-                Err(Step::reply(Response::HelloOk {
-                    version,
-                    server_name: ctx.config.server_name.clone(),
-                    frame_bytes_max: ctx.config.frame_bytes_max.min(u32::MAX as usize) as u32,
-                }))
-            }
-            None => Err(Step::fatal(
-                ErrorCode::UnsupportedVersion,
-                format!(
-                    "client speaks protocol versions {min_version}..={max_version}, this \
-                         server {PROTOCOL_VERSION_MIN}..={PROTOCOL_VERSION_MAX}"
-                ),
-            )),
-        },
-        _ if !*handshaken => Err(Step::fatal(
-            ErrorCode::HandshakeRequired,
-            "the first frame on a connection must be HELLO".into(),
-        )),
-        request => Ok(request),
+    // A single node has no sessions: the client id is ignored.
+    let mut session = 0;
+    match super::handshake(&ctx.config, handshaken, &mut session, request) {
+        super::Handshake::Run(request) => Ok(request),
+        super::Handshake::Answer { response, close } => Err(Step {
+            response,
+            durable: None,
+            close,
+        }),
     }
 }
 

@@ -349,3 +349,67 @@ pub(crate) async fn read_more(
 
 /// A database error as a wire error code and message.
 pub(crate) use crate::op::classify;
+
+/// What a binary-protocol connection does with a request before running it: the handshake,
+/// the same on a single node and on a cluster node.
+pub(crate) enum Handshake {
+    /// Run the request.
+    Run(crate::wire::Request),
+    /// Answer this instead (and close the connection after it, if `close`).
+    Answer {
+        response: crate::wire::Response,
+        close: bool,
+    },
+}
+
+/// Applies the handshake rules to `request`: a HELLO negotiates the version (and names the
+/// client's session, for a cluster), anything before a successful HELLO is refused.
+pub(crate) fn handshake(
+    config: &ServerConfig,
+    handshaken: &mut bool,
+    session: &mut u64,
+    request: crate::wire::Request,
+) -> Handshake {
+    use crate::wire::message::{negotiate_version, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN};
+    use crate::wire::{ErrorCode, Request, Response};
+    match request {
+        Request::Hello {
+            min_version,
+            max_version,
+            client_name,
+            client_id,
+        } => match negotiate_version(min_version, max_version) {
+            Some(version) => {
+                *handshaken = true;
+                *session = client_id;
+                tracing::debug!(client = %client_name, version, "handshake");
+                Handshake::Answer {
+                    response: Response::HelloOk {
+                        version,
+                        server_name: config.server_name.clone(),
+                        frame_bytes_max: config.frame_bytes_max.min(u32::MAX as usize) as u32,
+                    },
+                    close: false,
+                }
+            }
+            None => Handshake::Answer {
+                response: Response::error(
+                    ErrorCode::UnsupportedVersion,
+                    format!(
+                        "client speaks protocol versions {min_version}..={max_version}, this \
+                         server {PROTOCOL_VERSION_MIN}..={PROTOCOL_VERSION_MAX}"
+                    ),
+                ),
+                close: true,
+            },
+        },
+        _ if !*handshaken => Handshake::Answer {
+            response: Response::error(
+                ErrorCode::HandshakeRequired,
+                "the first frame on a connection must be HELLO",
+            ),
+            close: true,
+        },
+        request => Handshake::Run(request),
+    }
+}

@@ -30,7 +30,6 @@ use crate::resp::codec::{parse_pipeline, Reply as RespReply, RespLimits};
 use crate::resp::commands::{self, ReplyForm, Session};
 use crate::resp::table;
 use crate::wire::frame::{decode_frame, FrameError};
-use crate::wire::message::{negotiate_version, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN};
 use crate::wire::{self, ErrorCode, Request, Response};
 
 /// Frames (or commands) taken from the read buffer per round.
@@ -139,47 +138,19 @@ pub async fn serve_binary(
                     continue;
                 }
             };
+            let request =
+                match super::handshake(&ctx.config, &mut handshaken, &mut client_id, request) {
+                    super::Handshake::Run(request) => request,
+                    super::Handshake::Answer {
+                        response,
+                        close: fatal,
+                    } => {
+                        pending.push(Pending::Ready(id, response));
+                        close |= fatal;
+                        continue;
+                    }
+                };
             match request {
-                Request::Hello {
-                    min_version,
-                    max_version,
-                    client_id: session,
-                    ..
-                } => {
-                    let response = match negotiate_version(min_version, max_version) {
-                        Some(version) => {
-                            handshaken = true;
-                            client_id = session;
-                            Response::HelloOk {
-                                version,
-                                server_name: ctx.config.server_name.clone(),
-                                frame_bytes_max: ctx.config.frame_bytes_max.min(u32::MAX as usize)
-                                    as u32,
-                            }
-                        }
-                        None => {
-                            close = true;
-                            Response::error(
-                                ErrorCode::UnsupportedVersion,
-                                format!(
-                                    "client speaks protocol versions {min_version}..={max_version}, \
-                                     this server {PROTOCOL_VERSION_MIN}..={PROTOCOL_VERSION_MAX}"
-                                ),
-                            )
-                        }
-                    };
-                    pending.push(Pending::Ready(id, response));
-                }
-                _ if !handshaken => {
-                    pending.push(Pending::Ready(
-                        id,
-                        Response::error(
-                            ErrorCode::HandshakeRequired,
-                            "the first frame on a connection must be HELLO",
-                        ),
-                    ));
-                    close = true;
-                }
                 Request::Ping { payload } => {
                     pending.push(Pending::Ready(id, Response::Pong { payload }))
                 }
