@@ -214,17 +214,25 @@ impl Reader<'_> {
 /// store as a whole): the one definition of what every operation does, on a single node and
 /// on every replica. Returns the outcome and the version it wrote, if any.
 pub fn execute(whole: &db::Db, store: &impl Store, op: Op) -> (Outcome, Option<u64>) {
-    let failed = |error: DbError| Outcome::Failed {
-        code: classify(&error),
-        message: error.to_string(),
+    let failed = |error: DbError| {
+        if let DbError::Storage(e) = &error {
+            tracing::warn!(error = %e, "storage error");
+        }
+        Outcome::Failed {
+            code: classify(&error),
+            message: error.to_string(),
+        }
     };
     match op {
         Op::Request(request) => match run_request(whole, store, request) {
             Ok((response, version)) => (Outcome::Response(response), version),
-            Err(error) => (
-                Outcome::Response(Response::error(classify(&error), error.to_string())),
-                None,
-            ),
+            Err(error) => {
+                if let DbError::Storage(e) = &error {
+                    tracing::warn!(error = %e, "storage error");
+                }
+                let response = Response::error(classify(&error), error.to_string());
+                (Outcome::Response(response), None)
+            }
         },
         Op::DeleteKeys { keyspace, keys } => {
             let deleted = Keyspace::new(&keyspace).and_then(|ks| {

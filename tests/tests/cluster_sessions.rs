@@ -56,7 +56,10 @@ fn a_shared_client_applies_each_of_many_concurrent_writes_once_through_a_leader_
          unknown, counter at {total}"
     );
     assert!(done_before_kill < writes as usize, "the kill came mid-way");
-    assert!(acknowledged > writes / 2, "most writes succeed");
+    // The client retries through the election well within its deadline, and no write's id
+    // falls out of the session window while it is in flight: every write gets a definite
+    // answer. (A window kept by counting writes in flight let slow ones fall out of it.)
+    assert_eq!(unknown, 0, "every write gets a definite answer");
     assert!(
         total >= acknowledged && total <= acknowledged + unknown,
         "every acknowledged write applied once, no write twice: {total} after \

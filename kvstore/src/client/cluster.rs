@@ -9,8 +9,9 @@
 //! answer does a write report `outcome_unknown`.
 //!
 //! A cluster remembers the replies of a session's last [`SESSION_WINDOW`] request ids, so one
-//! client (shared by many tasks: it is cheap to clone behind an `Arc`, and every method takes
-//! `&self`) has up to that many writes in flight; the next waits for a slot. Reads never wait.
+//! client (shared by many tasks behind an `Arc`: every method takes `&self`) has up to that
+//! many writes in flight: a write takes id `n` only once every id up to `n - SESSION_WINDOW`
+//! has finished. Reads never wait and use ids outside the session.
 //!
 //! What it does on each answer:
 //! - `NotLeader` with an address: connect there and retry at once;
@@ -21,7 +22,7 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::{Mutex, Notify};
 
 use super::{ops, Client, ClientConfig, ClientError, Result};
 use crate::wire::{
@@ -62,10 +63,85 @@ pub struct ClusterClient {
     /// The node tried next (an index into `addresses`).
     next: AtomicUsize,
     current: Mutex<Option<(String, Client)>>,
-    /// One permit per write in flight: at most [`SESSION_WINDOW`] (see the module docs).
-    writes: Semaphore,
-    seq: AtomicU64,
+    /// The writes in flight, by request id (see [`Window`]).
+    writes: Window,
+    /// The next read's request id, below [`READ_ID_BIT`].
+    read_seq: AtomicU64,
     client_id: u64,
+}
+
+/// Set in the request ids of reads, which are not part of the session.
+const READ_ID_BIT: u64 = 1 << 63;
+
+/// The session window on the client's side: a write may take request id `n` only once every
+/// id up to `n - SESSION_WINDOW` has its answer (or was given up), which is what lets the
+/// cluster refuse an id that old as "unknown" rather than apply it twice. A count of writes
+/// in flight would not do: with one slow write outstanding, the others would keep finishing
+/// and new ids would run past the slow one's window.
+#[derive(Debug)]
+struct Window {
+    state: std::sync::Mutex<WindowState>,
+    /// Woken when the lowest id in flight finishes.
+    moved: Notify,
+}
+
+#[derive(Debug)]
+struct WindowState {
+    next: u64,
+    in_flight: std::collections::BTreeSet<u64>,
+}
+
+impl Default for Window {
+    fn default() -> Window {
+        Window {
+            state: std::sync::Mutex::new(WindowState {
+                next: 1,
+                in_flight: Default::default(),
+            }),
+            moved: Notify::new(),
+        }
+    }
+}
+
+/// A write's place in the window: its request id, given back when dropped (also when the
+/// write's future is cancelled).
+struct Turn<'a> {
+    window: &'a Window,
+    seq: u64,
+}
+
+impl Window {
+    async fn enter(&self) -> Turn<'_> {
+        loop {
+            let moved = self.moved.notified();
+            tokio::pin!(moved);
+            // Registered before the check, so a wake-up between the two is not lost.
+            moved.as_mut().enable();
+            {
+                let mut state = self.state.lock().expect("window lock");
+                let lowest = state.in_flight.first().copied().unwrap_or(state.next);
+                if state.next < lowest + SESSION_WINDOW {
+                    let seq = state.next;
+                    state.next += 1;
+                    state.in_flight.insert(seq);
+                    return Turn { window: self, seq };
+                }
+            }
+            moved.await;
+        }
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        let mut state = self.window.state.lock().expect("window lock");
+        let was_lowest = state.in_flight.first() == Some(&self.seq);
+        state.in_flight.remove(&self.seq);
+        drop(state);
+        if was_lowest {
+            self.window.moved.notify_waiters();
+        }
+    }
 }
 
 impl ClusterClient {
@@ -79,8 +155,8 @@ impl ClusterClient {
             addresses: std::sync::Mutex::new(addresses),
             next: AtomicUsize::new(0),
             current: Mutex::new(None),
-            writes: Semaphore::new(SESSION_WINDOW as usize),
-            seq: AtomicU64::new(1),
+            writes: Window::default(),
+            read_seq: AtomicU64::new(1),
             client_id,
         }
     }
@@ -125,16 +201,18 @@ impl ClusterClient {
             request,
             Request::Get { .. } | Request::Scan { .. } | Request::Ping { .. }
         );
-        let _turn = match write {
-            true => Some(
-                self.writes
-                    .acquire()
-                    .await
-                    .expect("the semaphore is never closed"),
+        // Writes number their requests densely, inside the session window; reads take ids of
+        // their own, with the top bit set, so they use up none of it.
+        let (seq, _turn) = match write {
+            true => {
+                let turn = self.writes.enter().await;
+                (turn.seq, Some(turn))
+            }
+            false => (
+                READ_ID_BIT | self.read_seq.fetch_add(1, Ordering::Relaxed),
+                None,
             ),
-            false => None,
         };
-        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         let deadline = Duration::from_millis(self.config.deadline_ms);
         let mut backoff = Duration::from_millis(self.config.backoff_ms);
@@ -315,6 +393,7 @@ fn random_id() -> u64 {
 mod tests {
     use super::*;
     use bytes::BytesMut;
+    use std::sync::Arc;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// A stand-in node on loopback that answers the handshake and then every write with the
@@ -366,6 +445,92 @@ mod tests {
                 ..ClusterConfig::default()
             },
         )
+    }
+
+    /// A stand-in node that answers every write and read, and records the ids of the writes.
+    async fn recording_node() -> (String, Arc<std::sync::Mutex<Vec<u64>>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let writes = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = writes.clone();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut buf = BytesMut::new();
+            loop {
+                while let Ok(Some(frame)) = crate::wire::frame::decode_frame(&mut buf, 1 << 20) {
+                    let response = match Request::decode(&frame).unwrap() {
+                        Request::Hello { .. } => Response::HelloOk {
+                            version: 1,
+                            server_name: "recording".into(),
+                            frame_bytes_max: 1 << 20,
+                        },
+                        Request::Put { .. } => {
+                            seen.lock().unwrap().push(frame.request_id);
+                            Response::PutOk {
+                                applied: true,
+                                version: 1,
+                            }
+                        }
+                        _ => Response::GetOk {
+                            found: None,
+                            lag: None,
+                        },
+                    };
+                    let mut out = BytesMut::new();
+                    response.encode(frame.request_id, &mut out).unwrap();
+                    stream.write_all(&out).await.unwrap();
+                }
+                if stream.read_buf(&mut buf).await.unwrap_or(0) == 0 {
+                    return;
+                }
+            }
+        });
+        (addr, writes)
+    }
+
+    /// With one slow write in flight, the others may finish and start again, but no id may run
+    /// a whole window past the slow one: the cluster would refuse it.
+    #[tokio::test]
+    async fn no_write_starts_a_window_past_the_oldest_in_flight() {
+        let window = Window::default();
+        let slow = window.enter().await;
+        assert_eq!(slow.seq, 1);
+        let mut ids = Vec::new();
+        for _ in 1..SESSION_WINDOW {
+            let turn = window.enter().await; // 2..=64, each finished at once
+            ids.push(turn.seq);
+        }
+        assert_eq!(ids.last(), Some(&SESSION_WINDOW));
+        let blocked = tokio::time::timeout(Duration::from_millis(50), window.enter()).await;
+        assert!(blocked.is_err(), "id 65 waits while id 1 is in flight");
+        drop(slow);
+        let next = tokio::time::timeout(Duration::from_secs(5), window.enter())
+            .await
+            .expect("id 1 finished: the window moves");
+        assert_eq!(next.seq, SESSION_WINDOW + 1);
+    }
+
+    #[tokio::test]
+    async fn reads_use_up_none_of_the_session_window() {
+        let (addr, writes) = recording_node().await;
+        let client = client(addr);
+        for _ in 0..3 {
+            client
+                .put("default", b"k", b"v", Condition::None)
+                .await
+                .unwrap();
+            for _ in 0..100 {
+                client
+                    .get("default", b"k", Consistency::Linearizable)
+                    .await
+                    .unwrap();
+            }
+        }
+        assert_eq!(
+            *writes.lock().unwrap(),
+            [1, 2, 3],
+            "dense ids for the writes"
+        );
     }
 
     #[tokio::test]

@@ -205,10 +205,14 @@ impl StateMachine {
                 let command = match &entry.payload {
                     Payload::Command(data) => match Command::decode(data) {
                         Ok(command) => Some(command),
+                        // Checksummed in the WAL, so this is another build's format: skipping
+                        // it would let this replica drift from the others. Stop instead; a
+                        // build that knows the format applies it.
                         Err(error) => {
-                            // The leader encoded it, so every replica skips it alike.
-                            tracing::error!(index = entry.index, %error, "undecodable command");
-                            None
+                            return Err(StateError::Apply {
+                                index: entry.index,
+                                reason: format!("the entry does not decode ({error})"),
+                            })
                         }
                     },
                     Payload::Noop | Payload::Config(_) => None,
@@ -377,38 +381,54 @@ fn execute(db: &Db, txn: &mut Txn<'_>, command: Command) -> Result<Reply, Storag
     }
     let store = TxnStore::new(txn);
     let op = match command.body {
-        command::Body::Wire(frame) => match Request::decode(&frame) {
-            Ok(request) => Op::Request(request),
-            Err(e) => return Ok(Reply::Wire(Response::error(e.error_code(), e.to_string()))),
-        },
-        command::Body::Op(op) => op,
+        command::Body::Wire(frame) => Request::decode(&frame)
+            .map(Op::Request)
+            .map_err(|e| Outcome::Response(Response::error(e.error_code(), e.to_string()))),
+        command::Body::Op(op) => Ok(op),
         // Logged by an earlier build: translated as the edge translates a Redis write now.
         command::Body::Resp(args) => {
             let args: Vec<&[u8]> = args.iter().map(|a| &a[..]).collect();
             let name = String::from_utf8_lossy(args.first().copied().unwrap_or_default())
                 .to_ascii_lowercase();
             let rest = args.get(1..).unwrap_or_default();
-            match crate::resp::commands::plan_write(&name, rest, store.now_ms()) {
-                Ok((op, _)) => op,
-                Err(reply) => {
-                    return Ok(Reply::Outcome(Outcome::Failed {
-                        code: ErrorCode::InvalidArgument,
-                        message: format!("{reply:?}"),
-                    }))
-                }
-            }
+            crate::resp::commands::plan_write(&name, rest, store.now_ms())
+                .map(|(op, _)| op)
+                .map_err(|reply| Outcome::Failed {
+                    code: ErrorCode::InvalidArgument,
+                    message: match reply {
+                        crate::resp::codec::Reply::Error(text) => {
+                            let text = text.into_owned();
+                            text.strip_prefix("ERR ")
+                                .map(str::to_string)
+                                .unwrap_or(text)
+                        }
+                        other => format!("{other:?}"),
+                    },
+                })
         }
         command::Body::Peer { .. } => unreachable!("handled above"),
     };
-    let reply = match crate::op::execute(db, &store, op).0 {
-        Outcome::Response(response) => Reply::Wire(response),
-        outcome => Reply::Outcome(outcome),
+    let outcome = match op {
+        Ok(op) => crate::op::execute(db, &store, op).0,
+        Err(outcome) => outcome,
     };
     // `store` borrowed `txn` mutably; its last use is above, so `txn` is free again here.
-    if let (Some(session), Reply::Wire(response)) = (session, &reply) {
-        session.remember(txn, response)?;
+    if let Some(session) = session {
+        // Every outcome of a session's request is remembered, so a retry never runs it again;
+        // only binary-protocol requests carry sessions, so the others cannot occur.
+        let remembered = match &outcome {
+            Outcome::Response(response) => response.clone(),
+            other => Response::error(
+                ErrorCode::Internal,
+                format!("the operation applied; its outcome ({other:?}) is not kept"),
+            ),
+        };
+        session.remember(txn, &remembered)?;
     }
-    Ok(reply)
+    Ok(match outcome {
+        Outcome::Response(response) => Reply::Wire(response),
+        outcome => Reply::Outcome(outcome),
+    })
 }
 
 /// A session's state as one request sees it (see [`crate::wire::SESSION_WINDOW`]).
@@ -496,24 +516,28 @@ impl Session {
         let mut record = BytesMut::new();
         record.put_u64_le(self.seq);
         if response.encode(self.seq, &mut record).is_err() {
-            return Ok(()); // too large to keep: a retry then finds it "too old" (unknown)
+            // Too large to keep: keep that it applied, so a retry does not run it again.
+            record.truncate(8);
+            Response::error(
+                ErrorCode::Timeout,
+                "applied; the reply was too large to keep",
+            )
+            .encode(self.seq, &mut record)
+            .expect("a short error encodes");
         }
         txn.put(&Session::reply_key(self.client, self.seq), &record, 0)?;
         let high = self.high.max(self.seq);
         if high != self.high || self.legacy {
             txn.put(&Session::key(self.client), high.to_le_bytes(), 0)?;
         }
+        // The replies that just left the window: kept ones (above the old window's floor, at
+        // most the old highest) at or below the new floor. At most a window's worth, each a
+        // point delete; this request's own reply is above the new floor.
         let window = crate::wire::SESSION_WINDOW;
-        if high > self.high && high >= window {
-            // Every reply at or below `high - window` is out of the window now: one point
-            // delete when the window moved by one (a client's ids are dense), a range else.
-            if high == self.high + 1 {
-                txn.delete(&Session::reply_key(self.client, high - window))?;
-            } else {
-                let first = Session::reply_key(self.client, 0);
-                let end = Session::reply_key(self.client, high - window + 1);
-                txn.delete_range(&first, &end)?;
-            }
+        let old_floor = self.high.saturating_sub(window);
+        let new_floor = high.saturating_sub(window);
+        for seq in old_floor + 1..=new_floor.min(self.high) {
+            txn.delete(&Session::reply_key(self.client, seq))?;
         }
         Ok(())
     }
@@ -909,6 +933,25 @@ mod tests {
         let all = sm.db().engine().scan_all(b"", b"", usize::MAX).unwrap();
         let replies = all.iter().filter(|e| e.key.starts_with(b"\0r")).count();
         assert!(replies <= SESSION_WINDOW as usize, "{replies} replies kept");
+    }
+
+    #[test]
+    fn an_entry_this_build_cannot_decode_stops_the_apply_rather_than_being_skipped() {
+        let d = dir();
+        let mut sm = StateMachine::open(&d, config()).unwrap();
+        let mut unknown_kind = wire(None, NOW, &incr("n")).to_vec();
+        unknown_kind[1] = 99; // a kind from a newer build
+        let error = sm
+            .apply(&[
+                entry(1, wire(None, NOW, &incr("n"))),
+                entry(2, Bytes::from(unknown_kind)),
+            ])
+            .unwrap_err();
+        assert!(
+            matches!(error, StateError::Apply { index: 2, .. }),
+            "{error}"
+        );
+        assert_eq!(sm.applied(), 1, "the entry before it applied; it did not");
     }
 
     #[test]
