@@ -339,10 +339,7 @@ impl ClusterClient {
         expected_version: u64,
         value: &[u8],
     ) -> Result<super::WriteResult> {
-        let options = super::PutOptions {
-            ttl_ms: None,
-            condition: Condition::IfVersion(expected_version),
-        };
+        let options = super::PutOptions::if_version(expected_version);
         self.put_with(keyspace, key, value, options).await
     }
 

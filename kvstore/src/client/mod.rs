@@ -151,6 +151,16 @@ pub struct PutOptions {
     pub condition: Condition,
 }
 
+impl PutOptions {
+    /// Compare-and-set: only if the key's version is `expected_version` (0: absent).
+    pub fn if_version(expected_version: u64) -> PutOptions {
+        PutOptions {
+            ttl_ms: None,
+            condition: Condition::IfVersion(expected_version),
+        }
+    }
+}
+
 /// The result of a conditional write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WriteResult {
@@ -475,10 +485,7 @@ impl Client {
         expected_version: u64,
         value: &[u8],
     ) -> Result<WriteResult> {
-        let options = PutOptions {
-            ttl_ms: None,
-            condition: Condition::IfVersion(expected_version),
-        };
+        let options = PutOptions::if_version(expected_version);
         self.put_with(keyspace, key, value, options).await
     }
 
