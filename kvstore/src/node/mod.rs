@@ -23,6 +23,7 @@
 
 pub mod clock;
 pub mod command;
+pub mod io;
 mod runner;
 pub mod state;
 pub mod transport;
@@ -425,18 +426,22 @@ impl Node {
         std::thread::Builder::new()
             .name("snapshot".into())
             .spawn(move || snapshot_worker(jobs, worker_inbox))?;
+        let clock: Arc<dyn io::MonoClock> = Arc::new(io::BootClock);
+        let next_tick_us = clock.now_us() + config.tick.as_micros() as u64;
         let mut runner = Runner {
             config,
-            wal,
+            wal: Box::new(wal),
             groups: BTreeMap::from([(DEFAULT_GROUP, group)]),
             transport,
+            clock: clock.clone(),
+            next_tick_us,
             shared: shared.clone(),
             // Read contexts of an earlier run of this node could still be in flight.
             next_read: (u64::from(std::process::id()) << 40) ^ now_ms().wrapping_mul(1 << 20),
             shutdown: false,
             snapshots,
             built: Vec::new(),
-            last_loop_us: clock::monotonic_us(),
+            last_loop_us: clock.now_us(),
             woke_at_us: None,
         };
         runner.publish_status();

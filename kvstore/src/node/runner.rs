@@ -11,16 +11,15 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::mpsc::{self as stdmpsc, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
+use super::io::{LogStore, MonoClock, Network};
 use super::state::{self, Reply, StateMachine};
-use super::transport::Transport;
-use super::wal::Wal;
 use super::{
-    clock, command, raft_config, Built, Consistency, Event, GroupStatus, NodeConfig, NodeError,
+    command, raft_config, Built, Consistency, Event, GroupStatus, NodeConfig, NodeError,
     NodeStatus, ProposalResult, Shared, Staleness, Unavailable, UnknownOutcome,
     EVENTS_PER_ROUND_MAX, SNAPSHOT_RETRY_DELAY,
 };
@@ -53,14 +52,17 @@ pub(super) struct Group {
     /// A snapshot of this group is being built.
     pub(super) snapshotting: bool,
     /// The last build failed: no new one before this.
-    pub(super) snapshot_not_before: Option<Instant>,
+    pub(super) snapshot_not_before: Option<raft::Micros>,
 }
 
 pub(super) struct Runner {
     pub(super) config: NodeConfig,
-    pub(super) wal: Wal,
+    pub(super) wal: Box<dyn LogStore>,
     pub(super) groups: BTreeMap<GroupId, Group>,
-    pub(super) transport: Arc<Transport>,
+    pub(super) transport: Arc<dyn Network>,
+    pub(super) clock: Arc<dyn MonoClock>,
+    /// When (on `clock`) the next tick is due.
+    pub(super) next_tick_us: raft::Micros,
     pub(super) shared: Arc<Shared>,
     pub(super) next_read: u64,
     pub(super) shutdown: bool,
@@ -76,36 +78,20 @@ pub(super) struct Runner {
 
 impl Runner {
     pub(super) fn run(&mut self, events: stdmpsc::Receiver<Event>) -> anyhow::Result<()> {
-        let mut next_tick = Instant::now() + self.config.tick;
         // Persist whatever the groups start with (a founding entry) before anything else.
         self.round()?;
         while !self.shutdown {
-            let wait = next_tick.saturating_duration_since(Instant::now());
-            let received = events.recv_timeout(wait);
-            self.note_stall();
-            match received {
+            let wait_us = self.next_tick_us.saturating_sub(self.clock.now_us());
+            let mut batch = Vec::new();
+            match events.recv_timeout(Duration::from_micros(wait_us)) {
                 Ok(event) => {
-                    self.handle(event);
-                    for event in events.try_iter().take(EVENTS_PER_ROUND_MAX) {
-                        self.handle(event);
-                    }
+                    batch.push(event);
+                    batch.extend(events.try_iter().take(EVENTS_PER_ROUND_MAX));
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
-            let now = Instant::now();
-            if now >= next_tick {
-                let clock = clock::monotonic_us();
-                for g in self.groups.values_mut() {
-                    g.raft.tick(clock);
-                    g.reads.retain(|_, tx| !tx.is_closed());
-                }
-                next_tick += self.config.tick;
-                if next_tick < now {
-                    next_tick = now + self.config.tick; // a long stall: do not tick in a burst
-                }
-            }
-            self.round()?;
+            self.turn(batch)?;
         }
         for g in self.groups.values_mut() {
             g.machine.sync()?;
@@ -113,9 +99,31 @@ impl Runner {
         Ok(())
     }
 
+    /// One turn of the loop, given what arrived since the last: handle it, tick if a tick is
+    /// due, and run rounds until nothing is ready. A simulator drives a node by calling this.
+    pub(super) fn turn(&mut self, events: Vec<Event>) -> anyhow::Result<()> {
+        self.note_stall();
+        for event in events {
+            self.handle(event);
+        }
+        let now = self.clock.now_us();
+        if now >= self.next_tick_us {
+            for g in self.groups.values_mut() {
+                g.raft.tick(now);
+                g.reads.retain(|_, tx| !tx.is_closed());
+            }
+            let tick_us = self.config.tick.as_micros() as u64;
+            self.next_tick_us += tick_us;
+            if self.next_tick_us < now {
+                self.next_tick_us = now + tick_us; // a long stall: do not tick in a burst
+            }
+        }
+        self.round()
+    }
+
     /// Notes a stall: the loop came round an election timeout or more after the last time.
     fn note_stall(&mut self) {
-        let now = clock::monotonic_us();
+        let now = self.clock.now_us();
         let election = u64::from(raft_config(&self.config).election_ticks_min);
         let stall_us = self.config.tick.as_micros() as u64 * election;
         if now.saturating_sub(self.last_loop_us) > stall_us {
@@ -148,7 +156,7 @@ impl Runner {
             Event::Step(group, m) => {
                 // Messages handled just after a stall may have waited in the socket all
                 // along: they do not show the leader was heard recently.
-                let now = clock::monotonic_us();
+                let now = self.clock.now_us();
                 let fresh = self
                     .woke_at_us
                     .is_none_or(|woke| now.saturating_sub(woke) > self.stall_settle_us());
@@ -200,7 +208,7 @@ impl Runner {
                 match consistency {
                     // The clock is read now, after the request arrived: a lease that held
                     // before a stall of this thread says nothing about now.
-                    Consistency::Lease => g.raft.read_lease(context, clock::monotonic_us()),
+                    Consistency::Lease => g.raft.read_lease(context, self.clock.now_us()),
                     _ => g.raft.read_index(context),
                 }
             }
@@ -355,7 +363,8 @@ impl Runner {
                     }
                 }
                 g.raft.advance();
-                g.maybe_snapshot(id, &self.snapshots, self.config.compact_entries);
+                let now = self.clock.now_us();
+                g.maybe_snapshot(id, &self.snapshots, self.config.compact_entries, now);
             }
         }
         self.publish_status();
@@ -502,12 +511,13 @@ impl Group {
         group: GroupId,
         jobs: &SyncSender<(GroupId, state::SnapshotJob)>,
         every: u64,
+        now_us: raft::Micros,
     ) {
         let applied = self.machine.applied();
         if self.snapshotting || !self.raft.compaction_due(applied, every) {
             return;
         }
-        if self.snapshot_not_before.is_some_and(|t| Instant::now() < t) {
+        if self.snapshot_not_before.is_some_and(|t| now_us < t) {
             return; // the last attempt failed: wait before the next
         }
         if applied != self.raft.log().applied() {
@@ -540,7 +550,8 @@ impl Runner {
             Err(error) => {
                 // Not fatal: the log just stays longer; try again after a pause.
                 tracing::error!(group, %error, "building a snapshot failed");
-                g.snapshot_not_before = Some(Instant::now() + SNAPSHOT_RETRY_DELAY);
+                let retry = SNAPSHOT_RETRY_DELAY.as_micros() as u64;
+                g.snapshot_not_before = Some(self.clock.now_us() + retry);
                 return Ok(());
             }
         };
