@@ -25,6 +25,8 @@ pub mod clock;
 pub mod command;
 pub mod io;
 mod runner;
+#[cfg(test)]
+mod sim;
 pub mod state;
 pub mod transport;
 pub mod wal;
@@ -80,6 +82,9 @@ pub struct NodeConfig {
     pub wal: WalOptions,
     /// Where this node's clients connect, told to peers for redirects.
     pub advertise: Advertised,
+    /// Seeds the Raft core's randomness (election timeouts); `None` derives it from the id and
+    /// the data directory. The simulator sets it, so that one seed replays a run.
+    pub raft_seed: Option<u64>,
 }
 
 impl NodeConfig {
@@ -98,6 +103,7 @@ impl NodeConfig {
             },
             wal: WalOptions::default(),
             advertise: Advertised::default(),
+            raft_seed: None,
         }
     }
 }
@@ -316,134 +322,33 @@ impl Node {
     /// Opens the node's data (WAL and state machines), starts its Raft thread and its
     /// outgoing peer links on `runtime`. Serve incoming peer links with [`Node::serve_peers`].
     pub fn start(config: NodeConfig, runtime: tokio::runtime::Handle) -> anyhow::Result<Node> {
-        let started = Instant::now();
         std::fs::create_dir_all(&config.data_dir)?;
-        let (wal, mut logs) = Wal::open(config.data_dir.join("wal"), config.wal.clone())?;
-        let log = logs.remove(&DEFAULT_GROUP).unwrap_or_default();
-        let group_dir = config.data_dir.join(format!("group-{DEFAULT_GROUP}"));
-        let mut machine = StateMachine::open(&group_dir, config.engine.clone())?;
-        let snapshot_data = if log.snapshot.index > 0 {
-            let path = state::snapshot_path(&group_dir, log.snapshot.index);
-            let (index, data) = state::load_snapshot_file(&path)?;
-            anyhow::ensure!(
-                index == log.snapshot.index,
-                "the snapshot file holds index {index}, the log expects {}",
-                log.snapshot.index
-            );
-            if machine.applied() < index {
-                tracing::info!(
-                    index,
-                    "finishing a snapshot install that a crash interrupted"
-                );
-                machine.install(&data)?;
-            }
-            data
-        } else {
-            Bytes::new()
-        };
-        let founding = config.peers.contains_key(&config.id);
-        let log_is_new = log.hard_state.term == 0 && log.snapshot.index == 0;
-        let restored = if log_is_new {
-            if founding {
-                Restored::bootstrap(config.peers.keys().copied())
-            } else {
-                Restored::default()
-            }
-        } else {
-            Restored {
-                hard_state: log.hard_state,
-                snapshot: log.snapshot,
-                snapshot_data,
-                entries: log.entries,
-            }
-        };
-        let mut wal = wal;
-        if log_is_new && founding {
-            // Persist the founding entry, so that a restart finds the same log.
-            wal.append(DEFAULT_GROUP, &restored.entries);
-            wal.set_hard_state(DEFAULT_GROUP, restored.hard_state);
-            wal.sync()?;
-        }
-        let hard_state = restored.hard_state;
-        let raft = Raft::new(
-            raft_config(&config),
-            restored,
-            seed(config.id, &config.data_dir),
-        );
-        tracing::info!(
-            id = config.id,
-            applied = machine.applied(),
-            last_index = raft.log().last_index(),
-            term = raft.term(),
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "node opened"
-        );
-        let timing = transport::Timing::of(raft.config());
+        let (wal, logs) = Wal::open(config.data_dir.join("wal"), config.wal.clone())?;
+        let timing = transport::Timing::of(&raft_config(&config));
         let transport = Arc::new(Transport::new(
             config.id,
             config.advertise.clone(),
             timing,
             runtime,
         ));
-        for (id, address) in &config.peers {
-            transport.set_peer(*id, address.clone());
-        }
-        // Nodes added since the cluster was founded, from the address book in the log.
-        for (id, address) in machine.peers()? {
-            if !config.peers.contains_key(&id) {
-                transport.set_peer(id, address);
-            }
-        }
-        let (inbox, events) = stdmpsc::sync_channel(INBOX_EVENTS_MAX);
-        let mut advertised = BTreeMap::new();
-        advertised.insert(config.id, config.advertise.clone());
-        let shared = Arc::new(Shared {
-            id: config.id,
-            inbox,
-            client_events: Default::default(),
-            status: Mutex::new(NodeStatus::default()),
-            advertised: Mutex::new(advertised),
-            dbs: BTreeMap::from([(DEFAULT_GROUP, machine.shared_db())]),
-            stopped: Mutex::new(None),
-            transport: transport.clone(),
-            timing,
-            clock: machine.clock(),
-        });
-        let group = Group {
-            raft,
-            machine,
-            dir: group_dir,
-            proposals: BTreeMap::new(),
-            reads: HashMap::new(),
-            waiting_reads: Vec::new(),
-            heard_at_us: None,
-            term_vote: (hard_state.term, hard_state.vote),
-            snapshotting: false,
-            snapshot_not_before: None,
-        };
-        let (snapshots, jobs) = stdmpsc::sync_channel(SNAPSHOT_JOBS_MAX);
+        let network: Arc<dyn io::Network> = transport.clone();
+        let Parts {
+            mut runner,
+            shared,
+            events,
+            jobs,
+        } = assemble(
+            config,
+            Box::new(wal),
+            logs,
+            network,
+            transport,
+            Arc::new(io::BootClock),
+        )?;
         let worker_inbox = shared.inbox.clone();
         std::thread::Builder::new()
             .name("snapshot".into())
             .spawn(move || snapshot_worker(jobs, worker_inbox))?;
-        let clock: Arc<dyn io::MonoClock> = Arc::new(io::BootClock);
-        let next_tick_us = clock.now_us() + config.tick.as_micros() as u64;
-        let mut runner = Runner {
-            config,
-            wal: Box::new(wal),
-            groups: BTreeMap::from([(DEFAULT_GROUP, group)]),
-            transport,
-            clock: clock.clone(),
-            next_tick_us,
-            shared: shared.clone(),
-            // Read contexts of an earlier run of this node could still be in flight.
-            next_read: (u64::from(std::process::id()) << 40) ^ now_ms().wrapping_mul(1 << 20),
-            shutdown: false,
-            snapshots,
-            built: Vec::new(),
-            last_loop_us: clock.now_us(),
-            woke_at_us: None,
-        };
         runner.publish_status();
         let thread_shared = shared.clone();
         std::thread::Builder::new()
@@ -763,6 +668,153 @@ impl Node {
             Err(_) => Err(NodeError::Timeout(timeout)),
         }
     }
+}
+
+/// A node before its threads run: the Raft thread's state, the handle's shared state, and
+/// the receiving ends of its inbox and of its snapshot jobs. [`Node::start`] gives them
+/// threads; the simulator (`node::sim`) drives them itself, turn by turn.
+struct Parts {
+    runner: Runner,
+    shared: Arc<Shared>,
+    events: stdmpsc::Receiver<Event>,
+    jobs: stdmpsc::Receiver<(GroupId, state::SnapshotJob)>,
+}
+
+/// Opens the node's state machine, restores its Raft group from `logs` (what `log` replayed),
+/// persists a founding entry, and wires the pieces: the Raft thread's IO (`log`, `network`,
+/// `clock`) and the handle's (`transport`, for peer addresses and hellos).
+fn assemble(
+    config: NodeConfig,
+    mut log: Box<dyn io::LogStore>,
+    mut logs: BTreeMap<GroupId, wal::GroupLog>,
+    network: Arc<dyn io::Network>,
+    transport: Arc<Transport>,
+    clock: Arc<dyn io::MonoClock>,
+) -> anyhow::Result<Parts> {
+    let started = Instant::now();
+    let group_log = logs.remove(&DEFAULT_GROUP).unwrap_or_default();
+    let group_dir = config.data_dir.join(format!("group-{DEFAULT_GROUP}"));
+    let mut machine = StateMachine::open(&group_dir, config.engine.clone())?;
+    let snapshot_data = if group_log.snapshot.index > 0 {
+        let path = state::snapshot_path(&group_dir, group_log.snapshot.index);
+        let (index, data) = state::load_snapshot_file(&path)?;
+        anyhow::ensure!(
+            index == group_log.snapshot.index,
+            "the snapshot file holds index {index}, the log expects {}",
+            group_log.snapshot.index
+        );
+        if machine.applied() < index {
+            tracing::info!(
+                index,
+                "finishing a snapshot install that a crash interrupted"
+            );
+            machine.install(&data)?;
+        }
+        data
+    } else {
+        Bytes::new()
+    };
+    let founding = config.peers.contains_key(&config.id);
+    let log_is_new = group_log.hard_state.term == 0 && group_log.snapshot.index == 0;
+    let restored = if log_is_new {
+        if founding {
+            Restored::bootstrap(config.peers.keys().copied())
+        } else {
+            Restored::default()
+        }
+    } else {
+        Restored {
+            hard_state: group_log.hard_state,
+            snapshot: group_log.snapshot,
+            snapshot_data,
+            entries: group_log.entries,
+        }
+    };
+    if log_is_new && founding {
+        // Persist the founding entry, so that a restart finds the same log.
+        log.append(DEFAULT_GROUP, &restored.entries);
+        log.set_hard_state(DEFAULT_GROUP, restored.hard_state);
+        log.sync()?;
+    }
+    let hard_state = restored.hard_state;
+    let raft = Raft::new(
+        raft_config(&config),
+        restored,
+        config
+            .raft_seed
+            .unwrap_or_else(|| seed(config.id, &config.data_dir)),
+    );
+    tracing::info!(
+        id = config.id,
+        applied = machine.applied(),
+        last_index = raft.log().last_index(),
+        term = raft.term(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "node opened"
+    );
+    let timing = transport::Timing::of(raft.config());
+    for (id, address) in &config.peers {
+        transport.set_peer(*id, address.clone());
+        network.set_peer(*id, address.clone());
+    }
+    // Nodes added since the cluster was founded, from the address book in the log.
+    for (id, address) in machine.peers()? {
+        if !config.peers.contains_key(&id) {
+            transport.set_peer(id, address.clone());
+            network.set_peer(id, address);
+        }
+    }
+    let (inbox, events) = stdmpsc::sync_channel(INBOX_EVENTS_MAX);
+    let mut advertised = BTreeMap::new();
+    advertised.insert(config.id, config.advertise.clone());
+    let shared = Arc::new(Shared {
+        id: config.id,
+        inbox,
+        client_events: Default::default(),
+        status: Mutex::new(NodeStatus::default()),
+        advertised: Mutex::new(advertised),
+        dbs: BTreeMap::from([(DEFAULT_GROUP, machine.shared_db())]),
+        stopped: Mutex::new(None),
+        transport,
+        timing,
+        clock: machine.clock(),
+    });
+    let group = Group {
+        raft,
+        machine,
+        dir: group_dir,
+        proposals: BTreeMap::new(),
+        reads: HashMap::new(),
+        waiting_reads: Vec::new(),
+        heard_at_us: None,
+        term_vote: (hard_state.term, hard_state.vote),
+        snapshotting: false,
+        snapshot_not_before: None,
+    };
+    let (snapshots, jobs) = stdmpsc::sync_channel(SNAPSHOT_JOBS_MAX);
+    let next_tick_us = clock.now_us() + config.tick.as_micros() as u64;
+    let runner = Runner {
+        config,
+        wal: log,
+        groups: BTreeMap::from([(DEFAULT_GROUP, group)]),
+        transport: network,
+        clock: clock.clone(),
+        next_tick_us,
+        shared: shared.clone(),
+        // Read contexts of an earlier run of this node could still be in flight.
+        next_read: (u64::from(std::process::id()) << 40) ^ now_ms().wrapping_mul(1 << 20),
+        shutdown: false,
+        snapshots,
+        built: Vec::new(),
+        last_loop_us: clock.now_us(),
+        woke_at_us: None,
+    };
+    Ok(Parts {
+        runner,
+        shared,
+        events,
+        jobs,
+    })
 }
 
 /// An answer the node owes a caller: wait for it with [`Node::wait`].
