@@ -78,6 +78,9 @@ pub struct NodeConfig {
     pub tick: Duration,
     /// Compact a group's log once it holds this many applied entries past its snapshot.
     pub compact_entries: u64,
+    /// Most bytes of snapshot in one message to a follower (the Raft core's
+    /// `snapshot_chunk_bytes_max`).
+    pub snapshot_chunk_bytes_max: usize,
     pub engine: storage::Config,
     pub wal: WalOptions,
     /// Where this node's clients connect, told to peers for redirects.
@@ -95,6 +98,7 @@ impl NodeConfig {
             data_dir,
             tick: Duration::from_millis(50),
             compact_entries: 100_000,
+            snapshot_chunk_bytes_max: 1024 * 1024,
             engine: storage::Config {
                 // The WAL makes writes durable; the engine is synced before the log is
                 // compacted, and otherwise once a second to keep restarts short.
@@ -837,6 +841,7 @@ enum AnswerKind {
 pub fn raft_config(config: &NodeConfig) -> raft::Config {
     raft::Config {
         tick_us: config.tick.as_micros().max(1) as u64,
+        snapshot_chunk_bytes_max: config.snapshot_chunk_bytes_max.max(1),
         ..raft::Config::new(config.id)
     }
 }

@@ -167,6 +167,8 @@ struct Stats {
     snapshots_taken: u64,
     /// Writes of unique keys proposed (the ones whose acknowledgement is checked).
     proposed: u64,
+    /// Followers that caught up under load.
+    caught_up: u64,
 }
 
 struct Sim {
@@ -271,6 +273,8 @@ impl Sim {
             .collect();
         config.tick = TICK;
         config.compact_entries = 40;
+        // Snapshots go in many small chunks, so a transfer outlasts a compaction interval.
+        config.snapshot_chunk_bytes_max = 1024;
         config.raft_seed = Some(self.opts.seed ^ n.id.wrapping_mul(0x9E37_79B9) ^ self.step);
         config.engine.fsync = storage::FsyncPolicy::Never;
         config.engine.maintenance = storage::Maintenance::Manual;
@@ -505,6 +509,89 @@ impl Sim {
         self.reads = reads;
     }
 
+    /// The leader of the highest term among the running nodes.
+    fn leader(&self) -> Option<usize> {
+        (0..self.nodes.len())
+            .filter_map(|i| {
+                let r = &self.nodes[i].running.as_ref()?.parts.runner.groups[&DEFAULT_GROUP];
+                (r.raft.role() == crate::raft::Role::Leader).then_some((r.raft.term(), i))
+            })
+            .max()
+            .map(|(_, i)| i)
+    }
+
+    /// Heals the network, then keeps a follower down while the others write and compact, and
+    /// brings it back with the writes still going: it must catch up (by a snapshot sent in
+    /// many chunks, then the log) while they go on, not start over at every compaction.
+    fn catch_up_under_load(&mut self) {
+        let seed = self.opts.seed;
+        let replay = self.replay_command();
+        self.opts = Options {
+            drop: 0.0,
+            crash: 0.0,
+            stall: 0.0,
+            partition: 0.0,
+            ..self.opts.clone()
+        };
+        self.side.iter_mut().for_each(|s| *s = 0);
+        for i in 0..self.nodes.len() {
+            self.nodes[i].stalled_until = 0;
+            if self.nodes[i].running.is_none() {
+                self.start(i);
+            }
+        }
+        let mut leader = None;
+        for _ in 0..5_000 {
+            self.run_step();
+            leader = self.leader();
+            if leader.is_some() {
+                break;
+            }
+        }
+        let leader =
+            leader.unwrap_or_else(|| panic!("seed {seed}: no leader; replay with:\n  {replay}"));
+        let follower = (leader + 1) % self.nodes.len();
+        self.crash(follower);
+        self.nodes[follower].restart_at = u64::MAX;
+        for _ in 0..400 {
+            self.run_step();
+        }
+        self.start(follower);
+        for _ in 0..5_000 {
+            self.run_step();
+            let Some(leader) = self.leader() else {
+                continue;
+            };
+            let commit = self.nodes[leader]
+                .running
+                .as_ref()
+                .expect("leads")
+                .parts
+                .runner
+                .groups[&DEFAULT_GROUP]
+                .raft
+                .log()
+                .committed();
+            let applied = self.nodes[follower]
+                .running
+                .as_ref()
+                .expect("restarted")
+                .parts
+                .runner
+                .groups[&DEFAULT_GROUP]
+                .machine
+                .applied();
+            if applied + 10 >= commit {
+                self.stats.caught_up += 1;
+                return;
+            }
+        }
+        panic!(
+            "seed {seed}: node {} never caught up while the writes went on; replay with:\n  {replay}",
+            follower + 1
+        );
+    }
+
     /// Heals everything, restarts every node, and runs until they all hold the same state.
     fn heal_and_check(&mut self) {
         let seed = self.opts.seed;
@@ -615,6 +702,7 @@ fn run(seed: u64) -> (usize, u64, Stats) {
         for _ in 0..sim.opts.steps {
             sim.run_step();
         }
+        sim.catch_up_under_load();
         sim.heal_and_check();
         (sim.acknowledged.len(), sim.stats.proposed, sim.stats)
     }));
@@ -647,6 +735,7 @@ mod tests {
             totals.lease_reads_checked += stats.lease_reads_checked;
             totals.snapshots_taken += stats.snapshots_taken;
             totals.proposed += stats.proposed;
+            totals.caught_up += stats.caught_up;
         }
         eprintln!(
             "node simulator: {seeds} seeds, {acknowledged} of {proposed} writes acknowledged, \
