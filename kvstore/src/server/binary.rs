@@ -21,11 +21,7 @@ use tokio::net::TcpStream;
 use super::{classify, flush, read_more, Context, Read};
 use crate::db::{self, DbError, Store};
 use crate::metrics::{Listener, Op};
-use crate::wire::frame::{decode_frame, Frame, FrameError};
 use crate::wire::{ErrorCode, Request, Response};
-
-/// Frames taken from the read buffer per round; the rest wait for the next round.
-const PIPELINE_FRAMES_MAX: usize = 1024;
 
 /// What handling one frame produced.
 struct Step {
@@ -44,13 +40,6 @@ impl Step {
             close: false,
         }
     }
-    fn fatal(code: ErrorCode, message: String) -> Step {
-        Step {
-            response: Response::error(code, message),
-            durable: None,
-            close: true,
-        }
-    }
 }
 
 pub async fn serve_connection(ctx: Arc<Context>, mut stream: TcpStream) -> std::io::Result<()> {
@@ -59,37 +48,34 @@ pub async fn serve_connection(ctx: Arc<Context>, mut stream: TcpStream) -> std::
     let mut rbuf = BytesMut::with_capacity(16 * 1024);
     let mut wbuf = BytesMut::with_capacity(16 * 1024);
     let mut handshaken = false;
+    // A single node has no sessions: the client id is ignored.
+    let mut session = 0;
     loop {
         // Decode every complete frame first, so that runs of single-key requests can execute
         // as one write group (one append for the whole run).
-        let mut items = Vec::new();
-        while items.len() < PIPELINE_FRAMES_MAX {
-            match decode_frame(&mut rbuf, ctx.config.frame_bytes_max) {
-                Ok(Some(frame)) => {
-                    let fatal = {
-                        let item = decode(ctx, &mut handshaken, frame);
-                        let fatal = matches!(&item, Item::Done(_, step) if step.close);
-                        items.push(item);
-                        fatal
-                    };
-                    if fatal {
-                        break;
-                    }
-                }
-                Ok(None) => break,
-                Err(error) => {
-                    ctx.metrics.protocol_error(Listener::Binary);
-                    tracing::info!(?peer, %error, "closing connection: unframeable input");
-                    let (code, request_id) = match &error {
-                        FrameError::TooLarge { request_id, .. } => {
-                            (ErrorCode::FrameTooLarge, request_id.unwrap_or(0))
-                        }
-                        _ => (ErrorCode::Malformed, 0),
-                    };
-                    items.push(Item::Done(request_id, Step::fatal(code, error.to_string())));
-                    break;
-                }
-            }
+        let items: Vec<Item> = super::cut_pipeline(ctx, &mut rbuf, &mut handshaken, &mut session)
+            .into_iter()
+            .map(|cut| match cut {
+                super::Cut::Run { id, request, .. } => Item::Request(id, request),
+                super::Cut::Answer {
+                    id,
+                    response,
+                    close,
+                } => Item::Done(
+                    id,
+                    Step {
+                        response,
+                        durable: None,
+                        close,
+                    },
+                ),
+            })
+            .collect();
+        if items
+            .iter()
+            .any(|i| matches!(i, Item::Done(_, step) if step.close))
+        {
+            tracing::debug!(?peer, "closing the connection after this pipeline");
         }
         let mut durable = None;
         let mut close = false;
@@ -168,14 +154,6 @@ fn groupable(request: &Request) -> bool {
     }
 }
 
-fn decode(ctx: &Context, handshaken: &mut bool, frame: Frame) -> Item {
-    let id = frame.request_id;
-    match handle_frame(ctx, handshaken, frame) {
-        Ok(request) => Item::Request(id, request),
-        Err(step) => Item::Done(id, step),
-    }
-}
-
 /// Runs a run of single-key requests: reads at once, writes through the write queue (one
 /// append shared with whatever other connections are writing). If the append fails, none of
 /// their writes happened, so every request of the run gets the error.
@@ -225,30 +203,6 @@ async fn run_group(ctx: &Arc<Context>, items: Vec<Item>) -> Vec<(u64, Step)> {
             })
             .collect()
     })
-}
-
-/// Decodes a frame's request and handles the handshake; `Err` is an immediate answer.
-fn handle_frame(ctx: &Context, handshaken: &mut bool, frame: Frame) -> Result<Request, Step> {
-    let request = match Request::decode(&frame) {
-        Ok(request) => request,
-        Err(error) => {
-            ctx.metrics.protocol_error(Listener::Binary);
-            return Err(Step::reply(Response::error(
-                error.error_code(),
-                error.to_string(),
-            )));
-        }
-    };
-    // A single node has no sessions: the client id is ignored.
-    let mut session = 0;
-    match super::handshake(&ctx.config, handshaken, &mut session, request) {
-        super::Handshake::Run(request) => Ok(request),
-        super::Handshake::Answer { response, close } => Err(Step {
-            response,
-            durable: None,
-            close,
-        }),
-    }
 }
 
 fn execute(ctx: &Context, store: &impl Store, request: Request) -> Step {

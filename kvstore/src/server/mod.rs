@@ -413,3 +413,88 @@ pub(crate) fn handshake(
         request => Handshake::Run(request),
     }
 }
+
+/// Frames (and Redis commands) a connection takes from its read buffer per round.
+pub(crate) const PIPELINE_FRAMES_MAX: usize = 1024;
+
+/// One frame of a binary-protocol pipeline, cut from the read buffer and checked.
+pub(crate) enum Cut {
+    /// A request to run (past the handshake), with the frame it came in.
+    Run {
+        id: u64,
+        request: crate::wire::Request,
+        frame: crate::wire::Frame,
+    },
+    /// Answered already: a framing or body error, the handshake, a request before it.
+    Answer {
+        id: u64,
+        response: crate::wire::Response,
+        close: bool,
+    },
+}
+
+/// Cuts the complete frames out of `rbuf` (at most [`PIPELINE_FRAMES_MAX`]), decodes them and
+/// applies the handshake: the pipeline core both binary connection loops share, a single
+/// node's and a cluster node's, which then differ only in how they run requests. Stops after
+/// an answer that closes the connection (a framing error leaves no way to find the next
+/// frame).
+pub(crate) fn cut_pipeline(
+    ctx: &Context,
+    rbuf: &mut bytes::BytesMut,
+    handshaken: &mut bool,
+    session: &mut u64,
+) -> Vec<Cut> {
+    use crate::wire::{ErrorCode, FrameError, Request, Response};
+    let mut cuts = Vec::new();
+    while cuts.len() < PIPELINE_FRAMES_MAX {
+        let frame = match crate::wire::decode_frame(rbuf, ctx.config.frame_bytes_max) {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            Err(error) => {
+                ctx.metrics.protocol_error(crate::metrics::Listener::Binary);
+                tracing::info!(%error, "closing connection: unframeable input");
+                let (code, id) = match &error {
+                    FrameError::TooLarge { request_id, .. } => {
+                        (ErrorCode::FrameTooLarge, request_id.unwrap_or(0))
+                    }
+                    _ => (ErrorCode::Malformed, 0),
+                };
+                let response = Response::error(code, error.to_string());
+                cuts.push(Cut::Answer {
+                    id,
+                    response,
+                    close: true,
+                });
+                break;
+            }
+        };
+        let id = frame.request_id;
+        let request = match Request::decode(&frame) {
+            Ok(request) => request,
+            Err(error) => {
+                ctx.metrics.protocol_error(crate::metrics::Listener::Binary);
+                let response = Response::error(error.error_code(), error.to_string());
+                cuts.push(Cut::Answer {
+                    id,
+                    response,
+                    close: false,
+                });
+                continue;
+            }
+        };
+        match handshake(&ctx.config, handshaken, session, request) {
+            Handshake::Run(request) => cuts.push(Cut::Run { id, request, frame }),
+            Handshake::Answer { response, close } => {
+                cuts.push(Cut::Answer {
+                    id,
+                    response,
+                    close,
+                });
+                if close {
+                    break;
+                }
+            }
+        }
+    }
+    cuts
+}

@@ -29,11 +29,7 @@ use crate::op::Outcome;
 use crate::resp::codec::{parse_pipeline, Reply as RespReply, RespLimits};
 use crate::resp::commands::{self, ReplyForm, Session};
 use crate::resp::table;
-use crate::wire::frame::{decode_frame, FrameError};
 use crate::wire::{self, ErrorCode, Request, Response};
-
-/// Frames (or commands) taken from the read buffer per round.
-const PIPELINE_MAX: usize = 1024;
 
 /// A node error as a binary-protocol error response.
 pub fn error_response(error: &NodeError) -> Response {
@@ -109,47 +105,19 @@ pub async fn serve_binary(
     loop {
         let mut pending: Vec<Pending<Response, u64>> = Vec::new();
         let mut close = false;
-        let mut frames = 0;
-        while frames < PIPELINE_MAX && !close {
-            let frame = match decode_frame(&mut rbuf, ctx.config.frame_bytes_max) {
-                Ok(Some(frame)) => frame,
-                Ok(None) => break,
-                Err(error) => {
-                    ctx.metrics.protocol_error(Listener::Binary);
-                    let (code, id) = match &error {
-                        FrameError::TooLarge { request_id, .. } => {
-                            (ErrorCode::FrameTooLarge, request_id.unwrap_or(0))
-                        }
-                        _ => (ErrorCode::Malformed, 0),
-                    };
-                    pending.push(Pending::Ready(id, Response::error(code, error.to_string())));
-                    close = true;
-                    break;
-                }
-            };
-            frames += 1;
-            let id = frame.request_id;
-            let request = match Request::decode(&frame) {
-                Ok(request) => request,
-                Err(error) => {
-                    ctx.metrics.protocol_error(Listener::Binary);
-                    let response = Response::error(error.error_code(), error.to_string());
+        for cut in super::cut_pipeline(ctx, &mut rbuf, &mut handshaken, &mut client_id) {
+            let (id, request, frame) = match cut {
+                super::Cut::Run { id, request, frame } => (id, request, frame),
+                super::Cut::Answer {
+                    id,
+                    response,
+                    close: fatal,
+                } => {
                     pending.push(Pending::Ready(id, response));
+                    close |= fatal;
                     continue;
                 }
             };
-            let request =
-                match super::handshake(&ctx.config, &mut handshaken, &mut client_id, request) {
-                    super::Handshake::Run(request) => request,
-                    super::Handshake::Answer {
-                        response,
-                        close: fatal,
-                    } => {
-                        pending.push(Pending::Ready(id, response));
-                        close |= fatal;
-                        continue;
-                    }
-                };
             match request {
                 Request::Ping { payload } => {
                     pending.push(Pending::Ready(id, Response::Pong { payload }))
@@ -256,7 +224,8 @@ pub async fn serve_resp(
     // Answers that are ready need no form; any will do.
     let ready = ReplyForm::Ok;
     loop {
-        let (pipeline, protocol_error) = parse_pipeline(&mut rbuf, &limits, PIPELINE_MAX);
+        let (pipeline, protocol_error) =
+            parse_pipeline(&mut rbuf, &limits, super::PIPELINE_FRAMES_MAX);
         let mut pending: Vec<Pending<RespReply, ReplyForm>> = Vec::new();
         let mut close = false;
         for i in 0..pipeline.len() {
