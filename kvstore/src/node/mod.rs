@@ -688,7 +688,7 @@ struct Parts {
 /// persists a founding entry, and wires the pieces: the Raft thread's IO (`log`, `network`,
 /// `clock`) and the handle's (`transport`, for peer addresses and hellos).
 fn assemble(
-    config: NodeConfig,
+    mut config: NodeConfig,
     mut log: Box<dyn io::LogStore>,
     mut logs: BTreeMap<GroupId, wal::GroupLog>,
     network: Arc<dyn io::Network>,
@@ -696,6 +696,11 @@ fn assemble(
     clock: Arc<dyn io::MonoClock>,
 ) -> anyhow::Result<Parts> {
     let started = Instant::now();
+    // Every group's engine shares one background thread (periodic fsync, maintenance): a
+    // node hosting many groups must not run two threads per group.
+    if config.engine.background.is_none() {
+        config.engine.background = Some(storage::Background::start());
+    }
     let group_log = logs.remove(&DEFAULT_GROUP).unwrap_or_default();
     let group_dir = config.data_dir.join(format!("group-{DEFAULT_GROUP}"));
     let mut machine = StateMachine::open(&group_dir, config.engine.clone())?;

@@ -32,8 +32,8 @@ pub mod segment;
 
 pub use clock::{Clock, FloorClock, ManualClock, SystemClock};
 pub use engine::{
-    CompactionReport, Engine, Group, Savepoint, ScanEntry, Stats, Txn, Value, View, Written,
-    FORMAT_FILE, FORMAT_VERSION,
+    Background, CompactionReport, Engine, Group, Savepoint, ScanEntry, Stats, Txn, Value, View,
+    Written, FORMAT_FILE, FORMAT_VERSION,
 };
 pub use error::{Result, StorageError};
 
@@ -110,6 +110,10 @@ pub struct Config {
     pub expire_locally: bool,
     /// Fails chosen file operations, for tests of the failure paths; `None` in production.
     pub faults: Option<std::sync::Arc<dyn fault::FaultInjector>>,
+    /// Background threads shared with other engines (a node hosting many groups): then this
+    /// engine starts no maintenance thread, and no syncer unless `fsync` is `Always`. `None`:
+    /// threads of its own.
+    pub background: Option<std::sync::Arc<Background>>,
 }
 
 impl Default for Config {
@@ -126,6 +130,7 @@ impl Default for Config {
             maintenance_interval_ms: 1000,
             expire_locally: true,
             faults: None,
+            background: None,
         }
     }
 }

@@ -33,10 +33,12 @@ use super::record::{self, Record, RecordKind, RecordLimits, BATCH_CONTINUES};
 use super::segment::{self, HintEntry, SEGMENT_HEADER_BYTES};
 use super::{Config, FsyncPolicy, Maintenance};
 
+mod background;
 mod compact;
 mod group;
 mod key;
 mod recover;
+pub use background::Background;
 use compact::finish_interrupted_compaction;
 pub use group::{Group, Savepoint, Txn};
 use key::IndexKey;
@@ -505,13 +507,24 @@ impl Engine {
         });
 
         let mut handles = Vec::new();
-        if !matches!(inner.config.fsync, FsyncPolicy::Never) {
+        let shared = inner.config.background.clone();
+        // Under fsync=always group commit waits on a syncer of the engine's own; the periodic
+        // fsync and the maintenance can be left to a pool shared by many engines.
+        let own_syncer = match inner.config.fsync {
+            FsyncPolicy::Never => false,
+            FsyncPolicy::Always => true,
+            FsyncPolicy::Interval { .. } => shared.is_none(),
+        };
+        if own_syncer {
             let syncer = inner.clone();
             handles.push(spawn("kv-syncer", move || syncer.syncer_loop()));
         }
-        if inner.config.maintenance == Maintenance::Background {
+        if inner.config.maintenance == Maintenance::Background && shared.is_none() {
             let maint = inner.clone();
             handles.push(spawn("kv-maintenance", move || maint.maintenance_loop()));
+        }
+        if let Some(pool) = &shared {
+            pool.register(&inner);
         }
         let threads = Arc::new(Threads {
             inner: inner.clone(),
@@ -1004,18 +1017,28 @@ impl Inner {
                     return;
                 }
             }
-            self.purge_expired();
-            // A compaction replaces every sealed segment with outputs that have hints, so when
-            // one is due, hints for its inputs would be read, written and deleted for nothing.
-            if self.wants_compaction() {
-                match self.compact() {
-                    Ok(report) => tracing::info!(?report, "compaction finished"),
-                    Err(error) => tracing::error!(%error, "compaction failed"),
-                }
-            } else if let Err(error) = self.write_missing_hints() {
-                tracing::warn!(%error, "writing hint files failed");
-            }
+            self.maintain_once();
         }
+    }
+
+    /// One round of maintenance: expiry, then a compaction if one is due, else hint files.
+    fn maintain_once(&self) {
+        self.purge_expired();
+        // A compaction replaces every sealed segment with outputs that have hints, so when
+        // one is due, hints for its inputs would be read, written and deleted for nothing.
+        if self.wants_compaction() {
+            match self.compact() {
+                Ok(report) => tracing::info!(?report, "compaction finished"),
+                Err(error) => tracing::error!(%error, "compaction failed"),
+            }
+        } else if let Err(error) = self.write_missing_hints() {
+            tracing::warn!(%error, "writing hint files failed");
+        }
+    }
+
+    /// The highest version known to be on disk.
+    fn durable_version(&self) -> u64 {
+        self.sync.lock().expect("sync lock").durable
     }
 
     fn wants_compaction(&self) -> bool {
