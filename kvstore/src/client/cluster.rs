@@ -327,8 +327,7 @@ impl ClusterClient {
         options: super::PutOptions,
     ) -> Result<super::WriteResult> {
         let request = ops::put(keyspace, key, value, options.ttl_ms, options.condition);
-        let (applied, version) = ops::put_done(self.call(request).await?)?;
-        Ok(super::WriteResult { applied, version })
+        ops::written(self.call(request).await?)
     }
 
     /// Compare-and-set: writes only if the key's version is `expected_version` (0: absent).

@@ -473,8 +473,7 @@ impl Client {
         options: PutOptions,
     ) -> Result<WriteResult> {
         let request = ops::put(keyspace, key, value, options.ttl_ms, options.condition);
-        let (applied, version) = ops::put_done(self.call(request).await?)?;
-        Ok(WriteResult { applied, version })
+        ops::written(self.call(request).await?)
     }
 
     /// Compare-and-set: writes only if the key's version is `expected_version` (0: absent).

@@ -39,6 +39,12 @@ pub(super) fn put(
     }
 }
 
+/// A put's answer as the clients report it.
+pub(super) fn written(response: Response) -> Result<super::WriteResult> {
+    let (applied, version) = put_done(response)?;
+    Ok(super::WriteResult { applied, version })
+}
+
 /// Whether the put applied, and the key's version.
 pub(super) fn put_done(response: Response) -> Result<(bool, u64)> {
     match response {

@@ -520,17 +520,15 @@ impl Sim {
             .map(|(_, i)| i)
     }
 
-    /// Heals the network, then keeps a follower down while the others write and compact, and
-    /// brings it back with the writes still going: it must catch up (by a snapshot sent in
-    /// many chunks, then the log) while they go on, not start over at every compaction.
-    fn catch_up_under_load(&mut self) {
-        let seed = self.opts.seed;
-        let replay = self.replay_command();
+    /// Ends the faults: heals the network, wakes and restarts every node; clients keep
+    /// writing if `writes`.
+    fn heal(&mut self, writes: bool) {
         self.opts = Options {
             drop: 0.0,
             crash: 0.0,
             stall: 0.0,
             partition: 0.0,
+            write: if writes { self.opts.write } else { 0.0 },
             ..self.opts.clone()
         };
         self.side.iter_mut().for_each(|s| *s = 0);
@@ -540,6 +538,15 @@ impl Sim {
                 self.start(i);
             }
         }
+    }
+
+    /// Heals the network, then keeps a follower down while the others write and compact, and
+    /// brings it back with the writes still going: it must catch up (by a snapshot sent in
+    /// many chunks, then the log) while they go on, not start over at every compaction.
+    fn catch_up_under_load(&mut self) {
+        let seed = self.opts.seed;
+        let replay = self.replay_command();
+        self.heal(true);
         let mut leader = None;
         for _ in 0..5_000 {
             self.run_step();
@@ -595,21 +602,7 @@ impl Sim {
     /// Heals everything, restarts every node, and runs until they all hold the same state.
     fn heal_and_check(&mut self) {
         let seed = self.opts.seed;
-        self.opts = Options {
-            drop: 0.0,
-            crash: 0.0,
-            stall: 0.0,
-            partition: 0.0,
-            write: 0.0,
-            ..self.opts.clone()
-        };
-        self.side.iter_mut().for_each(|s| *s = 0);
-        for i in 0..self.nodes.len() {
-            self.nodes[i].stalled_until = 0;
-            if self.nodes[i].running.is_none() {
-                self.start(i);
-            }
-        }
+        self.heal(false);
         let replay = self.replay_command();
         for _ in 0..20_000 {
             self.run_step();

@@ -416,14 +416,13 @@ fn execute(db: &Db, txn: &mut Txn<'_>, command: Command) -> Result<Reply, Storag
     if let Some(session) = session {
         // Every outcome of a session's request is remembered, so a retry never runs it again;
         // only binary-protocol requests carry sessions, so the others cannot occur.
-        let remembered = match &outcome {
-            Outcome::Response(response) => response.clone(),
-            other => Response::error(
-                ErrorCode::Internal,
-                format!("the operation applied; its outcome ({other:?}) is not kept"),
-            ),
-        };
-        session.remember(txn, &remembered)?;
+        match &outcome {
+            Outcome::Response(response) => session.remember(txn, response)?,
+            other => {
+                let kept = format!("the operation applied; its outcome ({other:?}) is not kept");
+                session.remember(txn, &Response::error(ErrorCode::Internal, kept))?
+            }
+        }
     }
     Ok(match outcome {
         Outcome::Response(response) => Reply::Wire(response),
