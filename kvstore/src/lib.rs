@@ -35,6 +35,7 @@
 
 // The lean client (`default-features = false`): what an application links.
 pub mod client;
+pub mod partition;
 pub mod wire;
 
 // The store itself (feature `server`, on by default).

@@ -198,6 +198,16 @@ struct Serve {
     /// Snapshot and truncate the Raft log every this many entries.
     #[arg(long, default_value_t = 100_000)]
     compact_entries: u64,
+    /// Partitions of the keyspace `default` that a founding node (one of --peers) creates;
+    /// every founding node must be given the same. Fixed for the keyspace's life (1: the
+    /// single Raft group of part 2).
+    #[arg(long, default_value_t = kvstore::partition::map::DEFAULT_PARTITIONS,
+          value_parser = clap::value_parser!(u32).range(1..=16384))]
+    default_partitions: u32,
+    /// Replicas of each partition of `default` (fewer if there are fewer founding nodes).
+    #[arg(long, default_value_t = kvstore::partition::map::DEFAULT_REPLICAS,
+          value_parser = clap::value_parser!(u32).range(1..=7))]
+    default_replicas: u32,
     /// Consistency of RESP reads: linearizable, lease or follower (READONLY switches a
     /// connection to follower reads).
     #[arg(long, default_value = "linearizable")]
@@ -384,6 +394,8 @@ fn serve_options(s: Serve) -> ServeOptions {
             peer_listen: s.peer_listen.expect("clap requires --peer-listen"),
             tick_ms: s.tick_ms,
             compact_entries: s.compact_entries,
+            default_partitions: s.default_partitions,
+            default_replicas: s.default_replicas,
         }),
     }
 }

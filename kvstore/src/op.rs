@@ -78,7 +78,12 @@ impl Op {
                 })
                 .collect(),
             Op::DeleteKeys { keys, .. } => keys.iter().map(|k| &k[..]).collect(),
-            Op::Request(Request::Hello { .. } | Request::Ping { .. } | Request::Scan { .. })
+            Op::Request(
+                Request::Hello { .. }
+                | Request::Ping { .. }
+                | Request::Scan { .. }
+                | Request::ClusterMap { .. },
+            )
             | Op::Flush { .. } => Vec::new(),
         }
     }
@@ -284,6 +289,8 @@ pub fn run_request(
 ) -> Result<(Response, Option<u64>), DbError> {
     Ok(match request {
         Request::Ping { payload } => (Response::Pong { payload }, None),
+        // A single node has no cluster map (a cluster node answers before it gets here).
+        Request::ClusterMap { .. } => (Response::ClusterMapOk { map: None }, None),
         // The connection answers HELLO itself; nothing else reaches here with one.
         Request::Hello { .. } => (
             Response::error(ErrorCode::Internal, "misrouted HELLO"),
@@ -351,6 +358,8 @@ pub fn run_request(
             continuation,
             keys_only,
             consistency: _,
+            // Which engine runs the scan is the router's choice, made before it gets here.
+            partition: _,
         } => {
             let ks = Keyspace::new(&keyspace)?;
             let range = db::ScanRange {

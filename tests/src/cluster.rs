@@ -32,6 +32,9 @@ pub struct ClusterOptions {
     /// Route peer links through the harness's proxies (needed for [`Cluster::isolate`]);
     /// benchmarks turn this off so that the proxies cost nothing.
     pub proxies: bool,
+    /// Partitions of the keyspace `default` (`kvstore serve --default-partitions`). The
+    /// part 2 tests use 1: one Raft group holds the keyspace, and "the leader" is its leader.
+    pub partitions: u32,
 }
 
 impl Default for ClusterOptions {
@@ -42,6 +45,7 @@ impl Default for ClusterOptions {
             // Several nodes share two cores: spinning would steal from the others.
             args: vec!["--idle-spin-us".into(), "0".into()],
             proxies: true,
+            partitions: 1,
         }
     }
 }
@@ -53,6 +57,21 @@ struct Link {
 }
 
 type Links = Arc<Mutex<HashMap<(u64, u64), Link>>>;
+
+/// The status of the first partition of `default` (group 1) in a node's `/cluster` status:
+/// with one partition, the group that holds the whole keyspace.
+pub fn data_group(status: &serde_json::Value) -> serde_json::Value {
+    group_of(status, 1)
+}
+
+/// The status of `group` in a node's `/cluster` status (`Null` if it hosts none).
+pub fn group_of(status: &serde_json::Value, group: u64) -> serde_json::Value {
+    status["groups"]
+        .as_array()
+        .and_then(|groups| groups.iter().find(|g| g["group"].as_u64() == Some(group)))
+        .cloned()
+        .unwrap_or(serde_json::Value::Null)
+}
 
 /// A running cluster. Node ids are 1..=n; `nodes[i]` is node `i + 1`.
 pub struct Cluster {
@@ -110,6 +129,8 @@ impl Cluster {
                 peers.join(","),
                 "--peer-listen".into(),
                 format!("127.0.0.1:{}", peer_ports[id as usize - 1]),
+                "--default-partitions".into(),
+                options.partitions.to_string(),
             ];
             args.extend(options.args.iter().cloned());
             let node_dir = dir.path.join(format!("node-{id}"));
@@ -163,7 +184,7 @@ impl Cluster {
         let mut votes: BTreeMap<(u64, u64), usize> = BTreeMap::new();
         for id in 1..=self.nodes.len() as u64 {
             if let Some(s) = self.status(id) {
-                let g = &s["groups"][0];
+                let g = data_group(&s);
                 if let (Some(leader), Some(term)) = (g["leader"].as_u64(), g["term"].as_u64()) {
                     *votes.entry((term, leader)).or_default() += 1;
                 }

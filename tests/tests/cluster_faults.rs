@@ -54,7 +54,7 @@ fn inflict(
             let elected = tests::harness::wait_until(Duration::from_secs(10), || {
                 others.iter().any(|&id| {
                     cluster.status(id).is_some_and(|s| {
-                        let l = s["groups"][0]["leader"].as_u64();
+                        let l = tests::cluster::data_group(&s)["leader"].as_u64();
                         l.is_some() && l != Some(leader)
                     })
                 })
@@ -214,7 +214,7 @@ fn a_node_that_missed_compacted_entries_catches_up_by_snapshot() {
                 .unwrap();
         }
     });
-    let leader_group = cluster.status(leader).unwrap()["groups"][0].clone();
+    let leader_group = tests::cluster::data_group(&cluster.status(leader).unwrap());
     assert!(
         leader_group["snapshot_index"].as_u64().unwrap() > 100,
         "the leader compacted its log: {leader_group}"
@@ -223,7 +223,7 @@ fn a_node_that_missed_compacted_entries_catches_up_by_snapshot() {
     let commit = leader_group["commit"].as_u64().unwrap();
     let caught_up = tests::harness::wait_until(Duration::from_secs(20), || {
         cluster.status(behind).is_some_and(|s| {
-            let g = &s["groups"][0];
+            let g = &tests::cluster::data_group(&s);
             g["applied"].as_u64() >= Some(commit) && g["snapshot_index"].as_u64() > Some(0)
         })
     });

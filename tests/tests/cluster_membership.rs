@@ -28,7 +28,9 @@ fn post_to_leader(cluster: &Cluster, path: &str) -> String {
 }
 
 fn group(cluster: &Cluster, id: u64) -> Option<serde_json::Value> {
-    cluster.status(id).map(|s| s["groups"][0].clone())
+    cluster
+        .status(id)
+        .map(|s| tests::cluster::data_group(&s).clone())
 }
 
 fn voters(g: &serde_json::Value) -> Vec<u64> {

@@ -37,8 +37,8 @@ fn wait_for_new_leader(cluster: &Cluster, ids: &[u64], old: u64) -> u64 {
     let elected = wait_until(Duration::from_secs(15), || {
         found = ids.iter().find_map(|&id| {
             let s = cluster.status(id)?;
-            let leader = s["groups"][0]["leader"].as_u64()?;
-            (leader != old && s["groups"][0]["role"] == "leader").then_some(leader)
+            let leader = tests::cluster::data_group(&s)["leader"].as_u64()?;
+            (leader != old && tests::cluster::data_group(&s)["role"] == "leader").then_some(leader)
         });
         found.is_some()
     });
@@ -149,13 +149,13 @@ fn a_follower_that_applies_a_backlog_of_expiring_keys_agrees_with_the_leader() {
             assert_eq!(client.incr("default", n.as_bytes(), 1).await.unwrap(), 1);
         });
     }
-    let commit = cluster.status(leader).unwrap()["groups"][0]["commit"]
+    let commit = tests::cluster::data_group(&cluster.status(leader).unwrap())["commit"]
         .as_u64()
         .unwrap();
     cluster.resume(follower).unwrap();
     let caught_up = wait_until(Duration::from_secs(15), || {
         cluster.status(follower).is_some_and(|s| {
-            s["groups"][0]["applied"]
+            tests::cluster::data_group(&s)["applied"]
                 .as_u64()
                 .is_some_and(|a| a >= commit)
         })

@@ -247,12 +247,14 @@ fn redis_cli_and_the_kvstore_cli_find_a_clusters_leader() {
     let follower = cluster.node(if leader == 1 { 2 } else { 1 });
     let leader_resp = cluster.node(leader).resp;
 
+    // The redirect names the key's slot, as Redis Cluster's does.
+    let slot = kvstore::partition::slot(b"k");
     let out = redis_cli(follower, &[], "SET k v\n");
-    assert_eq!(out.trim(), format!("MOVED 0 {leader_resp}"));
+    assert_eq!(out.trim(), format!("MOVED {slot} {leader_resp}"));
     let out = redis_cli(follower, &["-c"], "SET k v\nINCR n\nGET k\n");
     assert_eq!(
         out,
-        format!("-> Redirected to slot [0] located at {leader_resp}\nOK\n1\nv\n")
+        format!("-> Redirected to slot [{slot}] located at {leader_resp}\nOK\n1\nv\n")
     );
     // A linearizable read on the follower waits until it has applied the writes; then a
     // follower read there sees them too.

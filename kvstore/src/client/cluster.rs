@@ -1,5 +1,16 @@
-//! A client for a cluster: it finds the leader, follows redirects, and retries a write until it
-//! gets a definite answer, without ever applying it twice.
+//! A client for a cluster: it routes each request to its partition's leader, follows
+//! redirects, and retries a write until it gets a definite answer, without ever applying it
+//! twice.
+//!
+//! **Routing.** On its first request the client fetches the cluster map from any node it was
+//! given (`ClusterMap`), and from then on computes each request's partition itself
+//! ([`crate::partition::route`], the function the nodes use) and sends it to that group's
+//! leader as far as it knows: the last redirect for the group, else the map's leader hint,
+//! else another replica. A redirect updates the group's leader; an unknown keyspace, or a
+//! node it cannot reach, makes it fetch a newer map. A scan with no hash tag on a keyspace of
+//! many partitions is run on every partition and merged in key order, paged with a
+//! continuation token of its own. A node without partitions (a single node, `SINGLE_NODE=1`)
+//! has no map: the client then sends everything to whichever node answers.
 //!
 //! The client has a random session id and numbers its requests; a retry reuses the number,
 //! so a write whose first attempt did land is answered from the leader's session table instead
@@ -19,15 +30,29 @@
 //! - connection refused or lost, a timeout: next node, retry;
 //! - anything else is the answer.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Mutex, Notify};
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio::sync::Notify;
 
 use super::{ops, Client, ClientConfig, ClientError, Result};
+use crate::partition::map::GroupId;
+use crate::partition::ClusterMap;
 use crate::wire::{
-    Condition, Consistency, ErrorCode, Request, Response, Versioned, SESSION_WINDOW,
+    Condition, Consistency, Entry, ErrorCode, Request, Response, Versioned, SESSION_WINDOW,
 };
+
+/// How long a node the client could not reach is tried last.
+const DOWN_FOR: Duration = Duration::from_secs(2);
+/// The least time between two fetches of the map made because something looked stale.
+const MAP_REFRESH_MIN: Duration = Duration::from_millis(200);
+/// The format byte of a merged scan's continuation token.
+const MERGED_SCAN_FORMAT: u8 = 0xA1;
+/// Entries a merged scan page returns when the caller names no limit (the server's default).
+const MERGED_SCAN_LIMIT_DEFAULT: u32 = 100;
 
 /// Settings of a cluster client.
 #[derive(Debug, Clone)]
@@ -60,14 +85,32 @@ pub struct ClusterClient {
     config: ClusterConfig,
     /// Known client addresses of the nodes; redirects add to it.
     addresses: std::sync::Mutex<Vec<String>>,
-    /// The node tried next (an index into `addresses`).
+    /// The node tried next when routing names none (an index into `addresses`).
     next: AtomicUsize,
-    current: Mutex<Option<(String, Client)>>,
+    /// One multiplexed connection per node, by address.
+    connections: tokio::sync::Mutex<HashMap<String, Client>>,
+    /// The map and what redirects taught.
+    routing: std::sync::RwLock<Routing>,
+    /// One map fetch at a time.
+    fetching: tokio::sync::Mutex<()>,
     /// The writes in flight, by request id (see [`Window`]).
     writes: Window,
     /// The next read's request id, below [`READ_ID_BIT`].
     read_seq: AtomicU64,
     client_id: u64,
+}
+
+/// What the client knows of where partitions are.
+#[derive(Debug, Default)]
+struct Routing {
+    /// The cluster map, once fetched (`None` before, or from a node without one).
+    map: Option<Arc<ClusterMap>>,
+    /// When the map was last fetched (`None`: never).
+    fetched_at: Option<Instant>,
+    /// Each group's leader's address, from redirects.
+    leaders: HashMap<GroupId, String>,
+    /// Nodes that could not be reached, until when they are tried last.
+    down: HashMap<String, Instant>,
 }
 
 /// Set in the request ids of reads, which are not part of the session.
@@ -154,7 +197,9 @@ impl ClusterClient {
             config,
             addresses: std::sync::Mutex::new(addresses),
             next: AtomicUsize::new(0),
-            current: Mutex::new(None),
+            connections: Default::default(),
+            routing: Default::default(),
+            fetching: Default::default(),
             writes: Window::default(),
             read_seq: AtomicU64::new(1),
             client_id,
@@ -166,33 +211,153 @@ impl ClusterClient {
         self.client_id
     }
 
-    async fn connection(&self, prefer: Option<&str>) -> Result<(String, Client)> {
-        let mut current = self.current.lock().await;
-        if let Some((addr, client)) = &*current {
-            if prefer.is_none_or(|p| p == addr) {
-                return Ok((addr.clone(), client.clone()));
-            }
+    /// The connection to `addr`, made if there is none.
+    async fn connection(&self, addr: &str) -> Result<Client> {
+        let mut connections = self.connections.lock().await;
+        if let Some(client) = connections.get(addr) {
+            return Ok(client.clone());
         }
-        let addr = match prefer {
-            Some(p) => p.to_string(),
-            None => {
-                let addresses = self.addresses.lock().expect("addresses lock");
-                let i = self.next.fetch_add(1, Ordering::Relaxed) % addresses.len();
-                addresses[i].clone()
-            }
-        };
         let mut config = self.config.connection.clone();
         config.client_id = self.client_id;
-        let client = Client::connect(addr.as_str(), config).await?;
-        *current = Some((addr.clone(), client.clone()));
-        Ok((addr, client))
+        let client = Client::connect(addr, config).await?;
+        connections.insert(addr.to_string(), client.clone());
+        Ok(client)
     }
 
     async fn drop_connection(&self, addr: &str) {
-        let mut current = self.current.lock().await;
-        if current.as_ref().is_some_and(|(a, _)| a == addr) {
-            *current = None;
+        self.connections.lock().await.remove(addr);
+        let mut routing = self.routing.write().expect("routing lock");
+        routing
+            .down
+            .insert(addr.to_string(), Instant::now() + DOWN_FOR);
+        routing.leaders.retain(|_, a| a != addr);
+    }
+
+    /// The next seed address, round-robin, preferring nodes not marked down.
+    fn any_address(&self) -> String {
+        let addresses = self.addresses.lock().expect("addresses lock").clone();
+        let routing = self.routing.read().expect("routing lock");
+        let now = Instant::now();
+        for _ in 0..addresses.len() {
+            let i = self.next.fetch_add(1, Ordering::Relaxed) % addresses.len();
+            if routing
+                .down
+                .get(&addresses[i])
+                .is_none_or(|&until| until <= now)
+            {
+                return addresses[i].clone();
+            }
         }
+        addresses[self.next.fetch_add(1, Ordering::Relaxed) % addresses.len()].clone()
+    }
+
+    /// The cluster map, fetched on first use (`None`: the nodes have none, e.g. a single
+    /// node).
+    pub async fn map(&self) -> Option<Arc<ClusterMap>> {
+        self.fetch_map_once().await;
+        self.routing.read().expect("routing lock").map.clone()
+    }
+
+    /// Fetches the map if it never was.
+    async fn fetch_map_once(&self) {
+        let fetched = self
+            .routing
+            .read()
+            .expect("routing lock")
+            .fetched_at
+            .is_some();
+        if !fetched {
+            self.refresh_map(true).await;
+        }
+    }
+
+    /// Fetches a newer map from some node (at most once per [`MAP_REFRESH_MIN`] unless
+    /// `force`); keeps the one it has when none answers.
+    async fn refresh_map(&self, force: bool) {
+        let _one = self.fetching.lock().await;
+        let (known, recent) = {
+            let routing = self.routing.read().expect("routing lock");
+            let known = routing.map.as_ref().map_or(0, |m| m.version);
+            let recent = routing
+                .fetched_at
+                .is_some_and(|at| at.elapsed() < MAP_REFRESH_MIN);
+            (known, recent)
+        };
+        if recent && !force {
+            return;
+        }
+        let tries = self.addresses.lock().expect("addresses lock").len().max(1);
+        for _ in 0..tries {
+            let addr = self.any_address();
+            let Ok(client) = self.connection(&addr).await else {
+                self.drop_connection(&addr).await;
+                continue;
+            };
+            let answer = client
+                .call_as(
+                    READ_ID_BIT,
+                    Request::ClusterMap {
+                        known_version: known,
+                    },
+                )
+                .await;
+            let mut routing = self.routing.write().expect("routing lock");
+            match answer {
+                Ok(Response::ClusterMapOk { map }) => {
+                    routing.fetched_at = Some(Instant::now());
+                    if let Some(Ok(map)) = map.map(|bytes| ClusterMap::decode(&bytes)) {
+                        if map.version > known {
+                            tracing::debug!(version = map.version, "fetched the cluster map");
+                            let mut addresses = self.addresses.lock().expect("addresses lock");
+                            for n in map.nodes.values() {
+                                if !n.client.is_empty() && !addresses.contains(&n.client) {
+                                    addresses.push(n.client.clone());
+                                }
+                            }
+                            routing.map = Some(Arc::new(map));
+                        }
+                    }
+                    return;
+                }
+                // A server that predates maps, or another answer: no map.
+                Ok(_) | Err(ClientError::Server { .. }) => {
+                    routing.fetched_at = Some(Instant::now());
+                    return;
+                }
+                Err(_) => {
+                    drop(routing);
+                    self.drop_connection(&addr).await;
+                }
+            }
+        }
+        self.routing.write().expect("routing lock").fetched_at = Some(Instant::now());
+    }
+
+    /// Where `request` goes: its group (if the map routes it) and the address to try.
+    fn target(&self, request: &Request) -> (Option<GroupId>, Option<String>) {
+        let routing = self.routing.read().expect("routing lock");
+        let Some(map) = &routing.map else {
+            return (None, None);
+        };
+        let Ok(route) = crate::partition::route::route(map, request) else {
+            return (None, None);
+        };
+        let group = route.group;
+        let now = Instant::now();
+        let up = |addr: &String| routing.down.get(addr).is_none_or(|&until| until <= now);
+        if let Some(addr) = routing.leaders.get(&group).filter(|a| up(a)) {
+            return (Some(group), Some(addr.clone()));
+        }
+        let Some(g) = map.groups.get(&group) else {
+            return (Some(group), None);
+        };
+        // The hint first, then the other replicas: any of them redirects to the leader.
+        let candidates = g.leader.into_iter().chain(g.replicas.iter().copied());
+        let address = candidates
+            .filter_map(|id| map.nodes.get(&id))
+            .map(|n| n.client.clone())
+            .find(|a| !a.is_empty() && up(a));
+        (Some(group), address)
     }
 
     /// Sends `request` until it gets a definite answer or the deadline passes.
@@ -220,15 +385,18 @@ impl ClusterClient {
         let mut prefer: Option<String> = None;
         let mut last_error;
         let mut outcome_unknown = false;
+        let mut refreshed_for_keyspace = false;
+        self.fetch_map_once().await;
         loop {
-            let attempt = match self.connection(prefer.as_deref()).await {
-                Ok((addr, client)) => {
-                    let result = client.call_as(seq, request.clone()).await;
-                    (Some(addr), result)
-                }
-                Err(error) => (None, Err(error)),
+            let (group, routed) = self.target(&request);
+            let addr = match prefer.take().or(routed) {
+                Some(addr) => addr,
+                None => self.any_address(),
             };
-            prefer = None;
+            let attempt = match self.connection(&addr).await {
+                Ok(client) => (Some(addr), client.call_as(seq, request.clone()).await),
+                Err(error) => (Some(addr), Err(error)),
+            };
             let wait = match attempt {
                 (_, Ok(response)) => return Ok(response),
                 (_, Err(ClientError::Server { code, message })) if code == ErrorCode::NotLeader => {
@@ -237,6 +405,10 @@ impl ClusterClient {
                     match redirect {
                         Some(addr) => {
                             self.learn(&addr);
+                            if let Some(group) = group {
+                                let mut routing = self.routing.write().expect("routing lock");
+                                routing.leaders.insert(group, addr.clone());
+                            }
                             prefer = Some(addr);
                             false
                         }
@@ -244,9 +416,21 @@ impl ClusterClient {
                     }
                 }
                 (_, Err(ClientError::Server { code, message }))
+                    if code == ErrorCode::UnknownKeyspace && !refreshed_for_keyspace =>
+                {
+                    // Perhaps created since the map was fetched.
+                    refreshed_for_keyspace = true;
+                    self.refresh_map(true).await;
+                    last_error = ClientError::Server { code, message };
+                    false
+                }
+                (_, Err(ClientError::Server { code, message }))
                     if matches!(code, ErrorCode::Unavailable | ErrorCode::Busy) =>
                 {
                     last_error = ClientError::Server { code, message };
+                    if group.is_none() {
+                        self.refresh_map(false).await;
+                    }
                     true
                 }
                 (addr, Err(error))
@@ -266,6 +450,10 @@ impl ClusterClient {
                         self.drop_connection(&addr).await;
                     }
                     last_error = error;
+                    // The routed node may be gone for good: look for a newer map.
+                    if group.is_some() {
+                        self.refresh_map(false).await;
+                    }
                     true
                 }
                 (_, Err(error)) => return Err(error),
@@ -342,13 +530,110 @@ impl ClusterClient {
         self.put_with(keyspace, key, value, options).await
     }
 
-    /// One page of an ordered scan, at the consistency `options` asks for.
+    /// One page of an ordered scan, at the consistency `options` asks for. A scan that its
+    /// hash tag does not settle, on a keyspace of several partitions, runs on every partition
+    /// and merges them in key order; pass the page's continuation back for the next.
     pub async fn scan(
         &self,
         keyspace: &str,
         options: super::ScanOptions,
     ) -> Result<super::ScanPage> {
-        ops::scanned(self.call(ops::scan(keyspace, options)).await?)
+        let request = ops::scan(keyspace, options.clone());
+        let partitions = match self.map().await {
+            Some(map) => match map.keyspace(keyspace) {
+                Ok(ks) if crate::partition::route::route(&map, &request).is_err() => ks.partitions,
+                _ => 1,
+            },
+            None => 1,
+        };
+        if partitions <= 1 {
+            return ops::scanned(self.call(request).await?);
+        }
+        self.merged_scan(keyspace, options, partitions).await
+    }
+
+    /// A scan of every partition, merged (see [`ClusterClient::scan`]). Its continuation
+    /// token holds, per partition, whether it is finished and the last key returned from it.
+    async fn merged_scan(
+        &self,
+        keyspace: &str,
+        options: super::ScanOptions,
+        partitions: u32,
+    ) -> Result<super::ScanPage> {
+        let mut states = match &options.continuation {
+            Some(token) => decode_merged_token(token, partitions)?,
+            None => vec![PartitionScan::Fresh; partitions as usize],
+        };
+        let limit = match options.limit {
+            0 => MERGED_SCAN_LIMIT_DEFAULT,
+            n => n,
+        };
+        let calls = states.iter().enumerate().filter_map(|(p, state)| {
+            let start = match state {
+                PartitionScan::Done => return None,
+                PartitionScan::Fresh => options.range.start.clone(),
+                PartitionScan::After(last) => {
+                    let mut next = BytesMut::with_capacity(last.len() + 1);
+                    next.put_slice(last);
+                    next.put_u8(0); // the least key after `last`
+                    Some(next.freeze())
+                }
+            };
+            let mut request = ops::scan(
+                keyspace,
+                super::ScanOptions {
+                    range: crate::wire::ScanRange {
+                        start,
+                        ..options.range.clone()
+                    },
+                    limit,
+                    continuation: None,
+                    ..options.clone()
+                },
+            );
+            if let Request::Scan { partition, .. } = &mut request {
+                *partition = Some(p as u32);
+            }
+            Some(async move { (p, self.call(request).await) })
+        });
+        let pages = join_all(calls.collect()).await;
+        let mut merged: Vec<(usize, Entry)> = Vec::new();
+        let mut finished = vec![false; partitions as usize];
+        let mut lag: Option<crate::wire::ReadLag> = None;
+        for (p, response) in pages {
+            let page = ops::scanned(response?)?;
+            finished[p] = page.continuation.is_none();
+            if let Some(l) = page.lag {
+                let worst = lag.get_or_insert(l);
+                worst.entries = worst.entries.max(l.entries);
+                worst.ms = match (worst.ms, l.ms) {
+                    (Some(a), Some(b)) => Some(a.max(b)),
+                    _ => None,
+                };
+            }
+            merged.extend(page.entries.into_iter().map(|e| (p, e)));
+        }
+        merged.sort_by(|a, b| a.1.key.cmp(&b.1.key));
+        let cut = merged.len().min(limit as usize);
+        let rest = merged.split_off(cut);
+        for (p, e) in &merged {
+            states[*p] = PartitionScan::After(e.key.clone());
+        }
+        for (p, done) in finished.iter().enumerate() {
+            // Finished only if every entry it returned made it into this page.
+            if *done && !rest.iter().any(|(q, _)| *q == p) && states[p] != PartitionScan::Done {
+                states[p] = PartitionScan::Done;
+            }
+        }
+        let continuation = states
+            .iter()
+            .any(|s| *s != PartitionScan::Done)
+            .then(|| encode_merged_token(&states));
+        Ok(super::ScanPage {
+            entries: merged.into_iter().map(|(_, e)| e).collect(),
+            continuation,
+            lag,
+        })
     }
 
     /// Applies `ops` atomically (all or none), once however often it is retried.
@@ -365,6 +650,102 @@ impl ClusterClient {
     pub async fn incr(&self, keyspace: &str, key: &[u8], delta: i64) -> Result<i64> {
         ops::counted(self.call(ops::incr(keyspace, key, delta)).await?)
     }
+}
+
+/// Where a merged scan stands in one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PartitionScan {
+    Fresh,
+    After(Bytes),
+    Done,
+}
+
+fn encode_merged_token(states: &[PartitionScan]) -> Bytes {
+    let mut out = BytesMut::new();
+    out.put_u8(MERGED_SCAN_FORMAT);
+    for state in states {
+        match state {
+            PartitionScan::Fresh => out.put_u8(0),
+            PartitionScan::Done => out.put_u8(1),
+            PartitionScan::After(key) => {
+                out.put_u8(2);
+                crate::wire::field::put_varint(&mut out, key.len() as u64);
+                out.put_slice(key);
+            }
+        }
+    }
+    out.freeze()
+}
+
+fn decode_merged_token(token: &[u8], partitions: u32) -> Result<Vec<PartitionScan>> {
+    let bad = || ClientError::Server {
+        code: ErrorCode::InvalidArgument,
+        message: "not a continuation token of a merged scan of this keyspace".into(),
+    };
+    let (&format, mut rest) = token.split_first().ok_or_else(bad)?;
+    if format != MERGED_SCAN_FORMAT {
+        return Err(bad());
+    }
+    let mut states = Vec::with_capacity(partitions as usize);
+    for _ in 0..partitions {
+        let (&tag, after) = rest.split_first().ok_or_else(bad)?;
+        rest = after;
+        states.push(match tag {
+            0 => PartitionScan::Fresh,
+            1 => PartitionScan::Done,
+            2 => {
+                let (len, used) = read_varint(rest).ok_or_else(bad)?;
+                rest = &rest[used..];
+                let len = usize::try_from(len).map_err(|_| bad())?;
+                if rest.len() < len {
+                    return Err(bad());
+                }
+                let key = Bytes::copy_from_slice(&rest[..len]);
+                rest = &rest[len..];
+                PartitionScan::After(key)
+            }
+            _ => return Err(bad()),
+        });
+    }
+    if !rest.is_empty() {
+        return Err(bad());
+    }
+    Ok(states)
+}
+
+fn read_varint(bytes: &[u8]) -> Option<(u64, usize)> {
+    let mut value = 0u64;
+    for (i, &b) in bytes.iter().enumerate().take(10) {
+        value |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some((value, i + 1));
+        }
+    }
+    None
+}
+
+/// Runs `futures` concurrently and returns their outputs (in the order they finish).
+async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<Option<std::pin::Pin<Box<F>>>> =
+        futures.into_iter().map(|f| Some(Box::pin(f))).collect();
+    let mut outputs = Vec::with_capacity(futures.len());
+    std::future::poll_fn(|cx| {
+        for slot in futures.iter_mut() {
+            if let Some(f) = slot {
+                if let std::task::Poll::Ready(out) = f.as_mut().poll(cx) {
+                    outputs.push(out);
+                    *slot = None;
+                }
+            }
+        }
+        if futures.iter().all(Option::is_none) {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    outputs
 }
 
 /// A session id that is very unlikely to collide: the time, the process id and a counter.
@@ -410,6 +791,8 @@ mod tests {
                                 server_name: "scripted".into(),
                                 frame_bytes_max: 1 << 20,
                             },
+                            // A node without partitions: no map.
+                            Ok(Request::ClusterMap { .. }) => Response::ClusterMapOk { map: None },
                             _ => {
                                 let (code, message) = script[answered.min(script.len() - 1)];
                                 answered += 1;

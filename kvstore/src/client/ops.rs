@@ -93,6 +93,7 @@ pub(super) fn scan(keyspace: &str, options: ScanOptions) -> Request {
         continuation: options.continuation,
         keys_only: options.keys_only,
         consistency: options.consistency,
+        partition: None,
     }
 }
 

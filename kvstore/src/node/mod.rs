@@ -18,8 +18,15 @@
 //! flight. Nothing blocks the Raft thread: a full inbox refuses the request (`Busy`), a full
 //! peer queue drops the message.
 //!
-//! The process hosts one group today (group 1, the whole keyspace); the map of groups, the
-//! shared WAL and the group id on every message are what partitioning (part 3) builds on.
+//! **Many groups.** A node hosts a replica of every group the cluster map
+//! ([`crate::partition::ClusterMap`]) places on it: the `meta` group (0) on up to five nodes,
+//! and one group per partition of every keyspace. They share everything above: the one Raft
+//! thread, the one WAL and its fsync per round, one connection per peer, the snapshot worker
+//! and the engines' background thread. A founding node (one of `--peers`) computes the
+//! founding map from its peers, saves it in its data directory, and creates the groups it
+//! places here with the founding membership; a node that receives a leader's message for a
+//! group it does not host (a replica being added here) creates an empty replica, which the
+//! leader fills with a snapshot and the log.
 
 pub mod clock;
 pub mod command;
@@ -41,6 +48,7 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use crate::db::Db;
+use crate::partition::ClusterMap;
 use crate::raft::GroupId;
 use crate::raft::{self, ConfigChange, Index, Message, NodeId, ProposeError, Raft, Restored, Term};
 use crate::storage::{self, FsyncPolicy};
@@ -49,8 +57,13 @@ use state::{Reply, StateMachine};
 use transport::{Advertised, Inbox, Transport};
 use wal::{Wal, WalOptions};
 
-/// The group that holds the whole keyspace until partitioning arrives.
+/// The first partition of the keyspace `default` (the whole keyspace when it has one
+/// partition, as in a single-group cluster).
 pub const DEFAULT_GROUP: GroupId = 1;
+/// Most group replicas one node hosts; a message for a group beyond it creates none.
+pub const GROUPS_MAX: usize = 16_384;
+/// The file in a node's data directory that holds the cluster map it knows.
+pub const MAP_FILE: &str = "cluster-map";
 /// Events waiting for the Raft thread: peer messages beyond this are dropped.
 pub const INBOX_EVENTS_MAX: usize = 65_536;
 /// Client requests waiting for the Raft thread before new ones are refused with `Busy`. Kept
@@ -88,6 +101,11 @@ pub struct NodeConfig {
     /// Seeds the Raft core's randomness (election timeouts); `None` derives it from the id and
     /// the data directory. The simulator sets it, so that one seed replays a run.
     pub raft_seed: Option<u64>,
+    /// Partitions of the keyspace `default` in the map a founding node computes (ignored once
+    /// the data directory holds a map).
+    pub default_partitions: u32,
+    /// Replicas of each of them (fewer if the cluster has fewer nodes).
+    pub default_replicas: u32,
 }
 
 impl NodeConfig {
@@ -108,6 +126,8 @@ impl NodeConfig {
             wal: WalOptions::default(),
             advertise: Advertised::default(),
             raft_seed: None,
+            default_partitions: crate::partition::map::DEFAULT_PARTITIONS,
+            default_replicas: crate::partition::map::DEFAULT_REPLICAS,
         }
     }
 }
@@ -276,8 +296,12 @@ struct Shared {
     client_events: std::sync::atomic::AtomicUsize,
     status: Mutex<NodeStatus>,
     advertised: Mutex<BTreeMap<NodeId, Advertised>>,
-    /// Each group's engine, for reads (a snapshot install swaps the engine inside).
-    dbs: BTreeMap<GroupId, Arc<RwLock<Db>>>,
+    /// Each group's engine, for reads (a snapshot install swaps the engine inside); the Raft
+    /// thread adds a group's when it creates the group.
+    dbs: RwLock<BTreeMap<GroupId, Arc<RwLock<Db>>>>,
+    /// The newest cluster map this node knows.
+    map: tokio::sync::watch::Sender<Arc<ClusterMap>>,
+    data_dir: PathBuf,
     /// Set when the Raft thread ends: `Ok` after a shutdown, `Err` with the reason if it failed.
     stopped: Mutex<Option<Result<(), String>>>,
     transport: Arc<Transport>,
@@ -406,8 +430,101 @@ impl Node {
     /// A group's engine, for reads (after [`Node::read`] said when); `None` if this node
     /// hosts no replica of it.
     pub fn db(&self, group: GroupId) -> Option<Db> {
-        let db = self.shared.dbs.get(&group)?;
-        Some(db.read().expect("db lock").clone())
+        let db = self
+            .shared
+            .dbs
+            .read()
+            .expect("dbs lock")
+            .get(&group)?
+            .clone();
+        let db = db.read().expect("db lock").clone();
+        Some(db)
+    }
+
+    /// The groups this node hosts a replica of.
+    pub fn groups(&self) -> Vec<GroupId> {
+        let dbs = self.shared.dbs.read().expect("dbs lock");
+        dbs.keys().copied().collect()
+    }
+
+    /// The newest cluster map this node knows (version 0, empty: none yet, a node waiting to
+    /// be added).
+    pub fn map(&self) -> Arc<ClusterMap> {
+        self.shared.map.borrow().clone()
+    }
+
+    /// Whether this node hosts a replica of `group`.
+    pub fn hosts(&self, group: GroupId) -> bool {
+        self.shared
+            .dbs
+            .read()
+            .expect("dbs lock")
+            .contains_key(&group)
+    }
+
+    /// The answer for a request for `group`, which this node does not host: a redirect to the
+    /// replica the map names (its leader hint, else its first replica), or `UnknownGroup`.
+    pub fn redirect(&self, group: GroupId) -> NodeError {
+        let map = self.map();
+        let Some(g) = map.groups.get(&group) else {
+            return NodeError::UnknownGroup { group };
+        };
+        let leader = g.leader.or_else(|| g.replicas.first().copied());
+        NodeError::NotLeader {
+            group,
+            epoch: g.epoch,
+            leader,
+            address: leader.and_then(|id| self.address_of(id)),
+        }
+    }
+
+    /// Where clients reach node `id`: what it said in its hello, else what the map says.
+    pub fn address_of(&self, id: NodeId) -> Option<Advertised> {
+        if let Some(a) = self
+            .shared
+            .advertised
+            .lock()
+            .expect("advertised lock")
+            .get(&id)
+        {
+            return Some(a.clone());
+        }
+        let map = self.map();
+        let n = map.nodes.get(&id).filter(|n| !n.client.is_empty())?;
+        Some(Advertised {
+            client: n.client.clone(),
+            resp: n.resp.clone(),
+            peer: n.peer.clone(),
+        })
+    }
+
+    /// The map as clients get it: with every node's client addresses filled in from what it
+    /// advertised to this node, where the map does not have them yet.
+    pub fn map_for_clients(&self) -> ClusterMap {
+        let mut map = (*self.map()).clone();
+        let advertised = self.shared.advertised.lock().expect("advertised lock");
+        for (id, n) in map.nodes.iter_mut() {
+            if let Some(a) = advertised.get(id) {
+                if n.client.is_empty() {
+                    n.client = a.client.clone();
+                }
+                if n.resp.is_none() {
+                    n.resp = a.resp.clone();
+                }
+            }
+        }
+        map
+    }
+
+    /// Watches the cluster map: changes as newer versions arrive.
+    pub fn watch_map(&self) -> tokio::sync::watch::Receiver<Arc<ClusterMap>> {
+        self.shared.map.subscribe()
+    }
+
+    /// Adopts `map` if it is newer than the one this node knows, and saves it; returns whether
+    /// it was.
+    pub fn learn_map(&self, map: ClusterMap) -> anyhow::Result<bool> {
+        learn_map(&self.shared.map, &self.shared.data_dir, map)
     }
 
     /// The status the Raft thread last published.
@@ -701,76 +818,72 @@ fn assemble(
     if config.engine.background.is_none() {
         config.engine.background = Some(storage::Background::start());
     }
-    let group_log = logs.remove(&DEFAULT_GROUP).unwrap_or_default();
-    let group_dir = config.data_dir.join(format!("group-{DEFAULT_GROUP}"));
-    let mut machine = StateMachine::open(&group_dir, config.engine.clone())?;
-    let snapshot_data = if group_log.snapshot.index > 0 {
-        let path = state::snapshot_path(&group_dir, group_log.snapshot.index);
-        let (index, data) = state::load_snapshot_file(&path)?;
-        anyhow::ensure!(
-            index == group_log.snapshot.index,
-            "the snapshot file holds index {index}, the log expects {}",
-            group_log.snapshot.index
-        );
-        if machine.applied() < index {
-            tracing::info!(
-                index,
-                "finishing a snapshot install that a crash interrupted"
-            );
-            machine.install(&data)?;
-        }
-        data
-    } else {
-        Bytes::new()
-    };
     let founding = config.peers.contains_key(&config.id);
-    let log_is_new = group_log.hard_state.term == 0 && group_log.snapshot.index == 0;
-    let restored = if log_is_new {
-        if founding {
-            Restored::bootstrap(config.peers.keys().copied())
-        } else {
-            Restored::default()
+    // One clock for every group's proposals and reads (see `Node::now_ms`).
+    let clock_floor = Arc::new(storage::FloorClock::new(Arc::new(storage::SystemClock)));
+    let map = open_map(&config, !logs.is_empty())?;
+    // The groups this node hosts: those it has a log of, and those the map places here.
+    let mut ids: std::collections::BTreeSet<GroupId> = logs.keys().copied().collect();
+    ids.extend(map.groups_on(config.id).map(|g| g.group));
+    let mut groups = BTreeMap::new();
+    let mut seeded = 0;
+    for id in ids {
+        let group_log = logs.remove(&id).unwrap_or_default();
+        // A group of the founding map that has no log yet starts with its founding
+        // membership (persisted below, before anything else happens).
+        let founding_voters = map
+            .groups
+            .get(&id)
+            .filter(|g| founding && g.epoch == 0 && g.replicas.contains(&config.id))
+            .map(|g| g.replicas.clone());
+        let preferred = map.groups.get(&id).and_then(|g| g.leader) == Some(config.id);
+        let (group, new) = open_group(
+            &config,
+            id,
+            &mut *log,
+            group_log,
+            founding_voters,
+            &clock_floor,
+        )?;
+        let mut group = group;
+        if new && preferred {
+            // The replica placement chose to lead campaigns at once: a new cluster's leaders
+            // land where the map spread them, instead of wherever a timeout fired first.
+            group.raft.campaign();
         }
-    } else {
-        Restored {
-            hard_state: group_log.hard_state,
-            snapshot: group_log.snapshot,
-            snapshot_data,
-            entries: group_log.entries,
-        }
-    };
-    if log_is_new && founding {
-        // Persist the founding entry, so that a restart finds the same log.
-        log.append(DEFAULT_GROUP, &restored.entries);
-        log.set_hard_state(DEFAULT_GROUP, restored.hard_state);
+        seeded += usize::from(new);
+        groups.insert(id, group);
+    }
+    if seeded > 0 {
         log.sync()?;
     }
-    let hard_state = restored.hard_state;
-    let raft = Raft::new(
-        raft_config(&config),
-        restored,
-        config
-            .raft_seed
-            .unwrap_or_else(|| seed(config.id, &config.data_dir)),
-    );
     tracing::info!(
         id = config.id,
-        applied = machine.applied(),
-        last_index = raft.log().last_index(),
-        term = raft.term(),
+        groups = groups.len(),
+        created = seeded,
+        map_version = map.version,
         elapsed_ms = started.elapsed().as_millis() as u64,
         "node opened"
     );
-    let timing = transport::Timing::of(raft.config());
+    let raft_cfg = raft_config(&config);
+    let timing = transport::Timing::of(&raft_cfg);
     for (id, address) in &config.peers {
         transport.set_peer(*id, address.clone());
         network.set_peer(*id, address.clone());
     }
-    // Nodes added since the cluster was founded, from the address book in the log.
-    for (id, address) in machine.peers()? {
-        if !config.peers.contains_key(&id) {
-            transport.set_peer(id, address.clone());
-            network.set_peer(id, address);
+    for n in map.nodes.values() {
+        if n.id != config.id && !config.peers.contains_key(&n.id) && !n.peer.is_empty() {
+            transport.set_peer(n.id, n.peer.clone());
+            network.set_peer(n.id, n.peer.clone());
+        }
+    }
+    // Nodes added since the cluster was founded, from the address books in the logs.
+    for g in groups.values() {
+        for (id, address) in g.machine.peers()? {
+            if !config.peers.contains_key(&id) {
+                transport.set_peer(id, address.clone());
+                network.set_peer(id, address);
+            }
         }
     }
     let (inbox, events) = stdmpsc::sync_channel(INBOX_EVENTS_MAX);
@@ -782,30 +895,25 @@ fn assemble(
         client_events: Default::default(),
         status: Mutex::new(NodeStatus::default()),
         advertised: Mutex::new(advertised),
-        dbs: BTreeMap::from([(DEFAULT_GROUP, machine.shared_db())]),
+        dbs: RwLock::new(
+            groups
+                .iter()
+                .map(|(id, g)| (*id, g.machine.shared_db()))
+                .collect(),
+        ),
+        map: tokio::sync::watch::Sender::new(Arc::new(map)),
+        data_dir: config.data_dir.clone(),
         stopped: Mutex::new(None),
         transport,
         timing,
-        clock: machine.clock(),
+        clock: clock_floor,
     });
-    let group = Group {
-        raft,
-        machine,
-        dir: group_dir,
-        proposals: BTreeMap::new(),
-        reads: HashMap::new(),
-        waiting_reads: Vec::new(),
-        heard_at_us: None,
-        term_vote: (hard_state.term, hard_state.vote),
-        snapshotting: false,
-        snapshot_not_before: None,
-    };
     let (snapshots, jobs) = stdmpsc::sync_channel(SNAPSHOT_JOBS_MAX);
     let next_tick_us = clock.now_us() + config.tick.as_micros() as u64;
     let runner = Runner {
         config,
         wal: log,
-        groups: BTreeMap::from([(DEFAULT_GROUP, group)]),
+        groups,
         transport: network,
         clock: clock.clone(),
         next_tick_us,
@@ -824,6 +932,152 @@ fn assemble(
         events,
         jobs,
     })
+}
+
+/// Opens (or creates) the state machine of `group` in its directory and restores its Raft
+/// core from `group_log`; a group with no log starts with `founding_voters` (persisted to
+/// `log`, unsynced) if given, else empty, waiting for a leader. Returns the group and whether
+/// it is new.
+fn open_group(
+    config: &NodeConfig,
+    id: GroupId,
+    log: &mut dyn io::LogStore,
+    group_log: wal::GroupLog,
+    founding_voters: Option<Vec<NodeId>>,
+    clock: &Arc<storage::FloorClock>,
+) -> anyhow::Result<(Group, bool)> {
+    let dir = config.data_dir.join(format!("group-{id}"));
+    let mut machine = StateMachine::open_with_clock(&dir, config.engine.clone(), clock.clone())?;
+    let snapshot_data = if group_log.snapshot.index > 0 {
+        let path = state::snapshot_path(&dir, group_log.snapshot.index);
+        let (index, data) = state::load_snapshot_file(&path)?;
+        anyhow::ensure!(
+            index == group_log.snapshot.index,
+            "group {id}: the snapshot file holds index {index}, the log expects {}",
+            group_log.snapshot.index
+        );
+        if machine.applied() < index {
+            tracing::info!(
+                group = id,
+                index,
+                "finishing a snapshot install that a crash interrupted"
+            );
+            machine.install(&data)?;
+        }
+        data
+    } else {
+        Bytes::new()
+    };
+    let log_is_new = group_log.hard_state.term == 0 && group_log.snapshot.index == 0;
+    let (restored, new) = match (log_is_new, founding_voters) {
+        (true, Some(voters)) => {
+            let restored = Restored::bootstrap(voters);
+            // Persist the founding entry, so that a restart finds the same log.
+            log.append(id, &restored.entries);
+            log.set_hard_state(id, restored.hard_state);
+            (restored, true)
+        }
+        (true, None) => (Restored::default(), true),
+        (false, _) => (
+            Restored {
+                hard_state: group_log.hard_state,
+                snapshot: group_log.snapshot,
+                snapshot_data,
+                entries: group_log.entries,
+            },
+            false,
+        ),
+    };
+    let hard_state = restored.hard_state;
+    let seed = config
+        .raft_seed
+        .unwrap_or_else(|| seed(config.id, &config.data_dir))
+        ^ id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let raft = Raft::new(raft_config(config), restored, seed);
+    Ok((
+        Group {
+            raft,
+            machine,
+            dir,
+            proposals: BTreeMap::new(),
+            reads: HashMap::new(),
+            waiting_reads: Vec::new(),
+            heard_at_us: None,
+            term_vote: (hard_state.term, hard_state.vote),
+            snapshotting: false,
+            snapshot_not_before: None,
+        },
+        new,
+    ))
+}
+
+/// The map this node starts with: the one saved in its data directory; else, for a founding
+/// node, the founding map of its peers (saved now); else none (version 0), until it learns one.
+fn open_map(config: &NodeConfig, has_logs: bool) -> anyhow::Result<ClusterMap> {
+    let path = config.data_dir.join(MAP_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            return ClusterMap::decode(&bytes)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(anyhow::anyhow!("reading {}: {e}", path.display())),
+    }
+    anyhow::ensure!(
+        !has_logs || !config.peers.contains_key(&config.id),
+        "{} holds Raft logs but no cluster map: it was written by a build before partitioning \
+         (one group for the whole keyspace); start from an empty data directory",
+        config.data_dir.display()
+    );
+    if !config.peers.contains_key(&config.id) {
+        return Ok(ClusterMap::default());
+    }
+    let nodes = config
+        .peers
+        .iter()
+        .map(|(id, peer)| crate::partition::NodeInfo {
+            id: *id,
+            peer: peer.clone(),
+            ..Default::default()
+        })
+        .collect();
+    let map = ClusterMap::bootstrap(nodes, config.default_partitions, config.default_replicas);
+    save_map(&config.data_dir, &map)?;
+    Ok(map)
+}
+
+fn save_map(dir: &std::path::Path, map: &ClusterMap) -> anyhow::Result<()> {
+    let path = dir.join(MAP_FILE);
+    let tmp = dir.join(format!("{MAP_FILE}.tmp"));
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&map.encode())?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, &path)?;
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+fn learn_map(
+    current: &tokio::sync::watch::Sender<Arc<ClusterMap>>,
+    dir: &std::path::Path,
+    map: ClusterMap,
+) -> anyhow::Result<bool> {
+    if map.version <= current.borrow().version {
+        return Ok(false);
+    }
+    save_map(dir, &map)?;
+    let version = map.version;
+    current.send_if_modified(|held| {
+        let newer = version > held.version;
+        if newer {
+            *held = Arc::new(map);
+        }
+        newer
+    });
+    Ok(true)
 }
 
 /// An answer the node owes a caller: wait for it with [`Node::wait`].
@@ -894,13 +1148,15 @@ mod tests {
         let mut config = NodeConfig::new(1, dir.to_path_buf());
         config.peers.insert(1, "127.0.0.1:1".into());
         config.tick = Duration::from_millis(2);
+        config.default_partitions = 1;
         tune(&mut config);
         let node = Node::start(config, rt.handle().clone()).unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         while !node
             .status()
             .groups
-            .first()
+            .iter()
+            .find(|g| g.group == DEFAULT_GROUP)
             .is_some_and(|g| g.role == "leader" && g.applied >= 2)
         {
             assert!(Instant::now() < deadline, "the node of one elected itself");
@@ -971,7 +1227,11 @@ mod tests {
         let mut slowest = Duration::ZERO;
         let started = Instant::now();
         let mut i = 50;
-        let snapshot_index = || node.status().groups[0].snapshot_index;
+        let snapshot_index = || {
+            let status = node.status();
+            let g = status.groups.iter().find(|g| g.group == DEFAULT_GROUP);
+            g.map_or(0, |g| g.snapshot_index)
+        };
         while snapshot_index() == 0 {
             assert!(started.elapsed() < Duration::from_secs(30), "no compaction");
             slowest = slowest.max(write(i));

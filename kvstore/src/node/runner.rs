@@ -160,6 +160,9 @@ impl Runner {
                 let fresh = self
                     .woke_at_us
                     .is_none_or(|woke| now.saturating_sub(woke) > self.stall_settle_us());
+                if !self.groups.contains_key(&group) && !self.create_replica(group, &m) {
+                    return;
+                }
                 let Some(g) = self.groups.get_mut(&group) else {
                     return;
                 };
@@ -252,6 +255,53 @@ impl Runner {
             }
             Event::SnapshotBuilt(group, built) => self.built.push((group, built)),
             Event::Shutdown => self.shutdown = true,
+        }
+    }
+
+    /// A leader's message for a group this node does not host: a replica is being added
+    /// here. Creates it empty (the leader sends a snapshot and the log) and says whether it
+    /// did. Any other message for an unknown group is dropped: only a leader adds replicas.
+    fn create_replica(&mut self, group: GroupId, m: &Message) -> bool {
+        let from_leader = matches!(
+            m.body,
+            raft::Body::Append { .. }
+                | raft::Body::Heartbeat { .. }
+                | raft::Body::InstallSnapshot { .. }
+        );
+        if !from_leader {
+            return false;
+        }
+        if self.groups.len() >= super::GROUPS_MAX {
+            tracing::warn!(
+                group,
+                hosted = self.groups.len(),
+                "not creating a replica: the node hosts the most groups it may"
+            );
+            return false;
+        }
+        let opened = super::open_group(
+            &self.config,
+            group,
+            &mut *self.wal,
+            Default::default(),
+            None,
+            &self.shared.clock,
+        );
+        match opened {
+            Ok((g, _)) => {
+                tracing::info!(group, leader = m.from, "created a replica for a leader");
+                self.shared
+                    .dbs
+                    .write()
+                    .expect("dbs lock")
+                    .insert(group, g.machine.shared_db());
+                self.groups.insert(group, g);
+                true
+            }
+            Err(error) => {
+                tracing::error!(group, %error, "could not create a replica");
+                false
+            }
         }
     }
 

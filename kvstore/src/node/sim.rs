@@ -483,7 +483,7 @@ impl Sim {
         reads.retain_mut(|(i, required, rx)| match rx.try_recv() {
             Ok(Ok(_)) => {
                 if let Some(running) = self.nodes[*i].running.as_ref() {
-                    let db = running.parts.shared.dbs[&DEFAULT_GROUP]
+                    let db = running.parts.shared.dbs.read().unwrap()[&DEFAULT_GROUP]
                         .read()
                         .unwrap()
                         .clone();
@@ -660,7 +660,10 @@ impl Sim {
 /// A node's user data: every key of the default keyspace with its value.
 fn state_of(n: &SimNode) -> Vec<String> {
     let r = n.running.as_ref().expect("all running");
-    let db = r.parts.shared.dbs[&DEFAULT_GROUP].read().unwrap().clone();
+    let db = r.parts.shared.dbs.read().unwrap()[&DEFAULT_GROUP]
+        .read()
+        .unwrap()
+        .clone();
     let all = db
         .engine()
         .scan_all(b"\x07default", b"\x07defaulu", usize::MAX);

@@ -117,7 +117,21 @@ impl std::fmt::Debug for StateMachine {
 impl StateMachine {
     /// Opens the state machine in `dir` (created if missing). `config` is the engine's; the
     /// engine never expires keys on its own here (see [`storage::Config::expire_locally`]).
-    pub fn open(dir: &Path, mut config: storage::Config) -> Result<StateMachine> {
+    pub fn open(dir: &Path, config: storage::Config) -> Result<StateMachine> {
+        StateMachine::open_with_clock(
+            dir,
+            config,
+            Arc::new(FloorClock::new(Arc::new(SystemClock))),
+        )
+    }
+
+    /// Opens it with a clock shared with other groups of the node: the clock its proposals are
+    /// stamped with is then never behind any of their logs' times.
+    pub fn open_with_clock(
+        dir: &Path,
+        mut config: storage::Config,
+        clock: Arc<FloorClock>,
+    ) -> Result<StateMachine> {
         config.expire_locally = false;
         fs::create_dir_all(dir).map_err(io("creating", dir))?;
         let current = dir.join(CURRENT_FILE);
@@ -134,7 +148,6 @@ impl StateMachine {
             Err(e) => return Err(io("reading", &current)(e)),
         };
         remove_other_engines(dir, generation)?;
-        let clock = Arc::new(FloorClock::new(Arc::new(SystemClock)));
         let engine = Engine::open(engine_dir(dir, generation), config.clone(), clock.clone())?;
         let (applied, now_ms) = read_applied(&engine)?;
         clock.raise_to(now_ms);

@@ -434,6 +434,15 @@ impl Raft {
         }
     }
 
+    /// Starts an election now instead of after a timeout (with a pre-vote first, so it
+    /// disturbs no working leader): a new group's preferred leader calls it, so a new
+    /// keyspace's leaders land where placement spread them.
+    pub fn campaign(&mut self) {
+        if self.role != Role::Leader && self.is_voter() {
+            self.start_election(false);
+        }
+    }
+
     fn tick_leader(&mut self) {
         self.heartbeat_elapsed += 1;
         if self.election_elapsed >= self.cfg.election_ticks_min {

@@ -150,7 +150,7 @@ fn groupable(request: &Request) -> bool {
         | Request::Incr { .. }
         | Request::Batch { .. }
         | Request::Ping { .. } => true,
-        Request::Hello { .. } | Request::Scan { .. } => false,
+        Request::Hello { .. } | Request::Scan { .. } | Request::ClusterMap { .. } => false,
     }
 }
 
@@ -214,7 +214,7 @@ fn execute(ctx: &Context, store: &impl Store, request: Request) -> Step {
         Request::Incr { .. } => Op::Incr,
         Request::Scan { .. } => Op::Scan,
         Request::Batch { .. } => Op::Batch,
-        Request::Hello { .. } | Request::Ping { .. } => Op::Other,
+        Request::Hello { .. } | Request::Ping { .. } | Request::ClusterMap { .. } => Op::Other,
     };
     let result = crate::op::run_request(&ctx.db, store, request);
     ctx.metrics.record_op(op, started.elapsed(), result.is_ok());

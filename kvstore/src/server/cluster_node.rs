@@ -21,7 +21,7 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 
 use super::{Listeners, ServerConfig};
-use crate::node::{Node, NodeConfig, DEFAULT_GROUP};
+use crate::node::{Node, NodeConfig};
 
 /// How often the failure of the Raft thread is checked for.
 const FAILURE_POLL: Duration = Duration::from_millis(100);
@@ -32,6 +32,7 @@ pub struct NodeServer {
     listeners: Listeners,
     peer: TcpListener,
     server: ServerConfig,
+    data_dir: std::path::PathBuf,
 }
 
 impl NodeServer {
@@ -44,6 +45,7 @@ impl NodeServer {
         server: ServerConfig,
     ) -> anyhow::Result<NodeServer> {
         let data_dir = config.data_dir.clone();
+        let node_dir = data_dir.clone();
         let runtime = tokio::runtime::Handle::current();
         let node = tokio::task::spawn_blocking(move || Node::start(config, runtime))
             .await?
@@ -53,6 +55,7 @@ impl NodeServer {
             listeners,
             peer,
             server,
+            data_dir: node_dir,
         })
     }
 
@@ -68,6 +71,7 @@ impl NodeServer {
             listeners,
             peer,
             server,
+            data_dir: node_dir,
         } = self;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let stop_tx = Arc::new(stop_tx);
@@ -103,9 +107,17 @@ impl NodeServer {
             let stop = stopped(stop_rx.clone());
             tokio::spawn(async move { node.serve_peers(peer, stop).await })
         };
-        let db = node
-            .db(DEFAULT_GROUP)
-            .expect("a node hosts the default group");
+        // The server's own engine, for what a single node would do with it (nothing a
+        // cluster node's requests touch): the lowest group's, or a local one if the node
+        // hosts none yet (a node waiting to be added).
+        let db = match node.groups().first().and_then(|&g| node.db(g)) {
+            Some(db) => db,
+            None => crate::db::Db::new(crate::storage::Engine::open(
+                node_dir.join("local"),
+                crate::storage::Config::default(),
+                Arc::new(crate::storage::SystemClock),
+            )?),
+        };
         let result = super::run(listeners, db, Some(node.clone()), server, stopped(stop_rx)).await;
         node.shutdown();
         let _ = peers_task.await;

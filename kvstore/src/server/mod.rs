@@ -14,6 +14,7 @@ pub mod http;
 pub mod idle;
 pub mod replicated;
 pub mod resp;
+pub mod resp_cluster;
 pub mod writes;
 
 use std::future::Future;
@@ -96,9 +97,13 @@ impl Context {
     /// installs a snapshot, so code that outlives one request asks here, not `db`.
     pub fn current_db(&self) -> Db {
         match &self.node {
+            // The lowest group's (the meta group's on a node that hosts it): the node's
+            // status and metrics pages show it as the node's engine.
             Some(node) => node
-                .db(crate::node::DEFAULT_GROUP)
-                .expect("a node hosts the default group"),
+                .groups()
+                .first()
+                .and_then(|&g| node.db(g))
+                .unwrap_or_else(|| self.db.clone()),
             None => self.db.clone(),
         }
     }

@@ -1,11 +1,13 @@
 //! Connections of a cluster node: the same two protocols, with writes going through Raft and
 //! reads waiting for the consistency they ask for.
 //!
-//! A write becomes a log entry carrying the request itself ([`crate::node::command`]); the
-//! connection proposes every write of a pipeline at once and answers them in order as they
-//! apply, so a pipelining client keeps many in the log together. A write that reaches a
-//! follower is refused with a redirect: `NotLeader` with the leader's address (binary), or
-//! `-MOVED 0 HOST:PORT` (RESP, as Redis Cluster does; `redis-cli -c` follows it). A read waits
+//! Every request is first routed to its partition's Raft group by the node's cluster map
+//! ([`crate::partition::route`]). A write becomes a log entry carrying the request itself
+//! ([`crate::node::command`]); the connection proposes every write of a pipeline at once and
+//! answers them in order as they apply, so a pipelining client keeps many in the log
+//! together. A request for a group this node does not lead is refused with a redirect:
+//! `NotLeader` with the leader's address (binary), or `-MOVED SLOT HOST:PORT` (RESP, as Redis
+//! Cluster does; `redis-cli -c` follows it). A read waits
 //! until this replica may serve it ([`Node::read`]), then reads the local engine; it first
 //! waits for the writes before it on the same connection, so a client always reads its own
 //! writes.
@@ -24,8 +26,9 @@ use super::{flush, read_more, Context, Read};
 use crate::metrics::Listener;
 use crate::node::command::Command;
 use crate::node::state::Reply;
-use crate::node::{Consistency, Node, NodeError, DEFAULT_GROUP};
+use crate::node::{Consistency, Node, NodeError};
 use crate::op::Outcome;
+use crate::partition::map::GroupId;
 use crate::resp::codec::{parse_pipeline, Reply as RespReply, RespLimits};
 use crate::resp::commands::{self, ReplyForm, Session};
 use crate::resp::table;
@@ -47,13 +50,14 @@ pub fn error_response(error: &NodeError) -> Response {
     Response::error(code, error.to_string())
 }
 
-/// A node error as a Redis error reply.
-fn error_reply(error: &NodeError) -> RespReply {
+/// A node error as a Redis error reply; `slot` is the slot of the command's keys, for a
+/// redirect.
+fn error_reply(error: &NodeError, slot: u16) -> RespReply {
     match error {
         NodeError::NotLeader {
             address: Some(a), ..
         } => match &a.resp {
-            Some(resp) => RespReply::Error(format!("MOVED 0 {resp}").into()),
+            Some(resp) => RespReply::Error(format!("MOVED {slot} {resp}").into()),
             None => RespReply::Error(format!("ERR {error}").into()),
         },
         NodeError::NotLeader { .. }
@@ -70,6 +74,9 @@ fn error_reply(error: &NodeError) -> RespReply {
 enum Pending<T, K> {
     Ready(K, T),
     Proposal(K, crate::node::Answer<Reply>),
+    /// One command proposed to several groups (FLUSHDB on every partition this node leads):
+    /// answered by the last, unless one fails.
+    Proposals(K, Vec<crate::node::Answer<Reply>>),
 }
 
 async fn settle<T, K: Copy>(
@@ -82,6 +89,17 @@ async fn settle<T, K: Copy>(
         match p {
             Pending::Ready(k, answer) => emit(k, answer),
             Pending::Proposal(k, rx) => emit(k, convert(k, Node::wait(rx, timeout).await)),
+            Pending::Proposals(k, answers) => {
+                let mut outcome = Err(NodeError::Unknown(crate::node::UnknownOutcome::NoReply));
+                for (i, rx) in answers.into_iter().enumerate() {
+                    let result = Node::wait(rx, timeout).await;
+                    // The first error stands; otherwise the last answer.
+                    if i == 0 || outcome.is_ok() {
+                        outcome = result;
+                    }
+                }
+                emit(k, convert(k, outcome))
+            }
         }
     }
 }
@@ -122,12 +140,20 @@ pub async fn serve_binary(
                 Request::Ping { payload } => {
                     pending.push(Pending::Ready(id, Response::Pong { payload }))
                 }
-                request if request.is_write() => {
-                    // The log entry carries the frame as it arrived.
-                    let session = (client_id != 0).then_some((client_id, id));
-                    let data = Command::wire_frame(session, node.now_ms(), &frame);
-                    pending.push(Pending::Proposal(id, node.propose(DEFAULT_GROUP, data)));
+                Request::ClusterMap { known_version } => {
+                    let map = node.map_for_clients();
+                    let map = (map.version > known_version).then(|| map.encode());
+                    pending.push(Pending::Ready(id, Response::ClusterMapOk { map }))
                 }
+                request if request.is_write() => match hosted_group(&node, &request) {
+                    Ok(group) => {
+                        // The log entry carries the frame as it arrived.
+                        let session = (client_id != 0).then_some((client_id, id));
+                        let data = Command::wire_frame(session, node.now_ms(), &frame);
+                        pending.push(Pending::Proposal(id, node.propose(group, data)));
+                    }
+                    Err(response) => pending.push(Pending::Ready(id, response)),
+                },
                 request => {
                     // A read: first the writes before it, so it sees them.
                     settle(&mut pending, timeout, convert, |id, r| {
@@ -140,28 +166,36 @@ pub async fn serve_binary(
                         }
                         _ => Consistency::Linearizable,
                     };
-                    let response =
-                        match Node::wait(node.read(DEFAULT_GROUP, consistency), timeout).await {
-                            Ok(staleness) => {
-                                let db = node
-                                    .db(DEFAULT_GROUP)
-                                    .expect("a node hosts the default group");
-                                let mut response = super::binary::respond(&db, &db, request);
-                                if consistency == Consistency::Follower {
-                                    let lag = Some(wire::ReadLag {
-                                        entries: staleness.entries_behind,
-                                        ms: staleness.since_leader_ms,
-                                    });
-                                    if let Response::GetOk { lag: l, .. }
-                                    | Response::ScanOk { lag: l, .. } = &mut response
-                                    {
-                                        *l = lag;
-                                    }
+                    let group = match hosted_group(&node, &request) {
+                        Ok(group) => group,
+                        Err(response) => {
+                            pending.push(Pending::Ready(id, response));
+                            continue;
+                        }
+                    };
+                    let response = match Node::wait(node.read(group, consistency), timeout).await {
+                        Ok(staleness) => {
+                            let Some(db) = node.db(group) else {
+                                let error = node.redirect(group);
+                                pending.push(Pending::Ready(id, error_response(&error)));
+                                continue;
+                            };
+                            let mut response = super::binary::respond(&db, &db, request);
+                            if consistency == Consistency::Follower {
+                                let lag = Some(wire::ReadLag {
+                                    entries: staleness.entries_behind,
+                                    ms: staleness.since_leader_ms,
+                                });
+                                if let Response::GetOk { lag: l, .. }
+                                | Response::ScanOk { lag: l, .. } = &mut response
+                                {
+                                    *l = lag;
                                 }
-                                response
                             }
-                            Err(error) => error_response(&error),
-                        };
+                            response
+                        }
+                        Err(error) => error_response(&error),
+                    };
                     pending.push(Pending::Ready(id, response));
                 }
             }
@@ -181,11 +215,112 @@ pub async fn serve_binary(
     }
 }
 
+/// The group `request` is for, if this node hosts it; else the redirect or the error that
+/// answers it.
+fn hosted_group(node: &Node, request: &Request) -> Result<GroupId, Response> {
+    let route = crate::partition::route::route(&node.map(), request)?;
+    if node.hosts(route.group) {
+        Ok(route.group)
+    } else {
+        Err(error_response(&node.redirect(route.group)))
+    }
+}
+
 fn encode(wbuf: &mut BytesMut, id: u64, response: &Response) {
     if response.encode(id, wbuf).is_err() {
         Response::error(ErrorCode::Internal, "response too large to encode")
             .encode(id, wbuf)
             .expect("a short error always encodes");
+    }
+}
+
+/// The groups of the keyspace `default` (the RESP port's) whose leader this node is.
+fn led_groups(node: &Node) -> Vec<GroupId> {
+    let map = node.map();
+    let Ok(ks) = map.keyspace(crate::wire::DEFAULT_KEYSPACE) else {
+        return Vec::new();
+    };
+    let groups = ks.groups();
+    node.status()
+        .groups
+        .iter()
+        .filter(|g| g.role == "leader" && groups.contains(&g.group))
+        .map(|g| g.group)
+        .collect()
+}
+
+/// The group and slot of a command's keys, which must share one slot (as Redis Cluster
+/// requires of a multi-key command); else `-CROSSSLOT`.
+fn resp_slot(node: &Node, keys: &[&[u8]]) -> Result<(GroupId, u16), RespReply> {
+    let map = node.map();
+    let ks = map
+        .keyspace(crate::wire::DEFAULT_KEYSPACE)
+        .map_err(|e| RespReply::Error(format!("CLUSTERDOWN {e}").into()))?;
+    let slot = crate::partition::slot(keys[0]);
+    if keys[1..].iter().any(|k| crate::partition::slot(k) != slot) {
+        return Err(RespReply::Error(
+            "CROSSSLOT Keys in request don't hash to the same slot".into(),
+        ));
+    }
+    Ok((ks.group_of_slot(slot), slot))
+}
+
+/// A keyless read (KEYS, DBSIZE, SCAN, RANDOMKEY) over `groups`: DBSIZE sums and KEYS joins
+/// their answers; the others need one partition (a keyspace of one, or an error).
+#[allow(clippy::too_many_arguments)]
+async fn keyless_read(
+    node: &Node,
+    ctx: &Context,
+    session: &mut Session,
+    pipeline: &crate::resp::codec::Pipeline,
+    i: usize,
+    groups: &[GroupId],
+    consistency: Consistency,
+    timeout: Duration,
+) -> RespReply {
+    let name = String::from_utf8_lossy(pipeline.arg(i, 0)).to_ascii_lowercase();
+    let merges = matches!(name.as_str(), "dbsize" | "keys");
+    let map = node.map();
+    let (partitions, first) = map
+        .keyspace(crate::wire::DEFAULT_KEYSPACE)
+        .map_or((1, crate::node::DEFAULT_GROUP), |ks| {
+            (ks.partitions, ks.group(0))
+        });
+    // One partition: it is the keyspace, and a follower redirects to its leader.
+    let one = [first];
+    let groups = if partitions == 1 { &one[..] } else { groups };
+    if !merges && partitions > 1 {
+        return RespReply::Error(
+            format!(
+                "ERR {} over the {partitions} partitions of a partitioned keyspace is not \
+                 served on the RESP port; use KEYS (per node) or the binary client's merged scan",
+                name.to_ascii_uppercase()
+            )
+            .into(),
+        );
+    }
+    let mut total = 0i64;
+    let mut keys = Vec::new();
+    let mut single = None;
+    for &group in groups {
+        if let Err(error) = Node::wait(node.read(group, consistency), timeout).await {
+            return error_reply(&error, 0);
+        }
+        let Some(db) = node.db(group) else { continue };
+        let facts = || super::resp::facts(ctx, 0);
+        let outcome = pipeline.with_args(i, |args| {
+            commands::execute(&db, &db, &ctx.resp, session, facts, args)
+        });
+        match outcome.reply {
+            RespReply::Integer(n) if name == "dbsize" => total += n,
+            RespReply::Array(found) if name == "keys" => keys.extend(found),
+            other => single = Some(other),
+        }
+    }
+    match name.as_str() {
+        "dbsize" => RespReply::Integer(total),
+        "keys" => RespReply::Array(keys),
+        _ => single.unwrap_or(RespReply::Null),
     }
 }
 
@@ -213,20 +348,21 @@ pub async fn serve_resp(
     let mut consistency = ctx.config.read_consistency;
     let mut rbuf = BytesMut::with_capacity(16 * 1024);
     let mut wbuf = BytesMut::with_capacity(16 * 1024);
-    let convert = |form, result: Result<Reply, NodeError>| match result {
+    // A proposal's answer is formed from its reply form and, for a redirect, its slot.
+    let convert = |(form, slot): (ReplyForm, u16), result: Result<Reply, NodeError>| match result {
         Ok(Reply::Wire(response)) => commands::render(form, Outcome::Response(response)),
         Ok(Reply::Outcome(outcome)) => commands::render(form, outcome),
         Ok(Reply::Peer { .. }) => {
             RespReply::Error("ERR a reply of another kind to a Redis command".into())
         }
-        Err(error) => error_reply(&error),
+        Err(error) => error_reply(&error, slot),
     };
     // Answers that are ready need no form; any will do.
-    let ready = ReplyForm::Ok;
+    let ready = (ReplyForm::Ok, 0);
     loop {
         let (pipeline, protocol_error) =
             parse_pipeline(&mut rbuf, &limits, super::PIPELINE_FRAMES_MAX);
-        let mut pending: Vec<Pending<RespReply, ReplyForm>> = Vec::new();
+        let mut pending: Vec<Pending<RespReply, (ReplyForm, u16)>> = Vec::new();
         let mut close = false;
         for i in 0..pipeline.len() {
             let name = pipeline.arg(i, 0);
@@ -236,6 +372,13 @@ pub async fn serve_resp(
             } else if name.eq_ignore_ascii_case(b"readwrite") {
                 consistency = ctx.config.read_consistency;
                 pending.push(Pending::Ready(ready, RespReply::ok()));
+            } else if name.eq_ignore_ascii_case(b"asking") {
+                // Nothing moves mid-slot here (a partition moves whole), so ASKING has
+                // nothing to allow; accepted, as clients send it after an -ASK.
+                pending.push(Pending::Ready(ready, RespReply::ok()));
+            } else if name.eq_ignore_ascii_case(b"cluster") {
+                let reply = pipeline.with_args(i, |args| super::resp_cluster::cluster(&node, args));
+                pending.push(Pending::Ready(ready, reply));
             } else if table::is_write(name) {
                 // Planned here, at the edge: the log carries the operation, and a malformed
                 // command is answered without reaching it.
@@ -244,10 +387,38 @@ pub async fn serve_resp(
                     let name = String::from_utf8_lossy(args[0]).to_ascii_lowercase();
                     commands::plan_write(&name, &args[1..], now)
                 });
-                match planned {
-                    Ok((op, form)) => {
-                        let data = Command::op(None, now, &op);
-                        pending.push(Pending::Proposal(form, node.propose(DEFAULT_GROUP, data)));
+                let (op, form) = match planned {
+                    Ok(planned) => planned,
+                    Err(reply) => {
+                        pending.push(Pending::Ready(ready, reply));
+                        continue;
+                    }
+                };
+                let data = Command::op(None, now, &op);
+                let keys = op.keys();
+                if keys.is_empty() {
+                    // FLUSHDB: every partition this node leads (as a Redis Cluster master
+                    // flushes its own slots).
+                    let groups = led_groups(&node);
+                    let answers: Vec<_> = groups
+                        .iter()
+                        .map(|&g| node.propose(g, data.clone()))
+                        .collect();
+                    if answers.is_empty() {
+                        pending.push(Pending::Ready(ready, RespReply::ok()));
+                    } else {
+                        pending.push(Pending::Proposals((form, 0), answers));
+                    }
+                    continue;
+                }
+                match resp_slot(&node, &keys) {
+                    Ok((group, slot)) if node.hosts(group) => {
+                        let answer = node.propose(group, data);
+                        pending.push(Pending::Proposal((form, slot), answer));
+                    }
+                    Ok((group, slot)) => {
+                        let reply = error_reply(&node.redirect(group), slot);
+                        pending.push(Pending::Ready(ready, reply));
                     }
                     Err(reply) => pending.push(Pending::Ready(ready, reply)),
                 }
@@ -255,25 +426,65 @@ pub async fn serve_resp(
                 settle(&mut pending, timeout, convert, |_, r| r.encode(&mut wbuf)).await;
                 let facts = || super::resp::facts(ctx, port);
                 let reply = if !name.eq_ignore_ascii_case(b"quit") {
-                    let barrier = if resp_touches_data(name) {
-                        Node::wait(node.read(DEFAULT_GROUP, consistency), timeout)
-                            .await
-                            .map(|_| ())
+                    let keys: Vec<Vec<u8>> = pipeline.with_args(i, |args| {
+                        table::lookup(args[0])
+                            .map(|spec| spec.keys(args).iter().map(|k| k.to_vec()).collect())
+                            .unwrap_or_default()
+                    });
+                    let keys: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
+                    if !resp_touches_data(name) {
+                        let db = ctx.current_db();
+                        let outcome = pipeline.with_args(i, |args| {
+                            commands::execute(&db, &db, &ctx.resp, &mut session, facts, args)
+                        });
+                        close = outcome.close;
+                        outcome.reply
+                    } else if keys.is_empty() {
+                        // KEYS, DBSIZE, SCAN: over the partitions this node serves.
+                        let groups = match consistency {
+                            Consistency::Follower => node.groups(),
+                            _ => led_groups(&node),
+                        };
+                        keyless_read(
+                            &node,
+                            ctx,
+                            &mut session,
+                            &pipeline,
+                            i,
+                            &groups,
+                            consistency,
+                            timeout,
+                        )
+                        .await
                     } else {
-                        Ok(())
-                    };
-                    match barrier {
-                        Ok(_) => {
-                            let db = node
-                                .db(DEFAULT_GROUP)
-                                .expect("a node hosts the default group");
-                            let outcome = pipeline.with_args(i, |args| {
-                                commands::execute(&db, &db, &ctx.resp, &mut session, facts, args)
-                            });
-                            close = outcome.close;
-                            outcome.reply
+                        match resp_slot(&node, &keys) {
+                            Err(reply) => reply,
+                            Ok((group, slot)) => {
+                                match Node::wait(node.read(group, consistency), timeout).await {
+                                    Ok(_) => match node.db(group) {
+                                        Some(db) => {
+                                            let outcome = pipeline.with_args(i, |args| {
+                                                commands::execute(
+                                                    &db,
+                                                    &db,
+                                                    &ctx.resp,
+                                                    &mut session,
+                                                    facts,
+                                                    args,
+                                                )
+                                            });
+                                            close = outcome.close;
+                                            outcome.reply
+                                        }
+                                        None => error_reply(&node.redirect(group), slot),
+                                    },
+                                    Err(NodeError::UnknownGroup { .. }) => {
+                                        error_reply(&node.redirect(group), slot)
+                                    }
+                                    Err(error) => error_reply(&error, slot),
+                                }
+                            }
                         }
-                        Err(error) => error_reply(&error),
                     }
                 } else {
                     close = true;

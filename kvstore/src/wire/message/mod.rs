@@ -32,6 +32,7 @@ pub mod opcode {
     pub const INCR: u16 = 0x0014;
     pub const SCAN: u16 = 0x0015;
     pub const BATCH: u16 = 0x0016;
+    pub const CLUSTER_MAP: u16 = 0x0020;
     pub const RESPONSE_BIT: u16 = 0x8000;
     pub const ERROR: u16 = 0xFFFF;
 
@@ -217,7 +218,10 @@ pub enum Request {
         delta: i64,
     },
     /// 1 keyspace, 2 start, 3 end, 4 prefix, 5 limit (0: server default), 6 continuation,
-    /// 7 keys_only (false), 8 consistency (Linearizable). Presence matters for 2, 3, 4, 6.
+    /// 7 keys_only (false), 8 consistency (Linearizable), 9 partition (absent: the one the
+    /// range settles, see below). Presence matters for 2, 3, 4, 6, 9. On a partitioned cluster
+    /// a scan runs on one partition: the one its prefix's (or both its ends') hash tag names,
+    /// else the one `partition` names; a client merges the partitions' pages.
     Scan {
         keyspace: String,
         range: ScanRange,
@@ -225,10 +229,14 @@ pub enum Request {
         continuation: Option<Bytes>,
         keys_only: bool,
         consistency: Consistency,
+        partition: Option<u32>,
     },
     /// 1 keyspace, 2 op (repeated nested message: 1 kind 0=put 1=delete, 2 key (required),
     /// 3 value, 4 ttl_ms, 5 condition kind, 6 expected_version). Applied atomically.
     Batch { keyspace: String, ops: Vec<BatchOp> },
+    /// 1 known_version (0). Asks for the node's cluster map if it is newer than the one the
+    /// client has (see `kvstore::partition::map`).
+    ClusterMap { known_version: u64 },
 }
 
 /// Everything a server can answer. Field numbers and defaults are listed per variant.
@@ -280,6 +288,9 @@ pub enum Response {
         version: u64,
         failed_op: Option<u32>,
     },
+    /// 1 map (absent: the node's map is not newer than the one asked about, or it has none):
+    /// an encoded `kvstore::partition::ClusterMap`.
+    ClusterMapOk { map: Option<Bytes> },
     /// 1 code (required), 2 message ("").
     Error { code: ErrorCode, message: String },
 }
@@ -306,6 +317,11 @@ pub enum ErrorCode {
     /// The cluster could not take the request now (no quorum, an election, a membership
     /// change in progress). Nothing was applied: retry shortly.
     Unavailable,
+    /// The keys of one request (a batch, a multi-key command) are in different partitions;
+    /// the message names their slots. Nothing was applied.
+    CrossPartition,
+    /// The keyspace is not in the cluster map.
+    UnknownKeyspace,
     /// A number this code does not know. Never holds one of the numbers above.
     Other(u32),
 }
@@ -327,6 +343,8 @@ impl ErrorCode {
             ErrorCode::Internal => 12,
             ErrorCode::NotLeader => 13,
             ErrorCode::Unavailable => 14,
+            ErrorCode::CrossPartition => 15,
+            ErrorCode::UnknownKeyspace => 16,
             ErrorCode::Other(code) => code,
         }
     }
@@ -347,6 +365,8 @@ impl ErrorCode {
             12 => ErrorCode::Internal,
             13 => ErrorCode::NotLeader,
             14 => ErrorCode::Unavailable,
+            15 => ErrorCode::CrossPartition,
+            16 => ErrorCode::UnknownKeyspace,
             other => ErrorCode::Other(other),
         }
     }

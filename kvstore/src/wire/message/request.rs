@@ -16,7 +16,8 @@ impl Request {
             Request::Hello { .. }
             | Request::Ping { .. }
             | Request::Get { .. }
-            | Request::Scan { .. } => false,
+            | Request::Scan { .. }
+            | Request::ClusterMap { .. } => false,
         }
     }
 
@@ -30,6 +31,7 @@ impl Request {
             Request::Incr { .. } => opcode::INCR,
             Request::Scan { .. } => opcode::SCAN,
             Request::Batch { .. } => opcode::BATCH,
+            Request::ClusterMap { .. } => opcode::CLUSTER_MAP,
         }
     }
 
@@ -107,6 +109,7 @@ impl Request {
                 continuation,
                 keys_only,
                 consistency,
+                partition,
             } => {
                 put_keyspace(w, 1, keyspace);
                 put_present(w, 2, range.start.as_ref());
@@ -116,6 +119,9 @@ impl Request {
                 put_present(w, 6, continuation.as_ref());
                 put_true(w, 7, *keys_only);
                 put_nonzero(w, 8, *consistency as u64);
+                if let Some(p) = partition {
+                    w.varint(9, u64::from(*p));
+                }
             }
             Request::Batch { keyspace, ops } => {
                 put_keyspace(w, 1, keyspace);
@@ -123,6 +129,7 @@ impl Request {
                     w.message(2, |w| encode_batch_op(w, op));
                 }
             }
+            Request::ClusterMap { known_version } => put_nonzero(w, 1, *known_version),
         }
     }
 
@@ -138,6 +145,7 @@ impl Request {
             opcode::INCR => decode_incr(body),
             opcode::SCAN => decode_scan(body),
             opcode::BATCH => decode_batch(body),
+            opcode::CLUSTER_MAP => decode_cluster_map(body),
             opcode => Err(DecodeError::UnknownOpcode { opcode }),
         }
     }
@@ -285,6 +293,7 @@ pub(super) fn decode_incr(body: &Bytes) -> Result<Request, DecodeError> {
 pub(super) fn decode_scan(body: &Bytes) -> Result<Request, DecodeError> {
     let (mut keyspace, mut range, mut limit) = (None, ScanRange::default(), 0);
     let (mut continuation, mut keys_only, mut consistency) = (None, false, Consistency::default());
+    let mut partition = None;
     for field in fields("Scan", body) {
         let field = field?;
         match field.number {
@@ -296,6 +305,7 @@ pub(super) fn decode_scan(body: &Bytes) -> Result<Request, DecodeError> {
             6 => continuation = Some(field.bytes()?),
             7 => keys_only = field.bool()?,
             8 => consistency = field.consistency()?,
+            9 => partition = Some(field.u32()?),
             _ => {}
         }
     }
@@ -306,7 +316,19 @@ pub(super) fn decode_scan(body: &Bytes) -> Result<Request, DecodeError> {
         continuation,
         keys_only,
         consistency,
+        partition,
     })
+}
+
+pub(super) fn decode_cluster_map(body: &Bytes) -> Result<Request, DecodeError> {
+    let mut known_version = 0;
+    for field in fields("ClusterMap", body) {
+        let field = field?;
+        if field.number == 1 {
+            known_version = field.varint()?;
+        }
+    }
+    Ok(Request::ClusterMap { known_version })
 }
 
 pub(super) fn decode_batch(body: &Bytes) -> Result<Request, DecodeError> {

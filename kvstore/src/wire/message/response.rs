@@ -21,6 +21,7 @@ impl Response {
             Response::IncrOk { .. } => opcode::response_to(opcode::INCR),
             Response::ScanOk { .. } => opcode::response_to(opcode::SCAN),
             Response::BatchOk { .. } => opcode::response_to(opcode::BATCH),
+            Response::ClusterMapOk { .. } => opcode::response_to(opcode::CLUSTER_MAP),
             Response::Error { .. } => opcode::ERROR,
         }
     }
@@ -102,6 +103,7 @@ impl Response {
                     w.varint(3, u64::from(*index));
                 }
             }
+            Response::ClusterMapOk { map } => put_present(w, 1, map.as_ref()),
             Response::Error { code, message } => {
                 w.varint(1, u64::from(code.code()));
                 put_nonempty(w, 2, message.as_bytes());
@@ -121,6 +123,7 @@ impl Response {
         const INCR_OK: u16 = opcode::response_to(opcode::INCR);
         const SCAN_OK: u16 = opcode::response_to(opcode::SCAN);
         const BATCH_OK: u16 = opcode::response_to(opcode::BATCH);
+        const CLUSTER_MAP_OK: u16 = opcode::response_to(opcode::CLUSTER_MAP);
         match frame.opcode {
             HELLO_OK => decode_hello_ok(body),
             PONG => decode_pong(body),
@@ -130,6 +133,16 @@ impl Response {
             INCR_OK => decode_incr_ok(body),
             SCAN_OK => decode_scan_ok(body),
             BATCH_OK => decode_batch_ok(body),
+            CLUSTER_MAP_OK => {
+                let mut map = None;
+                for field in fields("ClusterMapOk", body) {
+                    let field = field?;
+                    if field.number == 1 {
+                        map = Some(field.bytes()?);
+                    }
+                }
+                Ok(Response::ClusterMapOk { map })
+            }
             opcode::ERROR => decode_error(body),
             opcode => Err(DecodeError::UnknownOpcode { opcode }),
         }

@@ -243,6 +243,7 @@ fn absent_optional_fields_take_their_defaults() {
             continuation: None,
             keys_only: false,
             consistency: Consistency::Linearizable,
+            partition: None,
         }),
     );
     check_request(
@@ -551,10 +552,11 @@ fn any_request() -> impl Strategy<Value = Request> {
             any::<u32>(),
             proptest::option::of(any_bytes()),
             any::<bool>(),
-            any_consistency()
+            any_consistency(),
+            proptest::option::of(any::<u32>()),
         )
             .prop_map(
-                |(keyspace, range, limit, continuation, keys_only, consistency)| {
+                |(keyspace, range, limit, continuation, keys_only, consistency, partition)| {
                     Request::Scan {
                         keyspace,
                         range,
@@ -562,9 +564,11 @@ fn any_request() -> impl Strategy<Value = Request> {
                         continuation,
                         keys_only,
                         consistency,
+                        partition,
                     }
                 }
             ),
+        any::<u64>().prop_map(|known_version| Request::ClusterMap { known_version }),
         (any_string(), vec(any_batch_op(), 0..5))
             .prop_map(|(keyspace, ops)| Request::Batch { keyspace, ops }),
     ]
@@ -572,7 +576,7 @@ fn any_request() -> impl Strategy<Value = Request> {
 
 fn any_error_code() -> impl Strategy<Value = ErrorCode> {
     // from_code never yields Other(n) for a known n, so generate through it.
-    prop_oneof![1..=12u32, any::<u32>()].prop_map(ErrorCode::from_code)
+    prop_oneof![1..=16u32, any::<u32>()].prop_map(ErrorCode::from_code)
 }
 
 fn any_response() -> impl Strategy<Value = Response> {
@@ -640,6 +644,7 @@ fn any_response() -> impl Strategy<Value = Response> {
             }),
         (any_error_code(), any_string())
             .prop_map(|(code, message)| Response::Error { code, message }),
+        proptest::option::of(any_bytes()).prop_map(|map| Response::ClusterMapOk { map }),
     ]
 }
 
