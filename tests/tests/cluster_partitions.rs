@@ -1,0 +1,275 @@
+//! A partitioned cluster, end to end: three real nodes found the keyspace `default` with 64
+//! partitions (each a Raft group of three), and clients find every key's leader by
+//! themselves: `ClusterClient` through the cluster map, `redis-cli -c` through `-MOVED`.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kvstore::client::cluster::{ClusterClient, ClusterConfig};
+use kvstore::client::ScanOptions;
+use kvstore::wire::{BatchOp, Condition, Consistency, ErrorCode, ScanRange};
+use tests::cluster::{group_of, Cluster, ClusterOptions};
+use tests::harness::{runtime, wait_until};
+
+const PARTITIONS: u64 = 64;
+
+fn partitioned(name: &str) -> Cluster {
+    let cluster = Cluster::start(
+        name,
+        ClusterOptions {
+            partitions: PARTITIONS as u32,
+            ..ClusterOptions::default()
+        },
+    )
+    .unwrap();
+    // Every group (the meta group 0 and partitions 1..=64) elects a leader.
+    let all_led = || {
+        (0..=PARTITIONS).all(|g| {
+            (1..=3).any(|id| {
+                cluster
+                    .status(id)
+                    .is_some_and(|s| group_of(&s, g)["role"] == "leader")
+            })
+        })
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), all_led),
+        "every group elected a leader:\n{}",
+        cluster.logs()
+    );
+    cluster
+}
+
+fn key(i: usize) -> Vec<u8> {
+    format!("key:{i:05}").into_bytes()
+}
+
+#[test]
+fn a_client_routes_every_key_to_its_partition_and_a_merged_scan_sees_them_all_in_order() {
+    let mut cluster = partitioned("partitions-client");
+    // Every node hosts a replica of every group (three replicas on three nodes), and the
+    // leaders are spread over more than one node.
+    let status = cluster.status(1).unwrap();
+    assert_eq!(
+        status["groups"].as_array().unwrap().len() as u64,
+        PARTITIONS + 1
+    );
+    let rt = runtime();
+    let client = Arc::new(ClusterClient::new(
+        cluster.client_addresses(),
+        ClusterConfig::default(),
+    ));
+    let map = rt
+        .block_on(client.map())
+        .expect("a cluster node serves its map");
+    let ks = map.keyspace("default").unwrap();
+    assert_eq!(u64::from(ks.partitions), PARTITIONS);
+
+    let n = 2_000;
+    let writes: Vec<_> = (0..n)
+        .map(|i| {
+            let client = client.clone();
+            rt.spawn(async move {
+                client
+                    .put(
+                        "default",
+                        &key(i),
+                        format!("v{i}").as_bytes(),
+                        Condition::None,
+                    )
+                    .await
+            })
+        })
+        .collect();
+    for w in writes {
+        rt.block_on(w).unwrap().unwrap();
+    }
+    // The keys landed on many partitions: each node's engines hold a share.
+    for i in (0..n).step_by(97) {
+        let got = rt
+            .block_on(client.get("default", &key(i), Consistency::Linearizable))
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.value, format!("v{i}").as_bytes());
+    }
+    // An untagged scan runs on every partition and merges them in key order, page by page.
+    let mut seen = Vec::new();
+    let mut continuation = None;
+    let mut pages = 0;
+    loop {
+        let page = rt
+            .block_on(client.scan(
+                "default",
+                ScanOptions {
+                    range: ScanRange {
+                        prefix: Some("key:".into()),
+                        ..ScanRange::default()
+                    },
+                    limit: 300,
+                    continuation: continuation.take(),
+                    ..ScanOptions::default()
+                },
+            ))
+            .unwrap();
+        assert!(page.entries.len() <= 300);
+        seen.extend(page.entries.into_iter().map(|e| e.key.to_vec()));
+        pages += 1;
+        match page.continuation {
+            Some(c) => continuation = Some(c),
+            None => break,
+        }
+    }
+    let expected: Vec<Vec<u8>> = (0..n).map(key).collect();
+    assert_eq!(seen.len(), n, "{pages} pages");
+    assert_eq!(seen, expected, "every key once, in key order");
+
+    // Keys sharing a hash tag share a partition: a batch of them is atomic, and a scan of
+    // the tag runs on that partition alone. A batch across partitions is refused.
+    let put = |k: &str| BatchOp::Put {
+        key: k.as_bytes().to_vec().into(),
+        value: b"x".to_vec().into(),
+        ttl_ms: None,
+        condition: Condition::None,
+    };
+    rt.block_on(client.batch("default", vec![put("{user1}:a"), put("{user1}:b")]))
+        .unwrap();
+    let tagged = rt
+        .block_on(client.scan(
+            "default",
+            ScanOptions {
+                range: ScanRange {
+                    prefix: Some("{user1}:".into()),
+                    ..ScanRange::default()
+                },
+                ..ScanOptions::default()
+            },
+        ))
+        .unwrap();
+    assert_eq!(tagged.entries.len(), 2);
+    let across = rt.block_on(client.batch("default", vec![put("{user1}:c"), put("{user2}:c")]));
+    match across {
+        Err(kvstore::client::ClientError::Server { code, message }) => {
+            assert_eq!(code, ErrorCode::CrossPartition);
+            let slot = kvstore::partition::slot(b"user2");
+            assert!(message.contains(&format!("slot {slot}")), "{message}");
+        }
+        other => panic!("a batch across partitions: {other:?}"),
+    }
+
+    // A node dies: the partitions it led elect new leaders, and the client finds them.
+    let victim = 1 + (rand_seed() % 3);
+    cluster.kill(victim).unwrap();
+    for i in 0..200 {
+        let k = format!("after:{i}");
+        rt.block_on(client.put("default", k.as_bytes(), b"y", Condition::None))
+            .unwrap();
+    }
+    for i in (0..n).step_by(13) {
+        let got = rt
+            .block_on(client.get("default", &key(i), Consistency::Linearizable))
+            .unwrap();
+        assert!(got.is_some(), "{} lost after node {victim} died", i);
+    }
+    cluster.restart(victim).unwrap();
+}
+
+/// Which node to kill, from the clock (the test holds for any).
+fn rand_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64
+}
+
+fn redis_cli(port: u16, args: &[&str], input: &str) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("redis-cli (scripts/install-test-deps.sh installs it)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn redis_cli_follows_moved_across_slots_and_cluster_commands_answer_as_redis_does() {
+    let cluster = partitioned("partitions-redis");
+    let port = |id: u64| cluster.node(id).resp.port();
+    // The slot function is Redis's: the specification's examples.
+    let slots = redis_cli(
+        port(1),
+        &[],
+        "CLUSTER KEYSLOT 123456789\nCLUSTER KEYSLOT {user1000}.following\n\
+         CLUSTER KEYSLOT {user1000}.followers\nCLUSTER KEYSLOT foo{}{bar}\n\
+         CLUSTER KEYSLOT foo{{bar}}zap\n",
+    );
+    let slots: Vec<&str> = slots.lines().collect();
+    assert_eq!(slots[0], "12739");
+    assert_eq!(slots[1], slots[2]);
+    assert_eq!(slots[3], "8363", "an empty tag hashes the whole key");
+    assert_eq!(slots[4], "4015", "the tag is `{{bar`");
+
+    // Keys on every slot range, written through one node and read through another.
+    let mut script = String::new();
+    for i in 0..100 {
+        script.push_str(&format!("SET k{i} v{i}\n"));
+    }
+    let out = redis_cli(port(1), &["-c"], &script);
+    assert_eq!(out.matches("OK").count(), 100, "{out}");
+    let mut reads = String::new();
+    for i in 0..100 {
+        reads.push_str(&format!("GET k{i}\n"));
+    }
+    let out = redis_cli(port(2), &["-c"], &reads);
+    let values: Vec<String> = out
+        .lines()
+        .filter(|l| !l.starts_with("->"))
+        .map(str::to_string)
+        .collect();
+    let expected: Vec<String> = (0..100).map(|i| format!("v{i}")).collect();
+    assert_eq!(values, expected);
+    // Without -c, a key this node does not lead gets MOVED with its slot and leader.
+    let moved: BTreeSet<String> = (0..100)
+        .map(|i| redis_cli(port(3), &[], &format!("SET k{i} w\n")))
+        .filter(|o| o.starts_with("MOVED"))
+        .collect();
+    assert!(!moved.is_empty(), "node 3 leads every partition?");
+    for m in &moved {
+        let parts: Vec<&str> = m.split_whitespace().collect();
+        assert_eq!(parts.len(), 3, "{m}");
+        parts[1].parse::<u16>().unwrap();
+    }
+    // Multi-key commands must keep to one slot.
+    let cross = redis_cli(port(1), &["-c"], "MSET a 1 b 2\n");
+    assert!(cross.starts_with("CROSSSLOT"), "{cross}");
+    let same = redis_cli(port(1), &["-c"], "MSET {t}a 1 {t}b 2\nMGET {t}a {t}b\n");
+    assert!(same.ends_with("OK\n1\n2\n"), "{same}");
+    // CLUSTER SLOTS covers every slot once; CLUSTER NODES lists every node.
+    let slots = redis_cli(port(1), &[], "CLUSTER SLOTS\n");
+    let numbers: Vec<u32> = slots.lines().filter_map(|l| l.parse().ok()).collect();
+    assert!(numbers.contains(&0) && numbers.contains(&16383), "{slots}");
+    let nodes = redis_cli(port(2), &[], "CLUSTER NODES\n");
+    assert_eq!(nodes.lines().count(), 3, "{nodes}");
+    assert!(nodes.contains("myself,master"));
+    let info = redis_cli(port(1), &[], "CLUSTER INFO\n");
+    assert!(info.contains("cluster_state:ok"), "{info}");
+    let total: i64 = (1..=3)
+        .map(|id| {
+            redis_cli(port(id), &[], "DBSIZE\n")
+                .trim()
+                .parse::<i64>()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(total, 102, "each node counts the partitions it leads");
+}
