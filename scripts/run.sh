@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs the suite with embedded defaults: today a 3-node kvstore cluster (parts 1 and 2), data
-# in ./kvstore-data/node-N. Node N listens on:
+# Runs the suite with embedded defaults: today a 3-node kvstore cluster (parts 1 to 3: the keyspace
+# `default` in 64 partitions, each a Raft group of three), data in ./kvstore-data/node-N. Node N
+# listens on:
 #
 #   node 1: binary 127.0.0.1:7379, Redis 127.0.0.1:6380, HTTP 127.0.0.1:7380, peers 7371
 #   node 2: binary 127.0.0.1:7479, Redis 127.0.0.1:6480, HTTP 127.0.0.1:7480, peers 7471
