@@ -660,68 +660,44 @@ enum PartitionScan {
     Done,
 }
 
+/// The token: the format byte, then one field per partition in the wire protocol's field
+/// encoding: 1 (not started), 2 (finished) or 3 with the last key returned from it.
 fn encode_merged_token(states: &[PartitionScan]) -> Bytes {
     let mut out = BytesMut::new();
     out.put_u8(MERGED_SCAN_FORMAT);
+    let mut w = crate::wire::field::FieldWriter::new(&mut out);
     for state in states {
         match state {
-            PartitionScan::Fresh => out.put_u8(0),
-            PartitionScan::Done => out.put_u8(1),
-            PartitionScan::After(key) => {
-                out.put_u8(2);
-                crate::wire::field::put_varint(&mut out, key.len() as u64);
-                out.put_slice(key);
-            }
+            PartitionScan::Fresh => w.varint(1, 0),
+            PartitionScan::Done => w.varint(2, 0),
+            PartitionScan::After(key) => w.bytes(3, key),
         }
     }
     out.freeze()
 }
 
 fn decode_merged_token(token: &[u8], partitions: u32) -> Result<Vec<PartitionScan>> {
+    use crate::wire::field::{FieldReader, Value};
     let bad = || ClientError::Server {
         code: ErrorCode::InvalidArgument,
         message: "not a continuation token of a merged scan of this keyspace".into(),
     };
-    let (&format, mut rest) = token.split_first().ok_or_else(bad)?;
+    let (&format, body) = token.split_first().ok_or_else(bad)?;
     if format != MERGED_SCAN_FORMAT {
         return Err(bad());
     }
-    let mut states = Vec::with_capacity(partitions as usize);
-    for _ in 0..partitions {
-        let (&tag, after) = rest.split_first().ok_or_else(bad)?;
-        rest = after;
-        states.push(match tag {
-            0 => PartitionScan::Fresh,
-            1 => PartitionScan::Done,
-            2 => {
-                let (len, used) = read_varint(rest).ok_or_else(bad)?;
-                rest = &rest[used..];
-                let len = usize::try_from(len).map_err(|_| bad())?;
-                if rest.len() < len {
-                    return Err(bad());
-                }
-                let key = Bytes::copy_from_slice(&rest[..len]);
-                rest = &rest[len..];
-                PartitionScan::After(key)
-            }
-            _ => return Err(bad()),
-        });
-    }
-    if !rest.is_empty() {
+    let states = FieldReader::new(Bytes::copy_from_slice(body))
+        .map(|field| match field.map_err(|_| bad())? {
+            (1, Value::Varint(_)) => Ok(PartitionScan::Fresh),
+            (2, Value::Varint(_)) => Ok(PartitionScan::Done),
+            (3, Value::Bytes(key)) => Ok(PartitionScan::After(key)),
+            _ => Err(bad()),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if states.len() != partitions as usize {
         return Err(bad());
     }
     Ok(states)
-}
-
-fn read_varint(bytes: &[u8]) -> Option<(u64, usize)> {
-    let mut value = 0u64;
-    for (i, &b) in bytes.iter().enumerate().take(10) {
-        value |= u64::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            return Some((value, i + 1));
-        }
-    }
-    None
 }
 
 /// Runs `futures` concurrently and returns their outputs (in the order they finish).
