@@ -57,6 +57,8 @@ pub struct ClusterOptions {
     /// Founding members' peer addresses (this node's included); empty for a node that will
     /// be added to a running cluster.
     pub peers: std::collections::BTreeMap<u64, String>,
+    /// A member's peer address to join a running cluster through.
+    pub join: Option<String>,
     pub peer_listen: SocketAddr,
     pub tick_ms: u64,
     pub compact_entries: u64,
@@ -189,8 +191,9 @@ async fn serve_node(options: ServeOptions) -> anyhow::Result<()> {
     };
     let advertised = config.advertise.clone();
     let listeners = Listeners { binary, resp, http };
-    let node =
-        server::cluster_node::NodeServer::start(listeners, peer, config, options.server).await?;
+    let node = server::cluster_node::NodeServer::start(listeners, peer, config, options.server)
+        .await?
+        .join(cluster.join.clone());
     let ready = serde_json::json!({
         "pid": std::process::id(),
         "node_id": cluster.node_id,

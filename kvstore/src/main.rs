@@ -25,6 +25,8 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+// Parsed once per process: the size of `Serve` does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Cmd {
     /// Run a server.
     Serve(Serve),
@@ -92,8 +94,33 @@ enum Cmd {
         #[arg(long)]
         keys_only: bool,
     },
+    /// Create, list, describe or drop keyspaces (through any node of a cluster).
+    Keyspace {
+        /// Any nodes' addresses (binary protocol), comma-separated.
+        #[arg(
+            long,
+            default_value = "127.0.0.1:7379",
+            env = "KVSTORE_ADDR",
+            global = true
+        )]
+        addr: String,
+        /// Give up after this long (a change waits for the meta group's leader).
+        #[arg(long, default_value_t = 15_000, global = true)]
+        timeout_ms: u64,
+        #[command(subcommand)]
+        action: KeyspaceAction,
+    },
     /// Show or change a cluster's membership (through a node's HTTP admin port).
     Cluster {
+        /// Any nodes' addresses (binary protocol), for drain, undrain, remove-node,
+        /// rebalance and map.
+        #[arg(
+            long,
+            default_value = "127.0.0.1:7379",
+            env = "KVSTORE_ADDR",
+            global = true
+        )]
+        addr: String,
         /// A node's HTTP admin address.
         #[arg(
             long,
@@ -108,20 +135,55 @@ enum Cmd {
 }
 
 #[derive(Subcommand)]
+enum KeyspaceAction {
+    /// Create a keyspace, its partitions spread over the nodes that are up.
+    Create {
+        name: String,
+        /// Fixed for the keyspace's life.
+        #[arg(long, default_value_t = kvstore::partition::map::DEFAULT_PARTITIONS)]
+        partitions: u32,
+        /// Replicas of each partition (fewer if fewer nodes are up).
+        #[arg(long, default_value_t = kvstore::partition::map::DEFAULT_REPLICAS)]
+        replicas: u32,
+        /// The default consistency of its reads: linearizable, lease or follower.
+        #[arg(long, default_value = "linearizable")]
+        read_consistency: Consistency,
+    },
+    /// One line per keyspace.
+    List,
+    /// One line per partition: group, slots, replicas, leader, move in flight.
+    Describe { name: String },
+    /// Drop a keyspace and all its keys.
+    Drop { name: String },
+}
+
+#[derive(Subcommand)]
 enum ClusterAction {
-    /// A table of the members: node, role, term, commit and applied index, lag.
+    /// A table of the members of the default group: node, role, term, commit and applied
+    /// index, lag.
     Status,
-    /// Add node ID (listening for peers at PEER) as a learner; --voter then promotes it.
-    AddNode {
+    /// Move every replica and leadership off node ID (the placement plans the moves).
+    Drain { id: u64 },
+    /// Let node ID receive replicas again.
+    Undrain { id: u64 },
+    /// Retire node ID from the cluster map (once drained: it must hold nothing).
+    RemoveNode { id: u64 },
+    /// Run the placement planner now and move replicas and leaders to balance the nodes.
+    Rebalance,
+    /// Print the cluster map as JSON.
+    Map,
+    /// Raft membership of one group, by hand: add node ID (peer address PEER) as a learner of
+    /// the default group; --voter then promotes it.
+    AddReplica {
         id: u64,
         #[arg(long)]
         peer: Option<String>,
         #[arg(long)]
         voter: bool,
     },
-    /// Remove node ID from the cluster.
-    RemoveNode { id: u64 },
-    /// Hand leadership to node ID.
+    /// Raft membership of one group, by hand: remove node ID from the default group.
+    RemoveReplica { id: u64 },
+    /// Hand leadership of the default group to node ID.
     TransferLeader { id: u64 },
 }
 
@@ -186,9 +248,13 @@ struct Serve {
     #[arg(long, requires = "peer_listen")]
     node_id: Option<u64>,
     /// The founding members' peer addresses, this node's included: 1=HOST:PORT,2=...
-    /// Leave out for a node that joins a running cluster (`kvstore cluster add-node`).
-    #[arg(long, value_parser = cli::parse_peers, requires = "node_id")]
+    /// Leave out for a node that joins a running cluster (`--join`).
+    #[arg(long, value_parser = cli::parse_peers, requires = "node_id", conflicts_with = "join")]
     peers: Option<std::collections::BTreeMap<u64, String>>,
+    /// Join a running cluster through any member's peer address: this node learns the map
+    /// from it, registers, and the placement moves replicas and leaders onto it.
+    #[arg(long, value_name = "HOST:PORT", requires = "node_id")]
+    join: Option<String>,
     /// Where other nodes connect to this one.
     #[arg(long, requires = "node_id")]
     peer_listen: Option<SocketAddr>,
@@ -310,13 +376,54 @@ fn main() -> ExitCode {
                 )
                 .await
             }
-            Cmd::Cluster { http, action } => {
+            Cmd::Keyspace {
+                addr,
+                timeout_ms,
+                action,
+            } => {
+                use kvstore::cli_map::MapCommand;
+                let command = match action {
+                    KeyspaceAction::Create {
+                        name,
+                        partitions,
+                        replicas,
+                        read_consistency,
+                    } => MapCommand::Create(kvstore::partition::map::KeyspaceSpec {
+                        name,
+                        partitions,
+                        replicas,
+                        read_consistency,
+                    }),
+                    KeyspaceAction::List => MapCommand::List,
+                    KeyspaceAction::Describe { name } => MapCommand::Describe(name),
+                    KeyspaceAction::Drop { name } => MapCommand::Drop(name),
+                };
+                kvstore::cli_map::run(&addr, timeout_ms, command).await
+            }
+            Cmd::Cluster { http, addr, action } => {
+                use kvstore::cli_map::{run as map, MapCommand};
+                use kvstore::partition::NodeState;
                 let action = match action {
+                    ClusterAction::Drain { id } => {
+                        return map(&addr, 15_000, MapCommand::SetState(id, NodeState::Draining))
+                            .await
+                    }
+                    ClusterAction::Undrain { id } => {
+                        return map(&addr, 15_000, MapCommand::SetState(id, NodeState::Up)).await
+                    }
+                    ClusterAction::RemoveNode { id } => {
+                        return map(&addr, 15_000, MapCommand::SetState(id, NodeState::Removed))
+                            .await
+                    }
+                    ClusterAction::Rebalance => {
+                        return map(&addr, 15_000, MapCommand::Rebalance).await
+                    }
+                    ClusterAction::Map => return map(&addr, 15_000, MapCommand::Show).await,
                     ClusterAction::Status => cli::ClusterCommand::Status,
-                    ClusterAction::AddNode { id, peer, voter } => {
+                    ClusterAction::AddReplica { id, peer, voter } => {
                         cli::ClusterCommand::AddNode { id, peer, voter }
                     }
-                    ClusterAction::RemoveNode { id } => cli::ClusterCommand::RemoveNode { id },
+                    ClusterAction::RemoveReplica { id } => cli::ClusterCommand::RemoveNode { id },
                     ClusterAction::TransferLeader { id } => {
                         cli::ClusterCommand::TransferLeader { id }
                     }
@@ -391,6 +498,7 @@ fn serve_options(s: Serve) -> ServeOptions {
         cluster: s.node_id.map(|node_id| cli::ClusterOptions {
             node_id,
             peers: s.peers.unwrap_or_default(),
+            join: s.join,
             peer_listen: s.peer_listen.expect("clap requires --peer-listen"),
             tick_ms: s.tick_ms,
             compact_entries: s.compact_entries,

@@ -82,7 +82,8 @@ impl Op {
                 Request::Hello { .. }
                 | Request::Ping { .. }
                 | Request::Scan { .. }
-                | Request::ClusterMap { .. },
+                | Request::ClusterMap { .. }
+                | Request::MapChange { .. },
             )
             | Op::Flush { .. } => Vec::new(),
         }
@@ -291,6 +292,13 @@ pub fn run_request(
         Request::Ping { payload } => (Response::Pong { payload }, None),
         // A single node has no cluster map (a cluster node answers before it gets here).
         Request::ClusterMap { .. } => (Response::ClusterMapOk { map: None }, None),
+        Request::MapChange { .. } => (
+            Response::error(
+                ErrorCode::InvalidArgument,
+                "a single node has no cluster map to change",
+            ),
+            None,
+        ),
         // The connection answers HELLO itself; nothing else reaches here with one.
         Request::Hello { .. } => (
             Response::error(ErrorCode::Internal, "misrouted HELLO"),

@@ -120,7 +120,11 @@ fn a_node_joins_under_load_then_a_follower_and_the_leader_are_removed() {
         .map(|&id| cluster.node(id).addr.to_string())
         .collect();
     let took = rt.block_on(workload::time_to_write(addresses.clone(), PATIENCE));
-    assert!(took.is_some(), "the two remaining voters take writes");
+    assert!(
+        took.is_some(),
+        "the two remaining voters take writes\n{}",
+        cluster.logs()
+    );
     std::thread::sleep(Duration::from_secs(1));
 
     let history = load.finish(&rt, addresses);

@@ -39,7 +39,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 use tokio::sync::Notify;
 
 use super::{ops, Client, ClientConfig, ClientError, Result};
+use crate::partition::change::MapChange;
 use crate::partition::map::GroupId;
+use crate::partition::map::KeyspaceSpec;
 use crate::partition::ClusterMap;
 use crate::wire::{
     Condition, Consistency, Entry, ErrorCode, Request, Response, Versioned, SESSION_WINDOW,
@@ -258,6 +260,81 @@ impl ClusterClient {
         self.routing.read().expect("routing lock").map.clone()
     }
 
+    /// Takes `map` if it is newer than the one held, and learns its nodes' addresses.
+    fn adopt(&self, routing: &mut Routing, map: ClusterMap) -> Arc<ClusterMap> {
+        match &routing.map {
+            Some(held) if held.version >= map.version => held.clone(),
+            _ => {
+                tracing::debug!(version = map.version, "learnt a cluster map");
+                let mut addresses = self.addresses.lock().expect("addresses lock");
+                for n in map.nodes.values() {
+                    if !n.client.is_empty() && !addresses.contains(&n.client) {
+                        addresses.push(n.client.clone());
+                    }
+                }
+                let map = Arc::new(map);
+                routing.map = Some(map.clone());
+                map
+            }
+        }
+    }
+
+    /// Makes a change to the cluster map (create or drop a keyspace, drain a node, …; see
+    /// [`MapChange`]) through the meta group's leader, and returns the map after it.
+    pub async fn change_map(&self, change: &MapChange) -> Result<Arc<ClusterMap>> {
+        let request = Request::MapChange {
+            change: change.encode(),
+        };
+        match self.call(request).await? {
+            Response::ClusterMapOk { map: Some(bytes) } => {
+                let map = ClusterMap::decode(&bytes).map_err(|e| {
+                    ClientError::Protocol(format!("the cluster map in the answer: {e}"))
+                })?;
+                let mut routing = self.routing.write().expect("routing lock");
+                routing.fetched_at = Some(Instant::now());
+                Ok(self.adopt(&mut routing, map))
+            }
+            other => Err(ClientError::Protocol(format!(
+                "a map change answered with {other:?}"
+            ))),
+        }
+    }
+
+    /// The newest cluster map, read linearizably from the meta group (so it reflects every
+    /// change acknowledged before the call), where [`ClusterClient::map`] may give a cached
+    /// one. A cluster that has not stored its founding map yet gives the one a node holds.
+    pub async fn current_map(&self) -> Result<Arc<ClusterMap>> {
+        use crate::partition::map::{MAP_KEY, META_KEYSPACE};
+        match self
+            .get(META_KEYSPACE, MAP_KEY, Consistency::Linearizable)
+            .await?
+        {
+            Some(stored) => {
+                let map = ClusterMap::decode(&stored.value)
+                    .map_err(|e| ClientError::Protocol(format!("the stored cluster map: {e}")))?;
+                let mut routing = self.routing.write().expect("routing lock");
+                routing.fetched_at = Some(Instant::now());
+                Ok(self.adopt(&mut routing, map))
+            }
+            None => self
+                .map()
+                .await
+                .ok_or_else(|| ClientError::Protocol("the cluster has no map".into())),
+        }
+    }
+
+    /// Creates a keyspace (see [`KeyspaceSpec`]); its partitions are placed on the nodes that
+    /// are up, and each node founds its replicas within a moment of learning the map.
+    pub async fn create_keyspace(&self, spec: KeyspaceSpec) -> Result<Arc<ClusterMap>> {
+        self.change_map(&MapChange::CreateKeyspace(spec)).await
+    }
+
+    /// Drops a keyspace and every key in it.
+    pub async fn drop_keyspace(&self, name: &str) -> Result<Arc<ClusterMap>> {
+        self.change_map(&MapChange::DropKeyspace(name.to_string()))
+            .await
+    }
+
     /// Fetches the map if it never was.
     async fn fetch_map_once(&self) {
         let fetched = self
@@ -306,16 +383,7 @@ impl ClusterClient {
                 Ok(Response::ClusterMapOk { map }) => {
                     routing.fetched_at = Some(Instant::now());
                     if let Some(Ok(map)) = map.map(|bytes| ClusterMap::decode(&bytes)) {
-                        if map.version > known {
-                            tracing::debug!(version = map.version, "fetched the cluster map");
-                            let mut addresses = self.addresses.lock().expect("addresses lock");
-                            for n in map.nodes.values() {
-                                if !n.client.is_empty() && !addresses.contains(&n.client) {
-                                    addresses.push(n.client.clone());
-                                }
-                            }
-                            routing.map = Some(Arc::new(map));
-                        }
+                        self.adopt(&mut routing, map);
                     }
                     return;
                 }

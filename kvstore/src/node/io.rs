@@ -17,6 +17,8 @@ pub trait LogStore: Send {
     /// Entries up to `meta.index` are covered by a snapshot (and, with `discard_later`, so
     /// are the entries after it).
     fn set_snapshot(&mut self, group: GroupId, meta: &SnapshotMeta, discard_later: bool);
+    /// Forgets `group`: this node no longer hosts it.
+    fn remove_group(&mut self, group: GroupId);
     /// Makes everything since the last call durable; an error is final (fail-stop).
     fn sync(&mut self) -> storage::Result<()>;
     /// Drops what every group's snapshot covers; returns how many units (segments) went.
@@ -35,6 +37,9 @@ impl LogStore for super::wal::Wal {
     }
     fn set_snapshot(&mut self, group: GroupId, meta: &SnapshotMeta, discard_later: bool) {
         super::wal::Wal::set_snapshot(self, group, meta, discard_later)
+    }
+    fn remove_group(&mut self, group: GroupId) {
+        super::wal::Wal::remove_group(self, group)
     }
     fn sync(&mut self) -> storage::Result<()> {
         super::wal::Wal::sync(self)

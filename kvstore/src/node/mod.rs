@@ -191,6 +191,8 @@ pub enum Unavailable {
     NotVoter { node: NodeId },
     #[error("could not confirm leadership for the read (leader: {leader:?}); retry")]
     ReadNotConfirmed { leader: Option<NodeId> },
+    #[error("this node hosts {hosted} groups, the most it may (GROUPS_MAX)")]
+    TooManyGroups { hosted: usize },
 }
 
 /// Why a write's outcome is not known.
@@ -249,6 +251,10 @@ pub struct GroupStatus {
     pub match_index: BTreeMap<NodeId, Index>,
     /// The highest commit index this node knows a leader reached.
     pub leader_commit: Index,
+    /// The index of the membership in force (see [`Raft::membership_index`]), and whether
+    /// this node knows it committed.
+    pub epoch: Index,
+    pub config_committed: bool,
     /// When (on [`clock::monotonic_us`]) it last heard that: a leader's message, or a
     /// quorum's answer while it led. `None`: not since it started.
     #[serde(skip)]
@@ -281,6 +287,17 @@ enum Event {
         Option<String>,
         oneshot::Sender<Result<Index, NodeError>>,
     ),
+    /// Found a new group (of a keyspace just created) with these voters; campaign at once if
+    /// told (this node is its preferred leader). Answers whether it was created.
+    CreateGroup(
+        GroupId,
+        Vec<NodeId>,
+        bool,
+        oneshot::Sender<Result<bool, NodeError>>,
+    ),
+    /// Stop hosting a group and delete its data (the map no longer places it here). Answers
+    /// whether the node hosted it.
+    RemoveGroup(GroupId, oneshot::Sender<Result<bool, NodeError>>),
     /// The snapshot worker built a group's snapshot (its index and bytes), or failed to.
     SnapshotBuilt(GroupId, Built),
     Shutdown,
@@ -301,6 +318,7 @@ struct Shared {
     dbs: RwLock<BTreeMap<GroupId, Arc<RwLock<Db>>>>,
     /// The newest cluster map this node knows.
     map: tokio::sync::watch::Sender<Arc<ClusterMap>>,
+    map_lock: tokio::sync::Mutex<()>,
     data_dir: PathBuf,
     /// Set when the Raft thread ends: `Ok` after a shutdown, `Err` with the reason if it failed.
     stopped: Mutex<Option<Result<(), String>>>,
@@ -343,6 +361,14 @@ impl Inbox for Shared {
             .lock()
             .expect("advertised lock")
             .insert(id, advertised);
+    }
+    fn map(&self) -> Bytes {
+        let map = self.map.borrow().clone();
+        if map.version == 0 {
+            Bytes::new()
+        } else {
+            map.encode()
+        }
     }
 }
 
@@ -524,7 +550,22 @@ impl Node {
     /// Adopts `map` if it is newer than the one this node knows, and saves it; returns whether
     /// it was.
     pub fn learn_map(&self, map: ClusterMap) -> anyhow::Result<bool> {
+        for n in map.nodes.values() {
+            if n.id != self.shared.id
+                && !n.peer.is_empty()
+                && n.state != crate::partition::NodeState::Removed
+                && !self.shared.transport.knows(n.id)
+            {
+                self.shared.transport.set_peer(n.id, n.peer.clone());
+            }
+        }
         learn_map(&self.shared.map, &self.shared.data_dir, map)
+    }
+
+    /// Serializes the changes this node makes to the cluster map as the meta leader (see
+    /// `server::control`): each reads the map, changes it and writes it back.
+    pub fn map_lock(&self) -> &tokio::sync::Mutex<()> {
+        &self.shared.map_lock
     }
 
     /// The status the Raft thread last published.
@@ -771,6 +812,24 @@ impl Node {
         })
     }
 
+    /// Founds `group` here with `voters` (a group of a keyspace just created), campaigning at
+    /// once if `campaign`; `Ok(false)` if the node hosts it already.
+    pub fn create_group(
+        &self,
+        group: GroupId,
+        voters: Vec<NodeId>,
+        campaign: bool,
+    ) -> Answer<bool> {
+        self.submit(AnswerKind::Other, |tx| {
+            Event::CreateGroup(group, voters, campaign, tx)
+        })
+    }
+
+    /// Stops hosting `group` and deletes its data; `Ok(false)` if the node did not host it.
+    pub fn remove_group(&self, group: GroupId) -> Answer<bool> {
+        self.submit(AnswerKind::Other, |tx| Event::RemoveGroup(group, tx))
+    }
+
     /// Stops the Raft thread after its current round.
     pub fn shutdown(&self) {
         let _ = self.shared.inbox.send(Event::Shutdown);
@@ -822,6 +881,7 @@ fn assemble(
     // One clock for every group's proposals and reads (see `Node::now_ms`).
     let clock_floor = Arc::new(storage::FloorClock::new(Arc::new(storage::SystemClock)));
     let map = open_map(&config, !logs.is_empty())?;
+    remove_leftovers(&config.data_dir);
     // The groups this node hosts: those it has a log of, and those the map places here.
     let mut ids: std::collections::BTreeSet<GroupId> = logs.keys().copied().collect();
     ids.extend(map.groups_on(config.id).map(|g| g.group));
@@ -902,6 +962,7 @@ fn assemble(
                 .collect(),
         ),
         map: tokio::sync::watch::Sender::new(Arc::new(map)),
+        map_lock: tokio::sync::Mutex::new(()),
         data_dir: config.data_dir.clone(),
         stopped: Mutex::new(None),
         transport,
@@ -925,6 +986,9 @@ fn assemble(
         built: Vec::new(),
         last_loop_us: clock.now_us(),
         woke_at_us: None,
+        removed: Default::default(),
+        doomed: Vec::new(),
+        unsynced: false,
     };
     Ok(Parts {
         runner,
@@ -1044,6 +1108,22 @@ fn open_map(config: &NodeConfig, has_logs: bool) -> anyhow::Result<ClusterMap> {
     let map = ClusterMap::bootstrap(nodes, config.default_partitions, config.default_replicas);
     save_map(&config.data_dir, &map)?;
     Ok(map)
+}
+
+/// Deletes what a crash left of removed groups' directories (renamed `*.removed-*` before
+/// they are deleted).
+fn remove_leftovers(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if name.to_string_lossy().contains(".removed-") {
+            if let Err(error) = std::fs::remove_dir_all(entry.path()) {
+                tracing::warn!(dir = %entry.path().display(), %error, "could not delete a removed group");
+            }
+        }
+    }
 }
 
 fn save_map(dir: &std::path::Path, map: &ClusterMap) -> anyhow::Result<()> {

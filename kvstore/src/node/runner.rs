@@ -74,6 +74,13 @@ pub(super) struct Runner {
     /// from a stall (a gap of an election timeout: SIGSTOP, a long fsync).
     pub(super) last_loop_us: raft::Micros,
     pub(super) woke_at_us: Option<raft::Micros>,
+    /// Groups this node removed (since it started): a leader's message does not bring one
+    /// back unless the map places it here again.
+    pub(super) removed: std::collections::BTreeSet<GroupId>,
+    /// Directories of removed groups, deleted once the removal is durable in the WAL.
+    pub(super) doomed: Vec<PathBuf>,
+    /// Something was logged outside a `Ready` (a founding entry): sync at the next round.
+    pub(super) unsynced: bool,
 }
 
 impl Runner {
@@ -253,9 +260,84 @@ impl Runner {
                 let result = result.map_err(|e| self.propose_error(group, e));
                 let _ = reply.send(result);
             }
+            Event::CreateGroup(group, voters, campaign, reply) => {
+                let _ = reply.send(self.create_group(group, voters, campaign));
+            }
+            Event::RemoveGroup(group, reply) => {
+                let _ = reply.send(Ok(self.remove_group(group)));
+            }
             Event::SnapshotBuilt(group, built) => self.built.push((group, built)),
             Event::Shutdown => self.shutdown = true,
         }
+    }
+
+    fn create_group(
+        &mut self,
+        group: GroupId,
+        voters: Vec<NodeId>,
+        campaign: bool,
+    ) -> Result<bool, NodeError> {
+        if self.groups.contains_key(&group) {
+            return Ok(false);
+        }
+        if self.groups.len() >= super::GROUPS_MAX {
+            return Err(NodeError::Unavailable(Unavailable::TooManyGroups {
+                hosted: self.groups.len(),
+            }));
+        }
+        let opened = super::open_group(
+            &self.config,
+            group,
+            &mut *self.wal,
+            Default::default(),
+            Some(voters),
+            &self.shared.clock,
+        );
+        let (mut g, _) = opened.map_err(|e| NodeError::Stopped(format!("{e:#}")))?;
+        if campaign {
+            g.raft.campaign();
+        }
+        tracing::info!(group, campaign, "founded a group of a new keyspace");
+        self.removed.remove(&group);
+        self.unsynced = true;
+        self.host(group, g);
+        Ok(true)
+    }
+
+    /// Starts running `g` (and serving reads from its engine).
+    fn host(&mut self, group: GroupId, g: Group) {
+        self.shared
+            .dbs
+            .write()
+            .expect("dbs lock")
+            .insert(group, g.machine.shared_db());
+        self.groups.insert(group, g);
+    }
+
+    /// Forgets `group`: its waiting requests fail, its log gets a tombstone, and its directory
+    /// goes once that is durable (in the next round).
+    fn remove_group(&mut self, group: GroupId) -> bool {
+        let Some(g) = self.groups.remove(&group) else {
+            return false;
+        };
+        self.shared.dbs.write().expect("dbs lock").remove(&group);
+        for (_, p) in g.proposals {
+            let _ = p.reply.send(Err(NodeError::Dropped));
+        }
+        let gone = || Err(NodeError::UnknownGroup { group });
+        for (_, reply) in g.reads {
+            let _ = reply.send(gone());
+        }
+        for (_, reply) in g.waiting_reads {
+            let _ = reply.send(gone());
+        }
+        self.wal.remove_group(group);
+        self.removed.insert(group);
+        self.unsynced = true;
+        self.doomed.push(g.dir.clone());
+        tracing::info!(group, "removed this node's replica of a group");
+        drop(g.machine);
+        true
     }
 
     /// A leader's message for a group this node does not host: a replica is being added
@@ -270,6 +352,17 @@ impl Runner {
         );
         if !from_leader {
             return false;
+        }
+        if self.removed.contains(&group) {
+            let map = self.shared.map.borrow();
+            let placed = map
+                .groups
+                .get(&group)
+                .is_some_and(|g| g.places(self.config.id));
+            if !placed {
+                // A late message of a leader from before this replica was removed.
+                return false;
+            }
         }
         if self.groups.len() >= super::GROUPS_MAX {
             tracing::warn!(
@@ -290,12 +383,7 @@ impl Runner {
         match opened {
             Ok((g, _)) => {
                 tracing::info!(group, leader = m.from, "created a replica for a leader");
-                self.shared
-                    .dbs
-                    .write()
-                    .expect("dbs lock")
-                    .insert(group, g.machine.shared_db());
-                self.groups.insert(group, g);
+                self.host(group, g);
                 true
             }
             Err(error) => {
@@ -327,6 +415,25 @@ impl Runner {
     fn round(&mut self) -> anyhow::Result<()> {
         for (id, built) in std::mem::take(&mut self.built) {
             self.snapshot_built(id, built)?;
+        }
+        if std::mem::take(&mut self.unsynced) {
+            self.wal.sync()?;
+        }
+        for dir in std::mem::take(&mut self.doomed) {
+            // The tombstone is durable: the data can go. Off this thread, it may be large.
+            let trash = dir.with_extension(format!("removed-{}", super::now_ms()));
+            match std::fs::rename(&dir, &trash) {
+                Ok(()) => {
+                    std::thread::spawn(move || {
+                        if let Err(error) = std::fs::remove_dir_all(&trash) {
+                            tracing::warn!(dir = %trash.display(), %error, "could not delete a removed group");
+                        }
+                    });
+                }
+                Err(error) => {
+                    tracing::warn!(dir = %dir.display(), %error, "could not delete a removed group")
+                }
+            }
         }
         loop {
             let mut readies = Vec::new();
@@ -451,6 +558,8 @@ impl Runner {
                         BTreeMap::new()
                     },
                     leader_commit: r.leader_commit(),
+                    epoch: r.membership_index(),
+                    config_committed: r.membership_index() <= r.log().committed(),
                     heard_at_us: g.heard_at_us.max(r.heard_from_quorum_at()),
                 }
             })

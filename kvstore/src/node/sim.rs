@@ -46,6 +46,7 @@ enum Pending {
     Append(GroupId, Vec<Entry>),
     HardState(GroupId, HardState),
     Snapshot(GroupId, SnapshotMeta, bool),
+    Removed(GroupId),
 }
 
 /// A log in memory: appends wait in `pending` until `sync` writes them to the disk.
@@ -66,6 +67,9 @@ impl LogStore for MemLog {
         self.pending
             .push(Pending::Snapshot(group, meta.clone(), discard_later));
     }
+    fn remove_group(&mut self, group: GroupId) {
+        self.pending.push(Pending::Removed(group));
+    }
     fn sync(&mut self) -> storage::Result<()> {
         let mut disk = self.disk.lock().unwrap();
         for op in self.pending.drain(..) {
@@ -85,6 +89,9 @@ impl LogStore for MemLog {
                     log.entries
                         .retain(|e| !discard_later && e.index > meta.index);
                     log.snapshot = meta;
+                }
+                Pending::Removed(group) => {
+                    disk.groups.remove(&group);
                 }
             }
         }

@@ -33,6 +33,13 @@ use crate::wire::frame::{decode_frame, encode_frame_with, Frame};
 pub const PEER_HELLO: u16 = 0x0100;
 /// Opcode of a batch of Raft messages.
 pub const RAFT: u16 = 0x0101;
+/// Opcode of a request for the cluster map, instead of a hello: what a node joining with
+/// `--join PEER_ADDRESS` asks first. Empty body; answered with one [`PEER_MAP_OK`] frame (the
+/// encoded map, empty if the node has none), then the connection closes.
+pub const PEER_MAP: u16 = 0x0102;
+pub const PEER_MAP_OK: u16 = 0x0103;
+/// Longest wait for the answer to [`PEER_MAP`].
+pub const PEER_MAP_TIMEOUT: Duration = Duration::from_secs(2);
 /// Largest frame between peers: an append or a snapshot chunk is up to 1 MiB, and a batch
 /// holds several.
 pub const PEER_FRAME_BYTES_MAX: usize = 64 * 1024 * 1024;
@@ -313,6 +320,8 @@ pub trait Inbox: Send + Sync + 'static {
     fn deliver(&self, group: GroupId, m: Message) -> bool;
     /// Peer `id` introduced itself.
     fn hello(&self, id: NodeId, advertised: Advertised);
+    /// The cluster map this node knows, encoded (for [`PEER_MAP`]).
+    fn map(&self) -> bytes::Bytes;
 }
 
 /// Accepts peer connections until `shutdown` resolves; a peer whose hello carries another
@@ -387,6 +396,18 @@ async fn receive(
                 Err(e) => return Err(PeerError::Frame(e.to_string())),
             };
             match (frame.opcode, from) {
+                (PEER_MAP, None) => {
+                    let mut out = BytesMut::new();
+                    crate::wire::frame::encode_frame(
+                        PEER_MAP_OK,
+                        frame.request_id,
+                        &inbox.map(),
+                        &mut out,
+                    )
+                    .map_err(|e| PeerError::Frame(e.to_string()))?;
+                    write_with_progress(&mut stream, &out).await?;
+                    return Ok(());
+                }
                 (PEER_HELLO, _) => {
                     let (id, advertised, theirs) =
                         decode_hello(&frame).map_err(PeerError::Frame)?;
@@ -423,6 +444,36 @@ async fn receive(
             return Ok(());
         }
     }
+}
+
+/// Asks the node at peer address `addr` for its cluster map ([`PEER_MAP`]): how a joining
+/// node, which knows only one member's peer address, finds the rest of the cluster.
+pub async fn fetch_map(addr: &str) -> Result<bytes::Bytes, String> {
+    let ask = async {
+        let mut stream = TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connecting to {addr}: {e}"))?;
+        let mut out = BytesMut::new();
+        crate::wire::frame::encode_frame(PEER_MAP, 1, &[], &mut out).map_err(|e| e.to_string())?;
+        stream.write_all(&out).await.map_err(|e| e.to_string())?;
+        let mut buf = BytesMut::with_capacity(64 * 1024);
+        loop {
+            if let Some(frame) =
+                decode_frame(&mut buf, PEER_FRAME_BYTES_MAX).map_err(|e| e.to_string())?
+            {
+                if frame.opcode != PEER_MAP_OK {
+                    return Err(format!("{addr} answered opcode {:#06x}", frame.opcode));
+                }
+                return Ok(frame.body);
+            }
+            if stream.read_buf(&mut buf).await.map_err(|e| e.to_string())? == 0 {
+                return Err(format!("{addr} closed the connection without an answer"));
+            }
+        }
+    };
+    tokio::time::timeout(PEER_MAP_TIMEOUT, ask)
+        .await
+        .map_err(|_| format!("{addr} did not answer within {PEER_MAP_TIMEOUT:?}"))?
 }
 
 fn decode_hello(frame: &Frame) -> Result<(NodeId, Advertised, Timing), String> {
@@ -479,6 +530,9 @@ mod tests {
         }
         fn hello(&self, id: NodeId, _advertised: Advertised) {
             self.hellos.lock().unwrap().push(id);
+        }
+        fn map(&self) -> bytes::Bytes {
+            bytes::Bytes::from_static(b"the map")
         }
     }
 
@@ -600,6 +654,26 @@ mod tests {
             accepted.load(Ordering::SeqCst),
             sender.stats.write_timeouts.load(Ordering::Relaxed)
         );
+    }
+
+    #[tokio::test]
+    async fn a_joining_node_gets_the_map_from_a_peer_address() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let inbox: Arc<dyn Inbox> = Arc::new(Collect::default());
+        let stats = Arc::new(TransportStats::default());
+        tokio::spawn(serve(
+            listener,
+            inbox,
+            timing(50_000),
+            stats,
+            std::future::pending(),
+        ));
+        assert_eq!(fetch_map(&address).await.unwrap(), "the map");
+        let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let nobody = closed.local_addr().unwrap().to_string();
+        drop(closed);
+        assert!(fetch_map(&nobody).await.unwrap_err().contains("connecting"));
     }
 
     #[tokio::test]

@@ -43,6 +43,7 @@ const ENTRIES_RECORD_BYTES_TARGET: usize = 1024 * 1024;
 const KIND_ENTRIES: u8 = 1;
 const KIND_HARD_STATE: u8 = 2;
 const KIND_SNAPSHOT: u8 = 3;
+const KIND_REMOVED: u8 = 4;
 
 /// Settings of a WAL.
 #[derive(Debug, Clone)]
@@ -92,6 +93,11 @@ pub enum WalRecord {
         meta: SnapshotMeta,
         discard_later: bool,
     },
+    /// The node no longer hosts the group: everything logged for it before is gone (a group
+    /// of the same id logged after this starts afresh).
+    Removed {
+        group: GroupId,
+    },
 }
 
 /// What a group had persisted: what `Raft::new` needs, less the snapshot's bytes (which the
@@ -138,6 +144,10 @@ pub fn encode(record: &WalRecord, dst: &mut Vec<u8>) {
             dst.extend_from_slice(&meta.term.to_le_bytes());
             dst.push(u8::from(*discard_later));
             put_membership(dst, &meta.membership);
+        }
+        WalRecord::Removed { group } => {
+            dst.push(KIND_REMOVED);
+            dst.extend_from_slice(&group.to_le_bytes());
         }
     }
     let len = dst.len() - start - WAL_RECORD_HEADER_BYTES;
@@ -233,6 +243,7 @@ fn read_record(r: &mut Reader<'_>) -> std::result::Result<WalRecord, String> {
                 discard_later,
             })
         }
+        KIND_REMOVED => Ok(WalRecord::Removed { group }),
         other => Err(format!("unknown record kind {other}")),
     }
 }
@@ -278,6 +289,7 @@ impl Replayed {
                 };
                 self.snapshot = meta;
             }
+            WalRecord::Removed { .. } => *self = Replayed::default(),
         }
     }
 
@@ -466,6 +478,10 @@ impl Wal {
                     WalRecord::Entries { group, .. }
                     | WalRecord::HardState { group, .. }
                     | WalRecord::Snapshot { group, .. } => *group,
+                    WalRecord::Removed { group } => {
+                        groups.remove(group);
+                        continue;
+                    }
                 };
                 groups.entry(group).or_default().apply(record);
             }
@@ -575,6 +591,17 @@ impl Wal {
             meta: meta.clone(),
             discard_later,
         });
+    }
+
+    /// Records that this node no longer hosts `group`: a restart will not bring it back, and
+    /// its entries no longer hold segments (durable after the next [`Wal::sync`]).
+    pub fn remove_group(&mut self, group: GroupId) {
+        self.marks.remove(&group);
+        for indexes in self.sealed.values_mut() {
+            indexes.remove(&group);
+        }
+        self.active_indexes.remove(&group);
+        self.push(&WalRecord::Removed { group });
     }
 
     /// Writes everything appended since the last call and fsyncs it: one fsync for every
@@ -1030,6 +1057,10 @@ mod tests {
             back: u64,
             discard_later: bool,
         },
+        /// The node stops hosting a group (it may host it again later, afresh).
+        Remove {
+            group: u64,
+        },
         Sync,
         Purge,
         /// Crash: unsynced records are lost; the log is opened again.
@@ -1043,6 +1074,7 @@ mod tests {
             2 => (1u64..4, 0u64..50).prop_map(|(group, commit)| Op::HardState { group, commit }),
             2 => (1u64..4, 0u64..6, proptest::bool::weighted(0.2))
                 .prop_map(|(group, back, discard_later)| Op::Snapshot { group, back, discard_later }),
+            1 => (1u64..4).prop_map(|group| Op::Remove { group }),
             4 => Just(Op::Sync),
             1 => Just(Op::Purge),
             1 => Just(Op::Reopen),
@@ -1086,6 +1118,10 @@ mod tests {
                         g.entries = if discard_later { Vec::new() } else { g.entries.split_off(keep) };
                         g.snapshot = meta.clone();
                         wal.set_snapshot(group, &meta, discard_later);
+                    }
+                    Op::Remove { group } => {
+                        model.remove(&group);
+                        wal.remove_group(group);
                     }
                     Op::Sync => {
                         wal.sync().unwrap();

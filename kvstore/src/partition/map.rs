@@ -68,13 +68,13 @@ impl NodeState {
         }
     }
 
-    fn from_code(code: u64) -> Option<NodeState> {
-        Some(match code {
+    pub(super) fn from_code(code: u64) -> Result<NodeState, MapError> {
+        Ok(match code {
             0 => NodeState::Up,
             1 => NodeState::Down,
             2 => NodeState::Draining,
             3 => NodeState::Removed,
-            _ => return None,
+            _ => return Err(MapError::Malformed(format!("node state {code}"))),
         })
     }
 }
@@ -135,6 +135,20 @@ pub struct PartitionInfo {
     /// The index of the group's membership in force when the map was written (0: the founding
     /// one). A node refuses a request that names an older epoch than its own.
     pub epoch: u64,
+    /// The voters the placement wants, while a move is in flight (empty: none is). The group's
+    /// leader changes the membership towards it one step at a time (see
+    /// [`super::change::leader_step`]); `replicas` and `learners` are what it last reported.
+    pub want: Vec<NodeId>,
+    /// The replica the placement wants to lead (leader balance); cleared once it does.
+    pub preferred: Option<NodeId>,
+}
+
+impl PartitionInfo {
+    /// Whether `node` has, or is to get, a replica of this group: a voter, a learner, or one
+    /// of the voters a move wants. A node deletes its replica of a group once this is false.
+    pub fn places(&self, node: NodeId) -> bool {
+        self.replicas.contains(&node) || self.learners.contains(&node) || self.want.contains(&node)
+    }
 }
 
 /// Why a map could not be decoded or changed.
@@ -150,6 +164,13 @@ pub enum MapError {
     KeyspaceExists(String),
     #[error("invalid keyspace: {0}")]
     InvalidKeyspace(String),
+    #[error("no node {0} in the cluster map")]
+    UnknownNode(NodeId),
+    #[error("no group {0} in the cluster map")]
+    UnknownGroup(GroupId),
+    /// A change that would break an invariant of the map, with the reason.
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// The cluster map (see the module documentation).
@@ -163,6 +184,10 @@ pub struct ClusterMap {
     pub groups: BTreeMap<GroupId, PartitionInfo>,
     /// The number the next keyspace's first group gets.
     pub next_group: GroupId,
+    /// The meta leader is rebalancing: a node joined, was drained, went down, or an operator
+    /// asked. It plans again every second until a plan is empty and no move is in flight (the
+    /// planner runs on events, not all the time: a manually placed replica stays put).
+    pub rebalancing: bool,
 }
 
 /// How a keyspace is asked for.
@@ -331,11 +356,10 @@ impl ClusterMap {
             .map(|ks| (ks, (group - ks.first_group) as u32))
     }
 
-    /// The groups that have a replica (voter or learner) on `node`.
+    /// The groups that have a replica on `node`, or are to get one (see
+    /// [`PartitionInfo::places`]).
     pub fn groups_on(&self, node: NodeId) -> impl Iterator<Item = &PartitionInfo> {
-        self.groups
-            .values()
-            .filter(move |g| g.replicas.contains(&node) || g.learners.contains(&node))
+        self.groups.values().filter(move |g| g.places(node))
     }
 
     /// The node a client should try first for `group`: its leader hint, else its first replica.
@@ -352,19 +376,11 @@ impl ClusterMap {
         let mut w = FieldWriter::new(&mut out);
         w.varint(1, self.version);
         w.varint(2, self.next_group);
+        if self.rebalancing {
+            w.varint(6, 1);
+        }
         for n in self.nodes.values() {
-            w.message(3, |w| {
-                w.varint(1, n.id);
-                w.str(2, &n.peer);
-                w.str(3, &n.client);
-                if let Some(resp) = &n.resp {
-                    w.str(4, resp);
-                }
-                if let Some(http) = &n.http {
-                    w.str(5, http);
-                }
-                w.varint(6, n.state as u64);
-            });
+            w.message(3, |w| put_node(w, n));
         }
         for ks in self.keyspaces.values() {
             w.message(4, |w| {
@@ -388,6 +404,12 @@ impl ClusterMap {
                     w.varint(4, leader);
                 }
                 w.varint(5, g.epoch);
+                for &n in &g.want {
+                    w.varint(6, n);
+                }
+                if let Some(p) = g.preferred {
+                    w.varint(7, p);
+                }
             });
         }
         out.freeze()
@@ -406,24 +428,9 @@ impl ClusterMap {
             match field {
                 1 => map.version = varint(&value, "version")?,
                 2 => map.next_group = varint(&value, "next_group")?,
+                6 => map.rebalancing = varint(&value, "rebalancing")? != 0,
                 3 => {
-                    let mut n = NodeInfo::default();
-                    for (field, value) in fields(nested(value, "node")?)? {
-                        match field {
-                            1 => n.id = varint(&value, "node id")?,
-                            2 => n.peer = text(value, "peer address")?,
-                            3 => n.client = text(value, "client address")?,
-                            4 => n.resp = Some(text(value, "resp address")?),
-                            5 => n.http = Some(text(value, "http address")?),
-                            6 => {
-                                let code = varint(&value, "node state")?;
-                                n.state = NodeState::from_code(code).ok_or_else(|| {
-                                    MapError::Malformed(format!("node state {code}"))
-                                })?;
-                            }
-                            _ => {}
-                        }
-                    }
+                    let n = read_node(nested(value, "node")?)?;
                     map.nodes.insert(n.id, n);
                 }
                 4 => {
@@ -439,18 +446,7 @@ impl ClusterMap {
                             1 => ks.name = text(value, "keyspace name")?,
                             2 => ks.partitions = small(&value, "partitions")?,
                             3 => ks.replicas = small(&value, "replicas")?,
-                            4 => {
-                                ks.read_consistency = match varint(&value, "consistency")? {
-                                    0 => Consistency::Linearizable,
-                                    1 => Consistency::Lease,
-                                    2 => Consistency::Follower,
-                                    other => {
-                                        return Err(MapError::Malformed(format!(
-                                            "read consistency {other}"
-                                        )))
-                                    }
-                                }
-                            }
+                            4 => ks.read_consistency = consistency(&value)?,
                             5 => ks.first_group = varint(&value, "first group")?,
                             _ => {}
                         }
@@ -472,6 +468,8 @@ impl ClusterMap {
                             3 => g.learners.push(varint(&value, "learner")?),
                             4 => g.leader = Some(varint(&value, "leader")?),
                             5 => g.epoch = varint(&value, "epoch")?,
+                            6 => g.want.push(varint(&value, "wanted replica")?),
+                            7 => g.preferred = Some(varint(&value, "preferred leader")?),
                             _ => {}
                         }
                     }
@@ -484,25 +482,64 @@ impl ClusterMap {
     }
 }
 
-fn fields(body: Bytes) -> Result<Vec<(u32, Value)>, MapError> {
+/// A node's fields (nested in a map, or in a `Register` change).
+pub(super) fn put_node(w: &mut FieldWriter<'_>, n: &NodeInfo) {
+    w.varint(1, n.id);
+    w.str(2, &n.peer);
+    w.str(3, &n.client);
+    if let Some(resp) = &n.resp {
+        w.str(4, resp);
+    }
+    if let Some(http) = &n.http {
+        w.str(5, http);
+    }
+    w.varint(6, n.state as u64);
+}
+
+pub(super) fn read_node(body: Bytes) -> Result<NodeInfo, MapError> {
+    let mut n = NodeInfo::default();
+    for (field, value) in fields(body)? {
+        match field {
+            1 => n.id = varint(&value, "node id")?,
+            2 => n.peer = text(value, "peer address")?,
+            3 => n.client = text(value, "client address")?,
+            4 => n.resp = Some(text(value, "resp address")?),
+            5 => n.http = Some(text(value, "http address")?),
+            6 => n.state = NodeState::from_code(varint(&value, "node state")?)?,
+            _ => {}
+        }
+    }
+    Ok(n)
+}
+
+pub(super) fn fields(body: Bytes) -> Result<Vec<(u32, Value)>, MapError> {
     FieldReader::new(body)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| MapError::Malformed(e.to_string()))
 }
 
-fn varint(value: &Value, what: &str) -> Result<u64, MapError> {
+pub(super) fn varint(value: &Value, what: &str) -> Result<u64, MapError> {
     match value {
         Value::Varint(v) => Ok(*v),
         Value::Bytes(_) => Err(MapError::Malformed(format!("{what}: bytes, not a number"))),
     }
 }
 
-fn small(value: &Value, what: &str) -> Result<u32, MapError> {
+pub(super) fn consistency(value: &Value) -> Result<Consistency, MapError> {
+    Ok(match varint(value, "read consistency")? {
+        0 => Consistency::Linearizable,
+        1 => Consistency::Lease,
+        2 => Consistency::Follower,
+        other => return Err(MapError::Malformed(format!("read consistency {other}"))),
+    })
+}
+
+pub(super) fn small(value: &Value, what: &str) -> Result<u32, MapError> {
     u32::try_from(varint(value, what)?)
         .map_err(|_| MapError::Malformed(format!("{what}: too large")))
 }
 
-fn nested(value: Value, what: &str) -> Result<Bytes, MapError> {
+pub(super) fn nested(value: Value, what: &str) -> Result<Bytes, MapError> {
     match value {
         Value::Bytes(b) => Ok(b),
         Value::Varint(_) => Err(MapError::Malformed(format!(
@@ -511,16 +548,17 @@ fn nested(value: Value, what: &str) -> Result<Bytes, MapError> {
     }
 }
 
-fn text(value: Value, what: &str) -> Result<String, MapError> {
+pub(super) fn text(value: Value, what: &str) -> Result<String, MapError> {
     String::from_utf8(nested(value, what)?.to_vec())
         .map_err(|_| MapError::Malformed(format!("{what}: not UTF-8")))
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn nodes(n: u64) -> Vec<NodeInfo> {
+    /// `n` nodes with addresses (RESP on the odd ones).
+    pub(in crate::partition) fn nodes(n: u64) -> Vec<NodeInfo> {
         (1..=n)
             .map(|id| NodeInfo {
                 id,
@@ -621,11 +659,14 @@ mod tests {
     fn the_map_survives_its_encoding_and_bad_bytes_get_an_error() {
         let mut map = ClusterMap::bootstrap(nodes(5), 16, 3);
         map.version = 42;
+        map.rebalancing = true;
         map.nodes.get_mut(&2).unwrap().state = NodeState::Draining;
         let g = map.groups.get_mut(&3).unwrap();
         g.learners.push(4);
         g.leader = None;
         g.epoch = 17;
+        g.want = vec![1, 4, 5];
+        g.preferred = Some(4);
         let bytes = map.encode();
         assert_eq!(ClusterMap::decode(&bytes).unwrap(), map);
         assert_eq!(

@@ -17,6 +17,7 @@
 //!
 //! Everything here is pure (no IO), and part of the lean client: a client routes by it.
 
+pub mod change;
 pub mod map;
 #[cfg(feature = "server")]
 pub mod placement;

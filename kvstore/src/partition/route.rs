@@ -29,6 +29,13 @@ pub fn route(map: &ClusterMap, request: &Request) -> Result<Route, Response> {
         | Request::Incr { keyspace, .. }
         | Request::Scan { keyspace, .. }
         | Request::Batch { keyspace, .. } => keyspace,
+        // Map changes are the meta group's to make.
+        Request::MapChange { .. } => {
+            return Ok(Route {
+                group: META_GROUP,
+                slot: None,
+            })
+        }
         Request::Hello { .. } | Request::Ping { .. } | Request::ClusterMap { .. } => {
             return Err(Response::error(
                 ErrorCode::Internal,
@@ -129,7 +136,10 @@ pub fn route(map: &ClusterMap, request: &Request) -> Result<Route, Response> {
                 )),
             }
         }
-        Request::Hello { .. } | Request::Ping { .. } | Request::ClusterMap { .. } => {
+        Request::Hello { .. }
+        | Request::Ping { .. }
+        | Request::ClusterMap { .. }
+        | Request::MapChange { .. } => {
             unreachable!("answered above")
         }
     }

@@ -150,7 +150,10 @@ fn groupable(request: &Request) -> bool {
         | Request::Incr { .. }
         | Request::Batch { .. }
         | Request::Ping { .. } => true,
-        Request::Hello { .. } | Request::Scan { .. } | Request::ClusterMap { .. } => false,
+        Request::Hello { .. }
+        | Request::Scan { .. }
+        | Request::ClusterMap { .. }
+        | Request::MapChange { .. } => false,
     }
 }
 
@@ -214,7 +217,10 @@ fn execute(ctx: &Context, store: &impl Store, request: Request) -> Step {
         Request::Incr { .. } => Op::Incr,
         Request::Scan { .. } => Op::Scan,
         Request::Batch { .. } => Op::Batch,
-        Request::Hello { .. } | Request::Ping { .. } | Request::ClusterMap { .. } => Op::Other,
+        Request::Hello { .. }
+        | Request::Ping { .. }
+        | Request::ClusterMap { .. }
+        | Request::MapChange { .. } => Op::Other,
     };
     let result = crate::op::run_request(&ctx.db, store, request);
     ctx.metrics.record_op(op, started.elapsed(), result.is_ok());

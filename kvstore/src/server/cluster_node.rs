@@ -33,6 +33,10 @@ pub struct NodeServer {
     peer: TcpListener,
     server: ServerConfig,
     data_dir: std::path::PathBuf,
+    /// A member's peer address, for a node joining a running cluster (`--join`).
+    join: Option<String>,
+    /// One of the founding members (`--peers` names it).
+    founding: bool,
 }
 
 impl NodeServer {
@@ -45,6 +49,7 @@ impl NodeServer {
         server: ServerConfig,
     ) -> anyhow::Result<NodeServer> {
         let data_dir = config.data_dir.clone();
+        let founding = config.peers.contains_key(&config.id);
         let node_dir = data_dir.clone();
         let runtime = tokio::runtime::Handle::current();
         let node = tokio::task::spawn_blocking(move || Node::start(config, runtime))
@@ -56,7 +61,16 @@ impl NodeServer {
             peer,
             server,
             data_dir: node_dir,
+            join: None,
+            founding,
         })
+    }
+
+    /// Joins a running cluster through the member listening for peers at `peer_address`:
+    /// the node learns the map from it, registers, and the placement moves replicas here.
+    pub fn join(mut self, peer_address: Option<String>) -> NodeServer {
+        self.join = peer_address;
+        self
     }
 
     /// Serves clients and peers until `shutdown` resolves (then hands leadership over for at
@@ -72,7 +86,18 @@ impl NodeServer {
             peer,
             server,
             data_dir: node_dir,
+            join,
+            founding,
         } = self;
+        let local = |l: &TcpListener| l.local_addr().map(|a| a.to_string()).ok();
+        let me = crate::partition::NodeInfo {
+            id: node.id(),
+            peer: local(&peer).unwrap_or_default(),
+            client: local(&listeners.binary).unwrap_or_default(),
+            resp: listeners.resp.as_ref().and_then(local),
+            http: listeners.http.as_ref().and_then(local),
+            state: crate::partition::NodeState::Up,
+        };
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let stop_tx = Arc::new(stop_tx);
         {
@@ -102,6 +127,11 @@ impl NodeServer {
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };
+        let control_task = {
+            let registers = founding || join.is_some();
+            let controller = super::control::Controller::new(node.clone(), me, join, registers);
+            tokio::spawn(controller.run(stopped(stop_rx.clone())))
+        };
         let peers_task = {
             let node = node.clone();
             let stop = stopped(stop_rx.clone());
@@ -121,6 +151,7 @@ impl NodeServer {
         let result = super::run(listeners, db, Some(node.clone()), server, stopped(stop_rx)).await;
         node.shutdown();
         let _ = peers_task.await;
+        let _ = control_task.await;
         if failure.is_finished() {
             if let Ok(Some(reason)) = failure.await {
                 anyhow::bail!("the node stopped: {reason}");

@@ -10,6 +10,7 @@
 
 pub mod binary;
 pub mod cluster_node;
+pub mod control;
 pub mod http;
 pub mod idle;
 pub mod replicated;

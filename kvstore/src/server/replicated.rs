@@ -145,6 +145,20 @@ pub async fn serve_binary(
                     let map = (map.version > known_version).then(|| map.encode());
                     pending.push(Pending::Ready(id, Response::ClusterMapOk { map }))
                 }
+                Request::MapChange { change } => {
+                    let response = match crate::partition::change::MapChange::decode(&change) {
+                        Ok(change) => match super::control::change_map(&node, &change).await {
+                            Ok(map) => Response::ClusterMapOk {
+                                map: Some(map.encode()),
+                            },
+                            Err(response) => response,
+                        },
+                        Err(error) => {
+                            Response::error(ErrorCode::InvalidArgument, error.to_string())
+                        }
+                    };
+                    pending.push(Pending::Ready(id, response));
+                }
                 request if request.is_write() => match hosted_group(&node, &request) {
                     Ok(group) => {
                         // The log entry carries the frame as it arrived.

@@ -33,6 +33,7 @@ pub mod opcode {
     pub const SCAN: u16 = 0x0015;
     pub const BATCH: u16 = 0x0016;
     pub const CLUSTER_MAP: u16 = 0x0020;
+    pub const MAP_CHANGE: u16 = 0x0021;
     pub const RESPONSE_BIT: u16 = 0x8000;
     pub const ERROR: u16 = 0xFFFF;
 
@@ -237,6 +238,11 @@ pub enum Request {
     /// 1 known_version (0). Asks for the node's cluster map if it is newer than the one the
     /// client has (see `kvstore::partition::map`).
     ClusterMap { known_version: u64 },
+    /// 1 change (required): an encoded `kvstore::partition::change::MapChange` (create or
+    /// drop a keyspace, register, drain or remove a node, rebalance, report a group's
+    /// membership). Served by the meta group's leader (others redirect, as for group 0);
+    /// answered with `ClusterMapOk` holding the map after the change.
+    MapChange { change: Bytes },
 }
 
 /// Everything a server can answer. Field numbers and defaults are listed per variant.

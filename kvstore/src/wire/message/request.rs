@@ -17,7 +17,8 @@ impl Request {
             | Request::Ping { .. }
             | Request::Get { .. }
             | Request::Scan { .. }
-            | Request::ClusterMap { .. } => false,
+            | Request::ClusterMap { .. }
+            | Request::MapChange { .. } => false,
         }
     }
 
@@ -32,6 +33,7 @@ impl Request {
             Request::Scan { .. } => opcode::SCAN,
             Request::Batch { .. } => opcode::BATCH,
             Request::ClusterMap { .. } => opcode::CLUSTER_MAP,
+            Request::MapChange { .. } => opcode::MAP_CHANGE,
         }
     }
 
@@ -130,6 +132,7 @@ impl Request {
                 }
             }
             Request::ClusterMap { known_version } => put_nonzero(w, 1, *known_version),
+            Request::MapChange { change } => w.bytes(1, change),
         }
     }
 
@@ -146,6 +149,7 @@ impl Request {
             opcode::SCAN => decode_scan(body),
             opcode::BATCH => decode_batch(body),
             opcode::CLUSTER_MAP => decode_cluster_map(body),
+            opcode::MAP_CHANGE => decode_map_change(body),
             opcode => Err(DecodeError::UnknownOpcode { opcode }),
         }
     }
@@ -329,6 +333,19 @@ pub(super) fn decode_cluster_map(body: &Bytes) -> Result<Request, DecodeError> {
         }
     }
     Ok(Request::ClusterMap { known_version })
+}
+
+pub(super) fn decode_map_change(body: &Bytes) -> Result<Request, DecodeError> {
+    let mut change = None;
+    for field in fields("MapChange", body) {
+        let field = field?;
+        if field.number == 1 {
+            change = Some(field.bytes()?);
+        }
+    }
+    Ok(Request::MapChange {
+        change: required("MapChange", 1, change)?,
+    })
 }
 
 pub(super) fn decode_batch(body: &Bytes) -> Result<Request, DecodeError> {

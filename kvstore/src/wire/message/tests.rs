@@ -569,6 +569,7 @@ fn any_request() -> impl Strategy<Value = Request> {
                 }
             ),
         any::<u64>().prop_map(|known_version| Request::ClusterMap { known_version }),
+        any_bytes().prop_map(|change| Request::MapChange { change }),
         (any_string(), vec(any_batch_op(), 0..5))
             .prop_map(|(keyspace, ops)| Request::Batch { keyspace, ops }),
     ]

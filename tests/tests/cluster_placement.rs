@@ -1,0 +1,306 @@
+//! The cluster map at work, end to end, on real processes: keyspaces created and dropped at
+//! run time (with the `kvstore keyspace` CLI), two nodes joining a running cluster with
+//! `--join` and the placement moving replicas and leaders onto them, one node drained and
+//! retired, all under a concurrent workload whose history must stay linearizable, and every
+//! acknowledged key of a second keyspace readable at the end.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kvstore::client::cluster::{ClusterClient, ClusterConfig};
+use kvstore::wire::Condition;
+use tests::cluster::{Cluster, ClusterOptions};
+use tests::harness::{kvstore_bin, runtime, wait_until};
+use tests::workload::{self, Workload};
+
+const PARTITIONS: u32 = 8;
+const PATIENCE: Duration = Duration::from_secs(90);
+
+/// `kvstore ARGS…` against the nodes at `addr`: its exit code and output.
+fn kvstore(args: &[&str]) -> (i32, String) {
+    let out = Command::new(kvstore_bin()).args(args).output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// The cluster map as `kvstore cluster map` prints it.
+fn map_json(addr: &str) -> serde_json::Value {
+    let (code, out) = kvstore(&["cluster", "--addr", addr, "map"]);
+    assert_eq!(code, 0, "{out}");
+    serde_json::from_str(&out).unwrap()
+}
+
+/// Groups each node hosts, from its own status.
+fn hosted(cluster: &Cluster, id: u64) -> Vec<u64> {
+    let Some(status) = cluster.status(id) else {
+        return Vec::new();
+    };
+    let mut groups: Vec<u64> = status["groups"]
+        .as_array()
+        .map(|gs| gs.iter().filter_map(|g| g["group"].as_u64()).collect())
+        .unwrap_or_default();
+    groups.sort();
+    groups
+}
+
+/// Whether the placement has settled: not rebalancing, nothing in flight, the up nodes'
+/// replicas and leaders within one of the mean, and every node hosting exactly what the map
+/// places on it.
+fn settled(cluster: &Cluster, addr: &str, up: &[u64]) -> Result<(), String> {
+    let map = map_json(addr);
+    if map["rebalancing"] == true {
+        return Err("still rebalancing".into());
+    }
+    let groups = map["groups"].as_array().unwrap();
+    if let Some(g) = groups
+        .iter()
+        .find(|g| !g["want"].as_array().unwrap().is_empty())
+    {
+        return Err(format!("group {} is moving", g["group"]));
+    }
+    let mut replicas = BTreeMap::new();
+    let mut leaders = BTreeMap::new();
+    for g in groups {
+        for r in g["replicas"].as_array().unwrap() {
+            *replicas.entry(r.as_u64().unwrap()).or_insert(0usize) += 1;
+        }
+        if let Some(l) = g["leader"].as_u64() {
+            *leaders.entry(l).or_insert(0usize) += 1;
+        }
+    }
+    for (what, counts) in [("replicas", &replicas), ("leaders", &leaders)] {
+        let per: Vec<usize> = up
+            .iter()
+            .map(|n| counts.get(n).copied().unwrap_or(0))
+            .collect();
+        let (lo, hi) = (per.iter().min().unwrap(), per.iter().max().unwrap());
+        if hi - lo > 1 {
+            return Err(format!("{what} per node {up:?}: {per:?}"));
+        }
+        if counts.keys().any(|n| !up.contains(n)) {
+            return Err(format!("{what} on a node not up: {counts:?}"));
+        }
+    }
+    for &n in up {
+        let mut placed: Vec<u64> = groups
+            .iter()
+            .filter(|g| {
+                g["replicas"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|r| r.as_u64() == Some(n))
+            })
+            .map(|g| g["group"].as_u64().unwrap())
+            .collect();
+        placed.sort();
+        let on_disk = hosted(cluster, n);
+        if placed != on_disk {
+            return Err(format!(
+                "node {n} hosts {on_disk:?}, the map places {placed:?}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn wait_settled(cluster: &Cluster, addr: &str, up: &[u64], what: &str) {
+    let mut last = String::new();
+    let ok = wait_until(PATIENCE, || match settled(cluster, addr, up) {
+        Ok(()) => true,
+        Err(e) => {
+            last = e;
+            false
+        }
+    });
+    assert!(
+        ok,
+        "{what}: the placement did not settle ({last})\n{}",
+        cluster.logs()
+    );
+}
+
+#[test]
+fn nodes_join_and_leave_under_load_and_the_placement_follows() {
+    let mut cluster = Cluster::start(
+        "placement",
+        ClusterOptions {
+            partitions: PARTITIONS,
+            ..ClusterOptions::default()
+        },
+    )
+    .unwrap();
+    let first = cluster.node(1).addr.to_string();
+    let rt = runtime();
+
+    // A second keyspace, created at run time through the CLI.
+    let (code, out) = kvstore(&[
+        "keyspace",
+        "--addr",
+        &first,
+        "create",
+        "logs",
+        "--partitions",
+        "6",
+        "--replicas",
+        "2",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("created keyspace logs"), "{out}");
+    let (code, out) = kvstore(&["keyspace", "--addr", &first, "create", "logs"]);
+    assert_ne!(code, 0, "a keyspace is created once: {out}");
+    let (_, list) = kvstore(&["keyspace", "--addr", &first, "list"]);
+    assert!(list.contains("default") && list.contains("logs"), "{list}");
+
+    // The linearizability workload on `default`, and a writer on `logs` that remembers
+    // every key it was told is written.
+    let load = workload::start(
+        &rt,
+        cluster.client_addresses(),
+        Workload {
+            clients: 3,
+            keys: 8,
+            seed: 17,
+        },
+    );
+    let acked = Arc::new(Mutex::new(Vec::<u64>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (acked, stop) = (acked.clone(), stop.clone());
+        let client = ClusterClient::new(cluster.client_addresses(), ClusterConfig::default());
+        rt.spawn(async move {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let key = format!("line:{i:06}");
+                if client
+                    .put("logs", key.as_bytes(), key.as_bytes(), Condition::None)
+                    .await
+                    .is_ok()
+                {
+                    acked.lock().unwrap().push(i);
+                }
+                i += 1;
+            }
+        })
+    };
+
+    // Two nodes join through node 1's peer address.
+    let client = ClusterClient::new(cluster.client_addresses(), ClusterConfig::default());
+    let map = rt.block_on(client.map()).unwrap();
+    let join = map.nodes[&1].peer.clone();
+    for id in [4, 5] {
+        let args = [
+            "--idle-spin-us".to_string(),
+            "0".into(),
+            "--join".into(),
+            join.clone(),
+        ];
+        cluster.start_joining_node(id, &args).unwrap();
+    }
+    wait_settled(&cluster, &first, &[1, 2, 3, 4, 5], "after two nodes joined");
+    assert!(!hosted(&cluster, 4).is_empty() && !hosted(&cluster, 5).is_empty());
+
+    // Node 2 is drained (nothing is left on it) and retired.
+    let (code, out) = kvstore(&["cluster", "--addr", &first, "remove-node", "2"]);
+    assert_ne!(code, 0, "a node holding replicas cannot be removed: {out}");
+    assert!(out.contains("drain it first"), "{out}");
+    let (code, out) = kvstore(&["cluster", "--addr", &first, "drain", "2"]);
+    assert_eq!(code, 0, "{out}");
+    wait_settled(&cluster, &first, &[1, 3, 4, 5], "after draining node 2");
+    assert!(
+        wait_until(PATIENCE, || hosted(&cluster, 2).is_empty()),
+        "node 2 deleted its replicas"
+    );
+    let (code, out) = kvstore(&["cluster", "--addr", &first, "remove-node", "2"]);
+    assert_eq!(code, 0, "{out}");
+    cluster.kill(2).unwrap();
+
+    // A dropped keyspace leaves every node.
+    let (code, out) = kvstore(&[
+        "keyspace",
+        "--addr",
+        &first,
+        "create",
+        "scratch",
+        "--partitions",
+        "4",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let scratch: Vec<u64> = {
+        let map = map_json(&first);
+        let ks = map["keyspaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["name"] == "scratch")
+            .unwrap()
+            .clone();
+        let first_group = ks["first_group"].as_u64().unwrap();
+        (first_group..first_group + 4).collect()
+    };
+    assert!(wait_until(PATIENCE, || {
+        [1, 3, 4, 5]
+            .iter()
+            .map(|&n| {
+                hosted(&cluster, n)
+                    .iter()
+                    .filter(|g| scratch.contains(g))
+                    .count()
+            })
+            .sum::<usize>()
+            == 12
+    }));
+    let (code, out) = kvstore(&["keyspace", "--addr", &first, "drop", "scratch"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        wait_until(PATIENCE, || [1, 3, 4, 5].iter().all(|&n| hosted(
+            &cluster, n
+        )
+        .iter()
+        .all(|g| !scratch.contains(g)))),
+        "every replica of a dropped keyspace is deleted"
+    );
+
+    std::thread::sleep(Duration::from_secs(1));
+    stop.store(true, Ordering::Relaxed);
+    rt.block_on(writer).unwrap();
+    let addresses: Vec<String> = [1, 3, 4, 5]
+        .iter()
+        .map(|&n| cluster.node(n).addr.to_string())
+        .collect();
+    let history = load.finish(&rt, addresses.clone());
+    workload::assert_linearizable(&history, || cluster.logs());
+
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.len() > 20,
+        "the writer made progress: {}",
+        acked.len()
+    );
+    let reader = ClusterClient::new(addresses, ClusterConfig::default());
+    let missing: Vec<u64> = rt.block_on(async {
+        let mut missing = Vec::new();
+        for i in &acked {
+            let key = format!("line:{i:06}");
+            match reader.get("logs", key.as_bytes(), Default::default()).await {
+                Ok(Some(v)) if v.value == key.as_bytes() => {}
+                _ => missing.push(*i),
+            }
+        }
+        missing
+    });
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged keys are missing: {:?}",
+        missing.len(),
+        acked.len(),
+        &missing[..missing.len().min(20)]
+    );
+}
