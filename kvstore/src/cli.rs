@@ -59,6 +59,8 @@ pub struct ClusterOptions {
     pub peers: std::collections::BTreeMap<u64, String>,
     /// A member's peer address to join a running cluster through.
     pub join: Option<String>,
+    /// See `server::control::DOWN_AFTER_DEFAULT`.
+    pub down_after_ms: u64,
     pub peer_listen: SocketAddr,
     pub tick_ms: u64,
     pub compact_entries: u64,
@@ -193,7 +195,8 @@ async fn serve_node(options: ServeOptions) -> anyhow::Result<()> {
     let listeners = Listeners { binary, resp, http };
     let node = server::cluster_node::NodeServer::start(listeners, peer, config, options.server)
         .await?
-        .join(cluster.join.clone());
+        .join(cluster.join.clone())
+        .down_after(std::time::Duration::from_millis(cluster.down_after_ms));
     let ready = serde_json::json!({
         "pid": std::process::id(),
         "node_id": cluster.node_id,

@@ -255,6 +255,10 @@ struct Serve {
     /// from it, registers, and the placement moves replicas and leaders onto it.
     #[arg(long, value_name = "HOST:PORT", requires = "node_id")]
     join: Option<String>,
+    /// A node that answers no ping for this long is marked down, and its replicas are
+    /// re-created on the others.
+    #[arg(long, default_value_t = kvstore::server::control::DOWN_AFTER_DEFAULT.as_millis() as u64)]
+    down_after_ms: u64,
     /// Where other nodes connect to this one.
     #[arg(long, requires = "node_id")]
     peer_listen: Option<SocketAddr>,
@@ -499,6 +503,7 @@ fn serve_options(s: Serve) -> ServeOptions {
             node_id,
             peers: s.peers.unwrap_or_default(),
             join: s.join,
+            down_after_ms: s.down_after_ms,
             peer_listen: s.peer_listen.expect("clap requires --peer-listen"),
             tick_ms: s.tick_ms,
             compact_entries: s.compact_entries,

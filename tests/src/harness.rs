@@ -56,7 +56,10 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.path);
+        // KVSTORE_TEST_KEEP=1 keeps every test's files (the nodes' whole logs) to look at.
+        if std::env::var_os("KVSTORE_TEST_KEEP").is_none() {
+            let _ = fs::remove_dir_all(&self.path);
+        }
     }
 }
 

@@ -1,7 +1,8 @@
 //! The cluster map at work, end to end, on real processes: keyspaces created and dropped at
 //! run time (with the `kvstore keyspace` CLI), two nodes joining a running cluster with
 //! `--join` and the placement moving replicas and leaders onto them, one node drained and
-//! retired, all under a concurrent workload whose history must stay linearizable, and every
+//! retired, one killed (its replicas re-created on the others, restoring every partition's
+//! replication) and brought back (the placement gives it its share again), all under a concurrent workload whose history must stay linearizable, and every
 //! acknowledged key of a second keyspace readable at the end.
 
 use std::collections::BTreeMap;
@@ -18,6 +19,8 @@ use tests::workload::{self, Workload};
 
 const PARTITIONS: u32 = 8;
 const PATIENCE: Duration = Duration::from_secs(90);
+/// `--down-after-ms` of every node: short, so that re-replication starts within the test.
+const DOWN_AFTER_MS: &str = "3000";
 
 /// `kvstore ARGS…` against the nodes at `addr`: its exit code and output.
 fn kvstore(args: &[&str]) -> (i32, String) {
@@ -111,6 +114,25 @@ fn settled(cluster: &Cluster, addr: &str, up: &[u64]) -> Result<(), String> {
     Ok(())
 }
 
+/// Every up node's view of its groups, for a failure message.
+fn groups_seen(cluster: &Cluster, up: &[u64]) -> String {
+    let mut out = String::new();
+    for &n in up {
+        let Some(status) = cluster.status(n) else {
+            out.push_str(&format!("node {n}: no status\n"));
+            continue;
+        };
+        for g in status["groups"].as_array().into_iter().flatten() {
+            out.push_str(&format!(
+                "node {n} group {} {} term {} leader {} voters {} learners {} epoch {} last {} match {}\n",
+                g["group"], g["role"], g["term"], g["leader"], g["voters"], g["learners"],
+                g["epoch"], g["last_index"], g["match_index"]
+            ));
+        }
+    }
+    out
+}
+
 fn wait_settled(cluster: &Cluster, addr: &str, up: &[u64], what: &str) {
     let mut last = String::new();
     let ok = wait_until(PATIENCE, || match settled(cluster, addr, up) {
@@ -122,8 +144,10 @@ fn wait_settled(cluster: &Cluster, addr: &str, up: &[u64], what: &str) {
     });
     assert!(
         ok,
-        "{what}: the placement did not settle ({last})\n{}",
-        cluster.logs()
+        "{what}: the placement did not settle ({last})\n{}\nmap: {}\n{}",
+        cluster.logs(),
+        kvstore(&["cluster", "--addr", addr, "map"]).1,
+        groups_seen(cluster, up)
     );
 }
 
@@ -133,6 +157,12 @@ fn nodes_join_and_leave_under_load_and_the_placement_follows() {
         "placement",
         ClusterOptions {
             partitions: PARTITIONS,
+            args: vec![
+                "--idle-spin-us".into(),
+                "0".into(),
+                "--down-after-ms".into(),
+                DOWN_AFTER_MS.into(),
+            ],
             ..ClusterOptions::default()
         },
     )
@@ -150,7 +180,7 @@ fn nodes_join_and_leave_under_load_and_the_placement_follows() {
         "--partitions",
         "6",
         "--replicas",
-        "2",
+        "3",
     ]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("created keyspace logs"), "{out}");
@@ -201,6 +231,8 @@ fn nodes_join_and_leave_under_load_and_the_placement_follows() {
             "0".into(),
             "--join".into(),
             join.clone(),
+            "--down-after-ms".into(),
+            DOWN_AFTER_MS.into(),
         ];
         cluster.start_joining_node(id, &args).unwrap();
     }
@@ -221,6 +253,26 @@ fn nodes_join_and_leave_under_load_and_the_placement_follows() {
     let (code, out) = kvstore(&["cluster", "--addr", &first, "remove-node", "2"]);
     assert_eq!(code, 0, "{out}");
     cluster.kill(2).unwrap();
+
+    // Node 5 dies: once it has answered no ping for the down delay, its replicas are
+    // re-created on the three others, and every partition has its replicas again.
+    cluster.kill(5).unwrap();
+    wait_settled(&cluster, &first, &[1, 3, 4], "after node 5 died");
+    let map = map_json(&first);
+    let five = map["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == 5)
+        .unwrap();
+    assert_eq!(five["state"], "down");
+    for g in map["groups"].as_array().unwrap() {
+        let replicas = g["replicas"].as_array().unwrap().len();
+        assert_eq!(replicas, 3, "group {} has its replicas back", g["group"]);
+    }
+    // Back, it deletes what moved away while it was down, and gets its share again.
+    cluster.restart(5).unwrap();
+    wait_settled(&cluster, &first, &[1, 3, 4, 5], "after node 5 came back");
 
     // A dropped keyspace leaves every node.
     let (code, out) = kvstore(&[

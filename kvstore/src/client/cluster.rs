@@ -769,7 +769,7 @@ fn decode_merged_token(token: &[u8], partitions: u32) -> Result<Vec<PartitionSca
 }
 
 /// Runs `futures` concurrently and returns their outputs (in the order they finish).
-async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+pub(crate) async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
     let mut futures: Vec<Option<std::pin::Pin<Box<F>>>> =
         futures.into_iter().map(|f| Some(Box::pin(f))).collect();
     let mut outputs = Vec::with_capacity(futures.len());

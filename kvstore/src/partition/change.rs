@@ -22,7 +22,7 @@
 //! The encoding of a change: fields of the wire protocol's field encoding, field 1 the kind
 //! and the others by kind (see [`MapChange::encode`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::{Bytes, BytesMut};
 
@@ -65,7 +65,10 @@ pub struct Report {
     pub voters: Vec<NodeId>,
     pub learners: Vec<NodeId>,
     pub leader: NodeId,
-    /// The index of the membership (orders reports: an older one is ignored).
+    /// The leader's term.
+    pub term: u64,
+    /// The index of the membership. Reports are ordered by (term, epoch): an older one is
+    /// ignored.
     pub epoch: u64,
 }
 
@@ -79,7 +82,7 @@ const KIND_REBALANCE: u64 = 6;
 impl MapChange {
     /// Field 1: the kind. Create: 2 name, 3 partitions, 4 replicas, 5 read consistency. Drop:
     /// 2 name. Register: 2 the node (nested, as in the map). Set state: 2 node, 3 state.
-    /// Report: 2 group, 3 voter (repeated), 4 learner (repeated), 5 leader, 6 epoch.
+    /// Report: 2 group, 3 voter (repeated), 4 learner (repeated), 5 leader, 6 epoch, 7 term.
     pub fn encode(&self) -> Bytes {
         let mut out = BytesMut::new();
         let mut w = FieldWriter::new(&mut out);
@@ -115,6 +118,7 @@ impl MapChange {
                 }
                 w.varint(5, r.leader);
                 w.varint(6, r.epoch);
+                w.varint(7, r.term);
             }
             MapChange::Rebalance => w.varint(1, KIND_REBALANCE),
         }
@@ -136,6 +140,7 @@ impl MapChange {
             voters: Vec::new(),
             learners: Vec::new(),
             leader: 0,
+            term: 0,
             epoch: 0,
         };
         for (field, value) in all {
@@ -155,6 +160,7 @@ impl MapChange {
                 (KIND_REPORT, 4) => report.learners.push(varint(&value, "learner")?),
                 (KIND_REPORT, 5) => report.leader = varint(&value, "leader")?,
                 (KIND_REPORT, 6) => report.epoch = varint(&value, "epoch")?,
+                (KIND_REPORT, 7) => report.term = varint(&value, "term")?,
                 _ => {}
             }
         }
@@ -327,13 +333,14 @@ fn take_report(map: &mut ClusterMap, r: &Report) -> Result<(), MapError> {
         .groups
         .get_mut(&r.group)
         .ok_or(MapError::UnknownGroup(r.group))?;
-    if r.epoch < g.epoch {
-        // An older membership than the one recorded: a deposed leader's late report.
+    if (r.term, r.epoch) < (g.term, g.epoch) {
+        // Older than the one recorded: a deposed leader's late report.
         return Ok(());
     }
     g.replicas = r.voters.clone();
     g.learners = r.learners.clone();
     g.leader = Some(r.leader);
+    g.term = r.term;
     g.epoch = r.epoch;
     if !g.want.is_empty() && same_set(&g.want, &g.replicas) && g.learners.is_empty() {
         g.want.clear();
@@ -417,8 +424,15 @@ fn rebalance(map: &mut ClusterMap) -> bool {
         let g = map.groups.get_mut(&group).expect("listed");
         g.want = g.replicas.clone();
     }
+    let up_nodes: BTreeSet<NodeId> = map
+        .nodes
+        .values()
+        .filter(|n| n.state == NodeState::Up)
+        .map(|n| n.id)
+        .collect();
     for g in map.groups.values_mut() {
-        if g.preferred.is_some() && g.preferred == g.leader {
+        // Reached, or aimed at a node that is no longer up.
+        if g.preferred == g.leader || g.preferred.is_some_and(|p| !up_nodes.contains(&p)) {
             g.preferred = None;
         }
         if !g.want.is_empty() && same_set(&g.want, &g.replicas) && g.learners.is_empty() {
@@ -469,6 +483,7 @@ pub struct GroupFacts {
     /// How far each replica's log matches the leader's.
     pub match_index: BTreeMap<NodeId, u64>,
     pub last_index: u64,
+    pub term: u64,
     /// The index of the membership in force, and whether it is committed.
     pub epoch: u64,
     pub config_committed: bool,
@@ -544,10 +559,11 @@ pub fn leader_step(p: &PartitionInfo, f: &GroupFacts) -> Option<LeaderStep> {
 /// The report the leader of `p` owes the meta group: when its committed membership (or its
 /// leadership) differs from what the map records.
 pub fn report_due(p: &PartitionInfo, f: &GroupFacts) -> Option<Report> {
-    if !f.config_committed || f.epoch < p.epoch {
+    if !f.config_committed || (f.term, f.epoch) < (p.term, p.epoch) {
         return None;
     }
     let current = p.leader == Some(f.me)
+        && p.term == f.term
         && p.epoch == f.epoch
         && same_set(&p.replicas, &f.voters)
         && same_set(&p.learners, &f.learners);
@@ -556,6 +572,7 @@ pub fn report_due(p: &PartitionInfo, f: &GroupFacts) -> Option<Report> {
         voters: f.voters.clone(),
         learners: f.learners.clone(),
         leader: f.me,
+        term: f.term,
         epoch: f.epoch,
     })
 }
@@ -587,6 +604,7 @@ mod tests {
                 voters: vec![1, 2, 4],
                 learners: vec![5],
                 leader: 2,
+                term: 4,
                 epoch: 99,
             }),
             MapChange::Rebalance,
@@ -689,6 +707,7 @@ mod tests {
                         .map(|&n| (n, 10))
                         .collect(),
                     last_index: 10,
+                    term: g.term,
                     epoch: g.epoch,
                     config_committed: true,
                 };
@@ -801,6 +820,7 @@ mod tests {
             learners: vec![],
             match_index: [(1, 500), (2, 500), (3, 490)].into(),
             last_index: 500,
+            term: 2,
             epoch: 3,
             config_committed: true,
         };
@@ -831,14 +851,35 @@ mod tests {
         assert_eq!(leader_step(&settled, &f), None);
         // An old report never overwrites a newer one.
         let mut map = ClusterMap::bootstrap(nodes(4), 8, 3);
-        map.groups.insert(9, PartitionInfo { epoch: 5, ..p });
+        map.groups.insert(
+            9,
+            PartitionInfo {
+                epoch: 5,
+                term: 2,
+                ..p
+            },
+        );
         let old = Report {
             group: 9,
             voters: vec![1, 2, 3],
             learners: vec![],
             leader: 1,
+            term: 2,
             epoch: 4,
         };
         assert_eq!(apply(&map, &MapChange::Report(old)), Ok(None));
+        // A newer term wins even with a smaller epoch: a replica restored from a snapshot
+        // counts its membership from the snapshot's index, so epochs of one membership differ
+        // between replicas.
+        let newer = Report {
+            group: 9,
+            voters: vec![2, 3, 4],
+            learners: vec![],
+            leader: 3,
+            term: 3,
+            epoch: 2,
+        };
+        let next = apply(&map, &MapChange::Report(newer)).unwrap().unwrap();
+        assert_eq!((next.groups[&9].leader, next.groups[&9].term), (Some(3), 3));
     }
 }

@@ -141,6 +141,9 @@ pub struct PartitionInfo {
     pub want: Vec<NodeId>,
     /// The replica the placement wants to lead (leader balance); cleared once it does.
     pub preferred: Option<NodeId>,
+    /// The Raft term of the last report: reports are ordered by (term, epoch), since a
+    /// replica restored from a snapshot counts its membership from the snapshot's index.
+    pub term: u64,
 }
 
 impl PartitionInfo {
@@ -410,6 +413,9 @@ impl ClusterMap {
                 if let Some(p) = g.preferred {
                     w.varint(7, p);
                 }
+                if g.term != 0 {
+                    w.varint(8, g.term);
+                }
             });
         }
         out.freeze()
@@ -470,6 +476,7 @@ impl ClusterMap {
                             5 => g.epoch = varint(&value, "epoch")?,
                             6 => g.want.push(varint(&value, "wanted replica")?),
                             7 => g.preferred = Some(varint(&value, "preferred leader")?),
+                            8 => g.term = varint(&value, "term")?,
                             _ => {}
                         }
                     }
@@ -667,6 +674,7 @@ pub(super) mod tests {
         g.epoch = 17;
         g.want = vec![1, 4, 5];
         g.preferred = Some(4);
+        g.term = 9;
         let bytes = map.encode();
         assert_eq!(ClusterMap::decode(&bytes).unwrap(), map);
         assert_eq!(

@@ -33,8 +33,7 @@ pub struct NodeServer {
     peer: TcpListener,
     server: ServerConfig,
     data_dir: std::path::PathBuf,
-    /// A member's peer address, for a node joining a running cluster (`--join`).
-    join: Option<String>,
+    control: super::control::ControlOptions,
     /// One of the founding members (`--peers` names it).
     founding: bool,
 }
@@ -61,7 +60,7 @@ impl NodeServer {
             peer,
             server,
             data_dir: node_dir,
-            join: None,
+            control: Default::default(),
             founding,
         })
     }
@@ -69,7 +68,14 @@ impl NodeServer {
     /// Joins a running cluster through the member listening for peers at `peer_address`:
     /// the node learns the map from it, registers, and the placement moves replicas here.
     pub fn join(mut self, peer_address: Option<String>) -> NodeServer {
-        self.join = peer_address;
+        self.control.join = peer_address;
+        self
+    }
+
+    /// Marks a node down (and re-creates its replicas elsewhere) after it answered no ping
+    /// for this long (see [`super::control::DOWN_AFTER_DEFAULT`]).
+    pub fn down_after(mut self, delay: Duration) -> NodeServer {
+        self.control.down_after = delay;
         self
     }
 
@@ -86,7 +92,7 @@ impl NodeServer {
             peer,
             server,
             data_dir: node_dir,
-            join,
+            control,
             founding,
         } = self;
         let local = |l: &TcpListener| l.local_addr().map(|a| a.to_string()).ok();
@@ -128,8 +134,8 @@ impl NodeServer {
             let _ = rx.wait_for(|s| *s).await;
         };
         let control_task = {
-            let registers = founding || join.is_some();
-            let controller = super::control::Controller::new(node.clone(), me, join, registers);
+            let registers = founding || control.join.is_some();
+            let controller = super::control::Controller::new(node.clone(), me, control, registers);
             tokio::spawn(controller.run(stopped(stop_rx.clone())))
         };
         let peers_task = {

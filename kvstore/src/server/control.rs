@@ -48,6 +48,35 @@ pub const MAP_POLL: Duration = Duration::from_millis(500);
 pub const REBALANCE_EVERY: Duration = Duration::from_secs(1);
 /// Longest a map change, or one membership step, may take.
 pub const CHANGE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A leadership transfer to a node is not tried again for this long: one that did not take
+/// (the target is slow or dead) blocks the group's proposals while it lasts.
+pub const TRANSFER_RETRY: Duration = Duration::from_secs(5);
+/// How often the meta leader pings every node (binary protocol `PING`).
+pub const PROBE_EVERY: Duration = Duration::from_secs(1);
+/// A ping not answered within this long failed.
+pub const PROBE_TIMEOUT: Duration = Duration::from_millis(800);
+/// A node that answered no ping for this long is marked down and its replicas are re-created
+/// on the others (`kvstore serve --down-after-ms`). Long enough that a restart, or a pause
+/// of a few seconds, moves nothing: re-replicating copies whole partitions.
+pub const DOWN_AFTER_DEFAULT: Duration = Duration::from_secs(60);
+
+/// What a node's control loop is told at start.
+#[derive(Debug, Clone)]
+pub struct ControlOptions {
+    /// A member's peer address, for a node joining a running cluster (`--join`).
+    pub join: Option<String>,
+    /// See [`DOWN_AFTER_DEFAULT`].
+    pub down_after: Duration,
+}
+
+impl Default for ControlOptions {
+    fn default() -> ControlOptions {
+        ControlOptions {
+            join: None,
+            down_after: DOWN_AFTER_DEFAULT,
+        }
+    }
+}
 
 /// The meta leader applies `change` to the stored map and writes it back; returns the map
 /// after it (the same map if the change changed nothing). A node that does not lead the meta
@@ -161,14 +190,24 @@ pub struct Controller {
     stepping: BTreeSet<GroupId>,
     /// Last report sent per group (epoch, leader), so that a slow meta leader is not flooded.
     reported: BTreeMap<GroupId, (u64, Instant)>,
+    down_after: Duration,
+    /// The last leadership transfer tried per group: its target and when.
+    transfers: BTreeMap<GroupId, (crate::partition::map::NodeId, Instant)>,
+    /// As meta leader: when each node last answered a ping (cleared when it stops leading).
+    seen: BTreeMap<crate::partition::map::NodeId, Instant>,
+    last_probe: Option<Instant>,
 }
 
 impl Controller {
-    pub fn new(node: Node, me: NodeInfo, join: Option<String>, registers: bool) -> Controller {
+    pub fn new(node: Node, me: NodeInfo, options: ControlOptions, registers: bool) -> Controller {
         Controller {
             node,
             me,
-            join,
+            join: options.join,
+            down_after: options.down_after,
+            transfers: BTreeMap::new(),
+            seen: BTreeMap::new(),
+            last_probe: None,
             registers,
             client: None,
             last_poll: None,
@@ -198,6 +237,7 @@ impl Controller {
             self.register(&map).await;
             self.found_and_delete(&map).await;
             self.lead(&map, &done_tx);
+            self.watch_nodes(&map).await;
             self.rebalance(&map).await;
         }
     }
@@ -362,8 +402,12 @@ impl Controller {
                 // Dropped with its keyspace (a group beyond `next_group` is newer than the
                 // map: keep it).
                 None => group < map.next_group,
-                // Moved away, as a report at a newer epoch than this replica's shows.
-                Some(p) => !p.places(me) && p.epoch > st.epoch,
+                // Moved away, as a report at a newer epoch than this replica's shows (or at
+                // the same one, if this replica has the membership that removed it).
+                Some(p) => {
+                    let excluded = !st.voters.contains(&me) && !st.learners.contains(&me);
+                    !p.places(me) && (p.epoch > st.epoch || (p.epoch == st.epoch && excluded))
+                }
             };
             if gone {
                 let removed = self.node.remove_group(group);
@@ -389,6 +433,7 @@ impl Controller {
                 learners: st.learners.clone(),
                 match_index: st.match_index.clone(),
                 last_index: st.last_index,
+                term: st.term,
                 epoch: st.epoch,
                 config_committed: st.config_committed,
             };
@@ -408,6 +453,13 @@ impl Controller {
             let Some(step) = change::leader_step(p, &facts) else {
                 continue;
             };
+            if let LeaderStep::Transfer(to) = step {
+                let tried = self.transfers.get(&st.group);
+                if tried.is_some_and(|&(t, at)| t == to && at.elapsed() < TRANSFER_RETRY) {
+                    continue;
+                }
+                self.transfers.insert(st.group, (to, Instant::now()));
+            }
             self.stepping.insert(st.group);
             let node = self.node.clone();
             let group = st.group;
@@ -473,6 +525,61 @@ impl Controller {
         }
     }
 
+    /// As meta leader: pings every node, marks down one that answered none for
+    /// `down_after` (its replicas are then re-created elsewhere) and up again one that
+    /// answers. A new meta leader gives every node the full delay from when it took over.
+    async fn watch_nodes(&mut self, map: &ClusterMap) {
+        use crate::partition::NodeState;
+        if !self.leads(META_GROUP) {
+            self.seen.clear();
+            return;
+        }
+        if self.last_probe.is_some_and(|t| t.elapsed() < PROBE_EVERY) {
+            return;
+        }
+        self.last_probe = Some(Instant::now());
+        let watched: Vec<&NodeInfo> = map
+            .nodes
+            .values()
+            .filter(|n| n.id != self.me.id && n.state != NodeState::Removed && !n.client.is_empty())
+            .collect();
+        let probes = watched
+            .iter()
+            .map(|n| {
+                let (id, addr) = (n.id, n.client.clone());
+                async move { (id, ping(&addr).await) }
+            })
+            .collect();
+        let now = Instant::now();
+        let mut answered = BTreeSet::new();
+        for (id, ok) in crate::client::cluster::join_all(probes).await {
+            if ok {
+                self.seen.insert(id, now);
+                answered.insert(id);
+            } else {
+                self.seen.entry(id).or_insert(now);
+            }
+        }
+        for n in watched {
+            let silent = self.seen.get(&n.id).map_or(Duration::ZERO, |t| t.elapsed());
+            let state = match n.state {
+                NodeState::Up | NodeState::Draining if silent >= self.down_after => NodeState::Down,
+                NodeState::Down if answered.contains(&n.id) => NodeState::Up,
+                _ => continue,
+            };
+            tracing::warn!(
+                node = n.id,
+                silent_ms = silent.as_millis() as u64,
+                state = state.name(),
+                "a node's state changed"
+            );
+            let change = MapChange::SetState { node: n.id, state };
+            if let Err(error) = change_map(&self.node, &change).await {
+                tracing::info!(?error, "could not record a node's state");
+            }
+        }
+    }
+
     async fn rebalance(&mut self, map: &ClusterMap) {
         if !map.rebalancing || !self.leads(META_GROUP) {
             return;
@@ -488,6 +595,23 @@ impl Controller {
             tracing::info!(?error, "rebalancing failed; trying again");
         }
     }
+}
+
+/// Whether the node at `addr` answers a `PING` within [`PROBE_TIMEOUT`].
+async fn ping(addr: &str) -> bool {
+    let config = crate::client::ClientConfig {
+        connect_timeout_ms: PROBE_TIMEOUT.as_millis() as u64,
+        request_timeout_ms: PROBE_TIMEOUT.as_millis() as u64,
+        ..Default::default()
+    };
+    let attempt = async {
+        let client = crate::client::Client::connect(addr, config).await.ok()?;
+        client.ping().await.ok()
+    };
+    matches!(
+        tokio::time::timeout(PROBE_TIMEOUT, attempt).await,
+        Ok(Some(()))
+    )
 }
 
 enum Step {
