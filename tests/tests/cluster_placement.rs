@@ -151,39 +151,133 @@ fn wait_settled(cluster: &Cluster, addr: &str, up: &[u64], what: &str) {
     );
 }
 
-#[test]
-fn nodes_join_and_leave_under_load_and_the_placement_follows() {
-    let mut cluster = Cluster::start(
-        "placement",
+/// Three nodes founding `default` with [`PARTITIONS`] partitions, down after [`DOWN_AFTER_MS`].
+fn start_cluster(name: &str) -> Cluster {
+    Cluster::start(
+        name,
         ClusterOptions {
             partitions: PARTITIONS,
-            args: vec![
-                "--idle-spin-us".into(),
-                "0".into(),
-                "--down-after-ms".into(),
-                DOWN_AFTER_MS.into(),
-            ],
+            args: node_args(&[]),
             ..ClusterOptions::default()
         },
     )
-    .unwrap();
-    let first = cluster.node(1).addr.to_string();
-    let rt = runtime();
+    .unwrap()
+}
 
-    // A second keyspace, created at run time through the CLI.
+/// `kvstore serve` arguments of every node, and `more`.
+fn node_args(more: &[String]) -> Vec<String> {
+    let mut args: Vec<String> = ["--idle-spin-us", "0", "--down-after-ms", DOWN_AFTER_MS]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.extend(more.iter().cloned());
+    args
+}
+
+/// Starts nodes `ids`, joining through node 1's peer address.
+fn join(cluster: &mut Cluster, rt: &tokio::runtime::Runtime, ids: &[u64]) {
+    let client = ClusterClient::new(cluster.client_addresses(), ClusterConfig::default());
+    let map = rt.block_on(client.map()).unwrap();
+    let peer = map.nodes[&1].peer.clone();
+    for &id in ids {
+        let args = node_args(&["--join".to_string(), peer.clone()]);
+        cluster.start_joining_node(id, &args).unwrap();
+    }
+}
+
+/// A writer on keyspace `logs` that remembers every key it was told is written.
+struct Writer {
+    acked: Arc<Mutex<Vec<u64>>>,
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Writer {
+    fn start(rt: &tokio::runtime::Runtime, addresses: Vec<String>) -> Writer {
+        let acked = Arc::new(Mutex::new(Vec::<u64>::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let task = {
+            let (acked, stop) = (acked.clone(), stop.clone());
+            let client = ClusterClient::new(addresses, ClusterConfig::default());
+            rt.spawn(async move {
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let key = format!("line:{i:06}");
+                    if client
+                        .put("logs", key.as_bytes(), key.as_bytes(), Condition::None)
+                        .await
+                        .is_ok()
+                    {
+                        acked.lock().unwrap().push(i);
+                    }
+                    i += 1;
+                }
+            })
+        };
+        Writer { acked, stop, task }
+    }
+
+    /// Stops, then reads every acknowledged key back through `addresses`.
+    fn finish_and_check(self, rt: &tokio::runtime::Runtime, addresses: Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        rt.block_on(self.task).unwrap();
+        let acked = self.acked.lock().unwrap().clone();
+        assert!(
+            acked.len() > 20,
+            "the writer made progress: {}",
+            acked.len()
+        );
+        let reader = ClusterClient::new(addresses, ClusterConfig::default());
+        let missing: Vec<u64> = rt.block_on(async {
+            let mut missing = Vec::new();
+            for i in &acked {
+                let key = format!("line:{i:06}");
+                match reader.get("logs", key.as_bytes(), Default::default()).await {
+                    Ok(Some(v)) if v.value == key.as_bytes() => {}
+                    _ => missing.push(*i),
+                }
+            }
+            missing
+        });
+        assert!(
+            missing.is_empty(),
+            "{} of {} acknowledged keys are missing: {:?}",
+            missing.len(),
+            acked.len(),
+            &missing[..missing.len().min(20)]
+        );
+    }
+}
+
+/// Creates the keyspace `logs` (6 partitions of 3 replicas) with the CLI.
+fn create_logs(addr: &str) {
     let (code, out) = kvstore(&[
         "keyspace",
         "--addr",
-        &first,
+        addr,
         "create",
         "logs",
         "--partitions",
         "6",
-        "--replicas",
-        "3",
     ]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("created keyspace logs"), "{out}");
+}
+
+fn addresses(cluster: &Cluster, ids: &[u64]) -> Vec<String> {
+    ids.iter()
+        .map(|&n| cluster.node(n).addr.to_string())
+        .collect()
+}
+
+#[test]
+fn nodes_join_and_leave_under_load_and_the_placement_follows() {
+    let mut cluster = start_cluster("placement");
+    let first = cluster.node(1).addr.to_string();
+    let rt = runtime();
+
+    // A second keyspace, created at run time through the CLI.
+    create_logs(&first);
     let (code, out) = kvstore(&["keyspace", "--addr", &first, "create", "logs"]);
     assert_ne!(code, 0, "a keyspace is created once: {out}");
     let (_, list) = kvstore(&["keyspace", "--addr", &first, "list"]);
@@ -200,42 +294,10 @@ fn nodes_join_and_leave_under_load_and_the_placement_follows() {
             seed: 17,
         },
     );
-    let acked = Arc::new(Mutex::new(Vec::<u64>::new()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let (acked, stop) = (acked.clone(), stop.clone());
-        let client = ClusterClient::new(cluster.client_addresses(), ClusterConfig::default());
-        rt.spawn(async move {
-            let mut i = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let key = format!("line:{i:06}");
-                if client
-                    .put("logs", key.as_bytes(), key.as_bytes(), Condition::None)
-                    .await
-                    .is_ok()
-                {
-                    acked.lock().unwrap().push(i);
-                }
-                i += 1;
-            }
-        })
-    };
+    let writer = Writer::start(&rt, cluster.client_addresses());
 
     // Two nodes join through node 1's peer address.
-    let client = ClusterClient::new(cluster.client_addresses(), ClusterConfig::default());
-    let map = rt.block_on(client.map()).unwrap();
-    let join = map.nodes[&1].peer.clone();
-    for id in [4, 5] {
-        let args = [
-            "--idle-spin-us".to_string(),
-            "0".into(),
-            "--join".into(),
-            join.clone(),
-            "--down-after-ms".into(),
-            DOWN_AFTER_MS.into(),
-        ];
-        cluster.start_joining_node(id, &args).unwrap();
-    }
+    join(&mut cluster, &rt, &[4, 5]);
     wait_settled(&cluster, &first, &[1, 2, 3, 4, 5], "after two nodes joined");
     assert!(!hosted(&cluster, 4).is_empty() && !hosted(&cluster, 5).is_empty());
 
@@ -321,38 +383,90 @@ fn nodes_join_and_leave_under_load_and_the_placement_follows() {
     );
 
     std::thread::sleep(Duration::from_secs(1));
-    stop.store(true, Ordering::Relaxed);
-    rt.block_on(writer).unwrap();
-    let addresses: Vec<String> = [1, 3, 4, 5]
-        .iter()
-        .map(|&n| cluster.node(n).addr.to_string())
-        .collect();
-    let history = load.finish(&rt, addresses.clone());
+    let up = addresses(&cluster, &[1, 3, 4, 5]);
+    let history = load.finish(&rt, up.clone());
     workload::assert_linearizable(&history, || cluster.logs());
+    writer.finish_and_check(&rt, up);
+}
 
-    let acked = acked.lock().unwrap().clone();
-    assert!(
-        acked.len() > 20,
-        "the writer made progress: {}",
-        acked.len()
-    );
-    let reader = ClusterClient::new(addresses, ClusterConfig::default());
-    let missing: Vec<u64> = rt.block_on(async {
-        let mut missing = Vec::new();
-        for i in &acked {
-            let key = format!("line:{i:06}");
-            match reader.get("logs", key.as_bytes(), Default::default()).await {
-                Ok(Some(v)) if v.value == key.as_bytes() => {}
-                _ => missing.push(*i),
-            }
-        }
-        missing
+/// The group of a move in flight (one whose map wants a replica it does not have yet), with
+/// the node it moves to and, for a replacement, the node it moves from.
+fn a_move(map: &serde_json::Value) -> Option<(u64, u64, Option<u64>)> {
+    let ids = |v: &serde_json::Value| -> Vec<u64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|n| n.as_u64())
+            .collect()
+    };
+    map["groups"].as_array().unwrap().iter().find_map(|g| {
+        let (want, replicas) = (ids(&g["want"]), ids(&g["replicas"]));
+        let to = *want.iter().find(|n| !replicas.contains(n))?;
+        let from = replicas.iter().copied().find(|n| !want.contains(n));
+        Some((g["group"].as_u64().unwrap(), to, from))
+    })
+}
+
+/// Waits for a move in flight (see [`a_move`]).
+fn in_flight(cluster: &Cluster, addr: &str) -> (u64, u64, Option<u64>) {
+    let mut found = None;
+    wait_until(PATIENCE, || {
+        found = a_move(&map_json(addr));
+        found.is_some()
     });
-    assert!(
-        missing.is_empty(),
-        "{} of {} acknowledged keys are missing: {:?}",
-        missing.len(),
-        acked.len(),
-        &missing[..missing.len().min(20)]
+    found.unwrap_or_else(|| panic!("no move in flight\n{}", cluster.logs()))
+}
+
+/// Kills `id` with SIGKILL and starts it again a moment later.
+fn bounce(cluster: &mut Cluster, id: u64) {
+    cluster.kill(id).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    cluster.restart(id).unwrap();
+}
+
+#[test]
+fn moves_survive_sigkill_of_their_source_their_target_and_the_meta_leader() {
+    let mut cluster = start_cluster("placement-crashes");
+    // Any of the founders may be down at a moment: the CLI tries each.
+    let first = cluster.client_addresses().join(",");
+    let rt = runtime();
+    create_logs(&first);
+    let load = workload::start(
+        &rt,
+        cluster.client_addresses(),
+        Workload {
+            clients: 3,
+            keys: 8,
+            seed: 23,
+        },
     );
+    let writer = Writer::start(&rt, cluster.client_addresses());
+    std::thread::sleep(Duration::from_secs(1));
+
+    // Two nodes join: about forty replicas move, eight at a time.
+    join(&mut cluster, &rt, &[4, 5]);
+    // The meta leader dies while moves are in flight.
+    in_flight(&cluster, &first);
+    let meta_leader = map_json(&first)["groups"][0]["leader"].as_u64().unwrap();
+    bounce(&mut cluster, meta_leader);
+    // A move's target dies (its learner replica restarts from what it had)…
+    let (_, to, _) = in_flight(&cluster, &first);
+    bounce(&mut cluster, to);
+    // …and a replacement's source.
+    let from = loop {
+        if let (_, _, Some(from)) = in_flight(&cluster, &first) {
+            break from;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    bounce(&mut cluster, from);
+
+    // Every move resumes or is undone: the placement settles, balanced.
+    let all = [1, 2, 3, 4, 5];
+    wait_settled(&cluster, &first, &all, "after the kills");
+    std::thread::sleep(Duration::from_secs(1));
+    let up = addresses(&cluster, &all);
+    let history = load.finish(&rt, up.clone());
+    workload::assert_linearizable(&history, || cluster.logs());
+    writer.finish_and_check(&rt, up);
 }
