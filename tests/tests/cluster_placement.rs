@@ -276,8 +276,15 @@ fn nodes_join_and_leave_under_load_and_the_placement_follows() {
     let first = cluster.node(1).addr.to_string();
     let rt = runtime();
 
-    // A second keyspace, created at run time through the CLI.
+    // A second keyspace, created at run time through the CLI, is usable at once from any
+    // node (the others learn of it within moments; the client waits for them).
     create_logs(&first);
+    let third = cluster.node(3).addr.to_string();
+    let (code, out) = kvstore(&["put", "--addr", &third, "--keyspace", "logs", "probe", "1"]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = kvstore(&["put", "--addr", &third, "--keyspace", "nope", "probe", "1"]);
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("no keyspace"), "{out}");
     let (code, out) = kvstore(&["keyspace", "--addr", &first, "create", "logs"]);
     assert_ne!(code, 0, "a keyspace is created once: {out}");
     let (_, list) = kvstore(&["keyspace", "--addr", &first, "list"]);

@@ -453,7 +453,8 @@ impl ClusterClient {
         let mut prefer: Option<String> = None;
         let mut last_error;
         let mut outcome_unknown = false;
-        let mut refreshed_for_keyspace = false;
+        // Whether the keyspace an `UnknownKeyspace` named exists in the meta group's map.
+        let mut keyspace_exists: Option<bool> = None;
         self.fetch_map_once().await;
         loop {
             let (group, routed) = self.target(&request);
@@ -484,13 +485,22 @@ impl ClusterClient {
                     }
                 }
                 (_, Err(ClientError::Server { code, message }))
-                    if code == ErrorCode::UnknownKeyspace && !refreshed_for_keyspace =>
+                    if code == ErrorCode::UnknownKeyspace && keyspace_exists != Some(false) =>
                 {
-                    // Perhaps created since the map was fetched.
-                    refreshed_for_keyspace = true;
-                    self.refresh_map(true).await;
+                    // Perhaps created since this client, or that node, last learnt the map:
+                    // ask the meta group, which knows every acknowledged creation. If it
+                    // exists, the nodes learn of it within moments: retry until they have.
+                    if keyspace_exists.is_none() {
+                        let name = keyspace_of(&request).unwrap_or_default().to_string();
+                        let current = Box::pin(self.current_map()).await;
+                        let exists = current.is_ok_and(|m| m.keyspaces.contains_key(&name));
+                        keyspace_exists = Some(exists);
+                    }
                     last_error = ClientError::Server { code, message };
-                    false
+                    if keyspace_exists == Some(false) {
+                        return Err(last_error);
+                    }
+                    true
                 }
                 (_, Err(ClientError::Server { code, message }))
                     if matches!(code, ErrorCode::Unavailable | ErrorCode::Busy) =>
@@ -766,6 +776,22 @@ fn decode_merged_token(token: &[u8], partitions: u32) -> Result<Vec<PartitionSca
         return Err(bad());
     }
     Ok(states)
+}
+
+/// The keyspace a request names, if it names one.
+fn keyspace_of(request: &Request) -> Option<&str> {
+    match request {
+        Request::Get { keyspace, .. }
+        | Request::Put { keyspace, .. }
+        | Request::Delete { keyspace, .. }
+        | Request::Incr { keyspace, .. }
+        | Request::Scan { keyspace, .. }
+        | Request::Batch { keyspace, .. } => Some(keyspace),
+        Request::Hello { .. }
+        | Request::Ping { .. }
+        | Request::ClusterMap { .. }
+        | Request::MapChange { .. } => None,
+    }
 }
 
 /// Runs `futures` concurrently and returns their outputs (in the order they finish).

@@ -25,8 +25,10 @@
 //! and the engines' background thread. A founding node (one of `--peers`) computes the
 //! founding map from its peers, saves it in its data directory, and creates the groups it
 //! places here with the founding membership; a node that receives a leader's message for a
-//! group it does not host (a replica being added here) creates an empty replica, which the
-//! leader fills with a snapshot and the log.
+//! group it does not host, and that its map places here (a replica being added), creates
+//! an empty replica, which the leader fills with a snapshot and the log. Groups of new
+//! keyspaces are founded, and replicas moved away deleted, on the control loop's request
+//! ([`Node::create_group`], [`Node::remove_group`]; see `server::control`).
 
 pub mod clock;
 pub mod command;
@@ -319,6 +321,7 @@ struct Shared {
     /// The newest cluster map this node knows.
     map: tokio::sync::watch::Sender<Arc<ClusterMap>>,
     map_lock: tokio::sync::Mutex<()>,
+    map_refreshed: tokio::sync::Mutex<Option<Instant>>,
     data_dir: PathBuf,
     /// Set when the Raft thread ends: `Ok` after a shutdown, `Err` with the reason if it failed.
     stopped: Mutex<Option<Result<(), String>>>,
@@ -566,6 +569,12 @@ impl Node {
     /// `server::control`): each reads the map, changes it and writes it back.
     pub fn map_lock(&self) -> &tokio::sync::Mutex<()> {
         &self.shared.map_lock
+    }
+
+    /// When this node last refreshed its map on demand (`server::control::refresh_map`), so
+    /// that a flood of requests for an unknown keyspace costs one refresh per interval.
+    pub fn map_refreshed(&self) -> &tokio::sync::Mutex<Option<Instant>> {
+        &self.shared.map_refreshed
     }
 
     /// The status the Raft thread last published.
@@ -963,6 +972,7 @@ fn assemble(
         ),
         map: tokio::sync::watch::Sender::new(Arc::new(map)),
         map_lock: tokio::sync::Mutex::new(()),
+        map_refreshed: tokio::sync::Mutex::new(None),
         data_dir: config.data_dir.clone(),
         stopped: Mutex::new(None),
         transport,
@@ -986,7 +996,6 @@ fn assemble(
         built: Vec::new(),
         last_loop_us: clock.now_us(),
         woke_at_us: None,
-        removed: Default::default(),
         doomed: Vec::new(),
         unsynced: false,
     };

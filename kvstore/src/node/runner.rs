@@ -74,9 +74,6 @@ pub(super) struct Runner {
     /// from a stall (a gap of an election timeout: SIGSTOP, a long fsync).
     pub(super) last_loop_us: raft::Micros,
     pub(super) woke_at_us: Option<raft::Micros>,
-    /// Groups this node removed (since it started): a leader's message does not bring one
-    /// back unless the map places it here again.
-    pub(super) removed: std::collections::BTreeSet<GroupId>,
     /// Directories of removed groups, deleted once the removal is durable in the WAL.
     pub(super) doomed: Vec<PathBuf>,
     /// Something was logged outside a `Ready` (a founding entry): sync at the next round.
@@ -298,7 +295,6 @@ impl Runner {
             g.raft.campaign();
         }
         tracing::info!(group, campaign, "founded a group of a new keyspace");
-        self.removed.remove(&group);
         self.unsynced = true;
         self.host(group, g);
         Ok(true)
@@ -332,7 +328,6 @@ impl Runner {
             let _ = reply.send(gone());
         }
         self.wal.remove_group(group);
-        self.removed.insert(group);
         self.unsynced = true;
         self.doomed.push(g.dir.clone());
         tracing::info!(group, "removed this node's replica of a group");
@@ -353,14 +348,19 @@ impl Runner {
         if !from_leader {
             return false;
         }
-        if self.removed.contains(&group) {
+        {
+            // Only where the map places the group: a leader's message from before this
+            // replica was removed, or a map this node has not caught up with yet, creates
+            // nothing (the leader repeats itself; once the map places the group here, it is
+            // created). Deleting a replica its group still counts would break Raft: the
+            // leader's match index for it would be ahead of its log. A node without a map, or
+            // a group newer than its map (added to a group by hand), accepts the leader.
             let map = self.shared.map.borrow();
-            let placed = map
-                .groups
-                .get(&group)
-                .is_some_and(|g| g.places(self.config.id));
+            let placed = match map.groups.get(&group) {
+                Some(g) => g.places(self.config.id),
+                None => map.version == 0 || group >= map.next_group,
+            };
             if !placed {
-                // A late message of a leader from before this replica was removed.
                 return false;
             }
         }

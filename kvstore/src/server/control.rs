@@ -51,6 +51,10 @@ pub const CHANGE_TIMEOUT: Duration = Duration::from_secs(5);
 /// A leadership transfer to a node is not tried again for this long: one that did not take
 /// (the target is slow or dead) blocks the group's proposals while it lasts.
 pub const TRANSFER_RETRY: Duration = Duration::from_secs(5);
+/// Redirects followed to reach the meta leader.
+const REDIRECTS_MAX: usize = 2;
+/// A node refreshes its map on demand at most this often.
+pub const REFRESH_MIN: Duration = Duration::from_millis(100);
 /// How often the meta leader pings every node (binary protocol `PING`).
 pub const PROBE_EVERY: Duration = Duration::from_secs(1);
 /// A ping not answered within this long failed.
@@ -325,40 +329,7 @@ impl Controller {
             }
             return;
         }
-        // Ask a meta replica (the leader hint first): it has the newest map.
-        let map = self.node.map_for_clients();
-        let mut asked: Vec<String> = Vec::new();
-        if let Some(leader) = map.leader_hint(META_GROUP) {
-            asked.push(leader.client.clone());
-        }
-        if let Some(meta) = map.groups.get(&META_GROUP) {
-            for n in &meta.replicas {
-                if let Some(info) = map.nodes.get(n) {
-                    asked.push(info.client.clone());
-                }
-            }
-        }
-        asked.retain(|a| !a.is_empty() && *a != self.me.client);
-        let Some(addr) = asked.first() else {
-            return;
-        };
-        let config = crate::client::ClientConfig {
-            connect_timeout_ms: 500,
-            request_timeout_ms: 1_000,
-            ..Default::default()
-        };
-        if let Ok(client) = crate::client::Client::connect(addr.as_str(), config).await {
-            if let Ok(Response::ClusterMapOk { map: Some(bytes) }) = client
-                .call(Request::ClusterMap {
-                    known_version: known,
-                })
-                .await
-            {
-                if let Ok(map) = ClusterMap::decode(&bytes) {
-                    let _ = self.node.learn_map(map);
-                }
-            }
-        }
+        ask_meta_leader(&self.node).await;
     }
 
     async fn register(&mut self, map: &ClusterMap) {
@@ -595,6 +566,84 @@ impl Controller {
             tracing::info!(?error, "rebalancing failed; trying again");
         }
     }
+}
+
+/// Reads the map from the meta group's leader, linearizably (a `Get` of the stored map,
+/// following up to [`REDIRECTS_MAX`] redirects from the leader as far as this node knows).
+async fn ask_meta_leader(node: &Node) {
+    let map = node.map_for_clients();
+    let me = node.id();
+    let mut asked: Vec<String> = Vec::new();
+    if let Some(leader) = map.leader_hint(META_GROUP).filter(|n| n.id != me) {
+        asked.push(leader.client.clone());
+    }
+    if let Some(meta) = map.groups.get(&META_GROUP) {
+        for n in meta.replicas.iter().filter(|&&n| n != me) {
+            if let Some(info) = map.nodes.get(n) {
+                asked.push(info.client.clone());
+            }
+        }
+    }
+    asked.retain(|a| !a.is_empty());
+    let Some(mut addr) = asked.first().cloned() else {
+        return;
+    };
+    let config = crate::client::ClientConfig {
+        connect_timeout_ms: 500,
+        request_timeout_ms: 1_000,
+        ..Default::default()
+    };
+    let get = Request::Get {
+        keyspace: META_KEYSPACE.to_string(),
+        key: Bytes::from_static(MAP_KEY),
+        consistency: Consistency::Linearizable,
+    };
+    for _ in 0..=REDIRECTS_MAX {
+        let Ok(client) = crate::client::Client::connect(addr.as_str(), config.clone()).await else {
+            return;
+        };
+        match client.call(get.clone()).await {
+            Ok(Response::GetOk { found: Some(v), .. }) => {
+                if let Ok(map) = ClusterMap::decode(&v.value) {
+                    let _ = node.learn_map(map);
+                }
+                return;
+            }
+            Err(crate::client::ClientError::Server {
+                code: ErrorCode::NotLeader,
+                message,
+            }) => match message.rsplit_once(" at ") {
+                Some((_, leader)) if leader != addr => addr = leader.to_string(),
+                _ => return,
+            },
+            _ => return,
+        }
+    }
+}
+
+/// Brings this node's map up to date now (a request named a keyspace it does not know): from
+/// its own meta replica, else from the meta leader; at most once per [`REFRESH_MIN`] (a
+/// request arriving meanwhile waits for the refresh in progress, then uses its result).
+pub async fn refresh_map(node: &Node) {
+    let mut last = node.map_refreshed().lock().await;
+    if last.is_some_and(|t| t.elapsed() < REFRESH_MIN) {
+        return;
+    }
+    *last = Some(Instant::now());
+    if node.hosts(META_GROUP) {
+        if let Ok((Some(map), _)) = stored_map(node) {
+            let _ = node.learn_map(map);
+        }
+    }
+    if node
+        .status()
+        .groups
+        .iter()
+        .any(|g| g.group == META_GROUP && g.role == "leader")
+    {
+        return;
+    }
+    ask_meta_leader(node).await;
 }
 
 /// Whether the node at `addr` answers a `PING` within [`PROBE_TIMEOUT`].

@@ -159,7 +159,7 @@ pub async fn serve_binary(
                     };
                     pending.push(Pending::Ready(id, response));
                 }
-                request if request.is_write() => match hosted_group(&node, &request) {
+                request if request.is_write() => match hosted_group(&node, &request).await {
                     Ok(group) => {
                         // The log entry carries the frame as it arrived.
                         let session = (client_id != 0).then_some((client_id, id));
@@ -180,7 +180,7 @@ pub async fn serve_binary(
                         }
                         _ => Consistency::Linearizable,
                     };
-                    let group = match hosted_group(&node, &request) {
+                    let group = match hosted_group(&node, &request).await {
                         Ok(group) => group,
                         Err(response) => {
                             pending.push(Pending::Ready(id, response));
@@ -231,8 +231,18 @@ pub async fn serve_binary(
 
 /// The group `request` is for, if this node hosts it; else the redirect or the error that
 /// answers it.
-fn hosted_group(node: &Node, request: &Request) -> Result<GroupId, Response> {
-    let route = crate::partition::route::route(&node.map(), request)?;
+async fn hosted_group(node: &Node, request: &Request) -> Result<GroupId, Response> {
+    let route = match crate::partition::route::route(&node.map(), request) {
+        Err(Response::Error {
+            code: ErrorCode::UnknownKeyspace,
+            ..
+        }) => {
+            // Perhaps created a moment ago: this node's map may not have it yet.
+            super::control::refresh_map(node).await;
+            crate::partition::route::route(&node.map(), request)?
+        }
+        routed => routed?,
+    };
     if node.hosts(route.group) {
         Ok(route.group)
     } else {
