@@ -33,7 +33,8 @@ pub struct ClusterOptions {
     /// benchmarks turn this off so that the proxies cost nothing.
     pub proxies: bool,
     /// Partitions of the keyspace `default` (`kvstore serve --default-partitions`). The
-    /// part 2 tests use 1: one Raft group holds the keyspace, and "the leader" is its leader.
+    /// part 2 tests use 1: one Raft group, replicated on every node, holds the keyspace, and
+    /// "the leader" is its leader.
     pub partitions: u32,
 }
 
@@ -131,6 +132,10 @@ impl Cluster {
                 format!("127.0.0.1:{}", peer_ports[id as usize - 1]),
                 "--default-partitions".into(),
                 options.partitions.to_string(),
+                // Part 2's single group has every node as a voter (a five-node test means
+                // five voters); partitions get the default three replicas.
+                "--default-replicas".into(),
+                if options.partitions == 1 { n.min(7) } else { 3 }.to_string(),
             ];
             args.extend(options.args.iter().cloned());
             let node_dir = dir.path.join(format!("node-{id}"));
