@@ -40,7 +40,8 @@ for i in 1 2 3; do
 done
 cat <<MSG
 A 3-node kvstore cluster is starting. In another terminal:
-  $K cluster status                                   # who leads, terms, commit and applied
+  $K cluster status                                   # per node: replicas, leaders, keys, bytes, moves
+  open http://127.0.0.1:7380/                         # the live cluster page (any node's admin port)
   $K put greeting hello --addr 127.0.0.1:7479         # any node: followers redirect to the leader
   $K get greeting --addr 127.0.0.1:7579 --consistency follower
   redis-cli -c -p 6380 set counter 1 && redis-cli -c -p 6480 incr counter

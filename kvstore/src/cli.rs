@@ -550,7 +550,11 @@ pub fn status_table(status: &serde_json::Value) -> String {
 
 /// A minimal HTTP/1.1 exchange (the admin port is plain HTTP on a trusted network): returns
 /// the status code and the body.
-async fn http_request(addr: &str, method: &str, path: &str) -> std::io::Result<(u16, String)> {
+pub(crate) async fn http_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+) -> std::io::Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let connect = tokio::net::TcpStream::connect(addr);
     let mut stream = tokio::time::timeout(std::time::Duration::from_secs(5), connect)

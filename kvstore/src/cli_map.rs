@@ -1,5 +1,5 @@
 //! The commands that read or change the cluster map: `kvstore keyspace create|list|describe|
-//! drop` and `kvstore cluster drain|undrain|remove-node|rebalance|map`. They talk the binary
+//! drop` and `kvstore cluster status|drain|undrain|remove-node|rebalance|map`. They talk the binary
 //! protocol to any node (`--addr`), through [`ClusterClient`], which takes a change to the
 //! meta group's leader.
 
@@ -24,6 +24,10 @@ pub enum MapCommand {
     Rebalance,
     /// The whole map, as JSON.
     Show,
+    /// The cluster per node (`server::overview`), as a table or JSON.
+    Status {
+        json: bool,
+    },
 }
 
 /// Runs `command` against the nodes at `addrs` (comma-separated); returns the exit code.
@@ -44,7 +48,10 @@ pub async fn run(addrs: &str, timeout_ms: u64, command: MapCommand) -> i32 {
             state: *state,
         }),
         MapCommand::Rebalance => Some(MapChange::Rebalance),
-        MapCommand::List | MapCommand::Describe(_) | MapCommand::Show => None,
+        MapCommand::List
+        | MapCommand::Describe(_)
+        | MapCommand::Show
+        | MapCommand::Status { .. } => None,
     };
     let map = match change {
         Some(change) => client.change_map(&change).await,
@@ -97,6 +104,14 @@ pub async fn run(addrs: &str, timeout_ms: u64, command: MapCommand) -> i32 {
             }
         ),
         MapCommand::Show => println!("{}", to_json(&map)),
+        MapCommand::Status { json } => {
+            let overview = crate::server::overview::gather(&map, Default::default()).await;
+            if json {
+                println!("{overview}");
+            } else {
+                print!("{}", crate::server::overview::table(&overview));
+            }
+        }
     }
     exit::OK
 }

@@ -159,9 +159,15 @@ enum KeyspaceAction {
 
 #[derive(Subcommand)]
 enum ClusterAction {
-    /// A table of the members of the default group: node, role, term, commit and applied
-    /// index, lag.
-    Status,
+    /// Per node: its state, replicas, leaders, keys, bytes and moves in flight (from the map
+    /// and every node's HTTP admin port); --json prints the same for scripts.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every Raft group one node hosts (--http): role, term, commit and applied index, and
+    /// each member's lag as its leader sees it.
+    Groups,
     /// Move every replica and leadership off node ID (the placement plans the moves).
     Drain { id: u64 },
     /// Let node ID receive replicas again.
@@ -423,7 +429,10 @@ fn main() -> ExitCode {
                         return map(&addr, 15_000, MapCommand::Rebalance).await
                     }
                     ClusterAction::Map => return map(&addr, 15_000, MapCommand::Show).await,
-                    ClusterAction::Status => cli::ClusterCommand::Status,
+                    ClusterAction::Status { json } => {
+                        return map(&addr, 15_000, MapCommand::Status { json }).await
+                    }
+                    ClusterAction::Groups => cli::ClusterCommand::Status,
                     ClusterAction::AddReplica { id, peer, voter } => {
                         cli::ClusterCommand::AddNode { id, peer, voter }
                     }

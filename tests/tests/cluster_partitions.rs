@@ -273,3 +273,61 @@ fn redis_cli_follows_moved_across_slots_and_cluster_commands_answer_as_redis_doe
         .sum();
     assert_eq!(total, 102, "each node counts the partitions it leads");
 }
+
+/// redis-py's `RedisCluster` through its own API (it learns the slots from `CLUSTER SLOTS`
+/// and every command's keys from `COMMAND`), and `redis-benchmark --cluster`.
+#[test]
+fn redis_py_cluster_and_redis_benchmark_cluster_work_unchanged() {
+    let cluster = partitioned("partitions-redis-py");
+    let port = cluster.node(2).resp.port();
+    let script = r#"
+import sys
+from redis.cluster import RedisCluster
+rc = RedisCluster(host="127.0.0.1", port=int(sys.argv[1]), decode_responses=True, protocol=2)
+for i in range(300):
+    rc.set(f"py:{i}", f"v{i}")
+assert all(rc.get(f"py:{i}") == f"v{i}" for i in range(300)), "read back"
+assert rc.cluster_keyslot("123456789") == 12739
+assert len(rc.get_nodes()) == 3, rc.get_nodes()
+rc.mset_nonatomic({"{u}:a": "1", "{u}:b": "2"})
+assert rc.mget_nonatomic(["{u}:a", "{u}:b", "py:7"]) == ["1", "2", "v7"]
+assert rc.incr("py:counter") == 1 and rc.incr("py:counter") == 2
+assert rc.delete("py:1", "py:2") == 2 and rc.get("py:1") is None
+pipe = rc.pipeline()
+for i in range(100):
+    pipe.set(f"pipe:{i}", i)
+assert pipe.execute() == [True] * 100
+print("ok")
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", script, &port.to_string()])
+        .output()
+        .expect("python3 with redis-py (scripts/install-test-deps.sh installs it)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success() && text.contains("ok"), "{text}");
+
+    let out = std::process::Command::new("redis-benchmark")
+        .args(["--cluster", "-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-t", "set,get", "-n", "2000", "-c", "8", "-q"])
+        .output()
+        .expect("redis-benchmark");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("Cluster has 3 master nodes"), "{text}");
+    for op in ["SET", "GET"] {
+        let line = text
+            .lines()
+            .rev()
+            .find(|l| l.contains(&format!("{op}: ")) && l.contains("requests per second"))
+            .unwrap_or_else(|| panic!("no {op} result:\n{text}"));
+        let rate: f64 = line
+            .split_whitespace()
+            .find_map(|w| w.parse().ok())
+            .unwrap_or(0.0);
+        assert!(rate > 0.0, "{line}");
+    }
+}

@@ -390,7 +390,9 @@ fn partition_views(map: &ClusterMap) -> Vec<super::placement::PartitionView> {
             };
             super::placement::PartitionView {
                 group: g.group,
-                leader: g.leader.filter(|l| replicas.contains(l)),
+                // A leader no report has confirmed yet (the founding map's first replica) is
+                // a guess: the planner does not balance guesses.
+                leader: g.leader.filter(|l| g.term > 0 && replicas.contains(l)),
                 replicas,
                 replication,
             }
@@ -470,7 +472,13 @@ fn rebalance(map: &mut ClusterMap) -> bool {
         }
         g.want = want;
     }
-    planned || map.groups.values().any(|g| !g.want.is_empty())
+    // Going on while a move is in flight, or while some group has not reported its leader
+    // yet (the leaders are balanced once they are known).
+    planned
+        || map
+            .groups
+            .values()
+            .any(|g| !g.want.is_empty() || g.term == 0)
 }
 
 /// What a group's leader knows of its group.
@@ -707,7 +715,8 @@ mod tests {
                         .map(|&n| (n, 10))
                         .collect(),
                     last_index: 10,
-                    term: g.term,
+                    // Every elected leader has a term, and reports it once.
+                    term: g.term.max(1),
                     epoch: g.epoch,
                     config_committed: true,
                 };

@@ -279,6 +279,10 @@ impl ClusterMap {
             .collect();
         map.insert_keyspace(&spec, placed)
             .expect("the founding keyspace is valid");
+        // The first replicas campaign at once, but a node that starts before its peers loses
+        // its elections to them: the meta leader balances the leaders once everyone is up.
+        // A keyspace in one partition (part 2's single group) keeps the leader it elects.
+        map.rebalancing = partitions > 1;
         map
     }
 
@@ -561,11 +565,11 @@ pub(super) fn text(value: Value, what: &str) -> Result<String, MapError> {
 }
 
 #[cfg(test)]
-pub(super) mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// `n` nodes with addresses (RESP on the odd ones).
-    pub(in crate::partition) fn nodes(n: u64) -> Vec<NodeInfo> {
+    pub(crate) fn nodes(n: u64) -> Vec<NodeInfo> {
         (1..=n)
             .map(|id| NodeInfo {
                 id,

@@ -304,8 +304,15 @@ pub fn execute<S: Store>(
         }
         "config" => Ok(config(rest, &facts()).into()),
         "command" => Ok(match rest.first().map(|a| lower(a)).as_deref() {
-            None | Some("docs") | Some("info") => Reply::Array(Vec::new()),
-            Some("count") => Reply::Integer(0),
+            None => Reply::Array(table::COMMANDS.iter().map(command_info).collect()),
+            Some("info") => Reply::Array(
+                rest[1..]
+                    .iter()
+                    .map(|name| table::lookup(name).map_or(Reply::NullArray, command_info))
+                    .collect(),
+            ),
+            Some("docs") => Reply::Array(Vec::new()),
+            Some("count") => Reply::Integer(table::COMMANDS.len() as i64),
             Some(_) => err("ERR unknown subcommand or wrong number of arguments for 'command'"),
         }
         .into()),
@@ -314,6 +321,33 @@ pub fn execute<S: Store>(
         _ => Ok(unknown_command(first, rest).into()),
     };
     result.unwrap_or_else(|e| db_error(e).into())
+}
+
+/// A command's `COMMAND` entry, as Redis 2.8.13 and later give it: name, arity (negative:
+/// at least that many arguments, the name included), flags, first key, last key (-1: the
+/// last argument) and step. Cluster clients (redis-py's `RedisCluster`) find the keys of a
+/// command, and so its slot, from these.
+fn command_info(spec: &table::Spec) -> Reply {
+    use table::{Access, Keys};
+    let (arity, first, last, step) = match spec.keys {
+        Keys::None => (-1, 0, 0, 0),
+        Keys::First => (-2, 1, 1, 1),
+        Keys::All => (-2, 1, -1, 1),
+        Keys::Pairs => (-3, 1, -1, 2),
+    };
+    let flag = match spec.access {
+        Access::Read => "readonly",
+        Access::Write => "write",
+        Access::NoData => "fast",
+    };
+    Reply::Array(vec![
+        Reply::Bulk(spec.name.into()),
+        Reply::Integer(arity),
+        Reply::Array(vec![Reply::Simple(flag.into())]),
+        Reply::Integer(first),
+        Reply::Integer(last),
+        Reply::Integer(step),
+    ])
 }
 
 fn written(reply: Reply, version: Option<u64>) -> Outcome {

@@ -1,6 +1,7 @@
 //! The HTTP admin port: `/health`, `/metrics` (Prometheus text), `/status` (JSON), and
-//! `POST /admin/compact`. On a cluster node also `/cluster` (the Raft group as this node sees
-//! it) and `POST /cluster/transfer-leader?to=N`, `POST /cluster/add-node?id=N&peer=HOST:PORT`
+//! `POST /admin/compact`. On a cluster node also `/` (the live cluster page),
+//! `/cluster/overview` (the whole cluster as JSON, `server::overview`), `/cluster` (the Raft
+//! groups as this node sees them, with each one's keys and bytes) and `POST /cluster/transfer-leader?to=N`, `POST /cluster/add-node?id=N&peer=HOST:PORT`
 //! (as a learner; `&voter=true` promotes), `POST /cluster/remove-node?id=N`, which
 //! `kvstore cluster` calls. No data is served here.
 
@@ -24,7 +25,9 @@ pub async fn serve(ctx: Arc<Context>, listener: TcpListener) {
         .route("/metrics", get(metrics))
         .route("/status", get(status))
         .route("/admin/compact", post(compact))
+        .route("/", get(cluster_page))
         .route("/cluster", get(cluster_status))
+        .route("/cluster/overview", get(cluster_overview))
         .route("/cluster/transfer-leader", post(transfer_leader))
         .route("/cluster/add-node", post(add_node))
         .route("/cluster/remove-node", post(remove_node))
@@ -87,9 +90,50 @@ fn no_node() -> Response {
 
 async fn cluster_status(State(ctx): State<Arc<Context>>) -> Response {
     match &ctx.node {
-        Some(node) => Json(node.status()).into_response(),
+        Some(node) => Json(node_status(node)).into_response(),
         None => no_node(),
     }
+}
+
+/// The node's status, each group with its keys and bytes.
+fn node_status(node: &crate::node::Node) -> serde_json::Value {
+    let mut status = serde_json::to_value(node.status()).unwrap_or_default();
+    if let Some(groups) = status["groups"].as_array_mut() {
+        for g in groups {
+            let Some(db) = g["group"].as_u64().and_then(|id| node.db(id)) else {
+                continue;
+            };
+            let stats = db.engine().stats();
+            g["keys"] = stats.keys.into();
+            g["bytes"] = stats.live_bytes.into();
+        }
+    }
+    status
+}
+
+/// The live cluster page: static HTML that polls `/cluster/overview` (no build step).
+async fn cluster_page(State(ctx): State<Arc<Context>>) -> Response {
+    if ctx.node.is_none() {
+        return (
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            "a single node: no cluster to show (see /status and /metrics)\n",
+        )
+            .into_response();
+    }
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        include_str!("cluster_page.html"),
+    )
+        .into_response()
+}
+
+/// The cluster as `kvstore cluster status --json` shows it (see `server::overview`).
+async fn cluster_overview(State(ctx): State<Arc<Context>>) -> Response {
+    let Some(node) = &ctx.node else {
+        return no_node();
+    };
+    let known = [(node.id(), node_status(node))].into();
+    Json(super::overview::gather(&node.map_for_clients(), known).await).into_response()
 }
 
 /// The value of `name` in a query string such as `id=4&peer=127.0.0.1:7001` (no escapes:

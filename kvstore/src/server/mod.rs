@@ -13,6 +13,7 @@ pub mod cluster_node;
 pub mod control;
 pub mod http;
 pub mod idle;
+pub mod overview;
 pub mod replicated;
 pub mod resp;
 pub mod resp_cluster;
