@@ -36,7 +36,10 @@ done
 KV_ADDRS=""
 for i in 1 2 3; do
   KV_ADDR[$i]=127.0.0.1:$(free_port)
+  # One partition: one Raft group for the keyspace, as etcd is one (bench/partitions.sh
+  # compares 64 partitions with it).
   "$KVSTORE" serve --data-dir "$BENCH_TMP/kv-$i" --fsync always --node-id "$i" --peers "$PEERS" \
+    --default-partitions 1 \
     --peer-listen "127.0.0.1:${KV_PEER[$i]}" --listen "${KV_ADDR[$i]}" \
     --resp-listen "127.0.0.1:$(free_port)" --http-listen "127.0.0.1:$(free_port)" \
     2>"$BENCH_TMP/kv-$i.log" &

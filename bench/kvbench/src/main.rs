@@ -3,8 +3,9 @@
 //! put their figures side by side; and it measures kvstore's failover time.
 //!
 //! ```text
-//! kvbench kvstore ADDR[,ADDR...]  put|get  CLIENTS SECONDS
-//! kvbench etcd    ENDPOINT[,...]  put|get  CLIENTS SECONDS
+//! kvbench kvstore   ADDR[,ADDR...]  put|get  CLIENTS SECONDS   (one group: to its leader)
+//! kvbench kvcluster ADDR[,ADDR...]  put|get  CLIENTS SECONDS   (any partitions: ClusterClient)
+//! kvbench etcd      ENDPOINT[,...]  put|get  CLIENTS SECONDS
 //! kvbench failover KILLS            (starts its own 3-node cluster; needs KVSTORE_BIN)
 //! ```
 //!
@@ -48,6 +49,27 @@ impl Target for Kvstore {
     }
     async fn get(c: &mut Self::Conn, k: Vec<u8>) -> bool {
         c.get_with("default", &k, kvstore::wire::Consistency::Linearizable)
+            .await
+            .is_ok()
+    }
+}
+
+/// A partitioned cluster through `ClusterClient`: each client routes every key to its
+/// partition's leader by the cluster map.
+struct Kvcluster {
+    addrs: Vec<String>,
+}
+
+impl Target for Kvcluster {
+    type Conn = kvstore::client::cluster::ClusterClient;
+    async fn connect(&self) -> Self::Conn {
+        kvstore::client::cluster::ClusterClient::new(self.addrs.clone(), Default::default())
+    }
+    async fn put(c: &mut Self::Conn, k: Vec<u8>, v: Vec<u8>) -> bool {
+        c.put("default", &k, &v, Default::default()).await.is_ok()
+    }
+    async fn get(c: &mut Self::Conn, k: Vec<u8>) -> bool {
+        c.get("default", &k, kvstore::wire::Consistency::Linearizable)
             .await
             .is_ok()
     }
@@ -213,10 +235,11 @@ fn failover(kills: usize) {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = "usage: kvbench kvstore|etcd ADDRS put|get CLIENTS SECONDS | kvbench failover KILLS";
+    let usage =
+        "usage: kvbench kvstore|kvcluster|etcd ADDRS put|get CLIENTS SECONDS | kvbench failover KILLS";
     match args.first().map(String::as_str) {
         Some("failover") => failover(args.get(1).and_then(|n| n.parse().ok()).unwrap_or(10)),
-        Some(system @ ("kvstore" | "etcd")) if args.len() == 5 => {
+        Some(system @ ("kvstore" | "kvcluster" | "etcd")) if args.len() == 5 => {
             let (addrs, op) = (&args[1], args[2].as_str());
             let clients: u64 = args[3].parse().expect(usage);
             let seconds: f64 = args[4].parse().expect(usage);
@@ -230,6 +253,9 @@ fn main() {
                 if system == "kvstore" {
                     let leader = kvstore_leader(addrs).await;
                     load(Arc::new(Kvstore { leader }), system, op, clients, seconds).await
+                } else if system == "kvcluster" {
+                    let addrs = addrs.split(',').map(str::to_string).collect();
+                    load(Arc::new(Kvcluster { addrs }), system, op, clients, seconds).await
                 } else {
                     let leader = etcd_leader(addrs).await;
                     load(Arc::new(Etcd { leader }), system, op, clients, seconds).await

@@ -1,0 +1,169 @@
+#!/usr/bin/env bash
+# Partitioning, measured: a 3-node cluster with the keyspace `default` in 64 partitions
+# against the same cluster with one partition (part 2's single Raft group), side by side in
+# one run, then the idle cost, start and restart times of 1,024 partitions, and the data
+# balance after two nodes join.
+#
+#   bench/partitions.sh [SECONDS]     (default 10 seconds per load measurement)
+#   PARTITIONS_MANY=1024 bench/partitions.sh
+#
+# Load: bench/kvbench's `kvcluster` target, 32 clients, each a ClusterClient with one request
+# in flight, 8-byte sequential keys and 256-byte values, puts and then linearizable gets,
+# fsync always. The two clusters run one after the other (never at once: they would share
+# the two cores). Prints ops/s, p50 and p99 and the ratio 64 partitions / 1 partition.
+# Idle: 3 nodes hosting PARTITIONS_MANY partitions of 3 replicas (every node hosts every
+# group), CPU per node over 20 s of idleness (from /proc, user + system), the time from
+# starting the nodes until every group has a leader, and the same after a SIGTERM of all
+# three and a restart. Balance: after the 64-partition load, two nodes join with --join;
+# once the placement settles, the bytes each node holds, max/mean.
+source "$(dirname "$0")/lib.sh"
+
+SECONDS_PER="${1:-10}"
+MANY="${PARTITIONS_MANY:-1024}"
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+
+echo "building kvstore and kvbench (release)..." >&2
+(cd "$ROOT" && cargo build --release -q -p kvstore)
+(cd "$ROOT/bench/kvbench" && cargo build --release -q)
+KVSTORE="$ROOT/target/release/kvstore"
+KVBENCH="$ROOT/bench/kvbench/target/release/kvbench"
+TICKS=$(getconf CLK_TCK)
+
+# start_cluster NAME PARTITIONS: starts 3 founding nodes; sets ADDRS, PEER1 and NODE_PIDS.
+start_cluster() {
+  local name=$1 partitions=$2 peers="" i
+  declare -g -a PEER_PORT CLIENT_PORT NODE_PIDS=() NODE_ARGS=()
+  for i in 1 2 3; do
+    PEER_PORT[$i]=$(free_port)
+    peers="${peers:+$peers,}$i=127.0.0.1:${PEER_PORT[$i]}"
+  done
+  ADDRS=""
+  for i in 1 2 3; do
+    CLIENT_PORT[$i]=$(free_port)
+    NODE_ARGS[$i]="serve --data-dir $BENCH_TMP/$name-$i --fsync always --node-id $i --peers $peers \
+      --peer-listen 127.0.0.1:${PEER_PORT[$i]} --listen 127.0.0.1:${CLIENT_PORT[$i]} \
+      --resp-listen 127.0.0.1:$(free_port) --http-listen 127.0.0.1:$(free_port) \
+      --default-partitions $partitions --idle-spin-us 0"
+    # shellcheck disable=SC2086
+    "$KVSTORE" ${NODE_ARGS[$i]} 2>"$BENCH_TMP/$name-$i.log" &
+    NODE_PIDS[$i]=$!
+    BENCH_PIDS+=("$!")
+    ADDRS="${ADDRS:+$ADDRS,}127.0.0.1:${CLIENT_PORT[$i]}"
+  done
+  PEER1="127.0.0.1:${PEER_PORT[1]}"
+  for i in 1 2 3; do wait_for_port "${CLIENT_PORT[$i]}"; done
+}
+
+stop_cluster() {
+  local pid
+  for pid in "${NODE_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${NODE_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+}
+
+# wait_led: waits until every group of the cluster at $ADDRS reports a leader; prints seconds.
+wait_led() {
+  local t0 out
+  t0=$(date +%s.%N)
+  for _ in $(seq 1 1200); do
+    out=$("$KVSTORE" cluster --addr "$ADDRS" status --json 2>/dev/null || true)
+    if [ -n "$out" ] && python3 -c 'import json,sys; o=json.loads(sys.argv[1]); sys.exit(0 if not o["leaderless"] and all(n["reachable"] for n in o["nodes"]) else 1)' "$out"; then
+      python3 -c "import time; print(f'{time.time() - $t0:.1f}')"
+      return 0
+    fi
+    sleep 0.5
+  done
+  echo "timeout"
+}
+
+# cpu_ticks PID: user + system ticks so far.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+load() { # load OP: one kvbench run against $ADDRS
+  "$KVBENCH" kvcluster "$ADDRS" "$1" 32 "$SECONDS_PER"
+}
+
+echo
+echo "kvstore $(git -C "$ROOT" rev-parse --short HEAD), 3 nodes; $(nproc) cores; $SECONDS_PER s per" \
+  "load; 32 clients; 8-byte keys, 256-byte values; fsync always; $(date -u +%F)"
+
+# --- 1 partition against 64 -------------------------------------------------------------------
+declare -A RESULT
+for partitions in 1 64; do
+  start_cluster "p$partitions" "$partitions"
+  wait_led >/dev/null
+  RESULT[put-$partitions]=$(load put)
+  RESULT[get-$partitions]=$(load get)
+  if [ "$partitions" = 64 ]; then
+    # Balance: two nodes join; once the placement settles, bytes per node.
+    for i in 4 5; do
+      port=$(free_port)
+      "$KVSTORE" serve --data-dir "$BENCH_TMP/p64-$i" --fsync always --node-id "$i" \
+        --join "$PEER1" --peer-listen "127.0.0.1:$(free_port)" --listen "127.0.0.1:$port" \
+        --resp-listen "127.0.0.1:$(free_port)" --http-listen "127.0.0.1:$(free_port)" \
+        --idle-spin-us 0 2>"$BENCH_TMP/p64-$i.log" &
+      NODE_PIDS+=("$!")
+      BENCH_PIDS+=("$!")
+      wait_for_port "$port"
+    done
+    t0=$(date +%s)
+    for _ in $(seq 1 600); do
+      sleep 1
+      map=$("$KVSTORE" cluster --addr "$ADDRS" map)
+      python3 -c 'import json,sys; m=json.loads(sys.argv[1]); sys.exit(0 if len(m["nodes"]) == 5 and not m["rebalancing"] else 1)' "$map" && break
+    done
+    BALANCE_S=$(($(date +%s) - t0))
+    BALANCE=$("$KVSTORE" cluster --addr "$ADDRS" status --json)
+  fi
+  stop_cluster
+done
+
+printf '\n%-26s %14s %14s %7s   %9s %9s   %9s %9s\n' test "64 parts/s" "1 part/s" ratio \
+  "64 p50" "1 p50" "64 p99" "1 p99"
+for op in put get; do
+  python3 - "$op" "${RESULT[$op-64]}" "${RESULT[$op-1]}" <<'PY'
+import json, sys
+op, many, one = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+name = "put, 32 clients" if op == "put" else "get (lin.), 32 clients"
+ratio = many["ops_per_s"] / one["ops_per_s"] if one["ops_per_s"] else float("nan")
+print(f'{name:<26} {many["ops_per_s"]:14.0f} {one["ops_per_s"]:14.0f} {ratio:7.2f}   '
+      f'{many["p50_ms"]:7.2f}ms {one["p50_ms"]:7.2f}ms   {many["p99_ms"]:7.2f}ms {one["p99_ms"]:7.2f}ms'
+      + (f'   errors 64={many["errors"]} 1={one["errors"]}' if many["errors"] or one["errors"] else ''))
+PY
+done
+python3 - "$BALANCE" "$BALANCE_S" <<'PY'
+import json, sys
+o, took = json.loads(sys.argv[1]), sys.argv[2]
+nodes = [n for n in o["nodes"] if n["state"] == "up"]
+b = [n["bytes"] for n in nodes]
+mean = sum(b) / len(b)
+print(f"\nbalance after 2 nodes joined the 64-partition cluster (settled in {took} s): "
+      f"bytes per node {b}, max/mean {max(b) / mean:.2f}; "
+      f"replicas {[n['replicas'] for n in nodes]}, leaders {[n['leaders'] for n in nodes]}")
+PY
+
+# --- idle cost and start times with many partitions --------------------------------------------
+start_cluster "many" "$MANY"
+STARTED=$(wait_led)
+sleep 10
+declare -a T0
+for i in 1 2 3; do T0[$i]=$(cpu_ticks "${NODE_PIDS[$i]}"); done
+sleep 20
+cpu=()
+for i in 1 2 3; do
+  t1=$(cpu_ticks "${NODE_PIDS[$i]}")
+  cpu+=("$(python3 -c "print(f'{100 * ($t1 - ${T0[$i]}) / $TICKS / 20:.1f}')")")
+done
+stop_cluster
+for i in 1 2 3; do
+  # shellcheck disable=SC2086
+  "$KVSTORE" ${NODE_ARGS[$i]} 2>>"$BENCH_TMP/many-$i.log" &
+  NODE_PIDS[$i]=$!
+  BENCH_PIDS+=("$!")
+done
+for i in 1 2 3; do wait_for_port "${CLIENT_PORT[$i]}"; done
+RESTARTED=$(wait_led)
+stop_cluster
+echo
+echo "$MANY partitions x 3 replicas on 3 nodes ($((MANY + 1)) groups per node): every group led" \
+  "$STARTED s after start, $RESTARTED s after a restart of all three;" \
+  "idle CPU per node ${cpu[*]} % of one core (20 s)"
