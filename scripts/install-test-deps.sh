@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests need beyond Rust, if it is missing (idempotent; uses sudo when not
 # root): redis-tools (redis-cli, redis-benchmark: real clients for the RESP port), curl,
-# chromium (a headless browser for the cluster page) and redis-py (Python's Redis client,
-# for its RedisCluster).
+# chromium (a headless browser for the cluster page), iproute2 (network namespaces) and
+# redis-py (Python's Redis client, for its RedisCluster).
 set -euo pipefail
 need=()
 command -v redis-cli >/dev/null || need+=(redis-tools)
@@ -10,6 +10,7 @@ command -v redis-benchmark >/dev/null || need+=(redis-tools)
 command -v curl >/dev/null || need+=(curl)
 command -v chromium >/dev/null || need+=(chromium)
 command -v python3 >/dev/null || need+=(python3)
+command -v ip >/dev/null || need+=(iproute2)
 sudo=""
 [ "$(id -u)" -ne 0 ] && sudo="sudo"
 apt_install() {
