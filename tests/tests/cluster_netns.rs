@@ -180,11 +180,21 @@ fn every_node_in_its_own_network_namespace_and_a_cut_link() {
         assert!(Instant::now() < deadline, "no cluster:\n{}", net.logs());
         std::thread::sleep(Duration::from_millis(200));
     }
-    // The map names the nodes by the addresses of their namespaces.
-    let map = rt.block_on(client.current_map()).unwrap();
-    for i in 1..=NODES {
-        assert_eq!(map.nodes[&i].client, format!("{}:7379", net.addr(i)));
-    }
+    // The map names the nodes by the addresses of their namespaces (once each registered).
+    let registered = wait_until(Duration::from_secs(30), || {
+        rt.block_on(client.current_map()).is_ok_and(|map| {
+            (1..=NODES).all(|i| {
+                map.nodes
+                    .get(&i)
+                    .is_some_and(|n| n.client == format!("{}:7379", net.addr(i)))
+            })
+        })
+    });
+    assert!(
+        registered,
+        "every node registered its address:\n{}",
+        net.logs()
+    );
     let key = |i: usize| format!("netns:{i:04}").into_bytes();
     for i in 0..300 {
         rt.block_on(client.put("default", &key(i), b"before", Condition::None))

@@ -316,10 +316,16 @@ impl ClusterClient {
                 routing.fetched_at = Some(Instant::now());
                 Ok(self.adopt(&mut routing, map))
             }
-            None => self
-                .map()
-                .await
-                .ok_or_else(|| ClientError::Protocol("the cluster has no map".into())),
+            None => {
+                // Not stored yet (a cluster that has not made its first change): a node's.
+                self.refresh_map(true).await;
+                self.routing
+                    .read()
+                    .expect("routing lock")
+                    .map
+                    .clone()
+                    .ok_or_else(|| ClientError::Protocol("the cluster has no map".into()))
+            }
         }
     }
 
