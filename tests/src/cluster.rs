@@ -217,6 +217,31 @@ impl Cluster {
         }
     }
 
+    /// Waits until the placement has settled: the map (read from the meta group) is not
+    /// rebalancing and no move is in flight. A partitioned cluster balances its leaders once
+    /// it has started; tests about routing wait for that, so that no leadership transfer
+    /// answers one of their requests with "try again".
+    pub fn wait_settled(&self, timeout: Duration) -> Result<()> {
+        let client = kvstore::client::cluster::ClusterClient::new(
+            self.client_addresses(),
+            Default::default(),
+        );
+        let deadline = Instant::now() + timeout;
+        loop {
+            let map = self.runtime.block_on(client.current_map());
+            if map.is_ok_and(|m| !m.rebalancing && m.groups.values().all(|g| g.want.is_empty())) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the placement did not settle in {timeout:?}:\n{}",
+                    self.logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// SIGKILL.
     pub fn kill(&mut self, id: u64) -> Result<()> {
         self.node_mut(id).kill()

@@ -75,6 +75,7 @@ fn the_cluster_page_shows_every_node_and_partition_and_a_leader_change() {
             .all(|g| led(g).is_some())),
         "every group elected a leader"
     );
+    cluster.wait_settled(Duration::from_secs(60)).unwrap();
 
     let dom = rendered(cluster.node(1).http);
     for id in 1..=3 {

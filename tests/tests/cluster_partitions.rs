@@ -38,6 +38,7 @@ fn partitioned(name: &str) -> Cluster {
         "every group elected a leader:\n{}",
         cluster.logs()
     );
+    cluster.wait_settled(Duration::from_secs(60)).unwrap();
     cluster
 }
 
