@@ -6,15 +6,17 @@
 #
 #   bench/partitions.sh [SECONDS]     (default 10 seconds per load measurement)
 #   PARTITIONS_MANY=1024 bench/partitions.sh
+#   ONLY_IDLE=1 bench/partitions.sh  (only the idle cost and start times)
 #
 # Load: bench/kvbench's `kvcluster` target, 32 clients, each a ClusterClient with one request
 # in flight, 8-byte sequential keys and 256-byte values, puts and then linearizable gets,
 # fsync always. The two clusters run one after the other (never at once: they would share
 # the two cores). Prints ops/s, p50 and p99 and the ratio 64 partitions / 1 partition.
 # Idle: 3 nodes hosting PARTITIONS_MANY partitions of 3 replicas (every node hosts every
-# group), CPU per node over 20 s of idleness (from /proc, user + system), the time from
-# starting the nodes until every group has a leader, and the same after a SIGTERM of all
-# three and a restart. Balance: after the 64-partition load, two nodes join with --join;
+# group), the time from starting the nodes until every group has a leader, then (once the
+# placement has balanced the leaders and settled) CPU per node over 20 s of idleness (from
+# /proc, user + system), and the time to every group led after a SIGTERM of all three and a
+# restart. Balance: after the 64-partition load, two nodes join with --join;
 # once the placement settles, the bytes each node holds, max/mean.
 source "$(dirname "$0")/lib.sh"
 
@@ -91,9 +93,29 @@ echo
 echo "kvstore $(git -C "$ROOT" rev-parse --short HEAD), 3 nodes; $(nproc) cores; $SECONDS_PER s per" \
   "load; 32 clients; 8-byte keys, 256-byte values; fsync always; $(date -u +%F)"
 
+# wait_settled: waits until the map is not rebalancing; prints seconds.
+wait_settled() {
+  local t0
+  t0=$(date +%s.%N)
+  for _ in $(seq 1 1200); do
+    if "$KVSTORE" cluster --addr "$ADDRS" map 2>/dev/null | python3 -c 'import json,sys
+try:
+    m = json.load(sys.stdin)
+except ValueError:
+    sys.exit(1)
+sys.exit(0 if not m["rebalancing"] else 1)'; then
+      python3 -c "import time; print(f'{time.time() - $t0:.1f}')"
+      return 0
+    fi
+    sleep 0.5
+  done
+  echo "timeout"
+}
+
 # --- 1 partition against 64 -------------------------------------------------------------------
 declare -A RESULT
 for partitions in 1 64; do
+  [ -n "${ONLY_IDLE:-}" ] && break
   start_cluster "p$partitions" "$partitions"
   wait_led >/dev/null
   RESULT[put-$partitions]=$(load put)
@@ -121,6 +143,7 @@ for partitions in 1 64; do
   stop_cluster
 done
 
+if [ -z "${ONLY_IDLE:-}" ]; then
 printf '\n%-26s %14s %14s %7s   %9s %9s   %9s %9s\n' test "64 parts/s" "1 part/s" ratio \
   "64 p50" "1 p50" "64 p99" "1 p99"
 for op in put get; do
@@ -144,10 +167,12 @@ print(f"\nbalance after 2 nodes joined the 64-partition cluster (settled in {too
       f"bytes per node {b}, max/mean {max(b) / mean:.2f}; "
       f"replicas {[n['replicas'] for n in nodes]}, leaders {[n['leaders'] for n in nodes]}")
 PY
+fi
 
 # --- idle cost and start times with many partitions --------------------------------------------
 start_cluster "many" "$MANY"
 STARTED=$(wait_led)
+SETTLED=$(wait_settled)
 sleep 10
 declare -a T0
 for i in 1 2 3; do T0[$i]=$(cpu_ticks "${NODE_PIDS[$i]}"); done
@@ -169,5 +194,5 @@ RESTARTED=$(wait_led)
 stop_cluster
 echo
 echo "$MANY partitions x 3 replicas on 3 nodes ($((MANY + 1)) groups per node): every group led" \
-  "$STARTED s after start, $RESTARTED s after a restart of all three;" \
-  "idle CPU per node ${cpu[*]} % of one core (20 s)"
+  "$STARTED s after start (leaders balanced $SETTLED s later), $RESTARTED s after a restart of" \
+  "all three; idle CPU per node ${cpu[*]} % of one core (20 s, once settled)"
