@@ -577,6 +577,16 @@ impl Node {
         &self.shared.map_refreshed
     }
 
+    /// Whether this node led `group` when the Raft thread last published its status (without
+    /// copying the status of every group, as [`Node::status`] does).
+    pub fn leads(&self, group: GroupId) -> bool {
+        let status = self.shared.status.lock().expect("status lock");
+        status
+            .groups
+            .iter()
+            .any(|g| g.group == group && g.role == "leader")
+    }
+
     /// The status the Raft thread last published.
     pub fn status(&self) -> NodeStatus {
         let mut status = self.shared.status.lock().expect("status lock").clone();

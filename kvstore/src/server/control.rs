@@ -156,6 +156,13 @@ pub async fn change_map(node: &Node, change: &MapChange) -> Result<Arc<ClusterMa
 
 /// The map in this node's meta replica and the version of its key (0: none stored yet).
 fn stored_map(node: &Node) -> Result<(Option<ClusterMap>, u64), Response> {
+    stored_map_unless(node, 0)
+}
+
+/// [`stored_map`], without decoding the map if its key is still at version `known`
+/// (`None` then): the control loop looks every tick, and the map of a thousand groups is
+/// worth decoding only when it changed.
+fn stored_map_unless(node: &Node, known: u64) -> Result<(Option<ClusterMap>, u64), Response> {
     let db = node
         .db(META_GROUP)
         .ok_or_else(|| super::replicated::error_response(&node.redirect(META_GROUP)))?;
@@ -166,6 +173,9 @@ fn stored_map(node: &Node) -> Result<(Option<ClusterMap>, u64), Response> {
     };
     match super::binary::respond(&db, &db, get) {
         Response::GetOk { found: None, .. } => Ok((None, 0)),
+        Response::GetOk { found: Some(v), .. } if known != 0 && v.version == known => {
+            Ok((None, v.version))
+        }
         Response::GetOk { found: Some(v), .. } => {
             let map = ClusterMap::decode(&v.value).map_err(|e| {
                 Response::error(ErrorCode::Internal, format!("the stored cluster map: {e}"))
@@ -200,6 +210,8 @@ pub struct Controller {
     /// As meta leader: when each node last answered a ping (cleared when it stops leading).
     seen: BTreeMap<crate::partition::map::NodeId, Instant>,
     last_probe: Option<Instant>,
+    /// The version of the stored map's key this node last read from its meta replica.
+    stored_version: u64,
 }
 
 impl Controller {
@@ -212,6 +224,7 @@ impl Controller {
             transfers: BTreeMap::new(),
             seen: BTreeMap::new(),
             last_probe: None,
+            stored_version: 0,
             registers,
             client: None,
             last_poll: None,
@@ -284,21 +297,16 @@ impl Controller {
     }
 
     fn leads(&self, group: GroupId) -> bool {
-        self.status_of(group).is_some_and(|g| g.role == "leader")
-    }
-
-    fn status_of(&self, group: GroupId) -> Option<GroupStatus> {
-        self.node
-            .status()
-            .groups
-            .into_iter()
-            .find(|g| g.group == group)
+        self.node.leads(group)
     }
 
     async fn follow_map(&mut self) {
         if self.node.hosts(META_GROUP) {
-            if let Ok((Some(map), _)) = stored_map(&self.node) {
-                let _ = self.node.learn_map(map);
+            if let Ok((map, version)) = stored_map_unless(&self.node, self.stored_version) {
+                self.stored_version = version;
+                if let Some(map) = map {
+                    let _ = self.node.learn_map(map);
+                }
             }
         }
         if self.last_poll.is_some_and(|t| t.elapsed() < MAP_POLL) {
@@ -635,12 +643,7 @@ pub async fn refresh_map(node: &Node) {
             let _ = node.learn_map(map);
         }
     }
-    if node
-        .status()
-        .groups
-        .iter()
-        .any(|g| g.group == META_GROUP && g.role == "leader")
-    {
+    if node.leads(META_GROUP) {
         return;
     }
     ask_meta_leader(node).await;
