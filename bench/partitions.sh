@@ -24,6 +24,8 @@ SECONDS_PER="${1:-10}"
 MANY="${PARTITIONS_MANY:-1024}"
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 
+# kvbench links etcd-client (for etcd-compare.sh), whose build needs protoc.
+apt_install protobuf-compiler
 echo "building kvstore and kvbench (release)..." >&2
 (cd "$ROOT" && cargo build --release -q -p kvstore)
 (cd "$ROOT/bench/kvbench" && cargo build --release -q)

@@ -17,9 +17,10 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use bytes::Bytes;
 use kvstore::raft::{Body, Config, Index, Message, NodeId, Raft, ReadState, Restored, Role, Term};
 
-fn config(id: NodeId) -> Config {
+fn config(id: NodeId, quiesce: bool) -> Config {
     Config {
         append_entries_max: 1,
+        quiesce,
         ..Config::new(id)
     }
 }
@@ -36,6 +37,8 @@ struct Net {
     /// there is here), one that is paused falls behind until [`Net::pass_time`].
     clocks: BTreeMap<NodeId, u64>,
     seed: u64,
+    /// Idle groups quiesce (see `Raft::quiesced`).
+    quiesce: bool,
 }
 
 impl Net {
@@ -44,12 +47,20 @@ impl Net {
     }
 
     fn seeded(n: u64, seed: u64) -> Net {
+        Net::with(n, seed, false)
+    }
+
+    fn quiescing(n: u64) -> Net {
+        Net::with(n, 0, true)
+    }
+
+    fn with(n: u64, seed: u64, quiesce: bool) -> Net {
         let ids: Vec<NodeId> = (1..=n).collect();
         let nodes = ids
             .iter()
             .map(|&id| {
                 let restored = Restored::bootstrap(ids.clone());
-                (id, Raft::new(config(id), restored, seed))
+                (id, Raft::new(config(id, quiesce), restored, seed))
             })
             .collect();
         Net {
@@ -60,6 +71,7 @@ impl Net {
             reads: BTreeMap::new(),
             clocks: ids.iter().map(|&id| (id, 0)).collect(),
             seed,
+            quiesce,
         }
     }
 
@@ -73,7 +85,7 @@ impl Net {
             snapshot_data: Bytes::new(),
             entries: log.entries_from(log.first_index()).cloned().collect(),
         };
-        let node = Raft::new(config(id), restored, self.seed + 1);
+        let node = Raft::new(config(id, self.quiesce), restored, self.seed + 1);
         self.nodes.insert(id, node);
     }
 
@@ -585,4 +597,136 @@ fn a_short_stall_keeps_the_lease() {
         .read_lease(Bytes::from_static(b"r"), now - 1);
     net.collect();
     assert_eq!(net.reads[&1].len(), 1, "no lease after the clock went back");
+}
+
+// ----- Quiescence ---------------------------------------------------------------------------
+
+/// Ticks every node `ticks` times, delivering after each.
+fn idle(net: &mut Net, ticks: u32) {
+    for _ in 0..ticks {
+        net.tick_all();
+    }
+}
+
+fn quiesced(net: &Net) -> Vec<NodeId> {
+    net.nodes
+        .iter()
+        .filter(|(_, n)| n.quiesced())
+        .map(|(&id, _)| id)
+        .collect()
+}
+
+/// A quiesced 3-node group led by node 1 (term and commit index returned).
+fn quiet_group() -> (Net, Term, Index) {
+    let mut net = Net::quiescing(3);
+    net.elect(1);
+    let index = net.propose(1, "x");
+    net.settle();
+    idle(&mut net, 3 * Config::new(1).heartbeat_ticks);
+    assert_eq!(quiesced(&net), vec![1, 2, 3], "an idle group quiesces");
+    assert!(net.node(3).log().committed() >= index);
+    let (term, commit) = (net.node(1).term(), net.node(1).log().committed());
+    (net, term, commit)
+}
+
+#[test]
+fn an_idle_group_quiesces_and_stays_quiet_with_its_leader() {
+    let (mut net, term, _) = quiet_group();
+    // Far past any election timeout: nothing is sent, nobody campaigns.
+    for _ in 0..10 * Config::new(1).election_ticks_max {
+        for id in 1..=3 {
+            net.tick(id);
+        }
+        net.collect();
+        assert!(net.queue.is_empty(), "a quiesced group sends nothing");
+    }
+    assert_eq!(net.node(1).role(), Role::Leader);
+    assert!((1..=3).all(|id| net.node(id).term() == term));
+}
+
+#[test]
+fn a_proposal_wakes_the_group_and_it_quiesces_again_once_idle() {
+    let (mut net, term, commit) = quiet_group();
+    let index = net.propose(1, "y");
+    assert!(quiesced(&net).is_empty() || quiesced(&net) == vec![2, 3]);
+    assert!(!net.node(1).quiesced(), "a proposal wakes the leader");
+    net.settle();
+    assert!(quiesced(&net).is_empty(), "its append wakes the followers");
+    net.heartbeat(1);
+    assert!(index > commit && net.node(2).log().committed() >= index);
+    idle(&mut net, 3 * Config::new(1).heartbeat_ticks);
+    assert_eq!(quiesced(&net), vec![1, 2, 3]);
+    assert_eq!(net.node(1).term(), term);
+}
+
+#[test]
+fn a_quiesced_leader_earns_no_lease_and_a_read_wakes_it_for_a_round() {
+    let (mut net, _, commit) = quiet_group();
+    for _ in 0..2 * Config::new(1).lease_ticks {
+        net.tick(1);
+    }
+    assert!(!net.has_lease(1), "the lease ran out while it was quiet");
+    net.read_lease(1);
+    assert!(!net.node(1).quiesced());
+    net.settle();
+    let read = net.reads[&1].last().expect("the read was answered");
+    assert_eq!(read.index, Some(commit));
+    assert!(net.has_lease(1), "the round renewed the lease");
+}
+
+#[test]
+fn a_message_of_an_older_term_does_not_wake_a_quiesced_follower() {
+    let (mut net, term, commit) = quiet_group();
+    let stale = Message {
+        from: 3,
+        to: 2,
+        term: term - 1,
+        body: Body::Heartbeat { commit, round: 1 },
+    };
+    net.nodes.get_mut(&2).unwrap().step(stale);
+    assert!(
+        net.node(2).quiesced(),
+        "a deposed leader's late message is no news"
+    );
+}
+
+#[test]
+fn a_follower_that_missed_the_quiesce_wakes_the_group_without_a_new_term() {
+    let mut net = Net::quiescing(3);
+    net.elect(1);
+    net.propose(1, "x");
+    net.settle();
+    let term = net.node(1).term();
+    // Node 3 hears nothing from the leader while it quiesces.
+    net.set_up(&[1, 2]);
+    idle(&mut net, 3 * Config::new(1).heartbeat_ticks);
+    assert_eq!(quiesced(&net), vec![1, 2]);
+    net.set_up(&[1, 2, 3]);
+    // Node 3 times out and asks for pre-votes: they wake the others, the leader's lease
+    // refuses them, and its heartbeats bring node 3 back before it can win anything.
+    idle(&mut net, 3 * Config::new(1).election_ticks_max);
+    assert_eq!(net.node(1).role(), Role::Leader);
+    assert!((1..=3).all(|id| net.node(id).term() == term));
+    assert_eq!(net.node(3).leader(), Some(1));
+    assert_eq!(quiesced(&net), vec![1, 2, 3], "then all of it quiesces");
+}
+
+#[test]
+fn a_woken_follower_whose_leader_is_gone_elects_another() {
+    let (mut net, term, commit) = quiet_group();
+    // The runtime wakes nodes 2 and 3 when node 1's node falls silent.
+    net.set_up(&[2, 3]);
+    for id in [2, 3] {
+        net.nodes.get_mut(&id).unwrap().unquiesce();
+    }
+    for _ in 0..3 * Config::new(1).election_ticks_max {
+        for id in [2, 3] {
+            net.tick(id);
+        }
+        net.settle();
+    }
+    let leader = net.other_leader(1).expect("nodes 2 and 3 elect a leader");
+    assert!(net.node(leader).term() > term);
+    assert!(net.node(leader).log().committed() > commit);
+    net.assert_state_machine_safety();
 }

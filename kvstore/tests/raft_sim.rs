@@ -55,6 +55,12 @@ fn run_seeds(scenario: &str) {
             "{scenario}: too few membership changes committed"
         );
     }
+    if scenario == "quiescence" {
+        assert!(
+            totals.quiesced_ticks > seeds * 500 && totals.quiesce_wakes > seeds,
+            "{scenario}: groups too rarely quiesced or woken"
+        );
+    }
     if scenario == "stalls" {
         assert!(totals.stalls > seeds, "{scenario}: too few stalls");
     }
@@ -105,6 +111,10 @@ fn seeds_no_pre_vote() {
 #[test]
 fn seeds_stalls() {
     run_seeds("stalls");
+}
+#[test]
+fn seeds_quiescence() {
+    run_seeds("quiescence");
 }
 
 /// Replays one run from `RAFT_SIM_SCENARIO` and `RAFT_SIM_SEED` (does nothing without them).

@@ -61,6 +61,8 @@ pub trait Network: Send + Sync {
     fn send(&self, group: GroupId, m: Message);
     /// Peer `id` is (now) reached at `address`.
     fn set_peer(&self, id: NodeId, address: String);
+    /// Tells every peer this node's Raft thread is alive (once a heartbeat interval).
+    fn ping_all(&self);
 }
 
 impl Network for super::transport::Transport {
@@ -69,6 +71,9 @@ impl Network for super::transport::Transport {
     }
     fn set_peer(&self, id: NodeId, address: String) {
         super::transport::Transport::set_peer(self, id, address)
+    }
+    fn ping_all(&self) {
+        super::transport::Transport::ping_all(self)
     }
 }
 

@@ -108,6 +108,9 @@ pub struct NodeConfig {
     pub default_partitions: u32,
     /// Replicas of each of them (fewer if the cluster has fewer nodes).
     pub default_replicas: u32,
+    /// Let idle groups quiesce (see `docs/raft.md`, "Quiescence"): with a thousand groups on
+    /// a node, their heartbeats would cost a core. Woken by peer liveness.
+    pub quiesce: bool,
 }
 
 impl NodeConfig {
@@ -130,6 +133,7 @@ impl NodeConfig {
             raft_seed: None,
             default_partitions: crate::partition::map::DEFAULT_PARTITIONS,
             default_replicas: crate::partition::map::DEFAULT_REPLICAS,
+            quiesce: true,
         }
     }
 }
@@ -257,6 +261,8 @@ pub struct GroupStatus {
     /// this node knows it committed.
     pub epoch: Index,
     pub config_committed: bool,
+    /// Idle and quiet: no heartbeats, no election timer (see [`raft::Raft::quiesced`]).
+    pub quiesced: bool,
     /// When (on [`clock::monotonic_us`]) it last heard that: a leader's message, or a
     /// quorum's answer while it led. `None`: not since it started.
     #[serde(skip)]
@@ -267,11 +273,23 @@ pub struct GroupStatus {
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct NodeStatus {
     pub id: NodeId,
+    /// Sorted by group.
     pub groups: Vec<GroupStatus>,
     pub peers: BTreeMap<NodeId, String>,
     pub advertised: BTreeMap<NodeId, Advertised>,
     pub wal_syncs: u64,
     pub wal_segments: usize,
+    /// When (on [`clock::monotonic_us`]) each peer node's Raft thread was last heard from.
+    #[serde(skip)]
+    pub peers_heard_us: BTreeMap<NodeId, raft::Micros>,
+}
+
+impl NodeStatus {
+    /// The status of `group`, if this node hosts it.
+    pub fn group(&self, group: GroupId) -> Option<&GroupStatus> {
+        let i = self.groups.binary_search_by_key(&group, |g| g.group).ok()?;
+        Some(&self.groups[i])
+    }
 }
 
 enum Event {
@@ -302,7 +320,28 @@ enum Event {
     RemoveGroup(GroupId, oneshot::Sender<Result<bool, NodeError>>),
     /// The snapshot worker built a group's snapshot (its index and bytes), or failed to.
     SnapshotBuilt(GroupId, Built),
+    /// A frame from peer `NodeId` arrived: its Raft thread was alive a moment ago; `true`
+    /// if this node may have missed messages it sent (see [`transport::Inbox::heard`]).
+    /// Quiesced groups watch their peers by this.
+    Heard(NodeId, bool),
     Shutdown,
+}
+
+impl Event {
+    /// The group the event is for, if one.
+    fn group(&self) -> Option<GroupId> {
+        match self {
+            Event::Step(group, _)
+            | Event::Propose(group, ..)
+            | Event::Read(group, ..)
+            | Event::Transfer(group, ..)
+            | Event::Membership(group, ..)
+            | Event::CreateGroup(group, ..)
+            | Event::RemoveGroup(group, _)
+            | Event::SnapshotBuilt(group, _) => Some(*group),
+            Event::Heard(..) | Event::Shutdown => None,
+        }
+    }
 }
 
 /// A snapshot the worker built: its index and bytes, or why it failed.
@@ -354,6 +393,9 @@ impl Inbox for Shared {
             return false;
         }
         self.inbox.try_send(Event::Step(group, m)).is_ok()
+    }
+    fn heard(&self, id: NodeId, gap: bool) -> bool {
+        self.inbox.try_send(Event::Heard(id, gap)).is_ok()
     }
     fn hello(&self, id: NodeId, advertised: Advertised) {
         if !self.transport.knows(id) && !advertised.peer.is_empty() {
@@ -581,10 +623,7 @@ impl Node {
     /// copying the status of every group, as [`Node::status`] does).
     pub fn leads(&self, group: GroupId) -> bool {
         let status = self.shared.status.lock().expect("status lock");
-        status
-            .groups
-            .iter()
-            .any(|g| g.group == group && g.role == "leader")
+        status.group(group).is_some_and(|g| g.role == "leader")
     }
 
     /// The status the Raft thread last published.
@@ -804,13 +843,28 @@ impl Node {
 
     fn staleness(&self, group: GroupId) -> Result<Staleness, NodeError> {
         let status = self.shared.status.lock().expect("status lock");
-        let Some(g) = status.groups.iter().find(|g| g.group == group) else {
+        let Some(g) = status.group(group) else {
             return Err(NodeError::UnknownGroup { group });
         };
         let now = clock::monotonic_us();
+        // A quiesced group has nothing in flight and has heard nothing since it fell quiet:
+        // it is as fresh as the liveness of the node it would hear from. Its leader's node
+        // pinged without a gap, so any message of the group from it has arrived (and would
+        // have woken it); a quiesced leader, as the last of its voters' nodes heard.
+        let heard_at_us = if g.quiesced {
+            let heard = |node: NodeId| status.peers_heard_us.get(&node).copied();
+            if g.role == "leader" {
+                let others = g.voters.iter().filter(|&&v| v != self.shared.id);
+                others.map(|&v| heard(v)).min().unwrap_or(Some(now))
+            } else {
+                g.leader.and_then(heard)
+            }
+        } else {
+            g.heard_at_us
+        };
         Ok(Staleness {
             entries_behind: g.leader_commit.saturating_sub(g.applied),
-            since_leader_ms: g.heard_at_us.map(|t| now.saturating_sub(t) / 1000),
+            since_leader_ms: heard_at_us.map(|t| now.saturating_sub(t) / 1000),
         })
     }
 
@@ -991,6 +1045,8 @@ fn assemble(
     });
     let (snapshots, jobs) = stdmpsc::sync_channel(SNAPSHOT_JOBS_MAX);
     let next_tick_us = clock.now_us() + config.tick.as_micros() as u64;
+    // The first round looks at every group (a founding entry to persist, a log to apply).
+    let dirty = groups.keys().copied().collect();
     let runner = Runner {
         config,
         wal: log,
@@ -1008,6 +1064,9 @@ fn assemble(
         woke_at_us: None,
         doomed: Vec::new(),
         unsynced: false,
+        dirty,
+        heard_nodes: BTreeMap::new(),
+        ticks: 0,
     };
     Ok(Parts {
         runner,
@@ -1200,6 +1259,7 @@ pub fn raft_config(config: &NodeConfig) -> raft::Config {
     raft::Config {
         tick_us: config.tick.as_micros().max(1) as u64,
         snapshot_chunk_bytes_max: config.snapshot_chunk_bytes_max.max(1),
+        quiesce: config.quiesce,
         ..raft::Config::new(config.id)
     }
 }

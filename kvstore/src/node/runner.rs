@@ -7,7 +7,7 @@
 //! `super` for the order and why it is safe). Nothing else touches a group's Raft core or its
 //! state machine's writes; the [`super::Node`] handle only queues events.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::mpsc::{self as stdmpsc, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
@@ -78,6 +78,15 @@ pub(super) struct Runner {
     pub(super) doomed: Vec<PathBuf>,
     /// Something was logged outside a `Ready` (a founding entry): sync at the next round.
     pub(super) unsynced: bool,
+    /// Groups an event or a tick touched since the last round: only they can have anything
+    /// ready, and only their published status can have changed. With a thousand groups on a
+    /// node, a heartbeat for one must not cost a look at every other.
+    pub(super) dirty: BTreeSet<GroupId>,
+    /// When (on `clock`) each peer node was last heard from: any frame of its Raft thread's
+    /// (messages or its ping). A quiesced group wakes when a node it depends on falls silent.
+    pub(super) heard_nodes: BTreeMap<NodeId, raft::Micros>,
+    /// Ticks since the node started: every `heartbeat_ticks` of them it pings its peers.
+    pub(super) ticks: u64,
 }
 
 impl Runner {
@@ -108,13 +117,28 @@ impl Runner {
     pub(super) fn turn(&mut self, events: Vec<Event>) -> anyhow::Result<()> {
         self.note_stall();
         for event in events {
+            if let Some(group) = event.group() {
+                self.dirty.insert(group);
+            }
             self.handle(event);
         }
         let now = self.clock.now_us();
         if now >= self.next_tick_us {
-            for g in self.groups.values_mut() {
+            self.ticks += 1;
+            let raft = raft_config(&self.config);
+            if self.ticks.is_multiple_of(u64::from(raft.heartbeat_ticks)) {
+                // One ping per peer stands for the heartbeats of every quiesced group.
+                self.transport.ping_all();
+            }
+            self.wake_silent(now);
+            for (id, g) in self.groups.iter_mut() {
+                if g.raft.quiesced() {
+                    g.raft.tick(now); // it only counts; nothing can be ready
+                    continue;
+                }
                 g.raft.tick(now);
                 g.reads.retain(|_, tx| !tx.is_closed());
+                self.dirty.insert(*id);
             }
             let tick_us = self.config.tick.as_micros() as u64;
             self.next_tick_us += tick_us;
@@ -123,6 +147,70 @@ impl Runner {
             }
         }
         self.round()
+    }
+
+    /// Wakes every quiesced group that depends on a node gone silent for an election
+    /// timeout: a follower whose leader's node, a leader one of whose voters' nodes. (What a
+    /// quiesced follower's reads report as their staleness is worked out when they are
+    /// served, from the same liveness: see [`super::Node::staleness`].)
+    fn wake_silent(&mut self, now: raft::Micros) {
+        let election = u64::from(raft_config(&self.config).election_ticks_min);
+        let silent_after = self.config.tick.as_micros() as u64 * election;
+        let me = self.config.id;
+        let heard = &self.heard_nodes;
+        let alive = |node: NodeId| {
+            node == me
+                || heard
+                    .get(&node)
+                    .is_some_and(|&at| now.saturating_sub(at) < silent_after)
+        };
+        for (id, g) in self.groups.iter_mut() {
+            if !g.raft.quiesced() {
+                continue;
+            }
+            let awake = if g.raft.role() == Role::Leader {
+                g.raft.membership().voters.iter().all(|&v| alive(v))
+            } else {
+                g.raft.leader().is_some_and(alive)
+            };
+            if !awake {
+                tracing::debug!(group = id, "a node it depends on fell silent: waking");
+                g.raft.unquiesce();
+                self.dirty.insert(*id);
+            }
+        }
+    }
+
+    /// Peer `node`'s Raft thread sent a frame. With `gap`, this node may have missed some of
+    /// what it sent: every quiesced group it is a member of wakes, since a message that would
+    /// have woken it may be among the lost.
+    fn heard(&mut self, node: NodeId, gap: bool) {
+        let now = self.clock.now_us();
+        if self.fresh(now) {
+            self.heard_nodes.insert(node, now);
+        }
+        if !gap {
+            return;
+        }
+        for (id, g) in self.groups.iter_mut() {
+            let m = g.raft.membership();
+            if g.raft.quiesced() && (m.voters.contains(&node) || m.learners.contains(&node)) {
+                tracing::debug!(
+                    group = id,
+                    node,
+                    "messages from a member may be lost: waking"
+                );
+                g.raft.unquiesce();
+                self.dirty.insert(*id);
+            }
+        }
+    }
+
+    /// Whether what arrives now shows its sender's state now: not just after a stall, when it
+    /// may have waited in the socket all along.
+    fn fresh(&self, now: raft::Micros) -> bool {
+        self.woke_at_us
+            .is_none_or(|woke| now.saturating_sub(woke) > self.stall_settle_us())
     }
 
     /// Notes a stall: the loop came round an election timeout or more after the last time.
@@ -150,7 +238,7 @@ impl Runner {
     fn handle(&mut self, event: Event) {
         if !matches!(
             event,
-            Event::Step(..) | Event::Shutdown | Event::SnapshotBuilt(..)
+            Event::Step(..) | Event::Shutdown | Event::SnapshotBuilt(..) | Event::Heard(..)
         ) {
             self.shared
                 .client_events
@@ -161,9 +249,7 @@ impl Runner {
                 // Messages handled just after a stall may have waited in the socket all
                 // along: they do not show the leader was heard recently.
                 let now = self.clock.now_us();
-                let fresh = self
-                    .woke_at_us
-                    .is_none_or(|woke| now.saturating_sub(woke) > self.stall_settle_us());
+                let fresh = self.fresh(now);
                 if !self.groups.contains_key(&group) && !self.create_replica(group, &m) {
                     return;
                 }
@@ -171,11 +257,15 @@ impl Runner {
                     return;
                 };
                 let from = m.from;
+                if fresh {
+                    self.heard_nodes.insert(from, now);
+                }
                 let leader_message = fresh
                     && matches!(
                         m.body,
                         raft::Body::Append { .. }
                             | raft::Body::Heartbeat { .. }
+                            | raft::Body::Quiesce { .. }
                             | raft::Body::InstallSnapshot { .. }
                     );
                 g.raft.step(m);
@@ -264,6 +354,7 @@ impl Runner {
                 let _ = reply.send(Ok(self.remove_group(group)));
             }
             Event::SnapshotBuilt(group, built) => self.built.push((group, built)),
+            Event::Heard(node, gap) => self.heard(node, gap),
             Event::Shutdown => self.shutdown = true,
         }
     }
@@ -343,6 +434,7 @@ impl Runner {
             m.body,
             raft::Body::Append { .. }
                 | raft::Body::Heartbeat { .. }
+                | raft::Body::Quiesce { .. }
                 | raft::Body::InstallSnapshot { .. }
         );
         if !from_leader {
@@ -415,6 +507,7 @@ impl Runner {
     fn round(&mut self) -> anyhow::Result<()> {
         for (id, built) in std::mem::take(&mut self.built) {
             self.snapshot_built(id, built)?;
+            self.dirty.insert(id);
         }
         if std::mem::take(&mut self.unsynced) {
             self.wal.sync()?;
@@ -435,16 +528,22 @@ impl Runner {
                 }
             }
         }
+        // Only touched groups can be ready; a group that was ready is looked at again (what
+        // it applied may have made more ready), the rest are done.
+        let mut check: Vec<GroupId> = self.dirty.iter().copied().collect();
         loop {
             let mut readies = Vec::new();
-            for (id, g) in self.groups.iter_mut() {
-                if g.raft.has_ready() {
-                    readies.push((*id, g.raft.ready()));
+            for id in &check {
+                if let Some(g) = self.groups.get_mut(id) {
+                    if g.raft.has_ready() {
+                        readies.push((*id, g.raft.ready()));
+                    }
                 }
             }
             if readies.is_empty() {
                 break;
             }
+            check = readies.iter().map(|(id, _)| *id).collect();
             // A leader's appends go out before its own sync, so that the followers' fsyncs
             // overlap the leader's (Raft dissertation §10.2.1). That is safe: they depend on
             // nothing this sync makes durable (the term was made durable when this node
@@ -468,6 +567,7 @@ impl Runner {
                                 m.body,
                                 raft::Body::Append { .. }
                                     | raft::Body::Heartbeat { .. }
+                                    | raft::Body::Quiesce { .. }
                                     | raft::Body::InstallSnapshot { .. }
                             )
                         });
@@ -524,46 +624,13 @@ impl Runner {
                 g.maybe_snapshot(id, &self.snapshots, self.config.compact_entries, now);
             }
         }
-        self.publish_status();
+        self.publish_dirty();
         Ok(())
     }
 
+    /// Publishes the status of every group (at start, and for a simulator's checks).
     pub(super) fn publish_status(&self) {
-        let groups = self
-            .groups
-            .iter()
-            .map(|(id, g)| {
-                let r = &g.raft;
-                let membership = r.membership();
-                GroupStatus {
-                    group: *id,
-                    role: match r.role() {
-                        Role::Leader => "leader",
-                        Role::Follower => "follower",
-                        Role::Candidate => "candidate",
-                        Role::PreCandidate => "pre-candidate",
-                    }
-                    .to_string(),
-                    term: r.term(),
-                    leader: r.leader(),
-                    commit: r.log().committed(),
-                    applied: g.machine.applied(),
-                    last_index: r.log().last_index(),
-                    snapshot_index: r.log().snapshot().index,
-                    voters: membership.voters.iter().copied().collect(),
-                    learners: membership.learners.iter().copied().collect(),
-                    match_index: if r.role() == Role::Leader {
-                        r.match_indexes()
-                    } else {
-                        BTreeMap::new()
-                    },
-                    leader_commit: r.leader_commit(),
-                    epoch: r.membership_index(),
-                    config_committed: r.membership_index() <= r.log().committed(),
-                    heard_at_us: g.heard_at_us.max(r.heard_from_quorum_at()),
-                }
-            })
-            .collect();
+        let groups = self.groups.iter().map(|(id, g)| g.status(*id)).collect();
         let mut status = self.shared.status.lock().expect("status lock");
         *status = NodeStatus {
             id: self.config.id,
@@ -573,11 +640,67 @@ impl Runner {
             advertised: BTreeMap::new(),
             wal_syncs: self.wal.syncs(),
             wal_segments: self.wal.segments(),
+            peers_heard_us: self.heard_nodes.clone(),
         };
+    }
+
+    /// Publishes the status of the groups touched since the last round (added, changed or
+    /// removed), keeping the published list sorted by group.
+    fn publish_dirty(&mut self) {
+        let dirty = std::mem::take(&mut self.dirty);
+        let mut status = self.shared.status.lock().expect("status lock");
+        for id in dirty {
+            let at = status.groups.binary_search_by_key(&id, |g| g.group);
+            match (self.groups.get(&id), at) {
+                (Some(g), Ok(i)) => status.groups[i] = g.status(id),
+                (Some(g), Err(i)) => status.groups.insert(i, g.status(id)),
+                (None, Ok(i)) => {
+                    status.groups.remove(i);
+                }
+                (None, Err(_)) => {}
+            }
+        }
+        status.wal_syncs = self.wal.syncs();
+        status.wal_segments = self.wal.segments();
+        status.peers_heard_us.clone_from(&self.heard_nodes);
     }
 }
 
 impl Group {
+    /// What [`Node::status`](super::Node::status) shows of this group.
+    fn status(&self, id: GroupId) -> GroupStatus {
+        let r = &self.raft;
+        let membership = r.membership();
+        GroupStatus {
+            group: id,
+            role: match r.role() {
+                Role::Leader => "leader",
+                Role::Follower => "follower",
+                Role::Candidate => "candidate",
+                Role::PreCandidate => "pre-candidate",
+            }
+            .to_string(),
+            term: r.term(),
+            leader: r.leader(),
+            commit: r.log().committed(),
+            applied: self.machine.applied(),
+            last_index: r.log().last_index(),
+            snapshot_index: r.log().snapshot().index,
+            voters: membership.voters.iter().copied().collect(),
+            learners: membership.learners.iter().copied().collect(),
+            match_index: if r.role() == Role::Leader {
+                r.match_indexes()
+            } else {
+                BTreeMap::new()
+            },
+            leader_commit: r.leader_commit(),
+            epoch: r.membership_index(),
+            config_committed: r.membership_index() <= r.log().committed(),
+            quiesced: r.quiesced(),
+            heard_at_us: self.heard_at_us.max(r.heard_from_quorum_at()),
+        }
+    }
+
     /// Applies what `ready` committed and answers whoever waits on it; returns the peer
     /// addresses the entries recorded.
     fn apply(&mut self, ready: raft::Ready) -> anyhow::Result<Vec<(NodeId, String)>> {

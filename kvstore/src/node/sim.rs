@@ -109,15 +109,22 @@ impl LogStore for MemLog {
     }
 }
 
-/// Messages a node sent, waiting for the simulator to carry them.
+/// Messages a node sent, and the pings of its Raft thread, waiting for the simulator to
+/// carry them.
 #[derive(Default)]
-struct Outbox(Mutex<Vec<(GroupId, Message)>>);
+struct Outbox {
+    sent: Mutex<Vec<(GroupId, Message)>>,
+    pings: Mutex<u64>,
+}
 
 impl Network for Outbox {
     fn send(&self, group: GroupId, m: Message) {
-        self.0.lock().unwrap().push((group, m));
+        self.sent.lock().unwrap().push((group, m));
     }
     fn set_peer(&self, _id: NodeId, _address: String) {}
+    fn ping_all(&self) {
+        *self.pings.lock().unwrap() += 1;
+    }
 }
 
 /// A node's clock: its own origin and rate, moved by the simulator.
@@ -134,6 +141,14 @@ struct Running {
     outbox: Arc<Outbox>,
     /// Events to hand to its next turn.
     queued: Vec<Event>,
+}
+
+/// What the simulated network carries.
+#[derive(Debug, Clone)]
+enum Carried {
+    Message(GroupId, Message),
+    /// A ping of the sender's Raft thread (see `Transport::ping_all`).
+    Ping,
 }
 
 struct SimNode {
@@ -176,6 +191,8 @@ struct Stats {
     proposed: u64,
     /// Followers that caught up under load.
     caught_up: u64,
+    /// Steps at which some node's group was quiesced (in the idle phases).
+    quiesced_steps: u64,
 }
 
 struct Sim {
@@ -183,8 +200,12 @@ struct Sim {
     rng: Rng,
     step: u64,
     nodes: Vec<SimNode>,
-    /// (deliver at step, from, to, group, message)
-    network: Vec<(u64, NodeId, NodeId, GroupId, Message)>,
+    /// (deliver at step, from, to, what: a group's message or a ping)
+    network: Vec<(u64, NodeId, NodeId, Carried)>,
+    /// Links (from, to) that lost something since the receiver last heard the sender: a
+    /// dropped or blocked message, or a new connection (a restart). The transport's numbered
+    /// links report it as a gap with the next frame that arrives.
+    lost: std::collections::BTreeSet<(NodeId, NodeId)>,
     /// Partition side of each node (messages cross only within a side).
     side: Vec<u8>,
     next_key: u64,
@@ -251,6 +272,7 @@ impl Sim {
             step: 0,
             nodes,
             network: Vec::new(),
+            lost: Default::default(),
             next_key: 0,
             writes: Vec::new(),
             acknowledged: Vec::new(),
@@ -318,6 +340,12 @@ impl Sim {
             outbox,
             queued: Vec::new(),
         });
+        // Its links are new connections both ways: the first frame on each is a gap.
+        let id = n.id;
+        for other in (1..=self.opts.nodes).filter(|&o| o != id) {
+            self.lost.insert((id, other));
+            self.lost.insert((other, id));
+        }
     }
 
     fn crash(&mut self, i: usize) {
@@ -355,7 +383,14 @@ impl Sim {
                 self.nodes[i].stalled_until = self.step + 1 + self.rng.range(0..300);
             }
         }
-        if self.rng.chance(o.read) {
+        // Every third phase of 500 steps is nearly idle, so the group quiesces, and the odd
+        // read and write must wake it (lease reads at a quiesced leader among them).
+        let busy = if (self.step / 500) % 3 == 2 {
+            0.01
+        } else {
+            1.0
+        };
+        if self.rng.chance(o.read * busy) {
             let i = self.rng.range(0..self.nodes.len() as u64) as usize;
             if let Some(running) = self.nodes[i].running.as_mut() {
                 // Queued even at a stalled node: it waits in the socket and is served first
@@ -372,7 +407,7 @@ impl Sim {
                 self.reads.push((i, self.acknowledged.len(), rx));
             }
         }
-        if self.rng.chance(o.write) {
+        if self.rng.chance(o.write * busy) {
             // A client asks a random node, and follows its redirect to the leader it knows
             // (as `ClusterClient` does).
             let mut i = self.rng.range(0..self.nodes.len() as u64) as usize;
@@ -419,38 +454,63 @@ impl Sim {
                 .fetch_add(STEP_US * n.rate_permille / 1000, Ordering::SeqCst);
         }
         self.faults();
+        let quiet = (0..self.nodes.len()).any(|i| {
+            let running = self.nodes[i].running.as_ref().filter(|_| self.live(i));
+            running.is_some_and(|r| r.parts.runner.groups[&DEFAULT_GROUP].raft.quiesced())
+        });
+        self.stats.quiesced_steps += u64::from(quiet);
         // Carry what the nodes sent.
         for i in 0..self.nodes.len() {
             let from = self.nodes[i].id;
             let Some(running) = &self.nodes[i].running else {
                 continue;
             };
-            let sent: Vec<_> = std::mem::take(&mut *running.outbox.0.lock().unwrap());
+            let sent: Vec<_> = std::mem::take(&mut *running.outbox.sent.lock().unwrap());
+            let pings = std::mem::take(&mut *running.outbox.pings.lock().unwrap());
             for (group, m) in sent {
                 if self.rng.chance(self.opts.drop) {
+                    self.lost.insert((from, m.to));
                     continue;
                 }
                 let at = self.step + 1 + self.rng.range(0..3);
-                self.network.push((at, from, m.to, group, m));
+                self.network
+                    .push((at, from, m.to, Carried::Message(group, m)));
+            }
+            for _ in 0..pings {
+                for to in (1..=self.opts.nodes).filter(|&to| to != from) {
+                    // A ping lost is no gap: it numbers no message.
+                    if !self.rng.chance(self.opts.drop) {
+                        let at = self.step + 1 + self.rng.range(0..3);
+                        self.network.push((at, from, to, Carried::Ping));
+                    }
+                }
             }
         }
         let step = self.step;
         let mut due = Vec::new();
         self.network.retain(|m| {
             if m.0 <= step {
-                due.push((m.1, m.2, m.3, m.4.clone()));
+                due.push((m.1, m.2, m.3.clone()));
                 false
             } else {
                 true
             }
         });
-        for (from, to, group, m) in due {
+        for (from, to, carried) in due {
             let (f, t) = ((from - 1) as usize, (to - 1) as usize);
-            if t >= self.nodes.len() || self.side[f] != self.side[t] {
+            let running = self.nodes.get_mut(t).and_then(|n| n.running.as_mut());
+            let Some(running) = running.filter(|_| self.side[f] == self.side[t]) else {
+                self.lost.insert((from, to));
                 continue;
-            }
-            if let Some(running) = self.nodes[t].running.as_mut() {
+            };
+            let gap = self.lost.remove(&(from, to));
+            if let Carried::Message(group, m) = carried {
                 running.queued.push(Event::Step(group, m));
+                if gap {
+                    running.queued.push(Event::Heard(from, true));
+                }
+            } else {
+                running.queued.push(Event::Heard(from, gap));
             }
         }
         for i in 0..self.nodes.len() {
@@ -739,6 +799,7 @@ mod tests {
             totals.snapshots_taken += stats.snapshots_taken;
             totals.proposed += stats.proposed;
             totals.caught_up += stats.caught_up;
+            totals.quiesced_steps += stats.quiesced_steps;
         }
         eprintln!(
             "node simulator: {seeds} seeds, {acknowledged} of {proposed} writes acknowledged, \
@@ -755,6 +816,7 @@ mod tests {
         );
         assert!(totals.lease_reads_checked > seeds * 100, "{totals:?}");
         assert!(totals.snapshots_taken > 0, "{totals:?}");
+        assert!(totals.quiesced_steps > seeds * 100, "{totals:?}");
     }
 
     /// Replays one run from `NODE_SIM_SEED` (does nothing without it).

@@ -207,6 +207,9 @@ impl StateMachine {
     /// command's reply. Entries at or below the applied index are skipped (replay after a
     /// restart). An error means the engine could not append: nothing of the batch was applied.
     pub fn apply(&mut self, entries: &[Entry]) -> Result<Vec<(Index, Reply)>> {
+        if entries.is_empty() {
+            return Ok(Vec::new()); // a heartbeat's round: nothing to take the engine for
+        }
         let db = self.db();
         let mut replies = Vec::new();
         let mut applied = self.applied;

@@ -8,6 +8,14 @@
 //! task takes everything queued at the moment it wakes and writes it as one `RAFT` frame, so a
 //! busy link costs one system call per batch rather than per message.
 //!
+//! Each link is also a numbered sequence: every message queued for a peer takes the next
+//! number, whether it is sent or dropped, and a `RAFT` frame carries the number of its first
+//! message. The Raft thread pings every peer once a heartbeat interval ([`Transport::ping_all`],
+//! a frame that may carry no message). So a receiver knows two things per peer: that the
+//! peer's Raft thread was alive a moment ago, and whether it has missed anything the peer sent
+//! since the connection was made (a gap in the numbers, or a new connection). Quiesced groups
+//! rest on both (see `docs/raft.md`, "Quiescence").
+//!
 //! A connection starts with a `PEER_HELLO` frame: the sender's node id, the addresses its
 //! clients use (binary protocol, RESP), so a follower can redirect clients to the leader, and
 //! its [`Timing`]. Then it carries `RAFT` frames one way. A receiver refuses a peer whose
@@ -47,6 +55,8 @@ pub const PEER_FRAME_BYTES_MAX: usize = 64 * 1024 * 1024;
 pub const PEER_BATCH_BYTES_TARGET: usize = 4 * 1024 * 1024;
 /// Messages queued for one peer before new ones are dropped.
 pub const PEER_QUEUE_MESSAGES_MAX: usize = 4096;
+/// A receiver tells its node that a peer is alive at most this often (a gap, at once).
+pub const PEER_HEARD_REPORT_INTERVAL: Duration = Duration::from_millis(10);
 /// Wait between attempts to connect to a peer that is down.
 const RECONNECT_DELAY: Duration = Duration::from_millis(100);
 /// A peer that does not accept within this long counts as down for this attempt.
@@ -125,7 +135,30 @@ pub struct TransportStats {
     pub write_timeouts: AtomicU64,
 }
 
-type Outgoing = (GroupId, Message);
+/// What a peer's queue holds.
+#[derive(Debug)]
+enum Outgoing {
+    /// A message and its number on the link.
+    Message(u64, GroupId, Message),
+    /// A ping from the Raft thread, carrying the number the next message will take.
+    Ping(u64),
+}
+
+impl Outgoing {
+    /// The link number of this item: a message's own, or a ping's next.
+    fn seq(&self) -> u64 {
+        match self {
+            Outgoing::Message(seq, ..) | Outgoing::Ping(seq) => *seq,
+        }
+    }
+}
+
+/// One peer: its address, its queue, and the number the next message to it takes.
+struct Peer {
+    address: String,
+    queue: mpsc::Sender<Outgoing>,
+    next_seq: u64,
+}
 
 /// The sending side: one queue and task per peer.
 pub struct Transport {
@@ -133,7 +166,7 @@ pub struct Transport {
     me: Advertised,
     timing: Timing,
     runtime: tokio::runtime::Handle,
-    peers: Mutex<BTreeMap<NodeId, (String, mpsc::Sender<Outgoing>)>>,
+    peers: Mutex<BTreeMap<NodeId, Peer>>,
     pub stats: Arc<TransportStats>,
 }
 
@@ -168,7 +201,7 @@ impl Transport {
     /// Sets (or changes) the address of peer `id`; messages to it start flowing.
     pub fn set_peer(&self, id: NodeId, address: String) {
         let mut peers = self.peers.lock().expect("peers lock");
-        if peers.get(&id).is_some_and(|(a, _)| *a == address) || id == self.id {
+        if peers.get(&id).is_some_and(|p| p.address == address) || id == self.id {
             return;
         }
         let (tx, rx) = mpsc::channel(PEER_QUEUE_MESSAGES_MAX);
@@ -176,21 +209,40 @@ impl Transport {
         let stats = self.stats.clone();
         self.runtime
             .spawn(send_loop(id, address.clone(), hello, rx, stats));
-        // Replacing the sender ends the old task (its queue closes).
-        peers.insert(id, (address, tx));
+        // Replacing the sender ends the old task (its queue closes); the new one connects
+        // afresh, which its receiver takes as a gap, so numbering may go on.
+        let next_seq = peers.get(&id).map_or(0, |p| p.next_seq);
+        peers.insert(
+            id,
+            Peer {
+                address,
+                queue: tx,
+                next_seq,
+            },
+        );
     }
 
     /// The peers' addresses.
     pub fn peers(&self) -> BTreeMap<NodeId, String> {
         let peers = self.peers.lock().expect("peers lock");
-        peers.iter().map(|(id, (a, _))| (*id, a.clone())).collect()
+        peers
+            .iter()
+            .map(|(id, p)| (*id, p.address.clone()))
+            .collect()
     }
 
     /// Queues `m` for its destination, or drops it if that peer's queue is full or unknown.
+    /// Either way it takes the link's next number, so the peer sees the gap of a drop.
     pub fn send(&self, group: GroupId, m: Message) {
-        let peers = self.peers.lock().expect("peers lock");
-        let sent = match peers.get(&m.to) {
-            Some((_, tx)) => tx.try_send((group, m)).is_ok(),
+        let mut peers = self.peers.lock().expect("peers lock");
+        let sent = match peers.get_mut(&m.to) {
+            Some(peer) => {
+                let seq = peer.next_seq;
+                peer.next_seq += 1;
+                peer.queue
+                    .try_send(Outgoing::Message(seq, group, m))
+                    .is_ok()
+            }
             None => false,
         };
         let counter = if sent {
@@ -199,6 +251,34 @@ impl Transport {
             &self.stats.messages_dropped
         };
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Pings every peer: tells it this node's Raft thread is alive, and the number of the
+    /// next message (so a peer that missed the last ones learns it). Called by the Raft thread
+    /// once a heartbeat interval; dropped for a peer whose queue is full (frames are flowing).
+    pub fn ping_all(&self) {
+        let peers = self.peers.lock().expect("peers lock");
+        for peer in peers.values() {
+            let _ = peer.queue.try_send(Outgoing::Ping(peer.next_seq));
+        }
+    }
+}
+
+/// The receiving end of one link's numbering: which number the next frame should start at.
+/// A new connection has no expectation, so its first frame is a gap: what was queued for
+/// the old connection, or sent before this node restarted, may be lost.
+#[derive(Debug, Default)]
+struct LinkSeq {
+    expected: Option<u64>,
+}
+
+impl LinkSeq {
+    /// A frame whose messages are numbered from `first`, `count` of them: whether the link
+    /// lost something before it.
+    fn frame(&mut self, first: u64, count: u64) -> bool {
+        let gap = self.expected != Some(first);
+        self.expected = Some(first + count);
+        gap
     }
 }
 
@@ -236,20 +316,41 @@ async fn send_loop(
     let mut stream: Option<TcpStream> = connect(peer, &address, &hello, &stats).await;
     let mut body = Vec::new();
     let mut frame = BytesMut::new();
-    while let Some(first) = queue.recv().await {
+    // An item taken from the queue that did not follow on from the batch before it.
+    let mut held: Option<Outgoing> = None;
+    loop {
+        let first = match held.take() {
+            Some(item) => item,
+            None => match queue.recv().await {
+                Some(item) => item,
+                None => break, // replaced or shut down
+            },
+        };
+        // `seq u64 | count u32 | (group u64, message)*`: the messages are numbered from
+        // `seq` on, consecutively, so a batch ends where the numbers skip (a message dropped
+        // at a full queue) and the next frame shows the gap.
         body.clear();
+        body.put_u64_le(first.seq());
         body.put_u32_le(0); // count, patched below
         let mut count = 0u32;
+        let mut next_seq = first.seq();
         let mut next = Some(first);
-        while let Some((group, m)) = next.take() {
-            body.put_u64_le(group);
-            put_message(&mut body, &m);
-            count += 1;
+        while let Some(item) = next.take() {
+            if item.seq() != next_seq {
+                held = Some(item);
+                break;
+            }
+            if let Outgoing::Message(_, group, m) = item {
+                body.put_u64_le(group);
+                put_message(&mut body, &m);
+                count += 1;
+                next_seq += 1;
+            }
             if body.len() < PEER_BATCH_BYTES_TARGET {
                 next = queue.try_recv().ok();
             }
         }
-        body[..4].copy_from_slice(&count.to_le_bytes());
+        body[8..12].copy_from_slice(&count.to_le_bytes());
         frame.clear();
         if encode_frame_with(RAFT, 0, &mut frame, |dst| dst.extend_from_slice(&body)).is_err() {
             continue;
@@ -322,6 +423,14 @@ pub trait Inbox: Send + Sync + 'static {
     fn hello(&self, id: NodeId, advertised: Advertised);
     /// The cluster map this node knows, encoded (for [`PEER_MAP`]).
     fn map(&self) -> bytes::Bytes;
+    /// A `RAFT` frame from peer `id` arrived (its messages, if any, were delivered just
+    /// before): its Raft thread was alive a moment ago. `gap`: this node may have missed
+    /// messages it sent (a gap in the link's numbers, a new connection, or a message this
+    /// node had to drop). `false` if the news could not be taken (the node is overloaded):
+    /// the receiver then reports the gap again with the next frame.
+    fn heard(&self, _id: NodeId, _gap: bool) -> bool {
+        true
+    }
 }
 
 /// Accepts peer connections until `shutdown` resolves; a peer whose hello carries another
@@ -388,6 +497,10 @@ async fn receive(
 ) -> Result<(), PeerError> {
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let mut from = None;
+    let mut link = LinkSeq::default();
+    // A gap not yet reported to the node (see `Inbox::heard`), and when it last heard.
+    let mut gap = false;
+    let mut reported: Option<std::time::Instant> = None;
     loop {
         loop {
             let frame = match decode_frame(&mut buf, PEER_FRAME_BYTES_MAX) {
@@ -420,9 +533,12 @@ async fn receive(
                     }
                     inbox.hello(id, advertised);
                     from = Some(id);
+                    link = LinkSeq::default();
                 }
                 (RAFT, Some(peer)) => {
-                    for (group, m) in decode_batch(&frame).map_err(PeerError::Frame)? {
+                    let (first, batch) = decode_batch(&frame).map_err(PeerError::Frame)?;
+                    gap |= link.frame(first, batch.len() as u64);
+                    for (group, m) in batch {
                         if m.from != peer {
                             return Err(PeerError::Frame(format!(
                                 "node {peer} sent a message from node {}",
@@ -430,7 +546,14 @@ async fn receive(
                             )));
                         }
                         stats.messages_received.fetch_add(1, Ordering::Relaxed);
-                        inbox.deliver(group, m);
+                        gap |= !inbox.deliver(group, m);
+                    }
+                    // A busy link brings many frames a millisecond: news of its liveness is
+                    // worth one event now and then; a gap, always.
+                    let due = reported.is_none_or(|at| at.elapsed() >= PEER_HEARD_REPORT_INTERVAL);
+                    if (gap || due) && inbox.heard(peer, gap) {
+                        gap = false;
+                        reported = Some(std::time::Instant::now());
                     }
                 }
                 (opcode, _) => {
@@ -497,8 +620,10 @@ fn decode_hello(frame: &Frame) -> Result<(NodeId, Advertised, Timing), String> {
 }
 
 /// `count u32`, then per message `group u64 | message`.
-pub fn decode_batch(frame: &Frame) -> Result<Vec<(GroupId, Message)>, String> {
+/// Decodes a `RAFT` frame: the link number of its first message, and its messages.
+pub fn decode_batch(frame: &Frame) -> Result<(u64, Vec<(GroupId, Message)>), String> {
     let mut r = Reader::new(&frame.body);
+    let first = r.u64()?;
     // A message takes at least 33 bytes (three ids, a kind) plus its group.
     let count = r.count(33)?;
     let mut out = Vec::with_capacity(count);
@@ -509,7 +634,7 @@ pub fn decode_batch(frame: &Frame) -> Result<Vec<(GroupId, Message)>, String> {
     if r.remaining() != 0 {
         return Err("bytes after the last message".into());
     }
-    Ok(out)
+    Ok((first, out))
 }
 
 #[cfg(test)]
@@ -521,11 +646,24 @@ mod tests {
     struct Collect {
         messages: Mutex<Vec<Message>>,
         hellos: Mutex<Vec<NodeId>>,
+        /// Every `heard` call: (peer, gap).
+        heard: Mutex<Vec<(NodeId, bool)>>,
+        /// Messages to refuse (an overloaded node) before taking any.
+        refuse: AtomicU64,
     }
 
     impl Inbox for Collect {
         fn deliver(&self, _group: GroupId, m: Message) -> bool {
+            let refuse = self.refuse.load(Ordering::SeqCst);
+            if refuse > 0 {
+                self.refuse.store(refuse - 1, Ordering::SeqCst);
+                return false;
+            }
             self.messages.lock().unwrap().push(m);
+            true
+        }
+        fn heard(&self, id: NodeId, gap: bool) -> bool {
+            self.heard.lock().unwrap().push((id, gap));
             true
         }
         fn hello(&self, id: NodeId, _advertised: Advertised) {
@@ -541,6 +679,30 @@ mod tests {
             tick_us,
             ..crate::raft::Config::new(1)
         })
+    }
+
+    /// Node 1's transport, sending to node 2 at `address`.
+    fn sender_to(address: String, timing: Timing) -> Transport {
+        let sender = Transport::new(
+            1,
+            Advertised::default(),
+            timing,
+            tokio::runtime::Handle::current(),
+        );
+        sender.set_peer(2, address);
+        sender
+    }
+
+    fn heartbeat() -> Message {
+        Message {
+            from: 1,
+            to: 2,
+            term: 1,
+            body: Body::Heartbeat {
+                commit: 0,
+                round: 1,
+            },
+        }
     }
 
     /// Node 2 listens with `theirs`; node 1 connects with `ours` and sends a heartbeat.
@@ -560,22 +722,8 @@ mod tests {
                 let _ = stopped.await;
             },
         ));
-        let sender = Transport::new(
-            1,
-            Advertised::default(),
-            ours,
-            tokio::runtime::Handle::current(),
-        );
-        sender.set_peer(2, address);
-        let heartbeat = Message {
-            from: 1,
-            to: 2,
-            term: 1,
-            body: Body::Heartbeat {
-                commit: 0,
-                round: 1,
-            },
-        };
+        let sender = sender_to(address, ours);
+        let heartbeat = heartbeat();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while tokio::time::Instant::now() < deadline {
             sender.send(7, heartbeat.clone());
@@ -615,13 +763,7 @@ mod tests {
                 }
             });
         }
-        let sender = Transport::new(
-            1,
-            Advertised::default(),
-            timing(50_000),
-            tokio::runtime::Handle::current(),
-        );
-        sender.set_peer(2, address);
+        let sender = sender_to(address, timing(50_000));
         let entry = crate::raft::Entry {
             index: 1,
             term: 1,
@@ -674,6 +816,70 @@ mod tests {
         let nobody = closed.local_addr().unwrap().to_string();
         drop(closed);
         assert!(fetch_map(&nobody).await.unwrap_err().contains("connecting"));
+    }
+
+    #[test]
+    fn a_link_reports_a_gap_at_a_new_connection_and_where_its_numbers_skip() {
+        let mut link = LinkSeq::default();
+        assert!(link.frame(5, 2), "the first frame of a connection");
+        assert!(!link.frame(7, 0), "a ping that follows on");
+        assert!(!link.frame(7, 3));
+        assert!(link.frame(12, 1), "messages 10 and 11 were dropped");
+        assert!(!link.frame(13, 0));
+    }
+
+    /// Waits until `inbox` has had `n` calls of `heard`, pinging meanwhile.
+    async fn heard_calls(sender: &Transport, inbox: &Collect, n: usize) -> Vec<(NodeId, bool)> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while tokio::time::Instant::now() < deadline {
+            if inbox.heard.lock().unwrap().len() >= n {
+                break;
+            }
+            sender.ping_all();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        inbox.heard.lock().unwrap().clone()
+    }
+
+    /// Pings tell the receiver the sender is alive; the first frame of a connection, and one
+    /// after a message the receiver could not take, say it may have missed something.
+    #[tokio::test]
+    async fn pings_are_heard_and_a_lost_message_is_reported_as_a_gap() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let inbox = Arc::new(Collect::default());
+        let stats = Arc::new(TransportStats::default());
+        tokio::spawn(serve(
+            listener,
+            inbox.clone(),
+            timing(50_000),
+            stats,
+            std::future::pending(),
+        ));
+        let sender = sender_to(address, timing(50_000));
+        // After what `before` does, the next two reports are a gap, then plain liveness.
+        async fn gap_then_alive(sender: &Transport, inbox: &Collect, before: impl FnOnce()) {
+            let n = inbox.heard.lock().unwrap().len();
+            before();
+            let heard = heard_calls(sender, inbox, n + 2).await;
+            assert_eq!(heard[n..n + 2], [(1, true), (1, false)], "{heard:?}");
+        }
+        // The first frame of a connection.
+        gap_then_alive(&sender, &inbox, || {}).await;
+        // The receiver is overloaded for one message: the frame that carried it is a gap.
+        gap_then_alive(&sender, &inbox, || {
+            inbox.refuse.store(1, Ordering::SeqCst);
+            sender.send(7, heartbeat());
+        })
+        .await;
+        // A number taken by a message that never left (as at a full queue) shows as a gap
+        // in the next frame's numbers.
+        gap_then_alive(&sender, &inbox, || {
+            sender.peers.lock().unwrap().get_mut(&2).unwrap().next_seq += 1;
+            sender.send(7, heartbeat());
+        })
+        .await;
+        assert_eq!(inbox.messages.lock().unwrap().len(), 1);
     }
 
     #[tokio::test]

@@ -187,6 +187,7 @@ const SNAPSHOT_RESPONSE: u8 = 11;
 const TIMEOUT_NOW: u8 = 12;
 const READ_INDEX: u8 = 13;
 const READ_INDEX_RESPONSE: u8 = 14;
+const QUIESCE: u8 = 15;
 
 /// Appends `m`: `from u64 | to u64 | term u64 | kind u8 | fields of the kind`.
 pub fn put_message(dst: &mut Vec<u8>, m: &Message) {
@@ -262,6 +263,10 @@ pub fn put_message(dst: &mut Vec<u8>, m: &Message) {
         Body::HeartbeatResponse { round } => {
             dst.put_u8(HEARTBEAT_RESPONSE);
             dst.put_u64_le(*round);
+        }
+        Body::Quiesce { commit } => {
+            dst.put_u8(QUIESCE);
+            dst.put_u64_le(*commit);
         }
         Body::InstallSnapshot {
             meta,
@@ -344,6 +349,9 @@ impl Reader<'_> {
                 round: self.u64()?,
             },
             HEARTBEAT_RESPONSE => Body::HeartbeatResponse { round: self.u64()? },
+            QUIESCE => Body::Quiesce {
+                commit: self.u64()?,
+            },
             INSTALL_SNAPSHOT => Body::InstallSnapshot {
                 meta: SnapshotMeta {
                     index: self.u64()?,
@@ -440,6 +448,7 @@ mod tests {
                 round: 12,
             },
             Body::HeartbeatResponse { round: 12 },
+            Body::Quiesce { commit: 13 },
             Body::InstallSnapshot {
                 meta,
                 offset: 1024,

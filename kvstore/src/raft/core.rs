@@ -74,6 +74,9 @@ pub struct Config {
     /// How much faster one node's clock may run than another's, in percent: the margin the
     /// lease leaves for it.
     pub clock_drift_percent_max: u32,
+    /// Let an idle group fall quiet (see [`Raft::quiesced`]): the runtime must then wake a
+    /// quiesced follower whose leader's node has gone silent ([`Raft::unquiesce`]).
+    pub quiesce: bool,
 }
 
 impl Config {
@@ -93,6 +96,7 @@ impl Config {
             lease_ticks: 7,
             tick_us: 50_000,
             clock_drift_percent_max: 10,
+            quiesce: false,
         }
     }
 
@@ -285,6 +289,8 @@ pub struct Raft {
     persisted_hard_state: HardState,
     /// What the last `ready` handed out, for `advance`.
     handed_out: Option<HandedOut>,
+    /// The group is idle and quiet: no heartbeats, no election timer (see [`Raft::quiesced`]).
+    quiesced: bool,
 }
 
 #[derive(Debug)]
@@ -328,6 +334,7 @@ impl Raft {
             reads_unindexed: Vec::new(),
             read_states: Vec::new(),
             transferee: None,
+            quiesced: false,
             ticks: 0,
             clock: 0,
             round_sent: VecDeque::new(),
@@ -426,6 +433,9 @@ impl Raft {
     pub fn tick(&mut self, now: Micros) {
         self.observe_clock(now);
         self.ticks += 1;
+        if self.quiesced {
+            return; // nothing to send, nothing to time out: see `quiesced`
+        }
         self.election_elapsed += 1;
         if self.role == Role::Leader {
             self.tick_leader();
@@ -465,8 +475,99 @@ impl Raft {
         }
         if self.heartbeat_elapsed >= self.cfg.heartbeat_ticks {
             self.heartbeat_elapsed = 0;
+            if self.may_quiesce() {
+                self.quiesce();
+            } else {
+                self.broadcast_heartbeat();
+                self.resend_stalled_snapshots();
+            }
+        }
+    }
+
+    // ----- Quiescence ---------------------------------------------------------------------
+    //
+    // A node hosting a thousand groups cannot afford a heartbeat per group per interval when
+    // almost all of them are idle (CockroachDB's and TiKV's answer, simplified). A leader
+    // whose group has nothing in flight tells its followers `Quiesce` instead of its next
+    // heartbeat, and all of them stop counting ticks: the leader sends no heartbeats and does
+    // not check its quorum, the followers run no election timer. Any other message wakes a
+    // quiesced node (a proposal, a read or a transfer at the leader; an append, a heartbeat or
+    // a vote request anywhere), as does the runtime when the node of the leader (or of a
+    // voter, at the leader) goes silent: it watches its peers' liveness, one ping per peer
+    // rather than one heartbeat per group. Quiescence costs nothing in safety: terms, votes
+    // and commits are untouched, a woken follower waits a whole election timeout before it
+    // campaigns (so a lease granted before still holds), and a quiesced leader earns no lease
+    // (the clock keeps running out the one it had).
+
+    /// Whether this node's group is quiesced: idle, sending no heartbeats and timing nothing.
+    pub fn quiesced(&self) -> bool {
+        self.quiesced
+    }
+
+    /// Wakes a quiesced node: the runtime calls it when the node it would hear from has gone
+    /// silent. A leader heartbeats at once; a follower starts its election timer afresh.
+    pub fn unquiesce(&mut self) {
+        if !self.quiesced {
+            return;
+        }
+        self.quiesced = false;
+        self.election_elapsed = 0;
+        self.heartbeat_elapsed = 0;
+        if self.role == Role::Leader {
+            // A fresh check-quorum period: only answers from now on count.
+            for p in self.progress.values_mut() {
+                p.recent_active = false;
+            }
             self.broadcast_heartbeat();
-            self.resend_stalled_snapshots();
+        }
+    }
+
+    /// A leader may quiesce when nothing is in flight: every member holds every entry, all
+    /// of it committed and applied here, the membership committed, every member heard from
+    /// in this check-quorum period, and no read or transfer waiting.
+    fn may_quiesce(&self) -> bool {
+        let last = self.log.last_index();
+        self.cfg.quiesce
+            && self.role == Role::Leader
+            && self.transferee.is_none()
+            && self.reads.is_empty()
+            && self.reads_unindexed.is_empty()
+            && !self.round_due
+            && self.log.committed() == last
+            && self.log.to_apply().next().is_none()
+            && self.log.unstable().next().is_none()
+            && self.membership_index() <= self.log.committed()
+            && self
+                .progress
+                .values()
+                .all(|p| p.match_index == last && p.recent_active)
+    }
+
+    fn quiesce(&mut self) {
+        tracing::trace!(id = self.cfg.id, term = self.term, "quiescing");
+        self.quiesced = true;
+        let commit = self.log.committed();
+        let peers: Vec<NodeId> = self.progress.keys().copied().collect();
+        for to in peers {
+            self.send(to, Body::Quiesce { commit });
+        }
+    }
+
+    /// A follower told to quiesce does so only if it holds and has committed everything the
+    /// leader has (otherwise it stays awake, and times out if nothing more comes).
+    fn handle_quiesce(&mut self, from: NodeId, commit: Index) {
+        // The leader quiesces only once this follower matched its whole log in this term, and
+        // within a term the leader's entries never change: the commit index applies to this
+        // log as far as it reaches (a late Quiesce of an older term never gets here).
+        self.follow(from);
+        self.leader_commit = self.leader_commit.max(commit);
+        self.log.commit_to(commit.min(self.log.last_index()));
+        if self.cfg.quiesce
+            && self.log.last_index() == commit
+            && self.log.committed() == commit
+            && self.role == Role::Follower
+        {
+            self.quiesced = true;
         }
     }
 
@@ -485,6 +586,7 @@ impl Raft {
     /// Proposes a command. Returns the index it will have if it commits.
     pub fn propose(&mut self, data: Bytes) -> Result<Index, ProposeError> {
         self.check_can_propose()?;
+        self.unquiesce();
         Ok(self.append_own(Payload::Command(data)))
     }
 
@@ -494,6 +596,7 @@ impl Raft {
     /// found in single-server changes, Ongaro's raft-dev post of 2015).
     pub fn propose_config(&mut self, next: Membership) -> Result<Index, ProposeError> {
         self.check_can_propose()?;
+        self.unquiesce();
         let (last_config, current) = self.configs.last().expect("a membership");
         if *last_config > self.log.committed() {
             return Err(ProposeError::ConfigChangePending {
@@ -525,6 +628,7 @@ impl Raft {
     /// quorum has confirmed this node's leadership (ReadIndex, §6.4 of the dissertation). A
     /// follower forwards the request to the leader.
     pub fn read_index(&mut self, context: Bytes) {
+        self.unquiesce();
         match self.role {
             Role::Leader => self.leader_read(context, None),
             _ => match self.leader {
@@ -595,6 +699,7 @@ impl Raft {
         {
             return;
         }
+        self.unquiesce();
         self.transferee = Some((to, 0));
         self.election_elapsed = 0;
         if self
@@ -637,6 +742,16 @@ impl Raft {
     /// A message from a peer.
     pub fn step(&mut self, m: Message) {
         assert!(self.handed_out.is_none(), "step between ready and advance");
+        // A message of an older term is a deposed leader's or candidate's, late: no news
+        // for this group (it is answered, if at all, without waking).
+        let keeps_quiet = m.term < self.term
+            || matches!(
+                m.body,
+                Body::Quiesce { .. } | Body::HeartbeatResponse { .. }
+            );
+        if self.quiesced && !keeps_quiet {
+            self.unquiesce();
+        }
         if m.term > self.term {
             if self.in_lease(&m.body) {
                 return; // a leader we heard from recently still leads: ignore the disruption
@@ -644,16 +759,17 @@ impl Raft {
             match m.body {
                 Body::PreVote { .. } => {}
                 Body::PreVoteResponse { granted: true } => {}
-                Body::Append { .. } | Body::Heartbeat { .. } | Body::InstallSnapshot { .. } => {
-                    self.become_follower(m.term, Some(m.from))
-                }
+                Body::Append { .. }
+                | Body::Heartbeat { .. }
+                | Body::Quiesce { .. }
+                | Body::InstallSnapshot { .. } => self.become_follower(m.term, Some(m.from)),
                 _ => self.become_follower(m.term, None),
             }
         } else if m.term < self.term {
             match m.body {
                 // A stale leader (cut off, then back) learns the new term from the answer and
                 // steps down; without this, with check-quorum it could wait forever.
-                Body::Append { .. } | Body::Heartbeat { .. } => {
+                Body::Append { .. } | Body::Heartbeat { .. } | Body::Quiesce { .. } => {
                     self.send(m.from, Body::HeartbeatResponse { round: 0 })
                 }
                 Body::PreVote { .. } => self.send(m.from, Body::PreVoteResponse { granted: false }),
@@ -692,6 +808,7 @@ impl Raft {
                 self.leader_commit = self.leader_commit.max(commit);
                 self.handle_append(from, prev_index, prev_term, entries, commit);
             }
+            Body::Quiesce { commit } => self.handle_quiesce(from, commit),
             Body::Heartbeat { commit, round } => {
                 self.follow(from);
                 self.leader_commit = self.leader_commit.max(commit);
@@ -799,6 +916,7 @@ impl Raft {
     }
 
     fn become_candidate(&mut self, transfer: bool) {
+        self.quiesced = false;
         self.set_term(self.term + 1);
         self.vote = Some(self.cfg.id);
         self.role = Role::Candidate;
@@ -891,6 +1009,7 @@ impl Raft {
     }
 
     fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
+        self.quiesced = false;
         if term > self.term {
             self.set_term(term);
             self.vote = None;

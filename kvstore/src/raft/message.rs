@@ -198,6 +198,12 @@ pub enum Body {
     HeartbeatResponse {
         round: u64,
     },
+    /// From a leader whose group is idle, instead of a heartbeat: "nothing is in flight; stop
+    /// your election timer until you hear from me or my node goes silent". Carries the commit
+    /// index; unanswered.
+    Quiesce {
+        commit: Index,
+    },
     /// A piece of a snapshot, sent to a follower whose next entry was compacted away.
     InstallSnapshot {
         meta: SnapshotMeta,
@@ -252,6 +258,7 @@ impl Body {
             Body::AppendResponse(_) => "append_response",
             Body::Heartbeat { .. } => "heartbeat",
             Body::HeartbeatResponse { .. } => "heartbeat_response",
+            Body::Quiesce { .. } => "quiesce",
             Body::InstallSnapshot { .. } => "install_snapshot",
             Body::SnapshotResponse { .. } => "snapshot_response",
             Body::TimeoutNow => "timeout_now",

@@ -68,6 +68,12 @@ pub struct SimOptions {
     /// goes on for everyone else. Messages to it wait, as in its socket buffers.
     pub stall: f64,
     pub stall_ticks_max: u64,
+    /// Idle groups quiesce, and the simulator plays the runtime's part (as `node::runner`
+    /// does): every live node pings the others each tick (pings are lost like messages), a
+    /// quiesced node wakes when the node it depends on (its leader's, or at a leader any
+    /// voter's) has been silent for an election timeout, or when a link from a member lost
+    /// a message (a drop, a partition, a restart: the transport's numbered links show it).
+    pub quiesce: bool,
 }
 
 impl SimOptions {
@@ -91,6 +97,7 @@ impl SimOptions {
             reconfigure: 0.0,
             stall: 0.0,
             stall_ticks_max: 40,
+            quiesce: false,
         }
     }
 
@@ -106,6 +113,7 @@ impl SimOptions {
         "no_pre_vote",
         "membership",
         "stalls",
+        "quiescence",
     ];
 
     /// The options of a named scenario.
@@ -189,6 +197,21 @@ impl SimOptions {
                 delay_ticks_max: 2,
                 propose: 0.5,
                 read: 0.5,
+                ..base
+            },
+            // Idle most of the time, so groups quiesce, and then every fault at once: a
+            // quiesced group must wake for each and never serve a stale read.
+            "quiescence" => SimOptions {
+                quiesce: true,
+                crash: 0.001,
+                drop: 0.02,
+                duplicate: 0.02,
+                delay_ticks_max: 3,
+                partition: 0.005,
+                stall: 0.001,
+                propose: 0.06,
+                read: 0.08,
+                ticks: 1000,
                 ..base
             },
             _ => return None,
@@ -315,6 +338,10 @@ pub struct SimStats {
     pub append_rejections: u64,
     /// The highest term reached.
     pub max_term: Term,
+    /// Ticks that nodes spent quiesced (summed over the nodes).
+    pub quiesced_ticks: u64,
+    /// Times the runtime woke a quiesced node: its leader or a voter silent, a link's gap.
+    pub quiesce_wakes: u64,
 }
 
 impl SimStats {
@@ -333,6 +360,8 @@ impl SimStats {
         self.messages_sent += other.messages_sent;
         self.append_rejections += other.append_rejections;
         self.max_term = self.max_term.max(other.max_term);
+        self.quiesced_ticks += other.quiesced_ticks;
+        self.quiesce_wakes += other.quiesce_wakes;
     }
 }
 
@@ -343,6 +372,10 @@ pub struct Sim {
     nodes: Vec<Node>,
     /// (deliver at, sequence, message)
     network: Vec<(u64, u64, Message)>,
+    /// With `quiesce`: when (tick) node `to` last heard node `from`, by `(to, from)` index.
+    heard: BTreeMap<(usize, usize), u64>,
+    /// With `quiesce`: links `(from, to)` that lost a message since `to` last heard `from`.
+    lost: std::collections::BTreeSet<(usize, usize)>,
     seq: u64,
     /// Partition group of each node; messages cross only within a group.
     groups: Vec<u8>,
@@ -401,6 +434,8 @@ impl Sim {
             now: 0,
             nodes,
             network: Vec::new(),
+            heard: BTreeMap::new(),
+            lost: Default::default(),
             seq: 0,
             leaders: BTreeMap::new(),
             chain: BTreeMap::new(),
@@ -499,6 +534,55 @@ impl Sim {
         let id = i as NodeId + 1;
         let seed = self.opts.seed ^ self.now.wrapping_mul(0x2545_F491);
         n.raft = Some(Raft::new(node_config(id, &self.opts), restored, seed));
+        // Its links are new connections both ways: what was in flight may be lost.
+        for other in 0..self.nodes.len() {
+            self.lost.insert((i, other));
+            self.lost.insert((other, i));
+        }
+    }
+
+    /// The runtime's part in quiescence (see [`SimOptions::quiesce`]), once a tick.
+    fn liveness(&mut self) {
+        let n = self.nodes.len();
+        let live: Vec<usize> = (0..n).filter(|&i| self.is_live(i)).collect();
+        for &to in &live {
+            for &from in live.iter().filter(|&&i| i != to) {
+                if self.groups[to] != self.groups[from] || self.rng.chance(self.opts.drop) {
+                    continue;
+                }
+                self.heard.insert((to, from), self.now);
+                if self.lost.remove(&(from, to)) {
+                    self.wake(to);
+                }
+            }
+        }
+        let silent_after = u64::from(node_config(1, &self.opts).election_ticks_min);
+        for i in live {
+            let Some(raft) = self.nodes[i].raft.as_ref().filter(|r| r.quiesced()) else {
+                continue;
+            };
+            let (heard, now) = (&self.heard, self.now);
+            let silent = |node: NodeId| {
+                let at = heard.get(&(i, (node - 1) as usize)).copied();
+                node != i as NodeId + 1 && at.is_none_or(|at| now - at >= silent_after)
+            };
+            let wake = if raft.role() == Role::Leader {
+                raft.membership().voters.iter().any(|&v| silent(v))
+            } else {
+                raft.leader().is_none_or(silent)
+            };
+            self.stats.quiesced_ticks += 1;
+            if wake {
+                self.wake(i);
+            }
+        }
+    }
+
+    fn wake(&mut self, i: usize) {
+        if let Some(raft) = self.nodes[i].raft.as_mut().filter(|r| r.quiesced()) {
+            raft.unquiesce();
+            self.stats.quiesce_wakes += 1;
+        }
     }
 
     /// Separates the nodes into groups (by index into `groups`, one entry per node).
@@ -527,6 +611,9 @@ impl Sim {
                 r.tick(clock);
             }
         }
+        if self.opts.quiesce {
+            self.liveness();
+        }
         self.deliver();
         self.handle_readies();
         self.check_invariants();
@@ -549,8 +636,16 @@ impl Sim {
         for (_, _, m) in due {
             let to = (m.to - 1) as usize;
             let from = (m.from - 1) as usize;
-            if to >= self.nodes.len() || self.groups[to] != self.groups[from] {
+            if to >= self.nodes.len()
+                || self.groups[to] != self.groups[from]
+                || self.nodes[to].raft.is_none()
+            {
+                self.lost.insert((from, to));
                 continue;
+            }
+            self.heard.insert((to, from), self.now);
+            if self.lost.remove(&(from, to)) {
+                self.wake(to);
             }
             if let Body::AppendResponse(AppendResult::Rejected { .. }) = m.body {
                 self.stats.append_rejections += 1;
@@ -679,6 +774,8 @@ impl Sim {
     fn send(&mut self, m: Message) {
         self.stats.messages_sent += 1;
         if self.rng.chance(self.opts.drop) {
+            self.lost
+                .insert(((m.from - 1) as usize, (m.to - 1) as usize));
             return;
         }
         let copies = if self.rng.chance(self.opts.duplicate) {
@@ -916,6 +1013,7 @@ fn node_config(id: NodeId, opts: &SimOptions) -> Config {
     Config {
         pre_vote: opts.pre_vote,
         check_quorum: opts.pre_vote,
+        quiesce: opts.quiesce,
         append_entries_max: 16,
         inflight_appends_max: 8,
         snapshot_chunk_bytes_max: 24,
