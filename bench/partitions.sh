@@ -23,66 +23,8 @@ source "$(dirname "$0")/lib.sh"
 SECONDS_PER="${1:-10}"
 MANY="${PARTITIONS_MANY:-1024}"
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-
-# kvbench links etcd-client (for etcd-compare.sh), whose build needs protoc.
-apt_install protobuf-compiler
-echo "building kvstore and kvbench (release)..." >&2
-(cd "$ROOT" && cargo build --release -q -p kvstore)
-(cd "$ROOT/bench/kvbench" && cargo build --release -q)
-KVSTORE="$ROOT/target/release/kvstore"
-KVBENCH="$ROOT/bench/kvbench/target/release/kvbench"
+build_kvstore_and_kvbench
 TICKS=$(getconf CLK_TCK)
-
-# start_cluster NAME PARTITIONS: starts 3 founding nodes; sets ADDRS, PEER1 and NODE_PIDS.
-start_cluster() {
-  local name=$1 partitions=$2 peers="" i
-  declare -g -a PEER_PORT CLIENT_PORT NODE_PIDS=() NODE_ARGS=()
-  for i in 1 2 3; do
-    PEER_PORT[$i]=$(free_port)
-    peers="${peers:+$peers,}$i=127.0.0.1:${PEER_PORT[$i]}"
-  done
-  ADDRS=""
-  for i in 1 2 3; do
-    CLIENT_PORT[$i]=$(free_port)
-    NODE_ARGS[$i]="serve --data-dir $BENCH_TMP/$name-$i --fsync always --node-id $i --peers $peers \
-      --peer-listen 127.0.0.1:${PEER_PORT[$i]} --listen 127.0.0.1:${CLIENT_PORT[$i]} \
-      --resp-listen 127.0.0.1:$(free_port) --http-listen 127.0.0.1:$(free_port) \
-      --default-partitions $partitions --idle-spin-us 0"
-    # shellcheck disable=SC2086
-    "$KVSTORE" ${NODE_ARGS[$i]} 2>"$BENCH_TMP/$name-$i.log" &
-    NODE_PIDS[$i]=$!
-    BENCH_PIDS+=("$!")
-    ADDRS="${ADDRS:+$ADDRS,}127.0.0.1:${CLIENT_PORT[$i]}"
-  done
-  PEER1="127.0.0.1:${PEER_PORT[1]}"
-  for i in 1 2 3; do wait_for_port "${CLIENT_PORT[$i]}"; done
-}
-
-stop_cluster() {
-  local pid
-  for pid in "${NODE_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${NODE_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-}
-
-# wait_led: waits until every group of the cluster at $ADDRS reports a leader; prints seconds.
-wait_led() {
-  local t0 out
-  t0=$(date +%s.%N)
-  for _ in $(seq 1 1200); do
-    # (The status of a thousand groups is too long for a command line: it goes by stdin.)
-    if "$KVSTORE" cluster --addr "$ADDRS" status --json 2>/dev/null | python3 -c 'import json,sys
-try:
-    o = json.load(sys.stdin)
-except ValueError:
-    sys.exit(1)
-sys.exit(0 if not o["leaderless"] and all(n["reachable"] for n in o["nodes"]) else 1)'; then
-      python3 -c "import time; print(f'{time.time() - $t0:.1f}')"
-      return 0
-    fi
-    sleep 0.5
-  done
-  echo "timeout"
-}
 
 # cpu_ticks PID: user + system ticks so far.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
@@ -94,25 +36,6 @@ load() { # load OP: one kvbench run against $ADDRS
 echo
 echo "kvstore $(git -C "$ROOT" rev-parse --short HEAD), 3 nodes; $(nproc) cores; $SECONDS_PER s per" \
   "load; 32 clients; 8-byte keys, 256-byte values; fsync always; $(date -u +%F)"
-
-# wait_settled: waits until the map is not rebalancing; prints seconds.
-wait_settled() {
-  local t0
-  t0=$(date +%s.%N)
-  for _ in $(seq 1 1200); do
-    if "$KVSTORE" cluster --addr "$ADDRS" map 2>/dev/null | python3 -c 'import json,sys
-try:
-    m = json.load(sys.stdin)
-except ValueError:
-    sys.exit(1)
-sys.exit(0 if not m["rebalancing"] else 1)'; then
-      python3 -c "import time; print(f'{time.time() - $t0:.1f}')"
-      return 0
-    fi
-    sleep 0.5
-  done
-  echo "timeout"
-}
 
 # --- 1 partition against 64 -------------------------------------------------------------------
 declare -A RESULT

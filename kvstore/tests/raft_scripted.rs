@@ -21,9 +21,15 @@ fn config(id: NodeId, quiesce: bool) -> Config {
     Config {
         append_entries_max: 1,
         quiesce,
+        // Small chunks, so that a snapshot of a few hundred bytes takes many.
+        snapshot_chunk_bytes_max: SNAPSHOT_CHUNK,
+        snapshot_chunks_inflight_max: SNAPSHOT_WINDOW,
         ..Config::new(id)
     }
 }
+
+const SNAPSHOT_CHUNK: usize = 10;
+const SNAPSHOT_WINDOW: usize = 4;
 
 struct Net {
     nodes: BTreeMap<NodeId, Raft>,
@@ -729,4 +735,59 @@ fn a_woken_follower_whose_leader_is_gone_elects_another() {
     assert!(net.node(leader).term() > term);
     assert!(net.node(leader).log().committed() > commit);
     net.assert_state_machine_safety();
+}
+
+// ----- Snapshot transfer --------------------------------------------------------------------
+
+fn install_snapshot_offsets(net: &Net, to: NodeId) -> Vec<u64> {
+    let offsets = net.queue.iter().filter(|m| m.to == to);
+    offsets
+        .filter_map(|m| match m.body {
+            Body::InstallSnapshot { offset, .. } => Some(offset),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_snapshot_goes_out_a_window_of_chunks_at_a_time_and_a_lost_chunk_is_sent_again() {
+    let mut net = Net::new(3);
+    net.elect(1);
+    net.set_up(&[1, 2]);
+    for _ in 0..5 {
+        net.propose(1, "x");
+    }
+    net.heartbeat(1);
+    let index = net.node(1).log().committed();
+    // The leader's log is compacted past everything node 3 has: it needs a snapshot of 95
+    // bytes, ten chunks of 10.
+    let data = Bytes::from(vec![7u8; 95]);
+    net.nodes.get_mut(&1).unwrap().compact(index, data);
+    net.set_up(&[1, 2, 3]);
+    for _ in 0..Config::new(1).heartbeat_ticks {
+        net.tick(1);
+    }
+    let started = net.deliver_until(|net| !install_snapshot_offsets(net, 3).is_empty());
+    assert!(started, "node 3 gets a snapshot");
+    assert_eq!(
+        install_snapshot_offsets(&net, 3),
+        vec![0, 10, 20, 30],
+        "a window of chunks goes out before any answer"
+    );
+    // The second chunk is lost: the follower takes the first and no more, and the transfer
+    // stalls until the leader goes back to what the follower acknowledged.
+    let lost = net
+        .queue
+        .iter()
+        .position(|m| matches!(m.body, Body::InstallSnapshot { offset: 10, .. }) && m.to == 3);
+    net.queue.remove(lost.unwrap());
+    net.settle();
+    assert!(net.node(3).log().snapshot().index < index);
+    for _ in 0..2 * Config::new(1).election_ticks_min {
+        net.tick(1);
+        net.settle();
+    }
+    assert_eq!(net.node(3).log().snapshot().index, index, "installed");
+    net.heartbeat(1);
+    assert_eq!(net.node(3).log().committed(), index);
 }

@@ -7,7 +7,11 @@
 //! kvbench kvcluster ADDR[,ADDR...]  put|get  CLIENTS SECONDS   (any partitions: ClusterClient)
 //! kvbench etcd      ENDPOINT[,...]  put|get  CLIENTS SECONDS
 //! kvbench failover KILLS            (starts its own 3-node cluster; needs KVSTORE_BIN)
+//! kvbench fill ADDR[,ADDR...] MEGABYTES   (ClusterClient: 4 KiB values until that much is
+//!                                           written; 32 writers)
 //! ```
+//!
+//! `KVBENCH_KEYSPACE` names the keyspace of the kvstore loads (default `default`).
 //!
 //! Each client is one connection with one request in flight, writing 8-byte sequential keys
 //! and 256-byte values to the leader, or reading (linearizable) random keys of 1,000 written
@@ -20,6 +24,11 @@ use std::time::{Duration, Instant};
 const KEY_BYTES: usize = 8;
 const VALUE_BYTES: usize = 256;
 const READ_KEYS: u64 = 1000;
+
+/// The keyspace the kvstore loads use (`KVBENCH_KEYSPACE`, default `default`).
+fn keyspace() -> String {
+    std::env::var("KVBENCH_KEYSPACE").unwrap_or_else(|_| "default".into())
+}
 
 fn key(n: u64) -> Vec<u8> {
     format!("{:0width$}", n % 100_000_000, width = KEY_BYTES).into_bytes()
@@ -66,13 +75,61 @@ impl Target for Kvcluster {
         kvstore::client::cluster::ClusterClient::new(self.addrs.clone(), Default::default())
     }
     async fn put(c: &mut Self::Conn, k: Vec<u8>, v: Vec<u8>) -> bool {
-        c.put("default", &k, &v, Default::default()).await.is_ok()
+        c.put(&keyspace(), &k, &v, Default::default()).await.is_ok()
     }
     async fn get(c: &mut Self::Conn, k: Vec<u8>) -> bool {
-        c.get("default", &k, kvstore::wire::Consistency::Linearizable)
+        c.get(&keyspace(), &k, kvstore::wire::Consistency::Linearizable)
             .await
             .is_ok()
     }
+}
+
+/// Writes `megabytes` of 4 KiB values into `KVBENCH_KEYSPACE` through `ClusterClient`, 32
+/// writers at once; prints the bytes written and the rate.
+async fn fill(addrs: Vec<String>, megabytes: u64) {
+    const VALUE: usize = 4096;
+    const WRITERS: u64 = 32;
+    let client = Arc::new(kvstore::client::cluster::ClusterClient::new(
+        addrs,
+        Default::default(),
+    ));
+    let total = megabytes * 1024 * 1024 / VALUE as u64;
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..WRITERS {
+        let (client, next) = (client.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let value = vec![b'a' + (w % 26) as u8; VALUE];
+            let ks = keyspace();
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= total {
+                    return;
+                }
+                let k = format!("fill-{n:010}");
+                client
+                    .put(&ks, k.as_bytes(), &value, Default::default())
+                    .await
+                    .expect("a fill write");
+                if n % 2048 == 0 {
+                    eprintln!("fill: {} of {megabytes} MB", (n * VALUE as u64) >> 20);
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("a fill task");
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let bytes = total * VALUE as u64;
+    println!(
+        "{}",
+        serde_json::json!({
+            "op": "fill", "keyspace": keyspace(), "bytes": bytes, "seconds": seconds,
+            "mb_per_s": bytes as f64 / 1048576.0 / seconds,
+        })
+    );
 }
 
 struct Etcd {
@@ -236,9 +293,16 @@ fn failover(kills: usize) {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let usage =
-        "usage: kvbench kvstore|kvcluster|etcd ADDRS put|get CLIENTS SECONDS | kvbench failover KILLS";
+        "usage: kvbench kvstore|kvcluster|etcd ADDRS put|get CLIENTS SECONDS | kvbench failover KILLS \
+         | kvbench fill ADDRS MEGABYTES";
     match args.first().map(String::as_str) {
         Some("failover") => failover(args.get(1).and_then(|n| n.parse().ok()).unwrap_or(10)),
+        Some("fill") if args.len() == 3 => {
+            let addrs = args[1].split(',').map(str::to_string).collect();
+            let megabytes = args[2].parse().expect(usage);
+            let rt = tokio::runtime::Runtime::new().expect("a runtime");
+            rt.block_on(fill(addrs, megabytes));
+        }
         Some(system @ ("kvstore" | "kvcluster" | "etcd")) if args.len() == 5 => {
             let (addrs, op) = (&args[1], args[2].as_str());
             let clients: u64 = args[3].parse().expect(usage);

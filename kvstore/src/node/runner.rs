@@ -548,7 +548,9 @@ impl Runner {
             // overlap the leader's (Raft dissertation §10.2.1). That is safe: they depend on
             // nothing this sync makes durable (the term was made durable when this node
             // campaigned), and the leader counts itself towards a commit only for entries
-            // it has persisted. Everything else (votes, acknowledgements) waits for the sync.
+            // it has persisted. So may a follower's acknowledgement of a snapshot chunk: it
+            // promises only bytes held in memory (a restart answers 0 and the transfer
+            // starts over). Everything else (votes, acknowledgements) waits for the sync.
             for (id, ready) in &mut readies {
                 let g = &self.groups[id];
                 if ready
@@ -569,6 +571,7 @@ impl Runner {
                                     | raft::Body::Heartbeat { .. }
                                     | raft::Body::Quiesce { .. }
                                     | raft::Body::InstallSnapshot { .. }
+                                    | raft::Body::SnapshotResponse { .. }
                             )
                         });
                 ready.messages = rest;

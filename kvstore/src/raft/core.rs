@@ -55,6 +55,9 @@ pub struct Config {
     pub inflight_appends_max: usize,
     /// Most bytes of snapshot in one `InstallSnapshot`.
     pub snapshot_chunk_bytes_max: usize,
+    /// Most unacknowledged `InstallSnapshot` chunks to one follower: a window, so that a
+    /// transfer is not one round trip per chunk.
+    pub snapshot_chunks_inflight_max: usize,
     /// Most reads waiting for a quorum's confirmation at the leader.
     pub pending_reads_max: usize,
     /// Ask "would you vote for me?" before starting a real election.
@@ -90,6 +93,7 @@ impl Config {
             append_bytes_max: 1024 * 1024,
             inflight_appends_max: 64,
             snapshot_chunk_bytes_max: 1024 * 1024,
+            snapshot_chunks_inflight_max: 8,
             pending_reads_max: 4096,
             pre_vote: true,
             check_quorum: true,
@@ -109,6 +113,7 @@ impl Config {
         assert!(self.election_ticks_min < self.election_ticks_max);
         assert!(self.append_entries_max >= 1 && self.inflight_appends_max >= 1);
         assert!(self.snapshot_chunk_bytes_max >= 1);
+        assert!(self.snapshot_chunks_inflight_max >= 1);
         assert!(self.tick_us >= 1, "a tick takes time");
         let lease_with_margin =
             u64::from(self.lease_ticks + 2) * u64::from(100 + self.clock_drift_percent_max);
@@ -1447,36 +1452,48 @@ impl Raft {
             "follower needs a snapshot"
         );
         p.send_snapshot(snapshot);
-        self.send_snapshot_chunk(to, 0);
+        self.send_snapshot_chunks(to);
     }
 
-    /// Sends the chunk at `offset` of the snapshot being sent to `to` (the one the transfer
-    /// started with, even if the log was compacted again since).
-    fn send_snapshot_chunk(&mut self, to: NodeId, offset: u64) {
-        let chunk_max = self.cfg.snapshot_chunk_bytes_max;
-        let Some(Progress {
-            state:
-                State::Snapshot {
-                    snapshot,
-                    idle_ticks,
-                    ..
-                },
-            ..
-        }) = self.progress.get_mut(&to)
-        else {
-            return;
-        };
-        *idle_ticks = 0;
-        let total = snapshot.data.len() as u64;
-        let start = offset.min(total) as usize;
-        let end = (start + chunk_max).min(total as usize);
-        let body = Body::InstallSnapshot {
-            meta: snapshot.meta.clone(),
-            offset: start as u64,
-            data: snapshot.data.slice(start..end),
-            done: end as u64 == total,
-        };
-        self.send(to, body);
+    /// Sends the chunks of the snapshot being sent to `to` (the one the transfer started
+    /// with, even if the log was compacted again since) that the window allows: from where
+    /// the last one ended, while fewer than `snapshot_chunks_inflight_max` chunks' bytes are
+    /// unacknowledged. The follower takes chunks only in order; a lost one stalls the
+    /// transfer until `resend_stalled_snapshots` goes back to what it acknowledged.
+    fn send_snapshot_chunks(&mut self, to: NodeId) {
+        let chunk_max = self.cfg.snapshot_chunk_bytes_max as u64;
+        let window = chunk_max * self.cfg.snapshot_chunks_inflight_max as u64;
+        loop {
+            let Some(Progress {
+                state:
+                    State::Snapshot {
+                        snapshot,
+                        acked,
+                        sent,
+                        idle_ticks,
+                    },
+                ..
+            }) = self.progress.get_mut(&to)
+            else {
+                return;
+            };
+            let total = snapshot.data.len() as u64;
+            let start = sent.unwrap_or(0).min(total);
+            // The first chunk always goes (an empty snapshot is one empty chunk).
+            if sent.is_some() && (start >= total || start >= *acked + window) {
+                return;
+            }
+            let end = (start + chunk_max).min(total);
+            *sent = Some(end);
+            *idle_ticks = 0;
+            let body = Body::InstallSnapshot {
+                meta: snapshot.meta.clone(),
+                offset: start,
+                data: snapshot.data.slice(start as usize..end as usize),
+                done: end == total,
+            };
+            self.send(to, body);
+        }
     }
 
     /// Whether a log holding `applied` applied entries should be compacted, when the runtime
@@ -1506,21 +1523,29 @@ impl Raft {
     }
 
     fn resend_stalled_snapshots(&mut self) {
-        let stalled: Vec<(NodeId, u64)> = self
+        let stalled: Vec<NodeId> = self
             .progress
             .iter_mut()
             .filter_map(|(&id, p)| match &mut p.state {
                 State::Snapshot {
-                    acked, idle_ticks, ..
+                    acked,
+                    sent,
+                    idle_ticks,
+                    ..
                 } => {
                     *idle_ticks += self.cfg.heartbeat_ticks;
-                    (*idle_ticks >= self.cfg.election_ticks_min).then_some((id, *acked))
+                    let stalled = *idle_ticks >= self.cfg.election_ticks_min;
+                    if stalled {
+                        // A chunk was lost: go back to what the follower holds.
+                        *sent = (*acked > 0).then_some(*acked);
+                    }
+                    stalled.then_some(id)
                 }
                 _ => None,
             })
             .collect();
-        for (to, acked) in stalled {
-            self.send_snapshot_chunk(to, acked);
+        for to in stalled {
+            self.send_snapshot_chunks(to);
         }
     }
 
@@ -1534,10 +1559,18 @@ impl Raft {
         p.recent_active = true;
         match &mut p.state {
             State::Snapshot {
-                snapshot, acked, ..
+                snapshot,
+                acked,
+                sent,
+                ..
             } if snapshot.meta.index == index => {
+                if received < *acked {
+                    // It holds less than it said (it restarted, or this answer is late):
+                    // go on from what it holds now.
+                    *sent = (received > 0).then_some(received);
+                }
                 *acked = received;
-                self.send_snapshot_chunk(from, received);
+                self.send_snapshot_chunks(from);
             }
             _ => {}
         }

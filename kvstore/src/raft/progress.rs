@@ -32,6 +32,9 @@ pub enum State {
         snapshot: Snapshot,
         /// Bytes the follower has acknowledged.
         acked: u64,
+        /// Where the next chunk starts (`None`: none sent yet). Chunks go out ahead of the
+        /// acknowledgements, up to a window (`Config::snapshot_chunks_inflight_max`).
+        sent: Option<u64>,
         /// Ticks since a chunk was last sent (resent when it is lost).
         idle_ticks: u32,
     },
@@ -119,6 +122,7 @@ impl Progress {
         self.state = State::Snapshot {
             snapshot,
             acked: 0,
+            sent: None,
             idle_ticks: 0,
         };
     }
