@@ -42,6 +42,8 @@ pub mod wire;
 #[cfg(feature = "server")]
 pub mod cli;
 #[cfg(feature = "server")]
+pub mod cli_load;
+#[cfg(feature = "server")]
 pub mod cli_map;
 #[cfg(feature = "server")]
 pub mod db;

@@ -94,6 +94,23 @@ enum Cmd {
         #[arg(long)]
         keys_only: bool,
     },
+    /// Write a steady load through the cluster client, print progress every second, and at
+    /// the end read every acknowledged write back (exit 1 if one is missing).
+    Load {
+        #[command(flatten)]
+        conn: Conn,
+        /// Concurrent writers, each with one write in flight.
+        #[arg(long, default_value_t = 16)]
+        clients: u32,
+        /// Stop after this many seconds (0: at Ctrl-C).
+        #[arg(long, default_value_t = 0)]
+        seconds: u64,
+        #[arg(long, default_value_t = 256)]
+        value_bytes: usize,
+        /// Skip reading the acknowledged writes back at the end.
+        #[arg(long)]
+        no_verify: bool,
+    },
     /// Create, list, describe or drop keyspaces (through any node of a cluster).
     Keyspace {
         /// Any nodes' addresses (binary protocol), comma-separated.
@@ -444,6 +461,22 @@ fn main() -> ExitCode {
                 cli::run_cluster(&http, action).await
             }
             Cmd::Del { conn, key } => client(conn, Command::Del { key: key.into() }).await,
+            Cmd::Load {
+                conn,
+                clients,
+                seconds,
+                value_bytes,
+                no_verify,
+            } => {
+                let options = kvstore::cli_load::LoadOptions {
+                    keyspace: conn.keyspace,
+                    clients,
+                    duration: (seconds > 0).then(|| Duration::from_secs(seconds)),
+                    value_bytes,
+                    verify: !no_verify,
+                };
+                kvstore::cli_load::run(&conn.addr, options, cli::shutdown_signal()).await
+            }
             Cmd::Incr { conn, key, by } => {
                 client(
                     conn,

@@ -332,3 +332,39 @@ print("ok")
         assert!(rate > 0.0, "{line}");
     }
 }
+
+/// `kvstore load` writes through a node's SIGKILL: its progress lines go on, and at the end
+/// it reads every acknowledged write back and finds them all.
+#[test]
+fn the_load_command_writes_through_a_node_kill_and_reads_every_acknowledged_write_back() {
+    let mut cluster = partitioned("partitions-load");
+    let load = std::process::Command::new(tests::harness::kvstore_bin())
+        .args(["load", "--addr", &cluster.client_addresses().join(",")])
+        .args(["--clients", "8", "--seconds", "8"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kvstore load");
+    std::thread::sleep(Duration::from_secs(3));
+    cluster.kill(2).unwrap();
+    let out = load.wait_with_output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("verified: every acknowledged write reads back"),
+        "{stdout}"
+    );
+    let acknowledged: u64 = stdout
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(acknowledged > 100, "{stdout}");
+    assert!(
+        stderr.lines().filter(|l| l.contains("writes/s")).count() >= 5,
+        "a progress line a second:\n{stderr}"
+    );
+}
