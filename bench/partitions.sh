@@ -7,6 +7,7 @@
 #   bench/partitions.sh [SECONDS]     (default 10 seconds per load measurement)
 #   PARTITIONS_MANY=1024 bench/partitions.sh
 #   ONLY_IDLE=1 bench/partitions.sh  (only the idle cost and start times)
+#   SKIP_IDLE=1 bench/partitions.sh  (only the loads and the balance)
 #
 # Load: bench/kvbench's `kvcluster` target, 32 clients, each a ClusterClient with one request
 # in flight, 8-byte sequential keys and 256-byte values, puts and then linearizable gets,
@@ -95,6 +96,7 @@ PY
 fi
 
 # --- idle cost and start times with many partitions --------------------------------------------
+[ -n "${SKIP_IDLE:-}" ] && exit 0
 start_cluster "many" "$MANY"
 STARTED=$(wait_led)
 SETTLED=$(wait_settled)
