@@ -1048,7 +1048,14 @@ mod tests {
         let path = segment_path(&dir, wal.active_id);
         wal.append(1, &entries(1..=3, 1));
         // A hard state whose last bytes are zeros (vote and commit 0) ends the log.
-        wal.set_hard_state(1, HardState { term: 1, vote: None, commit: 0 });
+        wal.set_hard_state(
+            1,
+            HardState {
+                term: 1,
+                vote: None,
+                commit: 0,
+            },
+        );
         wal.sync().unwrap();
         let allocated = fs::metadata(&path).unwrap().len();
         assert_eq!(allocated, wal.active_len + WAL_PREALLOCATE_STEP_BYTES);
