@@ -477,3 +477,71 @@ fn moves_survive_sigkill_of_their_source_their_target_and_the_meta_leader() {
     workload::assert_linearizable(&history, || cluster.logs());
     writer.finish_and_check(&rt, up);
 }
+
+/// A request routed by a map older than its partition's membership is refused with
+/// `StaleEpoch`, naming the current epoch; a request at that epoch passes; and a client that
+/// still holds the old map learns it and goes on.
+#[test]
+fn a_request_routed_by_a_stale_map_is_refused_and_its_client_catches_up() {
+    use kvstore::wire::{ErrorCode, Request};
+    let rt = runtime();
+    let mut cluster = start_cluster("placement-epochs");
+    cluster.wait_settled(PATIENCE).unwrap();
+    let old = ClusterClient::new(cluster.client_addresses(), ClusterConfig::default());
+    rt.block_on(old.put("default", b"before", b"1", Condition::None))
+        .unwrap();
+    join(&mut cluster, &rt, &[4]);
+    cluster.wait_settled(PATIENCE).unwrap();
+
+    // A partition that moved a replica onto node 4: its membership, and so its epoch, moved on.
+    let fresh = ClusterClient::new(cluster.client_addresses(), ClusterConfig::default());
+    let map = rt.block_on(fresh.current_map()).unwrap();
+    let ks = map.keyspace("default").unwrap();
+    let (&group, info) = map
+        .groups
+        .iter()
+        .find(|(g, p)| ks.groups().contains(*g) && p.epoch > 0)
+        .expect("a partition moved");
+    let key = (0..100_000)
+        .map(|i| format!("k{i}"))
+        .find(|k| map.route("default", k.as_bytes()).unwrap().0 == group)
+        .unwrap();
+    let get = Request::Get {
+        keyspace: "default".into(),
+        key: key.clone().into(),
+        consistency: kvstore::wire::Consistency::Linearizable,
+    };
+    let replica = &map.nodes[&info.replicas[0]].client;
+    rt.block_on(async {
+        let raw = kvstore::client::Client::connect(replica.as_str(), Default::default())
+            .await
+            .unwrap();
+        match raw.call_routed(1, get.clone(), Some(0)).await {
+            Err(kvstore::client::ClientError::Server { code, message }) => {
+                assert_eq!(code, ErrorCode::StaleEpoch, "{message}");
+                let current = kvstore::wire::message::stale_epoch_current(&message).unwrap();
+                assert!(current >= info.epoch, "{message}");
+                let again = raw.call_routed(2, get.clone(), Some(current)).await;
+                assert!(
+                    !matches!(&again, Err(kvstore::client::ClientError::Server { code, .. })
+                        if *code == ErrorCode::StaleEpoch),
+                    "{again:?}"
+                );
+            }
+            other => panic!("expected StaleEpoch, got {other:?}"),
+        }
+        // The client with the map of before the join still writes and reads that partition.
+        old.put("default", key.as_bytes(), b"v", Condition::None)
+            .await
+            .unwrap();
+        let got = old
+            .get(
+                "default",
+                key.as_bytes(),
+                kvstore::wire::Consistency::Linearizable,
+            )
+            .await
+            .unwrap();
+        assert_eq!(got.unwrap().value, "v");
+    });
+}

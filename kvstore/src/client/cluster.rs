@@ -111,9 +111,15 @@ struct Routing {
     fetched_at: Option<Instant>,
     /// Each group's leader's address, from redirects.
     leaders: HashMap<GroupId, String>,
+    /// Each group's epoch as `StaleEpoch` answers taught it, where it is newer than the map's.
+    epochs: HashMap<GroupId, u64>,
     /// Nodes that could not be reached, until when they are tried last.
     down: HashMap<String, Instant>,
 }
+
+/// Where a request goes: its group, the address to try, the group's epoch (see
+/// [`ClusterClient::target`]).
+type Target = (Option<GroupId>, Option<String>, Option<u64>);
 
 /// Set in the request ids of reads, which are not part of the session.
 const READ_ID_BIT: u64 = 1 << 63;
@@ -407,31 +413,35 @@ impl ClusterClient {
         self.routing.write().expect("routing lock").fetched_at = Some(Instant::now());
     }
 
-    /// Where `request` goes: its group (if the map routes it) and the address to try.
-    fn target(&self, request: &Request) -> (Option<GroupId>, Option<String>) {
+    /// Where `request` goes: its group (if the map routes it), the address to try, and the
+    /// group's epoch as this client knows it (sent with the request, so that a node whose
+    /// replica is at a later one tells it so).
+    fn target(&self, request: &Request) -> Target {
         let routing = self.routing.read().expect("routing lock");
         let Some(map) = &routing.map else {
-            return (None, None);
+            return (None, None, None);
         };
         let Ok(route) = crate::partition::route::route(map, request) else {
-            return (None, None);
+            return (None, None, None);
         };
         let group = route.group;
+        let Some(g) = map.groups.get(&group) else {
+            return (Some(group), None, None);
+        };
+        let learnt = routing.epochs.get(&group).copied().unwrap_or(0);
+        let epoch = Some(g.epoch.max(learnt));
         let now = Instant::now();
         let up = |addr: &String| routing.down.get(addr).is_none_or(|&until| until <= now);
         if let Some(addr) = routing.leaders.get(&group).filter(|a| up(a)) {
-            return (Some(group), Some(addr.clone()));
+            return (Some(group), Some(addr.clone()), epoch);
         }
-        let Some(g) = map.groups.get(&group) else {
-            return (Some(group), None);
-        };
         // The hint first, then the other replicas: any of them redirects to the leader.
         let candidates = g.leader.into_iter().chain(g.replicas.iter().copied());
         let address = candidates
             .filter_map(|id| map.nodes.get(&id))
             .map(|n| n.client.clone())
             .find(|a| !a.is_empty() && up(a));
-        (Some(group), address)
+        (Some(group), address, epoch)
     }
 
     /// Sends `request` until it gets a definite answer or the deadline passes.
@@ -463,13 +473,16 @@ impl ClusterClient {
         let mut keyspace_exists: Option<bool> = None;
         self.fetch_map_once().await;
         loop {
-            let (group, routed) = self.target(&request);
+            let (group, routed, epoch) = self.target(&request);
             let addr = match prefer.take().or(routed) {
                 Some(addr) => addr,
                 None => self.any_address(),
             };
             let attempt = match self.connection(&addr).await {
-                Ok(client) => (Some(addr), client.call_as(seq, request.clone()).await),
+                Ok(client) => {
+                    let answer = client.call_routed(seq, request.clone(), epoch).await;
+                    (Some(addr), answer)
+                }
                 Err(error) => (Some(addr), Err(error)),
             };
             let wait = match attempt {
@@ -489,6 +502,28 @@ impl ClusterClient {
                         }
                         None => true,
                     }
+                }
+                (addr, Err(ClientError::Server { code, message }))
+                    if code == ErrorCode::StaleEpoch =>
+                {
+                    // Routed by a stale map: the answer names the group's epoch. Learn it,
+                    // look for a newer map (a membership change also moves leaders), and retry
+                    // at once; wait only if it taught nothing new.
+                    let current = crate::wire::message::stale_epoch_current(&message);
+                    let newer = match (group, current) {
+                        (Some(group), Some(current)) => {
+                            let mut routing = self.routing.write().expect("routing lock");
+                            let known = routing.epochs.entry(group).or_insert(0);
+                            let newer = current > *known;
+                            *known = (*known).max(current);
+                            newer
+                        }
+                        _ => false,
+                    };
+                    self.refresh_map(false).await;
+                    prefer = addr;
+                    last_error = ClientError::Server { code, message };
+                    !newer
                 }
                 (_, Err(ClientError::Server { code, message }))
                     if code == ErrorCode::UnknownKeyspace && keyspace_exists != Some(false) =>

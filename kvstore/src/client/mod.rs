@@ -355,6 +355,18 @@ impl Client {
     /// [`Client::call`] with a request id chosen by the caller: a session's sequence number,
     /// reused when a write is retried. Ids must not repeat among requests in flight.
     pub async fn call_as(&self, id: u64, request: Request) -> Result<Response> {
+        self.call_routed(id, request, None).await
+    }
+
+    /// [`Client::call_as`], carrying `epoch`, the epoch of the key's partition in the
+    /// caller's cluster map (see [`crate::wire::message::ROUTING_EPOCH_FIELD`]): a node whose
+    /// replica is at a later one answers `StaleEpoch`.
+    pub async fn call_routed(
+        &self,
+        id: u64,
+        request: Request,
+        epoch: Option<u64>,
+    ) -> Result<Response> {
         let writes = !matches!(
             request,
             Request::Get { .. }
@@ -368,7 +380,7 @@ impl Client {
         let _permit = self.shared.inflight.acquire().await.map_err(|_| lost())?;
         let mut buf = BytesMut::new();
         request
-            .encode(id, &mut buf)
+            .encode_routed(id, epoch, &mut buf)
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
         if buf.len() > self.shared.server_frame_bytes_max {
             return Err(ClientError::Protocol(format!(

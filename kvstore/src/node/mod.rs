@@ -626,6 +626,13 @@ impl Node {
         status.group(group).is_some_and(|g| g.role == "leader")
     }
 
+    /// The epoch of this node's replica of `group` (the index of the membership in force
+    /// there), if it hosts one.
+    pub fn epoch(&self, group: GroupId) -> Option<Index> {
+        let status = self.shared.status.lock().expect("status lock");
+        status.group(group).map(|g| g.epoch)
+    }
+
     /// The status the Raft thread last published.
     pub fn status(&self) -> NodeStatus {
         let mut status = self.shared.status.lock().expect("status lock").clone();

@@ -22,13 +22,17 @@
 //! The encoding of a change: fields of the wire protocol's field encoding, field 1 the kind
 //! and the others by kind (see [`MapChange::encode`]).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
+#[cfg(feature = "server")]
+use std::collections::BTreeSet;
 
 use bytes::{Bytes, BytesMut};
 
+#[cfg(feature = "server")]
+use super::map::ClusterMap;
 use super::map::{
-    consistency, fields, nested, put_node, read_node, small, text, varint, ClusterMap, GroupId,
-    KeyspaceSpec, MapError, NodeId, NodeInfo, NodeState, PartitionInfo,
+    consistency, fields, nested, put_node, read_node, small, text, varint, GroupId, KeyspaceSpec,
+    MapError, NodeId, NodeInfo, NodeState, PartitionInfo,
 };
 use crate::wire::field::FieldWriter;
 

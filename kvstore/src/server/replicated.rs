@@ -159,15 +159,17 @@ pub async fn serve_binary(
                     };
                     pending.push(Pending::Ready(id, response));
                 }
-                request if request.is_write() => match hosted_group(&node, &request).await {
-                    Ok(group) => {
-                        // The log entry carries the frame as it arrived.
-                        let session = (client_id != 0).then_some((client_id, id));
-                        let data = Command::wire_frame(session, node.now_ms(), &frame);
-                        pending.push(Pending::Proposal(id, node.propose(group, data)));
+                request if request.is_write() => {
+                    match routed_group(&node, &request, &frame).await {
+                        Ok(group) => {
+                            // The log entry carries the frame as it arrived.
+                            let session = (client_id != 0).then_some((client_id, id));
+                            let data = Command::wire_frame(session, node.now_ms(), &frame);
+                            pending.push(Pending::Proposal(id, node.propose(group, data)));
+                        }
+                        Err(response) => pending.push(Pending::Ready(id, response)),
                     }
-                    Err(response) => pending.push(Pending::Ready(id, response)),
-                },
+                }
                 request => {
                     // A read: first the writes before it, so it sees them.
                     settle(&mut pending, timeout, convert, |id, r| {
@@ -180,7 +182,7 @@ pub async fn serve_binary(
                         }
                         _ => Consistency::Linearizable,
                     };
-                    let group = match hosted_group(&node, &request).await {
+                    let group = match routed_group(&node, &request, &frame).await {
                         Ok(group) => group,
                         Err(response) => {
                             pending.push(Pending::Ready(id, response));
@@ -247,6 +249,26 @@ async fn hosted_group(node: &Node, request: &Request) -> Result<GroupId, Respons
         Ok(route.group)
     } else {
         Err(error_response(&node.redirect(route.group)))
+    }
+}
+
+/// [`hosted_group`], refusing a request routed by a stale map: one whose frame carries an
+/// epoch of the partition ([`crate::wire::message::ROUTING_EPOCH_FIELD`]) older than this
+/// node's replica is at. The answer names the current epoch, so the client learns it at once.
+async fn routed_group(
+    node: &Node,
+    request: &Request,
+    frame: &crate::wire::Frame,
+) -> Result<GroupId, Response> {
+    let group = hosted_group(node, request).await?;
+    let sent = crate::wire::message::routing_epoch(&frame.body)
+        .map_err(|e| Response::error(ErrorCode::Malformed, e.to_string()))?;
+    match (sent, node.epoch(group)) {
+        (Some(sent), Some(current)) if sent < current => Err(Response::error(
+            ErrorCode::StaleEpoch,
+            crate::wire::message::stale_epoch_message(group, sent, current),
+        )),
+        _ => Ok(group),
     }
 }
 

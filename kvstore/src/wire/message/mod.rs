@@ -328,6 +328,10 @@ pub enum ErrorCode {
     CrossPartition,
     /// The keyspace is not in the cluster map.
     UnknownKeyspace,
+    /// The request carried an epoch of its partition ([`ROUTING_EPOCH_FIELD`]) older than
+    /// the one this node's replica is at: the sender's map is stale. The message ends with
+    /// `epoch N` (the current one, see [`stale_epoch_current`]). Nothing was applied.
+    StaleEpoch,
     /// A number this code does not know. Never holds one of the numbers above.
     Other(u32),
 }
@@ -351,6 +355,7 @@ impl ErrorCode {
             ErrorCode::Unavailable => 14,
             ErrorCode::CrossPartition => 15,
             ErrorCode::UnknownKeyspace => 16,
+            ErrorCode::StaleEpoch => 17,
             ErrorCode::Other(code) => code,
         }
     }
@@ -373,9 +378,41 @@ impl ErrorCode {
             14 => ErrorCode::Unavailable,
             15 => ErrorCode::CrossPartition,
             16 => ErrorCode::UnknownKeyspace,
+            17 => ErrorCode::StaleEpoch,
             other => ErrorCode::Other(other),
         }
     }
+}
+
+/// The field number, in any keyed request (get, put, delete, incr, scan, batch), of the
+/// epoch of the key's partition as the sender's cluster map has it (the index of the group's
+/// membership: see `kvstore::partition::map::PartitionInfo::epoch`). Optional; the request
+/// decoders ignore it, and a node checks it at the edge ([`routing_epoch`]).
+pub const ROUTING_EPOCH_FIELD: u32 = 15;
+
+/// The routing epoch a request's body carries, if any (see [`ROUTING_EPOCH_FIELD`]).
+pub fn routing_epoch(body: &Bytes) -> Result<Option<u64>, DecodeError> {
+    for field in fields::fields("request", body) {
+        let field = field?;
+        if field.number == ROUTING_EPOCH_FIELD {
+            return field.varint().map(Some);
+        }
+    }
+    Ok(None)
+}
+
+/// The message of a [`ErrorCode::StaleEpoch`] answer for `group`, whose replica here is at
+/// `current` while the request said `sent`.
+pub fn stale_epoch_message(group: u64, sent: u64, current: u64) -> String {
+    format!(
+        "the request was routed by a stale cluster map: group {group} is at a later membership \
+         than the epoch {sent} the request carried; now at epoch {current}"
+    )
+}
+
+/// The current epoch a [`ErrorCode::StaleEpoch`] message names.
+pub fn stale_epoch_current(message: &str) -> Option<u64> {
+    message.rsplit_once("epoch ")?.1.trim().parse().ok()
 }
 
 /// Why a frame's body is not the message its opcode names. The frame boundaries are intact,

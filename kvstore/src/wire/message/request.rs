@@ -40,8 +40,24 @@ impl Request {
     /// Appends this request as one frame to `dst`. Fails only if the frame would exceed what
     /// the `u32` length can express, in which case `dst` is left as it was.
     pub fn encode(&self, request_id: u64, dst: &mut BytesMut) -> Result<(), FrameError> {
+        self.encode_routed(request_id, None, dst)
+    }
+
+    /// [`Request::encode`], with the epoch of the key's partition as the sender's cluster map
+    /// knows it ([`super::ROUTING_EPOCH_FIELD`]): a node whose replica of the partition is at
+    /// a later epoch refuses the request with `StaleEpoch`.
+    pub fn encode_routed(
+        &self,
+        request_id: u64,
+        epoch: Option<u64>,
+        dst: &mut BytesMut,
+    ) -> Result<(), FrameError> {
         encode_frame_with(self.opcode(), request_id, dst, |dst| {
-            self.encode_body(&mut FieldWriter::new(dst))
+            let mut w = FieldWriter::new(dst);
+            self.encode_body(&mut w);
+            if let Some(epoch) = epoch {
+                w.varint(super::ROUTING_EPOCH_FIELD, epoch);
+            }
         })
     }
 

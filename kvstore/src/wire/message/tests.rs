@@ -699,3 +699,39 @@ proptest! {
         prop_assert_eq!(Request::decode(&frame), Ok(request));
     }
 }
+
+// ---- routing epochs -------------------------------------------------------------------------
+
+#[test]
+fn a_routed_request_carries_its_epoch_and_decodes_as_the_plain_request() {
+    let put = Request::Put {
+        keyspace: "logs".into(),
+        key: Bytes::from_static(b"k"),
+        value: Bytes::from_static(b"v"),
+        ttl_ms: Some(5),
+        condition: Condition::IfVersion(3),
+    };
+    for epoch in [None, Some(0), Some(12_345)] {
+        let mut buf = BytesMut::new();
+        put.encode_routed(9, epoch, &mut buf).expect("fits");
+        let frame = decode_frame(&mut buf, FRAME_BYTES_MAX_DEFAULT)
+            .expect("valid")
+            .expect("whole");
+        assert_eq!(routing_epoch(&frame.body), Ok(epoch));
+        assert_eq!(Request::decode(&frame).expect("decodes"), put);
+    }
+    // A field 15 of the wrong wire type is a malformed request, not a silent "no epoch".
+    let body = body_of(|w| w.bytes(ROUTING_EPOCH_FIELD, b"x"));
+    assert!(routing_epoch(&Bytes::from(body)).is_err());
+}
+
+#[test]
+fn a_stale_epoch_answer_names_the_current_epoch() {
+    let message = stale_epoch_message(7, 2, 40);
+    assert_eq!(stale_epoch_current(&message), Some(40));
+    assert_eq!(stale_epoch_current("no number here"), None);
+    assert_eq!(
+        ErrorCode::from_code(ErrorCode::StaleEpoch.code()),
+        ErrorCode::StaleEpoch
+    );
+}
