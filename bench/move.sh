@@ -13,7 +13,8 @@
 # the snapshot streams to it in chunks, then the log, it is promoted and the old replica
 # removed. Prints the move's duration from the drain until the map shows it done, the rate
 # (MB / duration), and the writers' ops/s, p50 and p99 over the baseline window and over the
-# window that held the move. The issue's goal is at least 50 MB/s.
+# window that held the move, and each node's peak resident memory. The issue's goal is at
+# least 50 MB/s.
 source "$(dirname "$0")/lib.sh"
 
 MB="${1:-100}"
@@ -41,6 +42,7 @@ P4=$(free_port) C4=$(free_port)
 "$KVSTORE" serve --data-dir "$BENCH_TMP/move-4" --fsync always --node-id 4 --join "$PEER1" \
   --peer-listen "127.0.0.1:$P4" --listen "127.0.0.1:$C4" --resp-listen "127.0.0.1:$(free_port)" \
   --http-listen "127.0.0.1:$(free_port)" --idle-spin-us 0 2>"$BENCH_TMP/move-4.log" &
+NODE4=$!
 BENCH_PIDS+=("$!")
 wait_for_port "$C4"
 ADDRS="$ADDRS,127.0.0.1:$C4"
@@ -79,22 +81,30 @@ for _ in $(seq 1 1200); do
 done
 wait "$WRITERS"
 echo "big after the move: replicas $VOTERS" >&2
+# Peak resident memory of each node (VmHWM): a node holding or receiving a snapshot whole in
+# memory shows it here.
+PEAKS=""
+for pid in "${NODE_PIDS[@]}" "$NODE4"; do
+  PEAKS="$PEAKS $(awk '/VmHWM/ {printf "%.0f", $2 / 1024}' "/proc/$pid/status")"
+done
 # KEEP_LOGS=DIR keeps the nodes' logs (the temporary directory goes at exit).
 [ -n "${KEEP_LOGS:-}" ] && mkdir -p "$KEEP_LOGS" && cp "$BENCH_TMP"/move-*.log "$KEEP_LOGS"/
 
 echo
 echo "kvstore $(git -C "$ROOT" rev-parse --short HEAD), 4 nodes; $(nproc) cores; fsync always;" \
   "$(date -u +%F)"
-python3 - "$MB" "$MOVED" "$FILL" "$BENCH_TMP/baseline.json" "$BENCH_TMP/during.json" <<'PY'
+python3 - "$MB" "$MOVED" "$FILL" "$BENCH_TMP/baseline.json" "$BENCH_TMP/during.json" "$PEAKS" <<'PY'
 import json, sys
 mb, moved, fill = int(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])
 base, during = (json.load(open(p)) for p in sys.argv[4:6])
+peaks = sys.argv[6].split()
 print(f"filled {fill['bytes'] / 1048576:.0f} MB into one partition at {fill['mb_per_s']:.1f} MB/s")
 if moved == "timeout":
     print("the move did not finish within 120 s")
 else:
     print(f"move of a {mb} MB partition under 32 writers: {float(moved):.1f} s, "
           f"{mb / float(moved):.1f} MB/s (goal >= 50 MB/s)")
+print(f"peak resident memory per node (MB): {', '.join(f'node {i + 1}: {p}' for i, p in enumerate(peaks))}")
 print()
 print("| writers (32, 256-byte puts into the moving partition) | ops/s | p50 ms | p99 ms | errors |")
 print("| --- | ---: | ---: | ---: | ---: |")

@@ -64,6 +64,7 @@ pub struct ClusterOptions {
     pub peer_listen: SocketAddr,
     pub tick_ms: u64,
     pub compact_entries: u64,
+    pub compact_bytes: u64,
     /// Partitions and replicas of the keyspace `default` a founding node creates.
     pub default_partitions: u32,
     pub default_replicas: u32,
@@ -180,6 +181,7 @@ async fn serve_node(options: ServeOptions) -> anyhow::Result<()> {
     config.peers = cluster.peers.clone();
     config.tick = std::time::Duration::from_millis(cluster.tick_ms.max(1));
     config.compact_entries = cluster.compact_entries.max(1);
+    config.compact_bytes = cluster.compact_bytes.max(1);
     config.default_partitions = cluster.default_partitions;
     config.default_replicas = cluster.default_replicas;
     config.engine.segment_bytes_max = options.storage.segment_bytes_max;

@@ -288,9 +288,12 @@ struct Serve {
     /// Length of a Raft tick: elections time out after 10 to 20 ticks, heartbeats every 2.
     #[arg(long, default_value_t = 50)]
     tick_ms: u64,
-    /// Snapshot and truncate the Raft log every this many entries.
+    /// Snapshot and truncate the Raft log every this many entries...
     #[arg(long, default_value_t = 100_000)]
     compact_entries: u64,
+    /// ... or once a group's log holds this many bytes in memory.
+    #[arg(long, default_value_t = kvstore::node::COMPACT_BYTES_DEFAULT)]
+    compact_bytes: u64,
     /// Partitions of the keyspace `default` that a founding node (one of --peers) creates;
     /// every founding node must be given the same. Fixed for the keyspace's life (1: the
     /// single Raft group of part 2).
@@ -549,6 +552,7 @@ fn serve_options(s: Serve) -> ServeOptions {
             peer_listen: s.peer_listen.expect("clap requires --peer-listen"),
             tick_ms: s.tick_ms,
             compact_entries: s.compact_entries,
+            compact_bytes: s.compact_bytes,
             default_partitions: s.default_partitions,
             default_replicas: s.default_replicas,
         }),

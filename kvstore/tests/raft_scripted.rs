@@ -791,3 +791,26 @@ fn a_snapshot_goes_out_a_window_of_chunks_at_a_time_and_a_lost_chunk_is_sent_aga
     net.heartbeat(1);
     assert_eq!(net.node(3).log().committed(), index);
 }
+
+#[test]
+fn a_log_is_due_for_compaction_by_its_entries_or_by_its_bytes() {
+    let mut net = Net::new(3);
+    net.elect(1);
+    for _ in 0..3 {
+        net.nodes
+            .get_mut(&1)
+            .unwrap()
+            .propose(Bytes::from(vec![7u8; 1000]))
+            .unwrap();
+    }
+    net.heartbeat(1);
+    let leader = net.node(1);
+    let applied = leader.log().committed();
+    assert!(leader.log().bytes() >= 3000);
+    assert!(
+        !leader.compaction_due(applied, 1_000, 1 << 20),
+        "neither is reached"
+    );
+    assert!(leader.compaction_due(applied, 3, 1 << 20), "by entries");
+    assert!(leader.compaction_due(applied, 1_000, 3000), "by bytes");
+}

@@ -81,6 +81,10 @@ const SNAPSHOT_JOBS_MAX: usize = 64;
 /// After a snapshot build failed (a full disk), the group waits this long before the next.
 const SNAPSHOT_RETRY_DELAY: Duration = Duration::from_secs(5);
 
+/// A group's Raft log is compacted once its entries take this many bytes in memory, whatever
+/// their count: with 4 KiB values, `compact_entries` alone let one group hold 400 MB.
+pub const COMPACT_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
+
 /// Settings of a node.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -91,8 +95,10 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// Length of a Raft tick. Elections time out after 10 to 20 ticks, heartbeats every 2.
     pub tick: Duration,
-    /// Compact a group's log once it holds this many applied entries past its snapshot.
+    /// Compact a group's log once it holds this many applied entries past its snapshot...
     pub compact_entries: u64,
+    /// ... or once its entries take this many bytes in memory ([`COMPACT_BYTES_DEFAULT`]).
+    pub compact_bytes: u64,
     /// Most bytes of snapshot in one message to a follower (the Raft core's
     /// `snapshot_chunk_bytes_max`).
     pub snapshot_chunk_bytes_max: usize,
@@ -121,6 +127,7 @@ impl NodeConfig {
             data_dir,
             tick: Duration::from_millis(50),
             compact_entries: 100_000,
+            compact_bytes: COMPACT_BYTES_DEFAULT,
             snapshot_chunk_bytes_max: 1024 * 1024,
             engine: storage::Config {
                 // The WAL makes writes durable; the engine is synced before the log is

@@ -589,6 +589,9 @@ impl Runner {
                 if let Some(snapshot) = &ready.snapshot {
                     let path = state::snapshot_path(&g.dir, snapshot.meta.index);
                     state::save_snapshot_file(&path, &snapshot.data)?;
+                    // Kept from now on mapped from its file, not as the copy received.
+                    let mapped = state::map_snapshot_file(&path)?;
+                    g.raft.replace_snapshot_data(snapshot.meta.index, mapped);
                     let kept_later = g.raft.log().last_index() > snapshot.meta.index;
                     self.wal.set_snapshot(*id, &snapshot.meta, !kept_later);
                     must_sync = true;
@@ -624,7 +627,8 @@ impl Runner {
                 }
                 g.raft.advance();
                 let now = self.clock.now_us();
-                g.maybe_snapshot(id, &self.snapshots, self.config.compact_entries, now);
+                let (entries, bytes) = (self.config.compact_entries, self.config.compact_bytes);
+                g.maybe_snapshot(id, &self.snapshots, (entries, bytes), now);
             }
         }
         self.publish_dirty();
@@ -788,18 +792,19 @@ impl Group {
         Ok(peers)
     }
 
-    /// Asks the snapshot worker for a snapshot once the log holds `every` applied entries
-    /// past the last one (see [`Raft::compaction_due`]); the log is compacted when it is built
-    /// ([`Runner::snapshot_built`]).
+    /// Asks the snapshot worker for a snapshot once the log holds `every.0` applied entries
+    /// past the last one, or `every.1` bytes (see [`Raft::compaction_due`]); the log is
+    /// compacted when it is built ([`Runner::snapshot_built`]).
     fn maybe_snapshot(
         &mut self,
         group: GroupId,
         jobs: &SyncSender<(GroupId, state::SnapshotJob)>,
-        every: u64,
+        every: (u64, u64),
         now_us: raft::Micros,
     ) {
         let applied = self.machine.applied();
-        if self.snapshotting || !self.raft.compaction_due(applied, every) {
+        let bytes_max = usize::try_from(every.1).unwrap_or(usize::MAX);
+        if self.snapshotting || !self.raft.compaction_due(applied, every.0, bytes_max) {
             return;
         }
         if self.snapshot_not_before.is_some_and(|t| now_us < t) {

@@ -344,40 +344,70 @@ pub struct SnapshotJob {
 }
 
 impl SnapshotJob {
-    /// Returns the snapshot's index and bytes, saved (and synced) to its file.
+    /// Returns the snapshot's index and bytes, saved (and synced) to its file. The bytes are
+    /// written to the file as they are encoded, a buffer at a time, and come back mapped from
+    /// it ([`map_snapshot_file`]): building a snapshot as large as the partition takes no more
+    /// heap than the buffer.
     pub fn run(self) -> Result<(Index, Bytes)> {
         let engine = self.db.engine();
         let view = engine.view()?;
         engine.sync()?;
-        let (index, data) = encode_snapshot(&view)?;
-        save_snapshot_file(&snapshot_path(&self.dir, index), &data)?;
-        Ok((index, data))
+        let index = snapshot_index(&view)?;
+        let path = snapshot_path(&self.dir, index);
+        save_snapshot_with(&path, |file| {
+            let mut out = std::io::BufWriter::with_capacity(SNAPSHOT_WRITE_BUFFER_BYTES, file);
+            write_snapshot(&view, index, &mut out, &path)?;
+            out.flush().map_err(io("writing", &path))
+        })?;
+        Ok((index, map_snapshot_file(&path)?))
     }
 }
 
-/// A view's entries as snapshot bytes, with the applied index the view holds.
+/// The buffer between a snapshot's encoder and its file.
+const SNAPSHOT_WRITE_BUFFER_BYTES: usize = 1024 * 1024;
+
+/// The applied index a view holds: the index of the snapshot made from it.
+fn snapshot_index(view: &storage::View) -> Result<Index> {
+    Ok(view.get(APPLIED_KEY)?.map_or(0, |e| e.version))
+}
+
+/// A view's entries as snapshot bytes in memory, with the applied index the view holds.
 fn encode_snapshot(view: &storage::View) -> Result<(Index, Bytes)> {
-    let index = match view.get(APPLIED_KEY)? {
-        Some(e) => e.version,
-        None => 0,
+    let index = snapshot_index(view)?;
+    let mut out = Vec::new();
+    write_snapshot(view, index, &mut out, Path::new("(memory)"))?;
+    Ok((index, Bytes::from(out)))
+}
+
+/// Writes a view's entries as snapshot bytes (the layout `decode_snapshot` reads) to `out`,
+/// the checksum computed as they go; `path` names the destination in errors.
+fn write_snapshot(
+    view: &storage::View,
+    index: Index,
+    out: &mut impl Write,
+    path: &Path,
+) -> Result<()> {
+    let mut crc = crc32fast::Hasher::new();
+    let mut put = |bytes: &[u8]| {
+        crc.update(bytes);
+        out.write_all(bytes).map_err(io("writing", path))
     };
-    let mut out = BytesMut::new();
-    out.put_slice(SNAPSHOT_MAGIC);
-    out.put_u64_le(index);
-    out.put_u64_le(view.len() as u64);
+    put(SNAPSHOT_MAGIC)?;
+    put(&index.to_le_bytes())?;
+    put(&(view.len() as u64).to_le_bytes())?;
     for e in view.entries() {
         let e = e?;
         let value = e.value.as_deref().unwrap_or_default();
-        out.put_u32_le(e.key.len() as u32);
-        out.put_slice(&e.key);
-        out.put_u64_le(e.version);
-        out.put_u64_le(e.expires_at_ms.unwrap_or(0));
-        out.put_u32_le(value.len() as u32);
-        out.put_slice(value);
+        put(&(e.key.len() as u32).to_le_bytes())?;
+        put(&e.key)?;
+        put(&e.version.to_le_bytes())?;
+        put(&e.expires_at_ms.unwrap_or(0).to_le_bytes())?;
+        put(&(value.len() as u32).to_le_bytes())?;
+        put(value)?;
     }
-    let crc = crc32fast::hash(&out);
-    out.put_u32_le(crc);
-    Ok((index, out.freeze()))
+    let crc = crc.finalize();
+    out.write_all(&crc.to_le_bytes())
+        .map_err(io("writing", path))
 }
 
 /// Runs one command inside the entry's transaction and returns its reply.
@@ -684,12 +714,41 @@ fn decode_snapshot(data: &Bytes) -> Result<DecodedSnapshot> {
 /// Writes snapshot `data` to `path` durably (a temporary file, fsync, rename, fsync of the
 /// directory), for a restart to find.
 pub fn save_snapshot_file(path: &Path, data: &[u8]) -> Result<()> {
+    save_snapshot_with(path, |file| {
+        file.write_all(data).map_err(io("writing", path))
+    })
+}
+
+/// [`save_snapshot_file`], with `write` filling the file.
+fn save_snapshot_with(path: &Path, write: impl FnOnce(&mut fs::File) -> Result<()>) -> Result<()> {
     let tmp = path.with_extension("tmp");
     let mut file = fs::File::create(&tmp).map_err(io("creating", &tmp))?;
-    file.write_all(data).map_err(io("writing", &tmp))?;
+    write(&mut file)?;
     file.sync_all().map_err(io("syncing", &tmp))?;
     fs::rename(&tmp, path).map_err(io("renaming", &tmp))?;
     sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+/// The snapshot file at `path`, mapped into memory: its pages live in the page cache, read
+/// when they are touched (a chunk sent to a follower) and given back under memory pressure,
+/// instead of the whole snapshot sitting on the heap for as long as the group keeps it.
+///
+/// Why mapping it is sound: a snapshot file is written whole under a temporary name, synced
+/// and renamed into place ([`save_snapshot_with`]), and never written or truncated after that,
+/// only deleted (which leaves a mapping intact); so the mapped bytes never change under the
+/// readers of the returned `Bytes`.
+pub fn map_snapshot_file(path: &Path) -> Result<Bytes> {
+    let file = fs::File::open(path).map_err(io("opening", path))?;
+    let len = file
+        .metadata()
+        .map_err(io("reading the size of", path))?
+        .len();
+    if len == 0 {
+        return Ok(Bytes::new()); // (an empty file cannot be mapped; decoding refuses it)
+    }
+    // SAFETY: the file is never modified once in place; see above.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io("mapping", path))?;
+    Ok(Bytes::from_owner(map))
 }
 
 /// Where the snapshot at `index` of the group in `dir` is kept: `snapshot-<index>`. Files are
@@ -718,7 +777,7 @@ pub fn remove_snapshots_before(dir: &Path, index: Index) -> Result<()> {
 
 /// Reads a snapshot file written by [`save_snapshot_file`], checking it whole.
 pub fn load_snapshot_file(path: &Path) -> Result<(Index, Bytes)> {
-    let data = Bytes::from(fs::read(path).map_err(io("reading", path))?);
+    let data = map_snapshot_file(path)?;
     let index = decode_snapshot(&data)?.index;
     Ok((index, data))
 }
@@ -1337,6 +1396,25 @@ mod tests {
         }
         assert!(other.install(&data.slice(..data.len() - 3)).is_err());
         assert!(get(&other, "mine").is_some());
+    }
+
+    /// The worker's snapshot goes to its file a buffer at a time and comes back mapped from
+    /// it: the same bytes as one encoded in memory.
+    #[test]
+    fn a_snapshot_job_streams_to_its_file_and_maps_the_same_bytes() {
+        let d = dir();
+        let mut sm = StateMachine::open(&d, config()).unwrap();
+        let big = "x".repeat(40 * 1024);
+        let entries: Vec<Entry> = (1..=60u64)
+            .map(|i| entry(i, wire(None, NOW, &put(&format!("k{i}"), &big, None))))
+            .collect();
+        sm.apply(&entries).unwrap();
+        let (index, mapped) = sm.snapshot_job().run().unwrap();
+        assert_eq!(index, 60);
+        assert!(mapped.len() > 2 * SNAPSHOT_WRITE_BUFFER_BYTES);
+        assert_eq!(mapped, sm.snapshot().unwrap());
+        assert_eq!(fs::read(snapshot_path(&d, index)).unwrap(), mapped[..]);
+        assert_eq!(load_snapshot_file(&snapshot_path(&d, index)).unwrap().0, 60);
     }
 
     #[test]

@@ -1496,19 +1496,37 @@ impl Raft {
         }
     }
 
+    /// Swaps the bytes of the snapshot this node holds for the same bytes kept elsewhere (the
+    /// runtime's file, mapped), if `index` is still its snapshot's: a snapshot received from
+    /// the leader can then leave the heap once it is saved.
+    pub fn replace_snapshot_data(&mut self, index: Index, data: Bytes) {
+        if self.snapshot.meta.index == index {
+            assert_eq!(
+                data.len(),
+                self.snapshot.data.len(),
+                "the same snapshot, from elsewhere"
+            );
+            self.snapshot.data = data;
+        }
+    }
+
     /// Whether a log holding `applied` applied entries should be compacted, when the runtime
-    /// compacts every `every` entries: yes once that many are past the snapshot, but while
-    /// this leader sends a follower a snapshot, not before [`COMPACTION_HOLD_FACTOR`] times as
-    /// many (the follower needs the entries after its snapshot once it has installed it; the
-    /// bound keeps the log from growing without end if the transfer never finishes).
-    pub fn compaction_due(&self, applied: Index, every: u64) -> bool {
+    /// compacts every `every` entries or once the log holds `bytes_max` bytes in memory
+    /// ([`RaftLog::bytes`]: a log of large values must not grow to gigabytes before its
+    /// entry count says so): yes once either is passed, but while this leader sends a
+    /// follower a snapshot, not before [`COMPACTION_HOLD_FACTOR`] times as much (the follower
+    /// needs the entries after its snapshot once it has installed it; the bound keeps the log
+    /// from growing without end if the transfer never finishes).
+    pub fn compaction_due(&self, applied: Index, every: u64, bytes_max: usize) -> bool {
         let past = applied.saturating_sub(self.log.snapshot().index);
-        let due = if self.sending_snapshot() {
-            every.saturating_mul(COMPACTION_HOLD_FACTOR)
+        let hold = if self.sending_snapshot() {
+            COMPACTION_HOLD_FACTOR
         } else {
-            every
+            1
         };
-        past >= due
+        past > 0
+            && (past >= every.saturating_mul(hold)
+                || self.log.bytes() >= bytes_max.saturating_mul(hold as usize))
     }
 
     /// Whether this leader is sending a snapshot to a follower. The runtime holds back

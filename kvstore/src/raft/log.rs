@@ -28,6 +28,9 @@ pub struct RaftLog {
     applied: Index,
     /// The highest entry known to be persisted.
     stable: Index,
+    /// The size of `entries` ([`Entry::size`] summed): what the log holds in memory, which
+    /// the runtime bounds by compacting (`Raft::compaction_due`).
+    bytes: usize,
 }
 
 /// Why a follower could not append: it has no entry `(prev_index, prev_term)`.
@@ -50,6 +53,7 @@ impl RaftLog {
             stable: snapshot.index,
             snapshot,
             entries: VecDeque::new(),
+            bytes: 0,
         };
         log.append(entries);
         log.stable = log.last_index();
@@ -125,7 +129,20 @@ impl RaftLog {
                 entry.term,
                 self.last_term()
             );
+            self.bytes += entry.size();
             self.entries.push_back(entry);
+        }
+    }
+
+    /// The bytes of the entries held in memory (see [`Entry::size`]).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Drops the first `n` entries (compacted into a snapshot), keeping `bytes` right.
+    fn drop_front(&mut self, n: usize) {
+        for e in self.entries.drain(..n) {
+            self.bytes -= e.size();
         }
     }
 
@@ -215,7 +232,9 @@ impl RaftLog {
             self.committed
         );
         let keep = (index - self.first_index()) as usize;
-        self.entries.truncate(keep);
+        for e in self.entries.drain(keep..) {
+            self.bytes -= e.size();
+        }
         self.stable = self.stable.min(index - 1);
     }
 
@@ -292,7 +311,7 @@ impl RaftLog {
         );
         let term = self.term(index).expect("an applied entry is in the log");
         let drop = (index - self.snapshot.index) as usize;
-        self.entries.drain(..drop);
+        self.drop_front(drop);
         self.snapshot = SnapshotMeta {
             index,
             term,
@@ -313,10 +332,11 @@ impl RaftLog {
         );
         if self.matches(snapshot.index, snapshot.term) {
             let drop = (snapshot.index - self.snapshot.index) as usize;
-            self.entries.drain(..drop);
+            self.drop_front(drop);
             self.stable = self.stable.max(snapshot.index);
         } else {
             self.entries.clear();
+            self.bytes = 0;
             self.stable = snapshot.index;
         }
         self.committed = self.committed.max(snapshot.index);
@@ -350,6 +370,29 @@ mod tests {
         log.entries_from(log.first_index())
             .map(|e| e.term)
             .collect()
+    }
+
+    /// The bytes the log holds follow every way entries come and go.
+    #[test]
+    fn the_bytes_held_follow_appends_truncations_compactions_and_installs() {
+        let sum = |l: &RaftLog| -> usize { l.entries_from(l.first_index()).map(Entry::size).sum() };
+        let mut l = log_of(&[1, 1, 1, 1]);
+        assert_eq!(l.bytes(), 4 * 24);
+        // A conflict at index 3 cuts two entries and appends one.
+        l.try_append(2, 1, entries(3, &[2])).unwrap();
+        assert_eq!(l.bytes(), 3 * 24);
+        assert_eq!(l.bytes(), sum(&l));
+        l.commit_to(3);
+        l.applied = 3;
+        l.compact(2, Default::default());
+        assert_eq!(l.bytes(), 24);
+        assert_eq!(l.bytes(), sum(&l));
+        l.install(SnapshotMeta {
+            index: 9,
+            term: 3,
+            membership: Default::default(),
+        });
+        assert_eq!(l.bytes(), 0);
     }
 
     #[test]

@@ -759,7 +759,7 @@ impl Sim {
             if let Some(after) = self.opts.compact_after {
                 let n = &mut self.nodes[i];
                 let raft = n.raft.as_mut().expect("running");
-                if raft.compaction_due(n.machine.applied, after) {
+                if raft.compaction_due(n.machine.applied, after, usize::MAX) {
                     let data = n.machine.encode();
                     raft.compact(n.machine.applied, data.clone());
                     n.disk.snapshot = raft.log().snapshot().clone();
