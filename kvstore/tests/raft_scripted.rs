@@ -45,6 +45,8 @@ struct Net {
     seed: u64,
     /// Idle groups quiesce (see `Raft::quiesced`).
     quiesce: bool,
+    /// Each node's pieces of a snapshot from the leader (the runtime's part).
+    incoming: BTreeMap<NodeId, Vec<u8>>,
 }
 
 impl Net {
@@ -78,6 +80,7 @@ impl Net {
             clocks: ids.iter().map(|&id| (id, 0)).collect(),
             seed,
             quiesce,
+            incoming: BTreeMap::new(),
         }
     }
 
@@ -160,6 +163,17 @@ impl Net {
         for (&id, node) in self.nodes.iter_mut() {
             while node.has_ready() {
                 let ready = node.ready();
+                let incoming = self.incoming.entry(id).or_default();
+                for c in &ready.snapshot_chunks {
+                    if c.offset == 0 {
+                        incoming.clear();
+                    }
+                    incoming.extend_from_slice(&c.data);
+                }
+                if let Some(snap) = &ready.snapshot {
+                    let data = Bytes::from(std::mem::take(incoming));
+                    node.supply_snapshot_data(snap.meta.index, data);
+                }
                 let log = self.committed.entry(id).or_default();
                 for e in &ready.committed {
                     log.insert(e.index, e.term);

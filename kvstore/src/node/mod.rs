@@ -1104,6 +1104,12 @@ fn open_group(
 ) -> anyhow::Result<(Group, bool)> {
     let dir = config.data_dir.join(format!("group-{id}"));
     let mut machine = StateMachine::open_with_clock(&dir, config.engine.clone(), clock.clone())?;
+    // A transfer a crash cut short: its leader starts it again from the first piece.
+    let incoming = state::incoming_snapshot_path(&dir);
+    if incoming.exists() {
+        std::fs::remove_file(&incoming)
+            .map_err(|e| anyhow::anyhow!("removing {}: {e}", incoming.display()))?;
+    }
     let snapshot_data = if group_log.snapshot.index > 0 {
         let path = state::snapshot_path(&dir, group_log.snapshot.index);
         let (index, data) = state::load_snapshot_file(&path)?;
@@ -1162,6 +1168,7 @@ fn open_group(
             term_vote: (hard_state.term, hard_state.vote),
             snapshotting: false,
             snapshot_not_before: None,
+            incoming: None,
         },
         new,
     ))

@@ -7,6 +7,7 @@
 //! `super` for the order and why it is safe). Nothing else touches a group's Raft core or its
 //! state machine's writes; the [`super::Node`] handle only queues events.
 
+use anyhow::Context;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::mpsc::{self as stdmpsc, RecvTimeoutError, SyncSender};
@@ -51,6 +52,8 @@ pub(super) struct Group {
     pub(super) term_vote: (Term, Option<NodeId>),
     /// A snapshot of this group is being built.
     pub(super) snapshotting: bool,
+    /// The file a snapshot from the leader is gathered in as its pieces arrive.
+    pub(super) incoming: Option<std::fs::File>,
     /// The last build failed: no new one before this.
     pub(super) snapshot_not_before: Option<raft::Micros>,
 }
@@ -584,14 +587,20 @@ impl Runner {
             // needed for safety, so its record waits in the buffer for the next sync. That
             // keeps an fsync off the path from "committed" to "applied and answered".
             let mut must_sync = false;
-            for (id, ready) in &readies {
+            for (id, ready) in &mut readies {
                 let g = self.groups.get_mut(id).expect("a group");
-                if let Some(snapshot) = &ready.snapshot {
+                for chunk in &ready.snapshot_chunks {
+                    g.keep_snapshot_chunk(chunk)?;
+                }
+                if let Some(snapshot) = &mut ready.snapshot {
+                    // Its pieces are in the incoming file: it becomes the snapshot's file,
+                    // mapped from now on (for the state machine to install, and for the core
+                    // to send on), never gathered in memory.
                     let path = state::snapshot_path(&g.dir, snapshot.meta.index);
-                    state::save_snapshot_file(&path, &snapshot.data)?;
-                    // Kept from now on mapped from its file, not as the copy received.
-                    let mapped = state::map_snapshot_file(&path)?;
-                    g.raft.replace_snapshot_data(snapshot.meta.index, mapped);
+                    g.finish_incoming_snapshot(&path)?;
+                    snapshot.data = state::map_snapshot_file(&path)?;
+                    g.raft
+                        .supply_snapshot_data(snapshot.meta.index, snapshot.data.clone());
                     let kept_later = g.raft.log().last_index() > snapshot.meta.index;
                     self.wal.set_snapshot(*id, &snapshot.meta, !kept_later);
                     must_sync = true;
@@ -674,6 +683,43 @@ impl Runner {
 }
 
 impl Group {
+    /// Writes a piece of a snapshot coming from the leader to the incoming file (a piece at
+    /// offset 0 starts it afresh). Not synced: until the last piece, a crash loses only a
+    /// transfer, which the leader starts again.
+    fn keep_snapshot_chunk(&mut self, chunk: &raft::SnapshotChunk) -> anyhow::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let path = state::incoming_snapshot_path(&self.dir);
+        if chunk.offset == 0 {
+            let file = std::fs::File::create(&path)
+                .with_context(|| format!("creating {}", path.display()))?;
+            self.incoming = Some(file);
+        }
+        let Some(file) = &self.incoming else {
+            anyhow::bail!(
+                "a snapshot piece at offset {} with none before",
+                chunk.offset
+            );
+        };
+        file.write_all_at(&chunk.data, chunk.offset)
+            .with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// The last piece is in: the incoming file is synced and becomes the snapshot's file at
+    /// `path` (renamed, the directory synced), never written again.
+    fn finish_incoming_snapshot(&mut self, path: &std::path::Path) -> anyhow::Result<()> {
+        let incoming = state::incoming_snapshot_path(&self.dir);
+        let file = self
+            .incoming
+            .take()
+            .context("a snapshot installed with no pieces received")?;
+        file.sync_all()
+            .with_context(|| format!("syncing {}", incoming.display()))?;
+        std::fs::rename(&incoming, path)
+            .with_context(|| format!("renaming {}", incoming.display()))?;
+        crate::storage::segment::sync_dir(&self.dir)?;
+        Ok(())
+    }
+
     /// What [`Node::status`](super::Node::status) shows of this group.
     fn status(&self, id: GroupId) -> GroupStatus {
         let r = &self.raft;

@@ -751,6 +751,11 @@ pub fn map_snapshot_file(path: &Path) -> Result<Bytes> {
     Ok(Bytes::from_owner(map))
 }
 
+/// Where a snapshot from the leader is gathered, piece by piece, before it is in place.
+pub fn incoming_snapshot_path(dir: &Path) -> PathBuf {
+    dir.join("snapshot-incoming")
+}
+
 /// Where the snapshot at `index` of the group in `dir` is kept: `snapshot-<index>`. Files are
 /// named by index so that the one the WAL's snapshot mark names survives until a newer mark is
 /// durable.

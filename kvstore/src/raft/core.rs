@@ -23,7 +23,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::log::RaftLog;
 use super::message::{
@@ -167,7 +167,13 @@ pub struct ReadState {
 #[derive(Debug, Default)]
 pub struct Ready {
     pub hard_state: Option<HardState>,
-    /// A snapshot received from the leader, to persist and install in the state machine.
+    /// Pieces of a snapshot coming from the leader, in order, for the runtime to keep (a
+    /// file): the core does not gather them, so a snapshot as large as a partition never sits
+    /// in its memory. A piece at offset 0 starts a snapshot afresh.
+    pub snapshot_chunks: Vec<SnapshotChunk>,
+    /// A snapshot received from the leader (its last piece is in `snapshot_chunks`), to
+    /// persist and install in the state machine. Its `data` is empty: the runtime holds the
+    /// bytes, and hands them back with [`Raft::supply_snapshot_data`] before `advance`.
     pub snapshot: Option<Snapshot>,
     /// Entries to persist. They replace any persisted entries at or after `entries[0].index`.
     pub entries: Vec<Entry>,
@@ -179,12 +185,21 @@ pub struct Ready {
 impl Ready {
     pub fn is_empty(&self) -> bool {
         self.hard_state.is_none()
+            && self.snapshot_chunks.is_empty()
             && self.snapshot.is_none()
             && self.entries.is_empty()
             && self.messages.is_empty()
             && self.committed.is_empty()
             && self.read_states.is_empty()
     }
+}
+
+/// A piece of a snapshot a follower received, at `offset` of the snapshot `meta` describes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotChunk {
+    pub meta: SnapshotMeta,
+    pub offset: u64,
+    pub data: Bytes,
 }
 
 /// What the node had persisted when it (re)started.
@@ -286,7 +301,10 @@ pub struct Raft {
     /// The latest local snapshot, for followers that need it.
     snapshot: Snapshot,
     /// A snapshot being received: its description and the bytes so far.
-    incoming: Option<(SnapshotMeta, BytesMut)>,
+    /// A snapshot being received: which one, and how many of its bytes the runtime holds.
+    incoming: Option<(SnapshotMeta, u64)>,
+    /// Pieces of it accepted since the last `ready`.
+    incoming_chunks: Vec<SnapshotChunk>,
     /// A received snapshot to hand to the runtime.
     installed: Option<Snapshot>,
     msgs: Vec<Message>,
@@ -352,6 +370,7 @@ impl Raft {
                 data: snapshot_data,
             },
             incoming: None,
+            incoming_chunks: Vec::new(),
             installed: None,
             msgs: Vec::new(),
             persisted_hard_state: HardState::default(),
@@ -1496,14 +1515,13 @@ impl Raft {
         }
     }
 
-    /// Swaps the bytes of the snapshot this node holds for the same bytes kept elsewhere (the
-    /// runtime's file, mapped), if `index` is still its snapshot's: a snapshot received from
-    /// the leader can then leave the heap once it is saved.
-    pub fn replace_snapshot_data(&mut self, index: Index, data: Bytes) {
+    /// Hands the core the bytes of a snapshot it installed from the leader (which the runtime
+    /// gathered from `Ready::snapshot_chunks`), for it to send on to others if it leads one
+    /// day. Must come before the `advance` of the `Ready` that carried the snapshot.
+    pub fn supply_snapshot_data(&mut self, index: Index, data: Bytes) {
         if self.snapshot.meta.index == index {
-            assert_eq!(
-                data.len(),
-                self.snapshot.data.len(),
+            assert!(
+                self.snapshot.data.is_empty() || self.snapshot.data.len() == data.len(),
                 "the same snapshot, from elsewhere"
             );
             self.snapshot.data = data;
@@ -1613,32 +1631,34 @@ impl Raft {
             return;
         }
         if offset == 0 {
-            self.incoming = Some((meta.clone(), BytesMut::new()));
+            self.incoming = Some((meta.clone(), 0));
         }
         let received = match &mut self.incoming {
-            Some((m, buf)) if *m == meta && buf.len() as u64 == offset => {
-                buf.extend_from_slice(&data);
-                buf.len() as u64
+            Some((m, held)) if *m == meta && *held == offset => {
+                *held += data.len() as u64;
+                self.incoming_chunks.push(SnapshotChunk {
+                    meta: meta.clone(),
+                    offset,
+                    data: data.clone(),
+                });
+                *held
             }
-            Some((m, buf)) if *m == meta => buf.len() as u64,
+            Some((m, held)) if *m == meta => *held,
             _ => 0, // we hold nothing of it (restarted mid-install): start over
         };
         if !(done && received == offset + data.len() as u64) {
             self.send(from, Body::SnapshotResponse { index, received });
             return;
         }
-        let (meta, data) = self.incoming.take().expect("a snapshot in progress");
-        tracing::debug!(
-            id = self.cfg.id,
-            index,
-            bytes = data.len(),
-            "installing snapshot"
-        );
+        let (meta, bytes) = self.incoming.take().expect("a snapshot in progress");
+        tracing::debug!(id = self.cfg.id, index, bytes, "installing snapshot");
         self.log.install(meta.clone());
         self.configs = vec![(meta.index, meta.membership.clone())];
+        // The bytes are the runtime's (the pieces it was handed); it supplies them before
+        // `advance` (`supply_snapshot_data`), so that this node can send the snapshot on.
         let snapshot = Snapshot {
             meta,
-            data: data.freeze(),
+            data: Bytes::new(),
         };
         self.snapshot = snapshot.clone();
         self.installed = Some(snapshot);
@@ -1665,6 +1685,7 @@ impl Raft {
             || self.round_due
             || self.hard_state() != self.persisted_hard_state
             || self.installed.is_some()
+            || !self.incoming_chunks.is_empty()
             || self.log.unstable().next().is_some()
             || self.log.to_apply().next().is_some()
             || !self.read_states.is_empty()
@@ -1689,6 +1710,7 @@ impl Raft {
         });
         let ready = Ready {
             hard_state: (hard_state != self.persisted_hard_state).then_some(hard_state),
+            snapshot_chunks: std::mem::take(&mut self.incoming_chunks),
             snapshot: self.installed.take(),
             entries,
             messages: std::mem::take(&mut self.msgs),

@@ -38,7 +38,9 @@ mod progress;
 mod rng;
 pub mod sim;
 
-pub use self::core::{Config, Micros, ProposeError, Raft, ReadState, Ready, Restored, Role};
+pub use self::core::{
+    Config, Micros, ProposeError, Raft, ReadState, Ready, Restored, Role, SnapshotChunk,
+};
 pub use self::log::{Mismatch, RaftLog};
 pub use self::message::{
     AppendResult, Body, ConfigChange, Entry, GroupId, HardState, Index, Membership, Message,

@@ -293,6 +293,9 @@ struct Node {
     ready_reads: Vec<(u64, Index)>,
     /// Commands proposed here, waiting to be applied: (index, term) -> proposal number.
     proposed: BTreeMap<(Index, Term), u64>,
+    /// The pieces of a snapshot from the leader, gathered (the runtime's part; lost in a
+    /// crash, like an unsynced file).
+    incoming: Vec<u8>,
 }
 
 /// A node's monotonic clock: its own origin, and a rate up to 5% off true time (within the
@@ -424,6 +427,7 @@ impl Sim {
                     reads: BTreeMap::new(),
                     ready_reads: Vec::new(),
                     proposed: BTreeMap::new(),
+                    incoming: Vec::new(),
                 }
             })
             .collect();
@@ -510,6 +514,7 @@ impl Sim {
             n.reads.clear();
             n.ready_reads.clear();
             n.proposed.clear();
+            n.incoming.clear();
         }
     }
 
@@ -675,8 +680,21 @@ impl Sim {
             if !raft.has_ready() {
                 return;
             }
-            let ready = raft.ready();
+            let mut ready = raft.ready();
             let n = &mut self.nodes[i];
+            // 0. Gather the pieces of a snapshot from the leader; the last one completes it.
+            for c in &ready.snapshot_chunks {
+                if c.offset == 0 {
+                    n.incoming.clear();
+                }
+                assert_eq!(n.incoming.len() as u64, c.offset, "pieces come in order");
+                n.incoming.extend_from_slice(&c.data);
+            }
+            if let Some(snap) = &mut ready.snapshot {
+                snap.data = Bytes::from(std::mem::take(&mut n.incoming));
+                let raft = n.raft.as_mut().expect("running");
+                raft.supply_snapshot_data(snap.meta.index, snap.data.clone());
+            }
             // 1. Persist.
             if let Some(hs) = ready.hard_state {
                 n.disk.hard_state = hs;
