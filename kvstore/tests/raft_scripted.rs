@@ -827,4 +827,55 @@ fn a_log_is_due_for_compaction_by_its_entries_or_by_its_bytes() {
     );
     assert!(leader.compaction_due(applied, 3, 1 << 20), "by entries");
     assert!(leader.compaction_due(applied, 1_000, 3000), "by bytes");
+    // Entries not applied yet do not count: compacting cannot drop them, and counting them
+    // would ask for a snapshot after every applied entry.
+    net.set_up(&[1]);
+    for _ in 0..5 {
+        net.nodes
+            .get_mut(&1)
+            .unwrap()
+            .propose(Bytes::from(vec![7u8; 1000]))
+            .unwrap();
+    }
+    net.settle();
+    let leader = net.node(1);
+    assert_eq!(
+        leader.log().committed(),
+        applied,
+        "nothing more commits alone"
+    );
+    assert!(leader.log().bytes() >= 8000);
+    assert!(!leader.compaction_due(applied, 1_000, 5000));
+}
+
+/// A follower that has just installed one snapshot (not yet handed to its runtime) takes no
+/// piece of another in the same batch: the runtime would write it over the first one's file.
+#[test]
+fn a_follower_takes_no_piece_of_another_snapshot_before_the_installed_one_is_handed_out() {
+    use kvstore::raft::{Membership, SnapshotMeta};
+    let mut follower = Raft::new(config(2, false), Restored::bootstrap(vec![1, 2, 3]), 0);
+    let piece = |index, done| Message {
+        from: 1,
+        to: 2,
+        term: 1,
+        body: Body::InstallSnapshot {
+            meta: SnapshotMeta {
+                index,
+                term: 1,
+                membership: Membership {
+                    voters: [1, 2, 3].into(),
+                    learners: Default::default(),
+                },
+            },
+            offset: 0,
+            data: Bytes::from_static(b"abc"),
+            done,
+        },
+    };
+    follower.step(piece(5, true));
+    follower.step(piece(9, false));
+    let ready = follower.ready();
+    assert_eq!(ready.snapshot.map(|s| s.meta.index), Some(5));
+    let pieces: Vec<u64> = ready.snapshot_chunks.iter().map(|c| c.meta.index).collect();
+    assert_eq!(pieces, vec![5], "only the installed snapshot's pieces");
 }

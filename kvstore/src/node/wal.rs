@@ -386,8 +386,16 @@ fn scan_segment(path: &Path, data: &[u8], tail_may_be_torn: bool) -> Result<Scan
                     return Err(corrupt(at, error.to_string()));
                 }
                 // A torn write leaves nothing valid after it; valid records after the damage
-                // mean the damage is in the middle.
-                if let Some(next) = (at + 1..last_nonzero).find(|&o| decode(&data[o..]).is_ok()) {
+                // mean the damage is in the middle. Except a hole of zeros where a record
+                // should start: no record starts with a zero length, so it is a write into the
+                // preallocated space that did not reach the disk while a later one of the same
+                // batch did (its pages go in any order until the sync completes), and nothing
+                // from there on was acknowledged.
+                let hole = data[at..].len() >= 4 && data[at..at + 4] == [0; 4];
+                if let Some(next) = (at + 1..last_nonzero)
+                    .find(|&o| decode(&data[o..]).is_ok())
+                    .filter(|_| !hole)
+                {
                     return Err(corrupt(
                         at,
                         format!("{error}; a valid record starts again at offset {next}"),
@@ -470,6 +478,17 @@ impl Wal {
             let data = fs::read(&path).map_err(StorageError::io("reading", &path))?;
             let newest = n + 1 == ids.len();
             let (records, torn) = scan_segment(&path, &data, newest)?;
+            if let Some((valid, _)) = torn.as_ref().filter(|(v, _)| *v == 0) {
+                // A crash while the segment was created: not even its header is whole.
+                tracing::warn!(
+                    path = %path.display(),
+                    bytes = data.len() as u64 - valid,
+                    "raft log: dropping a segment cut short at its creation"
+                );
+                fs::remove_file(&path).map_err(StorageError::io("removing", &path))?;
+                sync_dir(&dir)?;
+                continue;
+            }
             if let Some((valid, reason)) = torn {
                 tracing::warn!(
                     path = %path.display(),
@@ -1073,6 +1092,56 @@ mod tests {
             allocated,
             "nothing was cut off as torn"
         );
+    }
+
+    /// With preallocation a batch overwrites zeros in place, and its pages may reach the disk
+    /// in any order before its sync completes: a hole of zeros followed by a valid record is
+    /// an unsynced write (nothing after it was acknowledged), not damage in the middle.
+    #[test]
+    fn a_hole_of_zeros_in_the_newest_segment_is_an_unsynced_write_and_is_cut() {
+        let dir = tempdir();
+        let (mut wal, _) = Wal::open(&dir, opts()).unwrap();
+        wal.append(1, &entries(1..=2, 1));
+        wal.sync().unwrap();
+        let synced = wal.active_len as usize;
+        wal.append(1, &entries(3..=3, 1));
+        wal.set_hard_state(
+            1,
+            HardState {
+                term: 1,
+                vote: None,
+                commit: 3,
+            },
+        );
+        wal.sync().unwrap();
+        let path = segment_path(&dir, wal.active_id);
+        drop(wal);
+        let mut data = fs::read(&path).unwrap();
+        // The page holding the entries record never reached the disk; the hard state did.
+        let len = u32::from_le_bytes(data[synced..synced + 4].try_into().unwrap()) as usize;
+        data[synced..synced + WAL_RECORD_HEADER_BYTES + len].fill(0);
+        fs::write(&path, &data).unwrap();
+        let (_, logs) = Wal::open(&dir, opts()).unwrap();
+        assert_eq!(logs[&1].entries, entries(1..=2, 1));
+        assert_eq!(fs::metadata(&path).unwrap().len(), synced as u64);
+    }
+
+    /// A crash while a segment was being created leaves part of its header; the next open
+    /// drops it, so that it does not stand as a sealed segment that the open after refuses.
+    #[test]
+    fn a_segment_cut_short_at_its_creation_is_dropped() {
+        let dir = tempdir();
+        let (mut wal, _) = Wal::open(&dir, opts()).unwrap();
+        wal.append(1, &entries(1..=2, 1));
+        wal.sync().unwrap();
+        let next = wal.active_id + 1;
+        drop(wal);
+        fs::write(segment_path(&dir, next), &WAL_MAGIC[..5]).unwrap();
+        for _ in 0..2 {
+            let (_, logs) = Wal::open(&dir, opts()).unwrap();
+            assert_eq!(logs[&1].entries, entries(1..=2, 1));
+        }
+        assert!(!segment_path(&dir, next).exists());
     }
 
     #[test]

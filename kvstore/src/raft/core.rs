@@ -1542,9 +1542,12 @@ impl Raft {
         } else {
             1
         };
+        // Only the applied entries count: compacting cannot drop the others.
+        let unapplied: usize = self.log.entries_from(applied + 1).map(Entry::size).sum();
+        let applied_bytes = self.log.bytes().saturating_sub(unapplied);
         past > 0
             && (past >= every.saturating_mul(hold)
-                || self.log.bytes() >= bytes_max.saturating_mul(hold as usize))
+                || applied_bytes >= bytes_max.saturating_mul(hold as usize))
     }
 
     /// Whether this leader is sending a snapshot to a follower. The runtime holds back
@@ -1628,6 +1631,13 @@ impl Raft {
                 from,
                 Body::AppendResponse(AppendResult::Accepted { match_index }),
             );
+            return;
+        }
+        if self.installed.is_some() {
+            // A snapshot just installed is not yet with the runtime, whose file for it the
+            // pieces of another would overwrite: hold nothing of this one for now (the leader
+            // goes back to the start of it when it sees no progress).
+            self.send(from, Body::SnapshotResponse { index, received: 0 });
             return;
         }
         if offset == 0 {
