@@ -135,13 +135,13 @@ impl Runner {
             }
             self.wake_silent(now);
             for (id, g) in self.groups.iter_mut() {
-                if g.raft.quiesced() {
-                    g.raft.tick(now); // it only counts; nothing can be ready
-                    continue;
-                }
+                let quiet = g.raft.quiesced();
                 g.raft.tick(now);
-                g.reads.retain(|_, tx| !tx.is_closed());
-                self.dirty.insert(*id);
+                if !quiet {
+                    // (A quiesced group's tick only counts: nothing can be ready.)
+                    g.reads.retain(|_, tx| !tx.is_closed());
+                    self.dirty.insert(*id);
+                }
             }
             let tick_us = self.config.tick.as_micros() as u64;
             self.next_tick_us += tick_us;
@@ -263,14 +263,7 @@ impl Runner {
                 if fresh {
                     self.heard_nodes.insert(from, now);
                 }
-                let leader_message = fresh
-                    && matches!(
-                        m.body,
-                        raft::Body::Append { .. }
-                            | raft::Body::Heartbeat { .. }
-                            | raft::Body::Quiesce { .. }
-                            | raft::Body::InstallSnapshot { .. }
-                    );
+                let leader_message = fresh && m.body.is_from_leader();
                 g.raft.step(m);
                 if leader_message && g.raft.leader() == Some(from) {
                     g.heard_at_us = Some(now);
@@ -433,14 +426,7 @@ impl Runner {
     /// here. Creates it empty (the leader sends a snapshot and the log) and says whether it
     /// did. Any other message for an unknown group is dropped: only a leader adds replicas.
     fn create_replica(&mut self, group: GroupId, m: &Message) -> bool {
-        let from_leader = matches!(
-            m.body,
-            raft::Body::Append { .. }
-                | raft::Body::Heartbeat { .. }
-                | raft::Body::Quiesce { .. }
-                | raft::Body::InstallSnapshot { .. }
-        );
-        if !from_leader {
+        if !m.body.is_from_leader() {
             return false;
         }
         {
@@ -568,14 +554,8 @@ impl Runner {
                     std::mem::take(&mut ready.messages)
                         .into_iter()
                         .partition(|m| {
-                            matches!(
-                                m.body,
-                                raft::Body::Append { .. }
-                                    | raft::Body::Heartbeat { .. }
-                                    | raft::Body::Quiesce { .. }
-                                    | raft::Body::InstallSnapshot { .. }
-                                    | raft::Body::SnapshotResponse { .. }
-                            )
+                            m.body.is_from_leader()
+                                || matches!(m.body, raft::Body::SnapshotResponse { .. })
                         });
                 ready.messages = rest;
                 for m in early {
@@ -712,12 +692,7 @@ impl Group {
             .incoming
             .take()
             .context("a snapshot installed with no pieces received")?;
-        file.sync_all()
-            .with_context(|| format!("syncing {}", incoming.display()))?;
-        std::fs::rename(&incoming, path)
-            .with_context(|| format!("renaming {}", incoming.display()))?;
-        crate::storage::segment::sync_dir(&self.dir)?;
-        Ok(())
+        Ok(state::put_snapshot_file_in_place(&file, &incoming, path)?)
     }
 
     /// What [`Node::status`](super::Node::status) shows of this group.

@@ -724,8 +724,14 @@ fn save_snapshot_with(path: &Path, write: impl FnOnce(&mut fs::File) -> Result<(
     let tmp = path.with_extension("tmp");
     let mut file = fs::File::create(&tmp).map_err(io("creating", &tmp))?;
     write(&mut file)?;
-    file.sync_all().map_err(io("syncing", &tmp))?;
-    fs::rename(&tmp, path).map_err(io("renaming", &tmp))?;
+    put_snapshot_file_in_place(&file, &tmp, path)
+}
+
+/// Makes the snapshot written to `file` (at `written`) durable as `path`: fsync, rename into
+/// place, fsync of the directory. It is never written again after this (it may be mapped).
+pub fn put_snapshot_file_in_place(file: &fs::File, written: &Path, path: &Path) -> Result<()> {
+    file.sync_all().map_err(io("syncing", written))?;
+    fs::rename(written, path).map_err(io("renaming", written))?;
     sync_dir(path.parent().unwrap_or(Path::new(".")))
 }
 

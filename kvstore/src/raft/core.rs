@@ -783,10 +783,7 @@ impl Raft {
             match m.body {
                 Body::PreVote { .. } => {}
                 Body::PreVoteResponse { granted: true } => {}
-                Body::Append { .. }
-                | Body::Heartbeat { .. }
-                | Body::Quiesce { .. }
-                | Body::InstallSnapshot { .. } => self.become_follower(m.term, Some(m.from)),
+                ref body if body.is_from_leader() => self.become_follower(m.term, Some(m.from)),
                 _ => self.become_follower(m.term, None),
             }
         } else if m.term < self.term {

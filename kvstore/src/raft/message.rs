@@ -247,6 +247,18 @@ pub enum AppendResult {
 }
 
 impl Body {
+    /// Whether only a leader sends it (to its followers): what shows a follower its leader is
+    /// there, and what may found a replica a node does not host yet.
+    pub fn is_from_leader(&self) -> bool {
+        matches!(
+            self,
+            Body::Append { .. }
+                | Body::Heartbeat { .. }
+                | Body::Quiesce { .. }
+                | Body::InstallSnapshot { .. }
+        )
+    }
+
     /// A short name for logs and metrics.
     pub fn kind(&self) -> &'static str {
         match self {
