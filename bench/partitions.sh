@@ -5,6 +5,7 @@
 # balance after two nodes join.
 #
 #   bench/partitions.sh [SECONDS]     (default 10 seconds per load measurement)
+#   ROUNDS=5 bench/partitions.sh      (rounds of 1 against 64 partitions; default 3)
 #   PARTITIONS_MANY=1024 bench/partitions.sh
 #   ONLY_IDLE=1 bench/partitions.sh  (only the idle cost and start times)
 #   SKIP_IDLE=1 bench/partitions.sh  (only the loads and the balance)
@@ -12,7 +13,8 @@
 # Load: bench/kvbench's `kvcluster` target, 32 clients, each a ClusterClient with one request
 # in flight, 8-byte sequential keys and 256-byte values, puts and then linearizable gets,
 # fsync always. The two clusters run one after the other (never at once: they would share
-# the two cores). Prints ops/s, p50 and p99 and the ratio 64 partitions / 1 partition.
+# the two cores), alternating for ROUNDS rounds. Prints the medians of ops/s, p50 and p99 and
+# the ratio 64 partitions / 1 partition.
 # Idle: 3 nodes hosting PARTITIONS_MANY partitions of 3 replicas (every node hosts every
 # group), the time from starting the nodes until every group has a leader, then (once the
 # placement has balanced the leaders and settled) CPU per node over 20 s of idleness (from
@@ -22,6 +24,7 @@
 source "$(dirname "$0")/lib.sh"
 
 SECONDS_PER="${1:-10}"
+ROUNDS="${ROUNDS:-3}"
 MANY="${PARTITIONS_MANY:-1024}"
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 build_kvstore_and_kvbench
@@ -39,14 +42,18 @@ echo "kvstore $(git -C "$ROOT" rev-parse --short HEAD), 3 nodes; $(nproc) cores;
   "load; 32 clients; 8-byte keys, 256-byte values; fsync always; $(date -u +%F)"
 
 # --- 1 partition against 64 -------------------------------------------------------------------
+# The two alternate for ROUNDS rounds and the medians are compared: on a shared 2-core machine
+# one run of either can be off by a quarter.
 declare -A RESULT
+for round in $(seq 1 "$ROUNDS"); do
 for partitions in 1 64; do
   [ -n "${ONLY_IDLE:-}" ] && break
-  start_cluster "p$partitions" "$partitions"
+  start_cluster "p$partitions-$round" "$partitions"
   wait_led >/dev/null
-  RESULT[put-$partitions]=$(load put)
-  RESULT[get-$partitions]=$(load get)
-  if [ "$partitions" = 64 ]; then
+  wait_settled >/dev/null
+  RESULT[put-$partitions]+="$(load put)"$'\n'
+  RESULT[get-$partitions]+="$(load get)"$'\n'
+  if [ "$partitions" = 64 ] && [ "$round" = "$ROUNDS" ]; then
     # Balance: two nodes join; once the placement settles, bytes per node.
     for i in 4 5; do
       port=$(free_port)
@@ -68,19 +75,27 @@ for partitions in 1 64; do
   fi
   stop_cluster
 done
+done
 
 if [ -z "${ONLY_IDLE:-}" ]; then
-printf '\n%-26s %14s %14s %7s   %9s %9s   %9s %9s\n' test "64 parts/s" "1 part/s" ratio \
-  "64 p50" "1 p50" "64 p99" "1 p99"
+printf '\n%-26s %14s %14s %7s   %9s %9s   %9s %9s   %s\n' test "64 parts/s" "1 part/s" ratio \
+  "64 p50" "1 p50" "64 p99" "1 p99" "(medians of $ROUNDS rounds; ops/s of each round 64 | 1)"
 for op in put get; do
   python3 - "$op" "${RESULT[$op-64]}" "${RESULT[$op-1]}" <<'PY'
-import json, sys
-op, many, one = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+import json, statistics, sys
+op = sys.argv[1]
+runs = [[json.loads(l) for l in a.splitlines() if l.strip()] for a in sys.argv[2:4]]
+med = [{k: statistics.median(r[k] for r in rs) for k in ("ops_per_s", "p50_ms", "p99_ms")}
+       for rs in runs]
+errors = [sum(r["errors"] for r in rs) for rs in runs]
+many, one = med
 name = "put, 32 clients" if op == "put" else "get (lin.), 32 clients"
 ratio = many["ops_per_s"] / one["ops_per_s"] if one["ops_per_s"] else float("nan")
+each = " | ".join(" ".join(f'{r["ops_per_s"]:.0f}' for r in rs) for rs in runs)
 print(f'{name:<26} {many["ops_per_s"]:14.0f} {one["ops_per_s"]:14.0f} {ratio:7.2f}   '
-      f'{many["p50_ms"]:7.2f}ms {one["p50_ms"]:7.2f}ms   {many["p99_ms"]:7.2f}ms {one["p99_ms"]:7.2f}ms'
-      + (f'   errors 64={many["errors"]} 1={one["errors"]}' if many["errors"] or one["errors"] else ''))
+      f'{many["p50_ms"]:7.2f}ms {one["p50_ms"]:7.2f}ms   {many["p99_ms"]:7.2f}ms {one["p99_ms"]:7.2f}ms   '
+      f'({each})'
+      + (f'   errors 64={errors[0]} 1={errors[1]}' if any(errors) else ''))
 PY
 done
 python3 - "$BENCH_TMP/balance.json" "$BALANCE_S" <<'PY'
