@@ -164,11 +164,15 @@ impl Net {
             while node.has_ready() {
                 let ready = node.ready();
                 let incoming = self.incoming.entry(id).or_default();
+                let mut received = None;
                 for c in &ready.snapshot_chunks {
                     if c.offset == 0 {
                         incoming.clear();
                     }
                     incoming.extend_from_slice(&c.data);
+                    if c.last {
+                        received = Some(c.meta.index);
+                    }
                 }
                 if let Some(snap) = &ready.snapshot {
                     let data = Bytes::from(std::mem::take(incoming));
@@ -185,6 +189,9 @@ impl Net {
                     }
                 }
                 node.advance();
+                if let Some(index) = received {
+                    node.snapshot_received(index);
+                }
             }
         }
     }
@@ -763,8 +770,10 @@ fn install_snapshot_offsets(net: &Net, to: NodeId) -> Vec<u64> {
         .collect()
 }
 
-#[test]
-fn a_snapshot_goes_out_a_window_of_chunks_at_a_time_and_a_lost_chunk_is_sent_again() {
+/// Node 3 was cut off while the leader's log was compacted past everything it has: the
+/// leader has begun to send it a snapshot (at the index returned) of 95 bytes, ten chunks of
+/// 10, and the first chunks are on their way.
+fn snapshot_under_way() -> (Net, Index) {
     let mut net = Net::new(3);
     net.elect(1);
     net.set_up(&[1, 2]);
@@ -773,8 +782,6 @@ fn a_snapshot_goes_out_a_window_of_chunks_at_a_time_and_a_lost_chunk_is_sent_aga
     }
     net.heartbeat(1);
     let index = net.node(1).log().committed();
-    // The leader's log is compacted past everything node 3 has: it needs a snapshot of 95
-    // bytes, ten chunks of 10.
     let data = Bytes::from(vec![7u8; 95]);
     net.nodes.get_mut(&1).unwrap().compact(index, data);
     net.set_up(&[1, 2, 3]);
@@ -783,6 +790,12 @@ fn a_snapshot_goes_out_a_window_of_chunks_at_a_time_and_a_lost_chunk_is_sent_aga
     }
     let started = net.deliver_until(|net| !install_snapshot_offsets(net, 3).is_empty());
     assert!(started, "node 3 gets a snapshot");
+    (net, index)
+}
+
+#[test]
+fn a_snapshot_goes_out_a_window_of_chunks_at_a_time_and_a_lost_chunk_is_sent_again() {
+    let (mut net, index) = snapshot_under_way();
     assert_eq!(
         install_snapshot_offsets(&net, 3),
         vec![0, 10, 20, 30],
@@ -875,7 +888,60 @@ fn a_follower_takes_no_piece_of_another_snapshot_before_the_installed_one_is_han
     follower.step(piece(5, true));
     follower.step(piece(9, false));
     let ready = follower.ready();
+    assert!(
+        ready.snapshot.is_none(),
+        "installed only once the runtime holds every piece"
+    );
+    let pieces: Vec<(u64, bool)> = (ready.snapshot_chunks.iter())
+        .map(|c| (c.meta.index, c.last))
+        .collect();
+    assert_eq!(
+        pieces,
+        vec![(5, true)],
+        "only the received snapshot's pieces"
+    );
+    follower.advance();
+    follower.snapshot_received(5);
+    follower.step(piece(9, false));
+    let ready = follower.ready();
     assert_eq!(ready.snapshot.map(|s| s.meta.index), Some(5));
-    let pieces: Vec<u64> = ready.snapshot_chunks.iter().map(|c| c.meta.index).collect();
-    assert_eq!(pieces, vec![5], "only the installed snapshot's pieces");
+    assert!(
+        ready.snapshot_chunks.is_empty(),
+        "none of another until then"
+    );
+}
+
+/// A follower whose runtime could not keep a piece of a snapshot (a full disk) drops the
+/// transfer rather than stopping, ignores pieces for an election timeout (no tight loop of
+/// retries), and then takes the snapshot again from the start.
+#[test]
+fn a_follower_that_could_not_keep_a_piece_drops_the_transfer_and_takes_it_again_later() {
+    let (mut net, index) = snapshot_under_way();
+    // Node 3 takes the first piece; its disk cannot keep it.
+    let first = net.queue.iter().position(|m| m.to == 3).unwrap();
+    let m = net.queue.remove(first).unwrap();
+    let node3 = net.nodes.get_mut(&3).unwrap();
+    node3.step(m);
+    let ready = node3.ready();
+    let lost: Vec<u64> = ready.snapshot_chunks.iter().map(|c| c.offset).collect();
+    assert_eq!(lost, vec![0]);
+    for m in ready.messages {
+        net.queue.push_back(m);
+    }
+    node3.advance();
+    node3.snapshot_lost(index);
+    // The rest of the window is ignored: nothing is kept, nothing answered.
+    net.settle();
+    assert_eq!(net.node(3).log().snapshot().index, 0);
+    assert!(net.incoming.get(&3).is_none_or(|b| b.is_empty()));
+    // After the leader's stall timeout (and node 3's pause), the transfer starts over and
+    // completes.
+    for _ in 0..3 * Config::new(1).election_ticks_min {
+        net.tick(1);
+        net.tick(3);
+        net.settle();
+    }
+    assert_eq!(net.node(3).log().snapshot().index, index, "installed");
+    net.heartbeat(1);
+    assert_eq!(net.node(3).log().committed(), index);
 }

@@ -69,6 +69,11 @@ fn run_seeds(scenario: &str) {
             totals.snapshots_installed > seeds / 10,
             "{scenario}: no snapshots sent"
         );
+        // Transfers a follower's disk could not take were dropped and started over.
+        assert!(
+            totals.snapshot_pieces_lost > 0,
+            "{scenario}: no piece of a snapshot was lost"
+        );
     }
 }
 

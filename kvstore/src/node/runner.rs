@@ -28,6 +28,7 @@ use crate::raft::{
     self, ConfigChange, GroupId, Index, Message, NodeId, ProposeError, Raft, Role, Term,
 };
 use crate::storage;
+use crate::storage::fault::{FaultInjector, IoOp};
 
 pub(super) struct Proposal {
     term: Term,
@@ -567,17 +568,30 @@ impl Runner {
             // needed for safety, so its record waits in the buffer for the next sync. That
             // keeps an fsync off the path from "committed" to "applied and answered".
             let mut must_sync = false;
+            let mut snapshots_in = Vec::new();
             for (id, ready) in &mut readies {
                 let g = self.groups.get_mut(id).expect("a group");
                 for chunk in &ready.snapshot_chunks {
-                    g.keep_snapshot_chunk(chunk)?;
+                    // A piece that cannot be kept (a full disk) drops the transfer, not the
+                    // node: its other groups go on, and the leader starts over later.
+                    let faults = self.config.wal.faults.as_deref();
+                    match g.keep_snapshot_chunk(chunk, faults) {
+                        Ok(()) if chunk.last => snapshots_in.push((*id, chunk.meta.index, true)),
+                        Ok(()) => {}
+                        Err(error) => {
+                            tracing::warn!(group = id, index = chunk.meta.index, error = %format!("{error:#}"),
+                                "could not keep a piece of a snapshot from the leader; the transfer starts over later");
+                            g.drop_incoming_snapshot();
+                            snapshots_in.push((*id, chunk.meta.index, false));
+                            break;
+                        }
+                    }
                 }
                 if let Some(snapshot) = &mut ready.snapshot {
-                    // Its pieces are in the incoming file: it becomes the snapshot's file,
-                    // mapped from now on (for the state machine to install, and for the core
-                    // to send on), never gathered in memory.
+                    // Its pieces are in its file (`keep_snapshot_chunk`), mapped from now on
+                    // (for the state machine to install, and for the core to send on), never
+                    // gathered in memory.
                     let path = state::snapshot_path(&g.dir, snapshot.meta.index);
-                    g.finish_incoming_snapshot(&path)?;
                     snapshot.data = state::map_snapshot_file(&path)?;
                     g.raft
                         .supply_snapshot_data(snapshot.meta.index, snapshot.data.clone());
@@ -615,6 +629,12 @@ impl Runner {
                     }
                 }
                 g.raft.advance();
+                for (_, index, kept) in snapshots_in.iter().filter(|s| s.0 == id) {
+                    match kept {
+                        true => g.raft.snapshot_received(*index),
+                        false => g.raft.snapshot_lost(*index),
+                    }
+                }
                 let now = self.clock.now_us();
                 let (entries, bytes) = (self.config.compact_entries, self.config.compact_bytes);
                 g.maybe_snapshot(id, &self.snapshots, (entries, bytes), now);
@@ -665,11 +685,19 @@ impl Runner {
 impl Group {
     /// Writes a piece of a snapshot coming from the leader to the incoming file (a piece at
     /// offset 0 starts it afresh). Not synced: until the last piece, a crash loses only a
-    /// transfer, which the leader starts again.
-    fn keep_snapshot_chunk(&mut self, chunk: &raft::SnapshotChunk) -> anyhow::Result<()> {
+    /// transfer, which the leader starts again. After the last piece the file is synced and
+    /// becomes the snapshot's file (renamed, the directory synced), never written again.
+    /// `faults` may fail the writes (tests of a full disk).
+    fn keep_snapshot_chunk(
+        &mut self,
+        chunk: &raft::SnapshotChunk,
+        faults: Option<&dyn FaultInjector>,
+    ) -> anyhow::Result<()> {
         use std::os::unix::fs::FileExt;
         let path = state::incoming_snapshot_path(&self.dir);
+        let fault = |op| faults.map_or(Ok(()), |f| f.before(op, &path));
         if chunk.offset == 0 {
+            fault(IoOp::Create).with_context(|| format!("creating {}", path.display()))?;
             let file = std::fs::File::create(&path)
                 .with_context(|| format!("creating {}", path.display()))?;
             self.incoming = Some(file);
@@ -680,19 +708,22 @@ impl Group {
                 chunk.offset
             );
         };
-        file.write_all_at(&chunk.data, chunk.offset)
-            .with_context(|| format!("writing {}", path.display()))
+        fault(IoOp::Append)
+            .and_then(|()| file.write_all_at(&chunk.data, chunk.offset))
+            .with_context(|| format!("writing {}", path.display()))?;
+        if chunk.last {
+            let file = self.incoming.take().expect("checked above");
+            let done = state::snapshot_path(&self.dir, chunk.meta.index);
+            fault(IoOp::Sync).with_context(|| format!("syncing {}", path.display()))?;
+            state::put_snapshot_file_in_place(&file, &path, &done)?;
+        }
+        Ok(())
     }
 
-    /// The last piece is in: the incoming file is synced and becomes the snapshot's file at
-    /// `path` (renamed, the directory synced), never written again.
-    fn finish_incoming_snapshot(&mut self, path: &std::path::Path) -> anyhow::Result<()> {
-        let incoming = state::incoming_snapshot_path(&self.dir);
-        let file = self
-            .incoming
-            .take()
-            .context("a snapshot installed with no pieces received")?;
-        Ok(state::put_snapshot_file_in_place(&file, &incoming, path)?)
+    /// Forgets a snapshot transfer that could not be kept, and its file.
+    fn drop_incoming_snapshot(&mut self) {
+        self.incoming = None;
+        let _ = std::fs::remove_file(state::incoming_snapshot_path(&self.dir));
     }
 
     /// What [`Node::status`](super::Node::status) shows of this group.

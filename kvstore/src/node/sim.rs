@@ -151,9 +151,41 @@ enum Carried {
     Ping,
 }
 
+/// A disk that fills up during every other snapshot a node receives from a leader: the
+/// second piece of it cannot be written. The node must drop the transfer and go on serving,
+/// and the leader start it over (the next attempt finds room).
+#[derive(Debug, Default)]
+struct FullForSnapshots {
+    /// (transfers begun, pieces written of the current one)
+    progress: Mutex<(u64, u64)>,
+    refused: AtomicU64,
+}
+
+impl storage::fault::FaultInjector for FullForSnapshots {
+    fn before(&self, op: storage::fault::IoOp, path: &std::path::Path) -> std::io::Result<()> {
+        use storage::fault::IoOp;
+        if path.file_name() != super::state::incoming_snapshot_path(path).file_name() {
+            return Ok(());
+        }
+        let mut progress = self.progress.lock().unwrap();
+        let (transfers, pieces) = &mut *progress;
+        match op {
+            IoOp::Create => (*transfers, *pieces) = (*transfers + 1, 0),
+            IoOp::Append => *pieces += 1,
+            _ => {}
+        }
+        if op == IoOp::Append && *transfers % 2 == 1 && *pieces == 2 {
+            self.refused.fetch_add(1, Ordering::SeqCst);
+            return Err(std::io::Error::other("injected: no space left on device"));
+        }
+        Ok(())
+    }
+}
+
 struct SimNode {
     id: NodeId,
     dir: crate::test_dir::TestDir,
+    disk_faults: Arc<FullForSnapshots>,
     disk: Arc<Mutex<Disk>>,
     clock: Arc<SimClock>,
     rate_permille: u64,
@@ -187,6 +219,8 @@ struct Stats {
     stalls: u64,
     lease_reads_checked: u64,
     snapshots_taken: u64,
+    /// Pieces of snapshots from a leader that a node's disk refused.
+    snapshot_pieces_refused: u64,
     /// Writes of unique keys proposed (the ones whose acknowledgement is checked).
     proposed: u64,
     /// Followers that caught up under load.
@@ -254,6 +288,7 @@ impl Sim {
             .map(|id| SimNode {
                 id,
                 dir: crate::test_dir::TestDir::new("node-sim"),
+                disk_faults: Arc::default(),
                 disk: Arc::default(),
                 clock: Arc::new(SimClock(AtomicU64::new(1 + rng.range(0..1 << 40)))),
                 rate_permille: 950 + rng.range(0..101),
@@ -307,6 +342,7 @@ impl Sim {
         config.raft_seed = Some(self.opts.seed ^ n.id.wrapping_mul(0x9E37_79B9) ^ self.step);
         config.engine.fsync = storage::FsyncPolicy::Never;
         config.engine.maintenance = storage::Maintenance::Manual;
+        config.wal.faults = Some(n.disk_faults.clone());
         let disk = n.disk.lock().unwrap().clone();
         let log = MemLog {
             disk: n.disk.clone(),
@@ -675,6 +711,11 @@ impl Sim {
             self.run_step();
             let states: Vec<_> = self.nodes.iter().map(state_of).collect();
             if states.windows(2).all(|w| w[0] == w[1]) && !self.nodes_behind() {
+                self.stats.snapshot_pieces_refused = self
+                    .nodes
+                    .iter()
+                    .map(|n| n.disk_faults.refused.load(Ordering::SeqCst))
+                    .sum();
                 self.stats.snapshots_taken = self
                     .nodes
                     .iter()
@@ -797,6 +838,7 @@ mod tests {
             totals.stalls += stats.stalls;
             totals.lease_reads_checked += stats.lease_reads_checked;
             totals.snapshots_taken += stats.snapshots_taken;
+            totals.snapshot_pieces_refused += stats.snapshot_pieces_refused;
             totals.proposed += stats.proposed;
             totals.caught_up += stats.caught_up;
             totals.quiesced_steps += stats.quiesced_steps;
@@ -816,6 +858,7 @@ mod tests {
         );
         assert!(totals.lease_reads_checked > seeds * 100, "{totals:?}");
         assert!(totals.snapshots_taken > 0, "{totals:?}");
+        assert!(totals.snapshot_pieces_refused > 0, "{totals:?}");
         assert!(totals.quiesced_steps > seeds * 100, "{totals:?}");
     }
 

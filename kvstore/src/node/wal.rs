@@ -60,7 +60,8 @@ pub struct WalOptions {
     /// 290 µs per 4 KiB sync). Replay stops at the zeros (`scan_segment`).
     pub preallocate: bool,
     /// Asked before every write (`Append`), fsync (`Sync`), segment creation (`Create`) and
-    /// removal (`Remove`), for tests of the failure paths (`None` in production).
+    /// removal (`Remove`), for tests of the failure paths (`None` in production). The Raft
+    /// thread asks it too before it writes a snapshot received from a leader.
     pub faults: Option<std::sync::Arc<dyn FaultInjector>>,
 }
 

@@ -5,12 +5,14 @@
 //! [`Raft::transfer_leader`], [`Raft::compact`]. It drains the outputs with [`Raft::ready`]
 //! and, once it has done what they ask, calls [`Raft::advance`]:
 //!
-//! 1. persist `hard_state`, `snapshot` and `entries` (and fsync);
+//! 1. keep `snapshot_chunks` (a file), persist `hard_state`, `snapshot` and `entries` (and
+//!    fsync);
 //! 2. send `messages` (only now: a vote or an acknowledgement must not outlive a crash that
 //!    forgets it);
 //! 3. apply `committed` entries (and install `snapshot`) in order, serve `read_states` once
 //!    the applied index reaches theirs;
-//! 4. call `advance`.
+//! 4. call `advance`, then [`Raft::snapshot_received`] if it kept a snapshot's last piece, or
+//!    [`Raft::snapshot_lost`] if it could not keep a piece.
 //!
 //! Time comes in two forms, both inputs: ticks (elections and heartbeats count them) and
 //! readings of the runtime's monotonic clock, given with every tick and lease read. Leases are
@@ -200,6 +202,9 @@ pub struct SnapshotChunk {
     pub meta: SnapshotMeta,
     pub offset: u64,
     pub data: Bytes,
+    /// The snapshot's last piece: once the runtime holds them all durably, it calls
+    /// [`Raft::snapshot_received`] (or [`Raft::snapshot_lost`] if it could not keep them).
+    pub last: bool,
 }
 
 /// What the node had persisted when it (re)started.
@@ -305,6 +310,12 @@ pub struct Raft {
     incoming: Option<(SnapshotMeta, u64)>,
     /// Pieces of it accepted since the last `ready`.
     incoming_chunks: Vec<SnapshotChunk>,
+    /// A snapshot whose last piece is with the runtime, from the leader that sent it: it is
+    /// installed once the runtime says it holds every piece durably.
+    received: Option<(SnapshotMeta, NodeId)>,
+    /// The runtime could not keep a piece (a full disk): pieces are ignored until this time
+    /// on the clock, so the leader retries after its stall timeout rather than at once.
+    pieces_ignored_until: Micros,
     /// A received snapshot to hand to the runtime.
     installed: Option<Snapshot>,
     msgs: Vec<Message>,
@@ -370,6 +381,8 @@ impl Raft {
                 data: snapshot_data,
             },
             incoming: None,
+            received: None,
+            pieces_ignored_until: 0,
             incoming_chunks: Vec::new(),
             installed: None,
             msgs: Vec::new(),
@@ -1621,21 +1634,18 @@ impl Raft {
         done: bool,
     ) {
         let index = meta.index;
-        if index <= self.log.committed() {
-            // Already have all it covers (a duplicate, or we caught up by log meanwhile).
-            let match_index = self.log.committed();
-            self.send(
-                from,
-                Body::AppendResponse(AppendResult::Accepted { match_index }),
-            );
+        if self.holds_snapshot(index, from) {
             return;
         }
-        if self.installed.is_some() {
-            // A snapshot just installed is not yet with the runtime, whose file for it the
-            // pieces of another would overwrite: hold nothing of this one for now (the leader
-            // goes back to the start of it when it sees no progress).
+        if self.installed.is_some() || self.received.is_some() {
+            // A snapshot just received is not yet installed by the runtime, whose file for it
+            // the pieces of another would overwrite: hold nothing of this one for now (the
+            // leader goes back to the start of it when it sees no progress).
             self.send(from, Body::SnapshotResponse { index, received: 0 });
             return;
+        }
+        if self.clock < self.pieces_ignored_until {
+            return; // the runtime lost a piece just now: see `snapshot_lost`
         }
         if offset == 0 {
             self.incoming = Some((meta.clone(), 0));
@@ -1647,6 +1657,7 @@ impl Raft {
                     meta: meta.clone(),
                     offset,
                     data: data.clone(),
+                    last: done,
                 });
                 *held
             }
@@ -1657,8 +1668,37 @@ impl Raft {
             self.send(from, Body::SnapshotResponse { index, received });
             return;
         }
-        let (meta, bytes) = self.incoming.take().expect("a snapshot in progress");
-        tracing::debug!(id = self.cfg.id, index, bytes, "installing snapshot");
+        // The last piece goes to the runtime with the others; the snapshot is installed when
+        // the runtime holds them all (`snapshot_received`), not before: a runtime that could
+        // not keep them must be able to drop the transfer, which an install cannot undo.
+        let (meta, _) = self.incoming.take().expect("a snapshot in progress");
+        self.received = Some((meta, from));
+    }
+
+    /// Whether this node has committed all that the snapshot at `index` covers (a duplicate,
+    /// or it caught up by log meanwhile); if so, it tells the leader `from` how far it is.
+    fn holds_snapshot(&mut self, index: Index, from: NodeId) -> bool {
+        let match_index = self.log.committed();
+        if index > match_index {
+            return false;
+        }
+        self.send(
+            from,
+            Body::AppendResponse(AppendResult::Accepted { match_index }),
+        );
+        true
+    }
+
+    /// The runtime holds every piece of the snapshot at `index` durably (the last one came in
+    /// `Ready::snapshot_chunks`): it is installed, and comes back in `Ready::snapshot`.
+    pub fn snapshot_received(&mut self, index: Index) {
+        let Some((meta, from)) = self.received.take_if(|(m, _)| m.index == index) else {
+            return;
+        };
+        if self.holds_snapshot(index, from) {
+            return;
+        }
+        tracing::debug!(id = self.cfg.id, index, "installing snapshot");
         self.log.install(meta.clone());
         self.configs = vec![(meta.index, meta.membership.clone())];
         // The bytes are the runtime's (the pieces it was handed); it supplies them before
@@ -1673,6 +1713,18 @@ impl Raft {
             from,
             Body::AppendResponse(AppendResult::Accepted { match_index: index }),
         );
+    }
+
+    /// The runtime could not keep a piece of the snapshot at `index` (a full disk): the
+    /// transfer is dropped, as if this node had restarted, and pieces are ignored for an
+    /// election timeout, after which the leader starts it over (this node keeps serving its
+    /// log meanwhile; only the snapshot waits).
+    pub fn snapshot_lost(&mut self, index: Index) {
+        self.incoming.take_if(|(m, _)| m.index == index);
+        self.received.take_if(|(m, _)| m.index == index);
+        self.incoming_chunks.retain(|c| c.meta.index != index);
+        let timeout_us = u64::from(self.cfg.election_ticks_min) * self.cfg.tick_us;
+        self.pieces_ignored_until = self.clock + timeout_us;
     }
 
     // ----- Output -------------------------------------------------------------------------

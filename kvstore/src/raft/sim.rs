@@ -74,6 +74,9 @@ pub struct SimOptions {
     /// voter's) has been silent for an election timeout, or when a link from a member lost
     /// a message (a drop, a partition, a restart: the transport's numbered links show it).
     pub quiesce: bool,
+    /// Chance, per piece of a snapshot a follower receives, that its runtime cannot keep it
+    /// (a full disk): the runtime drops the transfer (`Raft::snapshot_lost`).
+    pub lose_piece: f64,
 }
 
 impl SimOptions {
@@ -98,6 +101,7 @@ impl SimOptions {
             stall: 0.0,
             stall_ticks_max: 40,
             quiesce: false,
+            lose_piece: 0.0,
         }
     }
 
@@ -163,6 +167,7 @@ impl SimOptions {
                 partition: 0.01,
                 propose: 0.6,
                 compact_after: Some(8),
+                lose_piece: 0.05,
                 ..base
             },
             "no_pre_vote" => SimOptions {
@@ -184,6 +189,7 @@ impl SimOptions {
                 delay_ticks_max: 4,
                 partition: 0.005,
                 compact_after: Some(12),
+                lose_piece: 0.02,
                 ticks: 600,
                 ..base
             },
@@ -335,6 +341,8 @@ pub struct SimStats {
     /// Stalls of a node's runtime.
     pub stalls: u64,
     pub snapshots_installed: u64,
+    /// Pieces of snapshots the runtime could not keep (`SimOptions::lose_piece`).
+    pub snapshot_pieces_lost: u64,
     /// Membership changes that committed.
     pub config_changes: u64,
     pub messages_sent: u64,
@@ -359,6 +367,7 @@ impl SimStats {
         self.crashes += other.crashes;
         self.stalls += other.stalls;
         self.snapshots_installed += other.snapshots_installed;
+        self.snapshot_pieces_lost += other.snapshot_pieces_lost;
         self.config_changes += other.config_changes;
         self.messages_sent += other.messages_sent;
         self.append_rejections += other.append_rejections;
@@ -682,13 +691,25 @@ impl Sim {
             }
             let mut ready = raft.ready();
             let n = &mut self.nodes[i];
-            // 0. Gather the pieces of a snapshot from the leader; the last one completes it.
+            // 0. Gather the pieces of a snapshot from the leader; the last one completes it,
+            // and the snapshot is installed once the core hears so (after `advance`). A piece
+            // the disk cannot take drops the transfer.
+            let mut snapshot_in = None;
             for c in &ready.snapshot_chunks {
+                if self.rng.chance(self.opts.lose_piece) {
+                    n.incoming.clear();
+                    snapshot_in = Some((c.meta.index, false));
+                    self.stats.snapshot_pieces_lost += 1;
+                    break;
+                }
                 if c.offset == 0 {
                     n.incoming.clear();
                 }
                 assert_eq!(n.incoming.len() as u64, c.offset, "pieces come in order");
                 n.incoming.extend_from_slice(&c.data);
+                if c.last {
+                    snapshot_in = Some((c.meta.index, true));
+                }
             }
             if let Some(snap) = &mut ready.snapshot {
                 snap.data = Bytes::from(std::mem::take(&mut n.incoming));
@@ -772,7 +793,13 @@ impl Sim {
                 false
             });
             self.stats.reads_served += served;
-            n.raft.as_mut().expect("running").advance();
+            let raft = n.raft.as_mut().expect("running");
+            raft.advance();
+            match snapshot_in {
+                Some((index, true)) => raft.snapshot_received(index),
+                Some((index, false)) => raft.snapshot_lost(index),
+                None => {}
+            }
             // 4. Compact.
             if let Some(after) = self.opts.compact_after {
                 let n = &mut self.nodes[i];
