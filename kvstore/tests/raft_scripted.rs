@@ -701,6 +701,30 @@ fn a_quiesced_leader_earns_no_lease_and_a_read_wakes_it_for_a_round() {
     assert!(net.has_lease(1), "the round renewed the lease");
 }
 
+/// Reads are activity: a leader read steadily stays awake and keeps its lease, so each read
+/// is served at once rather than after a round (a quiesced leader holds no lease); once the
+/// reads stop, it quiesces again.
+#[test]
+fn a_leader_read_steadily_stays_awake_with_its_lease_and_quiesces_once_reads_stop() {
+    let (mut net, _, _) = quiet_group();
+    net.read_lease(1);
+    net.settle();
+    for _ in 0..4 * Config::new(1).heartbeat_ticks {
+        net.tick_all();
+        let answered = net.reads[&1].len();
+        net.read_lease(1);
+        net.collect();
+        assert_eq!(net.reads[&1].len(), answered + 1, "served under the lease");
+        assert!(!net.node(1).quiesced(), "a leader being read stays awake");
+    }
+    idle(&mut net, 3 * Config::new(1).heartbeat_ticks);
+    assert_eq!(
+        quiesced(&net),
+        vec![1, 2, 3],
+        "quiet again once the reads stop"
+    );
+}
+
 #[test]
 fn a_message_of_an_older_term_does_not_wake_a_quiesced_follower() {
     let (mut net, term, commit) = quiet_group();

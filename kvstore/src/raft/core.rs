@@ -325,6 +325,11 @@ pub struct Raft {
     handed_out: Option<HandedOut>,
     /// The group is idle and quiet: no heartbeats, no election timer (see [`Raft::quiesced`]).
     quiesced: bool,
+    /// A read was asked of this leader since its last heartbeat: it stays awake. A quiesced
+    /// leader holds no lease, so a group read steadily but never written would otherwise
+    /// fall quiet every heartbeat and pay a round for the next read (with 64 partitions, a
+    /// read-only load cost 0.7 of one group's).
+    read_lately: bool,
 }
 
 #[derive(Debug)]
@@ -369,6 +374,7 @@ impl Raft {
             read_states: Vec::new(),
             transferee: None,
             quiesced: false,
+            read_lately: false,
             ticks: 0,
             clock: 0,
             round_sent: VecDeque::new(),
@@ -512,7 +518,7 @@ impl Raft {
         }
         if self.heartbeat_elapsed >= self.cfg.heartbeat_ticks {
             self.heartbeat_elapsed = 0;
-            if self.may_quiesce() {
+            if !std::mem::take(&mut self.read_lately) && self.may_quiesce() {
                 self.quiesce();
             } else {
                 self.broadcast_heartbeat();
@@ -679,6 +685,7 @@ impl Raft {
     }
 
     fn leader_read(&mut self, context: Bytes, from: Option<NodeId>) {
+        self.read_lately = true;
         if self.reads.len() + self.reads_unindexed.len() >= self.cfg.pending_reads_max {
             self.answer_read(context, from, None);
         } else if !self.committed_in_term() {
@@ -719,6 +726,7 @@ impl Raft {
     pub fn read_lease(&mut self, context: Bytes, now: Micros) {
         self.observe_clock(now);
         if self.has_lease(now) {
+            self.read_lately = true;
             let index = self.log.committed();
             self.read_states.push(ReadState {
                 context,
