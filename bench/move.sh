@@ -71,13 +71,13 @@ sleep 1
 T0=$(date +%s.%N)
 "$KVSTORE" cluster --addr "$ADDRS" drain "$DRAIN" >/dev/null
 MOVED=timeout
-for _ in $(seq 1 1200); do
+for _ in $(seq 1 3000); do
   read -r VOTERS LEARNERS _ WANT <<<"$(big_replicas)"
   if [[ ",$VOTERS," != *",$DRAIN,"* && "$LEARNERS" == "-" && "$WANT" == "-" ]]; then
     MOVED=$(python3 -c "import time; print(f'{time.time() - $T0:.2f}')")
     break
   fi
-  sleep 0.1
+  sleep 0.02
 done
 wait "$WRITERS"
 echo "big after the move: replicas $VOTERS" >&2

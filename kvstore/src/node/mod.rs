@@ -640,6 +640,16 @@ impl Node {
         status.group(group).map(|g| g.epoch)
     }
 
+    /// Whether the status the Raft thread last published shows `group`'s membership at
+    /// `index` or later, committed: a membership change answered is then visible to
+    /// whoever plans the next from the status.
+    pub fn membership_published(&self, group: GroupId, index: Index) -> bool {
+        let status = self.shared.status.lock().expect("status lock");
+        status
+            .group(group)
+            .is_some_and(|g| g.epoch >= index && g.config_committed)
+    }
+
     /// The status the Raft thread last published.
     pub fn status(&self) -> NodeStatus {
         let mut status = self.shared.status.lock().expect("status lock").clone();

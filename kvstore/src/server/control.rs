@@ -7,7 +7,8 @@
 //! version, so changes are totally ordered even across a change of meta leader. The first
 //! change after a cluster is founded stores the founding map.
 //!
-//! [`Controller::run`] is a loop every node runs, every [`CONTROL_TICK`]:
+//! [`Controller::run`] is a loop every node runs, every [`CONTROL_TICK`] and whenever one of
+//! its membership steps ends:
 //! 1. **Follow the map.** A node hosting a meta replica reads the map from its own replica;
 //!    the others ask a meta node (binary protocol) every [`MAP_POLL`]. A node started with
 //!    `--join PEER_ADDRESS` and no map asks that address first (peer protocol, `PEER_MAP`).
@@ -239,9 +240,15 @@ impl Controller {
         tokio::pin!(stop);
         let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<GroupId>();
         loop {
+            // A membership step that ends wakes the loop at once for the next one: a move is
+            // three or four steps, and waiting out a tick after each made up a third of a
+            // 100 MB move's duration.
             tokio::select! {
                 _ = &mut stop => return,
                 _ = tokio::time::sleep(CONTROL_TICK) => {}
+                Some(group) = done_rx.recv() => {
+                    self.stepping.remove(&group);
+                }
             }
             while let Ok(group) = done_rx.try_recv() {
                 self.stepping.remove(&group);
@@ -461,14 +468,32 @@ impl Controller {
             tracing::info!(group, ?step, "membership step");
             tokio::spawn(async move {
                 let result = match answer {
-                    Step::Index(a) => Node::wait(a, CHANGE_TIMEOUT).await.map(|_| ()),
+                    Step::Index(a) => match Node::wait(a, CHANGE_TIMEOUT).await {
+                        Ok(index) => {
+                            // The next step is planned from the published status: wait (a
+                            // moment: it is published at the end of the round that answered)
+                            // until it shows this one, or the same step would go again.
+                            let started = Instant::now();
+                            while !node.membership_published(group, index)
+                                && started.elapsed() < CONTROL_TICK
+                            {
+                                tokio::time::sleep(Duration::from_millis(2)).await;
+                            }
+                            Ok(())
+                        }
+                        Err(error) => Err(error),
+                    },
                     Step::Unit(a) => Node::wait(a, CHANGE_TIMEOUT).await,
                 };
-                if let Err(error) = result {
+                // A failed step waits a tick before it is tried again, and so does the next
+                // step after a transfer (the new leader's node takes the group's steps over).
+                let transfer = matches!(step, LeaderStep::Transfer(_));
+                if let Err(error) = &result {
                     tracing::info!(group, ?step, %error, "a membership step failed; it will be retried");
                 }
-                // Give a transfer or a new member a moment before the next step.
-                tokio::time::sleep(CONTROL_TICK).await;
+                if result.is_err() || transfer {
+                    tokio::time::sleep(CONTROL_TICK).await;
+                }
                 let _ = done.send(group);
             });
         }
