@@ -327,6 +327,8 @@ enum Event {
     RemoveGroup(GroupId, oneshot::Sender<Result<bool, NodeError>>),
     /// The snapshot worker built a group's snapshot (its index and bytes), or failed to.
     SnapshotBuilt(GroupId, Built),
+    /// The snapshot worker installed a snapshot from a group's leader, or failed to.
+    SnapshotInstalled(GroupId, runner::InstallResult),
     /// A frame from peer `NodeId` arrived: its Raft thread was alive a moment ago; `true`
     /// if this node may have missed messages it sent (see [`transport::Inbox::heard`]).
     /// Quiesced groups watch their peers by this.
@@ -345,7 +347,8 @@ impl Event {
             | Event::Membership(group, ..)
             | Event::CreateGroup(group, ..)
             | Event::RemoveGroup(group, _)
-            | Event::SnapshotBuilt(group, _) => Some(*group),
+            | Event::SnapshotBuilt(group, _)
+            | Event::SnapshotInstalled(group, _) => Some(*group),
             Event::Heard(..) | Event::Shutdown => None,
         }
     }
@@ -954,7 +957,7 @@ struct Parts {
     runner: Runner,
     shared: Arc<Shared>,
     events: stdmpsc::Receiver<Event>,
-    jobs: stdmpsc::Receiver<(GroupId, state::SnapshotJob)>,
+    jobs: stdmpsc::Receiver<(GroupId, runner::Job)>,
 }
 
 /// Opens the node's state machine, restores its Raft group from `logs` (what `log` replayed),
@@ -1084,6 +1087,7 @@ fn assemble(
         shutdown: false,
         snapshots,
         built: Vec::new(),
+        installed: Vec::new(),
         last_loop_us: clock.now_us(),
         woke_at_us: None,
         doomed: Vec::new(),
@@ -1179,6 +1183,7 @@ fn open_group(
             snapshotting: false,
             snapshot_not_before: None,
             incoming: None,
+            installing: None,
         },
         new,
     ))

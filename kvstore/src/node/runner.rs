@@ -1,8 +1,9 @@
 //! The Raft thread of a node: the loop that owns every group the node hosts, and the
-//! snapshot worker beside it.
+//! snapshot worker beside it, which builds groups' snapshots and installs those from their
+//! leaders, so that neither holds up the other groups.
 //!
 //! [`Runner::run`] waits on the inbox or the next tick, handles what is queued (peer
-//! messages, proposals, reads, admin requests, built snapshots), ticks the groups, and runs
+//! messages, proposals, reads, admin requests, built and installed snapshots), ticks the groups, and runs
 //! rounds: persist every group's `Ready` with one WAL sync, send, apply, answer, advance (see
 //! `super` for the order and why it is safe). Nothing else touches a group's Raft core or its
 //! state machine's writes; the [`super::Node`] handle only queues events.
@@ -55,6 +56,9 @@ pub(super) struct Group {
     pub(super) snapshotting: bool,
     /// The file a snapshot from the leader is gathered in as its pieces arrive.
     pub(super) incoming: Option<std::fs::File>,
+    /// A snapshot from the leader being installed by the worker, and what the group
+    /// committed meanwhile, applied once it is in.
+    pub(super) installing: Option<Deferred>,
     /// The last build failed: no new one before this.
     pub(super) snapshot_not_before: Option<raft::Micros>,
 }
@@ -70,10 +74,13 @@ pub(super) struct Runner {
     pub(super) shared: Arc<Shared>,
     pub(super) next_read: u64,
     pub(super) shutdown: bool,
-    /// Where groups send their snapshots to be built, off this thread.
-    pub(super) snapshots: SyncSender<(GroupId, state::SnapshotJob)>,
+    /// Where groups send their snapshots to be built, and those from a leader to be
+    /// installed, off this thread.
+    pub(super) snapshots: SyncSender<(GroupId, Job)>,
     /// Snapshots the worker has built, to compact the logs with in the next round.
     pub(super) built: Vec<(GroupId, Built)>,
+    /// Snapshots from a leader the worker has installed, to adopt in the next round.
+    pub(super) installed: Vec<(GroupId, InstallResult)>,
     /// When the loop last came round (on [`clock::monotonic_us`]), and when it last woke
     /// from a stall (a gap of an election timeout: SIGSTOP, a long fsync).
     pub(super) last_loop_us: raft::Micros,
@@ -242,7 +249,11 @@ impl Runner {
     fn handle(&mut self, event: Event) {
         if !matches!(
             event,
-            Event::Step(..) | Event::Shutdown | Event::SnapshotBuilt(..) | Event::Heard(..)
+            Event::Step(..)
+                | Event::Shutdown
+                | Event::SnapshotBuilt(..)
+                | Event::SnapshotInstalled(..)
+                | Event::Heard(..)
         ) {
             self.shared
                 .client_events
@@ -351,6 +362,7 @@ impl Runner {
                 let _ = reply.send(Ok(self.remove_group(group)));
             }
             Event::SnapshotBuilt(group, built) => self.built.push((group, built)),
+            Event::SnapshotInstalled(group, installed) => self.installed.push((group, installed)),
             Event::Heard(node, gap) => self.heard(node, gap),
             Event::Shutdown => self.shutdown = true,
         }
@@ -499,6 +511,10 @@ impl Runner {
             self.snapshot_built(id, built)?;
             self.dirty.insert(id);
         }
+        for (id, installed) in std::mem::take(&mut self.installed) {
+            self.snapshot_installed(id, installed)?;
+            self.dirty.insert(id);
+        }
         if std::mem::take(&mut self.unsynced) {
             self.wal.sync()?;
         }
@@ -622,12 +638,9 @@ impl Runner {
             // 3. Apply, answer, advance.
             for (id, ready) in readies {
                 let g = self.groups.get_mut(&id).expect("a group");
-                for (peer, address) in g.apply(ready)? {
-                    if peer != self.config.id && !self.config.peers.contains_key(&peer) {
-                        tracing::info!(peer, %address, "learnt a peer's address from the log");
-                        self.transport.set_peer(peer, address);
-                    }
-                }
+                let peers = g.apply(id, ready, &self.snapshots)?;
+                self.learn_peers(peers);
+                let g = self.groups.get_mut(&id).expect("a group");
                 g.raft.advance();
                 for (_, index, kept) in snapshots_in.iter().filter(|s| s.0 == id) {
                     match kept {
@@ -642,6 +655,16 @@ impl Runner {
         }
         self.publish_dirty();
         Ok(())
+    }
+
+    /// Peer addresses the log recorded: the transport can reach them from now on.
+    fn learn_peers(&self, peers: Vec<(NodeId, String)>) {
+        for (peer, address) in peers {
+            if peer != self.config.id && !self.config.peers.contains_key(&peer) {
+                tracing::info!(peer, %address, "learnt a peer's address from the log");
+                self.transport.set_peer(peer, address);
+            }
+        }
     }
 
     /// Publishes the status of every group (at start, and for a simulator's checks).
@@ -761,19 +784,19 @@ impl Group {
     }
 
     /// Applies what `ready` committed and answers whoever waits on it; returns the peer
-    /// addresses the entries recorded.
-    fn apply(&mut self, ready: raft::Ready) -> anyhow::Result<Vec<(NodeId, String)>> {
+    /// addresses the entries recorded. A snapshot from the leader goes to the worker to be
+    /// installed (`jobs`): building its engine takes a second per 100 MB or so, which would
+    /// hold up every group of the node on this thread. The group's log goes on meanwhile
+    /// (appends, acknowledgements: a new replica catches up while it installs); what it
+    /// commits waits in `installing` until [`Runner::snapshot_installed`].
+    fn apply(
+        &mut self,
+        group: GroupId,
+        ready: raft::Ready,
+        jobs: &SyncSender<(GroupId, Job)>,
+    ) -> anyhow::Result<Vec<(NodeId, String)>> {
+        let mut peers = Vec::new();
         if let Some(snapshot) = &ready.snapshot {
-            let started = Instant::now();
-            self.machine.install(&snapshot.data)?;
-            // The WAL's mark for it was synced before this round applied anything.
-            state::remove_snapshots_before(&self.dir, snapshot.meta.index)?;
-            tracing::info!(
-                index = snapshot.meta.index,
-                bytes = snapshot.data.len(),
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "installed a snapshot from the leader"
-            );
             // What this node proposed up to there is covered by a snapshot from another
             // leader: whether each landed is not known here.
             let covered: Vec<Index> = self
@@ -788,20 +811,92 @@ impl Group {
                         .send(Err(NodeError::Unknown(UnknownOutcome::CoveredBySnapshot)));
                 }
             }
+            let index = snapshot.meta.index;
+            let job = self.machine.install_job(snapshot.data.clone());
+            let generation = job.generation();
+            let queued = match self.installing {
+                // One at a time: a newer snapshot while one installs is installed here.
+                Some(_) => Err(job),
+                None => jobs
+                    .try_send((group, Job::Install(job, Instant::now())))
+                    .map_err(|e| {
+                        let (stdmpsc::TrySendError::Full((_, job))
+                        | stdmpsc::TrySendError::Disconnected((_, job))) = e;
+                        match job {
+                            Job::Install(job, _) => job,
+                            Job::Build(_) => unreachable!("an install was sent"),
+                        }
+                    }),
+            };
+            match queued {
+                Ok(()) => {
+                    self.installing = Some(Deferred {
+                        index,
+                        generation,
+                        committed: Vec::new(),
+                        read_states: Vec::new(),
+                    })
+                }
+                Err(job) => {
+                    // The worker's queue is full (or another install is under way): here.
+                    let started = Instant::now();
+                    let built = job.run()?;
+                    let deferred = self.installing.take();
+                    peers = self.finish_install(group, index, built, started)?;
+                    if let Some(d) = deferred {
+                        // Its entries are at or below the newer snapshot's index, or after it.
+                        peers.extend(self.apply_committed(d.committed, d.read_states)?);
+                    }
+                }
+            }
         }
+        if let Some(deferred) = &mut self.installing {
+            deferred.committed.extend(ready.committed);
+            deferred.read_states.extend(ready.read_states);
+            return Ok(peers);
+        }
+        peers.extend(self.apply_committed(ready.committed, ready.read_states)?);
+        Ok(peers)
+    }
+
+    /// Switches the state machine to the engine built from the snapshot at `index`; returns
+    /// the peer addresses it records.
+    fn finish_install(
+        &mut self,
+        group: GroupId,
+        index: Index,
+        built: state::Installed,
+        started: Instant,
+    ) -> anyhow::Result<Vec<(NodeId, String)>> {
+        self.machine.adopt(built)?;
+        // The WAL's mark for it was synced before it was installed.
+        state::remove_snapshots_before(&self.dir, index)?;
+        tracing::info!(
+            group,
+            index,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "installed a snapshot from the leader"
+        );
+        Ok(self.machine.peers()?)
+    }
+
+    /// Applies committed entries, answers their proposals, and serves the reads they let
+    /// through; returns the peer addresses the entries recorded.
+    fn apply_committed(
+        &mut self,
+        committed: Vec<raft::Entry>,
+        read_states: Vec<raft::ReadState>,
+    ) -> anyhow::Result<Vec<(NodeId, String)>> {
         let mut replies: BTreeMap<Index, Reply> =
-            self.machine.apply(&ready.committed)?.into_iter().collect();
-        let mut peers: Vec<(NodeId, String)> = replies
+            self.machine.apply(&committed)?.into_iter().collect();
+        let peers: Vec<(NodeId, String)> = replies
             .values()
             .filter_map(|r| match r {
                 Reply::Peer { id, address } => Some((*id, address.clone())),
                 _ => None,
             })
             .collect();
-        if ready.snapshot.is_some() {
-            peers.extend(self.machine.peers()?);
-        }
-        for entry in &ready.committed {
+        for entry in &committed {
             if let Some(p) = self.proposals.remove(&entry.index) {
                 let result = if p.term == entry.term {
                     replies
@@ -813,7 +908,7 @@ impl Group {
                 let _ = p.reply.send(result);
             }
         }
-        for rs in ready.read_states {
+        for rs in read_states {
             let context = u64::from_le_bytes(rs.context[..].try_into().unwrap_or_default());
             let Some(reply) = self.reads.remove(&context) else {
                 continue;
@@ -850,13 +945,16 @@ impl Group {
     fn maybe_snapshot(
         &mut self,
         group: GroupId,
-        jobs: &SyncSender<(GroupId, state::SnapshotJob)>,
+        jobs: &SyncSender<(GroupId, Job)>,
         every: (u64, u64),
         now_us: raft::Micros,
     ) {
         let applied = self.machine.applied();
         let bytes_max = usize::try_from(every.1).unwrap_or(usize::MAX);
-        if self.snapshotting || !self.raft.compaction_due(applied, every.0, bytes_max) {
+        if self.snapshotting
+            || self.installing.is_some()
+            || !self.raft.compaction_due(applied, every.0, bytes_max)
+        {
             return;
         }
         if self.snapshot_not_before.is_some_and(|t| now_us < t) {
@@ -868,7 +966,10 @@ impl Group {
             // snapshot's index is one Raft has applied.
             return;
         }
-        if jobs.try_send((group, self.machine.snapshot_job())).is_ok() {
+        if jobs
+            .try_send((group, Job::Build(self.machine.snapshot_job())))
+            .is_ok()
+        {
             self.snapshotting = true;
         }
     }
@@ -925,30 +1026,108 @@ impl Runner {
     }
 }
 
-/// The snapshot worker: builds the snapshots groups ask for, one at a time, and hands each to
-/// the Raft thread through its inbox. One thread per node, however many groups it hosts.
-pub(super) fn snapshot_worker(
-    jobs: stdmpsc::Receiver<(GroupId, state::SnapshotJob)>,
-    inbox: SyncSender<Event>,
-) {
-    for (group, job) in jobs {
-        let started = Instant::now();
-        // A panic here must not leave the group waiting for a snapshot that never comes.
-        let run = std::panic::AssertUnwindSafe(|| job.run());
-        let built = match std::panic::catch_unwind(run) {
-            Ok(result) => result.map_err(|e| format!("{e:#}")),
-            Err(_) => Err("the snapshot worker panicked while building it".to_string()),
-        };
-        if let Ok((index, data)) = &built {
-            tracing::info!(
-                group,
-                index,
-                bytes = data.len(),
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "built a snapshot"
-            );
+/// Work for the snapshot worker, off the Raft thread.
+pub(super) enum Job {
+    /// Build a snapshot of a group's state machine, to compact its log with.
+    Build(state::SnapshotJob),
+    /// Build the engine of a snapshot from the leader (asked for at the instant given).
+    Install(state::InstallJob, Instant),
+}
+
+/// What a group committed while the worker installed a snapshot from its leader.
+pub(super) struct Deferred {
+    /// The snapshot's index, and the generation its engine is built in.
+    index: Index,
+    generation: u64,
+    committed: Vec<raft::Entry>,
+    read_states: Vec<raft::ReadState>,
+}
+
+/// An installed snapshot's engine (and when it was asked for), or the generation it was
+/// built in and why it failed.
+pub(super) type InstallResult = Result<(state::Installed, Instant), (u64, String)>;
+
+impl Job {
+    /// Runs the job; returns the event that hands its result to the Raft thread.
+    pub(super) fn run(self, group: GroupId) -> Event {
+        // A panic here must not leave the group waiting for a result that never comes.
+        let panicked = |what: &str| format!("the snapshot worker panicked while {what}");
+        match self {
+            Job::Build(job) => {
+                let started = Instant::now();
+                let run = std::panic::AssertUnwindSafe(|| job.run());
+                let built = match std::panic::catch_unwind(run) {
+                    Ok(result) => result.map_err(|e| format!("{e:#}")),
+                    Err(_) => Err(panicked("building a snapshot")),
+                };
+                if let Ok((index, data)) = &built {
+                    tracing::info!(
+                        group,
+                        index,
+                        bytes = data.len(),
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "built a snapshot"
+                    );
+                }
+                Event::SnapshotBuilt(group, built)
+            }
+            Job::Install(job, asked) => {
+                let generation = job.generation();
+                let run = std::panic::AssertUnwindSafe(|| job.run());
+                let installed = match std::panic::catch_unwind(run) {
+                    Ok(result) => result.map(|i| (i, asked)).map_err(|e| format!("{e:#}")),
+                    Err(_) => Err(panicked("installing a snapshot")),
+                };
+                let installed = installed.map_err(|e| (generation, e));
+                Event::SnapshotInstalled(group, installed)
+            }
         }
-        if inbox.send(Event::SnapshotBuilt(group, built)).is_err() {
+    }
+}
+
+impl Runner {
+    /// A snapshot from the leader the worker installed: the group's state machine switches
+    /// to it and applies what the group committed meanwhile. A failed install stops the node
+    /// (as one on this thread did): the snapshot is durable and the WAL names it, so a
+    /// restart installs it again.
+    fn snapshot_installed(&mut self, group: GroupId, result: InstallResult) -> anyhow::Result<()> {
+        let Some(g) = self.groups.get_mut(&group) else {
+            // Removed meanwhile: its directory went with it.
+            return Ok(());
+        };
+        let expected = g.installing.as_ref().map(|d| d.generation);
+        let index = g.installing.as_ref().map(|d| d.index);
+        let (built, asked) = match result {
+            Ok((built, asked))
+                if Some(built.generation()) == expected && Some(built.applied()) == index =>
+            {
+                (built, asked)
+            }
+            Ok((stale, _)) => {
+                // A newer snapshot was installed on this thread meanwhile (or this is the
+                // install of a replica since removed and created again).
+                g.machine.discard(stale);
+                return Ok(());
+            }
+            Err((generation, error)) if Some(generation) == expected => {
+                anyhow::bail!("installing the snapshot of group {group}: {error}")
+            }
+            Err(_) => return Ok(()),
+        };
+        let deferred = g.installing.take().expect("expected above");
+        let mut peers = g.finish_install(group, deferred.index, built, asked)?;
+        peers.extend(g.apply_committed(deferred.committed, deferred.read_states)?);
+        self.learn_peers(peers);
+        Ok(())
+    }
+}
+
+/// The snapshot worker: builds the snapshots groups ask for and installs those from their
+/// leaders, one at a time, and hands each to the Raft thread through its inbox. One thread
+/// per node, however many groups it hosts.
+pub(super) fn snapshot_worker(jobs: stdmpsc::Receiver<(GroupId, Job)>, inbox: SyncSender<Event>) {
+    for (group, job) in jobs {
+        if inbox.send(job.run(group)).is_err() {
             return; // the Raft thread has stopped
         }
     }

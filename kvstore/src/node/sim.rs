@@ -141,6 +141,9 @@ struct Running {
     outbox: Arc<Outbox>,
     /// Events to hand to its next turn.
     queued: Vec<Event>,
+    /// The snapshot worker's jobs (builds, and installs of snapshots from a leader), each
+    /// done at the step given: a slow worker, while the Raft thread goes on.
+    jobs: Vec<(u64, GroupId, super::runner::Job)>,
 }
 
 /// What the simulated network carries.
@@ -221,6 +224,9 @@ struct Stats {
     snapshots_taken: u64,
     /// Pieces of snapshots from a leader that a node's disk refused.
     snapshot_pieces_refused: u64,
+    /// Snapshots from a leader that the (slow) worker installed while the Raft thread went
+    /// on.
+    installs: u64,
     /// Writes of unique keys proposed (the ones whose acknowledgement is checked).
     proposed: u64,
     /// Followers that caught up under load.
@@ -375,6 +381,7 @@ impl Sim {
             parts,
             outbox,
             queued: Vec::new(),
+            jobs: Vec::new(),
         });
         // Its links are new connections both ways: the first frame on each is a gap.
         let id = n.id;
@@ -555,10 +562,23 @@ impl Sim {
             }
             let seed = self.opts.seed;
             let running = self.nodes[i].running.as_mut().expect("live");
-            // The snapshot worker's jobs run here, in step, and come back as events.
+            // The snapshot worker's jobs (builds and installs) run here, up to 40 steps after
+            // they were asked for (a crash loses them, as it would the worker's thread), and
+            // come back as events.
             while let Ok((group, job)) = running.parts.jobs.try_recv() {
-                let built = job.run().map_err(|e| format!("{e:#}"));
-                running.queued.push(Event::SnapshotBuilt(group, built));
+                let due = self.step + self.rng.range(0..40);
+                running.jobs.push((due, group, job));
+            }
+            let step = self.step;
+            let (due, later) = std::mem::take(&mut running.jobs)
+                .into_iter()
+                .partition(|(at, _, _)| *at <= step);
+            running.jobs = later;
+            for (_, group, job) in due {
+                if matches!(job, super::runner::Job::Install(..)) {
+                    self.stats.installs += 1;
+                }
+                running.queued.push(job.run(group));
             }
             let mut events = std::mem::take(&mut running.queued);
             events.extend(running.parts.events.try_iter());
@@ -839,6 +859,7 @@ mod tests {
             totals.lease_reads_checked += stats.lease_reads_checked;
             totals.snapshots_taken += stats.snapshots_taken;
             totals.snapshot_pieces_refused += stats.snapshot_pieces_refused;
+            totals.installs += stats.installs;
             totals.proposed += stats.proposed;
             totals.caught_up += stats.caught_up;
             totals.quiesced_steps += stats.quiesced_steps;
@@ -859,6 +880,7 @@ mod tests {
         assert!(totals.lease_reads_checked > seeds * 100, "{totals:?}");
         assert!(totals.snapshots_taken > 0, "{totals:?}");
         assert!(totals.snapshot_pieces_refused > 0, "{totals:?}");
+        assert!(totals.installs > 0, "{totals:?}");
         assert!(totals.quiesced_steps > seeds * 100, "{totals:?}");
     }
 

@@ -97,6 +97,8 @@ pub struct StateMachine {
     /// swap it under them.
     db: Arc<RwLock<Db>>,
     generation: u64,
+    /// The last generation an [`InstallJob`] was given (each builds its own directory).
+    last_job_generation: u64,
     applied: Index,
     /// The state machine's clock: the latest `now_ms` of any applied command, so it never
     /// goes back even if leaders' clocks disagree.
@@ -157,6 +159,7 @@ impl StateMachine {
             config,
             db: Arc::new(RwLock::new(Db::new(engine))),
             generation,
+            last_job_generation: generation,
             applied,
             now_ms,
             clock,
@@ -287,15 +290,118 @@ impl StateMachine {
         }
     }
 
-    /// Replaces the state with snapshot `data` (as made by [`StateMachine::snapshot`]).
+    /// Replaces the state with snapshot `data` (as made by [`StateMachine::snapshot`]), here
+    /// and now: [`StateMachine::install_job`] run, then adopted.
     pub fn install(&mut self, data: &Bytes) -> Result<()> {
-        let snapshot = decode_snapshot(data)?;
-        let generation = self.generation + 1;
-        let dir = engine_dir(&self.dir, generation);
+        let built = self.install_job(data.clone()).run()?;
+        self.adopt(built)
+    }
+
+    /// The slow half of an install, to run on another thread: it builds the next engine from
+    /// the snapshot beside the one in use, which this state machine goes on serving (and
+    /// nothing else may write meanwhile). [`StateMachine::adopt`] then switches to it.
+    pub fn install_job(&mut self, data: Bytes) -> InstallJob {
+        self.last_job_generation = self.last_job_generation.max(self.generation) + 1;
+        InstallJob {
+            data,
+            dir: self.dir.clone(),
+            generation: self.last_job_generation,
+            config: self.config.clone(),
+            clock: self.clock.clone(),
+        }
+    }
+
+    /// Switches to an engine an [`InstallJob`] built: `CURRENT` names it from now on, readers
+    /// get it, and the old one's files go.
+    pub fn adopt(&mut self, built: Installed) -> Result<()> {
+        if built.generation <= self.generation {
+            return Err(StateError::CorruptSnapshot(format!(
+                "an install built generation {} while generation {} is in use",
+                built.generation, self.generation
+            )));
+        }
+        write_current(&self.dir, built.generation)?;
+        let engine = built.engine;
+        let old = std::mem::replace(&mut *self.db.write().expect("db lock"), Db::new(engine));
+        drop(old);
+        let old_dir = engine_dir(&self.dir, self.generation);
+        // Readers that still hold the old engine keep their open files; the names go now.
+        fs::remove_dir_all(&old_dir).map_err(io("removing", &old_dir))?;
+        self.generation = built.generation;
+        self.applied = built.applied;
+        self.now_ms = built.now_ms;
+        self.clock.raise_to(built.now_ms);
+        Ok(())
+    }
+}
+
+impl Installed {
+    /// The generation (engine directory) it was built in.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The index of the snapshot it holds.
+    pub fn applied(&self) -> Index {
+        self.applied
+    }
+}
+
+impl StateMachine {
+    /// Drops an engine built for this state machine that it will not adopt (a newer install
+    /// overtook it), and its files, unless its generation is one in use or handed to a later
+    /// job (a stale result must never delete what another install owns).
+    pub fn discard(&self, built: Installed) {
+        let dir = built.engine.dir().to_path_buf();
+        let generation = built.generation;
+        drop(built);
+        let owned = generation == self.generation || generation >= self.last_job_generation;
+        if !owned && dir.starts_with(&self.dir) {
+            let _ = fs::remove_dir_all(&dir);
+        }
+    }
+}
+
+/// Builds the engine a snapshot describes, in the state machine's next generation directory
+/// (synced), without touching the one in use; see [`StateMachine::install_job`].
+pub struct InstallJob {
+    data: Bytes,
+    dir: PathBuf,
+    generation: u64,
+    config: storage::Config,
+    clock: Arc<FloorClock>,
+}
+
+/// An engine an [`InstallJob`] built, for [`StateMachine::adopt`].
+pub struct Installed {
+    engine: Engine,
+    generation: u64,
+    applied: Index,
+    now_ms: u64,
+}
+
+impl std::fmt::Debug for Installed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Installed")
+            .field("generation", &self.generation)
+            .field("applied", &self.applied)
+            .finish()
+    }
+}
+
+impl InstallJob {
+    /// The generation (engine directory) it builds.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    pub fn run(self) -> Result<Installed> {
+        let snapshot = decode_snapshot(&self.data)?;
+        let dir = engine_dir(&self.dir, self.generation);
         if dir.exists() {
             fs::remove_dir_all(&dir).map_err(io("removing", &dir))?;
         }
-        let engine = Engine::open(&dir, self.config.clone(), self.clock.clone())?;
+        let engine = Engine::open(&dir, self.config, self.clock)?;
         let mut entries = snapshot.entries;
         entries.sort_by_key(|e| e.version);
         let mut versions = entries.chunk_by(|a, b| a.version == b.version).peekable();
@@ -320,17 +426,12 @@ impl StateMachine {
                 snapshot.index
             )));
         }
-        write_current(&self.dir, generation)?;
-        let old = std::mem::replace(&mut *self.db.write().expect("db lock"), Db::new(engine));
-        drop(old);
-        let old_dir = engine_dir(&self.dir, self.generation);
-        // Readers that still hold the old engine keep their open files; the names go now.
-        fs::remove_dir_all(&old_dir).map_err(io("removing", &old_dir))?;
-        self.generation = generation;
-        self.applied = applied;
-        self.now_ms = now_ms;
-        self.clock.raise_to(now_ms);
-        Ok(())
+        Ok(Installed {
+            engine,
+            generation: self.generation,
+            applied,
+            now_ms,
+        })
     }
 }
 
