@@ -38,7 +38,11 @@ fn key(n: u64) -> Vec<u8> {
 trait Target: Send + Sync + 'static {
     type Conn: Send + 'static;
     fn connect(&self) -> impl std::future::Future<Output = Self::Conn> + Send;
-    fn put(c: &mut Self::Conn, k: Vec<u8>, v: Vec<u8>) -> impl std::future::Future<Output = bool> + Send;
+    fn put(
+        c: &mut Self::Conn,
+        k: Vec<u8>,
+        v: Vec<u8>,
+    ) -> impl std::future::Future<Output = bool> + Send;
     fn get(c: &mut Self::Conn, k: Vec<u8>) -> impl std::future::Future<Output = bool> + Send;
 }
 
@@ -156,7 +160,10 @@ async fn load<T: Target>(target: Arc<T>, system: &str, op: &str, clients: u64, s
     if op == "get" {
         let mut c = target.connect().await;
         for n in 0..READ_KEYS {
-            assert!(T::put(&mut c, key(n), vec![b'v'; VALUE_BYTES]).await, "preload");
+            assert!(
+                T::put(&mut c, key(n), vec![b'v'; VALUE_BYTES]).await,
+                "preload"
+            );
         }
     }
     let next = Arc::new(AtomicU64::new(1_000_000));
@@ -274,7 +281,10 @@ fn failover(kills: usize) {
         rt.block_on(client.put("default", b"after", b"1", Default::default()))
             .expect("a write after the kill");
         let took = killed.elapsed();
-        eprintln!("kill {}: node {leader}, first write after {took:?}", round + 1);
+        eprintln!(
+            "kill {}: node {leader}, first write after {took:?}",
+            round + 1
+        );
         times.push(took);
         cluster.restart(leader).expect("restart");
         std::thread::sleep(Duration::from_secs(2));
