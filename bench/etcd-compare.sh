@@ -19,12 +19,8 @@ SECONDS_PER="${1:-10}"
 KILLS="${KILLS:-10}"
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 
-apt_install etcd-server etcd-client protobuf-compiler
-echo "building kvstore and kvbench (release)..." >&2
-(cd "$ROOT" && cargo build --release -q -p kvstore)
-(cd "$ROOT/bench/kvbench" && cargo build --release -q)
-KVSTORE="$ROOT/target/release/kvstore"
-KVBENCH="$ROOT/bench/kvbench/target/release/kvbench"
+apt_install etcd-server etcd-client
+build_kvstore_and_kvbench
 
 # --- kvstore: 3 nodes ------------------------------------------------------------------------
 PEERS=""

@@ -3,9 +3,9 @@
 //! leaders, so that neither holds up the other groups.
 //!
 //! [`Runner::run`] waits on the inbox or the next tick, handles what is queued (peer
-//! messages, proposals, reads, admin requests, built and installed snapshots), ticks the groups, and runs
-//! rounds: persist every group's `Ready` with one WAL sync, send, apply, answer, advance (see
-//! `super` for the order and why it is safe). Nothing else touches a group's Raft core or its
+//! messages, proposals, reads, admin requests, built and installed snapshots), ticks the
+//! groups, and runs rounds: persist every group's `Ready` with one WAL sync, send, apply,
+//! answer, advance (see `super` for the order and why it is safe). Nothing else touches a group's Raft core or its
 //! state machine's writes; the [`super::Node`] handle only queues events.
 
 use anyhow::Context;
@@ -595,8 +595,9 @@ impl Runner {
                         Ok(()) if chunk.last => snapshots_in.push((*id, chunk.meta.index, true)),
                         Ok(()) => {}
                         Err(error) => {
-                            tracing::warn!(group = id, index = chunk.meta.index, error = %format!("{error:#}"),
-                                "could not keep a piece of a snapshot from the leader; the transfer starts over later");
+                            let (index, error) = (chunk.meta.index, format!("{error:#}"));
+                            tracing::warn!(group = id, index, %error, "could not keep a piece of a \
+                                snapshot from the leader; the transfer starts over later");
                             g.drop_incoming_snapshot();
                             snapshots_in.push((*id, chunk.meta.index, false));
                             break;
@@ -1051,15 +1052,19 @@ impl Job {
     /// Runs the job; returns the event that hands its result to the Raft thread.
     pub(super) fn run(self, group: GroupId) -> Event {
         // A panic here must not leave the group waiting for a result that never comes.
-        let panicked = |what: &str| format!("the snapshot worker panicked while {what}");
+        fn caught<T>(
+            what: &str,
+            job: impl FnOnce() -> Result<T, state::StateError>,
+        ) -> Result<T, String> {
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)) {
+                Ok(result) => result.map_err(|e| format!("{e:#}")),
+                Err(_) => Err(format!("the snapshot worker panicked while {what}")),
+            }
+        }
         match self {
             Job::Build(job) => {
                 let started = Instant::now();
-                let run = std::panic::AssertUnwindSafe(|| job.run());
-                let built = match std::panic::catch_unwind(run) {
-                    Ok(result) => result.map_err(|e| format!("{e:#}")),
-                    Err(_) => Err(panicked("building a snapshot")),
-                };
+                let built = caught("building a snapshot", || job.run());
                 if let Ok((index, data)) = &built {
                     tracing::info!(
                         group,
@@ -1073,12 +1078,9 @@ impl Job {
             }
             Job::Install(job, asked) => {
                 let generation = job.generation();
-                let run = std::panic::AssertUnwindSafe(|| job.run());
-                let installed = match std::panic::catch_unwind(run) {
-                    Ok(result) => result.map(|i| (i, asked)).map_err(|e| format!("{e:#}")),
-                    Err(_) => Err(panicked("installing a snapshot")),
-                };
-                let installed = installed.map_err(|e| (generation, e));
+                let installed = caught("installing a snapshot", || job.run())
+                    .map(|built| (built, asked))
+                    .map_err(|e| (generation, e));
                 Event::SnapshotInstalled(group, installed)
             }
         }
@@ -1095,12 +1097,9 @@ impl Runner {
             // Removed meanwhile: its directory went with it.
             return Ok(());
         };
-        let expected = g.installing.as_ref().map(|d| d.generation);
-        let index = g.installing.as_ref().map(|d| d.index);
+        let expected = g.installing.as_ref().map(|d| (d.generation, d.index));
         let (built, asked) = match result {
-            Ok((built, asked))
-                if Some(built.generation()) == expected && Some(built.applied()) == index =>
-            {
+            Ok((built, asked)) if Some((built.generation(), built.applied())) == expected => {
                 (built, asked)
             }
             Ok((stale, _)) => {
@@ -1109,7 +1108,7 @@ impl Runner {
                 g.machine.discard(stale);
                 return Ok(());
             }
-            Err((generation, error)) if Some(generation) == expected => {
+            Err((generation, error)) if expected.is_some_and(|(g, _)| g == generation) => {
                 anyhow::bail!("installing the snapshot of group {group}: {error}")
             }
             Err(_) => return Ok(()),

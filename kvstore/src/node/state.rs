@@ -333,21 +333,7 @@ impl StateMachine {
         self.clock.raise_to(built.now_ms);
         Ok(())
     }
-}
 
-impl Installed {
-    /// The generation (engine directory) it was built in.
-    pub fn generation(&self) -> u64 {
-        self.generation
-    }
-
-    /// The index of the snapshot it holds.
-    pub fn applied(&self) -> Index {
-        self.applied
-    }
-}
-
-impl StateMachine {
     /// Drops an engine built for this state machine that it will not adopt (a newer install
     /// overtook it), and its files, unless its generation is one in use or handed to a later
     /// job (a stale result must never delete what another install owns).
@@ -378,6 +364,18 @@ pub struct Installed {
     generation: u64,
     applied: Index,
     now_ms: u64,
+}
+
+impl Installed {
+    /// The generation (engine directory) it was built in.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The index of the snapshot it holds.
+    pub fn applied(&self) -> Index {
+        self.applied
+    }
 }
 
 impl std::fmt::Debug for Installed {

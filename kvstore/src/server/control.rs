@@ -470,9 +470,10 @@ impl Controller {
                 let result = match answer {
                     Step::Index(a) => match Node::wait(a, CHANGE_TIMEOUT).await {
                         Ok(index) => {
-                            // The next step is planned from the published status: wait (a
-                            // moment: it is published at the end of the round that answered)
-                            // until it shows this one, or the same step would go again.
+                            // The answer comes when the entry is proposed, and the next
+                            // step is planned from the published status: wait (at most a
+                            // tick) until that shows this change committed, or the same step
+                            // would be planned again.
                             let started = Instant::now();
                             while !node.membership_published(group, index)
                                 && started.elapsed() < CONTROL_TICK
