@@ -668,47 +668,57 @@ impl Node {
 
     /// For every group this node leads, hands leadership to the most up-to-date other voter,
     /// and waits (at most `patience`) until they have taken over: a node stopped on purpose
-    /// should not make the others wait an election timeout.
+    /// should not make the others wait an election timeout. A group this node comes to lead
+    /// meanwhile (an election that ends just then) is handed over too, and a transfer that
+    /// did not take is asked again after a second.
     pub async fn hand_over_leadership(&self, patience: Duration) {
-        let me = self.shared.id;
-        let targets: Vec<(GroupId, NodeId)> = {
-            let status = self.shared.status.lock().expect("status lock");
-            status
-                .groups
-                .iter()
-                .filter(|g| g.role == "leader")
-                .filter_map(|g| {
-                    let to = g
-                        .voters
-                        .iter()
-                        .filter(|&&v| v != me)
-                        .max_by_key(|&&v| g.match_index.get(&v).copied().unwrap_or(0))?;
-                    Some((g.group, *to))
-                })
-                .collect()
-        };
-        if targets.is_empty() {
-            return;
-        }
-        for &(group, to) in &targets {
-            tracing::info!(group, to, "handing leadership over before stopping");
-            if let Err(error) = Node::wait(self.transfer_leader(group, to), patience).await {
-                tracing::warn!(group, %error, "leadership transfer refused; stopping anyway");
-            }
-        }
+        const ASK_AGAIN: Duration = Duration::from_secs(1);
         let deadline = Instant::now() + patience;
-        while Instant::now() < deadline {
-            let still_leading = {
-                let status = self.shared.status.lock().expect("status lock");
-                status.groups.iter().any(|g| g.leader == Some(me))
-            };
-            if !still_leading {
-                tracing::info!("leadership handed over");
+        let mut asked: BTreeMap<GroupId, Instant> = BTreeMap::new();
+        loop {
+            let targets = self.handover_targets();
+            if targets.is_empty() {
+                if !asked.is_empty() {
+                    tracing::info!("leadership handed over");
+                }
                 return;
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!("leadership not handed over in time; stopping anyway");
+                return;
+            }
+            for (group, to) in targets {
+                if asked.get(&group).is_some_and(|at| at.elapsed() < ASK_AGAIN) {
+                    continue;
+                }
+                asked.insert(group, Instant::now());
+                tracing::info!(group, to, "handing leadership over before stopping");
+                let left = deadline.saturating_duration_since(Instant::now());
+                if let Err(error) = Node::wait(self.transfer_leader(group, to), left).await {
+                    tracing::warn!(group, %error, "leadership transfer refused");
+                }
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        tracing::warn!("leadership not handed over in time; stopping anyway");
+    }
+
+    /// The groups this node leads, each with the most up-to-date other voter to hand it to.
+    fn handover_targets(&self) -> Vec<(GroupId, NodeId)> {
+        let me = self.shared.id;
+        let status = self.shared.status.lock().expect("status lock");
+        status
+            .groups
+            .iter()
+            .filter(|g| g.role == "leader")
+            .filter_map(|g| {
+                let to = g
+                    .voters
+                    .iter()
+                    .filter(|&&v| v != me)
+                    .max_by_key(|&&v| g.match_index.get(&v).copied().unwrap_or(0))?;
+                Some((g.group, *to))
+            })
+            .collect()
     }
 
     /// Transport counters.
