@@ -125,6 +125,65 @@ fn a_client_routes_every_key_to_its_partition_and_a_merged_scan_sees_them_all_in
     assert_eq!(seen.len(), n, "{pages} pages");
     assert_eq!(seen, expected, "every key once, in key order");
 
+    // Each partition scanned on its own (as an application reading a whole keyspace does):
+    // every key in exactly one partition, each partition's keys in order, none elsewhere.
+    let mut by_partition: Vec<Vec<u8>> = Vec::new();
+    let mut nonempty = 0;
+    for p in 0..PARTITIONS as u32 {
+        let mut keys = Vec::new();
+        let mut continuation = None;
+        loop {
+            let page = rt
+                .block_on(client.scan_partition(
+                    "default",
+                    p,
+                    ScanOptions {
+                        range: ScanRange {
+                            prefix: Some("key:".into()),
+                            ..ScanRange::default()
+                        },
+                        limit: 7,
+                        continuation: continuation.take(),
+                        ..ScanOptions::default()
+                    },
+                ))
+                .unwrap();
+            keys.extend(page.entries.into_iter().map(|e| e.key.to_vec()));
+            match page.continuation {
+                Some(c) => continuation = Some(c),
+                None => break,
+            }
+        }
+        assert!(
+            keys.windows(2).all(|w| w[0] < w[1]),
+            "partition {p} in key order"
+        );
+        for k in &keys {
+            assert_eq!(
+                kvstore::partition::slot(k) as u64 * PARTITIONS / 16384,
+                u64::from(p),
+                "{} is in its own partition",
+                String::from_utf8_lossy(k)
+            );
+        }
+        nonempty += usize::from(!keys.is_empty());
+        by_partition.extend(keys);
+    }
+    by_partition.sort();
+    assert_eq!(by_partition, expected, "the partitions hold every key once");
+    assert!(
+        nonempty > PARTITIONS as usize / 2,
+        "{nonempty} partitions hold keys"
+    );
+    let err = rt
+        .block_on(client.scan_partition("default", PARTITIONS as u32, ScanOptions::default()))
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("has 64 partitions: there is no partition 64"),
+        "{err}"
+    );
+
     // Keys sharing a hash tag share a partition: a batch of them is atomic, and a scan of
     // the tag runs on that partition alone. A batch across partitions is refused.
     let put = |k: &str| BatchOp::Put {

@@ -671,6 +671,45 @@ impl ClusterClient {
         self.merged_scan(keyspace, options, partitions).await
     }
 
+    /// One page of a scan of partition `partition` of `keyspace` alone (0-based, below the
+    /// keyspace's partition count), in key order, with its own continuation. A reader of a
+    /// whole keyspace (an application building an index from it) scans each partition this
+    /// way, several at once, rather than through the merged scan, which must fetch a page
+    /// from every partition to return one.
+    pub async fn scan_partition(
+        &self,
+        keyspace: &str,
+        partition: u32,
+        options: super::ScanOptions,
+    ) -> Result<super::ScanPage> {
+        let partitions = self.partitions(keyspace).await?;
+        if partition >= partitions {
+            return Err(ClientError::Protocol(format!(
+                "keyspace {keyspace:?} has {partitions} partitions: there is no partition \
+                 {partition}"
+            )));
+        }
+        let mut request = ops::scan(keyspace, options);
+        if let Request::Scan { partition: p, .. } = &mut request {
+            *p = Some(partition);
+        }
+        ops::scanned(self.call(request).await?)
+    }
+
+    /// How many partitions `keyspace` has (1 on a node without a map: `SINGLE_NODE=1`).
+    pub async fn partitions(&self, keyspace: &str) -> Result<u32> {
+        match self.map().await {
+            Some(map) => match map.keyspace(keyspace) {
+                Ok(ks) => Ok(ks.partitions),
+                Err(_) => Ok(self.current_map().await?.keyspace(keyspace).map_or_else(
+                    |e| Err(ClientError::Protocol(e.to_string())),
+                    |ks| Ok(ks.partitions),
+                )?),
+            },
+            None => Ok(1),
+        }
+    }
+
     /// A scan of every partition, merged (see [`ClusterClient::scan`]). Its continuation
     /// token holds, per partition, whether it is finished and the last key returned from it.
     async fn merged_scan(
