@@ -33,3 +33,5 @@ if ! python3 -c 'import redis.cluster' 2>/dev/null; then
     || apt_install python3-redis
   python3 -c 'import redis.cluster'
 fi
+# The dictionary's real data (WordNet, GCIDE, CMUdict, word frequencies, aspell's English).
+"$(dirname "$0")/install-dictionary-data.sh"
