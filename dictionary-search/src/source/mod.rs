@@ -77,7 +77,7 @@ pub struct Parsed {
     /// Per part of speech, each lemma's synset offsets in sense order.
     pub senses: Vec<(Pos, String, Vec<u32>)>,
     /// Per part of speech, inflected form → base forms.
-    pub exceptions: Vec<(Pos, HashMap<String, Vec<String>>)>,
+    pub exceptions: Vec<(Pos, std::collections::BTreeMap<String, Vec<String>>)>,
     pub gcide: HashMap<String, Vec<gcide::GcideEntry>>,
     pub pronunciations: HashMap<String, Vec<String>>,
     pub frequencies: HashMap<String, f32>,

@@ -8,7 +8,7 @@
 //! last four hex digits: which word of this synset points at which word of the target, `0000`
 //! for the whole synset). The gloss is a definition then `; "examples"`.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::entry::Pos;
@@ -185,9 +185,10 @@ pub fn parse_index(text: &str, path: &Path) -> Result<Vec<(String, Vec<u32>)>> {
     Ok(lemmas)
 }
 
-/// Parses an exception list (`geese goose`: an inflected form and its base forms).
-pub fn parse_exceptions(text: &str, path: &Path) -> Result<HashMap<String, Vec<String>>> {
-    let mut exceptions: HashMap<String, Vec<String>> = HashMap::new();
+/// Parses an exception list (`geese goose`: an inflected form and its base forms), in order
+/// (a merge must not depend on a hash map's order).
+pub fn parse_exceptions(text: &str, path: &Path) -> Result<BTreeMap<String, Vec<String>>> {
+    let mut exceptions: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (n, line) in text.lines().enumerate() {
         let mut words = line.split_ascii_whitespace();
         let Some(form) = words.next() else { continue };
