@@ -32,8 +32,10 @@ pub fn merge(parsed: &Parsed) -> BTreeMap<String, Entry> {
                 continue; // an index naming a synset the data lacks: skip the sense
             };
             let me = synset.words.iter().position(|w| Entry::key_of(w) == key);
-            if entry.word.is_empty() {
-                entry.word = me.map_or_else(|| lemma.clone(), |i| synset.words[i].clone());
+            // The lowercase form if any sense writes it so (`weird`, not the Fates' `Weird`).
+            let written = me.map_or_else(|| lemma.clone(), |i| synset.words[i].clone());
+            if entry.word.is_empty() || written == key {
+                entry.word = written;
             }
             entry.senses.push(Sense {
                 pos: *pos,
@@ -73,7 +75,15 @@ pub fn merge(parsed: &Parsed) -> BTreeMap<String, Entry> {
         let entry = entries.entry(key.clone()).or_default();
         for g in gcide_entries {
             if entry.word.is_empty() {
-                entry.word = g.headword.clone();
+                // GCIDE capitalises every headword (`Goose`): a dictionary shows `goose`.
+                let mut chars = g.headword.chars();
+                let title_case = chars.next().is_some_and(char::is_uppercase)
+                    && chars.all(|c| !c.is_uppercase());
+                entry.word = if title_case {
+                    key.clone()
+                } else {
+                    g.headword.clone()
+                };
             }
             for s in &g.senses {
                 entry.senses.push(Sense {
@@ -113,6 +123,11 @@ pub fn merge(parsed: &Parsed) -> BTreeMap<String, Entry> {
             tidy(list, key);
         }
         entry.etymology.dedup();
+        entry.form_frequencies = entry
+            .forms
+            .iter()
+            .map(|f| parsed.frequencies.get(f).copied().unwrap_or(0.0))
+            .collect();
     }
     entries.retain(|_, e| !e.senses.is_empty());
     entries

@@ -75,6 +75,10 @@ pub struct Entry {
     /// Inflected forms (`geese` for `goose`), from WordNet's exceptions and GCIDE's headers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub forms: Vec<String>,
+    /// Each form's Zipf frequency, in the order of `forms` (spelling correction ranks
+    /// `occurred` by how common `occurred` is, not `occur`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub form_frequencies: Vec<f32>,
     /// Zipf frequency (log10 of occurrences per billion words; 0 when unknown).
     pub frequency: f32,
 }

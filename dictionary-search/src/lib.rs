@@ -15,5 +15,8 @@
 pub mod dataset;
 pub mod entry;
 pub mod error;
+pub mod index;
+pub mod morph;
 pub mod source;
+pub mod spell;
 pub mod store;
