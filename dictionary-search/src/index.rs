@@ -41,6 +41,8 @@ pub enum QueryError {
     TooLong { chars: usize, limit: usize },
     #[error("the pattern has no letter: it would match the whole dictionary")]
     PatternTooBroad,
+    #[error("the query does not parse: {0}")]
+    BadQuery(String),
 }
 
 /// One headword's place in the rankings.
@@ -64,6 +66,15 @@ pub struct Index {
     rhymes: HashMap<String, Vec<u32>>,
     assonances: HashMap<String, Vec<u32>>,
     pub(crate) spelling: crate::spell::Speller,
+    fulltext: crate::fulltext::FullText,
+}
+
+/// A full-text hit: the entry and its highlighted snippet.
+#[derive(Debug, Clone)]
+pub struct SearchHit<'a> {
+    pub entry: &'a Entry,
+    pub score: f32,
+    pub snippet_html: String,
 }
 
 /// A pattern's matches, best first.
@@ -197,6 +208,8 @@ impl Index {
             ids.sort_by(|a, b| better(&ranks[*a as usize], &ranks[*b as usize]));
         }
         let spelling = crate::spell::Speller::new(&entries);
+        let fulltext = crate::fulltext::FullText::build(&entries)
+            .expect("an index in memory builds (tantivy fails only on IO)");
         Index {
             version: version.to_string(),
             entries,
@@ -210,7 +223,23 @@ impl Index {
             rhymes,
             assonances,
             spelling,
+            fulltext,
         }
+    }
+
+    /// Entries whose definitions and examples match `query` best (BM25; the headword counts
+    /// more; `"phrases"` in quotes), each with a highlighted snippet.
+    pub fn search(&self, query: &str, limit: usize) -> Result<Vec<SearchHit<'_>>, QueryError> {
+        Ok(self
+            .fulltext
+            .search(query, limit, &self.entries)?
+            .into_iter()
+            .map(|h| SearchHit {
+                entry: &self.entries[h.id as usize],
+                score: h.score,
+                snippet_html: h.snippet_html,
+            })
+            .collect())
     }
 
     pub fn len(&self) -> usize {

@@ -136,3 +136,30 @@ fn real_misspellings_get_their_word_first() {
         "a right word is its own answer"
     );
 }
+
+#[test]
+fn the_reverse_dictionary_finds_a_word_by_its_meaning() {
+    let ix = index();
+    let hits = ix.search("a fear of heights", 10).unwrap();
+    let words: Vec<&str> = hits.iter().map(|h| h.entry.word.as_str()).collect();
+    assert!(words[..3].contains(&"acrophobia"), "{words:?}");
+    let acro = hits.iter().find(|h| h.entry.word == "acrophobia").unwrap();
+    assert!(
+        acro.snippet_html.contains("<b>fear</b>"),
+        "{}",
+        acro.snippet_html
+    );
+    assert!(
+        acro.snippet_html.contains("<b>heights</b>"),
+        "{}",
+        acro.snippet_html
+    );
+    // A phrase must appear as written.
+    let phrase = ix.search("\"morbid fear of great heights\"", 10).unwrap();
+    assert_eq!(phrase[0].entry.word, "acrophobia");
+    // A headword match counts more than a mention in a definition.
+    assert_eq!(ix.search("goose", 5).unwrap()[0].entry.word, "goose");
+    let bad = ix.search("nosuchfield:fear", 5).unwrap_err();
+    assert!(bad.to_string().contains("does not parse"), "{bad}");
+    assert!(ix.search("", 5).is_err());
+}
