@@ -18,6 +18,7 @@ pub mod error;
 pub mod fulltext;
 pub mod index;
 pub mod morph;
+pub mod server;
 pub mod source;
 pub mod spell;
 pub mod store;

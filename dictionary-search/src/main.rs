@@ -1,6 +1,8 @@
 //! The `dictionary-search` binary: parses the arguments and runs a subcommand of the library.
 //!
 //! - `load --store ADDRS`: parse the sources, merge, write the `dictionary` keyspace;
+//! - `serve --listen HOST:PORT --store ADDRS`: a search replica (API, pages, health, metrics)
+//!   that builds its indexes from the store and follows its dataset version;
 //! - `show WORD`: one merged entry as JSON, from the sources or (`--store`) from the store.
 
 use std::path::PathBuf;
@@ -72,6 +74,15 @@ enum Command {
         #[command(flatten)]
         sources: SourceArgs,
     },
+    /// Serves search (JSON API and web page) from indexes built from the store.
+    Serve {
+        /// Where to listen for HTTP.
+        #[arg(long, default_value = "127.0.0.1:8380")]
+        listen: String,
+        /// Client addresses of store nodes, comma-separated.
+        #[arg(long, env = "DICTIONARY_STORE", value_delimiter = ',', required = true)]
+        store: Vec<String>,
+    },
     /// Prints one merged entry as JSON.
     Show {
         word: String,
@@ -107,7 +118,44 @@ fn main() -> anyhow::Result<()> {
             store,
             sources,
         } => runtime.block_on(show(&word, store, sources.sources())),
+        Command::Serve { listen, store } => runtime.block_on(serve(&listen, store)),
     }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+async fn serve(listen: &str, addresses: Vec<String>) -> anyhow::Result<()> {
+    use dictionary_search::server::{self, replica::Replica};
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
+    let client = Arc::new(ClusterClient::new(addresses, ClusterConfig::default()));
+    let replica = Arc::new(Replica::new(client));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let maintain = tokio::spawn(replica.clone().maintain(stopped()));
+    tracing::info!(listen = %listener.local_addr()?, "dictionary-search serving (the index builds from the store)");
+    let app = server::App::new(replica);
+    let http = tokio::spawn(server::run(listener, app, stopped()));
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    http.await?.context("the HTTP server")?;
+    maintain.await?;
+    Ok(())
 }
 
 /// Parses and merges every source, logging each step.

@@ -34,6 +34,24 @@ pub fn kvstore_bin() -> PathBuf {
     bin
 }
 
+/// A binary of the workspace (`dictionary-search`, …) that cargo built next to this test:
+/// `target/<profile>/<name>`.
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary has a path");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>")
+        .join(name);
+    assert!(
+        bin.exists(),
+        "{} does not exist: build it first with `cargo build --workspace --bins` (the README's \
+         test command does)",
+        bin.display()
+    );
+    bin
+}
+
 /// A scratch directory removed on drop.
 #[derive(Debug)]
 pub struct TempDir {

@@ -8,26 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dictionary_search::entry::Entry;
-use dictionary_search::source::Sources;
 use dictionary_search::{dataset, store};
 use kvstore::client::cluster::{ClusterClient, ClusterConfig};
 use kvstore::wire::Consistency;
 use tests::cluster::{Cluster, ClusterOptions};
+use tests::dictionary::slice;
 use tests::harness::runtime;
-
-/// Every 400th entry of the real dictionary, and a few the examples name.
-fn slice() -> BTreeMap<String, Entry> {
-    let parsed = Sources::default()
-        .read(&mut |_| {})
-        .expect("the dictionary sources (scripts/install-dictionary-data.sh installs them)");
-    let all = dataset::merge(&parsed);
-    let named = ["acrophobia", "goose", "run", "good", "better", "ice cream"];
-    all.into_iter()
-        .enumerate()
-        .filter(|(i, (k, _))| i % 400 == 0 || named.contains(&k.as_str()))
-        .map(|(_, kv)| kv)
-        .collect()
-}
 
 fn read_back(rt: &tokio::runtime::Runtime, client: &Arc<ClusterClient>) -> BTreeMap<String, Entry> {
     rt.block_on(store::read_all(
@@ -43,11 +29,11 @@ fn read_back(rt: &tokio::runtime::Runtime, client: &Arc<ClusterClient>) -> BTree
 
 #[test]
 fn the_dictionary_loads_into_the_store_once_and_survives_a_node_killed_mid_load() {
-    let entries = slice();
+    let entries = slice(400);
     assert!(entries.len() > 500, "{} entries", entries.len());
     let version = dataset::version(&entries);
     // A second parse of the same files gives the same dataset version.
-    assert_eq!(dataset::version(&slice()), version);
+    assert_eq!(dataset::version(&slice(400)), version);
 
     let mut cluster = Cluster::start("dictionary-store", ClusterOptions::default()).unwrap();
     cluster.wait_for_leader(Duration::from_secs(30)).unwrap();

@@ -1,0 +1,100 @@
+//! What the dictionary tests share: a slice of the real dictionary, and a search replica
+//! (`dictionary-search serve`) run as a real process, spoken to with curl.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use dictionary_search::dataset;
+use dictionary_search::entry::Entry;
+use dictionary_search::source::Sources;
+
+use crate::harness::{free_ports, wait_until, workspace_bin};
+
+/// Every `every`th entry of the real dictionary (parsed from the installed sources), and the
+/// ones the examples name.
+pub fn slice(every: usize) -> BTreeMap<String, Entry> {
+    let parsed = Sources::default()
+        .read(&mut |_| {})
+        .expect("the dictionary sources (scripts/install-dictionary-data.sh installs them)");
+    let all = dataset::merge(&parsed);
+    let named = [
+        "acrophobia",
+        "goose",
+        "run",
+        "good",
+        "better",
+        "ice cream",
+        "fear",
+        "height",
+        "across",
+        "acronym",
+        "cat",
+        "hat",
+        "bat",
+        "listen",
+        "silent",
+    ];
+    all.into_iter()
+        .enumerate()
+        .filter(|(i, (k, _))| i % every == 0 || named.contains(&k.as_str()))
+        .map(|(_, kv)| kv)
+        .collect()
+}
+
+/// A `dictionary-search serve` process, killed on drop.
+pub struct Replica {
+    pub child: Child,
+    pub addr: String,
+    pub log: std::path::PathBuf,
+}
+
+impl Replica {
+    pub fn start(store: &[String], dir: &Path) -> Replica {
+        let port = free_ports(1)[0];
+        let addr = format!("127.0.0.1:{port}");
+        let log = dir.join(format!("replica-{port}.log"));
+        let child = Command::new(workspace_bin("dictionary-search"))
+            .args(["serve", "--listen", &addr, "--store", &store.join(",")])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("a log file"))
+            .spawn()
+            .expect("starting dictionary-search serve");
+        Replica { child, addr, log }
+    }
+
+    /// Waits until `/health` answers 200 (the index is built).
+    pub fn wait_ready(&self, timeout: Duration) -> bool {
+        wait_until(timeout, || self.get("/health").0 == 200)
+    }
+
+    /// `curl` GET: the status and the body.
+    pub fn get(&self, path: &str) -> (u16, String) {
+        curl(&format!("http://{}{path}", self.addr), &[])
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs curl on `url` with `args`; the status code and the body (headers too with `-i`).
+pub fn curl(url: &str, args: &[&str]) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "10", "-w", "\n%{http_code}"])
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("curl (scripts/install-test-deps.sh installs it)");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
