@@ -5,6 +5,7 @@
 //! and restarts them on the same data directory. Part 2 extends it to whole clusters with
 //! partitions; [`linearizability`] is the checker their histories go through.
 
+pub mod browser;
 pub mod cluster;
 pub mod dictionary;
 pub mod harness;
