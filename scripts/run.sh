@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Runs the suite with embedded defaults: today a 3-node kvstore cluster (parts 1 to 3: the keyspace
-# `default` in 64 partitions, each a Raft group of three), data in ./kvstore-data/node-N. Node N
-# listens on:
+# Runs the suite with embedded defaults: a 3-node kvstore cluster (parts 1 to 3: the keyspace
+# `default` in 64 partitions, each a Raft group of three), data in ./kvstore-data/node-N, and
+# on it the dictionary (case study 1: the real WordNet, GCIDE and CMUdict data, installed by
+# scripts/install-dictionary-data.sh, loaded into the keyspace `dictionary` once and reused on
+# restart) served at http://127.0.0.1:8380/. Node N listens on:
 #
 #   node 1: binary 127.0.0.1:7379, Redis 127.0.0.1:6380, HTTP 127.0.0.1:7380, peers 7371
 #   node 2: binary 127.0.0.1:7479, Redis 127.0.0.1:6480, HTTP 127.0.0.1:7480, peers 7471
@@ -21,10 +23,22 @@ if [ "${SINGLE_NODE:-0}" = 1 ]; then
   exec "$K" serve --data-dir "$DATA" "$@"
 fi
 
+scripts/install-dictionary-data.sh
+cargo build --release -q -p dictionary-search
+D=target/release/dictionary-search
+STORE="127.0.0.1:7379,127.0.0.1:7479,127.0.0.1:7579"
+
 PEERS="1=127.0.0.1:7371,2=127.0.0.1:7471,3=127.0.0.1:7571"
 PIDS=()
+APP_PIDS=()
 stop() {
   trap - INT TERM EXIT
+  # The applications first (they finish their requests), then the store under them.
+  if [ ${#APP_PIDS[@]} -gt 0 ]; then
+    echo "stopping the applications..." >&2
+    kill -TERM "${APP_PIDS[@]}" 2>/dev/null || true
+    wait "${APP_PIDS[@]}" 2>/dev/null || true
+  fi
   echo "stopping the cluster..." >&2
   kill -TERM "${PIDS[@]}" 2>/dev/null || true
   wait "${PIDS[@]}" 2>/dev/null || true
@@ -38,8 +52,16 @@ for i in 1 2 3; do
     --idle-spin-us 0 "$@" &
   PIDS+=("$!")
 done
+# The dictionary: load (a no-op when the store holds this dataset already), then serve.
+until "$K" cluster --addr "$STORE" status >/dev/null 2>&1; do sleep 0.5; done
+"$D" load --store "$STORE"
+"$D" serve --listen 127.0.0.1:8380 --store "$STORE" &
+APP_PIDS+=("$!")
+
 cat <<MSG
-A 3-node kvstore cluster is starting. In another terminal:
+A 3-node kvstore cluster is running, and on it:
+  http://127.0.0.1:8380/                              # the dictionary (API: /api/suggest?q=acro, ...)
+In another terminal:
   $K cluster status                                   # per node: replicas, leaders, keys, bytes, moves
   open http://127.0.0.1:7380/                         # the live cluster page (any node's admin port)
   $K put greeting hello --addr 127.0.0.1:7479         # any node: followers redirect to the leader
