@@ -9,6 +9,7 @@
 #                       /usr/share/festival/dicts/cmu/cmudict-0.4.out); rhymes need the stress,
 #                       which pocketsphinx-en-us's copy lacks
 #   aspell-en           GNU aspell's English dictionary: the "did you mean" baseline
+#   codespell           its list of real misspellings with their corrections: the evaluation
 #   wordfreq (PyPI)     word frequencies, exported here once to
 #                       $DICTIONARY_DATA_DIR/wordfreq-en.tsv (default
 #                       ~/.local/share/dictionary-search): "word<TAB>zipf" per line
@@ -19,6 +20,7 @@ need=()
 [ -f /usr/share/wordnet/data.noun ] || need+=(wordnet-base)
 [ -f /usr/share/dictd/gcide.index ] || need+=(dict-gcide)
 [ -f /usr/share/festival/dicts/cmu/cmudict-0.4.out ] || need+=(festlex-cmu)
+[ -f /usr/lib/python3/dist-packages/codespell_lib/data/dictionary.txt ] || need+=(codespell)
 command -v aspell >/dev/null && [ -d /usr/lib/aspell ] && ls /usr/lib/aspell/en* >/dev/null 2>&1 \
   || need+=(aspell aspell-en)
 if [ ${#need[@]} -gt 0 ]; then

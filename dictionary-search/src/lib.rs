@@ -15,6 +15,7 @@
 pub mod dataset;
 pub mod entry;
 pub mod error;
+pub mod eval;
 pub mod fulltext;
 pub mod index;
 pub mod morph;

@@ -83,6 +83,27 @@ enum Command {
         #[arg(long, env = "DICTIONARY_STORE", value_delimiter = ',', required = true)]
         store: Vec<String>,
     },
+    /// Measures "did you mean" on real misspellings (codespell's list), against GNU aspell
+    /// side by side: how often each puts the right word first, and in its first five.
+    EvalSpelling {
+        /// codespell's dictionary (`typo->correction` lines).
+        #[arg(
+            long,
+            default_value = "/usr/lib/python3/dist-packages/codespell_lib/data/dictionary.txt"
+        )]
+        list: PathBuf,
+        /// Every Nth usable pair only.
+        #[arg(long, default_value_t = 1)]
+        every: usize,
+        /// Skips aspell.
+        #[arg(long)]
+        no_aspell: bool,
+        /// Prints this many of the misspellings it got wrong.
+        #[arg(long, default_value_t = 0)]
+        misses: usize,
+        #[command(flatten)]
+        sources: SourceArgs,
+    },
     /// Prints one merged entry as JSON.
     Show {
         word: String,
@@ -119,6 +140,13 @@ fn main() -> anyhow::Result<()> {
             sources,
         } => runtime.block_on(show(&word, store, sources.sources())),
         Command::Serve { listen, store } => runtime.block_on(serve(&listen, store)),
+        Command::EvalSpelling {
+            list,
+            every,
+            no_aspell,
+            misses,
+            sources,
+        } => eval_spelling(&list, every, !no_aspell, misses, &sources.sources()),
     }
 }
 
@@ -242,4 +270,138 @@ async fn show(word: &str, addresses: Vec<String>, sources: Sources) -> anyhow::R
         }
         None => anyhow::bail!("no entry for {word:?}"),
     }
+}
+
+/// Runs `words` through `aspell -a` (one per line) and returns its suggestions for each, in
+/// order (empty for a word it accepts).
+fn aspell(words: &[&str]) -> anyhow::Result<Vec<Option<Vec<String>>>> {
+    use std::io::{BufRead, Write};
+    let mut child = std::process::Command::new("aspell")
+        .args(["-a", "--lang=en", "--sug-mode=normal"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("running aspell (scripts/install-dictionary-data.sh installs aspell-en)")?;
+    let mut stdin = child.stdin.take().expect("piped");
+    let input: String = words.iter().map(|w| format!("^{w}\n")).collect();
+    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+    let stdout = std::io::BufReader::new(child.stdout.take().expect("piped"));
+    let mut answers = Vec::with_capacity(words.len());
+    let mut current: Option<Option<Vec<String>>> = None;
+    for line in stdout.lines().skip(1) {
+        let line = line?;
+        if line.is_empty() {
+            answers.push(current.take().unwrap_or(None));
+            if answers.len() == words.len() {
+                break;
+            }
+        } else if current.is_none() {
+            current = Some(dictionary_search::eval::aspell_suggestions(&line));
+        }
+    }
+    writer.join().expect("the writer thread")?;
+    child.wait()?;
+    Ok(answers)
+}
+
+fn eval_spelling(
+    list: &std::path::Path,
+    every: usize,
+    with_aspell: bool,
+    misses: usize,
+    sources: &Sources,
+) -> anyhow::Result<()> {
+    use dictionary_search::eval::{codespell_pairs, Score};
+    let entries = read_dataset(sources)?;
+    let version = dataset::version(&entries);
+    let started = Instant::now();
+    let index = dictionary_search::index::Index::build(&version, entries.into_values().collect());
+    tracing::info!(
+        seconds = format!("{:.1}", started.elapsed().as_secs_f64()),
+        "built the index"
+    );
+    let text = std::fs::read_to_string(list)
+        .with_context(|| format!("reading {} (Debian's codespell)", list.display()))?;
+    let mut pairs = codespell_pairs(&text, |w| index.knows(w));
+    pairs = pairs.into_iter().step_by(every.max(1)).collect();
+    let aspell_answers = if with_aspell {
+        // Fair to both: aspell must know the word meant and not the misspelling.
+        let words: Vec<&str> = pairs
+            .iter()
+            .flat_map(|p| [p.typed.as_str(), p.meant.as_str()])
+            .collect();
+        let answers = aspell(&words)?;
+        let mut kept = Vec::new();
+        let mut kept_answers = Vec::new();
+        for (i, p) in pairs.into_iter().enumerate() {
+            let (typed, meant) = (&answers[2 * i], &answers[2 * i + 1]);
+            if meant.as_ref().is_some_and(|m| m.is_empty())
+                && typed.as_ref().is_some_and(|t| !t.is_empty())
+            {
+                kept.push(p);
+                kept_answers.push(typed.clone().unwrap_or_default());
+            }
+        }
+        pairs = kept;
+        Some(kept_answers)
+    } else {
+        None
+    };
+    let mut ours = Score::default();
+    let started = Instant::now();
+    let mut missed = Vec::new();
+    for p in &pairs {
+        let got: Vec<String> = index
+            .spell(&p.typed, 5)?
+            .into_iter()
+            .map(|c| c.word)
+            .collect();
+        if got
+            .first()
+            .is_none_or(|g| !g.eq_ignore_ascii_case(&p.meant))
+            && missed.len() < misses
+        {
+            missed.push(format!(
+                "{} -> {} (got {:?})",
+                p.typed,
+                p.meant,
+                &got[..got.len().min(3)]
+            ));
+        }
+        ours.add(&p.meant, &got);
+    }
+    let ours_us = started.elapsed().as_secs_f64() * 1e6 / pairs.len().max(1) as f64;
+    for m in &missed {
+        println!("missed: {m}");
+    }
+    println!("{} real misspellings from {}", pairs.len(), list.display());
+    println!(
+        "{:<22} {:>11} {:>11} {:>10}",
+        "speller", "right first", "in top 5", "µs/word"
+    );
+    println!(
+        "{:<22} {:>10.1}% {:>10.1}% {:>10.0}",
+        "dictionary-search",
+        100.0 * ours.first_rate(),
+        100.0 * ours.top5_rate(),
+        ours_us
+    );
+    if let Some(answers) = aspell_answers {
+        let mut theirs = Score::default();
+        for (p, a) in pairs.iter().zip(&answers) {
+            theirs.add(&p.meant, a);
+        }
+        let started = Instant::now();
+        let words: Vec<&str> = pairs.iter().map(|p| p.typed.as_str()).collect();
+        aspell(&words)?;
+        let aspell_us = started.elapsed().as_secs_f64() * 1e6 / pairs.len().max(1) as f64;
+        println!(
+            "{:<22} {:>10.1}% {:>10.1}% {:>10.0}",
+            "aspell 0.60 (en)",
+            100.0 * theirs.first_rate(),
+            100.0 * theirs.top5_rate(),
+            aspell_us
+        );
+    }
+    Ok(())
 }
