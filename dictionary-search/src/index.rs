@@ -22,7 +22,7 @@ use crate::source::cmudict::is_vowel;
 /// Suggestions a query returns at most.
 pub const SUGGEST_LIMIT: usize = 10;
 /// Prefixes this short have their suggestions precomputed (they match the most words).
-pub const TOP_PREFIX_CHARS: usize = 3;
+pub const TOP_PREFIX_CHARS: usize = 4;
 /// The longest query (in characters) any search takes.
 pub const QUERY_CHARS_MAX: usize = 64;
 /// The longest pattern (in characters).
@@ -589,6 +589,13 @@ mod tests {
             ["cat", "cap", "catalogue", "café", "cataract"]
         );
         assert_eq!(ix.suggest("cata", 10).unwrap(), ["catalogue", "cataract"]);
+        // Past the precomputed prefixes: the fst's range, ranked the same way.
+        assert_eq!(ix.suggest("catar", 10).unwrap(), ["cataract"]);
+        assert_eq!(
+            ix.suggest("unb", 10).unwrap(),
+            ix.suggest("unbe", 10).unwrap()
+        );
+        assert_eq!(ix.suggest("unbel", 10).unwrap(), ["unbelievable"]);
         assert_eq!(ix.suggest("CAT", 2).unwrap(), ["cat", "catalogue"]);
         assert!(ix.suggest("zzzz", 10).unwrap().is_empty());
         assert_eq!(ix.suggest("  ", 10), Err(QueryError::Empty));

@@ -12,6 +12,7 @@
 //! Pure cores (parsing, merging) and IO at the edges: the binary reads files and talks to the
 //! store; everything else is tested without either.
 
+pub mod bench;
 pub mod dataset;
 pub mod entry;
 pub mod error;

@@ -104,6 +104,48 @@ enum Command {
         #[command(flatten)]
         sources: SourceArgs,
     },
+    /// Writes every merged entry as JSON lines (the benchmark's peers index the same data).
+    Export {
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        sources: SourceArgs,
+    },
+    /// Writes the benchmark's seeded queries (`kind<TAB>query[<TAB>expected]` lines).
+    BenchQueries {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 1000)]
+        per_kind: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// codespell's list, for the misspellings.
+        #[arg(
+            long,
+            default_value = "/usr/lib/python3/dist-packages/codespell_lib/data/dictionary.txt"
+        )]
+        list: PathBuf,
+        #[command(flatten)]
+        sources: SourceArgs,
+    },
+    /// Times the queries of a query file: in this process on an index built from the sources
+    /// (server-side), or over HTTP against a running `serve` (`--http`). Prints a JSON line
+    /// per kind of query.
+    Bench {
+        #[arg(long)]
+        queries: PathBuf,
+        /// A running replica's address: time HTTP requests over loopback instead.
+        #[arg(long)]
+        http: Option<String>,
+        /// Keep-alive connections (concurrent clients) for `--http`.
+        #[arg(long, default_value_t = 8)]
+        connections: usize,
+        /// Each query is sent this many times (more samples for the percentiles).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        #[command(flatten)]
+        sources: SourceArgs,
+    },
     /// Prints one merged entry as JSON.
     Show {
         word: String,
@@ -140,6 +182,24 @@ fn main() -> anyhow::Result<()> {
             sources,
         } => runtime.block_on(show(&word, store, sources.sources())),
         Command::Serve { listen, store } => runtime.block_on(serve(&listen, store)),
+        Command::Export { out, sources } => export(&out, &sources.sources()),
+        Command::BenchQueries {
+            out,
+            per_kind,
+            seed,
+            list,
+            sources,
+        } => bench_queries(&out, per_kind, seed, &list, &sources.sources()),
+        Command::Bench {
+            queries,
+            http,
+            connections,
+            rounds,
+            sources,
+        } => match http {
+            Some(addr) => runtime.block_on(bench_http(&queries, &addr, connections, rounds)),
+            None => bench_local(&queries, rounds, &sources.sources()),
+        },
         Command::EvalSpelling {
             list,
             every,
@@ -401,6 +461,226 @@ fn eval_spelling(
             100.0 * theirs.first_rate(),
             100.0 * theirs.top5_rate(),
             aspell_us
+        );
+    }
+    Ok(())
+}
+
+fn export(out: &std::path::Path, sources: &Sources) -> anyhow::Result<()> {
+    use std::io::Write;
+    let entries = read_dataset(sources)?;
+    let mut file = std::io::BufWriter::new(
+        std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?,
+    );
+    for e in entries.values() {
+        serde_json::to_writer(&mut file, e)?;
+        file.write_all(b"\n")?;
+    }
+    file.flush()?;
+    tracing::info!(entries = entries.len(), out = %out.display(), "exported");
+    Ok(())
+}
+
+fn bench_queries(
+    out: &std::path::Path,
+    per_kind: usize,
+    seed: u64,
+    list: &std::path::Path,
+    sources: &Sources,
+) -> anyhow::Result<()> {
+    let entries = read_dataset(sources)?;
+    let version = dataset::version(&entries);
+    let refs: Vec<&dictionary_search::entry::Entry> = entries.values().collect();
+    let index =
+        dictionary_search::index::Index::build(&version, entries.values().cloned().collect());
+    let text =
+        std::fs::read_to_string(list).with_context(|| format!("reading {}", list.display()))?;
+    let pairs = dictionary_search::eval::codespell_pairs(&text, |w| index.knows(w));
+    let lines = dictionary_search::bench::queries(&refs, &pairs, per_kind, seed);
+    std::fs::write(out, lines.join("\n") + "\n")
+        .with_context(|| format!("writing {}", out.display()))?;
+    tracing::info!(queries = lines.len(), out = %out.display(), "wrote the queries");
+    Ok(())
+}
+
+/// The query file's lines as (kind, query, expected).
+fn read_queries(path: &std::path::Path) -> anyhow::Result<Vec<(String, String, String)>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(text
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split('\t');
+            Some((
+                f.next()?.to_string(),
+                f.next()?.to_string(),
+                f.next().unwrap_or("").to_string(),
+            ))
+        })
+        .collect())
+}
+
+fn report(
+    system: &str,
+    mode: &str,
+    kind: &str,
+    micros: Vec<f64>,
+    seconds: f64,
+    right_first: Option<f64>,
+) {
+    let n = micros.len();
+    let l = dictionary_search::bench::Latency::of(micros);
+    let mut line = serde_json::json!({
+        "system": system, "mode": mode, "kind": kind, "queries": n,
+        "p50_us": (l.p50_us * 10.0).round() / 10.0, "p99_us": (l.p99_us * 10.0).round() / 10.0,
+        "qps": (n as f64 / seconds).round(),
+    });
+    if let Some(r) = right_first {
+        line["right_first"] = serde_json::json!((r * 1000.0).round() / 1000.0);
+    }
+    println!("{line}");
+}
+
+fn bench_local(path: &std::path::Path, rounds: usize, sources: &Sources) -> anyhow::Result<()> {
+    let queries = read_queries(path)?;
+    let entries = read_dataset(sources)?;
+    let version = dataset::version(&entries);
+    let index = dictionary_search::index::Index::build(&version, entries.into_values().collect());
+    for kind in ["prefix", "spell", "search"] {
+        let chosen: Vec<&(String, String, String)> =
+            queries.iter().filter(|q| q.0 == kind).collect();
+        let mut micros = Vec::with_capacity(chosen.len() * rounds);
+        let mut right = 0usize;
+        let started = Instant::now();
+        for round in 0..rounds.max(1) {
+            for (_, q, expected) in &chosen {
+                let t = Instant::now();
+                let first = match kind {
+                    "prefix" => index
+                        .suggest(q, 10)
+                        .ok()
+                        .and_then(|v| v.first().map(|w| w.to_string())),
+                    "spell" => index
+                        .spell(q, 5)
+                        .ok()
+                        .and_then(|v| v.first().map(|c| c.word.clone())),
+                    _ => index
+                        .search(q, 10)
+                        .ok()
+                        .and_then(|v| v.first().map(|h| h.entry.word.clone())),
+                };
+                micros.push(t.elapsed().as_secs_f64() * 1e6);
+                if round == 0 && kind == "spell" && first.as_deref() == Some(expected.as_str()) {
+                    right += 1;
+                }
+            }
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        let right_first = (kind == "spell").then(|| right as f64 / chosen.len().max(1) as f64);
+        report(
+            "dictionary-search",
+            "in-process",
+            kind,
+            micros,
+            seconds,
+            right_first,
+        );
+    }
+    Ok(())
+}
+
+/// One keep-alive HTTP/1.1 GET; the status code.
+async fn http_get(
+    stream: &mut tokio::io::BufStream<tokio::net::TcpStream>,
+    path: &str,
+) -> anyhow::Result<u16> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n").as_bytes())
+        .await?;
+    stream.flush().await?;
+    let mut status = 0;
+    let mut length = 0usize;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if stream.read_line(&mut line).await? == 0 {
+            anyhow::bail!("the server closed the connection");
+        }
+        let l = line.trim_end();
+        if status == 0 {
+            status = l
+                .split(' ')
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+        } else if l.is_empty() {
+            break;
+        } else if let Some((name, value)) = l.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse()?;
+            }
+        }
+    }
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).await?;
+    Ok(status)
+}
+
+fn encode(q: &str) -> String {
+    dictionary_search::server::page::url_path(q)
+}
+
+async fn bench_http(
+    path: &std::path::Path,
+    addr: &str,
+    connections: usize,
+    rounds: usize,
+) -> anyhow::Result<()> {
+    let queries = read_queries(path)?;
+    for kind in ["prefix", "spell", "search"] {
+        let route = match kind {
+            "prefix" => "/api/suggest?q=",
+            "spell" => "/api/spell?q=",
+            _ => "/api/search?q=",
+        };
+        let paths: Vec<String> = queries
+            .iter()
+            .filter(|q| q.0 == kind)
+            .map(|q| format!("{route}{}", encode(&q.1)))
+            .collect();
+        let paths = Arc::new(paths);
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for c in 0..connections.max(1) {
+            let (paths, addr) = (paths.clone(), addr.to_string());
+            tasks.push(tokio::spawn(async move {
+                let mut stream =
+                    tokio::io::BufStream::new(tokio::net::TcpStream::connect(&addr).await?);
+                let mut micros = Vec::new();
+                for _ in 0..rounds.max(1) {
+                    for p in paths.iter().skip(c).step_by(connections.max(1)) {
+                        let t = Instant::now();
+                        let status = http_get(&mut stream, p).await?;
+                        anyhow::ensure!(status == 200, "{p}: HTTP {status}");
+                        micros.push(t.elapsed().as_secs_f64() * 1e6);
+                    }
+                }
+                Ok::<_, anyhow::Error>(micros)
+            }));
+        }
+        let mut micros = Vec::new();
+        for t in tasks {
+            micros.extend(t.await??);
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        report(
+            "dictionary-search",
+            &format!("http, {connections} connections"),
+            kind,
+            micros,
+            seconds,
+            None,
         );
     }
     Ok(())
