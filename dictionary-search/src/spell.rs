@@ -57,6 +57,9 @@ pub struct Speller {
     /// and the automaton walks only the one it needs.
     single: fst::Map<Vec<u8>>,
     phrases: fst::Map<Vec<u8>>,
+    /// The single words people use (a frequency above 0): two edits away, a word nobody
+    /// writes is almost never the one meant, and this fst is a third the size.
+    common: fst::Map<Vec<u8>>,
     by_sound: std::collections::HashMap<String, Vec<u32>>,
     within_1: LevenshteinAutomatonBuilder,
     within_2: LevenshteinAutomatonBuilder,
@@ -105,6 +108,14 @@ impl Speller {
             fst::Map::from_iter(chosen.map(|(i, w)| (&w.key, i as u64))).expect("sorted and unique")
         };
         let (single, phrases) = (part(false), part(true));
+        let common = fst::Map::from_iter(
+            words
+                .iter()
+                .enumerate()
+                .filter(|(_, w)| !w.key.contains(' ') && w.frequency > 0.0)
+                .map(|(i, w)| (&w.key, i as u64)),
+        )
+        .expect("sorted and unique");
         let mut by_sound: std::collections::HashMap<String, Vec<u32>> = Default::default();
         for (i, w) in words.iter().enumerate() {
             if !w.key.contains(' ') {
@@ -124,6 +135,7 @@ impl Speller {
             keys,
             single,
             phrases,
+            common,
             by_sound,
             within_1: LevenshteinAutomatonBuilder::new(1, true),
             within_2: LevenshteinAutomatonBuilder::new(2, true),
@@ -171,6 +183,33 @@ impl Index {
         let speller = &self.spelling;
         let typed_sound = sound_of_spelling(&typed);
         let mut candidates: Vec<u32> = Vec::new();
+        let map = if typed.contains(' ') {
+            &speller.phrases
+        } else {
+            &speller.single
+        };
+        // Everything within distance 1, and within 2 where the first letter is right (few
+        // people get the first letter wrong as well as two others). Edits that keep the first
+        // letter are found by an automaton walking that letter's branch of the fst alone; the
+        // edits that change it (a first letter replaced, added, dropped, or swapped with the
+        // second) are spelt out and looked up, which is cheaper than walking every branch.
+        let first: String = typed.chars().take(1).collect();
+        let rest = &typed[first.len()..];
+        let mut variants: Vec<String> = Vec::with_capacity(56);
+        for c in 'a'..='z' {
+            variants.push(format!("{c}{rest}"));
+            variants.push(format!("{c}{typed}"));
+        }
+        variants.push(rest.to_string());
+        let mut second = rest.chars();
+        if let Some(s) = second.next() {
+            variants.push(format!("{s}{first}{}", second.as_str()));
+        }
+        for v in &variants {
+            if let Some(id) = map.get(v) {
+                candidates.push(id as u32);
+            }
+        }
         let mut collect = |stream: &mut dyn FnMut() -> Option<u64>| {
             while let Some(id) = stream() {
                 if candidates.len() == SPELL_CANDIDATES_MAX {
@@ -179,21 +218,21 @@ impl Index {
                 candidates.push(id as u32);
             }
         };
-        let map = if typed.contains(' ') {
-            &speller.phrases
+        let (builder, branch_map) = if chars <= SHORT_WORD_CHARS {
+            (&speller.within_1, map)
+        } else if typed.contains(' ') {
+            (&speller.within_2, map)
         } else {
-            &speller.single
+            (&speller.within_2, &speller.common)
         };
-        // Everything within distance 1; within 2 only where the first letter is right (few
-        // people get the first letter wrong as well as two others, and the automaton then
-        // walks one letter's branch of the fst instead of all of them).
-        let near = speller.within_1.build_dfa(&typed);
-        let mut stream = map.search(&near).into_stream();
+        let dfa = builder.build_dfa(&typed);
+        let branch = (&dfa).intersection(fst::automaton::Str::new(&first).starts_with());
+        let mut stream = branch_map.search(branch).into_stream();
         collect(&mut || stream.next().map(|(_, id)| id));
-        if chars > SHORT_WORD_CHARS {
-            let far = speller.within_2.build_dfa(&typed);
-            let first: String = typed.chars().take(1).collect();
-            let branch = (&far).intersection(fst::automaton::Str::new(&first).starts_with());
+        if chars > SHORT_WORD_CHARS && !typed.contains(' ') {
+            // One edit away but rare: the common words' fst above does not hold it.
+            let near = speller.within_1.build_dfa(&typed);
+            let branch = (&near).intersection(fst::automaton::Str::new(&first).starts_with());
             let mut stream = map.search(branch).into_stream();
             collect(&mut || stream.next().map(|(_, id)| id));
         }
@@ -507,6 +546,44 @@ mod tests {
         assert!(weighted_distance("recieve", "receive") < 1.0);
         // One sound spelt another way.
         assert!(weighted_distance("fonetik", "phonetic") < weighted_distance("fonetik", "fanatic"));
+    }
+
+    #[test]
+    fn a_first_letter_replaced_added_dropped_or_swapped_is_still_found() {
+        let entry = |w: &str, f: f32| Entry {
+            word: w.into(),
+            frequency: f,
+            senses: vec![crate::entry::Sense {
+                pos: crate::entry::Pos::Noun,
+                definition: "a thing".into(),
+                examples: vec![],
+                source: crate::entry::Source::WordNet,
+            }],
+            ..Entry::default()
+        };
+        let ix = Index::build(
+            "v",
+            vec![
+                entry("house", 5.0),
+                entry("horse", 4.5),
+                entry("quiet", 4.0),
+            ],
+        );
+        let first = |typed: &str| ix.spell(typed, 3).unwrap().first().map(|c| c.word.clone());
+        for typed in ["bouse", "ohuse", "hhouse", "ouse", "housee", "hoiuse"] {
+            assert_eq!(first(typed).as_deref(), Some("house"), "{typed}");
+        }
+        assert_eq!(
+            first("qiuet").as_deref(),
+            Some("quiet"),
+            "two letters swapped"
+        );
+        assert_eq!(
+            first("uqiet").as_deref(),
+            Some("quiet"),
+            "the first two swapped"
+        );
+        assert!(first("zzzzzzz").is_none());
     }
 
     #[test]
