@@ -9,6 +9,7 @@
 
 use crate::entry::{Entry, Source};
 use crate::eval::Pair;
+use crate::fulltext::STOP_WORDS as STOP;
 
 /// A small, seeded generator (xorshift64*): the same seed gives the same queries everywhere.
 pub struct Rng(u64);
@@ -29,40 +30,6 @@ impl Rng {
         (self.next_u64() % n.max(1) as u64) as usize
     }
 }
-
-/// Words a definition query leaves out.
-const STOP: [&str; 30] = [
-    "a",
-    "an",
-    "the",
-    "of",
-    "to",
-    "in",
-    "on",
-    "for",
-    "and",
-    "or",
-    "by",
-    "with",
-    "as",
-    "at",
-    "is",
-    "be",
-    "that",
-    "which",
-    "who",
-    "from",
-    "it",
-    "its",
-    "one",
-    "something",
-    "used",
-    "not",
-    "into",
-    "has",
-    "have",
-    "are",
-];
 
 /// `per_kind` queries of each kind, drawn with `seed` from `entries` (sorted by key) and the
 /// misspelling `pairs`.

@@ -10,7 +10,13 @@ use dictionary_search::dataset;
 use dictionary_search::entry::Entry;
 use dictionary_search::source::Sources;
 
-use crate::harness::{free_ports, wait_until, workspace_bin};
+use std::sync::Arc;
+
+use dictionary_search::store;
+use kvstore::client::cluster::{ClusterClient, ClusterConfig};
+
+use crate::cluster::{Cluster, ClusterOptions};
+use crate::harness::{free_ports, runtime, wait_until, workspace_bin};
 
 /// Every `every`th entry of the real dictionary (parsed from the installed sources), and the
 /// ones the examples name.
@@ -41,6 +47,35 @@ pub fn slice(every: usize) -> BTreeMap<String, Entry> {
         .filter(|(i, (k, _))| i % every == 0 || named.contains(&k.as_str()))
         .map(|(_, kv)| kv)
         .collect()
+}
+
+/// A 3-node store (named `name`) with `entries` loaded into its `dictionary` keyspace of 8
+/// partitions, a client of it and a runtime to drive the client with.
+pub fn loaded_store(
+    name: &str,
+    entries: &BTreeMap<String, Entry>,
+) -> (Cluster, Arc<ClusterClient>, tokio::runtime::Runtime) {
+    let cluster = Cluster::start(name, ClusterOptions::default()).expect("a cluster starts");
+    cluster
+        .wait_for_leader(Duration::from_secs(30))
+        .expect("a leader");
+    let rt = runtime();
+    let client = Arc::new(ClusterClient::new(
+        cluster.client_addresses(),
+        ClusterConfig::default(),
+    ));
+    rt.block_on(store::ensure_keyspace(&client, 8))
+        .expect("the dictionary keyspace");
+    let version = dataset::version(entries);
+    rt.block_on(store::load(
+        client.clone(),
+        entries,
+        &version,
+        false,
+        &|_| {},
+    ))
+    .expect("a load");
+    (cluster, client, rt)
 }
 
 /// A `dictionary-search serve` process, killed on drop.

@@ -2,30 +2,16 @@
 //! protocol, types a prefix into the search box and sees the suggestion appear, opens the
 //! entry from it, then searches the definitions from the same box.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use dictionary_search::{dataset, store};
-use kvstore::client::cluster::{ClusterClient, ClusterConfig};
 use tests::browser::Browser;
-use tests::cluster::{Cluster, ClusterOptions};
-use tests::dictionary::{slice, Replica};
-use tests::harness::{runtime, TempDir};
+use tests::dictionary::{loaded_store, slice, Replica};
+use tests::harness::TempDir;
 
 #[test]
 fn a_user_types_a_prefix_picks_the_suggestion_and_searches_the_definitions() {
     let entries = slice(500);
-    let version = dataset::version(&entries);
-    let cluster = Cluster::start("dictionary-page", ClusterOptions::default()).unwrap();
-    cluster.wait_for_leader(Duration::from_secs(30)).unwrap();
-    let rt = runtime();
-    let client = Arc::new(ClusterClient::new(
-        cluster.client_addresses(),
-        ClusterConfig::default(),
-    ));
-    rt.block_on(store::ensure_keyspace(&client, 8)).unwrap();
-    rt.block_on(store::load(client, &entries, &version, false, &|_| {}))
-        .unwrap();
+    let (cluster, _client, _rt) = loaded_store("dictionary-page", &entries);
     let dir = TempDir::new("dictionary-page");
     let replica = Replica::start(&cluster.client_addresses(), &dir.path);
     assert!(

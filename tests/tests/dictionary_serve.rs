@@ -4,15 +4,12 @@
 //! new replica still builds from the others, and a new dataset reaches a running replica;
 //! SIGTERM stops a replica cleanly.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use dictionary_search::{dataset, store};
-use kvstore::client::cluster::{ClusterClient, ClusterConfig};
 use serde_json::Value;
-use tests::cluster::{Cluster, ClusterOptions};
-use tests::dictionary::{curl, slice, Replica};
-use tests::harness::{runtime, wait_until, TempDir};
+use tests::dictionary::{curl, loaded_store, slice, Replica};
+use tests::harness::{wait_until, TempDir};
 
 fn json(body: &str) -> Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
@@ -30,22 +27,7 @@ fn words(v: &Value) -> Vec<String> {
 fn a_replica_serves_search_from_the_store_and_rides_out_a_store_node_dying() {
     let entries = slice(300);
     let version = dataset::version(&entries);
-    let mut cluster = Cluster::start("dictionary-serve", ClusterOptions::default()).unwrap();
-    cluster.wait_for_leader(Duration::from_secs(30)).unwrap();
-    let rt = runtime();
-    let client = Arc::new(ClusterClient::new(
-        cluster.client_addresses(),
-        ClusterConfig::default(),
-    ));
-    rt.block_on(store::ensure_keyspace(&client, 8)).unwrap();
-    rt.block_on(store::load(
-        client.clone(),
-        &entries,
-        &version,
-        false,
-        &|_| {},
-    ))
-    .unwrap();
+    let (mut cluster, client, rt) = loaded_store("dictionary-serve", &entries);
 
     let dir = TempDir::new("dictionary-serve-replicas");
     let replica = Replica::start(&cluster.client_addresses(), &dir.path);

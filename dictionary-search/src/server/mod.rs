@@ -446,18 +446,22 @@ async fn entry_page(State(app): State<Arc<App>>, uri: Uri) -> Response {
     }
 }
 
+/// A page's index and parameters, or the page to answer with (a 400 or a 503).
+fn page_prepare(app: &App, uri: &Uri) -> Result<(Arc<Index>, Params), Response> {
+    let params = Params::parse(uri.query()).map_err(|e| {
+        html(
+            StatusCode::BAD_REQUEST,
+            page::message("Bad request", &e.to_string()),
+        )
+    })?;
+    let ix = app.replica.index().ok_or_else(|| page_unavailable(app))?;
+    Ok((ix, params))
+}
+
 async fn search_page(State(app): State<Arc<App>>, uri: Uri) -> Response {
-    let params = match Params::parse(uri.query()) {
+    let (ix, params) = match page_prepare(&app, &uri) {
         Ok(p) => p,
-        Err(e) => {
-            return html(
-                StatusCode::BAD_REQUEST,
-                page::message("Bad request", &e.to_string()),
-            )
-        }
-    };
-    let Some(ix) = app.replica.index() else {
-        return page_unavailable(&app);
+        Err(r) => return r,
     };
     let q = params.get("q").unwrap_or("");
     match ix.search(q, 20) {
@@ -470,17 +474,9 @@ async fn search_page(State(app): State<Arc<App>>, uri: Uri) -> Response {
 }
 
 async fn find_page(State(app): State<Arc<App>>, uri: Uri) -> Response {
-    let params = match Params::parse(uri.query()) {
+    let (ix, params) = match page_prepare(&app, &uri) {
         Ok(p) => p,
-        Err(e) => {
-            return html(
-                StatusCode::BAD_REQUEST,
-                page::message("Bad request", &e.to_string()),
-            )
-        }
-    };
-    let Some(ix) = app.replica.index() else {
-        return page_unavailable(&app);
+        Err(r) => return r,
     };
     let kind = match params.get("kind") {
         Some("anagram") => "anagram",
