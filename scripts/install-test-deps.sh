@@ -11,6 +11,7 @@ command -v curl >/dev/null || need+=(curl)
 command -v chromium >/dev/null || need+=(chromium)
 command -v python3 >/dev/null || need+=(python3)
 command -v ip >/dev/null || need+=(iproute2)
+command -v logger >/dev/null || need+=(bsdutils)
 sudo=""
 [ "$(id -u)" -ne 0 ] && sudo="sudo"
 apt_install() {
