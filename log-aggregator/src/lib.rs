@@ -4,7 +4,9 @@
 //! the partitioned kvstore (by stream and time), index and search them, losing nothing.
 //!
 //! Built so far: [`syslog`], the codecs for what standard clients send (RFC 6587 framing over
-//! TCP, RFC 5424 and RFC 3164 messages), pure and tested on real `logger` output. The agent,
-//! the aggregator node, storage in the store, the index and the page follow (issue 19).
+//! TCP, RFC 5424 and RFC 3164 messages), pure and tested on real `logger` output; and
+//! [`layout`], where records live in the store (by stream and time bucket, deduplicated by
+//! their origin). The agent, the aggregator node, the index and the page follow (issue 19).
 
+pub mod layout;
 pub mod syslog;

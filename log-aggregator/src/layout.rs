@@ -1,0 +1,253 @@
+//! Where log records live in the store: the keyspace `logs`, partitioned by stream and time.
+//!
+//! A *stream* is one service on one host; a *bucket* is [`BUCKET_MS`] of time. A record's key
+//!
+//! ```text
+//! r:{<service>|<host>|<bucket>}:<ts_ms, 13 digits>:<dedup id, 16 hex digits>
+//! ```
+//!
+//! puts a stream's bucket in one partition (the part in braces is the hash tag), in time order
+//! (the fixed-width timestamp), so reading a stream over a time range is one ordered scan per
+//! bucket, and the buckets of a busy stream spread over the partitions as time passes. The
+//! dedup id names the record's origin (agent, source, offset or sequence): a batch sent again
+//! after a lost acknowledgement writes the same keys, so a retry or a replay is stored once
+//! however often it arrives, and a late record simply lands in its place.
+//!
+//! Which streams a bucket holds is kept beside it, `s:{<bucket>}:<service>|<host>`, so a
+//! query over all streams finds them with one scan of the bucket's tag. Names are
+//! percent-escaped where they would break the layout (`{`, `}`, `|`, `:`, `%`, controls).
+
+/// The keyspace of the logs.
+pub const KEYSPACE: &str = "logs";
+/// A bucket's span of time.
+pub const BUCKET_MS: i64 = 10 * 60 * 1000;
+/// The longest service or host name kept (longer ones are cut).
+pub const NAME_BYTES_MAX: usize = 128;
+
+/// One service on one host.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Stream {
+    pub service: String,
+    pub host: String,
+}
+
+/// Where a record came from: replays of it carry the same id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin<'a> {
+    pub agent: &'a str,
+    /// A file's path and identity, or a listener's name.
+    pub source: &'a str,
+    /// The byte offset in the file, or the message's sequence number.
+    pub position: u64,
+}
+
+impl Origin<'_> {
+    /// The dedup id: 64-bit FNV-1a of the three, which are separated so that no two origins
+    /// spell the same bytes.
+    pub fn id(&self) -> u64 {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        let position = self.position.to_be_bytes();
+        let parts: [&[u8]; 3] = [self.agent.as_bytes(), self.source.as_bytes(), &position];
+        for part in parts {
+            for byte in (part.len() as u64).to_be_bytes().iter().chain(part) {
+                hash ^= u64::from(*byte);
+                hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        }
+        hash
+    }
+}
+
+/// The bucket (its start, in Unix milliseconds) a time falls in.
+pub fn bucket_of(ts_ms: i64) -> i64 {
+    ts_ms.div_euclid(BUCKET_MS) * BUCKET_MS
+}
+
+fn escape(name: &str) -> String {
+    let mut cut = name.len().min(NAME_BYTES_MAX);
+    while !name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let mut out = String::with_capacity(cut);
+    for c in name[..cut].chars() {
+        match c {
+            '{' | '}' | '|' | ':' | '%' => out.push_str(&format!("%{:02X}", c as u32)),
+            c if c.is_control() => {
+                let mut buf = [0u8; 4];
+                for b in c.encode_utf8(&mut buf).bytes() {
+                    out.push_str(&format!("%{b:02X}"));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn unescape(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn tag(stream: &Stream, bucket: i64) -> String {
+    format!(
+        "{}|{}|{bucket}",
+        escape(&stream.service),
+        escape(&stream.host)
+    )
+}
+
+/// The key of a record.
+pub fn record_key(stream: &Stream, ts_ms: i64, dedup_id: u64) -> String {
+    format!(
+        "r:{{{}}}:{:013}:{dedup_id:016x}",
+        tag(stream, bucket_of(ts_ms)),
+        ts_ms.max(0)
+    )
+}
+
+/// The prefix of every record of a stream in a bucket (scan it for the bucket in time order).
+pub fn bucket_prefix(stream: &Stream, bucket: i64) -> String {
+    format!("r:{{{}}}:", tag(stream, bucket))
+}
+
+/// The key saying that a bucket holds a stream.
+pub fn stream_key(bucket: i64, stream: &Stream) -> String {
+    format!(
+        "s:{{{bucket}}}:{}|{}",
+        escape(&stream.service),
+        escape(&stream.host)
+    )
+}
+
+/// The prefix of every stream key of a bucket.
+pub fn streams_prefix(bucket: i64) -> String {
+    format!("s:{{{bucket}}}:")
+}
+
+/// A record key's parts: the stream, the time and the dedup id.
+pub fn parse_record_key(key: &str) -> Option<(Stream, i64, u64)> {
+    let rest = key.strip_prefix("r:{")?;
+    let (tag, rest) = rest.split_once("}:")?;
+    let mut t = tag.split('|');
+    let (service, host) = (unescape(t.next()?)?, unescape(t.next()?)?);
+    let _bucket: i64 = t.next()?.parse().ok()?;
+    let (ts, id) = rest.split_once(':')?;
+    Some((
+        Stream { service, host },
+        ts.parse().ok()?,
+        u64::from_str_radix(id, 16).ok()?,
+    ))
+}
+
+/// A stream key's stream.
+pub fn parse_stream_key(key: &str) -> Option<Stream> {
+    let (_, names) = key.strip_prefix("s:{")?.split_once("}:")?;
+    let (service, host) = names.split_once('|')?;
+    Some(Stream {
+        service: unescape(service)?,
+        host: unescape(host)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream(service: &str, host: &str) -> Stream {
+        Stream {
+            service: service.into(),
+            host: host.into(),
+        }
+    }
+
+    #[test]
+    fn a_stream_bucket_is_one_partition_in_time_order() {
+        let s = stream("nginx", "web-1");
+        let t0 = 1_796_623_200_000; // a bucket's start
+        let keys: Vec<String> = [t0 + 5, t0 + 70_000, t0 + 599_999]
+            .iter()
+            .map(|ts| record_key(&s, *ts, 7))
+            .collect();
+        let slots: Vec<u16> = keys
+            .iter()
+            .map(|k| kvstore::partition::slot(k.as_bytes()))
+            .collect();
+        assert!(
+            slots.windows(2).all(|w| w[0] == w[1]),
+            "one hash tag: {keys:?}"
+        );
+        assert!(
+            keys.windows(2).all(|w| w[0] < w[1]),
+            "time order is key order"
+        );
+        assert!(keys.iter().all(|k| k.starts_with(&bucket_prefix(&s, t0))));
+        // The next bucket is another tag (and most likely another partition).
+        let next = record_key(&s, t0 + BUCKET_MS, 7);
+        assert!(!next.starts_with(&bucket_prefix(&s, t0)));
+        assert_eq!(
+            kvstore::partition::slot(stream_key(t0, &s).as_bytes()),
+            kvstore::partition::slot(streams_prefix(t0).as_bytes())
+        );
+    }
+
+    #[test]
+    fn keys_round_trip_whatever_the_names() {
+        for (service, host) in [
+            ("app", "h"),
+            ("we{ir}d|na:me%", "host\tname"),
+            ("ünï", "ĥost"),
+            ("", ""),
+        ] {
+            let s = stream(service, host);
+            let key = record_key(&s, 1_796_623_212_345, 0xdead_beef);
+            assert_eq!(key.matches('{').count(), 1, "{key}");
+            assert_eq!(
+                parse_record_key(&key),
+                Some((s.clone(), 1_796_623_212_345, 0xdead_beef))
+            );
+            assert_eq!(parse_stream_key(&stream_key(0, &s)), Some(s));
+        }
+        let long = "x".repeat(NAME_BYTES_MAX * 2);
+        let key = record_key(&stream(&long, "h"), 0, 1);
+        assert_eq!(
+            parse_record_key(&key).unwrap().0.service.len(),
+            NAME_BYTES_MAX
+        );
+    }
+
+    #[test]
+    fn the_same_origin_is_the_same_id_and_others_differ() {
+        let o = |agent, source, position| {
+            Origin {
+                agent,
+                source,
+                position,
+            }
+            .id()
+        };
+        assert_eq!(
+            o("a1", "/var/log/syslog", 4096),
+            o("a1", "/var/log/syslog", 4096)
+        );
+        assert_ne!(
+            o("a1", "/var/log/syslog", 4096),
+            o("a1", "/var/log/syslog", 4097)
+        );
+        assert_ne!(o("a1", "b", 0), o("a", "1b", 0), "the parts are separated");
+        assert_eq!(bucket_of(-1), -BUCKET_MS);
+        assert_eq!(bucket_of(BUCKET_MS + 1), BUCKET_MS);
+    }
+}
