@@ -6,7 +6,9 @@
 //! Built so far: [`syslog`], the codecs for what standard clients send (RFC 6587 framing over
 //! TCP, RFC 5424 and RFC 3164 messages), pure and tested on real `logger` output; and
 //! [`layout`], where records live in the store (by stream and time bucket, deduplicated by
-//! their origin). The agent, the aggregator node, the index and the page follow (issue 19).
+//! their origin), and [`record`], what is stored of each. The agent, the aggregator node,
+//! the index and the page follow (issue 19).
 
 pub mod layout;
+pub mod record;
 pub mod syslog;

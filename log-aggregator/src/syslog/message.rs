@@ -7,10 +7,10 @@
 //! nearest before the time it was received (a December message received in January is last
 //! year's).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Severity, RFC 5424's eight levels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Level {
     Emergency,
