@@ -267,6 +267,16 @@ fn read_dataset(
     Ok(entries)
 }
 
+/// The indexes a replica would build, from the sources directly (no store).
+fn index_from_sources(sources: &Sources) -> anyhow::Result<dictionary_search::index::Index> {
+    let entries = read_dataset(sources)?;
+    let version = dataset::version(&entries);
+    Ok(dictionary_search::index::Index::build(
+        &version,
+        entries.into_values().collect(),
+    ))
+}
+
 async fn load(
     addresses: Vec<String>,
     partitions: u32,
@@ -372,13 +382,11 @@ fn eval_spelling(
     sources: &Sources,
 ) -> anyhow::Result<()> {
     use dictionary_search::eval::{codespell_pairs, Score};
-    let entries = read_dataset(sources)?;
-    let version = dataset::version(&entries);
     let started = Instant::now();
-    let index = dictionary_search::index::Index::build(&version, entries.into_values().collect());
+    let index = index_from_sources(sources)?;
     tracing::info!(
         seconds = format!("{:.1}", started.elapsed().as_secs_f64()),
-        "built the index"
+        "parsed the sources and built the index"
     );
     let text = std::fs::read_to_string(list)
         .with_context(|| format!("reading {} (Debian's codespell)", list.display()))?;
@@ -543,9 +551,7 @@ fn report(
 
 fn bench_local(path: &std::path::Path, rounds: usize, sources: &Sources) -> anyhow::Result<()> {
     let queries = read_queries(path)?;
-    let entries = read_dataset(sources)?;
-    let version = dataset::version(&entries);
-    let index = dictionary_search::index::Index::build(&version, entries.into_values().collect());
+    let index = index_from_sources(sources)?;
     for kind in ["prefix", "spell", "search"] {
         let chosen: Vec<&(String, String, String)> =
             queries.iter().filter(|q| q.0 == kind).collect();

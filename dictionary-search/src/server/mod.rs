@@ -188,38 +188,48 @@ fn words_json(words: impl IntoIterator<Item = impl AsRef<str>>) -> Vec<Value> {
         .collect()
 }
 
-async fn api_suggest(State(app): State<Arc<App>>, headers: HeaderMap, uri: Uri) -> Response {
-    let (ix, params, q) = match prepare(&app, &uri) {
+/// Answers a query endpoint: `answer` gets the index, the parameters and `q`, and gives the
+/// JSON body (cached by the dataset's ETag) or the query's error (a typed 400).
+fn answer(
+    app: &App,
+    headers: &HeaderMap,
+    uri: &Uri,
+    answer: impl FnOnce(&Index, &Params, &str) -> Result<Value, QueryError>,
+) -> Response {
+    let (ix, params, q) = match prepare(app, uri) {
         Ok(p) => p,
         Err(r) => return r,
     };
-    let limit = params.number("limit", SUGGEST_LIMIT);
-    match ix.suggest(&q, limit) {
-        Ok(words) => cached(
-            &headers,
-            &ix,
-            StatusCode::OK,
-            json!({"suggestions": words_json(words)}),
-        ),
+    match answer(&ix, &params, &q) {
+        Ok(body) => cached(headers, &ix, StatusCode::OK, body),
         Err(e) => query_error(e),
     }
 }
 
+/// A list endpoint's `limit`.
+fn list_limit(params: &Params) -> usize {
+    params
+        .number("limit", LIST_LIMIT_DEFAULT)
+        .min(LIST_LIMIT_MAX)
+}
+
+async fn api_suggest(State(app): State<Arc<App>>, headers: HeaderMap, uri: Uri) -> Response {
+    answer(&app, &headers, &uri, |ix, params, q| {
+        let words = ix.suggest(q, params.number("limit", SUGGEST_LIMIT))?;
+        Ok(json!({"suggestions": words_json(words)}))
+    })
+}
+
 async fn api_spell(State(app): State<Arc<App>>, headers: HeaderMap, uri: Uri) -> Response {
-    let (ix, params, q) = match prepare(&app, &uri) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
-    let limit = params.number("limit", SUGGEST_LIMIT).min(SUGGEST_LIMIT);
-    match ix.spell(&q, limit) {
-        Ok(c) => cached(
-            &headers,
-            &ix,
-            StatusCode::OK,
-            json!({"suggestions": c.iter().map(|c| json!({"word": c.word, "score": c.score})).collect::<Vec<_>>()}),
-        ),
-        Err(e) => query_error(e),
-    }
+    answer(&app, &headers, &uri, |ix, params, q| {
+        let limit = params.number("limit", SUGGEST_LIMIT).min(SUGGEST_LIMIT);
+        let corrections: Vec<Value> = ix
+            .spell(q, limit)?
+            .iter()
+            .map(|c| json!({"word": c.word, "score": c.score}))
+            .collect();
+        Ok(json!({"suggestions": corrections}))
+    })
 }
 
 /// The word after `prefix` in the path, decoded strictly.
@@ -293,78 +303,35 @@ async fn api_entry(State(app): State<Arc<App>>, headers: HeaderMap, uri: Uri) ->
 }
 
 async fn api_search(State(app): State<Arc<App>>, headers: HeaderMap, uri: Uri) -> Response {
-    let (ix, params, q) = match prepare(&app, &uri) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
-    let limit = params.number("limit", 10);
-    match ix.search(&q, limit) {
-        Ok(hits) => {
-            let results: Vec<Value> = hits
-                .iter()
-                .map(|h| json!({"word": h.entry.word, "snippet": h.snippet_html, "score": h.score}))
-                .collect();
-            cached(&headers, &ix, StatusCode::OK, json!({"results": results}))
-        }
-        Err(e) => query_error(e),
-    }
+    answer(&app, &headers, &uri, |ix, params, q| {
+        let results: Vec<Value> = ix
+            .search(q, params.number("limit", 10))?
+            .iter()
+            .map(|h| json!({"word": h.entry.word, "snippet": h.snippet_html, "score": h.score}))
+            .collect();
+        Ok(json!({"results": results}))
+    })
 }
 
 async fn api_pattern(State(app): State<Arc<App>>, headers: HeaderMap, uri: Uri) -> Response {
-    let (ix, params, q) = match prepare(&app, &uri) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
-    let limit = params
-        .number("limit", LIST_LIMIT_DEFAULT)
-        .min(LIST_LIMIT_MAX);
-    match ix.pattern(&q, limit) {
-        Ok(m) => cached(
-            &headers,
-            &ix,
-            StatusCode::OK,
-            json!({"results": words_json(&m.words), "truncated": m.truncated}),
-        ),
-        Err(e) => query_error(e),
-    }
+    answer(&app, &headers, &uri, |ix, params, q| {
+        let m = ix.pattern(q, list_limit(params))?;
+        Ok(json!({"results": words_json(&m.words), "truncated": m.truncated}))
+    })
 }
 
 async fn api_anagram(State(app): State<Arc<App>>, headers: HeaderMap, uri: Uri) -> Response {
-    let (ix, params, q) = match prepare(&app, &uri) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
-    let limit = params
-        .number("limit", LIST_LIMIT_DEFAULT)
-        .min(LIST_LIMIT_MAX);
-    match ix.anagrams(&q, limit) {
-        Ok(words) => cached(
-            &headers,
-            &ix,
-            StatusCode::OK,
-            json!({"results": words_json(words)}),
-        ),
-        Err(e) => query_error(e),
-    }
+    answer(&app, &headers, &uri, |ix, params, q| {
+        let words = ix.anagrams(q, list_limit(params))?;
+        Ok(json!({"results": words_json(words)}))
+    })
 }
 
 async fn api_rhymes(State(app): State<Arc<App>>, headers: HeaderMap, uri: Uri) -> Response {
-    let (ix, params, q) = match prepare(&app, &uri) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
-    let limit = params
-        .number("limit", LIST_LIMIT_DEFAULT)
-        .min(LIST_LIMIT_MAX);
-    match ix.rhymes(&q, limit) {
-        Ok(r) => cached(
-            &headers,
-            &ix,
-            StatusCode::OK,
-            json!({"perfect": words_json(&r.perfect), "near": words_json(&r.near)}),
-        ),
-        Err(e) => query_error(e),
-    }
+    answer(&app, &headers, &uri, |ix, params, q| {
+        let r = ix.rhymes(q, list_limit(params))?;
+        Ok(json!({"perfect": words_json(&r.perfect), "near": words_json(&r.near)}))
+    })
 }
 
 async fn api_about(State(app): State<Arc<App>>) -> Response {
