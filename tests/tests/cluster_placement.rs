@@ -144,10 +144,10 @@ fn wait_settled(cluster: &Cluster, addr: &str, up: &[u64], what: &str) {
     });
     assert!(
         ok,
-        "{what}: the placement did not settle ({last})\n{}\nmap: {}\n{}",
-        cluster.logs(),
+        "{what}: the placement did not settle ({last})\nmap: {}\n{}\n{}",
         kvstore(&["cluster", "--addr", addr, "map"]).1,
-        groups_seen(cluster, up)
+        groups_seen(cluster, up),
+        cluster.logs(),
     );
 }
 

@@ -507,7 +507,9 @@ impl GroupFacts {
             || self
                 .match_index
                 .get(&n)
-                .is_some_and(|&m| m + CAUGHT_UP_ENTRIES >= self.last_index)
+                // Index 0 is no entry: a replica that has answered holds at least the
+                // first (or a snapshot past it).
+                .is_some_and(|&m| m > 0 && m + CAUGHT_UP_ENTRIES >= self.last_index)
     }
 }
 
@@ -816,6 +818,36 @@ mod tests {
             let want = if g.group == 0 { 4 } else { 3 };
             assert_eq!(g.replicas.len(), want, "group {}", g.group);
         }
+    }
+
+    /// A learner that has answered nothing yet (its node has no replica, or is down) is not
+    /// caught up however short the log is: promoting it would count a voter that holds
+    /// nothing, and with one more replica down the group could elect no leader again.
+    #[test]
+    fn a_learner_that_never_answered_is_not_promoted_on_a_short_log() {
+        let p = PartitionInfo {
+            group: 8,
+            replicas: vec![1, 3, 5],
+            learners: vec![4],
+            leader: Some(1),
+            want: vec![1, 3, 4],
+            ..PartitionInfo::default()
+        };
+        let mut f = GroupFacts {
+            me: 1,
+            voters: vec![1, 3, 5],
+            learners: vec![4],
+            match_index: [(1, 9), (3, 9), (4, 0)].into(),
+            last_index: 9,
+            term: 2,
+            epoch: 8,
+            config_committed: true,
+        };
+        assert_eq!(leader_step(&p, &f), None, "4 holds nothing yet");
+        f.match_index.remove(&4);
+        assert_eq!(leader_step(&p, &f), None, "4 never answered");
+        f.match_index.insert(4, 9);
+        assert_eq!(leader_step(&p, &f), Some(LeaderStep::Promote(4)));
     }
 
     #[test]
