@@ -341,6 +341,11 @@ fn take_report(map: &mut ClusterMap, r: &Report) -> Result<(), MapError> {
         // Older than the one recorded: a deposed leader's late report.
         return Ok(());
     }
+    // A leader that an election moved, not the planner: the leader counts changed behind the
+    // planner's back, so it looks again (and stops at once if they are still even).
+    let unplanned = g.leader.is_some_and(|l| l != r.leader) && g.preferred != Some(r.leader);
+    map.rebalancing |= unplanned;
+    let g = map.groups.get_mut(&r.group).expect("looked up above");
     g.replicas = r.voters.clone();
     g.learners = r.learners.clone();
     g.leader = Some(r.leader);
@@ -818,6 +823,43 @@ mod tests {
             let want = if g.group == 0 { 4 } else { 3 };
             assert_eq!(g.replicas.len(), want, "group {}", g.group);
         }
+    }
+
+    /// A leader lost to an election (a node restarted, a leader paused) moves the leader
+    /// counts without any move of the planner's: the report of it wakes the planner, which
+    /// hands the leaderships back out. A planned transfer's own report does not.
+    #[test]
+    fn an_unplanned_change_of_leader_wakes_the_planner() {
+        let mut map = ClusterMap::bootstrap(nodes(3), 8, 3);
+        for g in map.groups.values_mut() {
+            g.term = 2;
+            g.leader = Some(g.replicas[0]);
+        }
+        map.rebalancing = false;
+        let g = map.groups[&1].clone();
+        let other = *g.replicas.iter().find(|&&r| Some(r) != g.leader).unwrap();
+        let report = |leader| Report {
+            group: 1,
+            voters: g.replicas.clone(),
+            learners: vec![],
+            leader,
+            term: 3,
+            epoch: g.epoch,
+        };
+        let next = apply(&map, &MapChange::Report(report(other)))
+            .unwrap()
+            .unwrap();
+        assert!(next.rebalancing, "an election moved a leader");
+        let mut planned = map.clone();
+        planned.groups.get_mut(&1).unwrap().preferred = Some(other);
+        let next = apply(&planned, &MapChange::Report(report(other)))
+            .unwrap()
+            .unwrap();
+        assert!(!next.rebalancing, "the planner's own transfer");
+        let same = apply(&map, &MapChange::Report(report(g.leader.unwrap())))
+            .unwrap()
+            .unwrap();
+        assert!(!same.rebalancing, "a new term, the same leader");
     }
 
     /// A learner that has answered nothing yet (its node has no replica, or is down) is not
