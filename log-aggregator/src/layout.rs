@@ -137,6 +137,37 @@ pub fn streams_prefix(bucket: i64) -> String {
     format!("s:{{{bucket}}}:")
 }
 
+/// How many journal shards a minute's journal is spread over.
+pub const JOURNAL_SHARDS: u32 = 8;
+/// A journal minute's span.
+pub const JOURNAL_MINUTE_MS: i64 = 60_000;
+
+/// The key of a journal entry: a push as it was written, by arrival time, so every
+/// aggregator can follow what the others wrote (see [`crate::feed`]):
+///
+/// ```text
+/// j:{<arrival minute>|<shard>}:<arrival ms, 13 digits>:<writer>:<sequence, 20 digits>
+/// ```
+pub fn journal_key(arrival_ms: i64, shard: u32, writer: &str, seq: u64) -> String {
+    format!(
+        "{}{:013}:{}:{seq:020}",
+        journal_prefix(arrival_ms.div_euclid(JOURNAL_MINUTE_MS), shard),
+        arrival_ms.max(0),
+        escape(writer)
+    )
+}
+
+/// The prefix of a journal minute's shard (`minute` counts minutes since the epoch).
+pub fn journal_prefix(minute: i64, shard: u32) -> String {
+    format!("j:{{{minute}|{shard}}}:")
+}
+
+/// A journal key's arrival time.
+pub fn parse_journal_time(key: &str) -> Option<i64> {
+    let (_, rest) = key.strip_prefix("j:{")?.split_once("}:")?;
+    rest.get(..13)?.parse().ok()
+}
+
 /// A record key's parts: the stream, the time and the dedup id.
 pub fn parse_record_key(key: &str) -> Option<(Stream, i64, u64)> {
     let rest = key.strip_prefix("r:{")?;
@@ -249,5 +280,18 @@ mod tests {
         assert_ne!(o("a1", "b", 0), o("a", "1b", 0), "the parts are separated");
         assert_eq!(bucket_of(-1), -BUCKET_MS);
         assert_eq!(bucket_of(BUCKET_MS + 1), BUCKET_MS);
+    }
+
+    #[test]
+    fn journal_keys_sort_by_arrival_within_a_minute_shard() {
+        let t = 1_796_623_200_000;
+        let a = journal_key(t + 5, 3, "agg:1", 9);
+        let b = journal_key(t + 40, 3, "agg-0", 10);
+        assert!(a < b && a.starts_with(&journal_prefix(t / 60_000, 3)));
+        assert_eq!(parse_journal_time(&b), Some(t + 40));
+        assert_eq!(
+            kvstore::partition::slot(a.as_bytes()),
+            kvstore::partition::slot(b.as_bytes())
+        );
     }
 }

@@ -2,6 +2,8 @@
 //! and as a query answers it: when, which stream, how severe, the text, and where it came
 //! from. Made from a syslog message ([`Record::from_syslog`]) or a line of a file.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::layout::{Origin, Stream};
@@ -26,7 +28,16 @@ pub struct Record {
     /// The text was cut at [`TEXT_BYTES_MAX`] (or its frame at the framing's limit).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub truncated: bool,
+    /// The sender's own labels (Loki stream labels, NDJSON fields, an agent's config), at
+    /// most [`LABELS_MAX`] of them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
+
+/// The most user labels a record keeps (the rest are dropped, in name order).
+pub const LABELS_MAX: usize = 16;
+/// The longest label name or value kept (longer ones are cut).
+pub const LABEL_BYTES_MAX: usize = 256;
 
 /// A service or host name when the message names none.
 pub const UNKNOWN: &str = "unknown";
@@ -52,6 +63,7 @@ impl Record {
             id: origin.id(),
             parse_error: m.parse_error,
             truncated: frame_truncated || cut,
+            labels: BTreeMap::new(),
         }
     }
 
@@ -64,11 +76,16 @@ impl Record {
 }
 
 /// `text` cut to [`TEXT_BYTES_MAX`] at a character boundary, and whether it was.
-fn cut(mut text: String) -> (String, bool) {
-    if text.len() <= TEXT_BYTES_MAX {
+pub fn cut(text: String) -> (String, bool) {
+    cut_at(text, TEXT_BYTES_MAX)
+}
+
+/// `text` cut to `max` bytes at a character boundary, and whether it was.
+pub fn cut_at(mut text: String, max: usize) -> (String, bool) {
+    if text.len() <= max {
         return (text, false);
     }
-    let mut at = TEXT_BYTES_MAX;
+    let mut at = max;
     while !text.is_char_boundary(at) {
         at -= 1;
     }

@@ -36,6 +36,40 @@ impl Level {
             _ => Level::Debug,
         }
     }
+
+    /// A level by any of its usual names (`err`, `WARN`, `fatal`, `trace`…), case-blind.
+    pub fn from_name(name: &str) -> Option<Level> {
+        Some(match name.trim().to_ascii_lowercase().as_str() {
+            "emerg" | "emergency" | "panic" => Level::Emergency,
+            "alert" => Level::Alert,
+            "crit" | "critical" | "fatal" => Level::Critical,
+            "err" | "error" | "eror" => Level::Error,
+            "warn" | "warning" => Level::Warning,
+            "notice" => Level::Notice,
+            "info" | "information" | "informational" => Level::Info,
+            "debug" | "trace" | "dbug" => Level::Debug,
+            _ => return None,
+        })
+    }
+
+    /// The lowercase name, as the API writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::Emergency => "emergency",
+            Level::Alert => "alert",
+            Level::Critical => "critical",
+            Level::Error => "error",
+            Level::Warning => "warning",
+            Level::Notice => "notice",
+            Level::Info => "info",
+            Level::Debug => "debug",
+        }
+    }
+
+    /// RFC 5424's severity number (0 = emergency … 7 = debug).
+    pub fn severity(self) -> u8 {
+        self as u8
+    }
 }
 
 /// What a syslog message says.

@@ -1,0 +1,713 @@
+//! The search index of an aggregator: one tantivy index per time bucket, in memory, over
+//! every record the store holds in it, deduplicated by record id. It is a cache of the store:
+//! lost with its process, rebuilt from the store at start-up, kept current by the journal
+//! ([`crate::feed`]).
+//!
+//! Each document indexes the message (words, with positions for phrases), the stream's
+//! service and host, the level, the user labels (as `name=value` terms) and the time and id
+//! as fast fields; it stores the record whole, as JSON. One pass of a [`Gather`] collector
+//! over a bucket's matches counts them, bins them for the histogram and keeps the page of
+//! lines, ordered by (time, id) so that a cursor pages exactly even among equal times.
+//!
+//! Only the buckets that may still receive records keep an index writer (and its memory);
+//! a record that arrives for an older bucket opens one for the moment.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashSet};
+use std::ops::Bound;
+use std::sync::{Arc, Mutex, RwLock};
+
+use tantivy::collector::{Collector, SegmentCollector};
+use tantivy::query::{
+    AllQuery, BooleanQuery, Occur, PhrasePrefixQuery, PhraseQuery, Query as TQuery, RangeQuery,
+    RegexQuery, TermQuery,
+};
+use tantivy::schema::{
+    Field, IndexRecordOption, Schema, Value, FAST, INDEXED, STORED, STRING, TEXT,
+};
+use tantivy::{
+    DocAddress, DocId, IndexReader, IndexWriter, Score, SegmentReader, TantivyDocument, Term,
+};
+
+use crate::layout::{bucket_of, BUCKET_MS};
+use crate::query::{text_terms, Answer, Cursor, Line, Order, Query};
+use crate::record::Record;
+
+/// The memory of one bucket's index writer (tantivy's arena; its minimum is 15 MB).
+pub const WRITER_HEAP_BYTES: usize = 20_000_000;
+/// How many of the newest buckets keep their writers between commits.
+pub const OPEN_BUCKETS: i64 = 2;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("the index: {0}")]
+    Tantivy(#[from] tantivy::TantivyError),
+    #[error("a stored record is not valid: {0}")]
+    BadRecord(String),
+}
+
+pub type Result<T, E = IndexError> = std::result::Result<T, E>;
+
+#[derive(Clone, Copy)]
+struct Fields {
+    ts: Field,
+    id: Field,
+    level: Field,
+    service: Field,
+    host: Field,
+    label: Field,
+    message: Field,
+    record: Field,
+}
+
+fn schema() -> (Schema, Fields) {
+    let mut s = Schema::builder();
+    let fields = Fields {
+        ts: s.add_i64_field("ts", INDEXED | FAST),
+        id: s.add_u64_field("id", INDEXED | FAST),
+        level: s.add_u64_field("level", INDEXED | FAST),
+        service: s.add_text_field("service", STRING),
+        host: s.add_text_field("host", STRING),
+        label: s.add_text_field("label", STRING),
+        message: s.add_text_field("message", TEXT),
+        record: s.add_bytes_field("record", STORED),
+    };
+    (s.build(), fields)
+}
+
+struct Bucket {
+    index: tantivy::Index,
+    reader: IndexReader,
+    writer: Mutex<Option<IndexWriter>>,
+    ids: Mutex<HashSet<u64>>,
+    dirty: Mutex<bool>,
+}
+
+/// What [`Indexes::add`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Added {
+    pub new: usize,
+    /// Records already indexed (a retry, a replay, or the journal and a rebuild overlapping).
+    pub duplicates: usize,
+}
+
+/// Every bucket's index.
+pub struct Indexes {
+    schema: Schema,
+    fields: Fields,
+    buckets: RwLock<BTreeMap<i64, Arc<Bucket>>>,
+}
+
+impl Default for Indexes {
+    fn default() -> Self {
+        let (schema, fields) = schema();
+        Indexes {
+            schema,
+            fields,
+            buckets: RwLock::new(BTreeMap::new()),
+        }
+    }
+}
+
+/// Histogram bins for a query: `count` intervals of `step_ms` from `from_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bins {
+    pub from_ms: i64,
+    pub step_ms: i64,
+    pub count: usize,
+}
+
+impl Indexes {
+    fn bucket(&self, start: i64) -> Result<Arc<Bucket>> {
+        if let Some(b) = self.buckets.read().expect("buckets").get(&start) {
+            return Ok(b.clone());
+        }
+        let mut buckets = self.buckets.write().expect("buckets");
+        if let Some(b) = buckets.get(&start) {
+            return Ok(b.clone());
+        }
+        let index = tantivy::Index::create_in_ram(self.schema.clone());
+        let reader = index
+            .reader_builder()
+            .reload_policy(tantivy::ReloadPolicy::Manual)
+            .try_into()?;
+        let b = Arc::new(Bucket {
+            index,
+            reader,
+            writer: Mutex::new(None),
+            ids: Mutex::new(HashSet::new()),
+            dirty: Mutex::new(false),
+        });
+        buckets.insert(start, b.clone());
+        Ok(b)
+    }
+
+    /// Indexes the records not indexed yet; searchable after the next [`Indexes::commit`].
+    pub fn add(&self, records: &[Record]) -> Result<Added> {
+        let mut added = Added::default();
+        let mut by_bucket: BTreeMap<i64, Vec<&Record>> = BTreeMap::new();
+        for r in records {
+            by_bucket.entry(bucket_of(r.ts)).or_default().push(r);
+        }
+        let f = self.fields;
+        for (start, records) in by_bucket {
+            let b = self.bucket(start)?;
+            let mut ids = b.ids.lock().expect("ids");
+            let mut writer = b.writer.lock().expect("writer");
+            for r in records {
+                if !ids.insert(r.id) {
+                    added.duplicates += 1;
+                    continue;
+                }
+                if writer.is_none() {
+                    *writer = Some(b.index.writer_with_num_threads(1, WRITER_HEAP_BYTES)?);
+                }
+                let mut doc = TantivyDocument::default();
+                doc.add_i64(f.ts, r.ts);
+                doc.add_u64(f.id, r.id);
+                doc.add_u64(f.level, u64::from(r.level.severity()));
+                doc.add_text(f.service, &r.service);
+                doc.add_text(f.host, &r.host);
+                for (k, v) in &r.labels {
+                    doc.add_text(f.label, format!("{k}={v}"));
+                }
+                doc.add_text(f.message, &r.message);
+                doc.add_bytes(
+                    f.record,
+                    serde_json::to_vec(r)
+                        .expect("a record serialises")
+                        .as_slice(),
+                );
+                writer.as_ref().expect("opened").add_document(doc)?;
+                added.new += 1;
+            }
+            if added.new > 0 {
+                *b.dirty.lock().expect("dirty") = true;
+            }
+        }
+        Ok(added)
+    }
+
+    /// Makes what was added searchable; closes the writers of buckets past the open ones.
+    pub fn commit(&self, now_ms: i64) -> Result<()> {
+        let open_from = bucket_of(now_ms) - (OPEN_BUCKETS - 1) * BUCKET_MS;
+        let buckets: Vec<(i64, Arc<Bucket>)> = self
+            .buckets
+            .read()
+            .expect("buckets")
+            .iter()
+            .map(|(k, v)| (*k, v.clone()))
+            .collect();
+        for (start, b) in buckets {
+            let mut dirty = b.dirty.lock().expect("dirty");
+            let mut writer = b.writer.lock().expect("writer");
+            if *dirty {
+                if let Some(w) = writer.as_mut() {
+                    w.commit()?;
+                }
+                b.reader.reload()?;
+                *dirty = false;
+            }
+            if start < open_from {
+                if let Some(w) = writer.take() {
+                    w.wait_merging_threads()?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets every bucket that starts before `start` (retention).
+    pub fn drop_before(&self, start: i64) -> usize {
+        let mut buckets = self.buckets.write().expect("buckets");
+        let keep = buckets.split_off(&start);
+        let dropped = buckets.len();
+        *buckets = keep;
+        dropped
+    }
+
+    /// The buckets indexed, and the lines in each.
+    pub fn sizes(&self) -> Vec<(i64, u64)> {
+        self.buckets
+            .read()
+            .expect("buckets")
+            .iter()
+            .map(|(k, b)| (*k, b.reader.searcher().num_docs()))
+            .collect()
+    }
+
+    /// Whether `start`'s bucket has an index (it may be empty).
+    pub fn has(&self, start: i64) -> bool {
+        self.buckets.read().expect("buckets").contains_key(&start)
+    }
+
+    /// The tantivy query of `q`'s selectors, text and time range.
+    fn tantivy_query(&self, q: &Query) -> Box<dyn TQuery> {
+        let f = self.fields;
+        let mut must: Vec<(Occur, Box<dyn TQuery>)> = vec![(
+            Occur::Must,
+            Box::new(RangeQuery::new(
+                Bound::Included(Term::from_field_i64(f.ts, q.from_ms)),
+                Bound::Excluded(Term::from_field_i64(f.ts, q.to_ms)),
+            )),
+        )];
+        let term = |field, text: &str| -> Box<dyn TQuery> {
+            Box::new(TermQuery::new(
+                Term::from_field_text(field, text),
+                IndexRecordOption::Basic,
+            ))
+        };
+        if let Some(s) = &q.service {
+            must.push((Occur::Must, term(f.service, s)));
+        }
+        if let Some(h) = &q.host {
+            must.push((Occur::Must, term(f.host, h)));
+        }
+        for (k, v) in &q.labels {
+            must.push((Occur::Must, term(f.label, &format!("{k}={v}"))));
+        }
+        if let Some(level) = q.level {
+            must.push((
+                Occur::Must,
+                Box::new(RangeQuery::new(
+                    Bound::Unbounded,
+                    Bound::Included(Term::from_field_u64(f.level, u64::from(level.severity()))),
+                )),
+            ));
+        }
+        for t in q
+            .text
+            .as_deref()
+            .map(text_terms)
+            .and_then(|r| r.ok())
+            .unwrap_or_default()
+        {
+            let occur = if t.negated {
+                Occur::MustNot
+            } else {
+                Occur::Must
+            };
+            let terms: Vec<Term> = t
+                .words
+                .iter()
+                .map(|w| Term::from_field_text(f.message, w))
+                .collect();
+            let sub: Box<dyn TQuery> = match (terms.len(), t.prefix) {
+                (1, false) => Box::new(TermQuery::new(terms[0].clone(), IndexRecordOption::Basic)),
+                (1, true) => {
+                    match RegexQuery::from_pattern(&format!("{}.*", t.words[0]), f.message) {
+                        Ok(r) => Box::new(r),
+                        Err(_) => continue,
+                    }
+                }
+                (_, false) => Box::new(PhraseQuery::new(terms)),
+                (_, true) => Box::new(PhrasePrefixQuery::new(terms)),
+            };
+            must.push((occur, sub));
+        }
+        if must.iter().all(|(o, _)| *o == Occur::MustNot) {
+            must.push((Occur::Must, Box::new(AllQuery)));
+        }
+        Box::new(BooleanQuery::new(must))
+    }
+
+    /// Answers `q`: the total in its range, one page of lines, and `bins` counts if asked.
+    pub fn search(&self, q: &Query, bins: Option<Bins>) -> Result<(Answer, Vec<u64>)> {
+        let buckets: Vec<(i64, Arc<Bucket>)> = {
+            let all = self.buckets.read().expect("buckets");
+            all.range(bucket_of(q.from_ms)..q.to_ms)
+                .map(|(k, b)| (*k, b.clone()))
+                .collect()
+        };
+        let query = self.tantivy_query(q);
+        let mut total = 0u64;
+        let mut after_cursor = 0u64;
+        let mut counts = vec![0u64; bins.map_or(0, |b| b.count)];
+        // The page so far: (ts, id, bucket position, address).
+        let mut page: Vec<(i64, u64, usize, DocAddress)> = Vec::new();
+        let mut searchers = Vec::with_capacity(buckets.len());
+        for (i, (_, b)) in buckets.iter().enumerate() {
+            let searcher = b.reader.searcher();
+            let gather = Gather {
+                fields: self.fields,
+                regex: q.regex.clone(),
+                order: q.order,
+                cursor: q.cursor,
+                limit: q.limit,
+                bins,
+            };
+            let fruit = searcher.search(&*query, &gather)?;
+            total += fruit.count;
+            after_cursor += fruit.after_cursor;
+            for (c, n) in counts.iter_mut().zip(&fruit.bins) {
+                *c += n;
+            }
+            page.extend(fruit.top.into_iter().map(|(ts, id, a)| (ts, id, i, a)));
+            searchers.push(searcher);
+        }
+        match q.order {
+            Order::Newest => page.sort_by_key(|&(ts, id, ..)| Reverse((ts, id))),
+            Order::Oldest => page.sort_by_key(|&(ts, id, ..)| (ts, id)),
+        }
+        page.truncate(q.limit);
+        let mut lines = Vec::with_capacity(page.len());
+        for &(_, _, i, address) in &page {
+            let doc: TantivyDocument = searchers[i].doc(address)?;
+            let bytes = doc
+                .get_first(self.fields.record)
+                .and_then(|v| v.as_bytes())
+                .ok_or_else(|| IndexError::BadRecord("no stored record".into()))?;
+            let r: Record =
+                serde_json::from_slice(bytes).map_err(|e| IndexError::BadRecord(e.to_string()))?;
+            lines.push(Line::from(r));
+        }
+        let cursor = (after_cursor > lines.len() as u64)
+            .then(|| page.last().map(|&(ts, id, ..)| Cursor { ts, id }.encode()))
+            .flatten();
+        Ok((
+            Answer {
+                total,
+                lines,
+                cursor,
+            },
+            counts,
+        ))
+    }
+}
+
+/// One pass over a bucket's matches: the count, the histogram, the page.
+struct Gather {
+    fields: Fields,
+    regex: Option<regex::Regex>,
+    order: Order,
+    cursor: Option<Cursor>,
+    limit: usize,
+    bins: Option<Bins>,
+}
+
+struct Gathered {
+    count: u64,
+    /// Matches past the cursor (all of them without one).
+    after_cursor: u64,
+    bins: Vec<u64>,
+    top: Vec<(i64, u64, DocAddress)>,
+}
+
+struct GatherSegment {
+    segment: u32,
+    ts: tantivy::columnar::Column<i64>,
+    id: tantivy::columnar::Column<u64>,
+    store: Option<tantivy::store::StoreReader>,
+    record: Field,
+    regex: Option<regex::Regex>,
+    newest: bool,
+    cursor: Option<(i64, u64)>,
+    limit: usize,
+    bins: Option<Bins>,
+    count: u64,
+    after_cursor: u64,
+    counts: Vec<u64>,
+    /// The best `limit` so far, the worst on top: keyed so that a max-heap pops the worst.
+    heap: BinaryHeap<(i128, DocId)>,
+}
+
+/// (ts, id) as one orderable number.
+fn key(ts: i64, id: u64) -> i128 {
+    (i128::from(ts) << 64) | i128::from(id)
+}
+
+impl Collector for Gather {
+    type Fruit = Gathered;
+    type Child = GatherSegment;
+
+    fn for_segment(&self, segment: u32, reader: &SegmentReader) -> tantivy::Result<GatherSegment> {
+        let ff = reader.fast_fields();
+        Ok(GatherSegment {
+            segment,
+            ts: ff.i64("ts")?,
+            id: ff.u64("id")?,
+            store: match self.regex {
+                Some(_) => Some(reader.get_store_reader(16)?),
+                None => None,
+            },
+            record: self.fields.record,
+            regex: self.regex.clone(),
+            newest: self.order == Order::Newest,
+            cursor: self.cursor.map(|c| (c.ts, c.id)),
+            limit: self.limit,
+            bins: self.bins,
+            count: 0,
+            after_cursor: 0,
+            counts: vec![0; self.bins.map_or(0, |b| b.count)],
+            heap: BinaryHeap::new(),
+        })
+    }
+
+    fn requires_scoring(&self) -> bool {
+        false
+    }
+
+    fn merge_fruits(&self, fruits: Vec<Gathered>) -> tantivy::Result<Gathered> {
+        let mut out = Gathered {
+            count: 0,
+            after_cursor: 0,
+            bins: vec![0; self.bins.map_or(0, |b| b.count)],
+            top: Vec::new(),
+        };
+        for f in fruits {
+            out.count += f.count;
+            out.after_cursor += f.after_cursor;
+            for (a, b) in out.bins.iter_mut().zip(&f.bins) {
+                *a += b;
+            }
+            out.top.extend(f.top);
+        }
+        Ok(out)
+    }
+}
+
+impl GatherSegment {
+    fn passes_regex(&self, doc: DocId) -> bool {
+        let (Some(re), Some(store)) = (&self.regex, &self.store) else {
+            return true;
+        };
+        let Ok(d) = store.get::<TantivyDocument>(doc) else {
+            return false;
+        };
+        d.get_first(self.record)
+            .and_then(|v| v.as_bytes())
+            .and_then(|b| serde_json::from_slice::<Record>(b).ok())
+            .is_some_and(|r| re.is_match(&r.message))
+    }
+}
+
+impl SegmentCollector for GatherSegment {
+    type Fruit = Gathered;
+
+    fn collect(&mut self, doc: DocId, _score: Score) {
+        if !self.passes_regex(doc) {
+            return;
+        }
+        let ts = self.ts.first(doc).unwrap_or(0);
+        let id = self.id.first(doc).unwrap_or(0);
+        self.count += 1;
+        if let Some(b) = self.bins {
+            let bin = (ts - b.from_ms).div_euclid(b.step_ms);
+            if (0..b.count as i64).contains(&bin) {
+                self.counts[bin as usize] += 1;
+            }
+        }
+        let k = key(ts, id);
+        if let Some((cts, cid)) = self.cursor {
+            let c = key(cts, cid);
+            if (self.newest && k >= c) || (!self.newest && k <= c) {
+                return;
+            }
+        }
+        self.after_cursor += 1;
+        // Kept as the heap's order wants: the worst on top.
+        let ranked = if self.newest { -k } else { k };
+        if self.heap.len() < self.limit {
+            self.heap.push((ranked, doc));
+        } else if self.heap.peek().is_some_and(|&(worst, _)| ranked < worst) {
+            self.heap.pop();
+            self.heap.push((ranked, doc));
+        }
+    }
+
+    fn harvest(self) -> Gathered {
+        let segment = self.segment;
+        let top = self
+            .heap
+            .into_iter()
+            .map(|(_, doc)| {
+                (
+                    self.ts.first(doc).unwrap_or(0),
+                    self.id.first(doc).unwrap_or(0),
+                    DocAddress::new(segment, doc),
+                )
+            })
+            .collect();
+        Gathered {
+            count: self.count,
+            after_cursor: self.after_cursor,
+            bins: self.counts,
+            top,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::syslog::message::Level;
+
+    const T0: i64 = 1_796_623_200_000; // a bucket's start
+
+    fn rec(ts: i64, id: u64, service: &str, level: Level, message: &str) -> Record {
+        Record {
+            ts,
+            host: "web-1".into(),
+            service: service.into(),
+            level,
+            message: message.into(),
+            id,
+            parse_error: None,
+            truncated: false,
+            labels: [(
+                "env".to_string(),
+                if id.is_multiple_of(2) { "prod" } else { "dev" }.to_string(),
+            )]
+            .into(),
+        }
+    }
+
+    fn query(pairs: &[(&str, &str)]) -> Query {
+        let mut params: Vec<(String, String)> = vec![
+            ("from".into(), T0.to_string()),
+            ("to".into(), (T0 + 3 * BUCKET_MS).to_string()),
+        ];
+        params.extend(pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())));
+        Query::from_params(&params, T0).unwrap()
+    }
+
+    fn indexed(records: &[Record]) -> Indexes {
+        let ix = Indexes::default();
+        ix.add(records).unwrap();
+        ix.commit(T0).unwrap();
+        ix
+    }
+
+    fn sample() -> Vec<Record> {
+        let mut rs = Vec::new();
+        for i in 0..300u64 {
+            let ts = T0 + (i as i64) * 6_000; // 30 minutes: three buckets
+            let (service, level, msg) = match i % 3 {
+                0 => (
+                    "api",
+                    Level::Error,
+                    format!("upstream timed out after {i}ms"),
+                ),
+                1 => ("api", Level::Info, format!("GET /users/{i} 200")),
+                _ => ("db", Level::Warning, format!("slow query took {i}ms")),
+            };
+            rs.push(rec(ts, i, service, level, &msg));
+        }
+        rs
+    }
+
+    #[test]
+    fn a_query_counts_every_match_and_pages_the_newest_first() {
+        let ix = indexed(&sample());
+        assert_eq!(ix.sizes().len(), 3, "three buckets");
+        let (a, _) = ix
+            .search(&query(&[("q", "timed out"), ("limit", "7")]), None)
+            .unwrap();
+        assert_eq!(a.total, 100);
+        assert_eq!(a.lines.len(), 7);
+        assert_eq!(a.lines[0].message, "upstream timed out after 297ms");
+        assert!(a.lines.windows(2).all(|w| w[0].ts > w[1].ts));
+        // Paging visits every match once, in order.
+        let mut seen = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut pairs = vec![("q", "timed"), ("limit", "33")];
+            if let Some(c) = &cursor {
+                pairs.push(("cursor", c.as_str()));
+            }
+            let (a, _) = ix.search(&query(&pairs), None).unwrap();
+            assert_eq!(a.total, 100, "the total is the range's, whatever the page");
+            seen.extend(a.lines.iter().map(|l| l.ts));
+            match a.cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        assert_eq!(seen.len(), 100);
+        assert!(seen.windows(2).all(|w| w[0] > w[1]));
+    }
+
+    #[test]
+    fn selectors_levels_labels_regex_and_order() {
+        let ix = indexed(&sample());
+        let total = |pairs: &[(&str, &str)]| ix.search(&query(pairs), None).unwrap().0.total;
+        assert_eq!(total(&[]), 300);
+        assert_eq!(total(&[("service", "db")]), 100);
+        assert_eq!(total(&[("level", "warning")]), 200, "warnings and errors");
+        assert_eq!(total(&[("level", "error")]), 100);
+        assert_eq!(total(&[("label", "env:prod")]), 150);
+        assert_eq!(total(&[("q", "slow -query")]), 0);
+        assert_eq!(total(&[("q", "use*")]), 100, "a prefix");
+        assert_eq!(total(&[("q", "\"took 29ms\"")]), 1, "a phrase");
+        assert_eq!(total(&[("q", "\"29ms took\"")]), 0, "in its order");
+        assert_eq!(
+            total(&[("q", "\"took 29*\"")]),
+            5,
+            "29, 290, 293, 296, 299: a phrase prefix"
+        );
+        assert_eq!(total(&[("regex", r"after \d{3}ms$")]), 66);
+        let (a, _) = ix
+            .search(
+                &query(&[("order", "oldest"), ("limit", "2"), ("service", "db")]),
+                None,
+            )
+            .unwrap();
+        assert_eq!(a.lines[0].message, "slow query took 2ms");
+        // A time range inside a bucket.
+        let (a, _) = ix
+            .search(
+                &Query::from_params(
+                    &[
+                        ("from".to_string(), (T0 + 60_000).to_string()),
+                        ("to".to_string(), (T0 + 120_000).to_string()),
+                    ],
+                    T0,
+                )
+                .unwrap(),
+                None,
+            )
+            .unwrap();
+        assert_eq!(a.total, 10);
+    }
+
+    #[test]
+    fn the_histogram_bins_the_matches_and_duplicates_are_indexed_once() {
+        let rs = sample();
+        let ix = indexed(&rs);
+        let added = ix.add(&rs[..50]).unwrap();
+        assert_eq!(
+            added,
+            Added {
+                new: 0,
+                duplicates: 50
+            }
+        );
+        ix.commit(T0).unwrap();
+        let bins = Bins {
+            from_ms: T0,
+            step_ms: 5 * 60_000,
+            count: 6,
+        };
+        let (a, counts) = ix
+            .search(&query(&[("service", "api")]), Some(bins))
+            .unwrap();
+        assert_eq!(a.total, 200);
+        assert_eq!(counts, vec![34, 33, 33, 34, 33, 33]);
+        assert_eq!(counts.iter().sum::<u64>(), 200);
+    }
+
+    #[test]
+    fn old_buckets_are_dropped_and_closed_ones_still_take_late_records() {
+        let ix = indexed(&sample());
+        ix.commit(T0 + 10 * BUCKET_MS).unwrap(); // every writer closes
+        ix.add(&[rec(T0 + 5, 10_000, "api", Level::Error, "late arrival")])
+            .unwrap();
+        ix.commit(T0 + 10 * BUCKET_MS).unwrap();
+        assert_eq!(
+            ix.search(&query(&[("q", "late")]), None).unwrap().0.total,
+            1
+        );
+        assert_eq!(ix.drop_before(T0 + BUCKET_MS), 1);
+        assert_eq!(ix.search(&query(&[]), None).unwrap().0.total, 200);
+    }
+}

@@ -1,0 +1,391 @@
+//! The aggregator's side of the store: writing a push so that it survives, and reading back
+//! what the index and the queries need. The store is reached through `ClusterClient` only.
+//!
+//! **A push is acknowledged only when the store has it.** [`LogStore::write`] writes, for
+//! each stream and bucket the push touches, one atomic batch of its records (their keys share
+//! a hash tag, so one partition, one Raft entry), the bucket's stream key, and one *journal*
+//! entry holding the whole push under its arrival time; it returns once every write is
+//! committed (replicated to a majority and applied). An aggregator that dies before
+//! answering leaves the sender to retry: the records' keys are their dedup ids, so the retry
+//! writes the same keys and the store keeps each record once.
+//!
+//! The journal is how the aggregators learn what the others wrote: each follows it (see
+//! [`crate::feed`]) and indexes what it finds. Its entries expire after [`JOURNAL_TTL_MS`];
+//! the records themselves stay until retention deletes their bucket.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures_util::future::join_all;
+use kvstore::client::cluster::ClusterClient;
+use kvstore::client::{ClientError, PutOptions, ScanOptions};
+use kvstore::partition::map::KeyspaceSpec;
+use kvstore::wire::{BatchOp, Condition, Consistency, ScanRange};
+
+use crate::layout::{self, Stream, JOURNAL_MINUTE_MS, JOURNAL_SHARDS, KEYSPACE};
+use crate::record::Record;
+
+/// How long a journal entry lives: long past the time any aggregator takes to read it.
+pub const JOURNAL_TTL_MS: u64 = 15 * 60 * 1000;
+/// The most record bytes in one store batch (or one journal entry); a bigger push is split.
+pub const WRITE_BYTES_MAX: usize = 1024 * 1024;
+/// The most records in one store batch.
+pub const WRITE_RECORDS_MAX: usize = 2_000;
+/// Entries per scan page when reading records back.
+pub const READ_PAGE_ENTRIES: u32 = 2_000;
+/// Stream keys a node remembers having written (then it forgets and writes again).
+pub const KNOWN_STREAMS_MAX: usize = 100_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the store: {0}")]
+    Client(#[from] ClientError),
+    #[error("the value at key {key:?} is not a log record: {error}")]
+    BadRecord { key: String, error: String },
+    #[error("the store refused a batch of {records} records at op {op:?}")]
+    Refused { records: usize, op: Option<u32> },
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// What a write stored.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    pub records: usize,
+    pub bytes: usize,
+    /// Store batches (one per stream and bucket, or more for a large one).
+    pub batches: usize,
+}
+
+/// A key and its value, about to be written.
+type KeyValue = (String, Vec<u8>);
+
+pub struct LogStore {
+    client: Arc<ClusterClient>,
+    /// This aggregator's name in journal keys.
+    writer: String,
+    seq: AtomicU64,
+    /// (bucket, stream) pairs whose stream key this node has written.
+    known: Mutex<HashSet<(i64, Stream)>>,
+}
+
+/// Creates the `logs` keyspace if it is missing.
+pub async fn ensure_keyspace(client: &ClusterClient, partitions: u32) -> Result<()> {
+    if client.current_map().await?.keyspace(KEYSPACE).is_ok() {
+        return Ok(());
+    }
+    let mut spec = KeyspaceSpec::new(KEYSPACE);
+    spec.partitions = partitions;
+    spec.read_consistency = Consistency::Linearizable;
+    match client.create_keyspace(spec).await {
+        Ok(_) => Ok(()),
+        // Another aggregator created it meanwhile.
+        Err(_) if client.current_map().await?.keyspace(KEYSPACE).is_ok() => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A push's records as NDJSON (a journal entry's value).
+pub fn encode_records(records: &[Record]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for r in records {
+        serde_json::to_writer(&mut out, r).expect("a record serialises");
+        out.push(b'\n');
+    }
+    out
+}
+
+/// A journal entry's records.
+pub fn decode_records(key: &str, value: &[u8]) -> Result<Vec<Record>> {
+    value
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            serde_json::from_slice(l).map_err(|e| StoreError::BadRecord {
+                key: key.to_string(),
+                error: e.to_string(),
+            })
+        })
+        .collect()
+}
+
+impl LogStore {
+    pub fn new(client: Arc<ClusterClient>, writer: String) -> LogStore {
+        LogStore {
+            client,
+            writer,
+            seq: AtomicU64::new(0),
+            known: Mutex::new(HashSet::new()),
+        }
+    }
+
+    pub fn client(&self) -> &ClusterClient {
+        &self.client
+    }
+
+    /// Stores `records` (see the module's comment); returns once all of it is committed.
+    pub async fn write(&self, records: &[Record], now_ms: i64) -> Result<Written> {
+        if records.is_empty() {
+            return Ok(Written::default());
+        }
+        // By stream and bucket, each a run of batches within the size limits.
+        let mut groups: BTreeMap<(Stream, i64), Vec<KeyValue>> = BTreeMap::new();
+        let mut bytes = 0;
+        for r in records {
+            let stream = r.stream();
+            let key = layout::record_key(&stream, r.ts, r.id);
+            let value = serde_json::to_vec(r).expect("a record serialises");
+            bytes += value.len();
+            groups
+                .entry((stream, layout::bucket_of(r.ts)))
+                .or_default()
+                .push((key, value));
+        }
+        let mut writes = Vec::new();
+        let mut new_streams = Vec::new();
+        {
+            let mut known = self.known.lock().expect("known streams");
+            for (stream, bucket) in groups.keys() {
+                if !known.contains(&(*bucket, stream.clone())) {
+                    new_streams.push((*bucket, stream.clone()));
+                }
+            }
+            if known.len() + new_streams.len() > KNOWN_STREAMS_MAX {
+                known.clear();
+            }
+        }
+        for (_, group) in groups {
+            let mut ops = Vec::new();
+            let mut size = 0;
+            for (key, value) in group {
+                if !ops.is_empty()
+                    && (ops.len() == WRITE_RECORDS_MAX || size + value.len() > WRITE_BYTES_MAX)
+                {
+                    writes.push(std::mem::take(&mut ops));
+                    size = 0;
+                }
+                size += value.len();
+                ops.push(BatchOp::Put {
+                    key: Bytes::from(key),
+                    value: Bytes::from(value),
+                    ttl_ms: None,
+                    condition: Condition::None,
+                });
+            }
+            writes.push(ops);
+        }
+        let batches = writes.len();
+        let records_writes = writes.into_iter().map(|ops| async move {
+            let n = ops.len();
+            match self.client.batch(KEYSPACE, ops).await? {
+                kvstore::wire::Response::BatchOk { applied: true, .. } => Ok(()),
+                kvstore::wire::Response::BatchOk { failed_op, .. } => Err(StoreError::Refused {
+                    records: n,
+                    op: failed_op,
+                }),
+                _ => Err(StoreError::Refused {
+                    records: n,
+                    op: None,
+                }),
+            }
+        });
+        let stream_writes = new_streams.iter().map(|(bucket, stream)| async move {
+            let key = layout::stream_key(*bucket, stream);
+            self.client
+                .put(KEYSPACE, key.as_bytes(), b"", Condition::None)
+                .await
+                .map(|_| ())
+                .map_err(StoreError::from)
+        });
+        let journal_writes =
+            self.journal_entries(records, now_ms)
+                .into_iter()
+                .map(|(key, value)| async move {
+                    let options = PutOptions {
+                        ttl_ms: Some(JOURNAL_TTL_MS),
+                        condition: Condition::None,
+                    };
+                    self.client
+                        .put_with(KEYSPACE, key.as_bytes(), &value, options)
+                        .await
+                        .map(|_| ())
+                        .map_err(StoreError::from)
+                });
+        let (a, b, c) = tokio::join!(
+            join_all(records_writes),
+            join_all(stream_writes),
+            join_all(journal_writes)
+        );
+        for result in a.into_iter().chain(b).chain(c) {
+            result?;
+        }
+        self.known
+            .lock()
+            .expect("known streams")
+            .extend(new_streams);
+        Ok(Written {
+            records: records.len(),
+            bytes,
+            batches,
+        })
+    }
+
+    /// The journal entries of a push: its records by arrival, split at [`WRITE_BYTES_MAX`].
+    fn journal_entries(&self, records: &[Record], now_ms: i64) -> Vec<(String, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut start = 0;
+        while start < records.len() {
+            let mut end = start;
+            let mut size = 0;
+            while end < records.len() && (end == start || size < WRITE_BYTES_MAX) {
+                size += records[end].message.len() + 128;
+                end += 1;
+            }
+            let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+            let shard = (seq % u64::from(JOURNAL_SHARDS)) as u32;
+            let key = layout::journal_key(now_ms, shard, &self.writer, seq);
+            out.push((key, encode_records(&records[start..end])));
+            start = end;
+        }
+        out
+    }
+
+    /// The journal keys of shard `shard` that arrived at or after `from_ms` in the minute
+    /// `minute`, in order.
+    pub async fn journal_keys(&self, minute: i64, shard: u32, from_ms: i64) -> Result<Vec<String>> {
+        let prefix = layout::journal_prefix(minute, shard);
+        let start = format!(
+            "{prefix}{:013}",
+            from_ms.max(minute * JOURNAL_MINUTE_MS).max(0)
+        );
+        let entries = self
+            .scan_all(
+                ScanRange {
+                    start: Some(Bytes::from(start)),
+                    end: None,
+                    prefix: Some(Bytes::from(prefix)),
+                },
+                true,
+            )
+            .await?;
+        Ok(entries.into_iter().map(|(k, _)| k).collect())
+    }
+
+    /// A journal entry's records (none if it expired meanwhile).
+    pub async fn journal_entry(&self, key: &str) -> Result<Vec<Record>> {
+        match self
+            .client
+            .get(KEYSPACE, key.as_bytes(), Consistency::Linearizable)
+            .await?
+        {
+            Some(v) => decode_records(key, &v.value),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// The streams with records in `bucket`.
+    pub async fn streams(&self, bucket: i64) -> Result<Vec<Stream>> {
+        let entries = self
+            .scan_all(
+                ScanRange {
+                    start: None,
+                    end: None,
+                    prefix: Some(Bytes::from(layout::streams_prefix(bucket))),
+                },
+                true,
+            )
+            .await?;
+        Ok(entries
+            .iter()
+            .filter_map(|(k, _)| layout::parse_stream_key(k))
+            .collect())
+    }
+
+    /// Every record of `stream` in `bucket`, in time order.
+    pub async fn bucket_records(&self, stream: &Stream, bucket: i64) -> Result<Vec<Record>> {
+        let entries = self
+            .scan_all(
+                ScanRange {
+                    start: None,
+                    end: None,
+                    prefix: Some(Bytes::from(layout::bucket_prefix(stream, bucket))),
+                },
+                false,
+            )
+            .await?;
+        entries
+            .into_iter()
+            .map(|(key, value)| {
+                serde_json::from_slice(&value).map_err(|e| StoreError::BadRecord {
+                    key,
+                    error: e.to_string(),
+                })
+            })
+            .collect()
+    }
+
+    /// Deletes every record and stream key of `bucket`; returns how many records went.
+    pub async fn delete_bucket(&self, bucket: i64) -> Result<usize> {
+        let mut deleted = 0;
+        for stream in self.streams(bucket).await? {
+            let keys = self
+                .scan_all(
+                    ScanRange {
+                        start: None,
+                        end: None,
+                        prefix: Some(Bytes::from(layout::bucket_prefix(&stream, bucket))),
+                    },
+                    true,
+                )
+                .await?;
+            for chunk in keys.chunks(WRITE_RECORDS_MAX) {
+                let ops = chunk
+                    .iter()
+                    .map(|(k, _)| BatchOp::Delete {
+                        key: Bytes::from(k.clone()),
+                        condition: Condition::None,
+                    })
+                    .collect();
+                self.client.batch(KEYSPACE, ops).await?;
+                deleted += chunk.len();
+            }
+            self.client
+                .delete(KEYSPACE, layout::stream_key(bucket, &stream).as_bytes())
+                .await?;
+        }
+        Ok(deleted)
+    }
+
+    /// Every entry of `range` (one partition: the range is within one hash tag), paged.
+    async fn scan_all(&self, range: ScanRange, keys_only: bool) -> Result<Vec<(String, Bytes)>> {
+        let mut out = Vec::new();
+        let mut continuation = None;
+        loop {
+            let page = self
+                .client
+                .scan(
+                    KEYSPACE,
+                    ScanOptions {
+                        range: range.clone(),
+                        limit: READ_PAGE_ENTRIES,
+                        continuation,
+                        keys_only,
+                        consistency: Consistency::Linearizable,
+                    },
+                )
+                .await?;
+            out.extend(page.entries.into_iter().map(|e| {
+                (
+                    String::from_utf8_lossy(&e.key).into_owned(),
+                    e.value.unwrap_or_default(),
+                )
+            }));
+            match page.continuation {
+                Some(c) => continuation = Some(c),
+                None => return Ok(out),
+            }
+        }
+    }
+}
