@@ -142,8 +142,9 @@ impl Indexes {
         Ok(b)
     }
 
-    /// Indexes the records not indexed yet; searchable after the next [`Indexes::commit`].
-    pub fn add(&self, records: &[Record]) -> Result<Added> {
+    /// Indexes the records not indexed yet, telling `on_new` of each; searchable after the
+    /// next [`Indexes::commit`].
+    pub fn add(&self, records: &[Record], mut on_new: impl FnMut(&Record)) -> Result<Added> {
         let mut added = Added::default();
         let mut by_bucket: BTreeMap<i64, Vec<&Record>> = BTreeMap::new();
         for r in records {
@@ -179,6 +180,7 @@ impl Indexes {
                         .as_slice(),
                 );
                 writer.as_ref().expect("opened").add_document(doc)?;
+                on_new(r);
                 added.new += 1;
             }
             if added.new > 0 {
@@ -573,7 +575,7 @@ mod tests {
 
     fn indexed(records: &[Record]) -> Indexes {
         let ix = Indexes::default();
-        ix.add(records).unwrap();
+        ix.add(records, |_| {}).unwrap();
         ix.commit(T0).unwrap();
         ix
     }
@@ -674,7 +676,7 @@ mod tests {
     fn the_histogram_bins_the_matches_and_duplicates_are_indexed_once() {
         let rs = sample();
         let ix = indexed(&rs);
-        let added = ix.add(&rs[..50]).unwrap();
+        let added = ix.add(&rs[..50], |_| {}).unwrap();
         assert_eq!(
             added,
             Added {
@@ -700,8 +702,11 @@ mod tests {
     fn old_buckets_are_dropped_and_closed_ones_still_take_late_records() {
         let ix = indexed(&sample());
         ix.commit(T0 + 10 * BUCKET_MS).unwrap(); // every writer closes
-        ix.add(&[rec(T0 + 5, 10_000, "api", Level::Error, "late arrival")])
-            .unwrap();
+        ix.add(
+            &[rec(T0 + 5, 10_000, "api", Level::Error, "late arrival")],
+            |_| {},
+        )
+        .unwrap();
         ix.commit(T0 + 10 * BUCKET_MS).unwrap();
         assert_eq!(
             ix.search(&query(&[("q", "late")]), None).unwrap().0.total,

@@ -9,10 +9,12 @@
 //! their origin), and [`record`], what is stored of each. The agent, the aggregator node,
 //! the index and the page follow (issue 19).
 
+pub mod feed;
 pub mod index;
 pub mod ingest;
 pub mod layout;
 pub mod query;
 pub mod record;
+pub mod server;
 pub mod store;
 pub mod syslog;

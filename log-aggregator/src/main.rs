@@ -1,6 +1,6 @@
-//! The `log-aggregator` binary. So far one subcommand, `parse`: reads syslog messages (one
-//! per line, or a TCP capture with either RFC 6587 framing) from stdin and prints each as
-//! JSON, as the aggregator will store it.
+//! The `log-aggregator` binary: `serve` runs an aggregator node in front of the store;
+//! `parse` reads syslog messages (one per line, or a TCP capture with either RFC 6587
+//! framing) from stdin and prints each as JSON, as the aggregator stores it.
 
 use std::io::Read;
 
@@ -20,12 +20,89 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Runs an aggregator node: ingest over HTTP and syslog, store, index, query.
+    Serve {
+        /// Client addresses of the store's nodes (any of them; comma-separated).
+        #[arg(long, value_delimiter = ',', env = "KVSTORE_ADDRS")]
+        store: Vec<String>,
+        /// The HTTP API, page, /health and /metrics.
+        #[arg(long, default_value = "127.0.0.1:8390")]
+        http: String,
+        /// Syslog over TCP (RFC 6587, octet counting or newline framing).
+        #[arg(long)]
+        syslog_tcp: Option<String>,
+        /// Syslog over UDP.
+        #[arg(long)]
+        syslog_udp: Option<String>,
+        /// The token an HTTP push must carry (`Authorization: Bearer TOKEN`).
+        #[arg(long, env = "LOG_INGEST_TOKEN")]
+        ingest_token: String,
+        /// This aggregator's name (default: hostname:http-port); unique per aggregator.
+        #[arg(long)]
+        name: Option<String>,
+        /// Partitions of the `logs` keyspace, if this aggregator creates it.
+        #[arg(long, default_value_t = 64)]
+        partitions: u32,
+        /// How long lines are kept (e.g. 7d, 12h).
+        #[arg(long, default_value = "7d", value_parser = duration)]
+        retention: i64,
+    },
     /// Parses syslog messages from stdin and prints each as JSON.
     Parse,
 }
 
+fn duration(s: &str) -> Result<i64, String> {
+    log_aggregator::query::parse_duration_ms(s)
+        .filter(|ms| *ms > 0)
+        .ok_or_else(|| format!("{s:?} is not a duration such as 90s, 15m, 12h, 7d"))
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Command::Serve {
+            store,
+            http,
+            syslog_tcp,
+            syslog_udp,
+            ingest_token,
+            name,
+            partitions,
+            retention,
+        } => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| "info".into()),
+                )
+                .with_writer(std::io::stderr)
+                .with_ansi(false)
+                .init();
+            anyhow::ensure!(!store.is_empty(), "--store needs at least one address");
+            anyhow::ensure!(!ingest_token.is_empty(), "--ingest-token must not be empty");
+            let config = log_aggregator::server::run::ServeConfig {
+                store,
+                http,
+                syslog_tcp,
+                syslog_udp,
+                token: ingest_token,
+                name,
+                partitions,
+                retention_ms: retention,
+            };
+            tokio::runtime::Runtime::new()?.block_on(log_aggregator::server::run::serve(
+                config,
+                shutdown_signal(),
+            ))
+        }
         Command::Parse => {
             let mut input = Vec::new();
             std::io::stdin().read_to_end(&mut input)?;

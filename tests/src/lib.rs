@@ -10,4 +10,5 @@ pub mod cluster;
 pub mod dictionary;
 pub mod harness;
 pub mod linearizability;
+pub mod logs;
 pub mod workload;

@@ -1,0 +1,129 @@
+//! How an aggregator's index follows the store: rebuilt from the records at start-up, then
+//! kept current by following the journal that every aggregator writes (see
+//! [`crate::store`]), so a line any aggregator acknowledged becomes searchable on all of them.
+//!
+//! Each poll reads the journal keys of every shard from [`JOURNAL_SKEW_MS`] before the
+//! previous poll, keys only, and fetches the entries it has not seen. The overlap covers a
+//! journal write that was stamped before it committed (a write may take up to the store
+//! client's deadline, under it) and clocks that differ between aggregators; the keys seen in
+//! the overlap are remembered, so each entry is read once. Entries are indexed through
+//! [`Indexes::add`], which drops records already indexed: the journal and the rebuild may
+//! overlap, and a retried push is journaled twice.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::index::Indexes;
+use crate::layout::{self, BUCKET_MS, JOURNAL_MINUTE_MS, JOURNAL_SHARDS};
+use crate::record::Record;
+use crate::store::{LogStore, StoreError};
+
+/// How far before the previous poll each poll reads the journal again.
+pub const JOURNAL_SKEW_MS: i64 = 20_000;
+
+/// What one poll or rebuild did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Fed {
+    pub entries: usize,
+    pub new: usize,
+    pub duplicates: usize,
+}
+
+pub struct Feed {
+    store: Arc<LogStore>,
+    indexes: Arc<Indexes>,
+    /// Journal keys read, by their arrival time, back to the overlap.
+    seen: BTreeMap<String, i64>,
+    /// Where the next poll starts reading (before the overlap).
+    from_ms: i64,
+    /// The arrival time of the newest entry indexed (for the lag metric).
+    pub newest_ms: i64,
+}
+
+impl Feed {
+    /// A feed that reads the journal from `from_ms` on (the start of the rebuild).
+    pub fn new(store: Arc<LogStore>, indexes: Arc<Indexes>, from_ms: i64) -> Feed {
+        Feed {
+            store,
+            indexes,
+            seen: BTreeMap::new(),
+            from_ms,
+            newest_ms: from_ms,
+        }
+    }
+
+    /// Indexes every record of the buckets from `first` to `last` (bucket starts, inclusive)
+    /// from the store; `on_bucket` hears of each bucket done. Returns what it indexed.
+    pub async fn rebuild(
+        &self,
+        first: i64,
+        last: i64,
+        mut on_bucket: impl FnMut(i64, usize),
+    ) -> Result<Fed, StoreError> {
+        let mut fed = Fed::default();
+        let mut bucket = layout::bucket_of(first);
+        while bucket <= last {
+            let mut lines = 0;
+            for stream in self.store.streams(bucket).await? {
+                let records = self.store.bucket_records(&stream, bucket).await?;
+                lines += records.len();
+                let added =
+                    self.indexes
+                        .add(&records, |_| {})
+                        .map_err(|e| StoreError::BadRecord {
+                            key: format!("bucket {bucket}"),
+                            error: e.to_string(),
+                        })?;
+                fed.new += added.new;
+                fed.duplicates += added.duplicates;
+            }
+            on_bucket(bucket, lines);
+            bucket += BUCKET_MS;
+        }
+        Ok(fed)
+    }
+
+    /// Reads what the journal gained since the last poll; `on_new` hears of each record
+    /// indexed for the first time (the live tail).
+    pub async fn poll(
+        &mut self,
+        now_ms: i64,
+        mut on_new: impl FnMut(&Record),
+    ) -> Result<Fed, StoreError> {
+        let from = self.from_ms - JOURNAL_SKEW_MS;
+        let mut fed = Fed::default();
+        let mut fresh: Vec<(String, i64)> = Vec::new();
+        for minute in from.div_euclid(JOURNAL_MINUTE_MS)..=now_ms.div_euclid(JOURNAL_MINUTE_MS) {
+            for shard in 0..JOURNAL_SHARDS {
+                for key in self.store.journal_keys(minute, shard, from).await? {
+                    if self.seen.contains_key(&key) {
+                        continue;
+                    }
+                    let arrival = layout::parse_journal_time(&key).unwrap_or(now_ms);
+                    fresh.push((key, arrival));
+                }
+            }
+        }
+        fresh.sort_by_key(|(_, arrival)| *arrival);
+        for (key, arrival) in fresh {
+            let records = self.store.journal_entry(&key).await?;
+            let added =
+                self.indexes
+                    .add(&records, &mut on_new)
+                    .map_err(|e| StoreError::BadRecord {
+                        key: key.clone(),
+                        error: e.to_string(),
+                    })?;
+            fed.entries += 1;
+            fed.new += added.new;
+            fed.duplicates += added.duplicates;
+            self.newest_ms = self.newest_ms.max(arrival);
+            self.seen.insert(key, arrival);
+        }
+        // The next poll reads from here, less the overlap; forget what is before that.
+        self.from_ms = now_ms;
+        let horizon = now_ms - 2 * JOURNAL_SKEW_MS;
+        self.seen.retain(|_, arrival| *arrival >= horizon);
+        Ok(fed)
+    }
+}

@@ -1,0 +1,266 @@
+//! `log-aggregator serve`: binds its listeners, reaches the store, rebuilds its index from
+//! the store (logging progress), then serves; follows the journal, commits the index,
+//! applies retention, and on SIGINT/SIGTERM stops taking logs, stores what it has queued,
+//! and lets requests in flight finish.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use kvstore::client::cluster::{ClusterClient, ClusterConfig};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::mpsc;
+
+use super::{now_ms, router, syslog, App};
+use crate::feed::Feed;
+use crate::index::Indexes;
+use crate::layout::{bucket_of, BUCKET_MS};
+use crate::store::{self, LogStore};
+
+/// How often the journal is read (and the index committed).
+pub const FEED_INTERVAL_MS: u64 = 200;
+/// How often retention runs.
+pub const RETENTION_INTERVAL_S: u64 = 60;
+/// How many buckets before the retention cut each sweep deletes (covers a day of downtime).
+pub const RETENTION_SWEEP_BUCKETS: i64 = 24 * 6;
+
+pub struct ServeConfig {
+    pub store: Vec<String>,
+    pub http: String,
+    pub syslog_tcp: Option<String>,
+    pub syslog_udp: Option<String>,
+    pub token: String,
+    pub name: Option<String>,
+    pub partitions: u32,
+    pub retention_ms: i64,
+}
+
+pub async fn serve(
+    config: ServeConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let http = TcpListener::bind(&config.http)
+        .await
+        .with_context(|| format!("listening on {}", config.http))?;
+    let tcp = match &config.syslog_tcp {
+        Some(a) => Some(
+            TcpListener::bind(a)
+                .await
+                .with_context(|| format!("listening for syslog on tcp {a}"))?,
+        ),
+        None => None,
+    };
+    let udp = match &config.syslog_udp {
+        Some(a) => Some(
+            UdpSocket::bind(a)
+                .await
+                .with_context(|| format!("listening for syslog on udp {a}"))?,
+        ),
+        None => None,
+    };
+    let http_addr = http.local_addr()?;
+    let name = config.name.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "aggregator".into());
+        format!("{host}:{}", http_addr.port())
+    });
+    let client = Arc::new(ClusterClient::new(
+        config.store.clone(),
+        ClusterConfig::default(),
+    ));
+    loop {
+        match store::ensure_keyspace(&client, config.partitions).await {
+            Ok(()) => break,
+            Err(error) => {
+                tracing::warn!(%error, "the store is not reachable yet; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+    let boot = now_ms();
+    let store = Arc::new(LogStore::new(client, format!("{name}/{boot}")));
+    let indexes = Arc::new(Indexes::default());
+    let app = Arc::new(App::new(
+        name.clone(),
+        store.clone(),
+        indexes.clone(),
+        config.token,
+    ));
+
+    let stop_rx = app.stop.subscribe();
+    let server = {
+        let app = app.clone();
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let service = router(app).into_make_service_with_connect_info::<SocketAddr>();
+            axum::serve(http, service)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.changed().await;
+                })
+                .await
+        })
+    };
+    tracing::info!(%name, http = %http_addr, "aggregator listening; rebuilding the index from the store");
+
+    // The index, from the store: every bucket retention keeps.
+    let started = Instant::now();
+    let first = bucket_of(boot - config.retention_ms);
+    let last = bucket_of(boot);
+    let mut feed = Feed::new(store.clone(), indexes.clone(), boot);
+    let buckets = ((last - first) / BUCKET_MS + 1) as usize;
+    let mut done = 0usize;
+    let mut lines = 0usize;
+    let fed = loop {
+        let progress = |bucket: i64, n: usize| {
+            done += 1;
+            lines += n;
+            if n > 0 || done == buckets || done.is_multiple_of(100) {
+                let rate = lines as f64 / started.elapsed().as_secs_f64().max(0.001);
+                let eta = started.elapsed().as_secs_f64() / done as f64 * (buckets - done) as f64;
+                tracing::info!(
+                    bucket,
+                    lines = n,
+                    done,
+                    buckets,
+                    total_lines = lines,
+                    rate = format!("{rate:.0}/s"),
+                    eta = format!("{eta:.0}s"),
+                    "rebuilding the index"
+                );
+            }
+        };
+        match feed.rebuild(first, last, progress).await {
+            Ok(fed) => break fed,
+            Err(error) => {
+                tracing::warn!(%error, "rebuilding the index failed; starting again");
+                done = 0;
+                lines = 0;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
+    indexes.commit(now_ms())?;
+    app.ready.store(true, Ordering::SeqCst);
+    tracing::info!(
+        lines = fed.new,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "index rebuilt; serving"
+    );
+
+    // Syslog, through one queue to the store.
+    let (queue_tx, queue_rx) = mpsc::channel(syslog::QUEUE_RECORDS_MAX);
+    let drained = tokio::spawn(syslog::drain(app.clone(), queue_rx));
+    let mut listeners = Vec::new();
+    if let Some(l) = tcp {
+        tracing::info!(addr = %l.local_addr()?, "syslog over TCP");
+        listeners.push(tokio::spawn(syslog::serve_tcp(
+            app.clone(),
+            l,
+            queue_tx.clone(),
+            stop_rx.clone(),
+        )));
+    }
+    if let Some(s) = udp {
+        tracing::info!(addr = %s.local_addr()?, "syslog over UDP");
+        listeners.push(tokio::spawn(syslog::serve_udp(
+            app.clone(),
+            s,
+            queue_tx.clone(),
+            stop_rx.clone(),
+        )));
+    }
+    drop(queue_tx);
+
+    // The journal, into the index and the live tail.
+    let follower = {
+        let app = app.clone();
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(FEED_INTERVAL_MS));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.changed() => return,
+                }
+                let now = now_ms();
+                let tail = &app.tail;
+                match feed
+                    .poll(now, |r| {
+                        let _ = tail.send(Arc::new(r.clone()));
+                    })
+                    .await
+                {
+                    Ok(fed) => {
+                        let m = &app.metrics;
+                        m.indexed.fetch_add(fed.new as u64, Ordering::Relaxed);
+                        m.dedup_hits
+                            .fetch_add(fed.duplicates as u64, Ordering::Relaxed);
+                        let lag = if fed.entries > 0 {
+                            now - feed.newest_ms
+                        } else {
+                            0
+                        };
+                        m.lag_ms.store(lag.max(0) as u64, Ordering::Relaxed);
+                    }
+                    Err(error) => tracing::warn!(%error, "reading the journal failed; retrying"),
+                }
+                if let Err(error) = app.indexes.commit(now) {
+                    tracing::error!(%error, "committing the index failed");
+                }
+            }
+        })
+    };
+
+    // Retention.
+    let retention = {
+        let app = app.clone();
+        let retention_ms = config.retention_ms;
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(RETENTION_INTERVAL_S));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.changed() => return,
+                }
+                let cut = bucket_of(now_ms() - retention_ms);
+                let dropped = app.indexes.drop_before(cut);
+                let mut deleted = 0;
+                for i in 1..=RETENTION_SWEEP_BUCKETS {
+                    match app.store.delete_bucket(cut - i * BUCKET_MS).await {
+                        Ok(n) => deleted += n,
+                        Err(error) => {
+                            tracing::warn!(%error, "retention: deleting a bucket failed");
+                            break;
+                        }
+                    }
+                }
+                if dropped > 0 || deleted > 0 {
+                    tracing::info!(
+                        dropped_buckets = dropped,
+                        deleted_records = deleted,
+                        "retention"
+                    );
+                }
+            }
+        })
+    };
+
+    shutdown.await;
+    tracing::info!("stopping: storing what is queued, finishing requests");
+    app.stopping.store(true, Ordering::SeqCst);
+    let _ = app.stop.send(true);
+    for l in listeners {
+        let _ = l.await;
+    }
+    let _ = drained.await;
+    let _ = follower.await;
+    let _ = retention.await;
+    server.await??;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,175 @@
+//! What the log-aggregator tests share: an aggregator node (`log-aggregator serve`) run as a
+//! real process over a real store, spoken to with curl and real syslog clients.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use crate::dictionary::curl;
+use crate::harness::{free_ports, wait_until, workspace_bin};
+
+/// The ingest token the tests' aggregators take.
+pub const TOKEN: &str = "test-ingest-token";
+
+/// A `log-aggregator serve` process, killed on drop.
+pub struct Aggregator {
+    pub child: Child,
+    pub http: String,
+    pub syslog_tcp: u16,
+    pub syslog_udp: u16,
+    pub log: PathBuf,
+    args: Vec<String>,
+}
+
+impl Aggregator {
+    /// Starts an aggregator in front of `store` with HTTP, syslog TCP and UDP listeners on
+    /// free loopback ports; `extra` are more `serve` arguments.
+    pub fn start(store: &[String], dir: &Path, extra: &[&str]) -> Aggregator {
+        let ports = free_ports(2);
+        // A UDP port: bind one and let it go.
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let http = format!("127.0.0.1:{}", ports[0]);
+        let mut args: Vec<String> = vec![
+            "serve".into(),
+            "--store".into(),
+            store.join(","),
+            "--http".into(),
+            http.clone(),
+            "--syslog-tcp".into(),
+            format!("127.0.0.1:{}", ports[1]),
+            "--syslog-udp".into(),
+            format!("127.0.0.1:{udp}"),
+            "--ingest-token".into(),
+            TOKEN.into(),
+            "--partitions".into(),
+            "8".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let log = dir.join(format!("aggregator-{}.log", ports[0]));
+        let mut a = Aggregator {
+            child: Command::new("true").spawn().unwrap(),
+            http,
+            syslog_tcp: ports[1],
+            syslog_udp: udp,
+            log,
+            args,
+        };
+        a.spawn();
+        a
+    }
+
+    fn spawn(&mut self) {
+        let _ = self.child.wait();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("a log file");
+        self.child = Command::new(workspace_bin("log-aggregator"))
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting log-aggregator serve");
+    }
+
+    /// Starts it again with the same arguments (after a kill or a stop).
+    pub fn restart(&mut self) {
+        self.spawn();
+    }
+
+    /// Waits until `/health` answers 200 (the index is rebuilt from the store).
+    pub fn wait_ready(&self, timeout: Duration) -> bool {
+        wait_until(timeout, || self.get("/health").0 == 200)
+    }
+
+    /// `curl` GET: the status and the body.
+    pub fn get(&self, path: &str) -> (u16, String) {
+        curl(&format!("http://{}{path}", self.http), &[])
+    }
+
+    /// `curl` POST of `body` to `path` with the ingest token and `headers`.
+    pub fn post(&self, path: &str, body: &[u8], headers: &[&str]) -> (u16, String) {
+        self.post_as(path, body, headers, Some(TOKEN))
+    }
+
+    /// `curl` POST with the token given (or none).
+    pub fn post_as(
+        &self,
+        path: &str,
+        body: &[u8],
+        headers: &[&str],
+        token: Option<&str>,
+    ) -> (u16, String) {
+        let file = self.log.with_extension(format!(
+            "body-{}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        std::fs::write(&file, body).unwrap();
+        let data = format!("@{}", file.display());
+        let auth = token.map(|t| format!("Authorization: Bearer {t}"));
+        let mut args: Vec<&str> = vec!["-X", "POST", "--data-binary", &data];
+        for h in headers {
+            args.extend(["-H", h]);
+        }
+        if let Some(a) = &auth {
+            args.extend(["-H", a]);
+        }
+        let out = curl(&format!("http://{}{path}", self.http), &args);
+        let _ = std::fs::remove_file(&file);
+        out
+    }
+
+    /// SIGTERM, and the exit status within `timeout` (SIGKILL after it).
+    pub fn terminate(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let mut status = None;
+        wait_until(timeout, || {
+            status = self.child.try_wait().ok().flatten();
+            status.is_some()
+        });
+        if status.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        status
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Aggregator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// util-linux `logger` sending `text` to `port` with `args` (`--udp`, `--tcp`,
+/// `--octet-count`, `--rfc3164`, `--rfc5424`, `--tag`…).
+pub fn logger(port: u16, args: &[&str], text: &str) {
+    let status = Command::new("logger")
+        .args(["--server", "127.0.0.1", "--port", &port.to_string()])
+        .args(args)
+        .arg(text)
+        .status()
+        .expect("logger (util-linux; scripts/install-test-deps.sh installs it)");
+    assert!(status.success(), "logger {args:?} {text}");
+}

@@ -1,0 +1,329 @@
+//! Aggregator nodes as real processes over a real 3-node store: real `logger` clients over
+//! UDP, TCP newline and TCP octet counting, in RFC 3164 and 5424, NDJSON and Loki pushes
+//! with curl; what one aggregator takes becomes searchable on the other (the journal); a
+//! retried push is stored once; bad input and a push without the token get their typed
+//! errors and the node goes on; the histogram and the live tail agree with the query; and
+//! SIGTERM stops a node cleanly. Then: a store node killed mid-ingest loses and duplicates
+//! nothing, and a new aggregator rebuilds its index from the store.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+use tests::cluster::{Cluster, ClusterOptions};
+use tests::harness::{wait_until, TempDir};
+use tests::logs::{logger, Aggregator};
+
+fn json(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+/// `pairs` as a URL query string.
+fn qs(pairs: &[(&str, &str)]) -> String {
+    let enc = |s: &str| {
+        s.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect::<String>()
+    };
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn query(a: &Aggregator, pairs: &[(&str, &str)]) -> Value {
+    let (status, body) = a.get(&format!("/api/query?{}", qs(pairs)));
+    assert_eq!(status, 200, "{body}");
+    json(&body)
+}
+
+/// Waits until a query on `a` counts `want` lines; the last answer.
+fn wait_total(a: &Aggregator, pairs: &[(&str, &str)], want: u64) -> Value {
+    let mut last = Value::Null;
+    let ok = wait_until(Duration::from_secs(20), || {
+        last = query(a, pairs);
+        last["total"] == want
+    });
+    assert!(ok, "{pairs:?}: wanted {want}, got {last}\n{}", a.log());
+    last
+}
+
+fn start_store(name: &str) -> Cluster {
+    let cluster = Cluster::start(
+        name,
+        ClusterOptions {
+            partitions: 8,
+            ..ClusterOptions::default()
+        },
+    )
+    .unwrap();
+    cluster.wait_settled(Duration::from_secs(60)).unwrap();
+    cluster
+}
+
+#[test]
+fn real_clients_reach_every_aggregator_and_each_line_is_found_once() {
+    let cluster = start_store("logs-ingest");
+    let dir = TempDir::new("logs-ingest-aggregators");
+    let store = cluster.client_addresses();
+    let mut a = Aggregator::start(&store, &dir.path, &["--name", "agg-a"]);
+    let b = Aggregator::start(&store, &dir.path, &["--name", "agg-b"]);
+    assert!(a.wait_ready(Duration::from_secs(60)), "{}", a.log());
+    assert!(b.wait_ready(Duration::from_secs(60)), "{}", b.log());
+
+    // logger, every transport and format, to A; each line found on B, with its stream.
+    let cases: [(&[&str], &str); 5] = [
+        (&["--udp", "--rfc5424"], "udp5424"),
+        (&["--udp", "--rfc3164"], "udp3164"),
+        (&["--tcp", "--rfc5424"], "tcpnewline"),
+        (&["--tcp", "--octet-count", "--rfc5424"], "tcpoctet"),
+        (&["--tcp", "--rfc3164"], "tcp3164"),
+    ];
+    for (args, word) in cases {
+        let port = if args.contains(&"--udp") {
+            a.syslog_udp
+        } else {
+            a.syslog_tcp
+        };
+        let mut all = args.to_vec();
+        all.extend(["--tag", "payments", "-p", "user.err"]);
+        logger(port, &all, &format!("card declined {word} for order 17"));
+    }
+    for (_, word) in cases {
+        let found = wait_total(&b, &[("q", word)], 1);
+        let line = &found["lines"][0];
+        assert_eq!(line["service"], "payments", "{found}");
+        assert_eq!(line["level"], "error", "{found}");
+        assert_eq!(
+            line["message"],
+            format!("card declined {word} for order 17")
+        );
+    }
+    wait_total(&b, &[("q", "declined"), ("service", "payments")], 5);
+
+    // NDJSON with the token; the same push retried under its Idempotency-Key is stored once.
+    let body = b"{\"service\":\"api\",\"host\":\"web-9\",\"level\":\"warn\",\"msg\":\"slow upstream alpha\",\"route\":\"/pay\"}\n\
+{\"service\":\"api\",\"host\":\"web-9\",\"level\":\"info\",\"msg\":\"request served beta\"}\n\
+this line is not json gamma\n";
+    for _ in 0..3 {
+        let (status, out) = a.post("/api/v1/push", body, &["Idempotency-Key: push-0001"]);
+        assert_eq!(status, 200, "{out}");
+        assert_eq!(json(&out)["accepted"], 3);
+    }
+    let found = wait_total(&b, &[("q", "alpha")], 1);
+    assert_eq!(found["lines"][0]["labels"]["route"], "/pay");
+    assert_eq!(found["lines"][0]["host"], "web-9");
+    let raw = wait_total(&b, &[("q", "gamma")], 1);
+    assert!(raw["lines"][0]["parse_error"].is_string(), "{raw}");
+    assert_eq!(
+        raw["lines"][0]["host"], "127.0.0.1",
+        "a raw line's host is its sender"
+    );
+    wait_total(&b, &[("host", "web-9")], 2);
+    wait_total(&b, &[("host", "web-9"), ("level", "warning")], 1);
+
+    // gzip on the wire.
+    let gz = Command::new("sh")
+        .args([
+            "-c",
+            "printf '{\"service\":\"api\",\"msg\":\"compressed delta\"}\\n' | gzip -c",
+        ])
+        .output()
+        .unwrap()
+        .stdout;
+    let (status, out) = a.post("/api/v1/push", &gz, &["Content-Encoding: gzip"]);
+    assert_eq!(status, 200, "{out}");
+    wait_total(&b, &[("q", "delta")], 1);
+
+    // Loki's push API.
+    let now_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let loki = format!(
+        "{{\"streams\":[{{\"stream\":{{\"service_name\":\"checkout\",\"host\":\"web-3\",\"env\":\"prod\"}},\
+          \"values\":[[\"{now_ns}\",\"loki epsilon one\"],[\"{}\",\"loki epsilon two\"]]}}]}}",
+        now_ns + 1_000_000
+    );
+    let (status, out) = a.post(
+        "/loki/api/v1/push",
+        loki.as_bytes(),
+        &["Content-Type: application/json"],
+    );
+    assert_eq!(status, 204, "{out}");
+    let found = wait_total(&b, &[("q", "epsilon"), ("label", "env:prod")], 2);
+    assert_eq!(
+        found["lines"][0]["message"], "loki epsilon two",
+        "newest first"
+    );
+    assert_eq!(found["lines"][0]["service"], "checkout");
+
+    // Refused, with what was wrong; the node goes on.
+    let (status, out) = a.post_as("/api/v1/push", body, &[], None);
+    assert_eq!(status, 401, "{out}");
+    assert_eq!(json(&out)["error"]["code"], "no_token");
+    let (status, _) = a.post_as("/api/v1/push", body, &[], Some("wrong"));
+    assert_eq!(status, 401);
+    let (status, out) = a.post("/loki/api/v1/push", b"{\"streams\":{}}", &[]);
+    assert_eq!(status, 400, "{out}");
+    assert!(json(&out)["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("streams"));
+    let (status, out) = a.post(
+        "/api/v1/push",
+        b"\x1f\x8b garbage",
+        &["Content-Encoding: gzip"],
+    );
+    assert_eq!(status, 400, "{out}");
+    let (status, out) = a.get(&format!("/api/query?{}", qs(&[("level", "loud")])));
+    assert_eq!(status, 400, "{out}");
+    assert!(out.contains("level"), "{out}");
+    let garbage: Vec<u8> = (0..4096u32).map(|i| (i * 7919 % 251) as u8).collect();
+    let (status, _) = a.post("/api/v1/push", &garbage, &[]);
+    assert_eq!(status, 200, "binary garbage is kept as raw lines");
+
+    // The histogram counts what the query counts.
+    let (status, out) = b.get(&format!(
+        "/api/histogram?{}",
+        qs(&[("q", "declined"), ("step", "1m")])
+    ));
+    assert_eq!(status, 200, "{out}");
+    let h = json(&out);
+    let sum: u64 = h["counts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_u64().unwrap())
+        .sum();
+    assert_eq!((h["total"].as_u64(), sum), (Some(5), 5), "{h}");
+
+    // The live tail on B sees a line pushed to A.
+    let tail_url = format!("http://{}/api/tail?{}", b.http, qs(&[("q", "zeta")]));
+    let tail = std::thread::spawn(move || {
+        Command::new("curl")
+            .args(["-s", "-N", "--max-time", "6", &tail_url])
+            .output()
+            .unwrap()
+            .stdout
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let (status, _) = a.post(
+        "/api/v1/push",
+        b"{\"msg\":\"no match here\"}\n{\"msg\":\"tailed zeta line\"}\n",
+        &[],
+    );
+    assert_eq!(status, 200);
+    let events = String::from_utf8(tail.join().unwrap()).unwrap();
+    assert!(events.contains("event: line"), "{events}");
+    assert!(events.contains("tailed zeta line"), "{events}");
+    assert!(!events.contains("no match here"), "{events}");
+
+    // The page, /health, /metrics.
+    let (status, page) = b.get("/");
+    assert!(status == 200 && page.contains("live tail"), "{page}");
+    let (_, metrics) = a.get("/metrics");
+    assert!(
+        metrics.contains("logs_ingested_lines_total{via=\"syslog_udp\"} 2"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("logs_pushes_refused_total{reason=\"token\"} 2"));
+    let (_, metrics) = b.get("/metrics");
+    let dedup = metrics
+        .lines()
+        .find(|l| l.starts_with("logs_dedup_hits_total "))
+        .unwrap();
+    assert_ne!(
+        dedup, "logs_dedup_hits_total 0",
+        "the retried push: {metrics}"
+    );
+
+    // SIGTERM: a clean stop.
+    let status = a.terminate(Duration::from_secs(15));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}\n{}",
+        a.log()
+    );
+    assert!(a.log().contains("stopped"), "{}", a.log());
+}
+
+/// Lines pushed as an agent pushes them (each naming its file position), retried until
+/// acknowledged, while a store node is killed and brought back: every line is stored
+/// exactly once; and an aggregator started afterwards rebuilds the same from the store.
+#[test]
+fn a_store_node_killed_mid_ingest_loses_and_duplicates_nothing() {
+    let mut cluster = start_store("logs-kill");
+    let dir = TempDir::new("logs-kill-aggregators");
+    let store = cluster.client_addresses();
+    let a = Aggregator::start(&store, &dir.path, &["--name", "agg-a"]);
+    assert!(a.wait_ready(Duration::from_secs(60)), "{}", a.log());
+
+    const PUSHES: usize = 60;
+    const LINES: usize = 50;
+    let mut retries = 0;
+    for p in 0..PUSHES {
+        if p == 15 {
+            cluster.kill(2).unwrap();
+        }
+        if p == 40 {
+            cluster.restart(2).unwrap();
+        }
+        let mut body = String::new();
+        for l in 0..LINES {
+            let n = p * LINES + l;
+            body.push_str(&format!(
+                "{{\"service\":\"drill\",\"msg\":\"line n{n:05}\",\"source\":\"/var/log/drill.log\",\"position\":{}}}\n",
+                n * 100
+            ));
+        }
+        loop {
+            let (status, out) = a.post("/api/v1/push", body.as_bytes(), &["X-Log-Agent: host-1"]);
+            if status == 200 {
+                break;
+            }
+            retries += 1;
+            assert!(retries < 200, "{status} {out}\n{}", a.log());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    let want = (PUSHES * LINES) as u64;
+    let all = |agg: &Aggregator| -> BTreeSet<String> {
+        let mut seen = BTreeSet::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut pairs = vec![("service", "drill"), ("limit", "1000"), ("from", "now-1h")];
+            if let Some(c) = &cursor {
+                pairs.push(("cursor", c));
+            }
+            let page = query(agg, &pairs);
+            for l in page["lines"].as_array().unwrap() {
+                let m = l["message"].as_str().unwrap().to_string();
+                assert!(seen.insert(m.clone()), "{m} twice");
+            }
+            match page["cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_string()),
+                None => return seen,
+            }
+        }
+    };
+    wait_total(&a, &[("service", "drill")], want);
+    let seen = all(&a);
+    assert_eq!(seen.len() as u64, want);
+    for n in 0..PUSHES * LINES {
+        assert!(seen.contains(&format!("line n{n:05}")), "line {n} lost");
+    }
+
+    // A new aggregator builds the same from the store alone.
+    let c = Aggregator::start(&store, &dir.path, &["--name", "agg-c"]);
+    assert!(c.wait_ready(Duration::from_secs(60)), "{}", c.log());
+    assert_eq!(query(&c, &[("service", "drill")])["total"], want);
+    assert_eq!(all(&c), seen);
+}
