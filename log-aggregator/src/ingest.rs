@@ -172,6 +172,10 @@ fn ndjson_line(line: &[u8], number: u64, arrival: &Arrival<'_>) -> Record {
         .remove("truncated")
         .and_then(|v| v.as_bool())
         .unwrap_or(false);
+    // An agent's own fields: where the record ends in its file (the agent's checkpoint, not
+    // the aggregator's business) and why the agent kept it raw.
+    fields.remove("end");
+    let raw_before = take(&mut fields, &["parse_error"]);
     let id = match (arrival.agent, &source, position) {
         (Some(agent), Some(source), Some(position)) => Origin {
             agent,
@@ -181,7 +185,7 @@ fn ndjson_line(line: &[u8], number: u64, arrival: &Arrival<'_>) -> Record {
         .id(),
         _ => raw_origin.id(),
     };
-    let mut parse_error = None;
+    let mut parse_error = raw_before;
     let (message, truncated) = match message {
         Some(m) => record::cut(m),
         None => {

@@ -9,6 +9,7 @@
 //! their origin), and [`record`], what is stored of each. The agent, the aggregator node,
 //! the index and the page follow (issue 19).
 
+pub mod agent;
 pub mod feed;
 pub mod index;
 pub mod ingest;

@@ -47,8 +47,25 @@ enum Command {
         #[arg(long, default_value = "7d", value_parser = duration)]
         retention: i64,
     },
+    /// Runs the agent of one machine: follows files, takes syslog and NDJSON, buffers on
+    /// disk, ships to the aggregators.
+    Agent {
+        /// The agent's TOML config (see the README's log-aggregator section).
+        #[arg(long)]
+        config: std::path::PathBuf,
+    },
     /// Parses syslog messages from stdin and prints each as JSON.
     Parse,
+}
+
+fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
 }
 
 fn duration(s: &str) -> Result<i64, String> {
@@ -78,14 +95,7 @@ fn main() -> anyhow::Result<()> {
             partitions,
             retention,
         } => {
-            tracing_subscriber::fmt()
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_default_env()
-                        .unwrap_or_else(|_| "info".into()),
-                )
-                .with_writer(std::io::stderr)
-                .with_ansi(false)
-                .init();
+            init_logging();
             anyhow::ensure!(!store.is_empty(), "--store needs at least one address");
             anyhow::ensure!(!ingest_token.is_empty(), "--ingest-token must not be empty");
             let config = log_aggregator::server::run::ServeConfig {
@@ -102,6 +112,12 @@ fn main() -> anyhow::Result<()> {
                 config,
                 shutdown_signal(),
             ))
+        }
+        Command::Agent { config } => {
+            init_logging();
+            let config = log_aggregator::agent::config::Config::load(&config)?;
+            tokio::runtime::Runtime::new()?
+                .block_on(log_aggregator::agent::run::run(config, shutdown_signal()))
         }
         Command::Parse => {
             let mut input = Vec::new();

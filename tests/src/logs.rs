@@ -173,3 +173,75 @@ pub fn logger(port: u16, args: &[&str], text: &str) {
         .expect("logger (util-linux; scripts/install-test-deps.sh installs it)");
     assert!(status.success(), "logger {args:?} {text}");
 }
+
+/// A `log-aggregator agent` process with its config and state in `dir`, killed on drop.
+pub struct Agent {
+    pub child: Child,
+    pub config: PathBuf,
+    pub http: String,
+    pub log: PathBuf,
+}
+
+impl Agent {
+    /// Writes `config` (TOML; an `[http] listen` is added) to `dir` and starts the agent.
+    pub fn start(dir: &Path, config: &str) -> Agent {
+        let port = free_ports(1)[0];
+        let http = format!("127.0.0.1:{port}");
+        let path = dir.join("agent.toml");
+        std::fs::write(&path, format!("{config}\n[http]\nlisten = \"{http}\"\n")).unwrap();
+        let mut a = Agent {
+            child: Command::new("true").spawn().unwrap(),
+            config: path,
+            http,
+            log: dir.join("agent.log"),
+        };
+        a.restart();
+        a
+    }
+
+    /// Starts it (again) with its config.
+    pub fn restart(&mut self) {
+        let _ = self.child.wait();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("a log file");
+        self.child = Command::new(workspace_bin("log-aggregator"))
+            .args(["agent", "--config"])
+            .arg(&self.config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting log-aggregator agent");
+    }
+
+    pub fn get(&self, path: &str) -> (u16, String) {
+        curl(&format!("http://{}{path}", self.http), &[])
+    }
+
+    /// A metric's value from its `/metrics`.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        let (_, text) = self.get("/metrics");
+        text.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
