@@ -3,7 +3,10 @@
 # `default` in 64 partitions, each a Raft group of three), data in ./kvstore-data/node-N, and
 # on it the dictionary (case study 1: the real WordNet, GCIDE and CMUdict data, installed by
 # scripts/install-dictionary-data.sh, loaded into the keyspace `dictionary` once and reused on
-# restart) served at http://127.0.0.1:8380/. Node N listens on:
+# restart) served at http://127.0.0.1:8380/, and the log aggregator (case study 3: two
+# aggregator nodes at http://127.0.0.1:8390/ and :8392, syslog on 127.0.0.1:5514 TCP and UDP,
+# and an agent shipping the suite's own logs, ./kvstore-data/logs/*.log, a generated web
+# service's logs and the machine's /var/log/*.log where readable). Node N listens on:
 #
 #   node 1: binary 127.0.0.1:7379, Redis 127.0.0.1:6380, HTTP 127.0.0.1:7380, peers 7371
 #   node 2: binary 127.0.0.1:7479, Redis 127.0.0.1:6480, HTTP 127.0.0.1:7480, peers 7471
@@ -24,9 +27,13 @@ if [ "${SINGLE_NODE:-0}" = 1 ]; then
 fi
 
 scripts/install-dictionary-data.sh
-cargo build --release -q -p dictionary-search
+cargo build --release -q -p dictionary-search -p log-aggregator
 D=target/release/dictionary-search
+L=target/release/log-aggregator
 STORE="127.0.0.1:7379,127.0.0.1:7479,127.0.0.1:7579"
+# Every process's log, also in files the log agent follows.
+LOGS="$DATA/logs"
+mkdir -p "$LOGS"
 
 PEERS="1=127.0.0.1:7371,2=127.0.0.1:7471,3=127.0.0.1:7571"
 PIDS=()
@@ -49,18 +56,62 @@ for i in 1 2 3; do
   "$K" serve --data-dir "$DATA/node-$i" --node-id "$i" --peers "$PEERS" \
     --peer-listen "127.0.0.1:$((base - 8))" --listen "127.0.0.1:$base" \
     --resp-listen "127.0.0.1:$((base - 999))" --http-listen "127.0.0.1:$((base + 1))" \
-    --idle-spin-us 0 "$@" &
+    --idle-spin-us 0 "$@" 2> >(tee -a "$LOGS/kvstore-node-$i.log" >&2) &
   PIDS+=("$!")
 done
 # The dictionary: load (a no-op when the store holds this dataset already), then serve.
 until "$K" cluster --addr "$STORE" status >/dev/null 2>&1; do sleep 0.5; done
 "$D" load --store "$STORE"
-"$D" serve --listen 127.0.0.1:8380 --store "$STORE" &
+"$D" serve --listen 127.0.0.1:8380 --store "$STORE" 2> >(tee -a "$LOGS/dictionary.log" >&2) &
+APP_PIDS+=("$!")
+
+# The log aggregator: two aggregator nodes, an agent, and a workload for it to follow.
+[ -s "$DATA/log-token" ] || od -An -tx1 -N16 /dev/urandom | tr -d ' \n' >"$DATA/log-token"
+LOG_INGEST_TOKEN=$(cat "$DATA/log-token")
+export LOG_INGEST_TOKEN
+"$L" serve --store "$STORE" --name aggregator-1 --http 127.0.0.1:8390 \
+  --syslog-tcp 127.0.0.1:5514 --syslog-udp 127.0.0.1:5514 2>>"$LOGS/aggregator-1.log" &
+APP_PIDS+=("$!")
+"$L" serve --store "$STORE" --name aggregator-2 --http 127.0.0.1:8392 \
+  --syslog-tcp 127.0.0.1:5516 --syslog-udp 127.0.0.1:5516 2>>"$LOGS/aggregator-2.log" &
+APP_PIDS+=("$!")
+"$L" generate --out "$LOGS/shop.log" --rate 20 &
+APP_PIDS+=("$!")
+# The machine's own logs, those this user may read.
+MACHINE=""
+for f in /var/log/syslog /var/log/*.log; do
+  if [ -r "$f" ]; then MACHINE="$MACHINE${MACHINE:+, }\"$f\""; fi
+done
+{
+  cat <<TOML
+name = "$(cat /proc/sys/kernel/hostname)"
+aggregators = ["127.0.0.1:8390", "127.0.0.1:8392"]
+token_file = "$DATA/log-token"
+state_dir = "$DATA/log-agent"
+[[files]]
+paths = ["$LOGS/shop.log"]
+service = "shop"
+multiline_start = '^\d{4}-'
+[[files]]
+paths = ["$LOGS/kvstore-*.log", "$LOGS/dictionary.log", "$LOGS/aggregator-*.log"]
+[syslog]
+tcp = "127.0.0.1:5520"
+udp = "127.0.0.1:5520"
+[http]
+listen = "127.0.0.1:8391"
+TOML
+  # From their end: what the machine logs from now on, not its history.
+  if [ -n "$MACHINE" ]; then printf '[[files]]\npaths = [%s]\nread_from = "end"\n' "$MACHINE"; fi
+} >"$DATA/log-agent.toml"
+"$L" agent --config "$DATA/log-agent.toml" 2>>"$LOGS/agent.out" &
 APP_PIDS+=("$!")
 
 cat <<MSG
 A 3-node kvstore cluster is running, and on it:
   http://127.0.0.1:8380/                              # the dictionary (API: /api/suggest?q=acro, ...)
+  http://127.0.0.1:8390/                              # the logs: search, histogram, live tail
+  logger -n 127.0.0.1 -P 5514 -T --rfc5424 -t demo hello   # syslog straight to an aggregator
+  curl -s '127.0.0.1:8392/api/query?q=error&service=shop&limit=3'   # the other aggregator finds it
 In another terminal:
   $K cluster status                                   # per node: replicas, leaders, keys, bytes, moves
   open http://127.0.0.1:7380/                         # the live cluster page (any node's admin port)

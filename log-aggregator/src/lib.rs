@@ -11,6 +11,7 @@
 
 pub mod agent;
 pub mod feed;
+pub mod generate;
 pub mod index;
 pub mod ingest;
 pub mod layout;

@@ -54,6 +54,20 @@ enum Command {
         #[arg(long)]
         config: std::path::PathBuf,
     },
+    /// Appends the logs of a made-up web service to a file, at a steady rate, until stopped
+    /// (a workload for the agent to follow).
+    Generate {
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// Records per second.
+        #[arg(long, default_value_t = 20)]
+        rate: u32,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Stop after this many records (default: never).
+        #[arg(long)]
+        count: Option<u64>,
+    },
     /// Parses syslog messages from stdin and prints each as JSON.
     Parse,
 }
@@ -118,6 +132,30 @@ fn main() -> anyhow::Result<()> {
             let config = log_aggregator::agent::config::Config::load(&config)?;
             tokio::runtime::Runtime::new()?
                 .block_on(log_aggregator::agent::run::run(config, shutdown_signal()))
+        }
+        Command::Generate {
+            out,
+            rate,
+            seed,
+            count,
+        } => {
+            use std::io::Write;
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&out)
+                .map_err(|e| anyhow::anyhow!("opening {}: {e}", out.display()))?;
+            let mut g = log_aggregator::generate::Generator::new(seed);
+            let every = std::time::Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
+            let mut written = 0u64;
+            while count.is_none_or(|c| written < c) {
+                let now = log_aggregator::server::now_ms();
+                let record = g.record(&log_aggregator::generate::iso_time(now));
+                writeln!(file, "{record}")?;
+                written += 1;
+                std::thread::sleep(every);
+            }
+            Ok(())
         }
         Command::Parse => {
             let mut input = Vec::new();
