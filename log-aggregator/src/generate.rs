@@ -11,7 +11,14 @@ pub struct Generator {
 }
 
 const PATHS: [&str; 8] = [
-    "/", "/login", "/search", "/cart", "/checkout", "/api/items", "/api/users", "/static/app.js",
+    "/",
+    "/login",
+    "/search",
+    "/cart",
+    "/checkout",
+    "/api/items",
+    "/api/users",
+    "/static/app.js",
 ];
 const METHODS: [&str; 4] = ["GET", "GET", "GET", "POST"];
 
@@ -93,11 +100,20 @@ mod tests {
             assert_eq!(parse_rfc3339(&iso_time(ms)), Some(ms), "{}", iso_time(ms));
         }
         let mut g = Generator::new(7);
-        let records: Vec<String> = (0..500).map(|_| g.record("2026-12-07T00:00:00.000Z")).collect();
+        let records: Vec<String> = (0..500)
+            .map(|_| g.record("2026-12-07T00:00:00.000Z"))
+            .collect();
         assert!(records.iter().all(|r| r.starts_with("2026-12-07T")));
-        assert!(records.iter().any(|r| r.contains("\n\tat shop.")), "some stack traces");
+        assert!(
+            records.iter().any(|r| r.contains("\n\tat shop.")),
+            "some stack traces"
+        );
         assert!(records.iter().any(|r| r.contains(" WARN ")));
         let mut again = Generator::new(7);
-        assert_eq!(again.record("t"), Generator::new(7).record("t"), "deterministic");
+        assert_eq!(
+            again.record("t"),
+            Generator::new(7).record("t"),
+            "deterministic"
+        );
     }
 }

@@ -51,6 +51,7 @@ pub type Result<T, E = IndexError> = std::result::Result<T, E>;
 #[derive(Clone, Copy)]
 struct Fields {
     ts: Field,
+    seq: Field,
     id: Field,
     level: Field,
     service: Field,
@@ -64,6 +65,7 @@ fn schema() -> (Schema, Fields) {
     let mut s = Schema::builder();
     let fields = Fields {
         ts: s.add_i64_field("ts", INDEXED | FAST),
+        seq: s.add_u64_field("seq", FAST),
         id: s.add_u64_field("id", INDEXED | FAST),
         level: s.add_u64_field("level", INDEXED | FAST),
         service: s.add_text_field("service", STRING),
@@ -165,6 +167,7 @@ impl Indexes {
                 }
                 let mut doc = TantivyDocument::default();
                 doc.add_i64(f.ts, r.ts);
+                doc.add_u64(f.seq, r.seq);
                 doc.add_u64(f.id, r.id);
                 doc.add_u64(f.level, u64::from(r.level.severity()));
                 doc.add_text(f.service, &r.service);
@@ -325,8 +328,8 @@ impl Indexes {
         let mut total = 0u64;
         let mut after_cursor = 0u64;
         let mut counts = vec![0u64; bins.map_or(0, |b| b.count)];
-        // The page so far: (ts, id, bucket position, address).
-        let mut page: Vec<(i64, u64, usize, DocAddress)> = Vec::new();
+        // The page so far: (its place in the order, bucket position, address).
+        let mut page: Vec<(Place, usize, DocAddress)> = Vec::new();
         let mut searchers = Vec::with_capacity(buckets.len());
         for (i, (_, b)) in buckets.iter().enumerate() {
             let searcher = b.reader.searcher();
@@ -344,16 +347,16 @@ impl Indexes {
             for (c, n) in counts.iter_mut().zip(&fruit.bins) {
                 *c += n;
             }
-            page.extend(fruit.top.into_iter().map(|(ts, id, a)| (ts, id, i, a)));
+            page.extend(fruit.top.into_iter().map(|(place, a)| (place, i, a)));
             searchers.push(searcher);
         }
         match q.order {
-            Order::Newest => page.sort_by_key(|&(ts, id, ..)| Reverse((ts, id))),
-            Order::Oldest => page.sort_by_key(|&(ts, id, ..)| (ts, id)),
+            Order::Newest => page.sort_by_key(|&(place, ..)| Reverse(place)),
+            Order::Oldest => page.sort_by_key(|&(place, ..)| place),
         }
         page.truncate(q.limit);
         let mut lines = Vec::with_capacity(page.len());
-        for &(_, _, i, address) in &page {
+        for &(_, i, address) in &page {
             let doc: TantivyDocument = searchers[i].doc(address)?;
             let bytes = doc
                 .get_first(self.fields.record)
@@ -364,7 +367,10 @@ impl Indexes {
             lines.push(Line::from(r));
         }
         let cursor = (after_cursor > lines.len() as u64)
-            .then(|| page.last().map(|&(ts, id, ..)| Cursor { ts, id }.encode()))
+            .then(|| {
+                page.last()
+                    .map(|&((ts, seq, id), ..)| Cursor { ts, seq, id }.encode())
+            })
             .flatten();
         Ok((
             Answer {
@@ -392,30 +398,41 @@ struct Gathered {
     /// Matches past the cursor (all of them without one).
     after_cursor: u64,
     bins: Vec<u64>,
-    top: Vec<(i64, u64, DocAddress)>,
+    top: Vec<(Place, DocAddress)>,
 }
+
+/// A line's place in the order of lines: time, order within its source, id.
+type Place = (i64, u64, u64);
 
 struct GatherSegment {
     segment: u32,
     ts: tantivy::columnar::Column<i64>,
+    seq: tantivy::columnar::Column<u64>,
     id: tantivy::columnar::Column<u64>,
     store: Option<tantivy::store::StoreReader>,
     record: Field,
     regex: Option<regex::Regex>,
     newest: bool,
-    cursor: Option<(i64, u64)>,
+    cursor: Option<Place>,
     limit: usize,
     bins: Option<Bins>,
     count: u64,
     after_cursor: u64,
     counts: Vec<u64>,
     /// The best `limit` so far, the worst on top: keyed so that a max-heap pops the worst.
-    heap: BinaryHeap<(i128, DocId)>,
+    heap: BinaryHeap<((u64, u64, u64), DocId)>,
 }
 
-/// (ts, id) as one orderable number.
-fn key(ts: i64, id: u64) -> i128 {
-    (i128::from(ts) << 64) | i128::from(id)
+/// A place as unsigned numbers in the same order, turned around for newest first: the
+/// heap's key, the worst (to drop first) the greatest.
+fn rank(place: Place, newest: bool) -> (u64, u64, u64) {
+    let (ts, seq, id) = place;
+    let ts = (ts as u64) ^ (1 << 63);
+    if newest {
+        (!ts, !seq, !id)
+    } else {
+        (ts, seq, id)
+    }
 }
 
 impl Collector for Gather {
@@ -427,6 +444,7 @@ impl Collector for Gather {
         Ok(GatherSegment {
             segment,
             ts: ff.i64("ts")?,
+            seq: ff.u64("seq")?,
             id: ff.u64("id")?,
             store: match self.regex {
                 Some(_) => Some(reader.get_store_reader(16)?),
@@ -435,7 +453,7 @@ impl Collector for Gather {
             record: self.fields.record,
             regex: self.regex.clone(),
             newest: self.order == Order::Newest,
-            cursor: self.cursor.map(|c| (c.ts, c.id)),
+            cursor: self.cursor.map(|c| (c.ts, c.seq, c.id)),
             limit: self.limit,
             bins: self.bins,
             count: 0,
@@ -491,7 +509,6 @@ impl SegmentCollector for GatherSegment {
             return;
         }
         let ts = self.ts.first(doc).unwrap_or(0);
-        let id = self.id.first(doc).unwrap_or(0);
         self.count += 1;
         if let Some(b) = self.bins {
             let bin = (ts - b.from_ms).div_euclid(b.step_ms);
@@ -499,16 +516,18 @@ impl SegmentCollector for GatherSegment {
                 self.counts[bin as usize] += 1;
             }
         }
-        let k = key(ts, id);
-        if let Some((cts, cid)) = self.cursor {
-            let c = key(cts, cid);
-            if (self.newest && k >= c) || (!self.newest && k <= c) {
+        let place = (
+            ts,
+            self.seq.first(doc).unwrap_or(0),
+            self.id.first(doc).unwrap_or(0),
+        );
+        if let Some(c) = self.cursor {
+            if (self.newest && place >= c) || (!self.newest && place <= c) {
                 return;
             }
         }
         self.after_cursor += 1;
-        // Kept as the heap's order wants: the worst on top.
-        let ranked = if self.newest { -k } else { k };
+        let ranked = rank(place, self.newest);
         if self.heap.len() < self.limit {
             self.heap.push((ranked, doc));
         } else if self.heap.peek().is_some_and(|&(worst, _)| ranked < worst) {
@@ -523,11 +542,12 @@ impl SegmentCollector for GatherSegment {
             .heap
             .into_iter()
             .map(|(_, doc)| {
-                (
+                let place = (
                     self.ts.first(doc).unwrap_or(0),
+                    self.seq.first(doc).unwrap_or(0),
                     self.id.first(doc).unwrap_or(0),
-                    DocAddress::new(segment, doc),
-                )
+                );
+                (place, DocAddress::new(segment, doc))
             })
             .collect();
         Gathered {
@@ -554,6 +574,7 @@ mod tests {
             level,
             message: message.into(),
             id,
+            seq: 0,
             parse_error: None,
             truncated: false,
             labels: [(
@@ -627,6 +648,40 @@ mod tests {
         }
         assert_eq!(seen.len(), 100);
         assert!(seen.windows(2).all(|w| w[0] > w[1]));
+    }
+
+    #[test]
+    fn lines_of_one_millisecond_keep_their_order_in_the_source_across_pages() {
+        let mut rs = Vec::new();
+        for i in 0..20u64 {
+            let mut r = rec(
+                T0 + 7,
+                1000 - i * 37 % 19,
+                "api",
+                Level::Info,
+                &format!("n{i}"),
+            );
+            r.id = (i * 7919) % 101; // ids in no particular order
+            r.seq = i * 100;
+            rs.push(r);
+        }
+        let ix = indexed(&rs);
+        let mut seen = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut pairs = vec![("limit", "6")];
+            if let Some(c) = &cursor {
+                pairs.push(("cursor", c.as_str()));
+            }
+            let (a, _) = ix.search(&query(&pairs), None).unwrap();
+            seen.extend(a.lines.iter().map(|l| l.message.clone()));
+            match a.cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        let want: Vec<String> = (0..20).rev().map(|i| format!("n{i}")).collect();
+        assert_eq!(seen, want);
     }
 
     #[test]

@@ -153,6 +153,7 @@ fn ndjson_line(line: &[u8], number: u64, arrival: &Arrival<'_>) -> Record {
                 level: Level::Notice,
                 message,
                 id: raw_origin.id(),
+                seq: number,
                 parse_error: Some(why),
                 truncated,
                 labels: BTreeMap::new(),
@@ -176,6 +177,7 @@ fn ndjson_line(line: &[u8], number: u64, arrival: &Arrival<'_>) -> Record {
     // the aggregator's business) and why the agent kept it raw.
     fields.remove("end");
     let raw_before = take(&mut fields, &["parse_error"]);
+    let seq = position.unwrap_or(number);
     let id = match (arrival.agent, &source, position) {
         (Some(agent), Some(source), Some(position)) => Origin {
             agent,
@@ -204,6 +206,7 @@ fn ndjson_line(line: &[u8], number: u64, arrival: &Arrival<'_>) -> Record {
         level: level_named.unwrap_or(Level::Info),
         message,
         id,
+        seq,
         parse_error,
         truncated: truncated || truncated_before,
         labels: labels(
@@ -298,6 +301,8 @@ pub fn loki(body: &[u8], arrival: &Arrival<'_>) -> Result<Vec<Record>, IngestErr
                     .unwrap_or(Level::Info),
                 message,
                 id,
+                // The nanoseconds within the millisecond.
+                seq: (ns % 1_000_000) as u64,
                 parse_error: None,
                 truncated,
                 labels: labels(

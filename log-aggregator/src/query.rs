@@ -39,24 +39,28 @@ pub enum Order {
     Oldest,
 }
 
-/// Where the previous page ended: its last line's time and id.
+/// Where the previous page ended: its last line's place in the order of lines (time, then
+/// order within the source, then id).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cursor {
     pub ts: i64,
+    pub seq: u64,
     pub id: u64,
 }
 
 impl Cursor {
     pub fn encode(&self) -> String {
-        format!("{}.{:x}", self.ts, self.id)
+        format!("{}.{}.{:x}", self.ts, self.seq, self.id)
     }
 
     pub fn decode(s: &str) -> Option<Cursor> {
-        let (ts, id) = s.split_once('.')?;
-        Some(Cursor {
-            ts: ts.parse().ok()?,
-            id: u64::from_str_radix(id, 16).ok()?,
-        })
+        let mut parts = s.split('.');
+        let c = Cursor {
+            ts: parts.next()?.parse().ok()?,
+            seq: parts.next()?.parse().ok()?,
+            id: u64::from_str_radix(parts.next()?, 16).ok()?,
+        };
+        parts.next().is_none().then_some(c)
     }
 }
 
@@ -369,6 +373,7 @@ mod tests {
             level,
             message: message.into(),
             id: 1,
+            seq: 0,
             parse_error: None,
             truncated: false,
             labels: [("env".to_string(), "prod".to_string())].into(),
@@ -450,6 +455,7 @@ mod tests {
     fn a_cursor_round_trips() {
         let c = Cursor {
             ts: NOW,
+            seq: 7,
             id: 0xdead_beef,
         };
         assert_eq!(Cursor::decode(&c.encode()), Some(c));

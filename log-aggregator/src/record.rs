@@ -22,6 +22,10 @@ pub struct Record {
     pub message: String,
     /// The record's dedup id ([`Origin::id`]), as its key carries it.
     pub id: u64,
+    /// Its order among records of the same millisecond from the same source (the origin's
+    /// position: a file offset, a message number, a line of a push).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub seq: u64,
     /// Why the text is raw (it did not parse), if it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parse_error: Option<String>,
@@ -32,6 +36,10 @@ pub struct Record {
     /// most [`LABELS_MAX`] of them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The most user labels a record keeps (the rest are dropped, in name order).
@@ -61,6 +69,7 @@ impl Record {
             level: m.level.unwrap_or(Level::Notice),
             message,
             id: origin.id(),
+            seq: origin.position,
             parse_error: m.parse_error,
             truncated: frame_truncated || cut,
             labels: BTreeMap::new(),

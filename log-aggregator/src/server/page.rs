@@ -107,16 +107,21 @@ function drawHistogram(h) {
   }).join('');
 }
 
+// Each search has a number: the answers of one overtaken by a newer are dropped.
+let generation = 0;
 async function search(append) {
+  const mine = ++generation;
   document.getElementById('error').textContent = '';
   try {
     if (!append) {
       cursor = null;
       linesEl.innerHTML = '';
       const h = await get('/api/histogram', params());
+      if (mine !== generation) return;
       drawHistogram(h);
     }
     const a = await get('/api/query', params(cursor ? {cursor} : {}));
+    if (mine !== generation) return;
     document.getElementById('summary').textContent = `${a.total} matching lines`;
     a.lines.forEach(l => row(l, false));
     cursor = a.cursor || null;
