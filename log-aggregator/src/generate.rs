@@ -59,7 +59,7 @@ impl Generator {
                 "{iso_time} WARN slow upstream for {method} {path}: {ms}ms (user {user})"
             ),
             _ => {
-                let status = if (r >> 50) % 50 == 0 { 404 } else { 200 };
+                let status = if (r >> 50).is_multiple_of(50) { 404 } else { 200 };
                 format!("{iso_time} INFO {method} {path} {status} {ms}ms user={user}")
             }
         }
