@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what the tests need beyond Rust, if it is missing (idempotent; uses sudo when not
 # root): redis-tools (redis-cli, redis-benchmark: real clients for the RESP port), curl,
-# chromium (a headless browser for the cluster page), iproute2 (network namespaces) and
-# redis-py (Python's Redis client, for its RedisCluster).
+# chromium (a headless browser for the cluster page), iproute2 (network namespaces), logger
+# and rsyslog (syslog clients for the log aggregator; rsyslogd runs as the tests' own
+# foreground process, never as the system's daemon) and redis-py (Python's Redis client, for
+# its RedisCluster).
 set -euo pipefail
 need=()
 command -v redis-cli >/dev/null || need+=(redis-tools)
@@ -12,6 +14,8 @@ command -v chromium >/dev/null || need+=(chromium)
 command -v python3 >/dev/null || need+=(python3)
 command -v ip >/dev/null || need+=(iproute2)
 command -v logger >/dev/null || need+=(bsdutils)
+{ command -v rsyslogd || [ -x /usr/sbin/rsyslogd ]; } >/dev/null || need+=(rsyslog)
+command -v gzip >/dev/null || need+=(gzip)
 sudo=""
 [ "$(id -u)" -ne 0 ] && sudo="sudo"
 apt_install() {

@@ -210,6 +210,15 @@ fn nil(field: &str) -> Option<String> {
 
 /// Parses one message; `received_ms` dates a BSD timestamp.
 pub fn parse(bytes: &[u8], received_ms: i64) -> Message {
+    // A line ending inside the frame (octet counting keeps the sender's newline) ends the
+    // message; it is not text.
+    let mut bytes = bytes;
+    while let Some(rest) = bytes
+        .strip_suffix(b"\n")
+        .or_else(|| bytes.strip_suffix(b"\r"))
+    {
+        bytes = rest;
+    }
     let (text, invalid_utf8) = match std::str::from_utf8(bytes) {
         Ok(s) => (s.to_string(), false),
         Err(_) => (String::from_utf8_lossy(bytes).into_owned(), true),
@@ -340,6 +349,21 @@ mod tests {
 
     /// 2026-12-07T06:00:00Z, when the test's messages were "received".
     const NOW: i64 = 1_796_623_200_000;
+
+    /// rsyslog's RFC 5424 template ends each message with a newline, which octet counting
+    /// keeps inside the frame: it is the end of the message, not part of its text.
+    #[test]
+    fn a_trailing_newline_inside_a_frame_is_not_text() {
+        let m = parse(
+            b"<132>1 2026-12-07T05:16:23.870901+00:00 vm parcel - - - parcel 0001 processed\n",
+            NOW,
+        );
+        assert_eq!(m.text, "parcel 0001 processed");
+        assert_eq!(parse(b"<13>Dec  7 05:16:23 vm app: hi\r\n", NOW).text, "hi");
+        assert_eq!(parse(b"raw line\n", NOW).text, "raw line");
+        let multi = parse(b"<13>1 - vm app - - - a\n  b\n", NOW);
+        assert_eq!(multi.text, "a\n  b", "inner newlines stay");
+    }
 
     #[test]
     fn rfc_5424_as_logger_sends_it() {
