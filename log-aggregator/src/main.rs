@@ -46,6 +46,9 @@ enum Command {
         /// How long lines are kept (e.g. 7d, 12h).
         #[arg(long, default_value = "7d", value_parser = duration)]
         retention: i64,
+        /// HTTP pushes stored at once; more are answered 429 with Retry-After.
+        #[arg(long, default_value_t = log_aggregator::server::PUSHES_IN_FLIGHT_DEFAULT)]
+        pushes_in_flight: usize,
     },
     /// Runs the agent of one machine: follows files, takes syslog and NDJSON, buffers on
     /// disk, ships to the aggregators.
@@ -108,6 +111,7 @@ fn main() -> anyhow::Result<()> {
             name,
             partitions,
             retention,
+            pushes_in_flight,
         } => {
             init_logging();
             anyhow::ensure!(!store.is_empty(), "--store needs at least one address");
@@ -121,6 +125,7 @@ fn main() -> anyhow::Result<()> {
                 name,
                 partitions,
                 retention_ms: retention,
+                pushes_in_flight,
             };
             tokio::runtime::Runtime::new()?.block_on(log_aggregator::server::run::serve(
                 config,

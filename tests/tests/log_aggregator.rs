@@ -3,8 +3,9 @@
 //! with curl; what one aggregator takes becomes searchable on the other (the journal); a
 //! retried push is stored once; bad input and a push without the token get their typed
 //! errors and the node goes on; the histogram and the live tail agree with the query; and
-//! SIGTERM stops a node cleanly. Then: a store node killed mid-ingest loses and duplicates
-//! nothing, and a new aggregator rebuilds its index from the store.
+//! SIGTERM stops a node cleanly. Then: a store node killed mid-ingest, and a node joining
+//! (partitions moving onto it) mid-ingest, lose and duplicate nothing, and a new aggregator
+//! rebuilds its index from the store. And bad input, and a flood.
 
 use std::collections::BTreeSet;
 use std::process::Command;
@@ -276,6 +277,20 @@ fn a_store_node_killed_mid_ingest_loses_and_duplicates_nothing() {
         if p == 40 {
             cluster.restart(2).unwrap();
         }
+        if p == 25 {
+            // A node joins: partitions move onto it while the pushes go on.
+            let rt = tests::harness::runtime();
+            let client = kvstore::client::cluster::ClusterClient::new(
+                cluster.client_addresses(),
+                Default::default(),
+            );
+            let peer = rt.block_on(client.current_map()).unwrap().nodes[&1]
+                .peer
+                .clone();
+            cluster
+                .start_joining_node(4, &["--join".to_string(), peer])
+                .unwrap();
+        }
         let mut body = String::new();
         for l in 0..LINES {
             let n = p * LINES + l;
@@ -315,6 +330,14 @@ fn a_store_node_killed_mid_ingest_loses_and_duplicates_nothing() {
         }
     };
     wait_total(&a, &[("service", "drill")], want);
+    // The new node took replicas (moves ran under the pushes).
+    assert!(
+        wait_until(Duration::from_secs(60), || cluster
+            .status(4)
+            .and_then(|s| s["groups"].as_array().map(|g| !g.is_empty()))
+            .unwrap_or(false)),
+        "node 4 hosts partitions"
+    );
     let seen = all(&a);
     assert_eq!(seen.len() as u64, want);
     for n in 0..PUSHES * LINES {
@@ -326,4 +349,141 @@ fn a_store_node_killed_mid_ingest_loses_and_duplicates_nothing() {
     assert!(c.wait_ready(Duration::from_secs(60)), "{}", c.log());
     assert_eq!(query(&c, &[("service", "drill")])["total"], want);
     assert_eq!(all(&c), seen);
+}
+
+/// Bad input gets its answer and the node goes on: a 10 MiB line over syslog TCP and in an
+/// NDJSON push (cut at 64 KiB and flagged), binary garbage, invalid UTF-8 over UDP; and a
+/// flood of pushes beyond the pushes in flight gets 429 with Retry-After (back-pressure),
+/// never a 5xx, and every push its sender retried is stored exactly once.
+#[test]
+fn bad_input_and_a_flood_get_their_answers_and_nothing_acknowledged_is_lost() {
+    use std::io::Write as _;
+    let cluster = start_store("logs-bad-input");
+    let dir = TempDir::new("logs-bad-input-aggregators");
+    let a = Aggregator::start(
+        &cluster.client_addresses(),
+        &dir.path,
+        &["--pushes-in-flight", "2"],
+    );
+    assert!(a.wait_ready(Duration::from_secs(60)), "{}", a.log());
+
+    // Syslog over TCP: a 10 MiB line, garbage, then a good message on the same connection.
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", a.syslog_tcp)).unwrap();
+    let mut huge = b"<11>1 - web-1 bigapp - - - hugeline ".to_vec();
+    huge.extend(std::iter::repeat_n(b'x', 10 * 1024 * 1024));
+    huge.push(b'\n');
+    conn.write_all(&huge).unwrap();
+    conn.write_all(b"\x00\x01\xfe\xff garbageword \x80\x81\n")
+        .unwrap();
+    conn.write_all(b"<14>1 - web-1 bigapp - - - afterword survived\n")
+        .unwrap();
+    drop(conn);
+    let big = wait_total(&a, &[("q", "hugeline")], 1);
+    let line = &big["lines"][0];
+    assert_eq!(line["truncated"], true, "{line}");
+    assert!(line["message"].as_str().unwrap().len() <= 64 * 1024);
+    wait_total(&a, &[("q", "garbageword")], 1);
+    wait_total(&a, &[("q", "afterword")], 1);
+
+    // Invalid UTF-8 over UDP.
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.send_to(
+        b"<13>1 - vm udpapp - - - bad \xc3\x28 utf8word",
+        ("127.0.0.1", a.syslog_udp),
+    )
+    .unwrap();
+    let found = wait_total(&a, &[("q", "utf8word")], 1);
+    assert!(found["lines"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains('\u{fffd}'));
+
+    // A 10 MiB line in an NDJSON push.
+    let mut body = b"{\"service\":\"bigjson\",\"msg\":\"jsonhuge ".to_vec();
+    body.extend(std::iter::repeat_n(b'y', 10 * 1024 * 1024));
+    body.extend_from_slice(b"\"}\n");
+    let (status, out) = a.post("/api/v1/push", &body, &[]);
+    assert_eq!(status, 200, "{out}");
+    let found = wait_total(&a, &[("q", "jsonhuge")], 1);
+    assert_eq!(found["lines"][0]["truncated"], true);
+
+    // A flood: 12 senders × 5 pushes × 200 lines at once, through 2 pushes in flight.
+    let http = a.http.clone();
+    let senders: Vec<_> = (0..12)
+        .map(|s| {
+            let http = http.clone();
+            std::thread::spawn(move || {
+                let (mut busy, mut other) = (0, Vec::new());
+                for p in 0..5 {
+                    let mut body = String::new();
+                    for l in 0..200 {
+                        body.push_str(&format!(
+                            "{{\"service\":\"flood\",\"msg\":\"flood s{s} p{p} l{l}\"}}\n"
+                        ));
+                    }
+                    let file =
+                        std::env::temp_dir().join(format!("flood-{}-{s}-{p}", std::process::id()));
+                    std::fs::write(&file, body).unwrap();
+                    loop {
+                        let out = std::process::Command::new("curl")
+                            .args([
+                                "-s",
+                                "-o",
+                                "/dev/null",
+                                "-D",
+                                "-",
+                                "--max-time",
+                                "30",
+                                "-X",
+                                "POST",
+                            ])
+                            .args([
+                                "-H",
+                                &format!("Authorization: Bearer {}", tests::logs::TOKEN),
+                            ])
+                            .args(["-H", &format!("Idempotency-Key: flood-{s}-{p}")])
+                            .arg("--data-binary")
+                            .arg(format!("@{}", file.display()))
+                            .arg(format!("http://{http}/api/v1/push"))
+                            .output()
+                            .unwrap();
+                        let head = String::from_utf8_lossy(&out.stdout).to_string();
+                        let status: u16 = head
+                            .split_whitespace()
+                            .nth(1)
+                            .and_then(|s| s.parse().ok())
+                            .unwrap_or(0);
+                        match status {
+                            200 => break,
+                            429 => {
+                                assert!(head.to_lowercase().contains("retry-after"), "{head}");
+                                busy += 1;
+                                std::thread::sleep(Duration::from_millis(50));
+                            }
+                            _ => {
+                                other.push(status);
+                                std::thread::sleep(Duration::from_millis(200));
+                            }
+                        }
+                    }
+                    let _ = std::fs::remove_file(&file);
+                }
+                (busy, other)
+            })
+        })
+        .collect();
+    let mut busy = 0;
+    for t in senders {
+        let (b, other) = t.join().unwrap();
+        busy += b;
+        assert!(
+            other.is_empty(),
+            "answers other than 200 and 429: {other:?}"
+        );
+    }
+    assert!(busy > 0, "the flood met the limit");
+    let flood = wait_total(&a, &[("service", "flood"), ("limit", "1")], 12 * 5 * 200);
+    assert_eq!(flood["total"], 12000);
+    let (status, health) = a.get("/health");
+    assert_eq!(status, 200, "{health}");
 }

@@ -39,8 +39,8 @@ use crate::query::{parse_duration_ms, Line, Query, QueryError, BINS_MAX};
 use crate::record::Record;
 use crate::store::LogStore;
 
-/// HTTP pushes being stored at once; more are refused with 429.
-pub const PUSHES_IN_FLIGHT_MAX: usize = 64;
+/// HTTP pushes being stored at once, by default; more are refused with 429.
+pub const PUSHES_IN_FLIGHT_DEFAULT: usize = 64;
 /// The largest push body on the wire (compressed or not).
 pub const BODY_BYTES_MAX: usize = PUSH_BYTES_MAX;
 /// Records the live tail's channel holds for a slow reader before it skips ahead.
@@ -77,7 +77,13 @@ pub fn now_ms() -> i64 {
 }
 
 impl App {
-    pub fn new(name: String, store: Arc<LogStore>, indexes: Arc<Indexes>, token: String) -> App {
+    pub fn new(
+        name: String,
+        store: Arc<LogStore>,
+        indexes: Arc<Indexes>,
+        token: String,
+        pushes_in_flight: usize,
+    ) -> App {
         App {
             name,
             store,
@@ -85,7 +91,7 @@ impl App {
             metrics: metrics::Metrics::default(),
             token,
             boot_ms: now_ms(),
-            pushes: Semaphore::new(PUSHES_IN_FLIGHT_MAX),
+            pushes: Semaphore::new(pushes_in_flight.max(1)),
             tail: broadcast::channel(TAIL_BUFFER).0,
             ready: AtomicBool::new(false),
             stopping: AtomicBool::new(false),

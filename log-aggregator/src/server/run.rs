@@ -35,6 +35,8 @@ pub struct ServeConfig {
     pub name: Option<String>,
     pub partitions: u32,
     pub retention_ms: i64,
+    /// HTTP pushes stored at once (more get 429).
+    pub pushes_in_flight: usize,
 }
 
 pub async fn serve(
@@ -88,6 +90,7 @@ pub async fn serve(
         store.clone(),
         indexes.clone(),
         config.token,
+        config.pushes_in_flight,
     ));
 
     let stop_rx = app.stop.subscribe();
