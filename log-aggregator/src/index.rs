@@ -37,6 +37,10 @@ use crate::record::Record;
 pub const WRITER_HEAP_BYTES: usize = 20_000_000;
 /// How many of the newest buckets keep their writers between commits.
 pub const OPEN_BUCKETS: i64 = 2;
+/// The most distinct values of one label name that are indexed: past it, a new value is
+/// stored with its record but not searchable by `label=` (a request id used as a label must
+/// not grow the index without bound).
+pub const LABEL_VALUES_MAX: usize = 1_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
@@ -98,6 +102,10 @@ pub struct Indexes {
     schema: Schema,
     fields: Fields,
     buckets: RwLock<BTreeMap<i64, Arc<Bucket>>>,
+    /// The values indexed of each label name, up to [`LABEL_VALUES_MAX`].
+    label_values: Mutex<std::collections::HashMap<String, HashSet<String>>>,
+    /// Label values not indexed for the cap.
+    pub labels_capped: std::sync::atomic::AtomicU64,
 }
 
 impl Default for Indexes {
@@ -107,6 +115,8 @@ impl Default for Indexes {
             schema,
             fields,
             buckets: RwLock::new(BTreeMap::new()),
+            label_values: Mutex::new(std::collections::HashMap::new()),
+            labels_capped: std::sync::atomic::AtomicU64::new(0),
         }
     }
 }
@@ -173,7 +183,9 @@ impl Indexes {
                 doc.add_text(f.service, &r.service);
                 doc.add_text(f.host, &r.host);
                 for (k, v) in &r.labels {
-                    doc.add_text(f.label, format!("{k}={v}"));
+                    if self.label_indexed(k, v) {
+                        doc.add_text(f.label, format!("{k}={v}"));
+                    }
                 }
                 doc.add_text(f.message, &r.message);
                 doc.add_bytes(
@@ -191,6 +203,22 @@ impl Indexes {
             }
         }
         Ok(added)
+    }
+
+    /// Whether `name=value` is indexed: a value seen before, or a new one under the cap.
+    fn label_indexed(&self, name: &str, value: &str) -> bool {
+        let mut all = self.label_values.lock().expect("label values");
+        let values = all.entry(name.to_string()).or_default();
+        if values.contains(value) {
+            return true;
+        }
+        if values.len() < LABEL_VALUES_MAX {
+            values.insert(value.to_string());
+            return true;
+        }
+        self.labels_capped
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        false
     }
 
     /// Makes what was added searchable; closes the writers of buckets past the open ones.
@@ -751,6 +779,41 @@ mod tests {
         assert_eq!(a.total, 200);
         assert_eq!(counts, vec![34, 33, 33, 34, 33, 33]);
         assert_eq!(counts.iter().sum::<u64>(), 200);
+    }
+
+    #[test]
+    fn a_label_with_too_many_values_stops_growing_the_index() {
+        let rs: Vec<Record> = (0..LABEL_VALUES_MAX as u64 + 50)
+            .map(|i| {
+                let mut r = rec(T0 + i as i64, i, "api", Level::Info, "request served");
+                r.labels.insert("request_id".into(), format!("r{i}"));
+                r
+            })
+            .collect();
+        let ix = indexed(&rs);
+        let total = |label: &str| {
+            ix.search(&query(&[("label", label)]), None)
+                .unwrap()
+                .0
+                .total
+        };
+        assert_eq!(total("request_id:r7"), 1);
+        assert_eq!(
+            total("request_id:r1010"),
+            0,
+            "past the cap: stored, not indexed"
+        );
+        assert_eq!(total("env:prod"), 525, "other labels are not affected");
+        assert_eq!(
+            ix.labels_capped.load(std::sync::atomic::Ordering::Relaxed),
+            50
+        );
+        // Still found by text, and returned whole.
+        let (a, _) = ix
+            .search(&query(&[("q", "served"), ("limit", "1")]), None)
+            .unwrap();
+        assert_eq!(a.total, LABEL_VALUES_MAX as u64 + 50);
+        assert_eq!(a.lines[0].labels["request_id"], "r1049");
     }
 
     #[test]

@@ -534,9 +534,13 @@ async fn health(State(app): State<Arc<App>>) -> Response {
 async fn metrics(State(app): State<Arc<App>>) -> Response {
     let sizes = app.indexes.sizes();
     let lines = sizes.iter().map(|(_, n)| n).sum();
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        app.metrics.render(sizes.len(), lines),
-    )
-        .into_response()
+    let mut text = app.metrics.render(sizes.len(), lines);
+    text.push_str(&format!(
+        "# HELP logs_labels_capped_total Label values not indexed: their name has too many.
+         # TYPE logs_labels_capped_total counter
+logs_labels_capped_total {}
+",
+        app.indexes.labels_capped.load(Ordering::Relaxed)
+    ));
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
