@@ -29,7 +29,7 @@ use tantivy::{
     DocAddress, DocId, IndexReader, IndexWriter, Score, SegmentReader, TantivyDocument, Term,
 };
 
-use crate::layout::{bucket_of, BUCKET_MS};
+use crate::layout::{bucket_of, Stream, BUCKET_MS};
 use crate::query::{text_terms, Answer, Cursor, Line, Order, Query};
 use crate::record::Record;
 
@@ -106,6 +106,8 @@ pub struct Indexes {
     label_values: Mutex<std::collections::HashMap<String, HashSet<String>>>,
     /// Label values not indexed for the cap.
     pub labels_capped: std::sync::atomic::AtomicU64,
+    /// The bytes of each stream's records in each bucket (for per-stream size limits).
+    stream_bytes: Mutex<BTreeMap<(Stream, i64), u64>>,
 }
 
 impl Default for Indexes {
@@ -117,6 +119,7 @@ impl Default for Indexes {
             buckets: RwLock::new(BTreeMap::new()),
             label_values: Mutex::new(std::collections::HashMap::new()),
             labels_capped: std::sync::atomic::AtomicU64::new(0),
+            stream_bytes: Mutex::new(BTreeMap::new()),
         }
     }
 }
@@ -195,6 +198,12 @@ impl Indexes {
                         .as_slice(),
                 );
                 writer.as_ref().expect("opened").add_document(doc)?;
+                *self
+                    .stream_bytes
+                    .lock()
+                    .expect("stream bytes")
+                    .entry((r.stream(), start))
+                    .or_default() += record_bytes(r);
                 on_new(r);
                 added.new += 1;
             }
@@ -256,7 +265,73 @@ impl Indexes {
         let keep = buckets.split_off(&start);
         let dropped = buckets.len();
         *buckets = keep;
+        self.stream_bytes
+            .lock()
+            .expect("stream bytes")
+            .retain(|(_, b), _| *b >= start);
         dropped
+    }
+
+    /// The oldest buckets of each stream that put it over `bytes_max` (never its newest),
+    /// oldest first: what a per-stream size limit deletes.
+    pub fn over_limit(&self, bytes_max: u64) -> Vec<(Stream, i64)> {
+        let sizes = self.stream_bytes.lock().expect("stream bytes");
+        let mut per_stream: BTreeMap<&Stream, Vec<(i64, u64)>> = BTreeMap::new();
+        for ((stream, bucket), bytes) in sizes.iter() {
+            per_stream
+                .entry(stream)
+                .or_default()
+                .push((*bucket, *bytes));
+        }
+        let mut out = Vec::new();
+        for (stream, buckets) in per_stream {
+            let mut total: u64 = buckets.iter().map(|(_, b)| b).sum();
+            for (bucket, bytes) in &buckets[..buckets.len() - 1] {
+                if total <= bytes_max {
+                    break;
+                }
+                total -= bytes;
+                out.push((stream.clone(), *bucket));
+            }
+        }
+        out
+    }
+
+    /// Removes `stream`'s records of `bucket` from the index.
+    pub fn drop_stream_bucket(&self, stream: &Stream, bucket: i64) -> Result<()> {
+        let Some(b) = self.buckets.read().expect("buckets").get(&bucket).cloned() else {
+            return Ok(());
+        };
+        let f = self.fields;
+        let term = |field, text: &str| -> Box<dyn TQuery> {
+            Box::new(TermQuery::new(
+                Term::from_field_text(field, text),
+                IndexRecordOption::Basic,
+            ))
+        };
+        let query = BooleanQuery::new(vec![
+            (Occur::Must, term(f.service, &stream.service)),
+            (Occur::Must, term(f.host, &stream.host)),
+        ]);
+        let mut writer = b.writer.lock().expect("writer");
+        let opened = writer.is_none();
+        if opened {
+            *writer = Some(b.index.writer_with_num_threads(1, WRITER_HEAP_BYTES)?);
+        }
+        let w = writer.as_mut().expect("opened");
+        w.delete_query(Box::new(query))?;
+        w.commit()?;
+        b.reader.reload()?;
+        if opened {
+            if let Some(w) = writer.take() {
+                w.wait_merging_threads()?;
+            }
+        }
+        self.stream_bytes
+            .lock()
+            .expect("stream bytes")
+            .remove(&(stream.clone(), bucket));
+        Ok(())
     }
 
     /// The buckets indexed, and the lines in each.
@@ -409,6 +484,18 @@ impl Indexes {
             counts,
         ))
     }
+}
+
+/// What a record counts for a size limit: its text and its names, about as stored.
+fn record_bytes(r: &Record) -> u64 {
+    (r.message.len()
+        + r.host.len()
+        + r.service.len()
+        + r.labels
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>()
+        + 64) as u64
 }
 
 /// One pass over a bucket's matches: the count, the histogram, the page.
@@ -814,6 +901,32 @@ mod tests {
             .unwrap();
         assert_eq!(a.total, LABEL_VALUES_MAX as u64 + 50);
         assert_eq!(a.lines[0].labels["request_id"], "r1049");
+    }
+
+    #[test]
+    fn a_stream_over_its_size_limit_loses_its_oldest_buckets_first() {
+        let ix = indexed(&sample()); // 3 buckets; api 200 records, db 100
+        let api = Stream {
+            service: "api".into(),
+            host: "web-1".into(),
+        };
+        assert_eq!(ix.over_limit(u64::MAX), vec![]);
+        let over = ix.over_limit(1);
+        assert_eq!(
+            over.len(),
+            4,
+            "both streams, all but their newest bucket: {over:?}"
+        );
+        assert_eq!(over[0], (api.clone(), T0));
+        ix.drop_stream_bucket(&api, T0).unwrap();
+        let total = |pairs: &[(&str, &str)]| ix.search(&query(pairs), None).unwrap().0.total;
+        assert_eq!(
+            total(&[("service", "api")]),
+            133,
+            "api's first bucket (67) went"
+        );
+        assert_eq!(total(&[("service", "db")]), 100, "db's did not");
+        assert!(!ix.over_limit(1).contains(&(api, T0)));
     }
 
     #[test]

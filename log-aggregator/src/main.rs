@@ -49,6 +49,13 @@ enum Command {
         /// HTTP pushes stored at once; more are answered 429 with Retry-After.
         #[arg(long, default_value_t = log_aggregator::server::PUSHES_IN_FLIGHT_DEFAULT)]
         pushes_in_flight: usize,
+        /// How often retention runs.
+        #[arg(long, default_value = "1m", value_parser = duration)]
+        retention_every: i64,
+        /// A stream's (service and host's) most bytes kept: past it, its oldest 10-minute
+        /// buckets are deleted (its newest is always kept).
+        #[arg(long)]
+        stream_bytes_max: Option<u64>,
     },
     /// Runs the agent of one machine: follows files, takes syslog and NDJSON, buffers on
     /// disk, ships to the aggregators.
@@ -112,6 +119,8 @@ fn main() -> anyhow::Result<()> {
             partitions,
             retention,
             pushes_in_flight,
+            retention_every,
+            stream_bytes_max,
         } => {
             init_logging();
             anyhow::ensure!(!store.is_empty(), "--store needs at least one address");
@@ -126,6 +135,8 @@ fn main() -> anyhow::Result<()> {
                 partitions,
                 retention_ms: retention,
                 pushes_in_flight,
+                retention_every_ms: retention_every,
+                stream_bytes_max,
             };
             tokio::runtime::Runtime::new()?.block_on(log_aggregator::server::run::serve(
                 config,

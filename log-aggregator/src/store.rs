@@ -330,32 +330,37 @@ impl LogStore {
     pub async fn delete_bucket(&self, bucket: i64) -> Result<usize> {
         let mut deleted = 0;
         for stream in self.streams(bucket).await? {
-            let keys = self
-                .scan_all(
-                    ScanRange {
-                        start: None,
-                        end: None,
-                        prefix: Some(Bytes::from(layout::bucket_prefix(&stream, bucket))),
-                    },
-                    true,
-                )
-                .await?;
-            for chunk in keys.chunks(WRITE_RECORDS_MAX) {
-                let ops = chunk
-                    .iter()
-                    .map(|(k, _)| BatchOp::Delete {
-                        key: Bytes::from(k.clone()),
-                        condition: Condition::None,
-                    })
-                    .collect();
-                self.client.batch(KEYSPACE, ops).await?;
-                deleted += chunk.len();
-            }
-            self.client
-                .delete(KEYSPACE, layout::stream_key(bucket, &stream).as_bytes())
-                .await?;
+            deleted += self.delete_stream_bucket(&stream, bucket).await?;
         }
         Ok(deleted)
+    }
+
+    /// Deletes `stream`'s records of `bucket`, then its stream key; how many records went.
+    pub async fn delete_stream_bucket(&self, stream: &Stream, bucket: i64) -> Result<usize> {
+        let keys = self
+            .scan_all(
+                ScanRange {
+                    start: None,
+                    end: None,
+                    prefix: Some(Bytes::from(layout::bucket_prefix(stream, bucket))),
+                },
+                true,
+            )
+            .await?;
+        for chunk in keys.chunks(WRITE_RECORDS_MAX) {
+            let ops = chunk
+                .iter()
+                .map(|(k, _)| BatchOp::Delete {
+                    key: Bytes::from(k.clone()),
+                    condition: Condition::None,
+                })
+                .collect();
+            self.client.batch(KEYSPACE, ops).await?;
+        }
+        self.client
+            .delete(KEYSPACE, layout::stream_key(bucket, stream).as_bytes())
+            .await?;
+        Ok(keys.len())
     }
 
     /// Every entry of `range` (one partition: the range is within one hash tag), paged.

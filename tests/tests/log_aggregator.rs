@@ -487,3 +487,89 @@ fn bad_input_and_a_flood_get_their_answers_and_nothing_acknowledged_is_lost() {
     let (status, health) = a.get("/health");
     assert_eq!(status, 200, "{health}");
 }
+
+/// Retention: lines older than `--retention` go, and a stream over `--stream-bytes-max`
+/// loses its oldest buckets (never its newest) while a small stream keeps all of its; both
+/// from the store too (a new aggregator, keeping a day, rebuilds without them).
+#[test]
+fn retention_deletes_old_lines_and_a_stream_over_its_size_limit_loses_its_oldest_buckets() {
+    let cluster = start_store("logs-retention");
+    let dir = TempDir::new("logs-retention-aggregators");
+    let store = cluster.client_addresses();
+    let a = Aggregator::start(
+        &store,
+        &dir.path,
+        &[
+            "--retention",
+            "1h",
+            "--retention-every",
+            "1s",
+            "--stream-bytes-max",
+            "20000",
+        ],
+    );
+    assert!(a.wait_ready(Duration::from_secs(60)), "{}", a.log());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let bucket = now - now % 600_000;
+    let mut body = String::new();
+    // "big": four buckets of 100 lines (about 16 KB each); "small": 10 lines, the oldest.
+    for b in 0..4 {
+        let ts = bucket - (3 - b) * 600_000 + 1_000;
+        for i in 0..100 {
+            body.push_str(&format!(
+                "{{\"ts\":{},\"service\":\"big\",\"msg\":\"big b{b} line {i:03} {}\"}}\n",
+                ts + i,
+                "x".repeat(60)
+            ));
+        }
+    }
+    for i in 0..10 {
+        body.push_str(&format!(
+            "{{\"ts\":{},\"service\":\"small\",\"msg\":\"small line {i}\"}}\n",
+            bucket - 3 * 600_000 + 2_000 + i
+        ));
+    }
+    // Past the retention.
+    body.push_str(&format!(
+        "{{\"ts\":{},\"service\":\"ancient\",\"msg\":\"too old\"}}\n",
+        now - 2 * 3_600_000
+    ));
+    let (status, out) = a.post("/api/v1/push", body.as_bytes(), &[]);
+    assert_eq!(status, 200, "{out}");
+
+    let range = [("from", "now-3h")];
+    let total = |agg: &Aggregator, service: &str| {
+        query(agg, &[range[0], ("service", service), ("limit", "1")])["total"]
+            .as_u64()
+            .unwrap()
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || total(&a, "big") == 100),
+        "big kept its newest bucket only: {}\n{}",
+        total(&a, "big"),
+        a.log()
+    );
+    let newest = query(&a, &[range[0], ("service", "big"), ("limit", "1")]);
+    assert!(
+        newest["lines"][0]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("big b3 "),
+        "{newest}"
+    );
+    assert_eq!(total(&a, "small"), 10);
+    assert!(
+        wait_until(Duration::from_secs(10), || total(&a, "ancient") == 0),
+        "the sweep after its arrival deletes it"
+    );
+
+    // From the store too.
+    let b = Aggregator::start(&store, &dir.path, &["--retention", "1d"]);
+    assert!(b.wait_ready(Duration::from_secs(60)), "{}", b.log());
+    assert_eq!(total(&b, "big"), 100);
+    assert_eq!(total(&b, "small"), 10);
+    assert_eq!(total(&b, "ancient"), 0);
+}

@@ -21,8 +21,8 @@ use crate::store::{self, LogStore};
 
 /// How often the journal is read (and the index committed).
 pub const FEED_INTERVAL_MS: u64 = 200;
-/// How often retention runs.
-pub const RETENTION_INTERVAL_S: u64 = 60;
+/// How often retention runs, by default.
+pub const RETENTION_EVERY_MS_DEFAULT: i64 = 60_000;
 /// How many buckets before the retention cut each sweep deletes (covers a day of downtime).
 pub const RETENTION_SWEEP_BUCKETS: i64 = 24 * 6;
 
@@ -37,6 +37,10 @@ pub struct ServeConfig {
     pub retention_ms: i64,
     /// HTTP pushes stored at once (more get 429).
     pub pushes_in_flight: usize,
+    /// How often retention runs.
+    pub retention_every_ms: i64,
+    /// A stream's most bytes kept: past it, its oldest buckets are deleted.
+    pub stream_bytes_max: Option<u64>,
 }
 
 pub async fn serve(
@@ -222,9 +226,11 @@ pub async fn serve(
     let retention = {
         let app = app.clone();
         let retention_ms = config.retention_ms;
+        let stream_bytes_max = config.stream_bytes_max;
+        let every = Duration::from_millis(config.retention_every_ms.max(100) as u64);
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(RETENTION_INTERVAL_S));
+            let mut tick = tokio::time::interval(every);
             loop {
                 tokio::select! {
                     _ = tick.tick() => {}
@@ -238,6 +244,26 @@ pub async fn serve(
                         Ok(n) => deleted += n,
                         Err(error) => {
                             tracing::warn!(%error, "retention: deleting a bucket failed");
+                            break;
+                        }
+                    }
+                }
+                // Per-stream size limits: a stream's oldest buckets past its limit, from the
+                // store first (so a crash between the two leaves nothing the index lacks).
+                for (stream, bucket) in stream_bytes_max
+                    .map(|max| app.indexes.over_limit(max))
+                    .unwrap_or_default()
+                {
+                    match app.store.delete_stream_bucket(&stream, bucket).await {
+                        Ok(n) => {
+                            deleted += n;
+                            if let Err(error) = app.indexes.drop_stream_bucket(&stream, bucket) {
+                                tracing::error!(%error, "retention: dropping from the index failed");
+                            }
+                            tracing::info!(service = %stream.service, host = %stream.host, bucket, records = n, "a stream over its size limit lost its oldest bucket");
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, "retention: deleting a stream's bucket failed");
                             break;
                         }
                     }
