@@ -5,20 +5,86 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
+use crate::cluster::{Cluster, ClusterOptions};
 use crate::dictionary::curl;
 use crate::harness::{free_ports, wait_until, workspace_bin};
 
 /// The ingest token the tests' aggregators take.
 pub const TOKEN: &str = "test-ingest-token";
 
+/// A `log-aggregator` process with its arguments and its log file (appended to across
+/// restarts), killed on drop.
+pub struct Proc {
+    pub child: Child,
+    pub log: PathBuf,
+    args: Vec<String>,
+}
+
+impl Proc {
+    fn start(args: Vec<String>, log: PathBuf) -> Proc {
+        let mut p = Proc {
+            child: Command::new("true").spawn().unwrap(),
+            log,
+            args,
+        };
+        p.restart();
+        p
+    }
+
+    /// Starts it (again) with the same arguments.
+    pub fn restart(&mut self) {
+        let _ = self.child.wait();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("a log file");
+        self.child = Command::new(workspace_bin("log-aggregator"))
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting log-aggregator");
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A 3-node store whose keyspace `default` has 8 partitions, settled.
+pub fn start_store(name: &str) -> Cluster {
+    let cluster = Cluster::start(
+        name,
+        ClusterOptions {
+            partitions: 8,
+            ..ClusterOptions::default()
+        },
+    )
+    .unwrap();
+    cluster.wait_settled(Duration::from_secs(60)).unwrap();
+    cluster
+}
+
 /// A `log-aggregator serve` process, killed on drop.
 pub struct Aggregator {
-    pub child: Child,
+    pub proc: Proc,
     pub http: String,
     pub syslog_tcp: u16,
     pub syslog_udp: u16,
     pub log: PathBuf,
-    args: Vec<String>,
 }
 
 impl Aggregator {
@@ -50,36 +116,18 @@ impl Aggregator {
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         let log = dir.join(format!("aggregator-{}.log", ports[0]));
-        let mut a = Aggregator {
-            child: Command::new("true").spawn().unwrap(),
+        Aggregator {
+            proc: Proc::start(args, log.clone()),
             http,
             syslog_tcp: ports[1],
             syslog_udp: udp,
             log,
-            args,
-        };
-        a.spawn();
-        a
-    }
-
-    fn spawn(&mut self) {
-        let _ = self.child.wait();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("a log file");
-        self.child = Command::new(workspace_bin("log-aggregator"))
-            .args(&self.args)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("starting log-aggregator serve");
+        }
     }
 
     /// Starts it again with the same arguments (after a kill or a stop).
     pub fn restart(&mut self) {
-        self.spawn();
+        self.proc.restart();
     }
 
     /// Waits until `/health` answers 200 (the index is rebuilt from the store).
@@ -129,36 +177,28 @@ impl Aggregator {
 
     /// SIGTERM, and the exit status within `timeout` (SIGKILL after it).
     pub fn terminate(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let child = &mut self.proc.child;
         let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args(["-TERM", &child.id().to_string()])
             .status();
         let mut status = None;
         wait_until(timeout, || {
-            status = self.child.try_wait().ok().flatten();
+            status = child.try_wait().ok().flatten();
             status.is_some()
         });
         if status.is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+            self.proc.kill();
         }
         status
     }
 
     /// SIGKILL.
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.proc.kill();
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Aggregator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.proc.log()
     }
 }
 
@@ -176,10 +216,9 @@ pub fn logger(port: u16, args: &[&str], text: &str) {
 
 /// A `log-aggregator agent` process with its config and state in `dir`, killed on drop.
 pub struct Agent {
-    pub child: Child,
+    pub proc: Proc,
     pub config: PathBuf,
     pub http: String,
-    pub log: PathBuf,
 }
 
 impl Agent {
@@ -189,31 +228,21 @@ impl Agent {
         let http = format!("127.0.0.1:{port}");
         let path = dir.join("agent.toml");
         std::fs::write(&path, format!("{config}\n[http]\nlisten = \"{http}\"\n")).unwrap();
-        let mut a = Agent {
-            child: Command::new("true").spawn().unwrap(),
+        let args = vec![
+            "agent".to_string(),
+            "--config".into(),
+            path.display().to_string(),
+        ];
+        Agent {
+            proc: Proc::start(args, dir.join("agent.log")),
             config: path,
             http,
-            log: dir.join("agent.log"),
-        };
-        a.restart();
-        a
+        }
     }
 
-    /// Starts it (again) with its config.
+    /// Starts it again with its config.
     pub fn restart(&mut self) {
-        let _ = self.child.wait();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("a log file");
-        self.child = Command::new(workspace_bin("log-aggregator"))
-            .args(["agent", "--config"])
-            .arg(&self.config)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("starting log-aggregator agent");
+        self.proc.restart();
     }
 
     pub fn get(&self, path: &str) -> (u16, String) {
@@ -230,18 +259,10 @@ impl Agent {
     }
 
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.proc.kill();
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.proc.log()
     }
 }

@@ -12,22 +12,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
-use tests::cluster::{Cluster, ClusterOptions};
 use tests::harness::{wait_until, TempDir};
-use tests::logs::{logger, Agent, Aggregator, TOKEN};
-
-fn store(name: &str) -> Cluster {
-    let cluster = Cluster::start(
-        name,
-        ClusterOptions {
-            partitions: 8,
-            ..ClusterOptions::default()
-        },
-    )
-    .unwrap();
-    cluster.wait_settled(Duration::from_secs(60)).unwrap();
-    cluster
-}
+use tests::logs::{logger, start_store, Agent, Aggregator, TOKEN};
 
 fn config(dir: &Path, aggregator: &Aggregator, extra: &str) -> String {
     format!(
@@ -123,7 +109,7 @@ impl Writer {
 
 #[test]
 fn rename_and_copytruncate_rotations_under_steady_writes_store_every_line_once() {
-    let cluster = store("agent-rotation");
+    let cluster = start_store("agent-rotation");
     let dir = TempDir::new("agent-rotation");
     let logs = dir.path.join("logs");
     std::fs::create_dir_all(&logs).unwrap();
@@ -170,7 +156,7 @@ fn rename_and_copytruncate_rotations_under_steady_writes_store_every_line_once()
 
 #[test]
 fn the_agent_killed_and_the_aggregator_stopped_lose_and_duplicate_nothing() {
-    let cluster = store("agent-faults");
+    let cluster = start_store("agent-faults");
     let dir = TempDir::new("agent-faults");
     let logs = dir.path.join("logs");
     std::fs::create_dir_all(&logs).unwrap();

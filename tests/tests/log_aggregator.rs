@@ -12,9 +12,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
-use tests::cluster::{Cluster, ClusterOptions};
 use tests::harness::{wait_until, TempDir};
-use tests::logs::{logger, Aggregator};
+use tests::logs::{logger, start_store, Aggregator};
 
 fn json(body: &str) -> Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
@@ -54,19 +53,6 @@ fn wait_total(a: &Aggregator, pairs: &[(&str, &str)], want: u64) -> Value {
     });
     assert!(ok, "{pairs:?}: wanted {want}, got {last}\n{}", a.log());
     last
-}
-
-fn start_store(name: &str) -> Cluster {
-    let cluster = Cluster::start(
-        name,
-        ClusterOptions {
-            partitions: 8,
-            ..ClusterOptions::default()
-        },
-    )
-    .unwrap();
-    cluster.wait_settled(Duration::from_secs(60)).unwrap();
-    cluster
 }
 
 #[test]

@@ -5,21 +5,12 @@
 use std::time::Duration;
 
 use tests::browser::Browser;
-use tests::cluster::{Cluster, ClusterOptions};
 use tests::harness::{wait_until, TempDir};
-use tests::logs::Aggregator;
+use tests::logs::{start_store, Aggregator};
 
 #[test]
 fn a_search_on_the_page_shows_the_count_the_lines_and_the_histogram_then_tails() {
-    let cluster = Cluster::start(
-        "logs-page",
-        ClusterOptions {
-            partitions: 8,
-            ..ClusterOptions::default()
-        },
-    )
-    .unwrap();
-    cluster.wait_settled(Duration::from_secs(60)).unwrap();
+    let cluster = start_store("logs-page");
     let dir = TempDir::new("logs-page");
     let a = Aggregator::start(&cluster.client_addresses(), &dir.path, &[]);
     assert!(a.wait_ready(Duration::from_secs(60)), "{}", a.log());

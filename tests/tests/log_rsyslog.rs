@@ -9,9 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
-use tests::cluster::{Cluster, ClusterOptions};
 use tests::harness::{wait_until, TempDir};
-use tests::logs::Aggregator;
+use tests::logs::{start_store, Aggregator};
 
 fn rsyslogd() -> PathBuf {
     ["/usr/sbin/rsyslogd", "/sbin/rsyslogd"]
@@ -73,15 +72,7 @@ fn start_rsyslog(dir: &Path, port: u16, files: &[(&Path, &str, &str)]) -> Rsyslo
 
 #[test]
 fn rsyslog_tails_files_and_forwards_over_tcp_in_both_framings_and_every_line_arrives() {
-    let cluster = Cluster::start(
-        "logs-rsyslog",
-        ClusterOptions {
-            partitions: 8,
-            ..ClusterOptions::default()
-        },
-    )
-    .unwrap();
-    cluster.wait_settled(Duration::from_secs(60)).unwrap();
+    let cluster = start_store("logs-rsyslog");
     let dir = TempDir::new("logs-rsyslog");
     let a = Aggregator::start(&cluster.client_addresses(), &dir.path, &[]);
     assert!(a.wait_ready(Duration::from_secs(60)), "{}", a.log());

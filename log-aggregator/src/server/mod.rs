@@ -369,17 +369,22 @@ fn search(
     })
 }
 
+/// The query of a request, once the index is ready: or the answer that says why not.
+fn ready_query(app: &App, params: &[(String, String)]) -> Result<Query, Response> {
+    if let Some(r) = not_ready(app) {
+        return Err(r);
+    }
+    Query::from_params(params, app.now_ms()).map_err(query_error)
+}
+
 /// `GET /api/query`: see [`crate::query`].
 async fn api_query(
     State(app): State<Arc<App>>,
     UrlQuery(params): UrlQuery<Vec<(String, String)>>,
 ) -> Response {
-    if let Some(r) = not_ready(&app) {
-        return r;
-    }
-    let q = match Query::from_params(&params, app.now_ms()) {
+    let q = match ready_query(&app, &params) {
         Ok(q) => q,
-        Err(e) => return query_error(e),
+        Err(r) => return r,
     };
     match search(&app, None, &q) {
         Ok((answer, _)) => axum::Json(answer).into_response(),
@@ -393,12 +398,9 @@ async fn api_histogram(
     State(app): State<Arc<App>>,
     UrlQuery(params): UrlQuery<Vec<(String, String)>>,
 ) -> Response {
-    if let Some(r) = not_ready(&app) {
-        return r;
-    }
-    let q = match Query::from_params(&params, app.now_ms()) {
+    let q = match ready_query(&app, &params) {
         Ok(q) => q,
-        Err(e) => return query_error(e),
+        Err(r) => return r,
     };
     let span = q.to_ms - q.from_ms;
     let step = match params.iter().find(|(k, _)| k == "step") {

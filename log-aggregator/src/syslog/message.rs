@@ -108,18 +108,23 @@ pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-/// The year of a Unix time in milliseconds.
-fn year_of(ms: i64) -> i64 {
-    let days = ms.div_euclid(86_400_000);
-    // Inverse of days_from_civil, year only.
+/// The civil date (year, month, day) of a day counted from 1970-01-01: the inverse of
+/// [`days_from_civil`].
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
     let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
     let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
     let mp = (5 * doy + 2) / 153;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    yoe + era * 400 + i64::from(m <= 2)
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// The year of a Unix time in milliseconds.
+fn year_of(ms: i64) -> i64 {
+    civil_from_days(ms.div_euclid(86_400_000)).0
 }
 
 fn num(s: &str) -> Option<u32> {
