@@ -1,17 +1,24 @@
 //! Where log records live in the store: the keyspace `logs`, partitioned by stream and time.
 //!
-//! A *stream* is one service on one host; a *bucket* is [`BUCKET_MS`] of time. A record's key
+//! A *stream* is one service on one host; a *bucket* is [`BUCKET_MS`] of time. Records are
+//! stored in *chunks*, as Loki does: the records of one push for one stream and bucket, as
+//! NDJSON, under
 //!
 //! ```text
-//! r:{<service>|<host>|<bucket>}:<ts_ms, 13 digits>:<dedup id, 16 hex digits>
+//! c:{<service>|<host>|<bucket>}:<first ts_ms, 13 digits>:<chunk id, 16 hex digits>
 //! ```
 //!
-//! puts a stream's bucket in one partition (the part in braces is the hash tag), in time order
-//! (the fixed-width timestamp), so reading a stream over a time range is one ordered scan per
-//! bucket, and the buckets of a busy stream spread over the partitions as time passes. The
-//! dedup id names the record's origin (agent, source, offset or sequence): a batch sent again
-//! after a lost acknowledgement writes the same keys, so a retry or a replay is stored once
-//! however often it arrives, and a late record simply lands in its place.
+//! which puts a stream's bucket in one partition (the part in braces is the hash tag), its
+//! chunks in time order, so reading a stream's bucket is one ordered scan, and the buckets of
+//! a busy stream spread over the partitions as time passes. One key per chunk, not per record:
+//! the store's work per line is a share of one write, not a write.
+//!
+//! Each record carries its dedup id, which names its origin (agent, source, offset or
+//! sequence); the chunk id is a hash of its records' ids, so a push sent again after a lost
+//! acknowledgement writes the same chunk again, stored once. A replay cut into other chunks
+//! (an agent restarted, say) is stored again, and every reader drops the records whose id it
+//! has seen: the index, the rebuild, [`crate::store::LogStore::bucket_records`]. A late record
+//! simply lands in its bucket.
 //!
 //! Which streams a bucket holds is kept beside it, `s:{<bucket>}:<service>|<host>`, so a
 //! query over all streams finds them with one scan of the bucket's tag. Names are
@@ -109,18 +116,30 @@ fn tag(stream: &Stream, bucket: i64) -> String {
     )
 }
 
-/// The key of a record.
-pub fn record_key(stream: &Stream, ts_ms: i64, dedup_id: u64) -> String {
+/// The key of a chunk of `stream`'s records whose first (earliest) is at `first_ts_ms`.
+pub fn chunk_key(stream: &Stream, first_ts_ms: i64, chunk_id: u64) -> String {
     format!(
-        "r:{{{}}}:{:013}:{dedup_id:016x}",
-        tag(stream, bucket_of(ts_ms)),
-        ts_ms.max(0)
+        "c:{{{}}}:{:013}:{chunk_id:016x}",
+        tag(stream, bucket_of(first_ts_ms)),
+        first_ts_ms.max(0)
     )
 }
 
-/// The prefix of every record of a stream in a bucket (scan it for the bucket in time order).
+/// A chunk's id: the hash of its records' dedup ids, in order.
+pub fn chunk_id(record_ids: impl IntoIterator<Item = u64>) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for id in record_ids {
+        for byte in id.to_be_bytes() {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    hash
+}
+
+/// The prefix of every chunk of a stream in a bucket (scan it for the bucket in time order).
 pub fn bucket_prefix(stream: &Stream, bucket: i64) -> String {
-    format!("r:{{{}}}:", tag(stream, bucket))
+    format!("c:{{{}}}:", tag(stream, bucket))
 }
 
 /// The key saying that a bucket holds a stream.
@@ -142,7 +161,7 @@ pub const JOURNAL_SHARDS: u32 = 8;
 /// A journal minute's span.
 pub const JOURNAL_MINUTE_MS: i64 = 60_000;
 
-/// The key of a journal entry: a push as it was written, by arrival time, so every
+/// The key of a journal entry: the keys of a push's chunks, by arrival time, so every
 /// aggregator can follow what the others wrote (see [`crate::feed`]):
 ///
 /// ```text
@@ -168,9 +187,9 @@ pub fn parse_journal_time(key: &str) -> Option<i64> {
     rest.get(..13)?.parse().ok()
 }
 
-/// A record key's parts: the stream, the time and the dedup id.
-pub fn parse_record_key(key: &str) -> Option<(Stream, i64, u64)> {
-    let rest = key.strip_prefix("r:{")?;
+/// A chunk key's parts: the stream, the first record's time and the chunk id.
+pub fn parse_chunk_key(key: &str) -> Option<(Stream, i64, u64)> {
+    let rest = key.strip_prefix("c:{")?;
     let (tag, rest) = rest.split_once("}:")?;
     let mut t = tag.split('|');
     let (service, host) = (unescape(t.next()?)?, unescape(t.next()?)?);
@@ -210,7 +229,7 @@ mod tests {
         let t0 = 1_796_623_200_000; // a bucket's start
         let keys: Vec<String> = [t0 + 5, t0 + 70_000, t0 + 599_999]
             .iter()
-            .map(|ts| record_key(&s, *ts, 7))
+            .map(|ts| chunk_key(&s, *ts, 7))
             .collect();
         let slots: Vec<u16> = keys
             .iter()
@@ -226,7 +245,7 @@ mod tests {
         );
         assert!(keys.iter().all(|k| k.starts_with(&bucket_prefix(&s, t0))));
         // The next bucket is another tag (and most likely another partition).
-        let next = record_key(&s, t0 + BUCKET_MS, 7);
+        let next = chunk_key(&s, t0 + BUCKET_MS, 7);
         assert!(!next.starts_with(&bucket_prefix(&s, t0)));
         assert_eq!(
             kvstore::partition::slot(stream_key(t0, &s).as_bytes()),
@@ -243,18 +262,18 @@ mod tests {
             ("", ""),
         ] {
             let s = stream(service, host);
-            let key = record_key(&s, 1_796_623_212_345, 0xdead_beef);
+            let key = chunk_key(&s, 1_796_623_212_345, 0xdead_beef);
             assert_eq!(key.matches('{').count(), 1, "{key}");
             assert_eq!(
-                parse_record_key(&key),
+                parse_chunk_key(&key),
                 Some((s.clone(), 1_796_623_212_345, 0xdead_beef))
             );
             assert_eq!(parse_stream_key(&stream_key(0, &s)), Some(s));
         }
         let long = "x".repeat(NAME_BYTES_MAX * 2);
-        let key = record_key(&stream(&long, "h"), 0, 1);
+        let key = chunk_key(&stream(&long, "h"), 0, 1);
         assert_eq!(
-            parse_record_key(&key).unwrap().0.service.len(),
+            parse_chunk_key(&key).unwrap().0.service.len(),
             NAME_BYTES_MAX
         );
     }

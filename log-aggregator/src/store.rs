@@ -2,16 +2,16 @@
 //! what the index and the queries need. The store is reached through `ClusterClient` only.
 //!
 //! **A push is acknowledged only when the store has it.** [`LogStore::write`] writes, for
-//! each stream and bucket the push touches, one atomic batch of its records (their keys share
-//! a hash tag, so one partition, one Raft entry), the bucket's stream key, and one *journal*
-//! entry holding the whole push under its arrival time; it returns once every write is
-//! committed (replicated to a majority and applied). An aggregator that dies before
-//! answering leaves the sender to retry: the records' keys are their dedup ids, so the retry
-//! writes the same keys and the store keeps each record once.
+//! each stream and bucket the push touches, a chunk of its records (one key, one Raft entry;
+//! see [`crate::layout`]), the bucket's stream key, and one *journal* entry naming the push's
+//! chunks under its arrival time; it returns once every write is committed (replicated to a
+//! majority and applied). An aggregator that dies before answering leaves the sender to
+//! retry: the same push makes the same chunks, and a replay cut otherwise is dropped by every
+//! reader, which keeps one record per dedup id.
 //!
 //! The journal is how the aggregators learn what the others wrote: each follows it (see
-//! [`crate::feed`]) and indexes what it finds. Its entries expire after [`JOURNAL_TTL_MS`];
-//! the records themselves stay until retention deletes their bucket.
+//! [`crate::feed`]), reads the chunks it names and indexes what it has not. Its entries expire
+//! after [`JOURNAL_TTL_MS`]; the chunks stay until retention deletes their bucket.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,9 +29,9 @@ use crate::record::Record;
 
 /// How long a journal entry lives: long past the time any aggregator takes to read it.
 pub const JOURNAL_TTL_MS: u64 = 15 * 60 * 1000;
-/// The most record bytes in one store batch (or one journal entry); a bigger push is split.
+/// The most record bytes in one chunk; a stream's bigger share of a push is split.
 pub const WRITE_BYTES_MAX: usize = 1024 * 1024;
-/// The most records in one store batch.
+/// The most keys deleted in one store batch.
 pub const WRITE_RECORDS_MAX: usize = 2_000;
 /// Entries per scan page when reading records back.
 pub const READ_PAGE_ENTRIES: u32 = 2_000;
@@ -130,20 +130,34 @@ impl LogStore {
         if records.is_empty() {
             return Ok(Written::default());
         }
-        // By stream and bucket, each a run of batches within the size limits.
-        let mut groups: BTreeMap<(Stream, i64), Vec<KeyValue>> = BTreeMap::new();
-        let mut bytes = 0;
+        // By stream and bucket, in order; each cut into chunks within the size limit.
+        let mut groups: BTreeMap<(Stream, i64), Vec<&Record>> = BTreeMap::new();
         for r in records {
-            let stream = r.stream();
-            let key = layout::record_key(&stream, r.ts, r.id);
-            let value = serde_json::to_vec(r).expect("a record serialises");
-            bytes += value.len();
             groups
-                .entry((stream, layout::bucket_of(r.ts)))
+                .entry((r.stream(), layout::bucket_of(r.ts)))
                 .or_default()
-                .push((key, value));
+                .push(r);
         }
-        let mut writes = Vec::new();
+        let mut chunks: Vec<KeyValue> = Vec::new();
+        let mut bytes = 0;
+        for ((stream, _), group) in &groups {
+            let mut start = 0;
+            while start < group.len() {
+                let mut value = Vec::new();
+                let mut end = start;
+                while end < group.len() && (end == start || value.len() < WRITE_BYTES_MAX) {
+                    serde_json::to_writer(&mut value, group[end]).expect("a record serialises");
+                    value.push(b'\n');
+                    end += 1;
+                }
+                let part = &group[start..end];
+                let first = part.iter().map(|r| r.ts).min().expect("not empty");
+                let id = layout::chunk_id(part.iter().map(|r| r.id));
+                bytes += value.len();
+                chunks.push((layout::chunk_key(stream, first, id), value));
+                start = end;
+            }
+        }
         let mut new_streams = Vec::new();
         {
             let mut known = self.known.lock().expect("known streams");
@@ -156,40 +170,14 @@ impl LogStore {
                 known.clear();
             }
         }
-        for (_, group) in groups {
-            let mut ops = Vec::new();
-            let mut size = 0;
-            for (key, value) in group {
-                if !ops.is_empty()
-                    && (ops.len() == WRITE_RECORDS_MAX || size + value.len() > WRITE_BYTES_MAX)
-                {
-                    writes.push(std::mem::take(&mut ops));
-                    size = 0;
-                }
-                size += value.len();
-                ops.push(BatchOp::Put {
-                    key: Bytes::from(key),
-                    value: Bytes::from(value),
-                    ttl_ms: None,
-                    condition: Condition::None,
-                });
-            }
-            writes.push(ops);
-        }
-        let batches = writes.len();
-        let records_writes = writes.into_iter().map(|ops| async move {
-            let n = ops.len();
-            match self.client.batch(KEYSPACE, ops).await? {
-                kvstore::wire::Response::BatchOk { applied: true, .. } => Ok(()),
-                kvstore::wire::Response::BatchOk { failed_op, .. } => Err(StoreError::Refused {
-                    records: n,
-                    op: failed_op,
-                }),
-                _ => Err(StoreError::Refused {
-                    records: n,
-                    op: None,
-                }),
-            }
+        let journal = self.journal_entry_of(&chunks, now_ms);
+        let batches = chunks.len();
+        let chunk_writes = chunks.iter().map(|(key, value)| async move {
+            self.client
+                .put(KEYSPACE, key.as_bytes(), value, Condition::None)
+                .await
+                .map(|_| ())
+                .map_err(StoreError::from)
         });
         let stream_writes = new_streams.iter().map(|(bucket, stream)| async move {
             let key = layout::stream_key(*bucket, stream);
@@ -199,28 +187,26 @@ impl LogStore {
                 .map(|_| ())
                 .map_err(StoreError::from)
         });
-        let journal_writes =
-            self.journal_entries(records, now_ms)
-                .into_iter()
-                .map(|(key, value)| async move {
-                    let options = PutOptions {
-                        ttl_ms: Some(JOURNAL_TTL_MS),
-                        condition: Condition::None,
-                    };
-                    self.client
-                        .put_with(KEYSPACE, key.as_bytes(), &value, options)
-                        .await
-                        .map(|_| ())
-                        .map_err(StoreError::from)
-                });
+        let journal_write = async {
+            let options = PutOptions {
+                ttl_ms: Some(JOURNAL_TTL_MS),
+                condition: Condition::None,
+            };
+            self.client
+                .put_with(KEYSPACE, journal.0.as_bytes(), &journal.1, options)
+                .await
+                .map(|_| ())
+                .map_err(StoreError::from)
+        };
         let (a, b, c) = tokio::join!(
-            join_all(records_writes),
+            join_all(chunk_writes),
             join_all(stream_writes),
-            join_all(journal_writes)
+            journal_write
         );
-        for result in a.into_iter().chain(b).chain(c) {
+        for result in a.into_iter().chain(b) {
             result?;
         }
+        c?;
         self.known
             .lock()
             .expect("known streams")
@@ -232,24 +218,17 @@ impl LogStore {
         })
     }
 
-    /// The journal entries of a push: its records by arrival, split at [`WRITE_BYTES_MAX`].
-    fn journal_entries(&self, records: &[Record], now_ms: i64) -> Vec<(String, Vec<u8>)> {
-        let mut out = Vec::new();
-        let mut start = 0;
-        while start < records.len() {
-            let mut end = start;
-            let mut size = 0;
-            while end < records.len() && (end == start || size < WRITE_BYTES_MAX) {
-                size += records[end].message.len() + 128;
-                end += 1;
-            }
-            let seq = self.seq.fetch_add(1, Ordering::Relaxed);
-            let shard = (seq % u64::from(JOURNAL_SHARDS)) as u32;
-            let key = layout::journal_key(now_ms, shard, &self.writer, seq);
-            out.push((key, encode_records(&records[start..end])));
-            start = end;
+    /// The journal entry of a push: its chunks' keys, one a line, under its arrival time.
+    fn journal_entry_of(&self, chunks: &[KeyValue], now_ms: i64) -> KeyValue {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let shard = (seq % u64::from(JOURNAL_SHARDS)) as u32;
+        let key = layout::journal_key(now_ms, shard, &self.writer, seq);
+        let mut value = Vec::new();
+        for (chunk, _) in chunks {
+            value.extend_from_slice(chunk.as_bytes());
+            value.push(b'\n');
         }
-        out
+        (key, value)
     }
 
     /// The journal keys of shard `shard` that arrived at or after `from_ms` in the minute
@@ -273,16 +252,36 @@ impl LogStore {
         Ok(entries.into_iter().map(|(k, _)| k).collect())
     }
 
-    /// A journal entry's records (none if it expired meanwhile).
+    /// The records of the chunks a journal entry names (none if it expired meanwhile).
     pub async fn journal_entry(&self, key: &str) -> Result<Vec<Record>> {
-        match self
+        let Some(entry) = self
             .client
             .get(KEYSPACE, key.as_bytes(), Consistency::Linearizable)
             .await?
-        {
-            Some(v) => decode_records(key, &v.value),
-            None => Ok(Vec::new()),
+        else {
+            return Ok(Vec::new());
+        };
+        let chunks: Vec<String> = String::from_utf8_lossy(&entry.value)
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect();
+        let reads = chunks.iter().map(|chunk| async move {
+            self.client
+                .get(KEYSPACE, chunk.as_bytes(), Consistency::Linearizable)
+                .await
+                .map_err(StoreError::from)
+                .and_then(|v| match v {
+                    Some(v) => decode_records(chunk, &v.value),
+                    // Deleted since (retention): nothing to index.
+                    None => Ok(Vec::new()),
+                })
+        });
+        let mut records = Vec::new();
+        for chunk in join_all(reads).await {
+            records.extend(chunk?);
         }
+        Ok(records)
     }
 
     /// The streams with records in `bucket`.
@@ -303,9 +302,9 @@ impl LogStore {
             .collect())
     }
 
-    /// Every record of `stream` in `bucket`, in time order.
+    /// Every record of `stream` in `bucket`, each dedup id once, in time order.
     pub async fn bucket_records(&self, stream: &Stream, bucket: i64) -> Result<Vec<Record>> {
-        let entries = self
+        let chunks = self
             .scan_all(
                 ScanRange {
                     start: None,
@@ -315,18 +314,20 @@ impl LogStore {
                 false,
             )
             .await?;
-        entries
-            .into_iter()
-            .map(|(key, value)| {
-                serde_json::from_slice(&value).map_err(|e| StoreError::BadRecord {
-                    key,
-                    error: e.to_string(),
-                })
-            })
-            .collect()
+        let mut seen = HashSet::new();
+        let mut records = Vec::new();
+        for (key, value) in chunks {
+            for r in decode_records(&key, &value)? {
+                if seen.insert(r.id) {
+                    records.push(r);
+                }
+            }
+        }
+        records.sort_by_key(|r| (r.ts, r.seq, r.id));
+        Ok(records)
     }
 
-    /// Deletes every record and stream key of `bucket`; returns how many records went.
+    /// Deletes every chunk and stream key of `bucket`; returns how many chunks went.
     pub async fn delete_bucket(&self, bucket: i64) -> Result<usize> {
         let mut deleted = 0;
         for stream in self.streams(bucket).await? {
@@ -335,7 +336,7 @@ impl LogStore {
         Ok(deleted)
     }
 
-    /// Deletes `stream`'s records of `bucket`, then its stream key; how many records went.
+    /// Deletes `stream`'s chunks of `bucket`, then its stream key; how many chunks went.
     pub async fn delete_stream_bucket(&self, stream: &Stream, bucket: i64) -> Result<usize> {
         let keys = self
             .scan_all(

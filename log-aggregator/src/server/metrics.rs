@@ -10,7 +10,7 @@ pub struct Metrics {
     pub lines_syslog_tcp: AtomicU64,
     pub lines_syslog_udp: AtomicU64,
     pub bytes: AtomicU64,
-    /// Store batches written.
+    /// Chunks written to the store.
     pub batches: AtomicU64,
     /// Writes to the store that failed (and were retried, or refused to the sender).
     pub store_errors: AtomicU64,
@@ -64,9 +64,9 @@ impl Metrics {
         );
         line(
             &mut out,
-            "logs_store_batches_total",
+            "logs_store_chunks_total",
             "counter",
-            "Atomic batches written to the store.",
+            "Chunks (a push's records of one stream and bucket) written to the store.",
             &[("", get(&self.batches))],
         );
         line(

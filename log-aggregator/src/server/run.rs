@@ -260,7 +260,7 @@ pub async fn serve(
                             if let Err(error) = app.indexes.drop_stream_bucket(&stream, bucket) {
                                 tracing::error!(%error, "retention: dropping from the index failed");
                             }
-                            tracing::info!(service = %stream.service, host = %stream.host, bucket, records = n, "a stream over its size limit lost its oldest bucket");
+                            tracing::info!(service = %stream.service, host = %stream.host, bucket, chunks = n, "a stream over its size limit lost its oldest bucket");
                         }
                         Err(error) => {
                             tracing::warn!(%error, "retention: deleting a stream's bucket failed");
@@ -271,7 +271,7 @@ pub async fn serve(
                 if dropped > 0 || deleted > 0 {
                     tracing::info!(
                         dropped_buckets = dropped,
-                        deleted_records = deleted,
+                        deleted_chunks = deleted,
                         "retention"
                     );
                 }
