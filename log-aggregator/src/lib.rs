@@ -10,6 +10,7 @@
 //! the index and the page follow (issue 19).
 
 pub mod agent;
+pub mod bench;
 pub mod feed;
 pub mod generate;
 pub mod index;

@@ -78,6 +78,23 @@ enum Command {
         #[arg(long)]
         count: Option<u64>,
     },
+    /// The query benchmark: loads generated lines into an aggregator over HTTP, then times
+    /// text searches over them (see bench/logs.sh).
+    BenchQuery {
+        /// The aggregator's HTTP address.
+        #[arg(long)]
+        http: String,
+        #[arg(long, env = "LOG_INGEST_TOKEN")]
+        ingest_token: String,
+        #[arg(long, default_value_t = 10_000_000)]
+        lines: usize,
+        /// Pushes in flight during the load.
+        #[arg(long, default_value_t = 4)]
+        in_flight: usize,
+        /// How many times each search is timed.
+        #[arg(long, default_value_t = 50)]
+        rounds: usize,
+    },
     /// Parses syslog messages from stdin and prints each as JSON.
     Parse,
 }
@@ -173,6 +190,19 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::BenchQuery {
+            http,
+            ingest_token,
+            lines,
+            in_flight,
+            rounds,
+        } => tokio::runtime::Runtime::new()?.block_on(log_aggregator::bench::run(
+            &http,
+            &ingest_token,
+            lines,
+            in_flight.max(1),
+            rounds.max(1),
+        )),
         Command::Parse => {
             let mut input = Vec::new();
             std::io::stdin().read_to_end(&mut input)?;

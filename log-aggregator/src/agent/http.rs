@@ -1,6 +1,6 @@
-//! The agent's HTTP client: one POST over one connection, HTTP/1.1, with a deadline. Small
-//! on purpose (the agent posts one kind of request to its aggregators); answers are read
-//! whole, bounded by [`ANSWER_BYTES_MAX`].
+//! The agent's HTTP client (and the query benchmark's): one request over one connection,
+//! HTTP/1.1, with a deadline. Small on purpose (the agent posts one kind of request to its
+//! aggregators); answers are read whole, bounded by [`ANSWER_BYTES_MAX`].
 
 use std::time::Duration;
 
@@ -36,8 +36,24 @@ pub async fn post(
     body: &[u8],
     timeout: Duration,
 ) -> Result<(u16, String), HttpError> {
+    request("POST", addr, path, headers, body, timeout).await
+}
+
+/// GETs `http://{addr}{path}`; the status and the body.
+pub async fn get(addr: &str, path: &str, timeout: Duration) -> Result<(u16, String), HttpError> {
+    request("GET", addr, path, &[], b"", timeout).await
+}
+
+async fn request(
+    method: &str,
+    addr: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    timeout: Duration,
+) -> Result<(u16, String), HttpError> {
     let ms = timeout.as_millis() as u64;
-    match tokio::time::timeout(timeout, exchange(addr, path, headers, body)).await {
+    match tokio::time::timeout(timeout, exchange(method, addr, path, headers, body)).await {
         Ok(r) => r,
         Err(_) => Err(HttpError::Timeout {
             addr: addr.to_string(),
@@ -47,6 +63,7 @@ pub async fn post(
 }
 
 async fn exchange(
+    method: &str,
     addr: &str,
     path: &str,
     headers: &[(&str, &str)],
@@ -63,7 +80,7 @@ async fn exchange(
             source,
         })?;
     let mut head = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n",
         body.len()
     );
     for (k, v) in headers {
