@@ -62,7 +62,7 @@ done
 # The dictionary: load (a no-op when the store holds this dataset already), then serve.
 until "$K" cluster --addr "$STORE" status >/dev/null 2>&1; do sleep 0.5; done
 "$D" load --store "$STORE"
-"$D" serve --listen 127.0.0.1:8380 --store "$STORE" 2> >(tee -a "$LOGS/dictionary.log" >&2) &
+NO_COLOR=1 "$D" serve --listen 127.0.0.1:8380 --store "$STORE" 2> >(tee -a "$LOGS/dictionary.log" >&2) &
 APP_PIDS+=("$!")
 
 # The log aggregator: two aggregator nodes, an agent, and a workload for it to follow.
