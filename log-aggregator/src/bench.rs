@@ -49,6 +49,7 @@ fn push_body(g: &mut Generator, from: usize, to: usize, total: usize, end_ms: i6
             "ts": ts,
             "service": SERVICES[i % SERVICES.len()],
             "host": format!("web-{}", i % 4),
+            "level": crate::agent::run::level_of(&text).name(),
             "msg": text,
         });
         serde_json::to_writer(&mut body, &line).expect("serialises");
@@ -221,5 +222,6 @@ mod tests {
         assert_eq!(lines[0]["ts"], 0);
         assert_eq!(lines[9]["ts"], 3_240_000);
         assert_eq!(lines[1]["service"], "cart");
+        assert!(lines.iter().all(|l| l["level"].is_string()));
     }
 }
