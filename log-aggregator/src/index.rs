@@ -5,7 +5,7 @@
 //!
 //! Each document indexes the message (words, with positions for phrases), the stream's
 //! service and host, the level, the user labels (as `name=value` terms) and the time and id
-//! as fast fields; it stores the record whole, as JSON. One pass of a [`Gather`] collector
+//! as fast fields; it stores the record whole, as JSON. One pass of a `Gather` collector
 //! over a bucket's matches counts them, bins them for the histogram and keeps the page of
 //! lines, ordered by (time, id) so that a cursor pages exactly even among equal times.
 //!
