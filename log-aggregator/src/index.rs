@@ -86,7 +86,9 @@ struct Bucket {
     reader: IndexReader,
     writer: Mutex<Option<IndexWriter>>,
     ids: Mutex<HashSet<u64>>,
-    dirty: Mutex<bool>,
+    /// Documents were added since the last commit. Set after the writer's lock is let go, and
+    /// taken before the commit locks it: no lock is ever held while waiting for the other.
+    dirty: std::sync::atomic::AtomicBool,
 }
 
 /// What [`Indexes::add`] did.
@@ -151,7 +153,7 @@ impl Indexes {
             reader,
             writer: Mutex::new(None),
             ids: Mutex::new(HashSet::new()),
-            dirty: Mutex::new(false),
+            dirty: std::sync::atomic::AtomicBool::new(false),
         });
         buckets.insert(start, b.clone());
         Ok(b)
@@ -170,6 +172,7 @@ impl Indexes {
             let b = self.bucket(start)?;
             let mut ids = b.ids.lock().expect("ids");
             let mut writer = b.writer.lock().expect("writer");
+            let before = added.new;
             for r in records {
                 if !ids.insert(r.id) {
                     added.duplicates += 1;
@@ -207,8 +210,10 @@ impl Indexes {
                 on_new(r);
                 added.new += 1;
             }
-            if added.new > 0 {
-                *b.dirty.lock().expect("dirty") = true;
+            drop(writer);
+            drop(ids);
+            if added.new > before {
+                b.dirty.store(true, std::sync::atomic::Ordering::Release);
             }
         }
         Ok(added)
@@ -241,14 +246,13 @@ impl Indexes {
             .map(|(k, v)| (*k, v.clone()))
             .collect();
         for (start, b) in buckets {
-            let mut dirty = b.dirty.lock().expect("dirty");
+            let dirty = b.dirty.swap(false, std::sync::atomic::Ordering::AcqRel);
             let mut writer = b.writer.lock().expect("writer");
-            if *dirty {
+            if dirty {
                 if let Some(w) = writer.as_mut() {
                     w.commit()?;
                 }
                 b.reader.reload()?;
-                *dirty = false;
             }
             if start < open_from {
                 if let Some(w) = writer.take() {
@@ -927,6 +931,42 @@ mod tests {
         );
         assert_eq!(total(&[("service", "db")]), 100, "db's did not");
         assert!(!ix.over_limit(1).contains(&(api, T0)));
+    }
+
+    /// A node indexes what it stored itself while its feed commits: the two must never wait
+    /// on each other (they took the writer's and the dirty flag's locks in opposite orders).
+    #[test]
+    fn adding_and_committing_at_once_never_deadlock() {
+        let ix = Arc::new(Indexes::default());
+        let (done, finished) = std::sync::mpsc::channel();
+        let adder = {
+            let (ix, done) = (ix.clone(), done.clone());
+            std::thread::spawn(move || {
+                for i in 0..300u64 {
+                    ix.add(&[rec(T0 + i as i64, i, "api", Level::Info, "m")], |_| {})
+                        .unwrap();
+                }
+                done.send(()).unwrap();
+            })
+        };
+        let committer = {
+            let ix = ix.clone();
+            std::thread::spawn(move || {
+                for _ in 0..300 {
+                    ix.commit(T0).unwrap();
+                }
+                done.send(()).unwrap();
+            })
+        };
+        for _ in 0..2 {
+            finished
+                .recv_timeout(std::time::Duration::from_secs(60))
+                .expect("add and commit deadlocked");
+        }
+        adder.join().unwrap();
+        committer.join().unwrap();
+        ix.commit(T0).unwrap();
+        assert_eq!(ix.search(&query(&[]), None).unwrap().0.total, 300);
     }
 
     #[test]

@@ -215,8 +215,12 @@ pub async fn serve(
                     }
                     Err(error) => tracing::warn!(%error, "reading the journal failed; retrying"),
                 }
-                if let Err(error) = app.indexes.commit(now) {
-                    tracing::error!(%error, "committing the index failed");
+                // Off the runtime's threads: a commit may wait for a push being indexed.
+                let indexes = app.indexes.clone();
+                match tokio::task::spawn_blocking(move || indexes.commit(now)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => tracing::error!(%error, "committing the index failed"),
+                    Err(error) => tracing::error!(%error, "committing the index panicked"),
                 }
             }
         })
