@@ -106,12 +106,6 @@ impl Feed {
         }
         fresh.sort_by_key(|(_, arrival)| *arrival);
         for (key, arrival) in fresh {
-            if self.store.take_own(&key) {
-                // Indexed when this node stored it.
-                self.newest_ms = self.newest_ms.max(arrival);
-                self.seen.insert(key, arrival);
-                continue;
-            }
             let records = self.store.journal_entry(&key).await?;
             let added =
                 self.indexes

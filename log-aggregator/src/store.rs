@@ -51,18 +51,13 @@ pub enum StoreError {
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// What a write stored.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Written {
     pub records: usize,
     pub bytes: usize,
-    /// Chunks (one per stream and bucket, or more for a large one).
+    /// Store batches (one per stream and bucket, or more for a large one).
     pub batches: usize,
-    /// The push's journal entry.
-    pub journal: String,
 }
-
-/// Journal entries this node remembers having indexed itself (then it forgets them all).
-pub const OWN_ENTRIES_MAX: usize = 100_000;
 
 /// A key and its value, about to be written.
 type KeyValue = (String, Vec<u8>);
@@ -74,8 +69,6 @@ pub struct LogStore {
     seq: AtomicU64,
     /// (bucket, stream) pairs whose stream key this node has written.
     known: Mutex<HashSet<(i64, Stream)>>,
-    /// Journal entries of pushes this node wrote and indexed itself: the feed skips them.
-    own: Mutex<HashSet<String>>,
 }
 
 /// Creates the `logs` keyspace if it is missing.
@@ -125,7 +118,6 @@ impl LogStore {
             writer,
             seq: AtomicU64::new(0),
             known: Mutex::new(HashSet::new()),
-            own: Mutex::new(HashSet::new()),
         }
     }
 
@@ -223,22 +215,7 @@ impl LogStore {
             records: records.len(),
             bytes,
             batches,
-            journal: journal.0,
         })
-    }
-
-    /// This node indexed the push of journal entry `key` itself.
-    pub fn indexed_own(&self, key: String) {
-        let mut own = self.own.lock().expect("own entries");
-        if own.len() >= OWN_ENTRIES_MAX {
-            own.clear();
-        }
-        own.insert(key);
-    }
-
-    /// Whether journal entry `key` is a push this node indexed itself (forgetting it).
-    pub fn take_own(&self, key: &str) -> bool {
-        self.own.lock().expect("own entries").remove(key)
     }
 
     /// The journal entry of a push: its chunks' keys, one a line, under its arrival time.

@@ -103,29 +103,6 @@ impl App {
     pub fn now_ms(&self) -> i64 {
         now_ms()
     }
-
-    /// Indexes (and tails) what this node just stored, off the request's path, so that the
-    /// journal need not bring it back: the feed skips the push's entry once this is done.
-    pub fn index_own(self: &Arc<Self>, records: Vec<Record>, journal: String) {
-        let app = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let tail = &app.tail;
-            match app.indexes.add(&records, |r| {
-                let _ = tail.send(Arc::new(r.clone()));
-            }) {
-                Ok(added) => {
-                    let m = &app.metrics;
-                    m.indexed.fetch_add(added.new as u64, Ordering::Relaxed);
-                    m.dedup_hits
-                        .fetch_add(added.duplicates as u64, Ordering::Relaxed);
-                    app.store.indexed_own(journal);
-                }
-                Err(error) => {
-                    tracing::error!(%error, "indexing a push failed; the journal brings it again")
-                }
-            }
-        });
-    }
 }
 
 pub fn router(app: Arc<App>) -> Router {
@@ -242,7 +219,7 @@ fn ingest_error(e: IngestError) -> Response {
 
 /// What every push does: the token, the limit in flight, the body, the records, the store.
 async fn push(
-    app: &Arc<App>,
+    app: &App,
     headers: &HeaderMap,
     body: &Bytes,
     peer_hint: &str,
@@ -300,9 +277,7 @@ async fn push(
             app.metrics
                 .batches
                 .fetch_add(w.batches as u64, Ordering::Relaxed);
-            let n = records.len();
-            app.index_own(records, w.journal);
-            Ok(n)
+            Ok(records.len())
         }
         Err(error) => {
             app.metrics.store_errors.fetch_add(1, Ordering::Relaxed);

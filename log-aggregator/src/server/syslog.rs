@@ -72,7 +72,7 @@ pub async fn drain(app: Arc<App>, mut queue: mpsc::Receiver<Queued>) {
     let _ = slots.acquire_many(WRITES_IN_FLIGHT as u32).await;
 }
 
-async fn store_until_done(app: &Arc<App>, batch: Vec<Queued>) {
+async fn store_until_done(app: &App, batch: Vec<Queued>) {
     let (records, vias): (Vec<Record>, Vec<Via>) = batch.into_iter().unzip();
     let mut backoff = Duration::from_millis(50);
     loop {
@@ -86,7 +86,6 @@ async fn store_until_done(app: &Arc<App>, batch: Vec<Queued>) {
                 m.bytes.fetch_add(w.bytes as u64, Ordering::Relaxed);
                 m.batches.fetch_add(w.batches as u64, Ordering::Relaxed);
                 m.queued.fetch_sub(records.len() as u64, Ordering::Relaxed);
-                app.index_own(records, w.journal);
                 return;
             }
             Err(error) => {
