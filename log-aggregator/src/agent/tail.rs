@@ -657,11 +657,24 @@ mod tests {
     use super::*;
     use std::io::Write;
 
-    fn dir(name: &str) -> PathBuf {
+    /// A scratch directory with `app.log` holding `text`, removed on drop.
+    struct Scene {
+        d: PathBuf,
+        log: PathBuf,
+    }
+
+    impl Drop for Scene {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.d);
+        }
+    }
+
+    fn scene(name: &str, text: &str) -> Scene {
         let d = std::env::temp_dir().join(format!("agent-tail-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
-        d
+        let log = d.join("app.log");
+        append(&log, text);
+        Scene { d, log }
     }
 
     fn tailer(d: &Path, multiline: Option<&str>) -> Tailer {
@@ -698,9 +711,8 @@ mod tests {
 
     #[test]
     fn lines_partial_lines_and_positions() {
-        let d = dir("lines");
-        let log = d.join("app.log");
-        append(&log, "one\ntwo\nthr");
+        let s = scene("lines", "one\ntwo\nthr");
+        let (d, log) = (s.d.clone(), s.log.clone());
         let mut t = tailer(&d, None);
         let cps = Checkpoints::default();
         let rs = t.poll(&cps, 0);
@@ -710,14 +722,12 @@ mod tests {
         let rs = t.poll(&cps, 10);
         assert_eq!(texts(&rs), ["three"]);
         assert_eq!((rs[0].position, rs[0].end), (8, 14));
-        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]
     fn a_restart_resumes_at_the_checkpoint_and_a_reused_inode_is_a_new_file() {
-        let d = dir("resume");
-        let log = d.join("app.log");
-        append(&log, "first line of the file\nsecond\n");
+        let s = scene("resume", "first line of the file\nsecond\n");
+        let (d, log) = (s.d.clone(), s.log.clone());
         let mut t = tailer(&d, None);
         let rs = t.poll(&Checkpoints::default(), 0);
         let mut cps = Checkpoints::default();
@@ -732,14 +742,12 @@ mod tests {
         let rs = t.poll(&cps, 0);
         assert_eq!(texts(&rs), ["different content entirely"]);
         assert_ne!(rs[0].source, cps.files.keys().next().unwrap().clone());
-        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]
     fn a_renamed_file_is_drained_before_it_is_closed() {
-        let d = dir("rename");
-        let log = d.join("app.log");
-        append(&log, "a\n");
+        let s = scene("rename", "a\n");
+        let (d, log) = (s.d.clone(), s.log.clone());
         let mut t = tailer(&d, None);
         let cps = Checkpoints::default();
         assert_eq!(texts(&t.poll(&cps, 0)), ["a"]);
@@ -759,14 +767,12 @@ mod tests {
             "its partial line, when it is closed"
         );
         assert_eq!(t.followed(), 1);
-        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]
     fn copytruncate_reads_the_rest_from_the_copy_then_the_new_generation() {
-        let d = dir("copytruncate");
-        let log = d.join("app.log");
-        append(&log, "l1\nl2\n");
+        let s = scene("copytruncate", "l1\nl2\n");
+        let (d, log) = (s.d.clone(), s.log.clone());
         let mut t = tailer(&d, None);
         let cps = Checkpoints::default();
         let first = t.poll(&cps, 0);
@@ -789,14 +795,12 @@ mod tests {
         );
         assert_ne!(rs[1].source, first[0].source, "the next generation");
         assert_eq!(rs[1].position, 0);
-        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]
     fn a_file_truncated_and_regrown_between_polls_is_caught_by_its_first_bytes() {
-        let d = dir("regrown");
-        let log = d.join("app.log");
-        append(&log, "old 1\n");
+        let s = scene("regrown", "old 1\n");
+        let (d, log) = (s.d.clone(), s.log.clone());
         let mut t = tailer(&d, None);
         let cps = Checkpoints::default();
         assert_eq!(texts(&t.poll(&cps, 0)), ["old 1"]);
@@ -810,17 +814,15 @@ mod tests {
         let rs = t.poll(&cps, 10);
         assert_eq!(texts(&rs), ["new 1 is longer", "new 2"]);
         assert_eq!(rs[0].identity.generation, 1);
-        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]
     fn stack_traces_join_and_long_lines_are_cut() {
-        let d = dir("multiline");
-        let log = d.join("app.log");
-        append(
-            &log,
+        let s = scene(
+            "multiline",
             "2026-12-07 boom\n  at a()\n  at b()\n2026-12-07 next\n",
         );
+        let (d, log) = (s.d.clone(), s.log.clone());
         let mut t = tailer(&d, Some(r"^\d{4}-"));
         let cps = Checkpoints::default();
         let rs = t.poll(&cps, 0);
@@ -835,6 +837,5 @@ mod tests {
         let cut = rs.iter().find(|r| r.truncated).unwrap();
         assert_eq!(cut.text.len(), LINE_BYTES_MAX);
         assert_eq!(rs.last().unwrap().text, "after");
-        let _ = std::fs::remove_dir_all(&d);
     }
 }
