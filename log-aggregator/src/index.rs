@@ -255,7 +255,10 @@ impl Indexes {
                 b.reader.reload()?;
             }
             if start < open_from {
-                if let Some(w) = writer.take() {
+                if let Some(mut w) = writer.take() {
+                    // What was added after the flag was taken goes in before it closes.
+                    w.commit()?;
+                    b.reader.reload()?;
                     w.wait_merging_threads()?;
                 }
             }

@@ -3,9 +3,9 @@
 //!
 //! **A push is acknowledged only when the store has it.** [`LogStore::write`] writes, for
 //! each stream and bucket the push touches, a chunk of its records (one key, one Raft entry;
-//! see [`crate::layout`]), the bucket's stream key, and one *journal* entry naming the push's
-//! chunks under its arrival time; it returns once every write is committed (replicated to a
-//! majority and applied). An aggregator that dies before answering leaves the sender to
+//! see [`crate::layout`]) and the bucket's stream key, then, once those are committed, one
+//! *journal* entry naming the push's chunks under its arrival time; it returns once every
+//! write is committed (replicated to a majority and applied). An aggregator that dies before answering leaves the sender to
 //! retry: the same push makes the same chunks, and a replay cut otherwise is dropped by every
 //! reader, which keeps one record per dedup id.
 //!
@@ -198,15 +198,14 @@ impl LogStore {
                 .map(|_| ())
                 .map_err(StoreError::from)
         };
-        let (a, b, c) = tokio::join!(
-            join_all(chunk_writes),
-            join_all(stream_writes),
-            journal_write
-        );
+        // The journal entry last, once its chunks are committed: a reader that finds the
+        // entry finds its chunks (written at once, another aggregator's feed could read the
+        // entry, miss a chunk still in flight, take it for deleted, and never index it).
+        let (a, b) = tokio::join!(join_all(chunk_writes), join_all(stream_writes));
         for result in a.into_iter().chain(b) {
             result?;
         }
-        c?;
+        journal_write.await?;
         self.known
             .lock()
             .expect("known streams")
