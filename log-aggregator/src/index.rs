@@ -310,12 +310,7 @@ impl Indexes {
             return Ok(());
         };
         let f = self.fields;
-        let term = |field, text: &str| -> Box<dyn TQuery> {
-            Box::new(TermQuery::new(
-                Term::from_field_text(field, text),
-                IndexRecordOption::Basic,
-            ))
-        };
+        let term = term_query;
         let query = BooleanQuery::new(vec![
             (Occur::Must, term(f.service, &stream.service)),
             (Occur::Must, term(f.host, &stream.host)),
@@ -366,12 +361,7 @@ impl Indexes {
                 Bound::Excluded(Term::from_field_i64(f.ts, q.to_ms)),
             )),
         )];
-        let term = |field, text: &str| -> Box<dyn TQuery> {
-            Box::new(TermQuery::new(
-                Term::from_field_text(field, text),
-                IndexRecordOption::Basic,
-            ))
-        };
+        let term = term_query;
         if let Some(s) = &q.service {
             must.push((Occur::Must, term(f.service, s)));
         }
@@ -491,6 +481,14 @@ impl Indexes {
             counts,
         ))
     }
+}
+
+/// A query for the documents whose `field` holds the term `text` exactly.
+fn term_query(field: Field, text: &str) -> Box<dyn TQuery> {
+    Box::new(TermQuery::new(
+        Term::from_field_text(field, text),
+        IndexRecordOption::Basic,
+    ))
 }
 
 /// What a record counts for a size limit: its text and its names, about as stored.

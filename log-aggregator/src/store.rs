@@ -130,14 +130,25 @@ impl LogStore {
         if records.is_empty() {
             return Ok(Written::default());
         }
-        // By stream and bucket, in order; each cut into chunks within the size limit.
-        let mut groups: BTreeMap<(Stream, i64), Vec<&Record>> = BTreeMap::new();
+        // By stream and bucket, in order (the names borrowed, not copied per record); each
+        // cut into chunks within the size limit.
+        let mut by_name: BTreeMap<(&str, &str, i64), Vec<&Record>> = BTreeMap::new();
         for r in records {
-            groups
-                .entry((r.stream(), layout::bucket_of(r.ts)))
+            by_name
+                .entry((&r.service, &r.host, layout::bucket_of(r.ts)))
                 .or_default()
                 .push(r);
         }
+        let groups: BTreeMap<(Stream, i64), Vec<&Record>> = by_name
+            .into_iter()
+            .map(|((service, host, bucket), group)| {
+                let stream = Stream {
+                    service: service.to_string(),
+                    host: host.to_string(),
+                };
+                ((stream, bucket), group)
+            })
+            .collect();
         let mut chunks: Vec<KeyValue> = Vec::new();
         let mut bytes = 0;
         for ((stream, _), group) in &groups {

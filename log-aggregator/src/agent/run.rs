@@ -617,10 +617,7 @@ impl Agent {
         };
         let mut out = String::new();
         let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
-            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
-            for (labels, v) in samples {
-                out.push_str(&format!("{name}{labels} {v}\n"));
-            }
+            crate::server::metrics::line(&mut out, name, kind, help, samples)
         };
         metric(
             "agent_lines_read_total",

@@ -31,7 +31,9 @@ pub struct Metrics {
     pub tails: AtomicU64,
 }
 
-fn line(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(&str, u64)]) {
+/// Appends one metric in Prometheus text: its HELP and TYPE, then a line per sample (labels
+/// as written, `""` for none).
+pub fn line(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(&str, u64)]) {
     out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
     for (labels, v) in samples {
         out.push_str(&format!("{name}{labels} {v}\n"));
