@@ -40,3 +40,5 @@ if ! python3 -c 'import redis.cluster' 2>/dev/null; then
 fi
 # The dictionary's real data (WordNet, GCIDE, CMUdict, word frequencies, aspell's English).
 "$(dirname "$0")/install-dictionary-data.sh"
+# The thesaurus-scraper's local web (GCIDE, FOLDOC, the Jargon File in dictd format).
+"$(dirname "$0")/install-web-data.sh"

@@ -11,4 +11,5 @@ pub mod dictionary;
 pub mod harness;
 pub mod linearizability;
 pub mod logs;
+pub mod thesaurus;
 pub mod workload;

@@ -192,7 +192,7 @@ pub fn decode_mixed(mut bytes: &[u8]) -> String {
 }
 
 /// A line that only says where a block came from: `[1913 Webster]`, `[PJC]`, `[WordNet 1.5]`.
-fn source_marker(line: &str) -> Option<&str> {
+pub fn source_marker(line: &str) -> Option<&str> {
     // (Its first bracket: one line of GCIDE has a stray word after it, `[1913 Webster] monicker`.)
     let t = line.trim();
     let inner = &t.strip_prefix('[')?[..t.find(']')? - 1];

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs the real text the thesaurus-scraper's local web serves (idempotent; uses sudo when
+# not root). Nothing is committed and nothing is downloaded at run time: Debian's packages,
+# installed once, served by `thesaurus-scraper serve-web` on loopback addresses.
+#
+#   dict-gcide, dict-foldoc, dict-jargon   dictionaries in dictd format (/usr/share/dictd),
+#                                          rendered one page per headword
+#   --full adds Debian's HTML documentation, served as it is:
+#   linux-doc-6.1        /usr/share/doc/linux-doc/html
+#   python3.11-doc       /usr/share/doc/python3.11/html
+#   postgresql-doc-15    /usr/share/doc/postgresql-doc-15/html
+#   sqlite3-doc          /usr/share/doc/sqlite3
+#   apache2-doc          /usr/share/doc/apache2-doc/manual
+#
+# The tests need only the dictionaries (the slices they crawl are a few hundred pages).
+set -euo pipefail
+sudo=""
+[ "$(id -u)" -ne 0 ] && sudo="sudo"
+need=()
+[ -f /usr/share/dictd/gcide.index ] || need+=(dict-gcide)
+[ -f /usr/share/dictd/foldoc.index ] || need+=(dict-foldoc)
+[ -f /usr/share/dictd/jargon.index ] || need+=(dict-jargon)
+if [ "${1:-}" = "--full" ]; then
+  [ -d /usr/share/doc/linux-doc/html ] || need+=(linux-doc-6.1)
+  [ -d /usr/share/doc/python3.11/html ] || need+=(python3.11-doc)
+  [ -d /usr/share/doc/postgresql-doc-15/html ] || need+=(postgresql-doc-15)
+  [ -f /usr/share/doc/sqlite3/index.html ] || need+=(sqlite3-doc)
+  [ -d /usr/share/doc/apache2-doc/manual ] || need+=(apache2-doc)
+fi
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing the local web's text: ${need[*]}" >&2
+  # dictd packages start a dictd server on install where they can; policy-rc.d may refuse it,
+  # which is harmless: the files are what is needed.
+  $sudo apt-get install -y "${need[@]}" >/dev/null 2>&1 || {
+    $sudo apt-get update >/dev/null
+    $sudo apt-get install -y "${need[@]}" >/dev/null
+  }
+fi
+for f in /usr/share/dictd/{gcide,foldoc,jargon}.index; do
+  [ -f "$f" ] || { echo "missing $f after installing" >&2; exit 1; }
+done

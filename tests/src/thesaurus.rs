@@ -1,0 +1,104 @@
+//! What the thesaurus-scraper tests share: the local web (`thesaurus-scraper serve-web`) run as
+//! a real process, its hosts on loopback addresses with ports chosen at run time, spoken to
+//! with curl.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::dictionary::curl;
+use crate::harness::workspace_bin;
+
+/// A `serve-web` process, killed on drop.
+pub struct Web {
+    child: Child,
+    /// `http://addr:port` of each host, in the order they were given.
+    pub hosts: Vec<String>,
+    log: std::path::PathBuf,
+}
+
+impl Web {
+    /// Starts `serve-web` with one `--host` per spec (`127.0.0.N:0=SOURCE[,options]`) and waits
+    /// until every host is bound; its log goes to `dir/web.log`.
+    pub fn start(dir: &Path, specs: &[&str], seed: u64) -> Web {
+        let log = dir.join("web.log");
+        let mut cmd = Command::new(workspace_bin("thesaurus-scraper"));
+        cmd.arg("serve-web").args(["--seed", &seed.to_string()]);
+        for s in specs {
+            cmd.args(["--host", s]);
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("a log file"))
+            .spawn()
+            .expect("starting thesaurus-scraper serve-web");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("serving ") {
+                    let url = rest.split_whitespace().next().unwrap_or_default();
+                    let _ = tx.send(url.trim_end_matches('/').to_string());
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut hosts = Vec::new();
+        while hosts.len() < specs.len() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(url) => hosts.push(url),
+                Err(_) => panic!(
+                    "serve-web did not bind its hosts: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                ),
+            }
+        }
+        Web { child, hosts, log }
+    }
+
+    /// `curl` GET of `path` on host `i`: status and body.
+    pub fn get(&self, i: usize, path: &str) -> (u16, String) {
+        curl(&format!("{}{path}", self.hosts[i]), &[])
+    }
+
+    /// The politeness oracle: every host's stats, by `addr:port`.
+    pub fn stats(&self) -> serde_json::Value {
+        let (code, body) = self.get(0, "/__stats");
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).expect("stats are JSON")
+    }
+
+    /// Host `i`'s stats.
+    pub fn host_stats(&self, i: usize) -> serde_json::Value {
+        let name = self.hosts[i].trim_start_matches("http://").to_string();
+        self.stats()[&name].clone()
+    }
+
+    /// SIGTERM, then waits up to `timeout` for it to exit.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Web {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,192 @@
+//! The thesaurus-scraper end to end: the local web (`serve-web`) as a real process on several
+//! loopback addresses, driven with curl.
+//!
+//! Needs Debian's dict-jargon (scripts/install-test-deps.sh installs it).
+
+use std::time::Duration;
+
+use tests::dictionary::curl;
+use tests::harness::TempDir;
+use tests::thesaurus::Web;
+
+/// The local web serves real pages with navigation around the prose, robots rules, a page
+/// list, and its oracle counts what crawlers must not do: fetch disallowed paths, come back
+/// sooner than the Crawl-delay, or send two requests to one host at once.
+#[test]
+fn the_local_web_serves_real_pages_and_its_oracle_counts_impoliteness() {
+    let dir = TempDir::new("thesaurus-web");
+    let mut web = Web::start(
+        &dir.path,
+        &[
+            "127.0.0.2:0=jargon,crawl_delay=0.5,disallow=/w/z",
+            "127.0.0.3:0=jargon,slow=1,slow_ms=600",
+        ],
+        7,
+    );
+
+    // Robots rules and the sitemap.
+    let (code, robots) = web.get(0, "/robots.txt");
+    assert_eq!(code, 200);
+    assert!(robots.contains("Disallow: /w/z\n"), "{robots}");
+    assert!(robots.contains("Crawl-delay: 0.5\n"), "{robots}");
+    let host0 = web.hosts[0].clone();
+    assert!(
+        robots.contains(&format!("Sitemap: {host0}/sitemap.xml")),
+        "{robots}"
+    );
+    let (_, pages) = web.get(0, "/__pages");
+    let pages: Vec<String> = serde_json::from_str(&pages).unwrap();
+    assert!(
+        pages.len() > 2_000,
+        "the Jargon File has over 2,000 entries: {}",
+        pages.len()
+    );
+    let (_, sitemap) = web.get(0, "/sitemap.xml");
+    assert_eq!(sitemap.matches("<loc>").count(), pages.len());
+
+    // A real entry, its cross-references linked, inside navigation and a footer.
+    let (code, page) = web.get(0, "/w/leak.html");
+    assert_eq!(code, 200, "{page}");
+    assert!(page.contains("resource-management bugs"), "{page}");
+    assert!(
+        page.contains("<a href=\"/w/memory_leak.html\">memory leak</a>"),
+        "{page}"
+    );
+    assert!(
+        page.contains("<nav>") && page.contains("<footer>"),
+        "{page}"
+    );
+    assert_eq!(web.get(0, "/w/memory_leak.html").0, 200);
+    assert_eq!(web.get(0, "/w/no-such-word.html").0, 404);
+
+    // Everything is reachable from the front page, through the browse pages.
+    let (_, front) = web.get(0, "/");
+    assert!(front.contains("href=\"/browse/l-1.html\""), "{front}");
+    let (_, browse) = web.get(0, "/browse/l-1.html");
+    assert!(browse.contains("href=\"/w/"), "{browse}");
+
+    // The oracle: one disallowed fetch, and requests closer than the Crawl-delay.
+    assert_eq!(web.get(0, "/w/zen.html").0, 200);
+    let stats = web.host_stats(0);
+    assert_eq!(stats["robots_violations"], 1, "{stats}");
+    assert_eq!(stats["robots_violation_paths"][0], "/w/zen.html", "{stats}");
+    assert!(
+        stats["gaps_below_crawl_delay"].as_u64().unwrap() >= 5,
+        "{stats}"
+    );
+    assert_eq!(stats["robots_fetches"], 1, "{stats}");
+    assert_eq!(stats["overlapping_requests"], 0, "{stats}");
+
+    // Two requests at once to one host are counted as overlapping.
+    let slow = format!("{}/w/leak.html", web.hosts[1]);
+    let other = slow.clone();
+    let t = std::thread::spawn(move || curl(&other, &[]).0);
+    assert_eq!(curl(&slow, &[]).0, 200);
+    assert_eq!(t.join().unwrap(), 200);
+    let stats = web.host_stats(1);
+    assert_eq!(stats["max_in_flight"], 2, "{stats}");
+    assert_eq!(stats["overlapping_requests"], 1, "{stats}");
+    assert_eq!(stats["faults"]["slow"], 2, "{stats}");
+    // The other host's requests are not this one's.
+    assert_eq!(web.host_stats(0)["max_in_flight"], 1);
+
+    let status = web.terminate(Duration::from_secs(10));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}\n{}",
+        web.log()
+    );
+}
+
+/// Every seeded fault does what it says, for the URLs the seed picks (here all of them).
+#[test]
+fn the_local_web_misbehaves_as_seeded() {
+    let dir = TempDir::new("thesaurus-faults");
+    let site = dir.path.join("site");
+    std::fs::create_dir_all(&site).unwrap();
+    std::fs::write(
+        site.join("index.html"),
+        "<html><body><p>home</p></body></html>",
+    )
+    .unwrap();
+    let site_spec = |opts: &str| format!("127.0.0.4:0=dir:{},{opts}", site.display());
+    let web = Web::start(
+        &dir.path,
+        &[
+            "127.0.0.2:0=jargon,missing=1,loop=1,huge=1,huge_mb=2,binary=1",
+            &site_spec("flaky=1,flaky_k=2"),
+            &site_spec("redirect=1"),
+            &site_spec("dead=1"),
+            &site_spec("malformed=1"),
+        ],
+        11,
+    );
+
+    // Trap links on every page, each a different trouble.
+    let (_, page) = web.get(0, "/w/leak.html");
+    let href = |prefix: &str| {
+        let at = page
+            .find(&format!("href=\"{prefix}"))
+            .unwrap_or_else(|| panic!("{page}"));
+        let rest = &page[at + 6..];
+        rest[..rest.find('"').unwrap()].to_string()
+    };
+    assert_eq!(web.get(0, &href("/missing/")).0, 404);
+    let looped = href("/loop/");
+    let (code, location) = curl(
+        &format!("{}{looped}", web.hosts[0]),
+        &["-o", "/dev/null", "-w", "%{redirect_url}\n%{http_code}"],
+    );
+    assert_eq!(code, 302);
+    assert!(location.trim().ends_with("/1.html"), "{location}");
+    let (code, follow) = curl(
+        &format!("{}{looped}", web.hosts[0]),
+        &["-L", "--max-redirs", "5", "-o", "/dev/null"],
+    );
+    assert_eq!(code, 302, "a redirect loop never ends: {follow}");
+    let (code, huge) = web.get(0, &href("/huge/"));
+    assert_eq!(code, 200);
+    assert!(huge.len() >= 2 << 20, "{}", huge.len());
+    let (code, ctype) = curl(
+        &format!("{}{}", web.hosts[0], href("/file/")),
+        &["-o", "/dev/null", "-w", "%{content_type}\n%{http_code}"],
+    );
+    assert_eq!(code, 200);
+    assert!(ctype.contains("application/octet-stream"), "{ctype}");
+
+    // Flaky: 503 with Retry-After twice, then the page.
+    let (code, headers) = curl(
+        &format!("{}/index.html", web.hosts[1]),
+        &["-D", "-", "-o", "/dev/null"],
+    );
+    assert_eq!(code, 503);
+    assert!(
+        headers.to_ascii_lowercase().contains("retry-after: 1"),
+        "{headers}"
+    );
+    assert_eq!(web.get(1, "/index.html").0, 503);
+    assert_eq!(
+        web.get(1, "/index.html"),
+        (200, "<html><body><p>home</p></body></html>".into())
+    );
+
+    // Redirected to the same page, which then answers.
+    let (code, body) = curl(&format!("{}/index.html", web.hosts[2]), &["-L"]);
+    assert_eq!((code, body.contains("home")), (200, true));
+    // Dead: 500, always.
+    assert_eq!(web.get(3, "/index.html").0, 500);
+    assert_eq!(web.get(3, "/index.html").0, 500);
+    // Malformed: cut short and not UTF-8.
+    let out = std::process::Command::new("curl")
+        .args(["-s", &format!("{}/index.html", web.hosts[4])])
+        .output()
+        .unwrap();
+    assert!(std::str::from_utf8(&out.stdout).is_err());
+    assert!(!out.stdout.ends_with(b"</html>"));
+
+    let stats = web.stats();
+    let faults = |i: usize| stats[web.hosts[i].trim_start_matches("http://")]["faults"].clone();
+    assert_eq!(faults(1)["flaky"], 2, "{stats}");
+    assert_eq!(faults(3)["dead"], 2, "{stats}");
+    assert_eq!(faults(4)["malformed"], 1, "{stats}");
+}
