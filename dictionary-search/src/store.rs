@@ -64,19 +64,11 @@ pub fn entry_key(word: &str) -> String {
 /// Creates the `dictionary` keyspace if it is missing (replicas read it at follower
 /// consistency: a search replica's index build and lookups may lag a moment behind a load).
 pub async fn ensure_keyspace(client: &ClusterClient, partitions: u32) -> Result<()> {
-    let map = client.current_map().await?;
-    if map.keyspace(KEYSPACE).is_ok() {
-        return Ok(());
-    }
     let mut spec = KeyspaceSpec::new(KEYSPACE);
     spec.partitions = partitions;
     spec.read_consistency = Consistency::Follower;
-    match client.create_keyspace(spec).await {
-        Ok(_) => Ok(()),
-        // Another loader created it meanwhile.
-        Err(_) if client.current_map().await?.keyspace(KEYSPACE).is_ok() => Ok(()),
-        Err(e) => Err(e.into()),
-    }
+    client.ensure_keyspace(spec).await?;
+    Ok(())
 }
 
 /// The dataset record, if a load has completed.

@@ -73,18 +73,11 @@ pub struct LogStore {
 
 /// Creates the `logs` keyspace if it is missing.
 pub async fn ensure_keyspace(client: &ClusterClient, partitions: u32) -> Result<()> {
-    if client.current_map().await?.keyspace(KEYSPACE).is_ok() {
-        return Ok(());
-    }
     let mut spec = KeyspaceSpec::new(KEYSPACE);
     spec.partitions = partitions;
     spec.read_consistency = Consistency::Linearizable;
-    match client.create_keyspace(spec).await {
-        Ok(_) => Ok(()),
-        // Another aggregator created it meanwhile.
-        Err(_) if client.current_map().await?.keyspace(KEYSPACE).is_ok() => Ok(()),
-        Err(e) => Err(e.into()),
-    }
+    client.ensure_keyspace(spec).await?;
+    Ok(())
 }
 
 /// A push's records as NDJSON (a journal entry's value).

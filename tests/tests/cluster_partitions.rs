@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use kvstore::client::cluster::{ClusterClient, ClusterConfig};
 use kvstore::client::ScanOptions;
+use kvstore::partition::map::KeyspaceSpec;
 use kvstore::wire::{BatchOp, Condition, Consistency, ErrorCode, ScanRange};
 use tests::cluster::{group_of, Cluster, ClusterOptions};
 use tests::harness::{runtime, wait_until};
@@ -66,6 +67,27 @@ fn a_client_routes_every_key_to_its_partition_and_a_merged_scan_sees_them_all_in
         .expect("a cluster node serves its map");
     let ks = map.keyspace("default").unwrap();
     assert_eq!(u64::from(ks.partitions), PARTITIONS);
+
+    // Applications make sure of their keyspace at start, several processes at once: one
+    // creates it, the others find it; an existing keyspace keeps its spec.
+    let ensured: Vec<_> = (0..3)
+        .map(|_| {
+            let client = client.clone();
+            rt.spawn(async move {
+                let mut spec = KeyspaceSpec::new("ensured");
+                spec.partitions = 4;
+                client.ensure_keyspace(spec).await
+            })
+        })
+        .collect();
+    for e in ensured {
+        let map = rt.block_on(e).unwrap().expect("ensure_keyspace");
+        assert_eq!(map.keyspace("ensured").unwrap().partitions, 4);
+    }
+    let mut other = KeyspaceSpec::new("ensured");
+    other.partitions = 16;
+    let map = rt.block_on(client.ensure_keyspace(other)).unwrap();
+    assert_eq!(map.keyspace("ensured").unwrap().partitions, 4);
 
     let n = 2_000;
     let writes: Vec<_> = (0..n)

@@ -341,6 +341,28 @@ impl ClusterClient {
         self.change_map(&MapChange::CreateKeyspace(spec)).await
     }
 
+    /// Creates a keyspace unless one of that name exists, which then keeps its spec. Safe to
+    /// call from many processes at once (applications do, at start): the meta group orders
+    /// their creations, one applies, and the others find the keyspace in the map.
+    pub async fn ensure_keyspace(&self, spec: KeyspaceSpec) -> Result<Arc<ClusterMap>> {
+        let map = self.current_map().await?;
+        if map.keyspace(&spec.name).is_ok() {
+            return Ok(map);
+        }
+        let name = spec.name.clone();
+        match self.create_keyspace(spec).await {
+            Ok(map) => Ok(map),
+            Err(e) => {
+                let map = self.current_map().await?;
+                if map.keyspace(&name).is_ok() {
+                    Ok(map)
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
     /// Drops a keyspace and every key in it.
     pub async fn drop_keyspace(&self, name: &str) -> Result<Arc<ClusterMap>> {
         self.change_map(&MapChange::DropKeyspace(name.to_string()))
