@@ -102,3 +102,98 @@ impl Drop for Web {
         let _ = self.child.wait();
     }
 }
+
+/// A `thesaurus-scraper crawl` process: its workers' PIDs as it prints them, its output.
+pub struct Crawl {
+    child: Child,
+    /// Worker number → its latest PID.
+    pub workers: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<usize, u32>>>,
+    /// Everything it printed on stdout so far.
+    pub stdout: std::sync::Arc<std::sync::Mutex<String>>,
+    log: std::path::PathBuf,
+}
+
+impl Crawl {
+    /// `crawl --store … --seeds … <args>`; its log goes to `dir/crawl.log`.
+    pub fn start(dir: &Path, store: &[String], seeds: &[String], args: &[&str]) -> Crawl {
+        let log = dir.join("crawl.log");
+        let mut child = Command::new(workspace_bin("thesaurus-scraper"))
+            .arg("crawl")
+            .arg(format!("--store={}", store.join(",")))
+            .arg(format!("--seeds={}", seeds.join(",")))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("a log file"))
+            .spawn()
+            .expect("starting thesaurus-scraper crawl");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let workers = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::new()));
+        let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (w, t) = (workers.clone(), text.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                // "worker I pid P"
+                let parts: Vec<&str> = line.split_whitespace().collect();
+                if let ["worker", i, "pid", pid] = parts.as_slice() {
+                    if let (Ok(i), Ok(pid)) = (i.parse(), pid.parse()) {
+                        w.lock().unwrap().insert(i, pid);
+                    }
+                }
+                let mut t = t.lock().unwrap();
+                t.push_str(&line);
+                t.push('\n');
+            }
+        });
+        Crawl {
+            child,
+            workers,
+            stdout: text,
+            log,
+        }
+    }
+
+    /// Waits for the crawl to end; its exit status, or `None` past `timeout`.
+    pub fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                std::thread::sleep(Duration::from_millis(100)); // the reader's last lines
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    /// Worker `i`'s current PID.
+    pub fn worker_pid(&self, i: usize) -> Option<u32> {
+        self.workers.lock().unwrap().get(&i).copied()
+    }
+
+    pub fn output(&self) -> String {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Crawl {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for pid in self.workers.lock().unwrap().values() {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+    }
+}
+
+/// SIGKILLs a process.
+pub fn kill9(pid: u32) {
+    let _ = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status();
+}

@@ -1,13 +1,19 @@
 //! The thesaurus-scraper end to end: the local web (`serve-web`) as a real process on several
-//! loopback addresses, driven with curl.
+//! loopback addresses, driven with curl; crawls by real worker processes over a real store
+//! cluster, with workers and store nodes killed.
 //!
 //! Needs Debian's dict-jargon (scripts/install-test-deps.sh installs it).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
+use kvstore::client::cluster::{ClusterClient, ClusterConfig};
 use tests::dictionary::curl;
-use tests::harness::TempDir;
-use tests::thesaurus::Web;
+use tests::harness::{runtime, wait_until, TempDir};
+use tests::logs::start_store;
+use tests::thesaurus::{kill9, Crawl, Web};
+use thesaurus_scraper::crawl::canon;
+use thesaurus_scraper::crawl::frontier::{self, Frontier, UrlRecord, UrlState};
 
 /// The local web serves real pages with navigation around the prose, robots rules, a page
 /// list, and its oracle counts what crawlers must not do: fetch disallowed paths, come back
@@ -189,4 +195,210 @@ fn the_local_web_misbehaves_as_seeded() {
     assert_eq!(faults(1)["flaky"], 2, "{stats}");
     assert_eq!(faults(3)["dead"], 2, "{stats}");
     assert_eq!(faults(4)["malformed"], 1, "{stats}");
+}
+
+/// Every settled URL of a host, by path, read from the store.
+fn url_records(
+    rt: &tokio::runtime::Runtime,
+    frontier: &Frontier,
+    host: &str,
+) -> BTreeMap<String, UrlRecord> {
+    let prefix = frontier::url_prefix(host);
+    rt.block_on(frontier.scan_prefix(&prefix, false, usize::MAX))
+        .unwrap()
+        .into_iter()
+        .map(|e| {
+            let key = String::from_utf8(e.key.to_vec()).unwrap();
+            let record: UrlRecord = frontier::decode(&key, &e.value.unwrap()).unwrap();
+            (key[prefix.len()..].to_string(), record)
+        })
+        .collect()
+}
+
+/// A crawl over two hosts (one clean with a Crawl-delay and a disallowed prefix, one full of
+/// seeded faults) while a worker is SIGKILLed and a store node is SIGKILLed and restarted:
+/// it finishes with every reachable page fetched, each page's text stored once, every fault
+/// given its final state, and the politeness oracle clean.
+#[test]
+fn a_crawl_survives_a_killed_worker_and_a_killed_store_node_and_stays_polite() {
+    let dir = TempDir::new("thesaurus-crawl");
+    let mut cluster = start_store("thesaurus-crawl");
+    let web = Web::start(
+        &dir.path,
+        &[
+            "127.0.0.2:0=jargon,pages=300,crawl_delay=0.02,disallow=/w/z",
+            "127.0.0.3:0=gcide,pages=200,flaky=0.1,redirect=0.05,missing=0.05,loop=0.03,\
+             huge=0.03,huge_mb=3,binary=0.03",
+        ],
+        5,
+    );
+    let host = |i: usize| web.hosts[i].trim_start_matches("http://").to_string();
+    let requests = || -> u64 {
+        let s = web.stats();
+        (0..2)
+            .map(|i| s[&host(i)]["requests"].as_u64().unwrap())
+            .sum()
+    };
+    let store = cluster.client_addresses();
+    let mut crawl = Crawl::start(
+        &dir.path,
+        &store,
+        &[format!("{}/", web.hosts[0]), format!("{}/", web.hosts[1])],
+        &[
+            "--workers=2",
+            "--lease-ms=2000",
+            "--backoff-ms=100",
+            "--partitions=8",
+            "--page-bytes-max=2000000",
+        ],
+    );
+
+    // A worker dies mid-crawl; then a store node does, and comes back.
+    assert!(
+        wait_until(Duration::from_secs(90), || requests() >= 120),
+        "{}",
+        crawl.log()
+    );
+    let pid = crawl.worker_pid(0).expect("worker 0's pid");
+    kill9(pid);
+    let at = requests();
+    assert!(
+        wait_until(Duration::from_secs(90), || requests() >= at + 150),
+        "{}",
+        crawl.log()
+    );
+    cluster.kill(2).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    cluster.restart(2).unwrap();
+
+    let status = crawl.wait(Duration::from_secs(300));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}\n{}\n{}",
+        crawl.output(),
+        crawl.log()
+    );
+    let out = crawl.output();
+    assert!(out.contains("crawl finished"), "{out}");
+    assert!(
+        crawl.worker_pid(0) != Some(pid),
+        "the dead worker was replaced: {out}"
+    );
+
+    // Politeness, by the web's own count.
+    let stats = web.stats();
+    for i in 0..2 {
+        let s = &stats[&host(i)];
+        assert_eq!(s["robots_violations"], 0, "{s}");
+        assert_eq!(s["gaps_below_crawl_delay"], 0, "{s}");
+        assert_eq!(s["overlapping_requests"], 0, "{s}");
+    }
+
+    let rt = runtime();
+    let client = ClusterClient::new(store.clone(), ClusterConfig::default());
+    let frontier = Frontier::new(std::sync::Arc::new(client));
+
+    // The clean host: every page fetched but the disallowed ones, which were never fetched.
+    let pages = |i: usize| -> Vec<String> {
+        // As the crawler spells them.
+        let (_, pages) = web.get(i, "/__pages");
+        let pages: Vec<String> = serde_json::from_str(&pages).unwrap();
+        let base = url::Url::parse(&web.hosts[i]).unwrap();
+        pages
+            .iter()
+            .map(|p| canon::path_key(&canon::resolve(&base, p).unwrap()))
+            .collect()
+    };
+    let urls = url_records(&rt, &frontier, &host(0));
+    for p in &pages(0) {
+        let r = urls
+            .get(p)
+            .unwrap_or_else(|| panic!("{p} was never reached"));
+        let want = if p.starts_with("/w/z") {
+            UrlState::Disallowed
+        } else {
+            UrlState::Done
+        };
+        assert!(
+            r.state == want || want == UrlState::Done && r.state == UrlState::Duplicate,
+            "{p}: {r:?}"
+        );
+    }
+    assert!(urls.values().all(|r| r.state != UrlState::Queued));
+
+    // The faulty host: every page settled; each fault has its outcome.
+    let urls = url_records(&rt, &frontier, &host(1));
+    let fetched = |r: &UrlRecord| matches!(r.state, UrlState::Done | UrlState::Duplicate);
+    for p in &pages(1) {
+        let r = urls
+            .get(p)
+            .unwrap_or_else(|| panic!("{p} was never reached"));
+        let ok = fetched(r)
+            || r.state == UrlState::Redirected
+                && urls.get(&format!("{p}?moved=1")).is_some_and(fetched);
+        assert!(ok, "{p}: {r:?}");
+    }
+    let reasons = |prefix: &str| -> Vec<(UrlState, String)> {
+        urls.iter()
+            .filter(|(p, _)| p.starts_with(prefix))
+            .map(|(_, r)| (r.state, r.reason.clone().unwrap_or_default()))
+            .collect()
+    };
+    let missing = reasons("/missing/");
+    assert!(!missing.is_empty());
+    assert!(
+        missing
+            .iter()
+            .all(|(s, r)| *s == UrlState::Failed && r == "HTTP 404"),
+        "{missing:?}"
+    );
+    let loops = reasons("/loop/");
+    assert!(
+        loops
+            .iter()
+            .any(|(s, r)| *s == UrlState::Failed && r.contains("over 5 redirects")),
+        "{loops:?}"
+    );
+    assert!(loops
+        .iter()
+        .all(|(s, _)| matches!(s, UrlState::Redirected | UrlState::Failed)));
+    let huge = reasons("/huge/");
+    assert!(
+        !huge.is_empty()
+            && huge
+                .iter()
+                .all(|(s, r)| *s == UrlState::Skipped && r.contains("size limit")),
+        "{huge:?}"
+    );
+    let binary = reasons("/file/");
+    assert!(
+        !binary.is_empty()
+            && binary
+                .iter()
+                .all(|(s, r)| *s == UrlState::Skipped && r.contains("not HTML")),
+        "{binary:?}"
+    );
+    assert!(stats[&host(1)]["faults"]["flaky"].as_u64().unwrap() > 0);
+    assert!(
+        !urls
+            .values()
+            .any(|r| r.status == Some(503) && r.state == UrlState::Failed),
+        "flaky pages are recovered by retrying"
+    );
+
+    // Each page's text stored once: one stored page per fetched URL with text, none extra.
+    let mut fingerprints = std::collections::HashSet::new();
+    for host in [host(0), host(1)] {
+        for r in url_records(&rt, &frontier, &host).values() {
+            if r.state == UrlState::Done {
+                let fp = r.fingerprint.clone().expect("a page with text");
+                assert!(fingerprints.insert(fp), "{r:?}: its text is stored twice");
+            }
+        }
+    }
+    let stored = rt
+        .block_on(frontier.scan_prefix("p:{", true, usize::MAX))
+        .unwrap()
+        .len();
+    assert_eq!(stored, fingerprints.len());
 }

@@ -7,4 +7,5 @@
 //! leases) and the thesaurus (co-occurrence statistics aggregated in the store, PPMI and
 //! lexical patterns) follow; see the README's design section.
 
+pub mod crawl;
 pub mod web;

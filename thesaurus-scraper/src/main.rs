@@ -1,8 +1,20 @@
 //! The `thesaurus-scraper` binary: parses the arguments and runs a subcommand of the library.
 //!
-//! - `serve-web --host ADDR:PORT=SOURCE[,options]…`: the local web the crawler crawls.
+//! - `serve-web --host ADDR:PORT=SOURCE[,options]…`: the local web the crawler crawls;
+//! - `crawl --store ADDRS --seeds URL… --workers N`: seeds the frontier, starts N worker
+//!   processes, shows progress, and stops them when nothing is queued;
+//! - `crawl status --store ADDRS`: pages by state, per host, and the rate;
+//! - `worker --store ADDRS`: one crawl worker (`crawl` starts these).
 
-use clap::{Parser, Subcommand};
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use kvstore::client::cluster::{ClusterClient, ClusterConfig};
+use thesaurus_scraper::crawl::{self, fetch, frontier::Frontier, worker};
 use thesaurus_scraper::web;
 
 #[derive(Parser)]
@@ -13,6 +25,91 @@ use thesaurus_scraper::web;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Args, Clone)]
+struct StoreArgs {
+    /// Client addresses of store nodes, comma-separated.
+    #[arg(long, env = "THESAURUS_STORE", value_delimiter = ',', required = true)]
+    store: Vec<String>,
+}
+
+#[derive(Args, Clone)]
+struct WorkerArgs {
+    /// How long a claimed host stays a worker's without renewal.
+    #[arg(long, default_value_t = 10_000)]
+    lease_ms: u64,
+    /// Hosts a worker crawls at once.
+    #[arg(long, default_value_t = 16)]
+    hosts_per_worker: usize,
+    /// Ignore Crawl-delay (robots.txt rules are still obeyed): only to measure raw speed.
+    #[arg(long)]
+    impolite: bool,
+    /// The longest Crawl-delay honoured, in seconds.
+    #[arg(long, default_value_t = 10.0)]
+    crawl_delay_max: f64,
+    /// The delay between requests to a host whose robots.txt names none, in seconds.
+    #[arg(long, default_value_t = 0.0)]
+    default_delay: f64,
+    /// Links further than this from a seed are not followed.
+    #[arg(long, default_value_t = 1_000)]
+    depth_max: u32,
+    /// Fetch attempts before a URL is given up.
+    #[arg(long, default_value_t = 5)]
+    attempts_max: u32,
+    /// The first retry's back-off in milliseconds (doubling after).
+    #[arg(long, default_value_t = 500)]
+    backoff_ms: u64,
+    /// The most body bytes read from a page; a longer page is skipped.
+    #[arg(long, default_value_t = 4 << 20)]
+    page_bytes_max: usize,
+    /// Seconds a fetch may take, body included.
+    #[arg(long, default_value_t = 20.0)]
+    fetch_timeout: f64,
+}
+
+impl WorkerArgs {
+    fn to_args(&self) -> Vec<String> {
+        let mut a = vec![
+            format!("--lease-ms={}", self.lease_ms),
+            format!("--hosts-per-worker={}", self.hosts_per_worker),
+            format!("--crawl-delay-max={}", self.crawl_delay_max),
+            format!("--default-delay={}", self.default_delay),
+            format!("--depth-max={}", self.depth_max),
+            format!("--attempts-max={}", self.attempts_max),
+            format!("--backoff-ms={}", self.backoff_ms),
+            format!("--page-bytes-max={}", self.page_bytes_max),
+            format!("--fetch-timeout={}", self.fetch_timeout),
+        ];
+        if self.impolite {
+            a.push("--impolite".into());
+        }
+        a
+    }
+
+    fn config(&self, id: String) -> worker::WorkerConfig {
+        let mut c = worker::WorkerConfig {
+            id,
+            lease: Duration::from_millis(self.lease_ms.max(300)),
+            hosts_max: self.hosts_per_worker.max(1),
+            polite: !self.impolite,
+            crawl_delay_max: Duration::from_secs_f64(self.crawl_delay_max.max(0.0)),
+            default_delay: Duration::from_secs_f64(self.default_delay.max(0.0)),
+            depth_max: self.depth_max,
+            ..worker::WorkerConfig::default()
+        };
+        c.policy.attempts_max = self.attempts_max.max(1);
+        c.policy.backoff_base = Duration::from_millis(self.backoff_ms);
+        c
+    }
+
+    fn limits(&self) -> fetch::Limits {
+        fetch::Limits {
+            body_bytes_max: self.page_bytes_max,
+            timeout: Duration::from_secs_f64(self.fetch_timeout.max(0.1)),
+            ..fetch::Limits::default()
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -29,6 +126,51 @@ enum Command {
         /// Chooses which URLs misbehave; the same seed gives the same faults.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+    },
+    /// Crawls from seed URLs with worker processes until nothing is queued
+    /// (`crawl status` reports on a crawl).
+    #[command(args_conflicts_with_subcommands = true)]
+    Crawl {
+        #[command(subcommand)]
+        action: Option<CrawlAction>,
+        #[command(flatten)]
+        store: Option<StoreArgs>,
+        /// Where to start; their hosts are the crawl's scope.
+        #[arg(long, value_delimiter = ',', num_args = 1..)]
+        seeds: Vec<url::Url>,
+        /// More hosts (host:port) the crawl may follow links to.
+        #[arg(long, value_delimiter = ',')]
+        scope: Vec<String>,
+        /// Worker processes.
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        /// Partitions of the crawl keyspace, if the crawl creates it.
+        #[arg(long, default_value_t = 64)]
+        partitions: u32,
+        #[command(flatten)]
+        worker: WorkerArgs,
+    },
+    /// One crawl worker: claims hosts by lease and crawls them (crawl starts these).
+    Worker {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// This worker's name in leases (default: w-PID).
+        #[arg(long)]
+        id: Option<String>,
+        #[command(flatten)]
+        worker: WorkerArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum CrawlAction {
+    /// Pages by state, per host, and the rate.
+    Status {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -51,6 +193,13 @@ async fn shutdown_signal() {
     }
 }
 
+fn frontier(store: &StoreArgs) -> Frontier {
+    Frontier::new(Arc::new(ClusterClient::new(
+        store.store.clone(),
+        ClusterConfig::default(),
+    )))
+}
+
 fn main() -> anyhow::Result<()> {
     init_logging();
     let runtime = tokio::runtime::Runtime::new()?;
@@ -63,5 +212,190 @@ fn main() -> anyhow::Result<()> {
             }
             web::serve(bound, shutdown_signal()).await
         }),
+        Command::Crawl {
+            action: Some(CrawlAction::Status { store, json }),
+            ..
+        } => runtime.block_on(async {
+            let status = crawl::status(&frontier(&store)).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", crawl::render_status(&status));
+            }
+            Ok(())
+        }),
+        Command::Crawl {
+            action: None,
+            store,
+            seeds,
+            scope,
+            workers,
+            partitions,
+            worker,
+        } => {
+            let store = store.context("--store is required")?;
+            anyhow::ensure!(!seeds.is_empty(), "--seeds: give at least one URL to start from");
+            runtime.block_on(run_crawl(store, seeds, scope, workers, partitions, worker))
+        }
+        Command::Worker { store, id, worker } => runtime.block_on(async move {
+            let frontier = frontier(&store);
+            let record = loop {
+                match frontier.crawl_record().await {
+                    Ok(Some(r)) => break r,
+                    Ok(None) => tracing::info!("no crawl seeded yet; waiting"),
+                    Err(e) => tracing::warn!(error = %e, "reading the crawl"),
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            };
+            let id = id.unwrap_or_else(|| format!("w-{}", std::process::id()));
+            let fetcher = fetch::Fetcher::new(worker.limits());
+            let scope: HashSet<String> = record.scope.into_iter().collect();
+            let w = Arc::new(worker::Worker::new(frontier, fetcher, worker.config(id.clone()), scope));
+            let stats = w.stats.clone();
+            let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                let _ = stop_tx.send(true);
+            });
+            let log = tokio::spawn(async move {
+                let started = std::time::Instant::now();
+                loop {
+                    tokio::time::sleep(Duration::from_secs(10)).await;
+                    let pages = stats.pages.load(std::sync::atomic::Ordering::Relaxed);
+                    tracing::info!(
+                        worker = %id,
+                        fetches = stats.fetches.load(std::sync::atomic::Ordering::Relaxed),
+                        pages,
+                        pages_per_s = format!("{:.1}", pages as f64 / started.elapsed().as_secs_f64()),
+                        leases_lost = stats.leases_lost.load(std::sync::atomic::Ordering::Relaxed),
+                        "worker progress"
+                    );
+                }
+            });
+            let result = w.run(stop_rx).await;
+            log.abort();
+            tracing::info!("worker stopped");
+            result
+        }),
     }
+}
+
+/// Seeds, starts `n` worker processes (restarting any that dies), shows progress, and stops
+/// them once nothing has been queued for two checks in a row.
+async fn run_crawl(
+    store: StoreArgs,
+    seeds: Vec<url::Url>,
+    scope: Vec<String>,
+    n: usize,
+    partitions: u32,
+    worker: WorkerArgs,
+) -> anyhow::Result<()> {
+    let frontier = frontier(&store);
+    let seeds: Vec<url::Url> = seeds
+        .into_iter()
+        .map(|s| {
+            crawl::canon::canonical(s.clone()).with_context(|| format!("{s} cannot be crawled"))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let record = crawl::seed(&frontier, &seeds, &scope, partitions)
+        .await
+        .context("seeding the crawl")?;
+    tracing::info!(seeds = record.seeds.len(), scope = ?record.scope, "crawl seeded");
+    let exe = std::env::current_exe()?;
+    let spawn = |i: usize| -> anyhow::Result<tokio::process::Child> {
+        let child = tokio::process::Command::new(&exe)
+            .arg("worker")
+            .arg(format!("--store={}", store.store.join(",")))
+            .arg(format!("--id=w{i}-{}", std::process::id()))
+            .args(worker.to_args())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting a worker")?;
+        // One line per worker on stdout, for scripts and tests (they may kill it).
+        println!("worker {i} pid {}", child.id().unwrap_or(0));
+        Ok(child)
+    };
+    let mut children: Vec<tokio::process::Child> =
+        (0..n.max(1)).map(spawn).collect::<anyhow::Result<_>>()?;
+
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:40}] {pos}/{len} URLs settled, {msg}",
+        )
+        .expect("a progress template")
+        .progress_chars("=> "),
+    );
+    let mut idle_checks = 0;
+    let mut last_log = std::time::Instant::now();
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
+    let interrupted = loop {
+        tokio::select! {
+            _ = &mut stop => break true,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        for (i, child) in children.iter_mut().enumerate() {
+            if let Ok(Some(status)) = child.try_wait() {
+                tracing::warn!(worker = i, %status, "a worker exited; starting another");
+                *child = spawn(i)?;
+            }
+        }
+        let status = match crawl::status(&frontier).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the crawl's status");
+                continue;
+            }
+        };
+        let settled = status.settled();
+        bar.set_length(settled + status.queued);
+        bar.set_position(settled);
+        let eta = if status.rate > 0.0 {
+            status.queued as f64 / status.rate
+        } else {
+            0.0
+        };
+        bar.set_message(format!(
+            "{} queued, {:.1}/s, ETA {:.0} s",
+            status.queued, status.rate, eta
+        ));
+        if bar.is_hidden() && last_log.elapsed() >= Duration::from_secs(5) {
+            last_log = std::time::Instant::now();
+            tracing::info!(
+                settled,
+                queued = status.queued,
+                rate = format!("{:.1}/s", status.rate),
+                eta_s = format!("{eta:.0}"),
+                "crawl progress"
+            );
+        }
+        match frontier.anything_queued().await {
+            Ok(false) => idle_checks += 1,
+            Ok(true) => idle_checks = 0,
+            Err(_) => {}
+        }
+        if idle_checks >= 2 {
+            break false;
+        }
+    };
+    bar.finish_and_clear();
+    for child in &children {
+        if let Some(pid) = child.id() {
+            // SAFETY: kill(2) on a child's PID, which it cannot have reused before we wait.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGTERM);
+            }
+        }
+    }
+    for child in &mut children {
+        let _ = tokio::time::timeout(Duration::from_secs(15), child.wait()).await;
+    }
+    let status = crawl::status(&frontier).await?;
+    print!("{}", crawl::render_status(&status));
+    if interrupted {
+        anyhow::bail!("interrupted: the crawl is where it stopped; run it again to go on");
+    }
+    println!("crawl finished");
+    Ok(())
 }

@@ -17,13 +17,13 @@ pub enum Flavour {
     Plain,
 }
 
-/// The URL path segment of a headword: lowercase, spaces as `_`, every byte outside
-/// `[a-z0-9-]` percent-encoded (uppercase hex, as RFC 3986 recommends).
+/// The URL path segment of a headword: lowercase, spaces as `_`, every byte outside RFC 3986's
+/// unreserved characters percent-encoded in uppercase hex (so the link is already canonical).
 pub fn slug(headword: &str) -> String {
     let mut out = String::with_capacity(headword.len());
     for c in headword.trim().to_lowercase().chars() {
         match c {
-            'a'..='z' | '0'..='9' | '-' => out.push(c),
+            'a'..='z' | '0'..='9' | '-' | '.' | '~' => out.push(c),
             ' ' => out.push('_'),
             _ => {
                 let mut buf = [0u8; 4];

@@ -1,0 +1,189 @@
+//! The crawler: a URL frontier in the store partitioned by host ([`frontier`]), workers that
+//! hold hosts by lease and fetch politely ([`worker`]), and the pure parts they use: URL
+//! canonicalisation ([`canon`]), fetch outcomes ([`policy`]), text and links ([`extract`]),
+//! content fingerprints ([`fingerprint`]).
+//!
+//! This module seeds a crawl and reports on it; `thesaurus-scraper crawl` starts the worker
+//! processes and watches them until nothing is queued.
+
+pub mod canon;
+pub mod extract;
+pub mod fetch;
+pub mod fingerprint;
+pub mod frontier;
+pub mod policy;
+pub mod worker;
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use url::Url;
+
+use frontier::{CrawlRecord, Frontier, UrlRecord, CRAWL_KEY, KEYSPACE};
+
+/// Wall-clock milliseconds since the Unix epoch (leases and retry times are shared between
+/// processes on one machine, so they are wall-clock times).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Seeds a crawl: its record (seeds and scope: the seeds' hosts and `extra_scope`), a host
+/// record per host, and each seed queued unless seen. Running it again adds what is new.
+pub async fn seed(
+    frontier: &Frontier,
+    seeds: &[Url],
+    extra_scope: &[String],
+    partitions: u32,
+) -> frontier::Result<CrawlRecord> {
+    frontier.ensure_keyspace(partitions).await?;
+    let mut record = frontier.crawl_record().await?.unwrap_or(CrawlRecord {
+        seeds: Vec::new(),
+        scope: Vec::new(),
+        started_ms: now_ms(),
+    });
+    for s in seeds {
+        if !record.seeds.contains(&s.to_string()) {
+            record.seeds.push(s.to_string());
+        }
+        let host = canon::host_key(s);
+        if !record.scope.contains(&host) {
+            record.scope.push(host);
+        }
+    }
+    for h in extra_scope {
+        if !record.scope.contains(h) {
+            record.scope.push(h.clone());
+        }
+    }
+    frontier
+        .client
+        .put(
+            KEYSPACE,
+            CRAWL_KEY.as_bytes(),
+            &frontier::encode(&record),
+            kvstore::wire::Condition::None,
+        )
+        .await?;
+    for s in seeds {
+        let host = canon::host_key(s);
+        frontier.ensure_host(s.scheme(), &host).await?;
+        let path = canon::path_key(s);
+        frontier
+            .add_if_new(&host, &path, &UrlRecord::queued(s.as_str(), 0, 0, now_ms()))
+            .await?;
+    }
+    Ok(record)
+}
+
+/// One host's progress.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct HostStatus {
+    pub queued: u64,
+    pub counts: frontier::Counts,
+    /// Who holds it, if anyone.
+    pub lease: Option<String>,
+}
+
+/// The crawl as a whole.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Status {
+    pub hosts: BTreeMap<String, HostStatus>,
+    pub queued: u64,
+    /// Fetched with text stored.
+    pub done: u64,
+    pub duplicate: u64,
+    pub redirected: u64,
+    pub failed: u64,
+    pub skipped: u64,
+    pub disallowed: u64,
+    pub retries: u64,
+    pub bytes: u64,
+    pub started_ms: u64,
+    pub elapsed_s: f64,
+    /// URLs settled per second since the crawl started.
+    pub rate: f64,
+}
+
+impl Status {
+    /// URLs with a final state.
+    pub fn settled(&self) -> u64 {
+        self.done + self.duplicate + self.redirected + self.failed + self.skipped + self.disallowed
+    }
+}
+
+/// Reads the crawl's status from the store.
+pub async fn status(frontier: &Frontier) -> frontier::Result<Status> {
+    let mut s = Status::default();
+    if let Some(c) = frontier.crawl_record().await? {
+        s.started_ms = c.started_ms;
+    }
+    let now = now_ms();
+    for (host, (record, _)) in frontier.hosts().await? {
+        let queued = frontier
+            .scan_prefix(&frontier::queue_prefix(&host), true, usize::MAX)
+            .await?
+            .len() as u64;
+        let c = &record.counts;
+        s.queued += queued;
+        s.done += c.done;
+        s.duplicate += c.duplicate;
+        s.redirected += c.redirected;
+        s.failed += c.failed;
+        s.skipped += c.skipped;
+        s.disallowed += c.disallowed;
+        s.retries += c.retries;
+        s.bytes += c.bytes;
+        s.hosts.insert(
+            host,
+            HostStatus {
+                queued,
+                counts: c.clone(),
+                lease: record.lease.filter(|l| l.until_ms > now).map(|l| l.owner),
+            },
+        );
+    }
+    s.elapsed_s = now.saturating_sub(s.started_ms) as f64 / 1000.0;
+    if s.elapsed_s > 0.0 {
+        s.rate = s.settled() as f64 / s.elapsed_s;
+    }
+    Ok(s)
+}
+
+/// The status as a text table.
+pub fn render_status(s: &Status) -> String {
+    let mut out = format!(
+        "{:<24} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}  lease\n",
+        "host", "queued", "done", "dup", "redir", "failed", "skipped", "robots"
+    );
+    for (host, h) in &s.hosts {
+        let c = &h.counts;
+        out.push_str(&format!(
+            "{:<24} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}  {}\n",
+            host,
+            h.queued,
+            c.done,
+            c.duplicate,
+            c.redirected,
+            c.failed,
+            c.skipped,
+            c.disallowed,
+            h.lease.as_deref().unwrap_or("-")
+        ));
+    }
+    out.push_str(&format!(
+        "{:<24} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}\n",
+        "all", s.queued, s.done, s.duplicate, s.redirected, s.failed, s.skipped, s.disallowed
+    ));
+    out.push_str(&format!(
+        "{} settled in {:.0} s ({:.1} URLs/s), {} retries, {:.1} MB fetched\n",
+        s.settled(),
+        s.elapsed_s,
+        s.rate,
+        s.retries,
+        s.bytes as f64 / 1e6
+    ));
+    out
+}
