@@ -89,6 +89,53 @@ fn a_client_routes_every_key_to_its_partition_and_a_merged_scan_sees_them_all_in
     let map = rt.block_on(client.ensure_keyspace(other)).unwrap();
     assert_eq!(map.keyspace("ensured").unwrap().partitions, 4);
 
+    // Many keys at once, grouped by partition into batches: every one is there after.
+    let many: Vec<(bytes::Bytes, bytes::Bytes)> = (0..5_000)
+        .map(|i| {
+            let key = format!("many:{{{}}}:{i}", i % 97);
+            (key.into(), bytes::Bytes::from(vec![b'x'; 100 + i % 300]))
+        })
+        .collect();
+    let written = rt
+        .block_on(client.put_many("ensured", many.clone(), 8))
+        .expect("put_many");
+    assert_eq!(written, 5_000);
+    let mut seen = 0;
+    let mut continuation = None;
+    loop {
+        let page = rt
+            .block_on(client.scan(
+                "ensured",
+                ScanOptions {
+                    range: ScanRange {
+                        prefix: Some(bytes::Bytes::from_static(b"many:")),
+                        ..ScanRange::default()
+                    },
+                    limit: 1_000,
+                    continuation,
+                    keys_only: false,
+                    consistency: Consistency::Linearizable,
+                },
+            ))
+            .unwrap();
+        for e in &page.entries {
+            let i: usize = std::str::from_utf8(&e.key)
+                .unwrap()
+                .rsplit(':')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert_eq!(e.value.as_deref(), Some(&many[i].1[..]));
+            seen += 1;
+        }
+        continuation = page.continuation;
+        if continuation.is_none() {
+            break;
+        }
+    }
+    assert_eq!(seen, 5_000);
+
     let n = 2_000;
     let writes: Vec<_> = (0..n)
         .map(|i| {

@@ -47,6 +47,11 @@ use crate::wire::{
     Condition, Consistency, Entry, ErrorCode, Request, Response, Versioned, SESSION_WINDOW,
 };
 
+/// The most puts in one batch of [`ClusterClient::put_many`].
+pub const PUT_MANY_BATCH_OPS: usize = 1_000;
+/// The most key and value bytes in one batch of [`ClusterClient::put_many`] (well under a
+/// frame's 4 MiB).
+pub const PUT_MANY_BATCH_BYTES: usize = 1 << 20;
 /// How long a node the client could not reach is tried last.
 const DOWN_FOR: Duration = Duration::from_secs(2);
 /// The least time between two fetches of the map made because something looked stale.
@@ -819,6 +824,85 @@ impl ClusterClient {
     /// Applies `ops` atomically (all or none), once however often it is retried.
     pub async fn batch(&self, keyspace: &str, ops: Vec<crate::wire::BatchOp>) -> Result<Response> {
         ops::batched(self.call(ops::batch(keyspace, ops)).await?)
+    }
+
+    /// Writes many keys: grouped by partition into batches of at most [`PUT_MANY_BATCH_OPS`]
+    /// puts and [`PUT_MANY_BATCH_BYTES`] bytes, `in_flight` batches at once (one Raft entry
+    /// per batch, not per key). Each batch is atomic; the call as a whole is not: after an
+    /// error some batches may have applied, and since every put is unconditional the caller
+    /// may simply call again. Returns the number of keys written.
+    pub async fn put_many(
+        self: &Arc<Self>,
+        keyspace: &str,
+        entries: Vec<(Bytes, Bytes)>,
+        in_flight: usize,
+    ) -> Result<u64> {
+        let partitions = self.partitions(keyspace).await?;
+        let mut by_partition: HashMap<u32, Vec<(Bytes, Bytes)>> = HashMap::new();
+        for (key, value) in entries {
+            let p = crate::partition::partition_of_slot(crate::partition::slot(&key), partitions);
+            by_partition.entry(p).or_default().push((key, value));
+        }
+        let mut batches: Vec<Vec<crate::wire::BatchOp>> = Vec::new();
+        for (_, group) in by_partition {
+            let mut batch = Vec::new();
+            let mut bytes = 0;
+            for (key, value) in group {
+                let size = key.len() + value.len();
+                if !batch.is_empty()
+                    && (batch.len() >= PUT_MANY_BATCH_OPS || bytes + size > PUT_MANY_BATCH_BYTES)
+                {
+                    batches.push(std::mem::take(&mut batch));
+                    bytes = 0;
+                }
+                bytes += size;
+                batch.push(crate::wire::BatchOp::Put {
+                    key,
+                    value,
+                    ttl_ms: None,
+                    condition: crate::wire::Condition::None,
+                });
+            }
+            if !batch.is_empty() {
+                batches.push(batch);
+            }
+        }
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut written = 0u64;
+        let mut first_error = None;
+        let mut collect =
+            |done: std::result::Result<Result<u64>, tokio::task::JoinError>| match done {
+                Ok(Ok(n)) => written += n,
+                Ok(Err(e)) => {
+                    first_error.get_or_insert(e);
+                }
+                Err(e) => {
+                    first_error.get_or_insert(ClientError::Protocol(format!("a batch task: {e}")));
+                }
+            };
+        for ops in batches {
+            while tasks.len() >= in_flight.max(1) {
+                collect(tasks.join_next().await.expect("a batch in flight"));
+            }
+            let client = self.clone();
+            let keyspace = keyspace.to_string();
+            tasks.spawn(async move {
+                let n = ops.len() as u64;
+                match client.batch(&keyspace, ops).await? {
+                    Response::BatchOk { applied: true, .. } => Ok(n),
+                    other => Err(ClientError::Protocol(format!(
+                        "an unconditional batch was not applied: {other:?}"
+                    ))),
+                }
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            collect(done);
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(written),
+        }
     }
 
     /// Deletes `key`; returns whether it existed.
