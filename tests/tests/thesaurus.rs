@@ -402,3 +402,158 @@ fn a_crawl_survives_a_killed_worker_and_a_killed_store_node_and_stays_polite() {
         .len();
     assert_eq!(stored, fingerprints.len());
 }
+
+/// Runs `thesaurus-scraper` with `args` to the end: its stdout, or a panic with its output.
+fn run(args: &[&str]) -> String {
+    let out = std::process::Command::new(tests::harness::workspace_bin("thesaurus-scraper"))
+        .args(args)
+        .output()
+        .expect("running thesaurus-scraper");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    );
+    assert!(
+        out.status.success(),
+        "{args:?}: {}\n{stdout}\n{stderr}",
+        out.status
+    );
+    stdout
+}
+
+/// Crawl a slice of GCIDE and the Jargon File, build the thesaurus, serve it: a pair the
+/// dictionary names (a dolt is "a blockhead; a numskull; … a dunce") appears in each other's
+/// neighbours with the sentence as evidence, similarity answers for known words and 404s
+/// for unknown ones, and eval produces its figures.
+#[test]
+fn the_thesaurus_is_built_from_the_crawl_and_served() {
+    let dir = TempDir::new("thesaurus-build");
+    let cluster = start_store("thesaurus-build");
+    let web = Web::start(
+        &dir.path,
+        &[
+            "127.0.0.2:0=gcide,from=dolt,to=dom",
+            "127.0.0.3:0=jargon,pages=150",
+        ],
+        3,
+    );
+    let store = cluster.client_addresses().join(",");
+    let seeds = format!("{}/,{}/", web.hosts[0], web.hosts[1]);
+    let out = run(&[
+        "crawl",
+        &format!("--store={store}"),
+        &format!("--seeds={seeds}"),
+        "--workers=1",
+        "--partitions=8",
+    ]);
+    assert!(out.contains("crawl finished"), "{out}");
+    let status = run(&["crawl", "status", &format!("--store={store}"), "--json"]);
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert!(status["done"].as_u64().unwrap() > 150, "{status}");
+    assert_eq!(status["queued"], 0);
+
+    let built = run(&["build", &format!("--store={store}"), "--min-count=1"]);
+    assert!(built.starts_with("built: "), "{built}");
+
+    // Serve it, on a port the system picks.
+    let mut serve = std::process::Command::new(tests::harness::workspace_bin("thesaurus-scraper"))
+        .args(["serve", &format!("--store={store}"), "--listen=127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(serve.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("serving ")
+        .expect("serving URL")
+        .trim_end_matches('/')
+        .to_string();
+    let get = |path: &str| -> (u16, serde_json::Value) {
+        let (code, body) = curl(&format!("{base}{path}"), &[]);
+        (
+            code,
+            serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)),
+        )
+    };
+    let neighbours = |word: &str| -> Vec<serde_json::Value> {
+        let (code, body) = get(&format!("/api/synonyms/{word}?k=25"));
+        assert_eq!(code, 200, "{word}: {body}");
+        body["neighbours"].as_array().unwrap().clone()
+    };
+    let dolt = neighbours("dolt");
+    let blockhead = dolt
+        .iter()
+        .find(|n| n["word"] == "blockhead")
+        .unwrap_or_else(|| panic!("{dolt:?}"));
+    let evidence = blockhead["evidence"].as_array().unwrap();
+    assert!(
+        evidence
+            .iter()
+            .any(|e| e.as_str().unwrap().contains("blockhead")),
+        "{blockhead}"
+    );
+    assert!(neighbours("blockhead").iter().any(|n| n["word"] == "dolt"));
+    // Best first, at most k.
+    let scores: Vec<f64> = dolt.iter().map(|n| n["score"].as_f64().unwrap()).collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
+    assert!(
+        get("/api/synonyms/dolt?k=3").1["neighbours"]
+            .as_array()
+            .unwrap()
+            .len()
+            <= 3
+    );
+    // A form of a word finds its lemma.
+    assert_eq!(get("/api/synonyms/dolts").1["word"], "dolt");
+
+    let (code, sim) = get("/api/similarity?a=dolt&b=blockhead");
+    assert_eq!(code, 200, "{sim}");
+    assert!(sim["score"].as_f64().unwrap() > 0.0, "{sim}");
+    assert_eq!(get("/api/similarity?a=dolt&b=zzzxq").0, 404);
+    assert_eq!(get("/api/similarity?a=dolt").0, 400);
+    assert_eq!(get("/api/synonyms/zzzxq").0, 404);
+    assert_eq!(get("/api/synonyms/dolt?k=0").0, 400);
+    let (code, crawl) = get("/api/crawl/status");
+    assert_eq!(code, 200);
+    assert!(crawl["hosts"].as_object().unwrap().len() == 2, "{crawl}");
+    assert_eq!(get("/health").0, 200);
+    let (_, metrics) = curl(&format!("{base}/metrics"), &[]);
+    assert!(
+        metrics.contains("thesaurus_requests_total{route=\"synonyms\",status=\"200\"}"),
+        "{metrics}"
+    );
+    let (code, page) = curl(&format!("{base}/"), &[]);
+    assert!(code == 200 && page.contains("/api/synonyms/"));
+
+    // The eval's figures (on a slice this small they say little, but they are computed).
+    let eval = run(&[
+        "eval",
+        &format!("--store={store}"),
+        "--min-count=3",
+        "--questions=50",
+        "--json",
+    ]);
+    let eval: serde_json::Value = serde_json::from_str(&eval).unwrap();
+    assert!(eval["words"].as_u64().unwrap() > 50, "{eval}");
+    assert!(
+        eval["wordnet"]["combined"]["words"].as_u64().unwrap() > 0,
+        "{eval}"
+    );
+    assert!(eval["questions"].as_u64().unwrap() > 0, "{eval}");
+    for k in ["p_at_1", "p_at_10", "hit_at_10"] {
+        let x = eval["wordnet"]["combined"][k].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&x), "{k}: {x}");
+    }
+
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &serve.id().to_string()])
+        .status();
+    let status = serve.wait().unwrap();
+    assert!(status.success(), "serve stops cleanly on SIGTERM: {status}");
+}

@@ -231,7 +231,9 @@ struct WordNetArgs {
 
 impl WordNetArgs {
     fn load(&self) -> anyhow::Result<Arc<thesaurus::wordnet::WordNet>> {
-        Ok(Arc::new(thesaurus::wordnet::WordNet::load(&self.wordnet_dir)?))
+        Ok(Arc::new(thesaurus::wordnet::WordNet::load(
+            &self.wordnet_dir,
+        )?))
     }
 }
 

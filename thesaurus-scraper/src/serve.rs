@@ -60,11 +60,20 @@ impl App {
     }
 }
 
-fn error(status: StatusCode, message: String) -> Response {
-    (status, Json(json!({ "error": message }))).into_response()
+/// An answer that is an error: its status and `{"error": message}`.
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
 }
 
-fn check_word(word: &str) -> Result<(), Response> {
+fn error(status: StatusCode, message: String) -> ApiError {
+    ApiError(status, message)
+}
+
+fn check_word(word: &str) -> Result<(), ApiError> {
     if word.trim().is_empty() || word.len() > WORD_BYTES_MAX {
         return Err(error(
             StatusCode::BAD_REQUEST,
@@ -86,22 +95,38 @@ struct NeighbourOut {
     evidence: Vec<String>,
 }
 
-async fn synonyms(State(app): State<App>, Path(word): Path<String>, Query(q): Query<KParam>) -> Response {
+async fn synonyms(
+    State(app): State<App>,
+    Path(word): Path<String>,
+    Query(q): Query<KParam>,
+) -> Response {
     let started = Instant::now();
     let answer = async {
         check_word(&word)?;
         let k = match q.k.as_deref() {
             None => 10,
-            Some(k) => k.parse::<usize>().ok().filter(|k| (1..=K_MAX).contains(k)).ok_or_else(|| {
-                error(StatusCode::BAD_REQUEST, format!("k={k}: expected 1 to {K_MAX}"))
-            })?,
+            Some(k) => k
+                .parse::<usize>()
+                .ok()
+                .filter(|k| (1..=K_MAX).contains(k))
+                .ok_or_else(|| {
+                    error(
+                        StatusCode::BAD_REQUEST,
+                        format!("k={k}: expected 1 to {K_MAX}"),
+                    )
+                })?,
         };
         let entry = app
             .thesaurus
             .entry(&word)
             .await
             .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, format!("the store: {e}")))?
-            .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("{word:?} is not in the thesaurus")))?;
+            .ok_or_else(|| {
+                error(
+                    StatusCode::NOT_FOUND,
+                    format!("{word:?} is not in the thesaurus"),
+                )
+            })?;
         let neighbours: Vec<NeighbourOut> = entry
             .neighbours
             .into_iter()
@@ -112,10 +137,13 @@ async fn synonyms(State(app): State<App>, Path(word): Path<String>, Query(q): Qu
                 evidence: n.evidence,
             })
             .collect();
-        Ok::<_, Response>(Json(json!({ "word": entry.word, "count": entry.count, "neighbours": neighbours })).into_response())
+        Ok::<_, ApiError>(
+            Json(json!({ "word": entry.word, "count": entry.count, "neighbours": neighbours }))
+                .into_response(),
+        )
     }
     .await
-    .unwrap_or_else(|e| e);
+    .unwrap_or_else(IntoResponse::into_response);
     app.count("synonyms", answer.status(), started);
     answer
 }
@@ -130,7 +158,10 @@ async fn similarity(State(app): State<App>, Query(q): Query<PairParams>) -> Resp
     let started = Instant::now();
     let answer = async {
         let (Some(a), Some(b)) = (q.a, q.b) else {
-            return Err(error(StatusCode::BAD_REQUEST, "give both words: ?a=…&b=…".into()));
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "give both words: ?a=…&b=…".into(),
+            ));
         };
         check_word(&a)?;
         check_word(&b)?;
@@ -139,11 +170,18 @@ async fn similarity(State(app): State<App>, Query(q): Query<PairParams>) -> Resp
             .similarity(&a, &b)
             .await
             .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, format!("the store: {e}")))?
-            .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("the thesaurus does not know {a:?} or {b:?}")))?;
-        Ok(Json(json!({ "a": a, "b": b, "score": (score * 1e4).round() / 1e4 })).into_response())
+            .ok_or_else(|| {
+                error(
+                    StatusCode::NOT_FOUND,
+                    format!("the thesaurus does not know {a:?} or {b:?}"),
+                )
+            })?;
+        Ok::<_, ApiError>(
+            Json(json!({ "a": a, "b": b, "score": (score * 1e4).round() / 1e4 })).into_response(),
+        )
     }
     .await
-    .unwrap_or_else(|e| e);
+    .unwrap_or_else(IntoResponse::into_response);
     app.count("similarity", answer.status(), started);
     answer
 }
@@ -152,7 +190,7 @@ async fn crawl_status(State(app): State<App>) -> Response {
     let started = Instant::now();
     let answer = match crawl::status(&app.frontier).await {
         Ok(s) => Json(s).into_response(),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, format!("the store: {e}")),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, format!("the store: {e}")).into_response(),
     };
     app.count("crawl_status", answer.status(), started);
     answer
@@ -161,8 +199,12 @@ async fn crawl_status(State(app): State<App>) -> Response {
 async fn info(State(app): State<App>) -> Response {
     match app.thesaurus.info().await {
         Ok(Some(i)) => Json(i).into_response(),
-        Ok(None) => error(StatusCode::NOT_FOUND, "nothing built yet: run thesaurus-scraper build".into()),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, format!("the store: {e}")),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            "nothing built yet: run thesaurus-scraper build".into(),
+        )
+        .into_response(),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, format!("the store: {e}")).into_response(),
     }
 }
 
@@ -216,7 +258,9 @@ pub async fn serve(
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .with_state(app);
-    axum::serve(listener, router).with_graceful_shutdown(shutdown).await?;
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await?;
     Ok(())
 }
 

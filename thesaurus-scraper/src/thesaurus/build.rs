@@ -103,9 +103,9 @@ fn marker_key(build: u64, mapper: u32) -> String {
 
 /// The reduce shard that owns a word.
 pub fn shard_of(word: &str, shards: u32) -> u32 {
-    let h = word
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    let h = word.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
     (h % u64::from(shards.max(1))) as u32
 }
 
@@ -185,7 +185,12 @@ pub async fn build(
         ..BuildInfo::default()
     };
     client
-        .put(KEYSPACE, INFO_KEY.as_bytes(), &serde_json::to_vec(&info)?, Condition::None)
+        .put(
+            KEYSPACE,
+            INFO_KEY.as_bytes(),
+            &serde_json::to_vec(&info)?,
+            Condition::None,
+        )
         .await?;
 
     // 1. Map.
@@ -208,12 +213,20 @@ pub async fn build(
             let mut p = m;
             while p < crawl_partitions {
                 let mut pages = Vec::new();
-                scan_all(&client, crawl_store::KEYSPACE, Some(p), "p:{", PAGE_SCAN, |e| {
-                    let key = String::from_utf8_lossy(&e.key).to_string();
-                    let page: PageRecord = crawl_store::decode(&key, e.value.as_deref().unwrap_or_default())?;
-                    pages.push(page);
-                    Ok(())
-                })
+                scan_all(
+                    &client,
+                    crawl_store::KEYSPACE,
+                    Some(p),
+                    "p:{",
+                    PAGE_SCAN,
+                    |e| {
+                        let key = String::from_utf8_lossy(&e.key).to_string();
+                        let page: PageRecord =
+                            crawl_store::decode(&key, e.value.as_deref().unwrap_or_default())?;
+                        pages.push(page);
+                        Ok(())
+                    },
+                )
                 .await?;
                 tokio::task::block_in_place(|| {
                     for page in &pages {
@@ -225,7 +238,9 @@ pub async fn build(
             }
             let (pages, tokens) = (counts.pages, counts.tokens);
             let parts = tokio::task::block_in_place(|| {
-                counts.into_partials(options.shards, PARTIAL_ENTRIES_MAX, |w| shard_of(w, options.shards))
+                counts.into_partials(options.shards, PARTIAL_ENTRIES_MAX, |w| {
+                    shard_of(w, options.shards)
+                })
             });
             // What an earlier, interrupted run of this mapper wrote goes first: its chunks
             // may have been cut differently (hash maps iterate in a random order).
@@ -252,27 +267,41 @@ pub async fn build(
             }
             client.put_many(KEYSPACE, writes, 4).await?;
             client
-                .put(KEYSPACE, marker_key(build, m).as_bytes(), b"done", Condition::None)
+                .put(
+                    KEYSPACE,
+                    marker_key(build, m).as_bytes(),
+                    b"done",
+                    Condition::None,
+                )
                 .await?;
             anyhow::Ok((m, pages, tokens))
         });
     }
     while let Some(done) = mappers.join_next().await {
         let (m, pages, tokens) = done??;
-        progress(&format!("mapper {m}: {pages} pages, {tokens} tokens counted"));
+        progress(&format!(
+            "mapper {m}: {pages} pages, {tokens} tokens counted"
+        ));
     }
 
     // 2. Reduce, shard by shard.
     let mut rows: HashMap<String, Row> = HashMap::new();
     for shard in 0..options.shards {
         let mut shard_rows: HashMap<String, Row> = HashMap::new();
-        scan_all(&client, KEYSPACE, None, &partial_prefix(shard, build), 16, |e| {
-            let part: Partial = serde_json::from_slice(e.value.as_deref().unwrap_or_default())?;
-            info.pages += part.pages;
-            info.tokens += part.tokens;
-            counts::merge(&mut shard_rows, part);
-            Ok(())
-        })
+        scan_all(
+            &client,
+            KEYSPACE,
+            None,
+            &partial_prefix(shard, build),
+            16,
+            |e| {
+                let part: Partial = serde_json::from_slice(e.value.as_deref().unwrap_or_default())?;
+                info.pages += part.pages;
+                info.tokens += part.tokens;
+                counts::merge(&mut shard_rows, part);
+                Ok(())
+            },
+        )
         .await?;
         rows.extend(shard_rows);
     }
@@ -311,7 +340,10 @@ pub async fn build(
                     })
                 })
                 .collect();
-            handles.into_iter().flat_map(|h| h.join().expect("a neighbour thread")).collect()
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().expect("a neighbour thread"))
+                .collect()
         });
         (v, lists)
     });
@@ -324,7 +356,10 @@ pub async fn build(
             .iter()
             .map(|(c, x)| (vectors.words[*c as usize].clone(), *x))
             .collect();
-        writes.push((Bytes::from(vector_key(word)), Bytes::from(serde_json::to_vec(&vec)?)));
+        writes.push((
+            Bytes::from(vector_key(word)),
+            Bytes::from(serde_json::to_vec(&vec)?),
+        ));
         if !n.is_empty() {
             info.words_with_neighbours += 1;
             let entry = Entry {
@@ -332,8 +367,14 @@ pub async fn build(
                 count: vectors.counts[*w as usize],
                 neighbours: n.clone(),
             };
-            writes.push((Bytes::from(neighbours_key(word)), Bytes::from(serde_json::to_vec(&entry)?)));
-            writes.push((Bytes::from(baseline_key(word)), Bytes::from(serde_json::to_vec(d)?)));
+            writes.push((
+                Bytes::from(neighbours_key(word)),
+                Bytes::from(serde_json::to_vec(&entry)?),
+            ));
+            writes.push((
+                Bytes::from(baseline_key(word)),
+                Bytes::from(serde_json::to_vec(d)?),
+            ));
         }
     }
     client.put_many(KEYSPACE, writes, 8).await?;
@@ -341,10 +382,17 @@ pub async fn build(
     // The partials are spent.
     for shard in 0..options.shards {
         let mut keys = Vec::new();
-        scan_all(&client, KEYSPACE, None, &partial_prefix(shard, build), 64, |e| {
-            keys.push(e.key);
-            Ok(())
-        })
+        scan_all(
+            &client,
+            KEYSPACE,
+            None,
+            &partial_prefix(shard, build),
+            64,
+            |e| {
+                keys.push(e.key);
+                Ok(())
+            },
+        )
         .await?;
         for k in keys {
             client.delete(KEYSPACE, &k).await?;
@@ -354,7 +402,12 @@ pub async fn build(
     info.built_ms = crate::crawl::now_ms();
     info.seconds = started.elapsed().as_secs_f64();
     client
-        .put(KEYSPACE, INFO_KEY.as_bytes(), &serde_json::to_vec(&info)?, Condition::None)
+        .put(
+            KEYSPACE,
+            INFO_KEY.as_bytes(),
+            &serde_json::to_vec(&info)?,
+            Condition::None,
+        )
         .await?;
     Ok(info)
 }
@@ -373,8 +426,19 @@ mod tests {
     #[test]
     fn shards_are_stable_and_spread() {
         assert_eq!(shard_of("goose", 16), shard_of("goose", 16));
-        let used: std::collections::HashSet<u32> =
-            ["a", "b", "goose", "gander", "fool", "simpleton", "car", "road"].iter().map(|w| shard_of(w, 4)).collect();
+        let used: std::collections::HashSet<u32> = [
+            "a",
+            "b",
+            "goose",
+            "gander",
+            "fool",
+            "simpleton",
+            "car",
+            "road",
+        ]
+        .iter()
+        .map(|w| shard_of(w, 4))
+        .collect();
         assert!(used.len() >= 3);
     }
 }

@@ -85,9 +85,15 @@ impl Counts {
 
     /// The counts split by the shard that owns each row's word (`shard_of`), as
     /// [`Partial`]s of at most `entries_max` pair and pattern entries each.
-    pub fn into_partials(self, shards: u32, entries_max: usize, shard_of: impl Fn(&str) -> u32) -> Vec<(u32, Vec<Partial>)> {
+    pub fn into_partials(
+        self,
+        shards: u32,
+        entries_max: usize,
+        shard_of: impl Fn(&str) -> u32,
+    ) -> Vec<(u32, Vec<Partial>)> {
         let owner: Vec<u32> = self.words.iter().map(|w| shard_of(w)).collect();
-        let mut by_shard: Vec<Vec<Partial>> = (0..shards).map(|_| vec![Partial::default()]).collect();
+        let mut by_shard: Vec<Vec<Partial>> =
+            (0..shards).map(|_| vec![Partial::default()]).collect();
         let words = &self.words;
         let push = |parts: &mut Vec<Partial>| -> usize {
             if parts.last().is_some_and(|p| p.entries() >= entries_max) {
@@ -103,7 +109,9 @@ impl Counts {
         for ((w, c), n) in self.pairs {
             let parts = &mut by_shard[owner[w as usize] as usize];
             let at = push(parts);
-            parts[at].pairs.push((words[w as usize].clone(), words[c as usize].clone(), n));
+            parts[at]
+                .pairs
+                .push((words[w as usize].clone(), words[c as usize].clone(), n));
         }
         let mut evidence = self.evidence;
         for ((a, b), n) in self.patterns {
@@ -112,16 +120,23 @@ impl Counts {
             for (x, y) in [(a, b), (b, a)] {
                 let parts = &mut by_shard[owner[x as usize] as usize];
                 let at = push(parts);
-                parts[at]
-                    .patterns
-                    .push((words[x as usize].clone(), words[y as usize].clone(), n, ev.clone()));
+                parts[at].patterns.push((
+                    words[x as usize].clone(),
+                    words[y as usize].clone(),
+                    n,
+                    ev.clone(),
+                ));
             }
         }
         if let Some(first) = by_shard.first_mut().and_then(|p| p.first_mut()) {
             first.tokens = self.tokens;
             first.pages = self.pages;
         }
-        by_shard.into_iter().enumerate().map(|(i, p)| (i as u32, p)).collect()
+        by_shard
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| (i as u32, p))
+            .collect()
     }
 }
 
@@ -197,7 +212,12 @@ mod tests {
     #[test]
     fn partials_split_by_owner_and_merge_back_to_the_same_counts() {
         let mut c = Counts::default();
-        c.add_page("A fool or simpleton. The fool laughed.\nA simpleton laughed.", None, 2, &id);
+        c.add_page(
+            "A fool or simpleton. The fool laughed.\nA simpleton laughed.",
+            None,
+            2,
+            &id,
+        );
         let parts = c.into_partials(3, 2, |w| (w.len() % 3) as u32);
         let mut rows = HashMap::new();
         for (shard, ps) in parts {
@@ -213,6 +233,9 @@ mod tests {
         assert_eq!(rows["fool"].contexts["simpleton"], 1);
         assert_eq!(rows["fool"].contexts["laughed"], 1);
         assert_eq!(rows["simpleton"].patterns["fool"].0, 1);
-        assert_eq!(rows["fool"].patterns["simpleton"].1, vec!["A fool or simpleton."]);
+        assert_eq!(
+            rows["fool"].patterns["simpleton"].1,
+            vec!["A fool or simpleton."]
+        );
     }
 }

@@ -115,7 +115,13 @@ impl Rng {
 
 /// Up to `n` questions: for words of `candidates` (sorted) with a WordNet synonym in
 /// `vocabulary`, that synonym and three vocabulary words unrelated to the word.
-pub fn questions(wn: &WordNet, candidates: &[String], vocabulary: &[String], n: usize, seed: u64) -> Vec<Question> {
+pub fn questions(
+    wn: &WordNet,
+    candidates: &[String],
+    vocabulary: &[String],
+    n: usize,
+    seed: u64,
+) -> Vec<Question> {
     let mut rng = Rng::new(seed);
     let vocab: HashSet<&str> = vocabulary.iter().map(String::as_str).collect();
     let mut order: Vec<&String> = candidates.iter().collect();
@@ -128,7 +134,9 @@ pub fn questions(wn: &WordNet, candidates: &[String], vocabulary: &[String], n: 
         if out.len() >= n || vocabulary.len() < 8 {
             break;
         }
-        let Some(syns) = wn.synonyms(word) else { continue };
+        let Some(syns) = wn.synonyms(word) else {
+            continue;
+        };
         let known: Vec<&String> = syns.iter().filter(|s| vocab.contains(s.as_str())).collect();
         if known.is_empty() {
             continue;
@@ -215,7 +223,8 @@ pub async fn run(
                     let entry: Entry = serde_json::from_slice(&value)?;
                     vocabulary.push(word.clone());
                     if entry.count >= min_count {
-                        combined.insert(word, entry.neighbours.into_iter().map(|n| n.word).collect());
+                        combined
+                            .insert(word, entry.neighbours.into_iter().map(|n| n.word).collect());
                     }
                 } else if combined.contains_key(&word) {
                     baseline.insert(word, serde_json::from_slice::<Vec<String>>(&value)?);
@@ -246,7 +255,9 @@ pub async fn run(
     report.questions = qs.len();
     let (mut right_base, mut right_comb) = (0usize, 0usize);
     for q in &qs {
-        let Some((_, wv)) = thesaurus.vector(&q.word).await? else { continue };
+        let Some((_, wv)) = thesaurus.vector(&q.word).await? else {
+            continue;
+        };
         let mut best_base = (f64::MIN, "");
         let mut best_comb = (f64::MIN, "");
         for o in &q.options {
@@ -304,11 +315,17 @@ mod tests {
 
     #[test]
     fn precision_and_hits_count_what_they_say() {
-        let gold: Gold = [("big".to_string(), ["large", "huge"].iter().map(|s| s.to_string()).collect())]
-            .into_iter()
-            .collect();
+        let gold: Gold = [(
+            "big".to_string(),
+            ["large", "huge"].iter().map(|s| s.to_string()).collect(),
+        )]
+        .into_iter()
+        .collect();
         let mut lists = BTreeMap::new();
-        lists.insert("big".to_string(), vec!["small".into(), "large".into(), "huge".into()]);
+        lists.insert(
+            "big".to_string(),
+            vec!["small".into(), "large".into(), "huge".into()],
+        );
         lists.insert("unknown".to_string(), vec!["x".into()]);
         let s = score(&lists, &gold);
         assert_eq!(s.words, 1);
@@ -330,15 +347,20 @@ mod tests {
     #[test]
     fn questions_are_seeded_and_fair() {
         let wn = WordNet::from_parts(&[("big", Pos::Adjective)], &[], &[&["big", "large"]]);
-        let vocab: Vec<String> = ["big", "large", "tree", "run", "blue", "cat", "sea", "song", "rain"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let vocab: Vec<String> = [
+            "big", "large", "tree", "run", "blue", "cat", "sea", "song", "rain",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         let q = questions(&wn, &["big".to_string()], &vocab, 10, 7);
         assert_eq!(q.len(), 1);
         assert_eq!(q[0].answer, "large");
         assert_eq!(q[0].options.len(), 4);
-        assert!(q[0].options.contains(&"large".to_string()) && !q[0].options.contains(&"big".to_string()));
+        assert!(
+            q[0].options.contains(&"large".to_string())
+                && !q[0].options.contains(&"big".to_string())
+        );
         assert_eq!(q, questions(&wn, &["big".to_string()], &vocab, 10, 7));
     }
 }

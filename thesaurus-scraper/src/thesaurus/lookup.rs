@@ -28,7 +28,10 @@ pub fn cosine(a: &StoredVector, b: &StoredVector) -> f64 {
 }
 
 impl Thesaurus {
-    async fn get<T: for<'de> serde::Deserialize<'de>>(&self, key: &str) -> Result<Option<T>, ClientError> {
+    async fn get<T: for<'de> serde::Deserialize<'de>>(
+        &self,
+        key: &str,
+    ) -> Result<Option<T>, ClientError> {
         match self
             .client
             .get(KEYSPACE, key.as_bytes(), Consistency::Follower)
@@ -86,7 +89,8 @@ impl Thesaurus {
     /// The similarity of two words the thesaurus knows: the combined score if either lists
     /// the other as a neighbour, else their cosine. `None` if it does not know one of them.
     pub async fn similarity(&self, a: &str, b: &str) -> Result<Option<f64>, ClientError> {
-        let (Some((fa, va)), Some((fb, vb))) = (self.vector(a).await?, self.vector(b).await?) else {
+        let (Some((fa, va)), Some((fb, vb))) = (self.vector(a).await?, self.vector(b).await?)
+        else {
             return Ok(None);
         };
         if fa == fb {

@@ -11,20 +11,162 @@
 
 /// English stop words (NLTK's list, which the PPMI literature uses), sorted for search.
 pub const STOP_WORDS: &[&str] = &[
-    "a", "about", "above", "after", "again", "against", "ain", "all", "also", "am", "an", "and",
-    "any", "are", "aren", "as", "at", "be", "because", "been", "before", "being", "below",
-    "between", "both", "but", "by", "can", "could", "couldn", "d", "did", "didn", "do", "does",
-    "doesn", "doing", "don", "down", "during", "each", "etc", "few", "for", "from", "further",
-    "had", "hadn", "has", "hasn", "have", "haven", "having", "he", "her", "here", "hers",
-    "herself", "him", "himself", "his", "how", "i", "if", "in", "into", "is", "isn", "it",
-    "its", "itself", "just", "ll", "m", "ma", "may", "me", "might", "more", "most", "must",
-    "my", "myself", "no", "nor", "not", "now", "o", "of", "off", "on", "once", "one", "only",
-    "or", "other", "our", "ours", "ourselves", "out", "over", "own", "re", "s", "same", "shall",
-    "she", "should", "so", "some", "such", "t", "than", "that", "the", "their", "theirs",
-    "them", "themselves", "then", "there", "these", "they", "this", "those", "through", "thus",
-    "to", "too", "under", "until", "up", "upon", "us", "ve", "very", "was", "we", "were",
-    "what", "when", "where", "which", "while", "who", "whom", "why", "will", "with", "would",
-    "y", "you", "your", "yours", "yourself", "yourselves",
+    "a",
+    "about",
+    "above",
+    "after",
+    "again",
+    "against",
+    "ain",
+    "all",
+    "also",
+    "am",
+    "an",
+    "and",
+    "any",
+    "are",
+    "aren",
+    "as",
+    "at",
+    "be",
+    "because",
+    "been",
+    "before",
+    "being",
+    "below",
+    "between",
+    "both",
+    "but",
+    "by",
+    "can",
+    "could",
+    "couldn",
+    "d",
+    "did",
+    "didn",
+    "do",
+    "does",
+    "doesn",
+    "doing",
+    "don",
+    "down",
+    "during",
+    "each",
+    "etc",
+    "few",
+    "for",
+    "from",
+    "further",
+    "had",
+    "hadn",
+    "has",
+    "hasn",
+    "have",
+    "haven",
+    "having",
+    "he",
+    "her",
+    "here",
+    "hers",
+    "herself",
+    "him",
+    "himself",
+    "his",
+    "how",
+    "i",
+    "if",
+    "in",
+    "into",
+    "is",
+    "isn",
+    "it",
+    "its",
+    "itself",
+    "just",
+    "ll",
+    "m",
+    "ma",
+    "may",
+    "me",
+    "might",
+    "more",
+    "most",
+    "must",
+    "my",
+    "myself",
+    "no",
+    "nor",
+    "not",
+    "now",
+    "o",
+    "of",
+    "off",
+    "on",
+    "once",
+    "one",
+    "only",
+    "or",
+    "other",
+    "our",
+    "ours",
+    "ourselves",
+    "out",
+    "over",
+    "own",
+    "re",
+    "s",
+    "same",
+    "shall",
+    "she",
+    "should",
+    "so",
+    "some",
+    "such",
+    "t",
+    "than",
+    "that",
+    "the",
+    "their",
+    "theirs",
+    "them",
+    "themselves",
+    "then",
+    "there",
+    "these",
+    "they",
+    "this",
+    "those",
+    "through",
+    "thus",
+    "to",
+    "too",
+    "under",
+    "until",
+    "up",
+    "upon",
+    "us",
+    "ve",
+    "very",
+    "was",
+    "we",
+    "were",
+    "what",
+    "when",
+    "where",
+    "which",
+    "while",
+    "who",
+    "whom",
+    "why",
+    "will",
+    "with",
+    "would",
+    "y",
+    "you",
+    "your",
+    "yours",
+    "yourself",
+    "yourselves",
 ];
 
 pub fn is_stop(word: &str) -> bool {
@@ -94,7 +236,11 @@ fn evidence(sentence: &str) -> String {
 
 /// The pairs the patterns find in one sentence; `headword` is the page's, if it is a
 /// dictionary page. `lemma` maps a token to its lemma.
-pub fn patterns(sentence: &str, headword: Option<&str>, lemma: &dyn Fn(&str) -> String) -> Vec<Found> {
+pub fn patterns(
+    sentence: &str,
+    headword: Option<&str>,
+    lemma: &dyn Fn(&str) -> String,
+) -> Vec<Found> {
     let toks = tokens(sentence);
     let mut out = Vec::new();
     let mut add = |a: &str, b: &str| {
@@ -124,11 +270,19 @@ pub fn patterns(sentence: &str, headword: Option<&str>, lemma: &dyn Fn(&str) -> 
     }
     // X, also called Y.
     let lower = sentence.to_lowercase();
-    for cue in ["also called ", "also known as ", "called also ", "otherwise called "] {
+    for cue in [
+        "also called ",
+        "also known as ",
+        "called also ",
+        "otherwise called ",
+    ] {
         if let Some(at) = lower.find(cue) {
             let y = tokens(&lower[at + cue.len()..]);
             let x = toks.iter().find(|t| is_content(t));
-            if let (Some(x), Some(y)) = (x, y.iter().find(|t| !matches!(t.as_str(), "a" | "an" | "the"))) {
+            if let (Some(x), Some(y)) = (
+                x,
+                y.iter().find(|t| !matches!(t.as_str(), "a" | "an" | "the")),
+            ) {
                 add(x, y);
             }
         }
@@ -136,7 +290,9 @@ pub fn patterns(sentence: &str, headword: Option<&str>, lemma: &dyn Fn(&str) -> 
     // One-word definitions on a dictionary page.
     if let Some(h) = headword {
         let body = sentence
-            .trim_start_matches(|c: char| c.is_ascii_digit() || c == '.' || c == ' ' || c == '(' || c == ')')
+            .trim_start_matches(|c: char| {
+                c.is_ascii_digit() || c == '.' || c == ' ' || c == '(' || c == ')'
+            })
             .trim_end_matches('.');
         let parts: Vec<&str> = body.split(';').map(str::trim).collect();
         if !parts.is_empty() && parts.len() <= 6 {
@@ -144,7 +300,10 @@ pub fn patterns(sentence: &str, headword: Option<&str>, lemma: &dyn Fn(&str) -> 
                 .iter()
                 .map(|p| {
                     let t = tokens(p);
-                    let t: Vec<&String> = t.iter().filter(|w| !matches!(w.as_str(), "a" | "an" | "the" | "to")).collect();
+                    let t: Vec<&String> = t
+                        .iter()
+                        .filter(|w| !matches!(w.as_str(), "a" | "an" | "the" | "to"))
+                        .collect();
                     (t.len() == 1 && p.split_whitespace().count() <= 3).then(|| t[0].clone())
                 })
                 .collect();
@@ -175,30 +334,61 @@ mod tests {
 
     #[test]
     fn sentences_split_after_stops_but_not_initials_or_numbers() {
-        let s: Vec<&str> = sentences("1. A silly creature; a simpleton. Said by J. Smith! Why?\nNext line").collect();
-        assert_eq!(s, vec!["1. A silly creature; a simpleton.", "Said by J. Smith!", "Why?", "Next line"]);
-        assert_eq!(tokens("Web-footed, GOOSE's"), vec!["web", "footed", "goose", "s"]);
+        let s: Vec<&str> =
+            sentences("1. A silly creature; a simpleton. Said by J. Smith! Why?\nNext line")
+                .collect();
+        assert_eq!(
+            s,
+            vec![
+                "1. A silly creature; a simpleton.",
+                "Said by J. Smith!",
+                "Why?",
+                "Next line"
+            ]
+        );
+        assert_eq!(
+            tokens("Web-footed, GOOSE's"),
+            vec!["web", "footed", "goose", "s"]
+        );
     }
 
     #[test]
     fn or_also_called_and_one_word_definitions() {
         let pairs = |s: &str, h: Option<&str>| -> Vec<(String, String)> {
-            patterns(s, h, &id).into_iter().map(|f| (f.a, f.b)).collect()
+            patterns(s, h, &id)
+                .into_iter()
+                .map(|f| (f.a, f.b))
+                .collect()
         };
-        assert_eq!(pairs("A silly person, a fool or simpleton.", None), vec![(id("fool"), id("simpleton"))]);
+        assert_eq!(
+            pairs("A silly person, a fool or simpleton.", None),
+            vec![(id("fool"), id("simpleton"))]
+        );
         assert_eq!(pairs("Choose either tea or coffee.", None), vec![]);
-        assert_eq!(pairs("Anyone who is not a hacker (or, sometimes, a user).", None), vec![]);
+        assert_eq!(
+            pairs("Anyone who is not a hacker (or, sometimes, a user).", None),
+            vec![]
+        );
         assert_eq!(pairs("Data, or programs.", None), vec![]);
         assert_eq!(
-            pairs("Goose barnacle, any pedunculated barnacle; -- called also duck barnacle.", None),
+            pairs(
+                "Goose barnacle, any pedunculated barnacle; -- called also duck barnacle.",
+                None
+            ),
             vec![(id("goose"), id("duck"))]
         );
         assert_eq!(
             pairs("4. A silly creature; a simpleton.", Some("goose")),
             vec![(id("goose"), id("simpleton"))]
         );
-        assert_eq!(pairs("2. Dead; inanimate; torpid.", Some("lifeless")).len(), 3);
-        assert_eq!(pairs("Any large web-footed bird of the subfamily.", Some("goose")), vec![]);
+        assert_eq!(
+            pairs("2. Dead; inanimate; torpid.", Some("lifeless")).len(),
+            3
+        );
+        assert_eq!(
+            pairs("Any large web-footed bird of the subfamily.", Some("goose")),
+            vec![]
+        );
         let ev = &patterns("A fool or simpleton.", None, &id)[0].evidence;
         assert_eq!(ev, "A fool or simpleton.");
     }

@@ -137,12 +137,15 @@ pub fn cosine(a: &[(u32, f32)], b: &[(u32, f32)]) -> f32 {
 }
 
 /// The contexts two vectors share most (for evidence), strongest first.
-pub fn shared_contexts<'v>(v: &'v Vectors, a: u32, b: u32, n: usize) -> Vec<&'v str> {
+pub fn shared_contexts(v: &Vectors, a: u32, b: u32, n: usize) -> Vec<&str> {
     let (va, vb) = (&v.vecs[a as usize], &v.vecs[b as usize]);
     let mut shared: Vec<(u32, f32)> = va
         .iter()
         .filter_map(|(c, x)| {
-            let y = vb.binary_search_by_key(c, |(k, _)| *k).ok().map(|i| vb[i].1)?;
+            let y = vb
+                .binary_search_by_key(c, |(k, _)| *k)
+                .ok()
+                .map(|i| vb[i].1)?;
             Some((*c, x * y))
         })
         .collect();
@@ -166,7 +169,13 @@ pub fn postings(v: &Vectors) -> Vec<Vec<(u32, f32)>> {
 }
 
 /// The `n` words nearest to `w` by cosine (not `w` itself), best first.
-pub fn nearest(v: &Vectors, post: &[Vec<(u32, f32)>], w: u32, n: usize, postings_max: usize) -> Vec<(u32, f32)> {
+pub fn nearest(
+    v: &Vectors,
+    post: &[Vec<(u32, f32)>],
+    w: u32,
+    n: usize,
+    postings_max: usize,
+) -> Vec<(u32, f32)> {
     let mut acc: HashMap<u32, f32> = HashMap::new();
     for &(c, x) in &v.vecs[w as usize] {
         let list = &post[c as usize];
@@ -199,7 +208,13 @@ pub struct Neighbour {
 
 /// A word's neighbours by the combined score, best first: its distributional candidates and
 /// its pattern partners.
-pub fn neighbours(v: &Vectors, post: &[Vec<(u32, f32)>], row: &Row, w: u32, p: &Params) -> Vec<Neighbour> {
+pub fn neighbours(
+    v: &Vectors,
+    post: &[Vec<(u32, f32)>],
+    row: &Row,
+    w: u32,
+    p: &Params,
+) -> Vec<Neighbour> {
     let mut out: HashMap<String, Neighbour> = HashMap::new();
     for (o, cos) in nearest(v, post, w, p.candidates, p.postings_max) {
         let shared = shared_contexts(v, w, o, 3);
@@ -283,9 +298,15 @@ mod tests {
         assert!((norm - 1.0).abs() < 1e-4);
         let banana = v.id("banana").unwrap();
         assert_eq!(cosine(&v.vecs[car as usize], &v.vecs[banana as usize]), 0.0);
-        let c = cosine(&v.vecs[car as usize], &v.vecs[v.id("automobile").unwrap() as usize]);
+        let c = cosine(
+            &v.vecs[car as usize],
+            &v.vecs[v.id("automobile").unwrap() as usize],
+        );
         assert!(c > 0.8, "{c}");
-        assert_eq!(shared_contexts(&v, car, v.id("automobile").unwrap(), 1).len(), 1);
+        assert_eq!(
+            shared_contexts(&v, car, v.id("automobile").unwrap(), 1).len(),
+            1
+        );
     }
 
     #[test]
@@ -315,6 +336,8 @@ mod tests {
         assert_eq!(n[0].word, "simpleton", "{n:?}");
         assert_eq!(n[0].evidence, vec!["A fool or simpleton."]);
         assert_eq!(n[0].patterns, 4);
-        assert!(n.iter().any(|x| x.word == "idiot" && x.evidence[0].starts_with("shared contexts")));
+        assert!(n
+            .iter()
+            .any(|x| x.word == "idiot" && x.evidence[0].starts_with("shared contexts")));
     }
 }

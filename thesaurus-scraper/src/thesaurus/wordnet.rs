@@ -35,8 +35,9 @@ impl WordNet {
     pub fn load(dir: &Path) -> anyhow::Result<WordNet> {
         let read = |name: String| -> anyhow::Result<(String, std::path::PathBuf)> {
             let path = dir.join(name);
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| anyhow::anyhow!("{}: {e} (Debian's wordnet-base has it)", path.display()))?;
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                anyhow::anyhow!("{}: {e} (Debian's wordnet-base has it)", path.display())
+            })?;
             Ok((text, path))
         };
         let mut wn = WordNet::default();
@@ -127,7 +128,12 @@ mod tests {
     #[test]
     fn lemmas_follow_morphy() {
         let wn = WordNet::from_parts(
-            &[("goose", Pos::Noun), ("run", Pos::Verb), ("dog", Pos::Noun), ("running", Pos::Noun)],
+            &[
+                ("goose", Pos::Noun),
+                ("run", Pos::Verb),
+                ("dog", Pos::Noun),
+                ("running", Pos::Noun),
+            ],
             &[("geese", "goose"), ("ran", "run")],
             &[&["dog", "domestic_dog"]],
         );
