@@ -6,7 +6,7 @@
 #   dict-gcide, dict-foldoc, dict-jargon   dictionaries in dictd format (/usr/share/dictd),
 #                                          rendered one page per headword
 #   --full adds Debian's HTML documentation, served as it is:
-#   linux-doc-6.1        /usr/share/doc/linux-doc/html
+#   linux-doc-6.1        /usr/share/doc/linux-doc-6.1/html
 #   python3.11-doc       /usr/share/doc/python3.11/html
 #   postgresql-doc-15    /usr/share/doc/postgresql-doc-15/html
 #   sqlite3-doc          /usr/share/doc/sqlite3
@@ -21,7 +21,7 @@ need=()
 [ -f /usr/share/dictd/foldoc.index ] || need+=(dict-foldoc)
 [ -f /usr/share/dictd/jargon.index ] || need+=(dict-jargon)
 if [ "${1:-}" = "--full" ]; then
-  [ -d /usr/share/doc/linux-doc/html ] || need+=(linux-doc-6.1)
+  [ -d /usr/share/doc/linux-doc-6.1/html ] || need+=(linux-doc-6.1)
   [ -d /usr/share/doc/python3.11/html ] || need+=(python3.11-doc)
   [ -d /usr/share/doc/postgresql-doc-15/html ] || need+=(postgresql-doc-15)
   [ -f /usr/share/doc/sqlite3/index.html ] || need+=(sqlite3-doc)

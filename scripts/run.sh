@@ -6,7 +6,11 @@
 # restart) served at http://127.0.0.1:8380/, and the log aggregator (case study 3: two
 # aggregator nodes at http://127.0.0.1:8390/ and :8392, syslog on 127.0.0.1:5514 TCP and UDP,
 # and an agent shipping the suite's own logs, ./kvstore-data/logs/*.log, a generated web
-# service's logs and the machine's /var/log/*.log where readable). Node N listens on:
+# service's logs and the machine's /var/log/*.log where readable), and the thesaurus scraper
+# (case study 2: a local web of real text on 127.0.0.2-9:8081, served by `serve-web` from
+# Debian's dictionaries and documentation, installed by scripts/install-web-data.sh --full;
+# a crawl of it by two worker processes, resumed on restart; then the thesaurus build; the
+# thesaurus and the crawl's progress at http://127.0.0.1:8400/). Node N listens on:
 #
 #   node 1: binary 127.0.0.1:7379, Redis 127.0.0.1:6380, HTTP 127.0.0.1:7380, peers 7371
 #   node 2: binary 127.0.0.1:7479, Redis 127.0.0.1:6480, HTTP 127.0.0.1:7480, peers 7471
@@ -27,9 +31,11 @@ if [ "${SINGLE_NODE:-0}" = 1 ]; then
 fi
 
 scripts/install-dictionary-data.sh
-cargo build --release -q -p dictionary-search -p log-aggregator
+scripts/install-web-data.sh --full
+cargo build --release -q -p dictionary-search -p log-aggregator -p thesaurus-scraper
 D=target/release/dictionary-search
 L=target/release/log-aggregator
+T=target/release/thesaurus-scraper
 STORE="127.0.0.1:7379,127.0.0.1:7479,127.0.0.1:7579"
 # Every process's log, also in files the log agent follows.
 LOGS="$DATA/logs"
@@ -106,10 +112,43 @@ TOML
 "$L" agent --config "$DATA/log-agent.toml" 2>>"$LOGS/agent.out" &
 APP_PIDS+=("$!")
 
+# The thesaurus scraper: the local web (one host per source, each with its robots.txt and a
+# Crawl-delay), the crawl (resumed where it stopped), the build once it is done, and serve.
+"$T" serve-web \
+  --host 127.0.0.2:8081=gcide,crawl_delay=0.005 \
+  --host 127.0.0.3:8081=foldoc,crawl_delay=0.01 \
+  --host 127.0.0.4:8081=jargon,crawl_delay=0.01 \
+  --host 127.0.0.5:8081=dir:/usr/share/doc/linux-doc-6.1/html,crawl_delay=0.01,disallow=/_sources \
+  --host 127.0.0.6:8081=dir:/usr/share/doc/python3.11/html,crawl_delay=0.01,disallow=/_sources \
+  --host 127.0.0.7:8081=dir:/usr/share/doc/postgresql-doc-15/html,crawl_delay=0.01 \
+  --host 127.0.0.8:8081=dir:/usr/share/doc/sqlite3,crawl_delay=0.01 \
+  --host 127.0.0.9:8081=dir:/usr/share/doc/apache2-doc/manual,crawl_delay=0.01 \
+  >/dev/null 2>>"$LOGS/web.log" &
+APP_PIDS+=("$!")
+NO_COLOR=1 "$T" serve --store "$STORE" --listen 127.0.0.1:8400 2>>"$LOGS/thesaurus.log" &
+APP_PIDS+=("$!")
+(
+  # Stopped, it stops its crawl or build first (each shuts down gracefully on SIGTERM).
+  child=""
+  trap '[ -n "$child" ] && kill -TERM "$child" 2>/dev/null; wait; exit 0' TERM INT
+  until curl -sf http://127.0.0.9:8081/robots.txt >/dev/null; do sleep 0.5; done
+  SEEDS=""
+  for h in 2 3 4 5 6 7 8 9; do SEEDS="$SEEDS${SEEDS:+,}http://127.0.0.$h:8081/"; done
+  "$T" crawl --store "$STORE" --seeds "$SEEDS" --workers 2 >>"$LOGS/crawl.out" 2>>"$LOGS/crawl.log" &
+  child=$!
+  wait "$child" || exit 0
+  "$T" build --store "$STORE" --if-stale >>"$LOGS/crawl.out" 2>>"$LOGS/thesaurus-build.log" &
+  child=$!
+  wait "$child"
+) &
+APP_PIDS+=("$!")
+
 cat <<MSG
 A 3-node kvstore cluster is running, and on it:
   http://127.0.0.1:8380/                              # the dictionary (API: /api/suggest?q=acro, ...)
   http://127.0.0.1:8390/                              # the logs: search, histogram, live tail
+  http://127.0.0.1:8400/                              # the thesaurus, and the crawl's progress
+  curl -s 127.0.0.1:8400/api/synonyms/happy           # once the crawl and the build are done
   logger -n 127.0.0.1 -P 5514 -T --rfc5424 -t demo hello   # syslog straight to an aggregator
   curl -s '127.0.0.1:8392/api/query?q=error&service=shop&limit=3'   # the other aggregator finds it
 In another terminal:

@@ -46,9 +46,13 @@ struct WorkerArgs {
     /// Hosts a worker crawls at once.
     #[arg(long, default_value_t = 16)]
     hosts_per_worker: usize,
-    /// Ignore Crawl-delay (robots.txt rules are still obeyed): only to measure raw speed.
+    /// Ignore Crawl-delay and fetch --per-host pages of a host at once (robots.txt rules are
+    /// still obeyed): only to measure raw speed.
     #[arg(long)]
     impolite: bool,
+    /// Fetches in flight per host when --impolite.
+    #[arg(long, default_value_t = 1)]
+    per_host: usize,
     /// The longest Crawl-delay honoured, in seconds.
     #[arg(long, default_value_t = 10.0)]
     crawl_delay_max: f64,
@@ -77,6 +81,7 @@ impl WorkerArgs {
         let mut a = vec![
             format!("--lease-ms={}", self.lease_ms),
             format!("--hosts-per-worker={}", self.hosts_per_worker),
+            format!("--per-host={}", self.per_host),
             format!("--crawl-delay-max={}", self.crawl_delay_max),
             format!("--default-delay={}", self.default_delay),
             format!("--depth-max={}", self.depth_max),
@@ -97,6 +102,7 @@ impl WorkerArgs {
             lease: Duration::from_millis(self.lease_ms.max(300)),
             hosts_max: self.hosts_per_worker.max(1),
             polite: !self.impolite,
+            per_host: self.per_host.max(1),
             crawl_delay_max: Duration::from_secs_f64(self.crawl_delay_max.max(0.0)),
             default_delay: Duration::from_secs_f64(self.default_delay.max(0.0)),
             depth_max: self.depth_max,
@@ -176,6 +182,9 @@ enum Command {
         /// How much the lexical patterns add to a pair's score (per ln(1 + matches)).
         #[arg(long, default_value_t = 0.15)]
         pattern_weight: f64,
+        /// Does nothing if a finished build exists and the crawl has fetched no page since.
+        #[arg(long)]
+        if_stale: bool,
     },
     /// Serves the thesaurus (JSON API and a web page) and the crawl's status.
     Serve {
@@ -320,9 +329,19 @@ fn main() -> anyhow::Result<()> {
             window,
             min_count,
             pattern_weight,
+            if_stale,
         } => runtime.block_on(async move {
+            let frontier = frontier(&store);
+            if if_stale {
+                let t = Thesaurus { client: frontier.client.clone(), wordnet: None };
+                let done = crawl::status(&frontier).await?.done;
+                if let Some(info) = t.info().await?.filter(|i| i.finished && i.crawl_done == done) {
+                    println!("built already from these {done} pages (build {}): nothing to do", info.build);
+                    return Ok(());
+                }
+            }
             let wn = wordnet.load()?;
-            let client = frontier(&store).client;
+            let client = frontier.client;
             let mut options = thesaurus::build::BuildOptions {
                 mappers: mappers.max(1),
                 shards: shards.max(1),

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::StreamExt;
 use kvstore::wire::{BatchOp, Condition};
 use tokio::sync::{watch, Mutex};
 use url::Url;
@@ -42,6 +43,8 @@ pub struct WorkerConfig {
     pub hosts_max: usize,
     /// Obey Crawl-delay (off only to measure raw speed; robots.txt is obeyed always).
     pub polite: bool,
+    /// Requests in flight per host when not polite.
+    pub per_host: usize,
     /// The longest Crawl-delay honoured; longer ones are cut to it.
     pub crawl_delay_max: Duration,
     /// The delay between requests to a host whose robots.txt names none.
@@ -60,6 +63,7 @@ impl Default for WorkerConfig {
             lease: Duration::from_secs(10),
             hosts_max: 16,
             polite: true,
+            per_host: 1,
             crawl_delay_max: Duration::from_secs(10),
             default_delay: Duration::ZERO,
             robots_ttl: Duration::from_secs(3600),
@@ -95,6 +99,13 @@ pub struct Worker {
     pub stats: Arc<WorkerStats>,
     /// Hosts whose records this worker has made sure exist.
     known_hosts: std::sync::Mutex<HashSet<String>>,
+}
+
+/// What a host's task does next.
+enum Next {
+    Urls(Vec<(u64, String)>),
+    Wait(Duration),
+    End(HostEnd),
 }
 
 enum HostEnd {
@@ -146,12 +157,16 @@ impl Worker {
                         // Spread workers over hosts: each starts at its own place in the list.
                         let n = candidates.len().max(1);
                         candidates.rotate_left(fingerprint_usize(&self.cfg.id) % n);
+                        // One claim per round: workers started together share the hosts
+                        // rather than the first taking them all.
+                        let mut claimed = false;
                         for (host, (record, version)) in candidates {
-                            if held.len() >= self.cfg.hosts_max {
+                            if held.len() >= self.cfg.hosts_max || claimed {
                                 break;
                             }
                             match self.claim(record, version).await {
                                 Ok(Some(h)) => {
+                                    claimed = true;
                                     held.insert(host.clone());
                                     let me = self.clone();
                                     let stop = stop.clone();
@@ -343,23 +358,21 @@ impl Worker {
             (h.record.host.clone(), h.record.scheme.clone())
         };
         // The URLs this host has (a cache for adding links; the store stays the truth).
-        let mut seen: HashSet<String> = loop {
-            match self
-                .frontier
-                .scan_prefix(&frontier::url_prefix(&host), true, usize::MAX)
-                .await
-            {
+        let seen: std::sync::Mutex<HashSet<String>> = loop {
+            let prefix = frontier::url_prefix(&host);
+            match self.frontier.scan_prefix(&prefix, true, usize::MAX).await {
                 Ok(entries) => {
-                    let prefix = frontier::url_prefix(&host);
-                    break entries
-                        .iter()
-                        .filter_map(|e| {
-                            std::str::from_utf8(&e.key)
-                                .ok()?
-                                .strip_prefix(&prefix)
-                                .map(String::from)
-                        })
-                        .collect();
+                    break std::sync::Mutex::new(
+                        entries
+                            .iter()
+                            .filter_map(|e| {
+                                std::str::from_utf8(&e.key)
+                                    .ok()?
+                                    .strip_prefix(&prefix)
+                                    .map(String::from)
+                            })
+                            .collect(),
+                    );
                 }
                 Err(e) => {
                     tracing::warn!(%host, error = %e, "reading a host's URLs");
@@ -369,92 +382,162 @@ impl Worker {
                 }
             }
         };
-        let mut robots: Option<texting_robots::Robot> = None;
+        // Polite: one request at a time, the Crawl-delay between. Not: `per_host` at once.
+        let per_host = if self.cfg.polite {
+            1
+        } else {
+            self.cfg.per_host.max(1)
+        };
+        let mut robots: Option<Arc<texting_robots::Robot>> = None;
+        let mut running = futures_util::stream::FuturesUnordered::new();
+        let mut in_flight: HashSet<String> = HashSet::new();
+        let mut end = None;
         loop {
-            if *stop.borrow() {
-                return HostEnd::Stopped;
-            }
-            let (record, lost) = {
-                let h = held.lock().await;
-                (h.record.clone(), h.lost)
-            };
-            if lost {
-                return HostEnd::Lost;
-            }
-            let now = now_ms();
-            if record.next_fetch_ms > now {
-                let wait = Duration::from_millis((record.next_fetch_ms - now).min(1_000));
-                if sleep_or_stop(wait, &mut stop).await {
-                    return HostEnd::Stopped;
+            if end.is_none() {
+                if *stop.borrow() {
+                    end = Some(HostEnd::Stopped);
+                } else if held.lock().await.lost {
+                    end = Some(HostEnd::Lost);
                 }
-                continue;
             }
-            // robots.txt: fetched when missing or stale, kept in the host's record.
-            let fresh = record.robots.as_ref().is_some_and(|r| {
-                now < r.fetched_ms + self.cfg.robots_ttl.as_millis() as u64
-                    && r.status < 500
-                    && r.status != 0
-            });
-            if !fresh {
-                let copy = self.fetch_robots(&scheme, &host).await;
-                let failed = copy.status == 0 || copy.status >= 500;
-                let delay = if failed {
-                    // robots.txt unreachable: touch nothing for a while.
-                    self.cfg.policy.backoff(3)
-                } else {
-                    self.delay(parse_robots(&copy).as_ref())
-                };
-                let next = now_ms() + delay.as_millis() as u64;
-                if !self
-                    .commit(held, Vec::new(), |r| {
-                        r.robots = Some(copy);
-                        r.next_fetch_ms = next;
-                    })
+            if let Some(e) = end.take() {
+                // Let what is in flight finish (its outcome is committed or refused).
+                while running.next().await.is_some() {}
+                return e;
+            }
+            if running.len() < per_host {
+                match self
+                    .next_urls(
+                        held,
+                        &host,
+                        &scheme,
+                        &mut robots,
+                        &in_flight,
+                        per_host - running.len(),
+                    )
                     .await
                 {
-                    return HostEnd::Lost;
-                }
-                robots = None;
-                continue;
-            }
-            if robots.is_none() {
-                robots = parse_robots(record.robots.as_ref().expect("fresh robots"));
-            }
-            let queue = match self.frontier.queue(&host, 1).await {
-                Ok(q) => q,
-                Err(e) => {
-                    tracing::warn!(%host, error = %e, "reading a host's queue");
-                    if sleep_or_stop(Duration::from_millis(500), &mut stop).await {
-                        return HostEnd::Stopped;
+                    Next::Urls(urls) => {
+                        for (not_before, path) in urls {
+                            in_flight.insert(path.clone());
+                            let (seen, robots) = (&seen, robots.clone());
+                            let host = host.as_str();
+                            running.push(async move {
+                                let r = self
+                                    .process(held, host, not_before, &path, robots.as_deref(), seen)
+                                    .await;
+                                (path, r)
+                            });
+                        }
                     }
-                    continue;
+                    Next::Wait(d) if running.is_empty() => {
+                        if sleep_or_stop(d, &mut stop).await {
+                            end = Some(HostEnd::Stopped);
+                        }
+                        continue;
+                    }
+                    Next::Wait(_) => {}
+                    Next::End(e) if running.is_empty() => {
+                        end = Some(e);
+                        continue;
+                    }
+                    Next::End(_) => {}
                 }
-            };
-            let Some((not_before, path)) = queue.first().cloned() else {
-                return HostEnd::Empty;
-            };
-            let now = now_ms();
-            if not_before > now {
-                let wait = Duration::from_millis((not_before - now).min(1_000));
-                if sleep_or_stop(wait, &mut stop).await {
-                    return HostEnd::Stopped;
-                }
-                continue;
             }
-            let result = self
-                .process(held, &host, not_before, &path, robots.as_ref(), &mut seen)
-                .await;
-            match result {
-                Ok(true) => {}
-                Ok(false) => return HostEnd::Lost,
-                Err(e) => {
-                    tracing::warn!(%host, %path, error = %e, "processing a URL; trying again");
-                    if sleep_or_stop(Duration::from_millis(500), &mut stop).await {
-                        return HostEnd::Stopped;
+            if let Some((path, result)) = running.next().await {
+                in_flight.remove(&path);
+                match result {
+                    Ok(true) => {}
+                    Ok(false) => end = Some(HostEnd::Lost),
+                    Err(e) => {
+                        tracing::warn!(%host, %path, error = %e, "processing a URL; trying again");
+                        if sleep_or_stop(Duration::from_millis(500), &mut stop).await {
+                            end = Some(HostEnd::Stopped);
+                        }
                     }
                 }
             }
         }
+    }
+
+    /// What to fetch next for a host: up to `room` due URLs not in flight, or how long to
+    /// wait, or the end (its queue is empty, or its lease is lost). Fetches robots.txt first
+    /// when it is missing or stale.
+    async fn next_urls(
+        &self,
+        held: &Mutex<Held>,
+        host: &str,
+        scheme: &str,
+        robots: &mut Option<Arc<texting_robots::Robot>>,
+        in_flight: &HashSet<String>,
+        room: usize,
+    ) -> Next {
+        let record = held.lock().await.record.clone();
+        let now = now_ms();
+        if record.next_fetch_ms > now {
+            return Next::Wait(Duration::from_millis(
+                (record.next_fetch_ms - now).min(1_000),
+            ));
+        }
+        // robots.txt: fetched when missing or stale, kept in the host's record.
+        let fresh = record.robots.as_ref().is_some_and(|r| {
+            now < r.fetched_ms + self.cfg.robots_ttl.as_millis() as u64
+                && r.status < 500
+                && r.status != 0
+        });
+        if !fresh {
+            if !in_flight.is_empty() {
+                return Next::Wait(Duration::from_millis(10));
+            }
+            let copy = self.fetch_robots(scheme, host).await;
+            let failed = copy.status == 0 || copy.status >= 500;
+            let delay = if failed {
+                // robots.txt unreachable: touch nothing for a while.
+                self.cfg.policy.backoff(3)
+            } else {
+                self.delay(parse_robots(&copy).as_ref())
+            };
+            let next = now_ms() + delay.as_millis() as u64;
+            let ok = self
+                .commit(held, Vec::new(), |r| {
+                    r.robots = Some(copy);
+                    r.next_fetch_ms = next;
+                })
+                .await;
+            *robots = None;
+            return if ok {
+                Next::Wait(Duration::ZERO)
+            } else {
+                Next::End(HostEnd::Lost)
+            };
+        }
+        if robots.is_none() {
+            *robots = parse_robots(record.robots.as_ref().expect("fresh robots")).map(Arc::new);
+        }
+        let queue = match self.frontier.queue(host, room + in_flight.len()).await {
+            Ok(q) => q,
+            Err(e) => {
+                tracing::warn!(%host, error = %e, "reading a host's queue");
+                return Next::Wait(Duration::from_millis(500));
+            }
+        };
+        if queue.is_empty() {
+            return Next::End(HostEnd::Empty);
+        }
+        let now = now_ms();
+        let due: Vec<(u64, String)> = queue
+            .iter()
+            .filter(|(t, p)| *t <= now && !in_flight.contains(p))
+            .take(room)
+            .cloned()
+            .collect();
+        if due.is_empty() {
+            let first = queue.iter().map(|(t, _)| *t).min().unwrap_or(now);
+            return Next::Wait(Duration::from_millis(
+                first.saturating_sub(now).clamp(10, 1_000),
+            ));
+        }
+        Next::Urls(due)
     }
 
     fn delay(&self, robots: Option<&texting_robots::Robot>) -> Duration {
@@ -502,7 +585,7 @@ impl Worker {
         not_before: u64,
         path: &str,
         robots: Option<&texting_robots::Robot>,
-        seen: &mut HashSet<String>,
+        seen: &std::sync::Mutex<HashSet<String>>,
     ) -> Result<bool, frontier::FrontierError> {
         let queue_key = frontier::queue_key(host, not_before, path);
         let url_key = frontier::url_key(host, path);
@@ -665,7 +748,7 @@ impl Worker {
         links: &[Url],
         depth: u32,
         hops: u32,
-        seen: &mut HashSet<String>,
+        seen: &std::sync::Mutex<HashSet<String>>,
         ops: &mut Vec<BatchOp>,
     ) -> Result<(), frontier::FrontierError> {
         let now = now_ms();
@@ -677,7 +760,7 @@ impl Worker {
             let path = canon::path_key(link);
             let record = UrlRecord::queued(link.as_str(), depth, hops, now);
             if link_host == host {
-                if seen.insert(path.clone()) {
+                if seen.lock().expect("seen lock").insert(path.clone()) {
                     ops.push(put(
                         frontier::url_key(host, &path),
                         encode(&record),

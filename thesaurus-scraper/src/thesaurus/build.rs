@@ -69,6 +69,9 @@ pub struct BuildInfo {
     pub built_ms: u64,
     pub seconds: f64,
     pub options: Option<BuildOptions>,
+    /// The crawl's pages fetched with text when the build began.
+    #[serde(default)]
+    pub crawl_done: u64,
 }
 
 /// A stored vector: its contexts and weights (unit length).
@@ -179,9 +182,13 @@ pub async fn build(
         }
         _ => crate::crawl::now_ms(),
     };
+    let crawl_done = crate::crawl::status(&crate::crawl::frontier::Frontier::new(client.clone()))
+        .await?
+        .done;
     let mut info = BuildInfo {
         build,
         options: Some(options.clone()),
+        crawl_done,
         ..BuildInfo::default()
     };
     client
