@@ -419,15 +419,21 @@ impl Frontier {
     }
 
     /// A stored page whose simhash is within [`super::fingerprint::NEAR_BITS`] of `simhash`:
-    /// its fingerprint.
+    /// its fingerprint. The four bands are looked up at once.
     pub async fn find_near(&self, simhash: u64) -> Result<Option<String>> {
         use super::fingerprint::{band, near, BANDS};
-        for i in 0..BANDS {
-            let prefix = near_prefix(i, band(simhash, i));
-            for e in self.scan_prefix(&prefix, false, 1_000).await? {
+        let prefixes: Vec<String> = (0..BANDS)
+            .map(|i| near_prefix(i, band(simhash, i)))
+            .collect();
+        let scans = prefixes.iter().map(|p| self.scan_prefix(p, false, 1_000));
+        for (prefix, entries) in prefixes
+            .iter()
+            .zip(futures_util::future::join_all(scans).await)
+        {
+            for e in entries? {
                 let Some(hex) = std::str::from_utf8(&e.key)
                     .ok()
-                    .and_then(|k| k.strip_prefix(&prefix))
+                    .and_then(|k| k.strip_prefix(prefix.as_str()))
                 else {
                     continue;
                 };
@@ -442,19 +448,22 @@ impl Frontier {
         Ok(None)
     }
 
-    /// Indexes a stored page's simhash under each of its bands.
+    /// Indexes a stored page's simhash under each of its bands (the four writes at once).
     pub async fn index_near(&self, simhash: u64, fingerprint: &str) -> Result<()> {
         use super::fingerprint::{band, BANDS};
-        for i in 0..BANDS {
-            let key = near_key(i, band(simhash, i), simhash);
-            self.client
-                .put(
-                    KEYSPACE,
-                    key.as_bytes(),
-                    fingerprint.as_bytes(),
-                    Condition::None,
-                )
-                .await?;
+        let keys: Vec<String> = (0..BANDS)
+            .map(|i| near_key(i, band(simhash, i), simhash))
+            .collect();
+        let writes = keys.iter().map(|key| {
+            self.client.put(
+                KEYSPACE,
+                key.as_bytes(),
+                fingerprint.as_bytes(),
+                Condition::None,
+            )
+        });
+        for done in futures_util::future::join_all(writes).await {
+            done?;
         }
         Ok(())
     }

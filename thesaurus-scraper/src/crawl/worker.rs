@@ -19,7 +19,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
 use kvstore::wire::{BatchOp, Condition};
 use tokio::sync::{watch, Mutex};
 use url::Url;
@@ -349,8 +348,8 @@ impl Worker {
     }
 
     async fn crawl_host_inner(
-        &self,
-        held: &Mutex<Held>,
+        self: &Arc<Self>,
+        held: &Arc<Mutex<Held>>,
         mut stop: watch::Receiver<bool>,
     ) -> HostEnd {
         let (host, scheme) = {
@@ -358,11 +357,11 @@ impl Worker {
             (h.record.host.clone(), h.record.scheme.clone())
         };
         // The URLs this host has (a cache for adding links; the store stays the truth).
-        let seen: std::sync::Mutex<HashSet<String>> = loop {
+        let seen: Arc<std::sync::Mutex<HashSet<String>>> = loop {
             let prefix = frontier::url_prefix(&host);
             match self.frontier.scan_prefix(&prefix, true, usize::MAX).await {
                 Ok(entries) => {
-                    break std::sync::Mutex::new(
+                    break Arc::new(std::sync::Mutex::new(
                         entries
                             .iter()
                             .filter_map(|e| {
@@ -372,7 +371,7 @@ impl Worker {
                                     .map(String::from)
                             })
                             .collect(),
-                    );
+                    ));
                 }
                 Err(e) => {
                     tracing::warn!(%host, error = %e, "reading a host's URLs");
@@ -389,7 +388,10 @@ impl Worker {
             self.cfg.per_host.max(1)
         };
         let mut robots: Option<Arc<texting_robots::Robot>> = None;
-        let mut running = futures_util::stream::FuturesUnordered::new();
+        // Fetches run as tasks of their own: they must make progress (and release the host's
+        // lock) while this loop waits on the store.
+        let mut running: tokio::task::JoinSet<(String, Result<bool, frontier::FrontierError>)> =
+            tokio::task::JoinSet::new();
         let mut in_flight: HashSet<String> = HashSet::new();
         let mut end = None;
         loop {
@@ -402,7 +404,7 @@ impl Worker {
             }
             if let Some(e) = end.take() {
                 // Let what is in flight finish (its outcome is committed or refused).
-                while running.next().await.is_some() {}
+                while running.join_next().await.is_some() {}
                 return e;
             }
             if running.len() < per_host {
@@ -420,11 +422,18 @@ impl Worker {
                     Next::Urls(urls) => {
                         for (not_before, path) in urls {
                             in_flight.insert(path.clone());
-                            let (seen, robots) = (&seen, robots.clone());
-                            let host = host.as_str();
-                            running.push(async move {
-                                let r = self
-                                    .process(held, host, not_before, &path, robots.as_deref(), seen)
+                            let (me, held, seen) = (self.clone(), held.clone(), seen.clone());
+                            let (host, robots) = (host.clone(), robots.clone());
+                            running.spawn(async move {
+                                let r = me
+                                    .process(
+                                        &held,
+                                        &host,
+                                        not_before,
+                                        &path,
+                                        robots.as_deref(),
+                                        &seen,
+                                    )
                                     .await;
                                 (path, r)
                             });
@@ -444,7 +453,13 @@ impl Worker {
                     Next::End(_) => {}
                 }
             }
-            if let Some((path, result)) = running.next().await {
+            let joined = running.join_next().await;
+            if let Some(Err(e)) = &joined {
+                // A fetch's task panicked: a bug. Let the host go; another try starts afresh.
+                tracing::error!(%host, error = %e, "a fetch task failed");
+                end = Some(HostEnd::Stopped);
+            }
+            if let Some(Ok((path, result))) = joined {
                 in_flight.remove(&path);
                 match result {
                     Ok(true) => {}
