@@ -153,6 +153,20 @@ async fn scan_all(
     }
 }
 
+/// Deletes every key of the thesaurus keyspace under `prefix`.
+async fn delete_prefix(client: &ClusterClient, prefix: &str) -> anyhow::Result<()> {
+    let mut keys = Vec::new();
+    scan_all(client, KEYSPACE, None, prefix, 256, |e| {
+        keys.push(e.key);
+        Ok(())
+    })
+    .await?;
+    for k in keys {
+        client.delete(KEYSPACE, &k).await?;
+    }
+    Ok(())
+}
+
 /// Runs a whole build; `progress` hears each phase's news.
 pub async fn build(
     client: Arc<ClusterClient>,
@@ -252,16 +266,8 @@ pub async fn build(
             // What an earlier, interrupted run of this mapper wrote goes first: its chunks
             // may have been cut differently (hash maps iterate in a random order).
             for shard in 0..options.shards {
-                let mut stale = Vec::new();
                 let prefix = format!("{}{m}:", partial_prefix(shard, build));
-                scan_all(&client, KEYSPACE, None, &prefix, 64, |e| {
-                    stale.push(e.key);
-                    Ok(())
-                })
-                .await?;
-                for k in stale {
-                    client.delete(KEYSPACE, &k).await?;
-                }
+                delete_prefix(&client, &prefix).await?;
             }
             let mut writes = Vec::new();
             for (shard, chunks) in parts {
@@ -388,22 +394,7 @@ pub async fn build(
 
     // The partials are spent.
     for shard in 0..options.shards {
-        let mut keys = Vec::new();
-        scan_all(
-            &client,
-            KEYSPACE,
-            None,
-            &partial_prefix(shard, build),
-            64,
-            |e| {
-                keys.push(e.key);
-                Ok(())
-            },
-        )
-        .await?;
-        for k in keys {
-            client.delete(KEYSPACE, &k).await?;
-        }
+        delete_prefix(&client, &partial_prefix(shard, build)).await?;
     }
     info.finished = true;
     info.built_ms = crate::crawl::now_ms();
