@@ -215,8 +215,9 @@ fn url_records(
         .collect()
 }
 
-/// A crawl over two hosts (one clean with a Crawl-delay and a disallowed prefix, one full of
-/// seeded faults) while a worker is SIGKILLed and a store node is SIGKILLed and restarted:
+/// A crawl over three hosts (one clean with a Crawl-delay and a disallowed prefix, one full of
+/// seeded faults, one whose robots.txt answers 503) while a worker is SIGKILLed and a store
+/// node is SIGKILLed and restarted:
 /// it finishes with every reachable page fetched, each page's text stored once, every fault
 /// given its final state, and the politeness oracle clean.
 #[test]
@@ -229,6 +230,7 @@ fn a_crawl_survives_a_killed_worker_and_a_killed_store_node_and_stays_polite() {
             "127.0.0.2:0=jargon,pages=300,crawl_delay=0.02,disallow=/w/z",
             "127.0.0.3:0=gcide,pages=200,flaky=0.1,redirect=0.05,missing=0.05,loop=0.03,\
              huge=0.03,huge_mb=3,binary=0.03",
+            "127.0.0.4:0=jargon,pages=20,robots_status=503",
         ],
         5,
     );
@@ -243,7 +245,11 @@ fn a_crawl_survives_a_killed_worker_and_a_killed_store_node_and_stays_polite() {
     let mut crawl = Crawl::start(
         &dir.path,
         &store,
-        &[format!("{}/", web.hosts[0]), format!("{}/", web.hosts[1])],
+        &[
+            format!("{}/", web.hosts[0]),
+            format!("{}/", web.hosts[1]),
+            format!("{}/", web.hosts[2]),
+        ],
         &[
             "--workers=2",
             "--lease-ms=2000",
@@ -384,6 +390,18 @@ fn a_crawl_survives_a_killed_worker_and_a_killed_store_node_and_stays_polite() {
             .values()
             .any(|r| r.status == Some(503) && r.state == UrlState::Failed),
         "flaky pages are recovered by retrying"
+    );
+
+    // A host whose robots.txt keeps failing: asked a few times, then left alone, its URLs
+    // settled as disallowed, not one page fetched.
+    let s = &stats[&host(2)];
+    assert!(s["robots_fetches"].as_u64().unwrap() >= 5, "{s}");
+    assert_eq!(s["requests"], s["robots_fetches"], "{s}");
+    let urls = url_records(&rt, &frontier, &host(2));
+    assert_eq!(urls.len(), 1, "{urls:?}");
+    assert!(
+        urls.values().all(|r| r.state == UrlState::Disallowed),
+        "{urls:?}"
     );
 
     // Each page's text stored once: one stored page per fetched URL with text, none extra.

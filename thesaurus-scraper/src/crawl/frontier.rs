@@ -35,6 +35,9 @@ use serde::{Deserialize, Serialize};
 pub const KEYSPACE: &str = "crawl";
 /// The most bytes of robots.txt kept (Google reads 500 KiB).
 pub const ROBOTS_BYTES_MAX: usize = 500 * 1024;
+/// Failed fetches of a host's robots.txt in a row after which its URLs are settled as
+/// disallowed (so a crawl ends): touching a host whose rules cannot be read is not polite.
+pub const ROBOTS_FAILURES_MAX: u32 = 5;
 /// Entries per scan page.
 pub const SCAN_PAGE: u32 = 1_000;
 
@@ -64,6 +67,15 @@ pub struct RobotsCopy {
     /// The HTTP status (0: it could not be fetched).
     pub status: u16,
     pub body: String,
+    /// Fetches in a row that failed (no answer, or a 5xx).
+    #[serde(default)]
+    pub failures: u32,
+}
+
+impl RobotsCopy {
+    pub fn failed(&self) -> bool {
+        self.status == 0 || self.status >= 500
+    }
 }
 
 /// Final outcomes, counted per host.

@@ -30,6 +30,17 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// The first whole millisecond at which a host may be asked again, `delay` after `at` (a
+/// response's arrival). Rounded up: a fetch waits until `now_ms() >= ` this, and `now_ms()`
+/// truncates, so rounding down would let it go up to a millisecond early.
+pub fn allowed_after(at: std::time::SystemTime, delay: std::time::Duration) -> u64 {
+    let us = (at + delay)
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0);
+    us.div_ceil(1000)
+}
+
 /// Seeds a crawl: its record (seeds and scope: the seeds' hosts and `extra_scope`), a host
 /// record per host, and each seed queued unless seen. Running it again adds what is new.
 pub async fn seed(
@@ -186,4 +197,21 @@ pub fn render_status(s: &Status) -> String {
         s.bytes as f64 / 1e6
     ));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn the_next_fetch_is_never_sooner_than_the_delay() {
+        // A response at 1000.9 ms with a 5 ms delay: not before 1005.9, so 1006.
+        let at = UNIX_EPOCH + Duration::from_micros(1_000_900);
+        assert_eq!(allowed_after(at, Duration::from_millis(5)), 1_006);
+        // Exactly on a millisecond: that millisecond.
+        let at = UNIX_EPOCH + Duration::from_millis(2_000);
+        assert_eq!(allowed_after(at, Duration::from_millis(10)), 2_010);
+        assert_eq!(allowed_after(at, Duration::ZERO), 2_000);
+    }
 }

@@ -494,25 +494,30 @@ impl Worker {
                 (record.next_fetch_ms - now).min(1_000),
             ));
         }
-        // robots.txt: fetched when missing or stale, kept in the host's record.
+        // robots.txt: fetched when missing or stale, kept in the host's record. One that keeps
+        // failing is asked again after a back-off, and after ROBOTS_FAILURES_MAX failures in
+        // a row counts as "disallow everything" until it is fetched again (after its TTL).
         let fresh = record.robots.as_ref().is_some_and(|r| {
             now < r.fetched_ms + self.cfg.robots_ttl.as_millis() as u64
-                && r.status < 500
-                && r.status != 0
+                && (!r.failed() || r.failures >= frontier::ROBOTS_FAILURES_MAX)
         });
         if !fresh {
             if !in_flight.is_empty() {
                 return Next::Wait(Duration::from_millis(10));
             }
-            let copy = self.fetch_robots(scheme, host).await;
-            let failed = copy.status == 0 || copy.status >= 500;
-            let delay = if failed {
+            let mut copy = self.fetch_robots(scheme, host).await;
+            let failed = copy.failed();
+            if failed {
+                copy.failures = record.robots.as_ref().map_or(0, |r| r.failures) + 1;
+                tracing::warn!(%host, status = copy.status, failures = copy.failures, "robots.txt failed");
+            }
+            let delay = if failed && copy.failures < frontier::ROBOTS_FAILURES_MAX {
                 // robots.txt unreachable: touch nothing for a while.
                 self.cfg.policy.backoff(3)
             } else {
                 self.delay(parse_robots(&copy).as_ref())
             };
-            let next = now_ms() + delay.as_millis() as u64;
+            let next = super::allowed_after(std::time::SystemTime::now(), delay);
             let ok = self
                 .commit(held, Vec::new(), |r| {
                     r.robots = Some(copy);
@@ -589,6 +594,7 @@ impl Worker {
             fetched_ms: now_ms(),
             status,
             body,
+            failures: 0,
         }
     }
 
@@ -634,7 +640,7 @@ impl Worker {
         let fetched = self.fetcher.get(url.as_str(), false).await;
         self.stats.fetches.fetch_add(1, Ordering::Relaxed);
         let now = now_ms();
-        let next_fetch = now + self.delay(robots).as_millis() as u64;
+        let next_fetch = super::allowed_after(std::time::SystemTime::now(), self.delay(robots));
         let status = match &fetched {
             Fetched::Response(a) => Some(a.status),
             Fetched::Error(_) => None,
@@ -870,8 +876,11 @@ fn settle(
 
 fn parse_robots(copy: &RobotsCopy) -> Option<texting_robots::Robot> {
     match copy.status {
-        // Fetched: its rules. Robots missing (4xx): everything allowed.
+        // Fetched: its rules.
         200..=299 => texting_robots::Robot::new(AGENT, copy.body.as_bytes()).ok(),
+        // Unreachable (after ROBOTS_FAILURES_MAX tries): nothing may be fetched.
+        0 | 500..=599 => texting_robots::Robot::new(AGENT, b"User-agent: *\nDisallow: /\n").ok(),
+        // Missing (4xx): everything allowed.
         _ => texting_robots::Robot::new(AGENT, b"").ok(),
     }
 }

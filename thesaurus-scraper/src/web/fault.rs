@@ -13,6 +13,7 @@
 //! | `loop=F` | the page links to `/loop/<id>/0.html`, which redirects to `…/1.html`, forever |
 //! | `huge=F,huge_mb=MB` | the page links to `/huge/<id>.html`, an HTML page of MB megabytes |
 //! | `binary=F` | the page links to `/file/<id>.bin`, `application/octet-stream` |
+//! | `robots_status=S` | `/robots.txt` answers status S (a 5xx: robots.txt unreachable) |
 //!
 //! Host options are `key=value` pairs after the source: `127.0.0.2:8081=gcide,flaky=0.05`.
 
@@ -23,6 +24,8 @@ pub struct Robots {
     pub disallow: Vec<String>,
     /// Seconds between two requests, if set.
     pub crawl_delay: Option<f64>,
+    /// Answer `/robots.txt` with this status instead (a 5xx: a host whose robots.txt fails).
+    pub status: Option<u16>,
 }
 
 impl Robots {
@@ -126,6 +129,13 @@ impl HostOptions {
                         .filter(|d: &f64| d.is_finite() && *d >= 0.0 && *d <= 60.0)
                         .ok_or_else(|| format!("crawl_delay={v}: expected seconds, 0 to 60"))?;
                     o.robots.crawl_delay = (d > 0.0).then_some(d);
+                }
+                "robots_status" => {
+                    let status = int()?;
+                    if !(200..=599).contains(&status) {
+                        return Err(format!("robots_status={v}: expected an HTTP status"));
+                    }
+                    o.robots.status = Some(status as u16);
                 }
                 "flaky" => f.flaky = frac()?,
                 "flaky_k" => f.flaky_k = int()? as u32,
@@ -304,6 +314,7 @@ mod tests {
         let r = Robots {
             disallow: vec!["/private".into()],
             crawl_delay: Some(0.5),
+            status: None,
         };
         assert_eq!(
             r.text("127.0.0.2:8081"),

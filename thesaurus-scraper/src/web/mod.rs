@@ -186,6 +186,16 @@ impl Host {
             (status, [(header::CONTENT_TYPE, "text/plain")], body).into_response()
         };
         if path == "/robots.txt" {
+            if let Some(status) = self
+                .robots
+                .status
+                .and_then(|s| StatusCode::from_u16(s).ok())
+            {
+                return (
+                    text(status, "robots.txt is not available (injected)\n"),
+                    Some("robots"),
+                );
+            }
             let body = self.robots.text(&self.name);
             return (
                 ([(header::CONTENT_TYPE, "text/plain")], body).into_response(),
