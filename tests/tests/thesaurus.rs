@@ -504,9 +504,6 @@ fn the_thesaurus_is_built_from_the_crawl_and_served() {
     assert!(status["done"].as_u64().unwrap() > 150, "{status}");
     assert_eq!(status["queued"], 0);
 
-    let built = run(&["build", &format!("--store={store}"), "--min-count=1"]);
-    assert!(built.starts_with("built: "), "{built}");
-
     // Serve it, on a port the system picks.
     let mut serve = std::process::Command::new(tests::harness::workspace_bin("thesaurus-scraper"))
         .args(["serve", &format!("--store={store}"), "--listen=127.0.0.1:0"])
@@ -533,6 +530,22 @@ fn the_thesaurus_is_built_from_the_crawl_and_served() {
             serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)),
         )
     };
+    // Before any build: healthy, and a word is simply not there yet.
+    assert_eq!(get("/health").0, 200);
+    let (code, body) = get("/api/synonyms/dolt");
+    assert_eq!(code, 404, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("not in the thesaurus"),
+        "{body}"
+    );
+    assert_eq!(get("/api/info").0, 404);
+
+    let built = run(&["build", &format!("--store={store}"), "--min-count=1"]);
+    assert!(built.starts_with("built: "), "{built}");
+
     let neighbours = |word: &str| -> Vec<serde_json::Value> {
         let (code, body) = get(&format!("/api/synonyms/{word}?k=25"));
         assert_eq!(code, 200, "{word}: {body}");

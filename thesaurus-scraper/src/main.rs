@@ -566,7 +566,9 @@ async fn run_crawl(
     let status = crawl::status(&frontier).await?;
     print!("{}", crawl::render_status(&status));
     if interrupted {
-        anyhow::bail!("interrupted: the crawl is where it stopped; run it again to go on");
+        // Not a failure: the frontier is in the store, and the next `crawl` goes on from it.
+        eprintln!("interrupted: the crawl is where it stopped; run it again to go on");
+        std::process::exit(130);
     }
     println!("crawl finished");
     Ok(())

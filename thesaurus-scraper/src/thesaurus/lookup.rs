@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use kvstore::client::cluster::ClusterClient;
 use kvstore::client::ClientError;
-use kvstore::wire::Consistency;
+use kvstore::wire::{Consistency, ErrorCode};
 
 use super::build::{self, BuildInfo, Entry, StoredVector, KEYSPACE};
 use super::vectors::Neighbour;
@@ -32,11 +32,19 @@ impl Thesaurus {
         &self,
         key: &str,
     ) -> Result<Option<T>, ClientError> {
-        match self
+        let found = match self
             .client
             .get(KEYSPACE, key.as_bytes(), Consistency::Follower)
-            .await?
+            .await
         {
+            // Nothing built yet: the build creates the keyspace.
+            Err(ClientError::Server {
+                code: ErrorCode::UnknownKeyspace,
+                ..
+            }) => None,
+            other => other?,
+        };
+        match found {
             Some(v) => serde_json::from_slice(&v.value)
                 .map(Some)
                 .map_err(|e| ClientError::Protocol(format!("{key}: {e}"))),
