@@ -165,6 +165,11 @@ impl Crawl {
         None
     }
 
+    /// The crawl process's PID.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Worker `i`'s current PID.
     pub fn worker_pid(&self, i: usize) -> Option<u32> {
         self.workers.lock().unwrap().get(&i).copied()

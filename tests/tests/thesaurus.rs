@@ -622,3 +622,43 @@ fn the_thesaurus_is_built_from_the_crawl_and_served() {
     let status = serve.wait().unwrap();
     assert!(status.success(), "serve stops cleanly on SIGTERM: {status}");
 }
+
+/// A crawl SIGKILLed leaves no worker behind: its workers go with it (they would otherwise
+/// run on, orphaned), and the frontier is where they left it for the next crawl.
+#[test]
+fn workers_do_not_outlive_a_killed_crawl() {
+    let dir = TempDir::new("thesaurus-orphans");
+    let cluster = start_store("thesaurus-orphans");
+    let web = Web::start(
+        &dir.path,
+        &["127.0.0.2:0=jargon,pages=300,slow=1,slow_ms=20"],
+        9,
+    );
+    let store = cluster.client_addresses();
+    let crawl = Crawl::start(
+        &dir.path,
+        &store,
+        &[format!("{}/", web.hosts[0])],
+        &["--workers=2", "--partitions=8"],
+    );
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            crawl.worker_pid(1).is_some() && web.host_stats(0)["requests"].as_u64().unwrap() > 10
+        }),
+        "{}",
+        crawl.log()
+    );
+    let workers: Vec<u32> = crawl.workers.lock().unwrap().values().copied().collect();
+    kill9(crawl.pid());
+    let alive = |pid: u32| {
+        // A zombie (state Z) has exited; it waits only for its reaper.
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| s.split_whitespace().nth(2).is_none_or(|state| state != "Z"))
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || workers
+            .iter()
+            .all(|p| !alive(*p))),
+        "workers {workers:?} outlived their crawl"
+    );
+}

@@ -226,6 +226,10 @@ enum Command {
         /// This worker's name in leases (default: w-PID).
         #[arg(long)]
         id: Option<String>,
+        /// The crawl that started this worker: when it dies, even by SIGKILL, the worker gets
+        /// SIGTERM and stops (releasing its hosts) rather than run on, orphaned.
+        #[arg(long)]
+        parent: Option<u32>,
         #[command(flatten)]
         worker: WorkerArgs,
     },
@@ -409,7 +413,22 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }),
-        Command::Worker { store, id, worker } => runtime.block_on(async move {
+        Command::Worker {
+            store,
+            id,
+            parent,
+            worker,
+        } => runtime.block_on(async move {
+            if let Some(parent) = parent {
+                // SAFETY: prctl(2) with PR_SET_PDEATHSIG only sets a signal for this process.
+                unsafe {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                }
+                // The crawl may have died before the line above: then it is not our parent.
+                if std::os::unix::process::parent_id() != parent {
+                    anyhow::bail!("the crawl that started this worker (pid {parent}) is gone");
+                }
+            }
             let frontier = frontier(&store);
             let record = loop {
                 match frontier.crawl_record().await {
@@ -479,6 +498,7 @@ async fn run_crawl(
             .arg("worker")
             .arg(format!("--store={}", store.store.join(",")))
             .arg(format!("--id=w{i}-{}", std::process::id()))
+            .arg(format!("--parent={}", std::process::id()))
             .args(worker.to_args())
             .kill_on_drop(true)
             .spawn()
