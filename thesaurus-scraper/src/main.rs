@@ -338,7 +338,7 @@ fn main() -> anyhow::Result<()> {
             let frontier = frontier(&store);
             if if_stale {
                 let t = Thesaurus { client: frontier.client.clone(), wordnet: None };
-                let done = crawl::status(&frontier).await?.done;
+                let done = crawl::status(&frontier).await?.totals.done;
                 if let Some(info) = t.info().await?.filter(|i| i.finished && i.crawl_done == done) {
                     println!("built already from these {done} pages (build {}): nothing to do", info.build);
                     return Ok(());
@@ -519,7 +519,7 @@ async fn run_crawl(
         .progress_chars("=> "),
     );
     let mut idle_checks = 0;
-    let mut last_log = std::time::Instant::now();
+    let mut last_status = std::time::Instant::now();
     let stop = shutdown_signal();
     tokio::pin!(stop);
     let interrupted = loop {
@@ -533,34 +533,15 @@ async fn run_crawl(
                 *child = spawn(i)?;
             }
         }
-        let status = match crawl::status(&frontier).await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "reading the crawl's status");
-                continue;
+        // The whole status reads every host's queue: every 2 s for a bar, every 5 s for a
+        // log line. Whether the crawl is done needs one key, and is asked every second.
+        let every = Duration::from_secs(if bar.is_hidden() { 5 } else { 2 });
+        if last_status.elapsed() >= every {
+            last_status = std::time::Instant::now();
+            match crawl::status(&frontier).await {
+                Ok(status) => show_progress(&bar, &status),
+                Err(e) => tracing::warn!(error = %e, "reading the crawl's status"),
             }
-        };
-        let settled = status.settled();
-        bar.set_length(settled + status.queued);
-        bar.set_position(settled);
-        let eta = if status.rate > 0.0 {
-            status.queued as f64 / status.rate
-        } else {
-            0.0
-        };
-        bar.set_message(format!(
-            "{} queued, {:.1}/s, ETA {:.0} s",
-            status.queued, status.rate, eta
-        ));
-        if bar.is_hidden() && last_log.elapsed() >= Duration::from_secs(5) {
-            last_log = std::time::Instant::now();
-            tracing::info!(
-                settled,
-                queued = status.queued,
-                rate = format!("{:.1}/s", status.rate),
-                eta_s = format!("{eta:.0}"),
-                "crawl progress"
-            );
         }
         match frontier.anything_queued().await {
             Ok(false) => idle_checks += 1,
@@ -592,4 +573,29 @@ async fn run_crawl(
     }
     println!("crawl finished");
     Ok(())
+}
+
+/// The crawl's progress: on the bar, or (without a terminal) as a log line.
+fn show_progress(bar: &ProgressBar, status: &crawl::Status) {
+    let settled = status.settled();
+    bar.set_length(settled + status.queued);
+    bar.set_position(settled);
+    let eta = if status.rate > 0.0 {
+        status.queued as f64 / status.rate
+    } else {
+        0.0
+    };
+    bar.set_message(format!(
+        "{} queued, {:.1}/s, ETA {:.0} s",
+        status.queued, status.rate, eta
+    ));
+    if bar.is_hidden() {
+        tracing::info!(
+            settled,
+            queued = status.queued,
+            rate = format!("{:.1}/s", status.rate),
+            eta_s = format!("{eta:.0}"),
+            "crawl progress"
+        );
+    }
 }

@@ -92,6 +92,24 @@ pub struct Counts {
     pub bytes: u64,
 }
 
+impl Counts {
+    /// URLs with a final state.
+    pub fn settled(&self) -> u64 {
+        self.done + self.duplicate + self.redirected + self.failed + self.skipped + self.disallowed
+    }
+
+    pub fn add(&mut self, other: &Counts) {
+        self.done += other.done;
+        self.duplicate += other.duplicate;
+        self.redirected += other.redirected;
+        self.failed += other.failed;
+        self.skipped += other.skipped;
+        self.disallowed += other.disallowed;
+        self.retries += other.retries;
+        self.bytes += other.bytes;
+    }
+}
+
 /// `h:{host}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HostRecord {

@@ -103,15 +103,9 @@ pub struct HostStatus {
 pub struct Status {
     pub hosts: BTreeMap<String, HostStatus>,
     pub queued: u64,
-    /// Fetched with text stored.
-    pub done: u64,
-    pub duplicate: u64,
-    pub redirected: u64,
-    pub failed: u64,
-    pub skipped: u64,
-    pub disallowed: u64,
-    pub retries: u64,
-    pub bytes: u64,
+    /// Every host's counts added up (in the JSON, beside `queued`).
+    #[serde(flatten)]
+    pub totals: frontier::Counts,
     pub started_ms: u64,
     pub elapsed_s: f64,
     /// URLs settled per second since the crawl started.
@@ -121,7 +115,7 @@ pub struct Status {
 impl Status {
     /// URLs with a final state.
     pub fn settled(&self) -> u64 {
-        self.done + self.duplicate + self.redirected + self.failed + self.skipped + self.disallowed
+        self.totals.settled()
     }
 }
 
@@ -139,14 +133,7 @@ pub async fn status(frontier: &Frontier) -> frontier::Result<Status> {
             .len() as u64;
         let c = &record.counts;
         s.queued += queued;
-        s.done += c.done;
-        s.duplicate += c.duplicate;
-        s.redirected += c.redirected;
-        s.failed += c.failed;
-        s.skipped += c.skipped;
-        s.disallowed += c.disallowed;
-        s.retries += c.retries;
-        s.bytes += c.bytes;
+        s.totals.add(c);
         s.hosts.insert(
             host,
             HostStatus {
@@ -165,36 +152,32 @@ pub async fn status(frontier: &Frontier) -> frontier::Result<Status> {
 
 /// The status as a text table.
 pub fn render_status(s: &Status) -> String {
+    let row = |name: &str, queued: u64, c: &frontier::Counts, lease: &str| {
+        format!(
+            "{name:<24} {queued:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}  {lease}\n",
+            c.done, c.duplicate, c.redirected, c.failed, c.skipped, c.disallowed
+        )
+    };
     let mut out = format!(
         "{:<24} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}  lease\n",
         "host", "queued", "done", "dup", "redir", "failed", "skipped", "robots"
     );
     for (host, h) in &s.hosts {
-        let c = &h.counts;
-        out.push_str(&format!(
-            "{:<24} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}  {}\n",
+        out.push_str(&row(
             host,
             h.queued,
-            c.done,
-            c.duplicate,
-            c.redirected,
-            c.failed,
-            c.skipped,
-            c.disallowed,
-            h.lease.as_deref().unwrap_or("-")
+            &h.counts,
+            h.lease.as_deref().unwrap_or("-"),
         ));
     }
-    out.push_str(&format!(
-        "{:<24} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}\n",
-        "all", s.queued, s.done, s.duplicate, s.redirected, s.failed, s.skipped, s.disallowed
-    ));
+    out.push_str(&row("all", s.queued, &s.totals, ""));
     out.push_str(&format!(
         "{} settled in {:.0} s ({:.1} URLs/s), {} retries, {:.1} MB fetched\n",
         s.settled(),
         s.elapsed_s,
         s.rate,
-        s.retries,
-        s.bytes as f64 / 1e6
+        s.totals.retries,
+        s.totals.bytes as f64 / 1e6
     ));
     out
 }

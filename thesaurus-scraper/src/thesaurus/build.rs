@@ -153,6 +153,14 @@ async fn scan_all(
     }
 }
 
+async fn save_info(client: &ClusterClient, info: &BuildInfo) -> anyhow::Result<()> {
+    let value = serde_json::to_vec(info)?;
+    client
+        .put(KEYSPACE, INFO_KEY.as_bytes(), &value, Condition::None)
+        .await?;
+    Ok(())
+}
+
 /// Deletes every key of the thesaurus keyspace under `prefix`.
 async fn delete_prefix(client: &ClusterClient, prefix: &str) -> anyhow::Result<()> {
     let mut keys = Vec::new();
@@ -198,6 +206,7 @@ pub async fn build(
     };
     let crawl_done = crate::crawl::status(&crate::crawl::frontier::Frontier::new(client.clone()))
         .await?
+        .totals
         .done;
     let mut info = BuildInfo {
         build,
@@ -205,14 +214,7 @@ pub async fn build(
         crawl_done,
         ..BuildInfo::default()
     };
-    client
-        .put(
-            KEYSPACE,
-            INFO_KEY.as_bytes(),
-            &serde_json::to_vec(&info)?,
-            Condition::None,
-        )
-        .await?;
+    save_info(&client, &info).await?;
 
     // 1. Map.
     let crawl_partitions = client.partitions(crawl_store::KEYSPACE).await?;
@@ -399,14 +401,7 @@ pub async fn build(
     info.finished = true;
     info.built_ms = crate::crawl::now_ms();
     info.seconds = started.elapsed().as_secs_f64();
-    client
-        .put(
-            KEYSPACE,
-            INFO_KEY.as_bytes(),
-            &serde_json::to_vec(&info)?,
-            Condition::None,
-        )
-        .await?;
+    save_info(&client, &info).await?;
     Ok(info)
 }
 
