@@ -24,12 +24,15 @@ fn config(id: NodeId, quiesce: bool) -> Config {
         // Small chunks, so that a snapshot of a few hundred bytes takes many.
         snapshot_chunk_bytes_max: SNAPSHOT_CHUNK,
         snapshot_chunks_inflight_max: SNAPSHOT_WINDOW,
+        snapshot_stale_entries: SNAPSHOT_STALE_ENTRIES,
         ..Config::new(id)
     }
 }
 
 const SNAPSHOT_CHUNK: usize = 10;
 const SNAPSHOT_WINDOW: usize = 4;
+/// A snapshot with more entries than this after it is stale: a follower gets a fresh one.
+const SNAPSHOT_STALE_ENTRIES: u64 = 20;
 
 struct Net {
     nodes: BTreeMap<NodeId, Raft>,
@@ -968,4 +971,118 @@ fn a_follower_that_could_not_keep_a_piece_drops_the_transfer_and_takes_it_again_
     assert_eq!(net.node(3).log().snapshot().index, index, "installed");
     net.heartbeat(1);
     assert_eq!(net.node(3).log().committed(), index);
+}
+
+/// Node 3 was cut off while the leader compacted its log at the index returned (a snapshot of
+/// 95 bytes) and then logged `after` more entries, all committed by nodes 1 and 2; node 3 is
+/// back, and the leader's heartbeat to it is on its way.
+fn snapshot_needed_with_entries_after(after: usize) -> (Net, Index) {
+    let mut net = Net::new(3);
+    net.elect(1);
+    net.set_up(&[1, 2]);
+    for _ in 0..5 {
+        net.propose(1, "x");
+    }
+    net.heartbeat(1);
+    let index = net.node(1).log().committed();
+    net.nodes
+        .get_mut(&1)
+        .unwrap()
+        .compact(index, Bytes::from(vec![7u8; 95]));
+    for _ in 0..after {
+        net.propose(1, "y");
+    }
+    net.heartbeat(1);
+    net.set_up(&[1, 2, 3]);
+    for _ in 0..Config::new(1).heartbeat_ticks {
+        net.tick(1);
+    }
+    (net, index)
+}
+
+fn snapshots_sent(net: &Net, to: NodeId) -> Vec<Index> {
+    let chunks = net.queue.iter().filter(|m| m.to == to);
+    let mut indexes: Vec<Index> = chunks
+        .filter_map(|m| match &m.body {
+            Body::InstallSnapshot { meta, .. } => Some(meta.index),
+            _ => None,
+        })
+        .collect();
+    indexes.dedup();
+    indexes
+}
+
+/// Delivers until node `to` is sent a piece of a snapshot; returns the snapshots' indexes.
+fn deliver_until_snapshot(net: &mut Net, to: NodeId) -> Vec<Index> {
+    net.deliver_until(|net| !snapshots_sent(net, to).is_empty());
+    snapshots_sent(net, to)
+}
+
+/// A follower that needs a snapshot while the leader's latest is followed by a short log gets
+/// that one at once.
+#[test]
+fn a_follower_that_needs_a_snapshot_gets_the_latest_while_the_log_after_it_is_short() {
+    let (mut net, index) = snapshot_needed_with_entries_after(3);
+    assert!(!net.node(1).wants_snapshot());
+    assert_eq!(deliver_until_snapshot(&mut net, 3), vec![index]);
+    net.settle();
+    net.heartbeat(1);
+    assert_eq!(net.node(3).log().committed(), net.node(1).log().committed());
+}
+
+/// With a long log after the latest snapshot, the leader asks its runtime for a fresh one and
+/// sends the follower that, not the stale one and then the long log (or, once the log is
+/// compacted under the transfer, a second snapshot).
+#[test]
+fn a_follower_that_needs_a_snapshot_waits_for_a_fresh_one_while_the_log_after_the_latest_is_long()
+{
+    let (mut net, stale) = snapshot_needed_with_entries_after(25);
+    assert_eq!(
+        deliver_until_snapshot(&mut net, 3),
+        Vec::<Index>::new(),
+        "the stale snapshot is not sent"
+    );
+    assert!(net.node(1).wants_snapshot(), "the leader wants a fresh one");
+    assert!(
+        !net.node(2).wants_snapshot(),
+        "only a leader sends snapshots"
+    );
+    // The runtime builds it: the follower is sent it at once.
+    let fresh = net.node(1).log().committed();
+    assert!(fresh > stale + SNAPSHOT_STALE_ENTRIES);
+    net.nodes
+        .get_mut(&1)
+        .unwrap()
+        .compact(fresh, Bytes::from(vec![8u8; 95]));
+    assert!(!net.node(1).wants_snapshot());
+    assert_eq!(deliver_until_snapshot(&mut net, 3), vec![fresh]);
+    net.settle();
+    assert_eq!(net.node(3).log().snapshot().index, fresh, "installed");
+    net.propose(1, "z");
+    net.heartbeat(1);
+    assert_eq!(net.node(3).log().committed(), net.node(1).log().committed());
+    net.assert_state_machine_safety();
+}
+
+/// A runtime that builds no fresh snapshot holds the follower back only for a bound: then
+/// the stale one goes, and the follower catches up on the log after it.
+#[test]
+fn a_follower_waits_for_a_fresh_snapshot_only_for_a_bound() {
+    let (mut net, stale) = snapshot_needed_with_entries_after(25);
+    assert!(deliver_until_snapshot(&mut net, 3).is_empty());
+    assert!(net.node(1).wants_snapshot());
+    let wait = Config::new(1).snapshot_wait_ticks_max;
+    for _ in 0..wait - 1 {
+        net.tick(1);
+        let sent = net.deliver_until(|net| !snapshots_sent(net, 3).is_empty());
+        assert!(!sent, "still waiting");
+    }
+    net.tick(1);
+    assert_eq!(deliver_until_snapshot(&mut net, 3), vec![stale]);
+    assert!(!net.node(1).wants_snapshot());
+    net.settle();
+    net.heartbeat(1);
+    assert_eq!(net.node(3).log().snapshot().index, stale);
+    assert_eq!(net.node(3).log().committed(), net.node(1).log().committed());
+    net.assert_state_machine_safety();
 }

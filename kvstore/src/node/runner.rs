@@ -952,9 +952,11 @@ impl Group {
     ) {
         let applied = self.machine.applied();
         let bytes_max = usize::try_from(every.1).unwrap_or(usize::MAX);
+        // A follower waiting for a fresh snapshot wants one now, due or not.
+        let wanted = self.raft.wants_snapshot();
         if self.snapshotting
             || self.installing.is_some()
-            || !self.raft.compaction_due(applied, every.0, bytes_max)
+            || !(wanted || self.raft.compaction_due(applied, every.0, bytes_max))
         {
             return;
         }

@@ -60,6 +60,16 @@ pub struct Config {
     /// Most unacknowledged `InstallSnapshot` chunks to one follower: a window, so that a
     /// transfer is not one round trip per chunk.
     pub snapshot_chunks_inflight_max: usize,
+    /// A follower that needs a snapshot while the log after the leader's latest holds more
+    /// than this many entries, or bytes (0: no bound), is not sent that one: it would have to
+    /// catch up on that long log afterwards, and the log would likely be compacted under it
+    /// meanwhile, so that it needed a second snapshot. The leader waits instead for the
+    /// runtime to build a fresh one ([`Raft::wants_snapshot`]) and sends that.
+    pub snapshot_stale_entries: u64,
+    pub snapshot_stale_bytes: usize,
+    /// Most ticks a follower waits for that fresh snapshot before the stale one is sent
+    /// after all (a runtime that cannot build one must not hold the follower back for ever).
+    pub snapshot_wait_ticks_max: u32,
     /// Most reads waiting for a quorum's confirmation at the leader.
     pub pending_reads_max: usize,
     /// Ask "would you vote for me?" before starting a real election.
@@ -96,6 +106,9 @@ impl Config {
             inflight_appends_max: 64,
             snapshot_chunk_bytes_max: 1024 * 1024,
             snapshot_chunks_inflight_max: 8,
+            snapshot_stale_entries: 0,
+            snapshot_stale_bytes: 0,
+            snapshot_wait_ticks_max: 100,
             pending_reads_max: 4096,
             pre_vote: true,
             check_quorum: true,
@@ -498,6 +511,7 @@ impl Raft {
 
     fn tick_leader(&mut self) {
         self.heartbeat_elapsed += 1;
+        self.tick_snapshot_waits();
         if self.election_elapsed >= self.cfg.election_ticks_min {
             self.election_elapsed = 0;
             if self.cfg.check_quorum && !self.quorum_recently_active() {
@@ -777,6 +791,16 @@ impl Raft {
         };
         let first = self.configs.partition_point(|(i, _)| *i <= index);
         self.configs.drain(..first - 1);
+        if self.role == Role::Leader {
+            // The fresh snapshot the waiting followers wanted.
+            let waiting: Vec<NodeId> = (self.progress.iter())
+                .filter(|(_, p)| p.awaits_snapshot())
+                .map(|(&id, _)| id)
+                .collect();
+            for to in waiting {
+                self.send_snapshot(to);
+            }
+        }
     }
 
     fn membership_at(&self, index: Index) -> Membership {
@@ -1251,7 +1275,8 @@ impl Raft {
         p.recent_active = true;
         match result {
             AppendResult::Accepted { match_index } => {
-                if matches!(p.state, State::Snapshot { .. }) && match_index >= p.match_index {
+                let snapshot = matches!(p.state, State::Snapshot { .. } | State::AwaitSnapshot { .. });
+                if snapshot && match_index >= p.match_index {
                     p.state = State::Probe { waiting: false };
                 }
                 let moved = p.acknowledge(match_index);
@@ -1272,7 +1297,7 @@ impl Raft {
             } => {
                 // A late answer to an append that later ones superseded changes nothing.
                 let stale = prev_index <= p.match_index
-                    || matches!(p.state, State::Snapshot { .. })
+                    || matches!(p.state, State::Snapshot { .. } | State::AwaitSnapshot { .. })
                     || matches!(p.state, State::Probe { .. }) && prev_index + 1 != p.next_index;
                 if stale {
                     return;
@@ -1479,7 +1504,26 @@ impl Raft {
 
     // ----- Snapshots ----------------------------------------------------------------------
 
+    /// Follower `to` needs a snapshot: the latest, or a fresh one if that is stale.
     fn start_snapshot(&mut self, to: NodeId) {
+        if self.snapshot_stale() {
+            let p = self.progress.get_mut(&to).expect("a member");
+            if !p.awaits_snapshot() {
+                tracing::debug!(
+                    id = self.cfg.id,
+                    to,
+                    index = self.snapshot.meta.index,
+                    "follower needs a snapshot; the latest is stale: waiting for a fresh one"
+                );
+                p.await_snapshot();
+            }
+            return;
+        }
+        self.send_snapshot(to);
+    }
+
+    /// Starts sending follower `to` the latest snapshot.
+    fn send_snapshot(&mut self, to: NodeId) {
         let snapshot = self.snapshot.clone();
         let p = self.progress.get_mut(&to).expect("a member");
         tracing::debug!(
@@ -1561,11 +1605,53 @@ impl Raft {
             1
         };
         // Only the applied entries count: compacting cannot drop the others.
-        let unapplied: usize = self.log.entries_from(applied + 1).map(Entry::size).sum();
-        let applied_bytes = self.log.bytes().saturating_sub(unapplied);
+        let applied_bytes = self.applied_bytes(applied);
         past > 0
             && (past >= every.saturating_mul(hold)
                 || applied_bytes >= bytes_max.saturating_mul(hold as usize))
+    }
+
+    /// Whether this leader waits for a fresh snapshot to send a follower: the runtime should
+    /// build one now (and hand it over with [`Raft::compact`]), due for compaction or not.
+    pub fn wants_snapshot(&self) -> bool {
+        self.role == Role::Leader && self.progress.values().any(Progress::awaits_snapshot)
+    }
+
+    /// Whether the latest snapshot is followed by so long a log that a follower needing a
+    /// snapshot is better sent a fresh one (see `Config::snapshot_stale_entries`).
+    /// Only applied entries count, as for compaction: a fresh snapshot can cover no others (a
+    /// leader with a long tail it cannot commit must not ask for snapshot after snapshot).
+    fn snapshot_stale(&self) -> bool {
+        let applied = self.log.applied();
+        let after = applied.saturating_sub(self.snapshot.meta.index);
+        let (entries, bytes) = (self.cfg.snapshot_stale_entries, self.cfg.snapshot_stale_bytes);
+        (entries > 0 && after > entries)
+            || (bytes > 0 && self.applied_bytes(applied) > bytes)
+    }
+
+    /// Bytes of the log's entries up to `applied`.
+    fn applied_bytes(&self, applied: Index) -> usize {
+        let unapplied: usize = self.log.entries_from(applied + 1).map(Entry::size).sum();
+        self.log.bytes().saturating_sub(unapplied)
+    }
+
+    /// Counts a tick for every follower waiting for a fresh snapshot; those that have waited
+    /// `snapshot_wait_ticks_max` are sent the latest after all.
+    fn tick_snapshot_waits(&mut self) {
+        let max = self.cfg.snapshot_wait_ticks_max;
+        let mut done = Vec::new();
+        for (&id, p) in self.progress.iter_mut() {
+            if let State::AwaitSnapshot { ticks } = &mut p.state {
+                *ticks += 1;
+                if *ticks >= max {
+                    done.push(id);
+                }
+            }
+        }
+        for to in done {
+            tracing::debug!(id = self.cfg.id, to, "no fresh snapshot came: sending the latest");
+            self.send_snapshot(to);
+        }
     }
 
     /// Whether this leader is sending a snapshot to a follower. The runtime holds back

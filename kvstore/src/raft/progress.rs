@@ -38,6 +38,12 @@ pub enum State {
         /// Ticks since a chunk was last sent (resent when it is lost).
         idle_ticks: u32,
     },
+    /// The follower needs a snapshot, and the leader's latest is stale (a long log follows
+    /// it): it waits for the runtime to build a fresh one (`Config::snapshot_stale_entries`).
+    AwaitSnapshot {
+        /// Ticks waited: after `Config::snapshot_wait_ticks_max`, the stale one goes.
+        ticks: u32,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -67,7 +73,7 @@ impl Progress {
         match &self.state {
             State::Probe { waiting } => *waiting,
             State::Replicate { inflight } => inflight.len() >= inflight_appends_max,
-            State::Snapshot { .. } => true,
+            State::Snapshot { .. } | State::AwaitSnapshot { .. } => true,
         }
     }
 
@@ -91,7 +97,7 @@ impl Progress {
                     inflight.pop_front();
                 }
             }
-            State::Snapshot { .. } => {}
+            State::Snapshot { .. } | State::AwaitSnapshot { .. } => {}
         }
         moved
     }
@@ -106,7 +112,7 @@ impl Progress {
                     inflight.push_back(last);
                 }
             }
-            State::Snapshot { .. } => {}
+            State::Snapshot { .. } | State::AwaitSnapshot { .. } => {}
         }
     }
 
@@ -115,6 +121,18 @@ impl Progress {
     pub fn back_off(&mut self, next: Index) {
         self.next_index = next.max(self.match_index + 1);
         self.state = State::Probe { waiting: false };
+    }
+
+    /// Waits for a fresh snapshot to send (unless it already does).
+    pub fn await_snapshot(&mut self) {
+        if !matches!(self.state, State::AwaitSnapshot { .. }) {
+            self.state = State::AwaitSnapshot { ticks: 0 };
+        }
+    }
+
+    /// Whether it waits for a fresh snapshot.
+    pub fn awaits_snapshot(&self) -> bool {
+        matches!(self.state, State::AwaitSnapshot { .. })
     }
 
     /// Starts sending `snapshot`.
@@ -136,7 +154,7 @@ impl Progress {
             State::Replicate { inflight } => {
                 inflight.pop_front();
             }
-            State::Snapshot { .. } => {}
+            State::Snapshot { .. } | State::AwaitSnapshot { .. } => {}
         }
     }
 }

@@ -804,7 +804,8 @@ impl Sim {
             if let Some(after) = self.opts.compact_after {
                 let n = &mut self.nodes[i];
                 let raft = n.raft.as_mut().expect("running");
-                if raft.compaction_due(n.machine.applied, after, usize::MAX) {
+                let due = raft.compaction_due(n.machine.applied, after, usize::MAX);
+                if due || raft.wants_snapshot() {
                     let data = n.machine.encode();
                     raft.compact(n.machine.applied, data.clone());
                     n.disk.snapshot = raft.log().snapshot().clone();
@@ -1062,6 +1063,9 @@ fn node_config(id: NodeId, opts: &SimOptions) -> Config {
         append_entries_max: 16,
         inflight_appends_max: 8,
         snapshot_chunk_bytes_max: 24,
+        // Half the way to the next compaction, a snapshot is stale: sometimes a follower gets
+        // the latest, sometimes a fresh one.
+        snapshot_stale_entries: opts.compact_after.map_or(0, |after| after / 2),
         ..Config::new(id)
     }
 }
