@@ -75,11 +75,14 @@ APP_PIDS+=("$!")
 [ -s "$DATA/log-token" ] || od -An -tx1 -N16 /dev/urandom | tr -d ' \n' >"$DATA/log-token"
 LOG_INGEST_TOKEN=$(cat "$DATA/log-token")
 export LOG_INGEST_TOKEN
+# Each keeps its index on disk: a restart reads it back and catches up from the journal.
 "$L" serve --store "$STORE" --name aggregator-1 --http 127.0.0.1:8390 \
-  --syslog-tcp 127.0.0.1:5514 --syslog-udp 127.0.0.1:5514 2>>"$LOGS/aggregator-1.log" &
+  --syslog-tcp 127.0.0.1:5514 --syslog-udp 127.0.0.1:5514 \
+  --index-dir "$DATA/aggregator-1-index" 2>>"$LOGS/aggregator-1.log" &
 APP_PIDS+=("$!")
 "$L" serve --store "$STORE" --name aggregator-2 --http 127.0.0.1:8392 \
-  --syslog-tcp 127.0.0.1:5516 --syslog-udp 127.0.0.1:5516 2>>"$LOGS/aggregator-2.log" &
+  --syslog-tcp 127.0.0.1:5516 --syslog-udp 127.0.0.1:5516 \
+  --index-dir "$DATA/aggregator-2-index" 2>>"$LOGS/aggregator-2.log" &
 APP_PIDS+=("$!")
 "$L" generate --out "$LOGS/shop.log" --rate 20 &
 APP_PIDS+=("$!")

@@ -1034,8 +1034,7 @@ fn a_follower_that_needs_a_snapshot_gets_the_latest_while_the_log_after_it_is_sh
 /// sends the follower that, not the stale one and then the long log (or, once the log is
 /// compacted under the transfer, a second snapshot).
 #[test]
-fn a_follower_that_needs_a_snapshot_waits_for_a_fresh_one_while_the_log_after_the_latest_is_long()
-{
+fn a_follower_that_needs_a_snapshot_waits_for_a_fresh_one_while_the_log_after_the_latest_is_long() {
     let (mut net, stale) = snapshot_needed_with_entries_after(25);
     assert_eq!(
         deliver_until_snapshot(&mut net, 3),

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::index::Indexes;
-use crate::layout::{self, BUCKET_MS, JOURNAL_MINUTE_MS, JOURNAL_SHARDS};
+use crate::layout::{self, JOURNAL_MINUTE_MS, JOURNAL_SHARDS};
 use crate::record::Record;
 use crate::store::{LogStore, StoreError};
 
@@ -52,17 +52,22 @@ impl Feed {
         }
     }
 
-    /// Indexes every record of the buckets from `first` to `last` (bucket starts, inclusive)
-    /// from the store; `on_bucket` hears of each bucket done. Returns what it indexed.
+    /// Where the journal has been read to: every entry that arrived before it, and was
+    /// written by then, is indexed (what [`Indexes::save_checkpoint`] records once committed).
+    /// A feed started from a checkpoint begins there.
+    pub fn position(&self) -> i64 {
+        self.from_ms
+    }
+
+    /// Indexes every record of `buckets` (bucket starts) from the store; `on_bucket` hears
+    /// of each bucket done. Returns what it indexed.
     pub async fn rebuild(
         &self,
-        first: i64,
-        last: i64,
+        buckets: &[i64],
         mut on_bucket: impl FnMut(i64, usize),
     ) -> Result<Fed, StoreError> {
         let mut fed = Fed::default();
-        let mut bucket = layout::bucket_of(first);
-        while bucket <= last {
+        for &bucket in buckets {
             let mut lines = 0;
             for stream in self.store.streams(bucket).await? {
                 let records = self.store.bucket_records(&stream, bucket).await?;
@@ -78,7 +83,6 @@ impl Feed {
                 fed.duplicates += added.duplicates;
             }
             on_bucket(bucket, lines);
-            bucket += BUCKET_MS;
         }
         Ok(fed)
     }

@@ -1,7 +1,21 @@
-//! The search index of an aggregator: one tantivy index per time bucket, in memory, over
-//! every record the store holds in it, deduplicated by record id. It is a cache of the store:
-//! lost with its process, rebuilt from the store at start-up, kept current by the journal
-//! ([`crate::feed`]).
+//! The search index of an aggregator: one tantivy index per time bucket over every record
+//! the store holds in it, deduplicated by record id. It is a cache of the store, kept current
+//! by the journal ([`crate::feed`]). In memory ([`Indexes::default`]) it is lost with its
+//! process and rebuilt from the store at start-up; on disk ([`Indexes::open`], `serve
+//! --index-dir`) it survives a restart:
+//!
+//! ```text
+//! DIR/LOCK                 held (flock) by the aggregator using the directory
+//! DIR/checkpoint           "<ms>\n": every journal entry that arrived before it is committed here
+//! DIR/<bucket start ms>/   one tantivy index (MmapDirectory) per bucket
+//! ```
+//!
+//! A bucket's commit carries, as tantivy's commit payload, the bytes of each stream in it
+//! (for per-stream size limits), so they are durable with the documents they count. At open,
+//! each bucket's dedup ids are read back from the `id` fast field and the label values from
+//! the `label` terms. A bucket that does not open (a torn directory, another schema) is
+//! deleted and reported, for the caller to rebuild from the store; so is one whose directory
+//! is missing, since nothing here says it existed (see `server::run`).
 //!
 //! Each document indexes the message (words, with positions for phrases), the stream's
 //! service and host, the level, the user labels (as `name=value` terms) and the time and id
@@ -14,7 +28,9 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashSet};
+use std::io::Write as _;
 use std::ops::Bound;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
 use tantivy::collector::{Collector, SegmentCollector};
@@ -48,6 +64,20 @@ pub enum IndexError {
     Tantivy(#[from] tantivy::TantivyError),
     #[error("a stored record is not valid: {0}")]
     BadRecord(String),
+    #[error("the index directory {path}: {error}")]
+    Dir {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("the index directory {0} is in use by another aggregator")]
+    Locked(PathBuf),
+}
+
+fn dir_error(path: &Path) -> impl FnOnce(std::io::Error) -> IndexError + '_ {
+    move |error| IndexError::Dir {
+        path: path.to_path_buf(),
+        error,
+    }
 }
 
 pub type Result<T, E = IndexError> = std::result::Result<T, E>;
@@ -82,6 +112,8 @@ fn schema() -> (Schema, Fields) {
 }
 
 struct Bucket {
+    /// Its directory, for an index on disk.
+    dir: Option<PathBuf>,
     index: tantivy::Index,
     reader: IndexReader,
     writer: Mutex<Option<IndexWriter>>,
@@ -99,8 +131,23 @@ pub struct Added {
     pub duplicates: usize,
 }
 
+/// What [`Indexes::open`] found on disk.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Opened {
+    /// Buckets opened, and the lines in them.
+    pub buckets: usize,
+    pub lines: u64,
+    /// Buckets whose directory did not open (torn, or of another schema): deleted, to be
+    /// rebuilt from the store.
+    pub broken: Vec<i64>,
+    /// The journal position it holds everything before ([`Indexes::save_checkpoint`]).
+    pub checkpoint: Option<i64>,
+}
+
 /// Every bucket's index.
 pub struct Indexes {
+    /// Where the buckets' indexes live (`None`: in memory), and the lock held on it.
+    dir: Option<(PathBuf, std::fs::File)>,
     schema: Schema,
     fields: Fields,
     buckets: RwLock<BTreeMap<i64, Arc<Bucket>>>,
@@ -116,6 +163,7 @@ impl Default for Indexes {
     fn default() -> Self {
         let (schema, fields) = schema();
         Indexes {
+            dir: None,
             schema,
             fields,
             buckets: RwLock::new(BTreeMap::new()),
@@ -143,20 +191,104 @@ impl Indexes {
         if let Some(b) = buckets.get(&start) {
             return Ok(b.clone());
         }
-        let index = tantivy::Index::create_in_ram(self.schema.clone());
-        let reader = index
-            .reader_builder()
-            .reload_policy(tantivy::ReloadPolicy::Manual)
-            .try_into()?;
-        let b = Arc::new(Bucket {
-            index,
-            reader,
-            writer: Mutex::new(None),
-            ids: Mutex::new(HashSet::new()),
-            dirty: std::sync::atomic::AtomicBool::new(false),
-        });
+        let (index, dir) = match &self.dir {
+            None => (tantivy::Index::create_in_ram(self.schema.clone()), None),
+            Some((root, _)) => {
+                let dir = bucket_dir(root, start);
+                std::fs::create_dir_all(&dir).map_err(dir_error(&dir))?;
+                let index = tantivy::Index::create_in_dir(&dir, self.schema.clone())?;
+                (index, Some(dir))
+            }
+        };
+        let b = Arc::new(Bucket::new(dir, index, HashSet::new())?);
         buckets.insert(start, b.clone());
         Ok(b)
+    }
+
+    /// Opens the index kept in `dir` (creating the directory if need be), which no other
+    /// aggregator may be using. What it found says which buckets the caller must rebuild.
+    pub fn open(dir: &Path) -> Result<(Indexes, Opened)> {
+        std::fs::create_dir_all(dir).map_err(dir_error(dir))?;
+        let lock_path = dir.join("LOCK");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(dir_error(&lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(IndexError::Locked(dir.to_path_buf()))
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(dir_error(&lock_path)(e)),
+        }
+        let mut indexes = Indexes {
+            dir: Some((dir.to_path_buf(), lock)),
+            ..Indexes::default()
+        };
+        let mut opened = Opened {
+            checkpoint: read_checkpoint(dir),
+            ..Opened::default()
+        };
+        let mut starts: Vec<i64> = std::fs::read_dir(dir)
+            .map_err(dir_error(dir))?
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect();
+        starts.sort_unstable();
+        let buckets = indexes.buckets.get_mut().expect("buckets");
+        for start in starts {
+            let path = bucket_dir(dir, start);
+            match open_bucket(&path, &indexes.schema, indexes.fields) {
+                Ok((bucket, streams, labels)) => {
+                    opened.buckets += 1;
+                    opened.lines += bucket.reader.searcher().num_docs();
+                    let sizes = indexes.stream_bytes.get_mut().expect("stream bytes");
+                    for (stream, bytes) in streams {
+                        sizes.insert((stream, start), bytes);
+                    }
+                    let values = indexes.label_values.get_mut().expect("label values");
+                    for (name, value) in labels {
+                        let v = values.entry(name).or_default();
+                        if v.len() < LABEL_VALUES_MAX {
+                            v.insert(value);
+                        }
+                    }
+                    buckets.insert(start, Arc::new(bucket));
+                }
+                Err(error) => {
+                    tracing::warn!(bucket = start, dir = %path.display(), %error,
+                        "a bucket's index does not open; deleting it, to be rebuilt from the store");
+                    std::fs::remove_dir_all(&path).map_err(dir_error(&path))?;
+                    opened.broken.push(start);
+                }
+            }
+        }
+        Ok((indexes, opened))
+    }
+
+    /// Records that every journal entry that arrived before `ms` is committed in this index
+    /// (written to a new file, synced, and renamed over the old: never torn). In memory, a
+    /// no-op.
+    pub fn save_checkpoint(&self, ms: i64) -> Result<()> {
+        let Some((dir, _)) = &self.dir else {
+            return Ok(());
+        };
+        let path = dir.join("checkpoint");
+        let next = dir.join("checkpoint.next");
+        let write = || -> std::io::Result<()> {
+            let mut f = std::fs::File::create(&next)?;
+            writeln!(f, "{ms}")?;
+            f.sync_all()?;
+            std::fs::rename(&next, &path)?;
+            std::fs::File::open(dir)?.sync_all()
+        };
+        write().map_err(dir_error(&path))
+    }
+
+    /// Whether the index is kept on disk.
+    pub fn on_disk(&self) -> bool {
+        self.dir.is_some()
     }
 
     /// Indexes the records not indexed yet, telling `on_new` of each; searchable after the
@@ -250,14 +382,14 @@ impl Indexes {
             let mut writer = b.writer.lock().expect("writer");
             if dirty {
                 if let Some(w) = writer.as_mut() {
-                    w.commit()?;
+                    self.commit_bucket(start, w)?;
                 }
                 b.reader.reload()?;
             }
             if start < open_from {
                 if let Some(mut w) = writer.take() {
                     // What was added after the flag was taken goes in before it closes.
-                    w.commit()?;
+                    self.commit_bucket(start, &mut w)?;
                     b.reader.reload()?;
                     w.wait_merging_threads()?;
                 }
@@ -266,11 +398,37 @@ impl Indexes {
         Ok(())
     }
 
-    /// Forgets every bucket that starts before `start` (retention).
+    /// Commits a bucket's writer (whose lock the caller holds, so the sizes match the
+    /// documents), with the bytes of each stream in it as the commit's payload.
+    fn commit_bucket(&self, start: i64, writer: &mut IndexWriter) -> Result<()> {
+        let sizes = self.stream_bytes.lock().expect("stream bytes");
+        let mut streams: Vec<(&str, &str, u64)> = Vec::new();
+        for ((stream, bucket), bytes) in sizes.iter() {
+            if *bucket == start {
+                streams.push((&stream.service, &stream.host, *bytes));
+            }
+        }
+        let payload = serde_json::json!({ "streams": streams }).to_string();
+        drop(sizes);
+        let mut commit = writer.prepare_commit()?;
+        commit.set_payload(&payload);
+        commit.commit()?;
+        Ok(())
+    }
+
+    /// Forgets every bucket that starts before `start` (retention), and deletes its files.
     pub fn drop_before(&self, start: i64) -> usize {
         let mut buckets = self.buckets.write().expect("buckets");
         let keep = buckets.split_off(&start);
         let dropped = buckets.len();
+        for b in buckets.values() {
+            if let Some(dir) = &b.dir {
+                // (A search still holding it keeps its mapped files until it ends.)
+                if let Err(error) = std::fs::remove_dir_all(dir) {
+                    tracing::warn!(dir = %dir.display(), %error, "could not delete a bucket's index");
+                }
+            }
+        }
         *buckets = keep;
         self.stream_bytes
             .lock()
@@ -322,17 +480,17 @@ impl Indexes {
         }
         let w = writer.as_mut().expect("opened");
         w.delete_query(Box::new(query))?;
-        w.commit()?;
+        self.stream_bytes
+            .lock()
+            .expect("stream bytes")
+            .remove(&(stream.clone(), bucket));
+        self.commit_bucket(bucket, w)?;
         b.reader.reload()?;
         if opened {
             if let Some(w) = writer.take() {
                 w.wait_merging_threads()?;
             }
         }
-        self.stream_bytes
-            .lock()
-            .expect("stream bytes")
-            .remove(&(stream.clone(), bucket));
         Ok(())
     }
 
@@ -481,6 +639,84 @@ impl Indexes {
             counts,
         ))
     }
+}
+
+impl Bucket {
+    fn new(dir: Option<PathBuf>, index: tantivy::Index, ids: HashSet<u64>) -> Result<Bucket> {
+        let reader = index
+            .reader_builder()
+            .reload_policy(tantivy::ReloadPolicy::Manual)
+            .try_into()?;
+        Ok(Bucket {
+            dir,
+            index,
+            reader,
+            writer: Mutex::new(None),
+            ids: Mutex::new(ids),
+            dirty: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+}
+
+fn bucket_dir(root: &Path, start: i64) -> PathBuf {
+    root.join(start.to_string())
+}
+
+/// The checkpoint in `dir`, if one was saved and reads as one.
+fn read_checkpoint(dir: &Path) -> Option<i64> {
+    std::fs::read_to_string(dir.join("checkpoint"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// A bucket's index opened from its directory: the bucket with its dedup ids, the bytes of
+/// each stream (its last commit's payload), and the label values indexed.
+type OpenedBucket = (Bucket, Vec<(Stream, u64)>, Vec<(String, String)>);
+
+fn open_bucket(path: &Path, schema: &Schema, f: Fields) -> Result<OpenedBucket> {
+    let index = tantivy::Index::open_in_dir(path)?;
+    if index.schema() != *schema {
+        return Err(IndexError::BadRecord(
+            "the index was made with another schema".into(),
+        ));
+    }
+    let payload = index.load_metas()?.payload.unwrap_or_default();
+    let mut streams = Vec::new();
+    if !payload.is_empty() {
+        let value: serde_json::Value = serde_json::from_str(&payload)
+            .map_err(|e| IndexError::BadRecord(format!("the commit's payload: {e}")))?;
+        for s in value["streams"].as_array().into_iter().flatten() {
+            if let (Some(service), Some(host), Some(bytes)) =
+                (s[0].as_str(), s[1].as_str(), s[2].as_u64())
+            {
+                let (service, host) = (service.to_string(), host.to_string());
+                streams.push((Stream { service, host }, bytes));
+            }
+        }
+    }
+    let bucket = Bucket::new(Some(path.to_path_buf()), index, HashSet::new())?;
+    let searcher = bucket.reader.searcher();
+    let mut ids = HashSet::new();
+    let mut labels = Vec::new();
+    for segment in searcher.segment_readers() {
+        let column = segment.fast_fields().u64("id")?;
+        ids.extend(segment.doc_ids_alive().filter_map(|doc| column.first(doc)));
+        let terms = segment.inverted_index(f.label)?;
+        let mut stream = terms.terms().stream().map_err(dir_error(path))?;
+        while stream.advance() {
+            if let Some((name, value)) = std::str::from_utf8(stream.key())
+                .ok()
+                .and_then(|t| t.split_once('='))
+            {
+                labels.push((name.to_string(), value.to_string()));
+            }
+        }
+    }
+    drop(searcher);
+    *bucket.ids.lock().expect("ids") = ids;
+    Ok((bucket, streams, labels))
 }
 
 /// A query for the documents whose `field` holds the term `text` exactly.
@@ -986,5 +1222,100 @@ mod tests {
         );
         assert_eq!(ix.drop_before(T0 + BUCKET_MS), 1);
         assert_eq!(ix.search(&query(&[]), None).unwrap().0.total, 200);
+    }
+
+    // ----- On disk ----------------------------------------------------------------------
+
+    fn on_disk(dir: &Path, records: &[Record]) -> Indexes {
+        let (ix, opened) = Indexes::open(dir).unwrap();
+        assert_eq!(opened, Opened::default(), "a new directory holds nothing");
+        ix.add(records, |_| {}).unwrap();
+        ix.commit(T0).unwrap();
+        ix
+    }
+
+    #[test]
+    fn an_index_on_disk_opens_again_with_its_lines_ids_sizes_and_checkpoint() {
+        let tmp = tempfile::tempdir().unwrap();
+        let records = sample();
+        let ix = on_disk(tmp.path(), &records);
+        ix.save_checkpoint(T0 + 42).unwrap();
+        let (answer, _) = ix.search(&query(&[("q", "timed out")]), None).unwrap();
+        let limits = ix.over_limit(1);
+        drop(ix);
+
+        let (ix, opened) = Indexes::open(tmp.path()).unwrap();
+        assert_eq!(opened.buckets, 3);
+        assert_eq!(opened.lines, 300);
+        assert!(opened.broken.is_empty());
+        assert_eq!(opened.checkpoint, Some(T0 + 42));
+        let (again, _) = ix.search(&query(&[("q", "timed out")]), None).unwrap();
+        assert_eq!(again.total, answer.total);
+        assert_eq!(again.lines.len(), answer.lines.len());
+        assert_eq!(ix.over_limit(1), limits, "the streams' sizes came back");
+        let label = ix.search(&query(&[("label", "env:prod")]), None).unwrap().0;
+        assert_eq!(label.total, 150, "labels are searchable");
+        let added = ix.add(&records, |_| {}).unwrap();
+        assert_eq!(
+            added,
+            Added {
+                new: 0,
+                duplicates: 300
+            },
+            "the dedup ids came back"
+        );
+    }
+
+    #[test]
+    fn lines_added_but_not_committed_are_not_there_after_a_crash_and_can_be_added_again() {
+        let tmp = tempfile::tempdir().unwrap();
+        let records = sample();
+        let ix = on_disk(tmp.path(), &records[..100]);
+        ix.add(&records[100..], |_| {}).unwrap(); // no commit: the process dies
+        drop(ix);
+        let (ix, opened) = Indexes::open(tmp.path()).unwrap();
+        assert_eq!(opened.lines, 100);
+        let added = ix.add(&records, |_| {}).unwrap();
+        assert_eq!((added.new, added.duplicates), (200, 100));
+        ix.commit(T0).unwrap();
+        let all = ix.search(&query(&[]), None).unwrap().0;
+        assert_eq!(all.total, 300);
+    }
+
+    #[test]
+    fn a_second_aggregator_cannot_use_the_same_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let _first = Indexes::open(tmp.path()).unwrap();
+        match Indexes::open(tmp.path()) {
+            Err(IndexError::Locked(dir)) => assert_eq!(dir, tmp.path()),
+            Err(other) => panic!("another error: {other}"),
+            Ok(_) => panic!("opened twice"),
+        }
+    }
+
+    #[test]
+    fn a_bucket_that_does_not_open_is_deleted_and_reported_the_others_open() {
+        let tmp = tempfile::tempdir().unwrap();
+        drop(on_disk(tmp.path(), &sample()));
+        let torn = tmp.path().join((T0 + BUCKET_MS).to_string());
+        std::fs::write(torn.join("meta.json"), b"{ torn").unwrap();
+        let (ix, opened) = Indexes::open(tmp.path()).unwrap();
+        assert_eq!(opened.broken, vec![T0 + BUCKET_MS]);
+        assert_eq!(opened.buckets, 2);
+        assert!(!torn.exists(), "deleted, to be rebuilt");
+        assert!(!ix.has(T0 + BUCKET_MS));
+        assert!(ix.has(T0) && ix.has(T0 + 2 * BUCKET_MS));
+    }
+
+    #[test]
+    fn retention_deletes_a_bucket_s_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ix = on_disk(tmp.path(), &sample());
+        assert_eq!(ix.drop_before(T0 + BUCKET_MS), 1);
+        assert!(!tmp.path().join(T0.to_string()).exists());
+        drop(ix);
+        let (_, opened) = Indexes::open(tmp.path()).unwrap();
+        assert_eq!(opened.buckets, 2);
+        assert_eq!(opened.lines, 200);
     }
 }

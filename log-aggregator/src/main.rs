@@ -56,6 +56,11 @@ enum Command {
         /// buckets are deleted (its newest is always kept).
         #[arg(long)]
         stream_bytes_max: Option<u64>,
+        /// Keep the search index in this directory, so that a restart reads it back and
+        /// catches up from the store's journal instead of indexing every line again (one
+        /// directory per aggregator; without it, the index is in memory).
+        #[arg(long)]
+        index_dir: Option<std::path::PathBuf>,
     },
     /// Runs the agent of one machine: follows files, takes syslog and NDJSON, buffers on
     /// disk, ships to the aggregators.
@@ -138,6 +143,7 @@ fn main() -> anyhow::Result<()> {
             pushes_in_flight,
             retention_every,
             stream_bytes_max,
+            index_dir,
         } => {
             init_logging();
             anyhow::ensure!(!store.is_empty(), "--store needs at least one address");
@@ -154,6 +160,7 @@ fn main() -> anyhow::Result<()> {
                 pushes_in_flight,
                 retention_every_ms: retention_every,
                 stream_bytes_max,
+                index_dir,
             };
             tokio::runtime::Runtime::new()?.block_on(log_aggregator::server::run::serve(
                 config,

@@ -579,3 +579,109 @@ fn retention_deletes_old_lines_and_a_stream_over_its_size_limit_loses_its_oldest
     let ancient = now - 2 * 3_600_000;
     assert_eq!(held(ancient - ancient % 600_000), BTreeMap::new());
 }
+
+/// The `from_store=` and `from_journal=` counts of the last "index up to date" line of a
+/// log: where a start took its lines from.
+fn caught_up(log: &str) -> (u64, u64) {
+    let line = log
+        .lines()
+        .rfind(|l| l.contains("index up to date"))
+        .unwrap_or_else(|| panic!("no start in the log:\n{log}"));
+    let field = |name: &str| -> u64 {
+        let at = line.find(&format!("{name}=")).expect(name) + name.len() + 1;
+        line[at..]
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    (field("from_store"), field("from_journal"))
+}
+
+#[test]
+fn an_index_on_disk_survives_a_crash_and_catches_up_on_what_others_took_meanwhile() {
+    let cluster = start_store("logs-index-dir");
+    let dir = TempDir::new("logs-index-dir-aggregators");
+    let store = cluster.client_addresses();
+    let index = dir.path.join("index-a");
+    let index_arg = index.display().to_string();
+    let mut a = Aggregator::start(&store, &dir.path, &["--index-dir", &index_arg]);
+    let b = Aggregator::start(&store, &dir.path, &[]);
+    assert!(a.wait_ready(Duration::from_secs(60)), "{}", a.log());
+    assert!(b.wait_ready(Duration::from_secs(60)), "{}", b.log());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    // Three whole buckets in the past, so that nothing lands in a bucket A has no index of.
+    let first = now - now % 600_000 - 3 * 600_000;
+    let push = |agg: &Aggregator, tag: &str, n: i64| {
+        let mut body = String::new();
+        for i in 0..n {
+            let ts = first + (i * 1_800_000 / n);
+            body.push_str(&format!(
+                "{{\"ts\":{ts},\"service\":\"api\",\"msg\":\"{tag} line {i:05}\"}}\n"
+            ));
+        }
+        let (status, out) = agg.post("/api/v1/push", body.as_bytes(), &[]);
+        assert_eq!(status, 200, "{out}");
+    };
+    let all = [("from", "now-1h"), ("limit", "1")];
+    push(&a, "before", 2_000);
+    wait_total(&a, &all, 2_000);
+    let (from_store, _) = caught_up(&a.log());
+    assert_eq!(from_store, 0, "a new index starts empty");
+    // Searchable means committed; the checkpoint is saved with the commit. A crash.
+    std::thread::sleep(Duration::from_millis(500));
+    a.kill();
+
+    // Meanwhile B takes more, in the same buckets.
+    push(&b, "meanwhile", 500);
+    wait_total(&b, &all, 2_500);
+
+    // A opens its index, reads only the journal since its checkpoint, and answers in full
+    // as soon as it is ready.
+    a.restart();
+    assert!(a.wait_ready(Duration::from_secs(60)), "{}", a.log());
+    let answer = query(&a, &all);
+    assert_eq!(answer["total"], 2_500, "{answer}\n{}", a.log());
+    let (from_store, from_journal) = caught_up(&a.log());
+    assert_eq!(
+        from_store,
+        0,
+        "nothing read again from the store\n{}",
+        a.log()
+    );
+    assert_eq!(from_journal, 500, "{}", a.log());
+    let meanwhile = query(&a, &[("from", "now-1h"), ("q", "meanwhile")]);
+    assert_eq!(meanwhile["total"], 500);
+
+    // A torn bucket (its index's metadata cut short) is deleted at start and read again from
+    // the store: nothing is lost, and only that bucket is read.
+    assert!(a
+        .terminate(Duration::from_secs(20))
+        .is_some_and(|s| s.success()));
+    let torn = std::fs::read_dir(&index)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .find(|e| e.file_name().to_string_lossy().parse::<i64>().is_ok())
+        .expect("a bucket's directory")
+        .path();
+    std::fs::write(torn.join("meta.json"), b"{ torn").unwrap();
+    a.restart();
+    assert!(a.wait_ready(Duration::from_secs(60)), "{}", a.log());
+    assert_eq!(query(&a, &all)["total"], 2_500, "{}", a.log());
+    let (from_store, _) = caught_up(&a.log());
+    assert!(
+        (500..=1_250).contains(&from_store),
+        "one bucket of three read again: {from_store}\n{}",
+        a.log()
+    );
+    // A second aggregator cannot use the same directory.
+    let c = Aggregator::start(&store, &dir.path, &["--index-dir", &index_arg]);
+    let refused = wait_until(Duration::from_secs(30), || {
+        c.log().contains("in use by another")
+    });
+    assert!(refused, "{}", c.log());
+}

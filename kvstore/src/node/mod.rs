@@ -1309,7 +1309,9 @@ pub fn raft_config(config: &NodeConfig) -> raft::Config {
         // next compaction: it then catches up on a short log, and the compaction that would
         // otherwise come during its transfer (and make it need a second) has just happened.
         snapshot_stale_entries: (config.compact_entries / 4).max(1),
-        snapshot_stale_bytes: usize::try_from(config.compact_bytes / 4).unwrap_or(usize::MAX).max(1),
+        snapshot_stale_bytes: usize::try_from(config.compact_bytes / 4)
+            .unwrap_or(usize::MAX)
+            .max(1),
         quiesce: config.quiesce,
         ..raft::Config::new(config.id)
     }

@@ -1275,7 +1275,10 @@ impl Raft {
         p.recent_active = true;
         match result {
             AppendResult::Accepted { match_index } => {
-                let snapshot = matches!(p.state, State::Snapshot { .. } | State::AwaitSnapshot { .. });
+                let snapshot = matches!(
+                    p.state,
+                    State::Snapshot { .. } | State::AwaitSnapshot { .. }
+                );
                 if snapshot && match_index >= p.match_index {
                     p.state = State::Probe { waiting: false };
                 }
@@ -1297,7 +1300,10 @@ impl Raft {
             } => {
                 // A late answer to an append that later ones superseded changes nothing.
                 let stale = prev_index <= p.match_index
-                    || matches!(p.state, State::Snapshot { .. } | State::AwaitSnapshot { .. })
+                    || matches!(
+                        p.state,
+                        State::Snapshot { .. } | State::AwaitSnapshot { .. }
+                    )
                     || matches!(p.state, State::Probe { .. }) && prev_index + 1 != p.next_index;
                 if stale {
                     return;
@@ -1624,9 +1630,11 @@ impl Raft {
     fn snapshot_stale(&self) -> bool {
         let applied = self.log.applied();
         let after = applied.saturating_sub(self.snapshot.meta.index);
-        let (entries, bytes) = (self.cfg.snapshot_stale_entries, self.cfg.snapshot_stale_bytes);
-        (entries > 0 && after > entries)
-            || (bytes > 0 && self.applied_bytes(applied) > bytes)
+        let (entries, bytes) = (
+            self.cfg.snapshot_stale_entries,
+            self.cfg.snapshot_stale_bytes,
+        );
+        (entries > 0 && after > entries) || (bytes > 0 && self.applied_bytes(applied) > bytes)
     }
 
     /// Bytes of the log's entries up to `applied`.
@@ -1649,7 +1657,11 @@ impl Raft {
             }
         }
         for to in done {
-            tracing::debug!(id = self.cfg.id, to, "no fresh snapshot came: sending the latest");
+            tracing::debug!(
+                id = self.cfg.id,
+                to,
+                "no fresh snapshot came: sending the latest"
+            );
             self.send_snapshot(to);
         }
     }

@@ -1,7 +1,15 @@
-//! `log-aggregator serve`: binds its listeners, reaches the store, rebuilds its index from
-//! the store (logging progress), then serves; follows the journal, commits the index,
-//! applies retention, and on SIGINT/SIGTERM stops taking logs, stores what it has queued,
-//! and lets requests in flight finish.
+//! `log-aggregator serve`: binds its listeners, reaches the store, brings its index up to
+//! date (logging progress), then serves; follows the journal, commits the index, applies
+//! retention, and on SIGINT/SIGTERM stops taking logs, stores what it has queued, and lets
+//! requests in flight finish.
+//!
+//! Bringing the index up to date: in memory, every bucket retention keeps is indexed from the
+//! store. On disk (`--index-dir`), the index opens as it was last committed, and only what
+//! it lacks is read: the buckets it has no index for (new, lost or torn) from the store, and
+//! everything else from the journal, from the checkpoint it saved (a little before, for
+//! writes still in flight then). A checkpoint older than the journal keeps entries (it
+//! expires them after [`store::JOURNAL_TTL_MS`]) says nothing of what arrived since, so then
+//! every bucket is read again, and the records the index holds already are skipped.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -14,8 +22,8 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 
 use super::{now_ms, router, syslog, App};
-use crate::feed::Feed;
-use crate::index::Indexes;
+use crate::feed::{Feed, JOURNAL_SKEW_MS};
+use crate::index::{Indexes, Opened};
 use crate::layout::{bucket_of, BUCKET_MS};
 use crate::store::{self, LogStore};
 
@@ -41,6 +49,28 @@ pub struct ServeConfig {
     pub retention_every_ms: i64,
     /// A stream's most bytes kept: past it, its oldest buckets are deleted.
     pub stream_bytes_max: Option<u64>,
+    /// Where the index is kept (`None`: in memory).
+    pub index_dir: Option<std::path::PathBuf>,
+}
+
+/// What a start reads to bring its index up to date: the buckets (of `first..=last`) to
+/// index from the store, and the checkpoint to follow the journal from, if it can (`has`:
+/// whether the index holds a bucket). A checkpoint the journal no longer reaches back to (or
+/// from the future: a clock set back) is no use, and then every bucket is read.
+pub fn catch_up_plan(
+    first: i64,
+    last: i64,
+    now: i64,
+    checkpoint: Option<i64>,
+    has: impl Fn(i64) -> bool,
+) -> (Vec<i64>, Option<i64>) {
+    let journal_reach = store::JOURNAL_TTL_MS as i64 - 2 * JOURNAL_SKEW_MS;
+    let checkpoint = checkpoint.filter(|&c| c <= now && now - c < journal_reach);
+    let wanted = (0..=(last - first) / BUCKET_MS)
+        .map(|i| first + i * BUCKET_MS)
+        .filter(|&b| checkpoint.is_none() || !has(b))
+        .collect();
+    (wanted, checkpoint)
 }
 
 pub async fn serve(
@@ -88,7 +118,20 @@ pub async fn serve(
     }
     let boot = now_ms();
     let store = Arc::new(LogStore::new(client, format!("{name}/{boot}")));
-    let indexes = Arc::new(Indexes::default());
+    let (indexes, opened) = match &config.index_dir {
+        Some(dir) => Indexes::open(dir)?,
+        None => (Indexes::default(), Opened::default()),
+    };
+    if indexes.on_disk() {
+        tracing::info!(
+            buckets = opened.buckets,
+            lines = opened.lines,
+            broken = opened.broken.len(),
+            checkpoint = opened.checkpoint,
+            "opened the index on disk"
+        );
+    }
+    let indexes = Arc::new(indexes);
     let app = Arc::new(App::new(
         name.clone(),
         store.clone(),
@@ -110,14 +153,30 @@ pub async fn serve(
                 .await
         })
     };
-    tracing::info!(%name, http = %http_addr, "aggregator listening; rebuilding the index from the store");
+    tracing::info!(%name, http = %http_addr, "aggregator listening; bringing the index up to date");
 
-    // The index, from the store: every bucket retention keeps.
+    // The index, from the store: the buckets retention keeps that the index lacks (all of
+    // them, unless the journal still holds everything since the checkpoint).
     let started = Instant::now();
     let first = bucket_of(boot - config.retention_ms);
     let last = bucket_of(boot);
-    let mut feed = Feed::new(store.clone(), indexes.clone(), boot);
-    let buckets = ((last - first) / BUCKET_MS + 1) as usize;
+    let (wanted, checkpoint) =
+        catch_up_plan(first, last, boot, opened.checkpoint, |b| indexes.has(b));
+    if indexes.on_disk() {
+        match checkpoint {
+            Some(c) => tracing::info!(
+                behind_ms = boot - c,
+                buckets = wanted.len(),
+                "catching up from the journal; indexing the buckets the index lacks from the store"
+            ),
+            None => tracing::info!(
+                buckets = wanted.len(),
+                "no checkpoint within the journal's reach: reading every bucket from the store"
+            ),
+        }
+    }
+    let mut feed = Feed::new(store.clone(), indexes.clone(), checkpoint.unwrap_or(boot));
+    let buckets = wanted.len();
     let mut done = 0usize;
     let mut lines = 0usize;
     let fed = loop {
@@ -139,7 +198,7 @@ pub async fn serve(
                 );
             }
         };
-        match feed.rebuild(first, last, progress).await {
+        match feed.rebuild(&wanted, progress).await {
             Ok(fed) => break fed,
             Err(error) => {
                 tracing::warn!(%error, "rebuilding the index failed; starting again");
@@ -149,12 +208,30 @@ pub async fn serve(
             }
         }
     };
-    indexes.commit(now_ms())?;
+    // Then the journal since the checkpoint, before serving (a restart must not answer
+    // without what it had indexed before it stopped).
+    let caught_up = if checkpoint.is_some() {
+        loop {
+            match feed.poll(now_ms(), |_| {}).await {
+                Ok(fed) => break fed,
+                Err(error) => {
+                    tracing::warn!(%error, "reading the journal failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    } else {
+        Default::default()
+    };
+    let now = now_ms();
+    indexes.commit(now)?;
+    indexes.save_checkpoint(feed.position())?;
     app.ready.store(true, Ordering::SeqCst);
     tracing::info!(
-        lines = fed.new,
+        from_store = fed.new,
+        from_journal = caught_up.new,
         elapsed_ms = started.elapsed().as_millis() as u64,
-        "index rebuilt; serving"
+        "index up to date; serving"
     );
 
     // Syslog, through one queue to the store.
@@ -215,9 +292,15 @@ pub async fn serve(
                     }
                     Err(error) => tracing::warn!(%error, "reading the journal failed; retrying"),
                 }
-                // Off the runtime's threads: a commit may wait for a push being indexed.
+                // Off the runtime's threads: a commit may wait for a push being indexed. Once
+                // it is in, the journal up to the poll's position is in the index for good.
                 let indexes = app.indexes.clone();
-                match tokio::task::spawn_blocking(move || indexes.commit(now)).await {
+                let position = feed.position();
+                let committed = tokio::task::spawn_blocking(move || {
+                    indexes.commit(now)?;
+                    indexes.save_checkpoint(position)
+                });
+                match committed.await {
                     Ok(Ok(())) => {}
                     Ok(Err(error)) => tracing::error!(%error, "committing the index failed"),
                     Err(error) => tracing::error!(%error, "committing the index panicked"),
@@ -294,6 +377,36 @@ pub async fn serve(
     let _ = follower.await;
     let _ = retention.await;
     server.await??;
+    // What was indexed since the follower's last commit (the journal has it too).
+    if let Err(error) = app.indexes.commit(now_ms()) {
+        tracing::error!(%error, "committing the index failed");
+    }
     tracing::info!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const B: i64 = BUCKET_MS;
+
+    #[test]
+    fn a_start_reads_from_the_store_only_what_its_index_lacks_while_the_journal_reaches_back() {
+        let now = 100 * B + 5;
+        let has = |b: i64| b != 98 * B; // one bucket lost
+        let (wanted, from) = catch_up_plan(96 * B, 100 * B, now, Some(now - 60_000), has);
+        assert_eq!(wanted, vec![98 * B]);
+        assert_eq!(from, Some(now - 60_000));
+        // No checkpoint, one older than the journal keeps, or one from the future: all.
+        let every: Vec<i64> = (96..=100).map(|i| i * B).collect();
+        let old = now - store::JOURNAL_TTL_MS as i64;
+        for checkpoint in [None, Some(old), Some(now + 1)] {
+            assert_eq!(
+                catch_up_plan(96 * B, 100 * B, now, checkpoint, has),
+                (every.clone(), None),
+                "{checkpoint:?}"
+            );
+        }
+    }
 }
