@@ -34,6 +34,11 @@
 #    searchable, then times QUERY_ROUNDS runs of each kind of search (a common word, a rare
 #    word, a phrase, a word in one service, a level, the newest 10 of a word): p50, p99,
 #    max, and the lines each finds; and the aggregator's resident memory after.
+# 4. Restart: the aggregator stopped (SIGTERM) and started again over everything stored,
+#    the time until it is ready: with its index on disk (the default here, as scripts/run.sh
+#    runs it: it opens the index and reads the journal since its checkpoint), then without
+#    (in memory: every line read from the store and indexed again). INDEX_ON_DISK=0 runs
+#    every phase with the index in memory.
 #
 # Installs its peers itself, idempotently: syslog-ng-core's .deb (syslog-ng and loggen) is
 # unpacked under SYSLOG_NG_DIR (default /opt/syslog-ng) without being installed, because
@@ -261,18 +266,29 @@ wait_settled >/dev/null
 HTTP_PORT=$(free_port)
 SYSLOG_PORT=$(free_port)
 TOKEN=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
-"$LOGAGG" serve --store "$ADDRS" --http "127.0.0.1:$HTTP_PORT" \
-  --syslog-tcp "127.0.0.1:$SYSLOG_PORT" --syslog-udp "127.0.0.1:$SYSLOG_PORT" \
-  --ingest-token "$TOKEN" --partitions "$PARTITIONS" --name bench-aggregator \
-  2>"$BENCH_TMP/aggregator.log" &
-AGG_PID=$!
-BENCH_PIDS+=("$AGG_PID")
-for _ in $(seq 1 1200); do
-  curl -sf "127.0.0.1:$HTTP_PORT/health" >/dev/null && break
-  kill -0 "$AGG_PID" 2>/dev/null || { echo "the aggregator exited:" >&2; tail "$BENCH_TMP/aggregator.log" >&2; exit 1; }
-  sleep 0.1
-done
-curl -sf "127.0.0.1:$HTTP_PORT/health" >/dev/null || { echo "the aggregator is not ready after 120 s" >&2; exit 1; }
+# The index on disk, as scripts/run.sh runs it (INDEX_ON_DISK=0: in memory).
+INDEX_ARGS=()
+[ "${INDEX_ON_DISK:-1}" = 1 ] && INDEX_ARGS=(--index-dir "$BENCH_TMP/aggregator-index")
+# start_aggregator [ARGS...]: starts the aggregator and waits until it is ready (up to
+# READY_TIMEOUT seconds, default 120); sets AGG_PID and READY_S (seconds to ready).
+start_aggregator() {
+  local t0
+  t0=$(date +%s.%N)
+  "$LOGAGG" serve --store "$ADDRS" --http "127.0.0.1:$HTTP_PORT" \
+    --syslog-tcp "127.0.0.1:$SYSLOG_PORT" --syslog-udp "127.0.0.1:$SYSLOG_PORT" \
+    --ingest-token "$TOKEN" --partitions "$PARTITIONS" --name bench-aggregator "$@" \
+    2>>"$BENCH_TMP/aggregator.log" &
+  AGG_PID=$!
+  BENCH_PIDS+=("$AGG_PID")
+  for _ in $(seq 1 $((${READY_TIMEOUT:-120} * 50))); do
+    curl -sf "127.0.0.1:$HTTP_PORT/health" >/dev/null && break
+    kill -0 "$AGG_PID" 2>/dev/null || { echo "the aggregator exited:" >&2; tail "$BENCH_TMP/aggregator.log" >&2; exit 1; }
+    sleep 0.02
+  done
+  curl -sf "127.0.0.1:$HTTP_PORT/health" >/dev/null || { echo "the aggregator is not ready in time" >&2; exit 1; }
+  READY_S=$(python3 -c "import time; print(f'{time.time() - $t0:.1f}')")
+}
+start_aggregator "${INDEX_ARGS[@]}"
 # A keyspace the aggregator just created must have its leaders before the clock starts.
 wait_led >/dev/null
 race --metrics "127.0.0.1:$HTTP_PORT" "$SYSLOG_PORT" aggregator >"$BENCH_TMP/agg.json"
@@ -362,6 +378,24 @@ fi
 
 kill "$AGG_PID"
 wait "$AGG_PID" 2>/dev/null || true
+echo
+echo "--- 4. restart: from SIGTERM's end until ready again, with everything above stored ---"
+start_aggregator "${INDEX_ARGS[@]}"
+where="in memory"
+[ ${#INDEX_ARGS[@]} -gt 0 ] && where="on disk"
+echo "index $where: ready in $READY_S s;" \
+  "$(grep 'index up to date' "$BENCH_TMP/aggregator.log" | tail -1 | grep -oE 'from_store=[0-9]+ from_journal=[0-9]+')"
+lines=$(curl -s "127.0.0.1:$HTTP_PORT/metrics" | awk '/^logs_index_lines /{print $2}')
+kill "$AGG_PID"
+wait "$AGG_PID" 2>/dev/null || true
+if [ ${#INDEX_ARGS[@]} -gt 0 ]; then
+  READY_TIMEOUT=3600 start_aggregator
+  echo "index in memory (every line read from the store again): ready in $READY_S s;" \
+    "$(grep 'index up to date' "$BENCH_TMP/aggregator.log" | tail -1 | grep -oE 'from_store=[0-9]+ from_journal=[0-9]+')"
+  kill "$AGG_PID"
+  wait "$AGG_PID" 2>/dev/null || true
+fi
+echo "lines indexed: $lines"
 stop_cluster
 problems=$(grep -cE ' (WARN|ERROR) ' "$BENCH_TMP/aggregator.log" || true)
 if [ "$problems" -gt 0 ]; then

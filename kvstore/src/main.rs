@@ -165,6 +165,23 @@ enum KeyspaceAction {
         /// The default consistency of its reads: linearizable, lease or follower.
         #[arg(long, default_value = "linearizable")]
         read_consistency: Consistency,
+        /// Most live bytes it may hold (e.g. 512M, 2G): writes that add data past it are
+        /// refused with OverQuota (deletes still go).
+        #[arg(long, value_parser = kvstore::cli_map::parse_bytes)]
+        max_bytes: Option<u64>,
+        /// Most requests a second across the cluster: more are refused with RateLimited.
+        #[arg(long)]
+        max_ops: Option<u32>,
+    },
+    /// Set or lift a keyspace's limits (`none` lifts one; one not given stays as it is).
+    Limit {
+        name: String,
+        /// Most live bytes (e.g. 512M, 2G), or `none`.
+        #[arg(long, value_parser = kvstore::cli_map::parse_limit_bytes)]
+        max_bytes: Option<kvstore::cli_map::LimitArg<u64>>,
+        /// Most requests a second, or `none`.
+        #[arg(long, value_parser = kvstore::cli_map::parse_limit_ops)]
+        max_ops: Option<kvstore::cli_map::LimitArg<u32>>,
     },
     /// One line per keyspace.
     List,
@@ -418,12 +435,27 @@ fn main() -> ExitCode {
                         partitions,
                         replicas,
                         read_consistency,
+                        max_bytes,
+                        max_ops,
                     } => MapCommand::Create(kvstore::partition::map::KeyspaceSpec {
                         name,
                         partitions,
                         replicas,
                         read_consistency,
+                        limits: kvstore::partition::map::Limits {
+                            bytes_max: max_bytes,
+                            ops_max: max_ops,
+                        },
                     }),
+                    KeyspaceAction::Limit {
+                        name,
+                        max_bytes,
+                        max_ops,
+                    } => MapCommand::Limit {
+                        name,
+                        bytes_max: max_bytes.map(|l| l.0),
+                        ops_max: max_ops.map(|l| l.0),
+                    },
                     KeyspaceAction::List => MapCommand::List,
                     KeyspaceAction::Describe { name } => MapCommand::Describe(name),
                     KeyspaceAction::Drop { name } => MapCommand::Drop(name),

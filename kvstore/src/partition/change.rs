@@ -31,8 +31,8 @@ use bytes::{Bytes, BytesMut};
 #[cfg(feature = "server")]
 use super::map::ClusterMap;
 use super::map::{
-    consistency, fields, nested, put_node, read_node, small, text, varint, GroupId, KeyspaceSpec,
-    MapError, NodeId, NodeInfo, NodeState, PartitionInfo,
+    consistency, fields, nested, put_limits, put_node, read_limit, read_node, small, text, varint,
+    GroupId, KeyspaceSpec, Limits, MapError, NodeId, NodeInfo, NodeState, PartitionInfo,
 };
 use crate::wire::field::FieldWriter;
 
@@ -60,6 +60,8 @@ pub enum MapChange {
     Report(Report),
     /// Runs the placement planner and records the moves it plans.
     Rebalance,
+    /// Sets a keyspace's limits (all of them: one not given is lifted).
+    SetLimits { keyspace: String, limits: Limits },
 }
 
 /// What a group's leader reports: its membership as of a committed configuration.
@@ -82,10 +84,11 @@ const KIND_REGISTER: u64 = 3;
 const KIND_SET_STATE: u64 = 4;
 const KIND_REPORT: u64 = 5;
 const KIND_REBALANCE: u64 = 6;
+const KIND_SET_LIMITS: u64 = 7;
 
 impl MapChange {
-    /// Field 1: the kind. Create: 2 name, 3 partitions, 4 replicas, 5 read consistency. Drop:
-    /// 2 name. Register: 2 the node (nested, as in the map). Set state: 2 node, 3 state.
+    /// Field 1: the kind. Create: 2 name, 3 partitions, 4 replicas, 5 read consistency, 6
+    /// bytes limit, 7 ops limit. Set limits: 2 name, 6, 7. Drop: 2 name. Register: 2 the node (nested, as in the map). Set state: 2 node, 3 state.
     /// Report: 2 group, 3 voter (repeated), 4 learner (repeated), 5 leader, 6 epoch, 7 term.
     pub fn encode(&self) -> Bytes {
         let mut out = BytesMut::new();
@@ -97,6 +100,12 @@ impl MapChange {
                 w.varint(3, u64::from(spec.partitions));
                 w.varint(4, u64::from(spec.replicas));
                 w.varint(5, spec.read_consistency as u64);
+                put_limits(&mut w, &spec.limits);
+            }
+            MapChange::SetLimits { keyspace, limits } => {
+                w.varint(1, KIND_SET_LIMITS);
+                w.str(2, keyspace);
+                put_limits(&mut w, limits);
             }
             MapChange::DropKeyspace(name) => {
                 w.varint(1, KIND_DROP);
@@ -150,7 +159,12 @@ impl MapChange {
         for (field, value) in all {
             match (kind, field) {
                 (_, 1) => {}
-                (KIND_CREATE | KIND_DROP, 2) => spec.name = text(value, "keyspace name")?,
+                (KIND_CREATE | KIND_DROP | KIND_SET_LIMITS, 2) => {
+                    spec.name = text(value, "keyspace name")?
+                }
+                (KIND_CREATE | KIND_SET_LIMITS, 6 | 7) => {
+                    read_limit(&mut spec.limits, field, &value)?
+                }
                 (KIND_CREATE, 3) => spec.partitions = small(&value, "partitions")?,
                 (KIND_CREATE, 4) => spec.replicas = small(&value, "replicas")?,
                 (KIND_CREATE, 5) => spec.read_consistency = consistency(&value)?,
@@ -179,6 +193,10 @@ impl MapChange {
             },
             KIND_REPORT => MapChange::Report(report),
             KIND_REBALANCE => MapChange::Rebalance,
+            KIND_SET_LIMITS => MapChange::SetLimits {
+                keyspace: spec.name,
+                limits: spec.limits,
+            },
             other => return Err(MapError::Malformed(format!("map change kind {other}"))),
         })
     }
@@ -221,6 +239,13 @@ pub fn apply(map: &ClusterMap, change: &MapChange) -> Result<Option<ClusterMap>,
         }
         MapChange::Report(report) => take_report(&mut next, report)?,
         MapChange::Rebalance => next.rebalancing = rebalance(&mut next),
+        MapChange::SetLimits { keyspace, limits } => {
+            let ks = next
+                .keyspaces
+                .get_mut(keyspace)
+                .ok_or_else(|| MapError::UnknownKeyspace(keyspace.clone()))?;
+            ks.limits = *limits;
+        }
     }
     next.version = map.version;
     if next == *map {
@@ -611,7 +636,18 @@ mod tests {
                 partitions: 16,
                 replicas: 2,
                 read_consistency: Consistency::Follower,
+                limits: Limits {
+                    bytes_max: Some(1 << 30),
+                    ops_max: Some(5_000),
+                },
             }),
+            MapChange::SetLimits {
+                keyspace: "logs".into(),
+                limits: Limits {
+                    bytes_max: None,
+                    ops_max: Some(100),
+                },
+            },
             MapChange::DropKeyspace("logs".into()),
             MapChange::Register(nodes(4).pop().unwrap()),
             MapChange::SetState {

@@ -94,14 +94,28 @@ pub struct NodeInfo {
     pub state: NodeState,
 }
 
+/// What a keyspace may use of the cluster, so that one application (a runaway crawler, a
+/// log flood) cannot take it all from the others. Each is off when `None`. The store
+/// enforces both at the nodes' front doors (`server::limits`): a write that would add data to
+/// a keyspace at or over `bytes_max` is refused with `OverQuota` (deletes still go, to make
+/// room), and requests past `ops_max` a second with `RateLimited`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Limits {
+    /// Live bytes (keys and values, on one replica) the keyspace may hold.
+    pub bytes_max: Option<u64>,
+    /// Requests a second across the cluster (each operation of a batch counts).
+    pub ops_max: Option<u32>,
+}
+
 /// A keyspace: a name, a fixed partition count, a replication factor, a default read
-/// consistency, and where its groups' numbers start.
+/// consistency, its limits, and where its groups' numbers start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyspaceInfo {
     pub name: String,
     pub partitions: u32,
     pub replicas: u32,
     pub read_consistency: Consistency,
+    pub limits: Limits,
     pub first_group: GroupId,
 }
 
@@ -201,6 +215,7 @@ pub struct KeyspaceSpec {
     /// Asked-for replicas; the cluster gives fewer if it has fewer nodes that are up.
     pub replicas: u32,
     pub read_consistency: Consistency,
+    pub limits: Limits,
 }
 
 impl KeyspaceSpec {
@@ -210,6 +225,7 @@ impl KeyspaceSpec {
             partitions: DEFAULT_PARTITIONS,
             replicas: DEFAULT_REPLICAS,
             read_consistency: Consistency::Linearizable,
+            limits: Limits::default(),
         }
     }
 
@@ -325,6 +341,7 @@ impl ClusterMap {
             partitions: spec.partitions,
             replicas: spec.replicas,
             read_consistency: spec.read_consistency,
+            limits: spec.limits,
             first_group,
         };
         Ok(self.keyspaces.entry(spec.name.clone()).or_insert(info))
@@ -396,6 +413,7 @@ impl ClusterMap {
                 w.varint(3, u64::from(ks.replicas));
                 w.varint(4, ks.read_consistency as u64);
                 w.varint(5, ks.first_group);
+                put_limits(w, &ks.limits);
             });
         }
         for g in self.groups.values() {
@@ -449,6 +467,7 @@ impl ClusterMap {
                         partitions: 0,
                         replicas: 0,
                         read_consistency: Consistency::Linearizable,
+                        limits: Limits::default(),
                         first_group: 0,
                     };
                     for (field, value) in fields(nested(value, "keyspace")?)? {
@@ -458,6 +477,7 @@ impl ClusterMap {
                             3 => ks.replicas = small(&value, "replicas")?,
                             4 => ks.read_consistency = consistency(&value)?,
                             5 => ks.first_group = varint(&value, "first group")?,
+                            6 | 7 => read_limit(&mut ks.limits, field, &value)?,
                             _ => {}
                         }
                     }
@@ -562,6 +582,26 @@ pub(super) fn nested(value: Value, what: &str) -> Result<Bytes, MapError> {
 pub(super) fn text(value: Value, what: &str) -> Result<String, MapError> {
     String::from_utf8(nested(value, what)?.to_vec())
         .map_err(|_| MapError::Malformed(format!("{what}: not UTF-8")))
+}
+
+/// Writes a keyspace's limits as fields 6 (bytes) and 7 (ops a second), each only if set
+/// (the same numbers in the map and in a map change).
+pub(crate) fn put_limits(w: &mut FieldWriter<'_>, limits: &Limits) {
+    if let Some(bytes) = limits.bytes_max {
+        w.varint(6, bytes);
+    }
+    if let Some(ops) = limits.ops_max {
+        w.varint(7, u64::from(ops));
+    }
+}
+
+/// Reads field 6 or 7 of [`put_limits`] into `limits`.
+pub(crate) fn read_limit(limits: &mut Limits, field: u32, value: &Value) -> Result<(), MapError> {
+    match field {
+        6 => limits.bytes_max = Some(varint(value, "bytes limit")?),
+        _ => limits.ops_max = Some(small(value, "ops limit")?),
+    }
+    Ok(())
 }
 
 #[cfg(test)]

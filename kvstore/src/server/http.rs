@@ -28,6 +28,7 @@ pub async fn serve(ctx: Arc<Context>, listener: TcpListener) {
         .route("/", get(cluster_page))
         .route("/cluster", get(cluster_status))
         .route("/cluster/overview", get(cluster_overview))
+        .route("/keyspaces/usage", get(keyspaces_usage))
         .route("/cluster/transfer-leader", post(transfer_leader))
         .route("/cluster/add-node", post(add_node))
         .route("/cluster/remove-node", post(remove_node))
@@ -134,6 +135,15 @@ async fn cluster_overview(State(ctx): State<Arc<Context>>) -> Response {
     };
     let known = [(node.id(), node_status(node))].into();
     Json(super::overview::gather(&node.map_for_clients(), known).await).into_response()
+}
+
+/// The live bytes of each keyspace's partitions this node leads, as JSON (`{"logs": 123}`):
+/// what the other nodes sum to enforce the keyspaces' byte limits (`super::limits`).
+async fn keyspaces_usage(State(ctx): State<Arc<Context>>) -> Response {
+    match &ctx.node {
+        Some(node) => Json(super::limits::local_usage(node)).into_response(),
+        None => no_node(),
+    }
 }
 
 /// The value of `name` in a query string such as `id=4&peer=127.0.0.1:7001` (no escapes:

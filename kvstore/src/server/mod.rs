@@ -13,6 +13,7 @@ pub mod cluster_node;
 pub mod control;
 pub mod http;
 pub mod idle;
+pub mod limits;
 pub mod overview;
 pub mod replicated;
 pub mod resp;
@@ -90,6 +91,8 @@ pub struct Context {
     /// The cluster node this server fronts, if it is one: writes then go through Raft
     /// ([`replicated`]).
     pub node: Option<crate::node::Node>,
+    /// The keyspaces' limits as this node enforces them ([`limits`]).
+    pub limits: Arc<limits::KeyspaceLimits>,
     connections: Arc<Semaphore>,
     shutdown: watch::Receiver<bool>,
 }
@@ -153,10 +156,15 @@ pub async fn run(
         resp: crate::resp::commands::Shared::default(),
         writes,
         node,
+        limits: Arc::default(),
         shutdown: shutdown_rx,
     });
 
     let mut tasks = JoinSet::new();
+    if let Some(node) = ctx.node.clone() {
+        // Not in `tasks`: it never ends by itself, and it holds no connection.
+        tokio::spawn(limits::refresh(ctx.limits.clone(), node));
+    }
     tasks.spawn(accept_loop(ctx.clone(), listeners.binary, Listener::Binary));
     if let Some(resp) = listeners.resp {
         tasks.spawn(accept_loop(ctx.clone(), resp, Listener::Resp));

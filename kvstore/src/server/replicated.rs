@@ -32,6 +32,7 @@ use crate::partition::map::GroupId;
 use crate::resp::codec::{parse_pipeline, Reply as RespReply, RespLimits};
 use crate::resp::commands::{self, ReplyForm, Session};
 use crate::resp::table;
+use crate::wire::DEFAULT_KEYSPACE;
 use crate::wire::{self, ErrorCode, Request, Response};
 
 /// A node error as a binary-protocol error response.
@@ -160,7 +161,7 @@ pub async fn serve_binary(
                     pending.push(Pending::Ready(id, response));
                 }
                 request if request.is_write() => {
-                    match routed_group(&node, &request, &frame).await {
+                    match routed_group(ctx, &node, &request, &frame).await {
                         Ok(group) => {
                             // The log entry carries the frame as it arrived.
                             let session = (client_id != 0).then_some((client_id, id));
@@ -182,7 +183,7 @@ pub async fn serve_binary(
                         }
                         _ => Consistency::Linearizable,
                     };
-                    let group = match routed_group(&node, &request, &frame).await {
+                    let group = match routed_group(ctx, &node, &request, &frame).await {
                         Ok(group) => group,
                         Err(response) => {
                             pending.push(Pending::Ready(id, response));
@@ -255,7 +256,10 @@ async fn hosted_group(node: &Node, request: &Request) -> Result<GroupId, Respons
 /// [`hosted_group`], refusing a request routed by a stale map: one whose frame carries an
 /// epoch of the partition ([`crate::wire::message::ROUTING_EPOCH_FIELD`]) older than this
 /// node's replica is at. The answer names the current epoch, so the client learns it at once.
+/// Then the keyspace's limits ([`super::limits`]): a request this node will serve counts
+/// against them.
 async fn routed_group(
+    ctx: &Context,
     node: &Node,
     request: &Request,
     frame: &crate::wire::Frame,
@@ -263,13 +267,19 @@ async fn routed_group(
     let group = hosted_group(node, request).await?;
     let sent = crate::wire::message::routing_epoch(&frame.body)
         .map_err(|e| Response::error(ErrorCode::Malformed, e.to_string()))?;
-    match (sent, node.epoch(group)) {
-        (Some(sent), Some(current)) if sent < current => Err(Response::error(
-            ErrorCode::StaleEpoch,
-            crate::wire::message::stale_epoch_message(group, sent, current),
-        )),
-        _ => Ok(group),
+    if let (Some(sent), Some(current)) = (sent, node.epoch(group)) {
+        if sent < current {
+            return Err(Response::error(
+                ErrorCode::StaleEpoch,
+                crate::wire::message::stale_epoch_message(group, sent, current),
+            ));
+        }
     }
+    if let Some((keyspace, ops, adds)) = super::limits::shape(request) {
+        ctx.limits
+            .check(&node.map(), node.id(), keyspace, ops, adds)?;
+    }
+    Ok(group)
 }
 
 fn encode(wbuf: &mut BytesMut, id: u64, response: &Response) {
@@ -459,6 +469,16 @@ pub async fn serve_resp(
                 }
                 match resp_slot(&node, &keys) {
                     Ok((group, slot)) if node.hosts(group) => {
+                        let (ops, adds) = super::limits::op_shape(&op);
+                        let map = node.map();
+                        let checked =
+                            ctx.limits
+                                .check(&map, node.id(), DEFAULT_KEYSPACE, ops, adds);
+                        if let Err(refusal) = checked {
+                            let reply = super::limits::resp_refusal(refusal);
+                            pending.push(Pending::Ready(ready, reply));
+                            continue;
+                        }
                         let answer = node.propose(group, data);
                         pending.push(Pending::Proposal((form, slot), answer));
                     }
@@ -503,8 +523,21 @@ pub async fn serve_resp(
                         )
                         .await
                     } else {
-                        match resp_slot(&node, &keys) {
+                        let routed = resp_slot(&node, &keys);
+                        // A read this node will serve counts against the keyspace's rate.
+                        let refused = match &routed {
+                            Ok((group, _)) if node.hosts(*group) => {
+                                let map = node.map();
+                                let keyspace = DEFAULT_KEYSPACE;
+                                ctx.limits.check(&map, node.id(), keyspace, 1, false).err()
+                            }
+                            _ => None,
+                        };
+                        match routed {
                             Err(reply) => reply,
+                            Ok(_) if refused.is_some() => {
+                                super::limits::resp_refusal(refused.expect("just matched"))
+                            }
                             Ok((group, slot)) => {
                                 match Node::wait(node.read(group, consistency), timeout).await {
                                     Ok(_) => match node.db(group) {

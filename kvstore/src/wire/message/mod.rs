@@ -332,6 +332,13 @@ pub enum ErrorCode {
     /// the one this node's replica is at: the sender's map is stale. The message ends with
     /// `epoch N` (the current one, see [`stale_epoch_current`]). Nothing was applied.
     StaleEpoch,
+    /// The keyspace holds as many bytes as its limit allows (`kvstore keyspace limit`): a
+    /// write that adds data is refused; deletes go. The message names the keyspace, what it
+    /// holds and the limit. Nothing was applied.
+    OverQuota,
+    /// The keyspace is over its limit of requests a second; the message ends with `retry
+    /// after N ms`. Nothing was applied.
+    RateLimited,
     /// A number this code does not know. Never holds one of the numbers above.
     Other(u32),
 }
@@ -356,6 +363,8 @@ impl ErrorCode {
             ErrorCode::CrossPartition => 15,
             ErrorCode::UnknownKeyspace => 16,
             ErrorCode::StaleEpoch => 17,
+            ErrorCode::OverQuota => 18,
+            ErrorCode::RateLimited => 19,
             ErrorCode::Other(code) => code,
         }
     }
@@ -379,6 +388,8 @@ impl ErrorCode {
             15 => ErrorCode::CrossPartition,
             16 => ErrorCode::UnknownKeyspace,
             17 => ErrorCode::StaleEpoch,
+            18 => ErrorCode::OverQuota,
+            19 => ErrorCode::RateLimited,
             other => ErrorCode::Other(other),
         }
     }
