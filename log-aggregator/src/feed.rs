@@ -59,14 +59,16 @@ impl Feed {
         self.from_ms
     }
 
-    /// Indexes every record of `buckets` (bucket starts) from the store; `on_bucket` hears
-    /// of each bucket done. Returns what it indexed.
+    /// Indexes every record of `buckets` (bucket starts) from the store, adding what it
+    /// indexed to `fed`; `on_bucket` hears of each bucket done, so that a caller whose
+    /// rebuild failed part way (the store unavailable, or the keyspace over its rate) can
+    /// go on from the bucket that failed.
     pub async fn rebuild(
         &self,
         buckets: &[i64],
+        fed: &mut Fed,
         mut on_bucket: impl FnMut(i64, usize),
-    ) -> Result<Fed, StoreError> {
-        let mut fed = Fed::default();
+    ) -> Result<(), StoreError> {
         for &bucket in buckets {
             let mut lines = 0;
             for stream in self.store.streams(bucket).await? {
@@ -84,7 +86,7 @@ impl Feed {
             }
             on_bucket(bucket, lines);
         }
-        Ok(fed)
+        Ok(())
     }
 
     /// Reads what the journal gained since the last poll; `on_new` hears of each record

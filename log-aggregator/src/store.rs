@@ -50,6 +50,24 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+impl StoreError {
+    /// How long to wait before trying again: what the store said when the keyspace is over
+    /// its rate limit ("… retry after N ms"), else a second.
+    pub fn retry_after(&self) -> std::time::Duration {
+        let hinted = match self {
+            StoreError::Client(ClientError::Server {
+                code: kvstore::wire::ErrorCode::RateLimited,
+                message,
+            }) => message
+                .rsplit("retry after ")
+                .next()
+                .and_then(|t| t.trim_end_matches(" ms").parse().ok()),
+            _ => None,
+        };
+        std::time::Duration::from_millis(hinted.unwrap_or(1000))
+    }
+}
+
 /// What a write stored.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Written {

@@ -685,3 +685,85 @@ fn an_index_on_disk_survives_a_crash_and_catches_up_on_what_others_took_meanwhil
     });
     assert!(refused, "{}", c.log());
 }
+
+/// `kvstore keyspace --addr … ARGS` on `store`, asserting it succeeded.
+fn kvstore_keyspace(store: &[String], args: &[&str]) {
+    let out = Command::new(tests::harness::kvstore_bin())
+        .args(["keyspace", "--addr", &store.join(",")])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "kvstore keyspace {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_log_flood_meets_the_store_s_keyspace_limits_with_429_and_507_and_the_sender_keeps_it() {
+    let cluster = start_store("logs-limits");
+    let dir = TempDir::new("logs-limits-aggregators");
+    let store = cluster.client_addresses();
+    // The operator caps the logs keyspace before the aggregators start (they keep an
+    // existing keyspace as it is).
+    kvstore_keyspace(
+        &store,
+        &["create", "logs", "--partitions", "8", "--max-ops", "200"],
+    );
+    let a = Aggregator::start(&store, &dir.path, &["--retention", "1h"]);
+    assert!(a.wait_ready(Duration::from_secs(60)), "{}", a.log());
+    let push = |n: usize, tag: &str| {
+        let mut body = String::new();
+        for i in 0..n {
+            // Many services: a push is many chunks, each a write.
+            body.push_str(&format!(
+                "{{\"service\":\"svc{}\",\"msg\":\"{tag} {i} {}\"}}\n",
+                i % 40,
+                "x".repeat(100)
+            ));
+        }
+        a.post("/api/v1/push", body.as_bytes(), &[])
+    };
+    // Over the rate: 429 with Retry-After, naming the limit.
+    let mut limited = None;
+    for round in 0..20 {
+        let (status, body) = push(200, &format!("rate{round}"));
+        if status == 429 {
+            limited = Some(body);
+            break;
+        }
+        assert_eq!(status, 200, "{body}");
+    }
+    let body = limited.expect("never rate limited");
+    let answer = json(&body);
+    assert_eq!(answer["error"]["code"], "rate_limited", "{body}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("keyspace logs"),
+        "{body}"
+    );
+
+    // At the byte limit: 507, and once it is raised, pushes go again.
+    kvstore_keyspace(
+        &store,
+        &["limit", "logs", "--max-ops", "none", "--max-bytes", "100K"],
+    );
+    let mut full = None;
+    let refused = wait_until(Duration::from_secs(30), || {
+        let (status, body) = push(200, "bytes");
+        if status == 507 {
+            full = Some(body);
+            return true;
+        }
+        false
+    });
+    assert!(refused, "never refused for bytes\n{}", a.log());
+    let body = full.unwrap();
+    assert_eq!(json(&body)["error"]["code"], "over_quota", "{body}");
+    kvstore_keyspace(&store, &["limit", "logs", "--max-bytes", "none"]);
+    let again = wait_until(Duration::from_secs(20), || push(10, "again").0 == 200);
+    assert!(again, "pushes go again once the limit is lifted");
+}

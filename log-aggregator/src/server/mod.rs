@@ -6,8 +6,11 @@
 //!
 //! Errors are typed JSON (`{"error":{"code":…,"message":…}}`): 400 for a push or query that
 //! is not valid (saying what), 401 for a push without the ingest token, 413 for a push over
-//! its limit, 429 (with `Retry-After`) when the pushes in flight are at their limit, and
-//! 503 when the store cannot take the push now; the sender keeps the push and retries.
+//! its limit, 429 (with `Retry-After`) when the pushes in flight are at their limit or the
+//! `logs` keyspace is over its rate limit in the store, 507 when the keyspace is at its byte
+//! limit (`kvstore keyspace limit logs --max-bytes`: retention or a raised limit makes
+//! room), and 503 when the store cannot take the push now; the sender keeps the push and
+//! retries.
 
 // Helpers return `Result<_, Response>`: the error is the handler's whole answer.
 #![allow(clippy::result_large_err)]
@@ -37,7 +40,7 @@ use crate::index::{Bins, Indexes};
 use crate::ingest::{self, Arrival, IngestError, PUSH_BYTES_MAX};
 use crate::query::{parse_duration_ms, Line, Query, QueryError, BINS_MAX};
 use crate::record::Record;
-use crate::store::LogStore;
+use crate::store::{LogStore, StoreError};
 
 /// HTTP pushes being stored at once, by default; more are refused with 429.
 pub const PUSHES_IN_FLIGHT_DEFAULT: usize = 64;
@@ -49,6 +52,8 @@ pub const TAIL_BUFFER: usize = 4_096;
 pub const TAILS_MAX: u64 = 256;
 /// What a refused push is told to wait.
 pub const RETRY_AFTER_S: u64 = 1;
+/// The wait a push refused for a full keyspace asks for (retention frees room by minutes).
+pub const OVER_QUOTA_RETRY_AFTER_S: u64 = 30;
 
 pub struct App {
     /// This aggregator's name: its journal writer and its syslog records' origin.
@@ -117,6 +122,46 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/", get(|| async { Html(page::PAGE) }))
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
         .with_state(app)
+}
+
+/// The answer to a push the store did not take: 507 when the `logs` keyspace is at its byte
+/// limit, 429 when it is over its rate limit (with the store's wait as `Retry-After`), 503
+/// otherwise. Each keeps the sender retrying: nothing was stored.
+fn store_refusal(error: &StoreError) -> Response {
+    use kvstore::client::ClientError;
+    use kvstore::wire::ErrorCode;
+    let (status, code, retry_s, text) = match error {
+        StoreError::Client(ClientError::Server {
+            code: ErrorCode::OverQuota,
+            message,
+        }) => (
+            StatusCode::INSUFFICIENT_STORAGE,
+            "over_quota",
+            OVER_QUOTA_RETRY_AFTER_S,
+            format!("the store's logs keyspace is full ({message}); retry later"),
+        ),
+        StoreError::Client(ClientError::Server {
+            code: ErrorCode::RateLimited,
+            message,
+        }) => {
+            let ms = error.retry_after().as_millis() as u64;
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                ms.div_ceil(1000).max(1),
+                format!("the store's logs keyspace is over its rate ({message}); retry"),
+            )
+        }
+        other => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            RETRY_AFTER_S,
+            format!("the store did not take the push ({other}); retry it"),
+        ),
+    };
+    let mut r = json_error(status, code, &text);
+    r.headers_mut().insert(header::RETRY_AFTER, retry_s.into());
+    r
 }
 
 fn json_error(status: StatusCode, code: &str, message: &str) -> Response {
@@ -282,14 +327,7 @@ async fn push(
         Err(error) => {
             app.metrics.store_errors.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(%error, records = records.len(), "a push could not be stored");
-            let mut r = json_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "store_unavailable",
-                &format!("the store did not take the push ({error}); retry it"),
-            );
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, RETRY_AFTER_S.into());
-            Err(r)
+            Err(store_refusal(&error))
         }
     }
 }

@@ -179,7 +179,9 @@ pub async fn serve(
     let buckets = wanted.len();
     let mut done = 0usize;
     let mut lines = 0usize;
-    let fed = loop {
+    let mut fed = crate::feed::Fed::default();
+    loop {
+        let from = done;
         let progress = |bucket: i64, n: usize| {
             done += 1;
             lines += n;
@@ -198,16 +200,15 @@ pub async fn serve(
                 );
             }
         };
-        match feed.rebuild(&wanted, progress).await {
-            Ok(fed) => break fed,
+        // (From the bucket that failed last time, if it did: the ones before are in.)
+        match feed.rebuild(&wanted[from..], &mut fed, progress).await {
+            Ok(()) => break,
             Err(error) => {
-                tracing::warn!(%error, "rebuilding the index failed; starting again");
-                done = 0;
-                lines = 0;
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tracing::warn!(%error, "rebuilding the index failed; going on from there");
+                tokio::time::sleep(error.retry_after()).await;
             }
         }
-    };
+    }
     // Then the journal since the checkpoint, before serving (a restart must not answer
     // without what it had indexed before it stopped).
     let caught_up = if checkpoint.is_some() {
@@ -216,7 +217,7 @@ pub async fn serve(
                 Ok(fed) => break fed,
                 Err(error) => {
                     tracing::warn!(%error, "reading the journal failed; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    tokio::time::sleep(error.retry_after()).await;
                 }
             }
         }
