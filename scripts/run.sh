@@ -10,7 +10,9 @@
 # (case study 2: a local web of real text on 127.0.0.2-9:8081, served by `serve-web` from
 # Debian's dictionaries and documentation, installed by scripts/install-web-data.sh --full;
 # a crawl of it by two worker processes, resumed on restart; then the thesaurus build; the
-# thesaurus and the crawl's progress at http://127.0.0.1:8400/). Node N listens on:
+# thesaurus and the crawl's progress at http://127.0.0.1:8400/). Every service registers in
+# the store, and every node's admin port serves the suite's landing page, /suite
+# (http://127.0.0.1:7380/suite on node 1). Node N listens on:
 #
 #   node 1: binary 127.0.0.1:7379, Redis 127.0.0.1:6380, HTTP 127.0.0.1:7380, peers 7371
 #   node 2: binary 127.0.0.1:7479, Redis 127.0.0.1:6480, HTTP 127.0.0.1:7480, peers 7471
@@ -148,6 +150,7 @@ APP_PIDS+=("$!")
 
 cat <<MSG
 A 3-node kvstore cluster is running, and on it:
+  http://127.0.0.1:7380/suite                         # the landing page: every service, its health, its keyspaces
   http://127.0.0.1:8380/                              # the dictionary (API: /api/suggest?q=acro, ...)
   http://127.0.0.1:8390/                              # the logs: search, histogram, live tail
   http://127.0.0.1:8400/                              # the thesaurus, and the crawl's progress

@@ -226,6 +226,17 @@ async fn serve(listen: &str, addresses: Vec<String>) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {listen}"))?;
     let client = Arc::new(ClusterClient::new(addresses, ClusterConfig::default()));
+    // On the suite's landing page (every store node's /suite).
+    let registration = kvstore::client::registry::register(
+        client.clone(),
+        kvstore::client::registry::Service {
+            name: "dictionary-search".into(),
+            url: format!("http://{}", listener.local_addr()?),
+            health: "/health".into(),
+            keyspaces: vec![dictionary_search::store::KEYSPACE.into()],
+            about: "search an English dictionary: suggestions, spelling, full text".into(),
+        },
+    );
     let replica = Arc::new(Replica::new(client));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {
@@ -243,6 +254,7 @@ async fn serve(listen: &str, addresses: Vec<String>) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     http.await?.context("the HTTP server")?;
     maintain.await?;
+    registration.withdraw().await;
     Ok(())
 }
 

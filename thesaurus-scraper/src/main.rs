@@ -381,7 +381,22 @@ fn main() -> anyhow::Result<()> {
             let addr = listener.local_addr()?;
             println!("serving http://{addr}/");
             tracing::info!(%addr, "thesaurus serving");
+            // On the suite's landing page (every store node's /suite).
+            let registration = kvstore::client::registry::register(
+                frontier.client.clone(),
+                kvstore::client::registry::Service {
+                    name: "thesaurus-scraper".into(),
+                    url: format!("http://{addr}"),
+                    health: "/health".into(),
+                    keyspaces: vec![
+                        thesaurus_scraper::crawl::frontier::KEYSPACE.into(),
+                        thesaurus_scraper::thesaurus::build::KEYSPACE.into(),
+                    ],
+                    about: "a thesaurus built from a crawl of the local web".into(),
+                },
+            );
             thesaurus_scraper::serve::serve(listener, thesaurus, frontier, shutdown_signal()).await?;
+            registration.withdraw().await;
             tracing::info!("stopped");
             Ok(())
         }),

@@ -22,6 +22,7 @@
 
 pub mod cluster;
 mod ops;
+pub mod registry;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

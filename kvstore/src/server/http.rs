@@ -29,6 +29,8 @@ pub async fn serve(ctx: Arc<Context>, listener: TcpListener) {
         .route("/cluster", get(cluster_status))
         .route("/cluster/overview", get(cluster_overview))
         .route("/keyspaces/usage", get(keyspaces_usage))
+        .route("/suite", get(suite_page))
+        .route("/suite/api", get(suite_api))
         .route("/cluster/transfer-leader", post(transfer_leader))
         .route("/cluster/add-node", post(add_node))
         .route("/cluster/remove-node", post(remove_node))
@@ -135,6 +137,26 @@ async fn cluster_overview(State(ctx): State<Arc<Context>>) -> Response {
     };
     let known = [(node.id(), node_status(node))].into();
     Json(super::overview::gather(&node.map_for_clients(), known).await).into_response()
+}
+
+/// The suite's landing page: static HTML that polls `/suite/api` (see `server::suite`).
+async fn suite_page(State(ctx): State<Arc<Context>>) -> Response {
+    if ctx.node.is_none() {
+        return no_node();
+    }
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        include_str!("suite_page.html"),
+    )
+        .into_response()
+}
+
+/// The landing page's document: services with their health, nodes, keyspaces.
+async fn suite_api(State(ctx): State<Arc<Context>>) -> Response {
+    match &ctx.node {
+        Some(node) => Json(super::suite::gather(&ctx, node).await).into_response(),
+        None => no_node(),
+    }
 }
 
 /// The live bytes of each keyspace's partitions this node leads, as JSON (`{"logs": 123}`):

@@ -237,7 +237,7 @@ pub async fn refresh(limits: std::sync::Arc<KeyspaceLimits>, node: Node) {
 }
 
 /// Every other node's `/keyspaces/usage` (those that answer in time).
-async fn gather(map: &ClusterMap, me: NodeId) -> Vec<(NodeId, HashMap<String, u64>)> {
+pub(crate) async fn gather(map: &ClusterMap, me: NodeId) -> Vec<(NodeId, HashMap<String, u64>)> {
     let asks = map
         .nodes
         .values()

@@ -18,6 +18,7 @@ pub mod overview;
 pub mod replicated;
 pub mod resp;
 pub mod resp_cluster;
+pub mod suite;
 pub mod writes;
 
 use std::future::Future;
@@ -93,6 +94,9 @@ pub struct Context {
     pub node: Option<crate::node::Node>,
     /// The keyspaces' limits as this node enforces them ([`limits`]).
     pub limits: Arc<limits::KeyspaceLimits>,
+    /// The client the landing page reads the service registry with ([`suite`]), made at
+    /// its first use.
+    pub suite_client: std::sync::OnceLock<Arc<crate::client::cluster::ClusterClient>>,
     connections: Arc<Semaphore>,
     shutdown: watch::Receiver<bool>,
 }
@@ -157,6 +161,7 @@ pub async fn run(
         writes,
         node,
         limits: Arc::default(),
+        suite_client: std::sync::OnceLock::new(),
         shutdown: shutdown_rx,
     });
 

@@ -117,6 +117,17 @@ pub async fn serve(
         }
     }
     let boot = now_ms();
+    // On the suite's landing page (every store node's /suite).
+    let registration = kvstore::client::registry::register(
+        client.clone(),
+        kvstore::client::registry::Service {
+            name: "log-aggregator".into(),
+            url: format!("http://{http_addr}"),
+            health: "/health".into(),
+            keyspaces: vec![crate::layout::KEYSPACE.into()],
+            about: format!("collect and search logs (aggregator {name})"),
+        },
+    );
     let store = Arc::new(LogStore::new(client, format!("{name}/{boot}")));
     let (indexes, opened) = match &config.index_dir {
         Some(dir) => Indexes::open(dir)?,
@@ -378,6 +389,7 @@ pub async fn serve(
     let _ = follower.await;
     let _ = retention.await;
     server.await??;
+    registration.withdraw().await;
     // What was indexed since the follower's last commit (the journal has it too).
     if let Err(error) = app.indexes.commit(now_ms()) {
         tracing::error!(%error, "committing the index failed");
