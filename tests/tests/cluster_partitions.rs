@@ -496,3 +496,60 @@ fn the_load_command_writes_through_a_node_kill_and_reads_every_acknowledged_writ
         "a progress line a second:\n{stderr}"
     );
 }
+
+/// `kvstore_ops_total{op="get"}` on each node.
+fn gets_served(cluster: &Cluster) -> Vec<u64> {
+    (1..=3)
+        .map(|id| {
+            let text = tests::cluster::http_get(cluster.node(id).http, "/metrics").unwrap();
+            text.lines()
+                .find_map(|l| l.strip_prefix("kvstore_ops_total{op=\"get\"} "))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        })
+        .collect()
+}
+
+/// A read that any replica may answer is spread over the replicas by `ClusterClient`, so
+/// read-heavy applications (the dictionary's replicas, the URL shortener's redirects) use
+/// every copy rather than all asking the leader; reads that must be linearizable still go
+/// to the leader alone.
+#[test]
+fn follower_reads_are_spread_over_every_replica_and_linearizable_reads_go_to_the_leader() {
+    let cluster = Cluster::start("follower-spread", ClusterOptions::default()).unwrap();
+    cluster.wait_settled(Duration::from_secs(60)).unwrap();
+    let rt = runtime();
+    let client = ClusterClient::new(cluster.client_addresses(), ClusterConfig::default());
+    rt.block_on(client.put("default", b"spread", b"v", Condition::None))
+        .unwrap();
+    // A follower read may be stale: first, every replica has applied the write.
+    let everywhere = wait_until(Duration::from_secs(10), || {
+        (0..6).all(|_| {
+            rt.block_on(client.get("default", b"spread", Consistency::Follower))
+                .is_ok_and(|v| v.is_some())
+        })
+    });
+    assert!(everywhere, "the write reached every replica");
+    let read = |consistency: Consistency| -> Vec<u64> {
+        let before = gets_served(&cluster);
+        for _ in 0..90 {
+            let got = rt
+                .block_on(client.get("default", b"spread", consistency))
+                .unwrap();
+            assert_eq!(got.map(|v| v.value.to_vec()), Some(b"v".to_vec()));
+        }
+        let after = gets_served(&cluster);
+        after.iter().zip(&before).map(|(a, b)| a - b).collect()
+    };
+    let follower = read(Consistency::Follower);
+    assert!(
+        follower.iter().all(|&n| n >= 15),
+        "follower reads per node: {follower:?}"
+    );
+    let linearizable = read(Consistency::Linearizable);
+    assert_eq!(
+        linearizable.iter().filter(|&&n| n > 0).count(),
+        1,
+        "linearizable reads per node: {linearizable:?}"
+    );
+}

@@ -94,6 +94,8 @@ pub struct ClusterClient {
     addresses: std::sync::Mutex<Vec<String>>,
     /// The node tried next when routing names none (an index into `addresses`).
     next: AtomicUsize,
+    /// Turns of the replicas that follower reads are spread over.
+    next_replica: AtomicUsize,
     /// One multiplexed connection per node, by address.
     connections: tokio::sync::Mutex<HashMap<String, Client>>,
     /// The map and what redirects taught.
@@ -210,6 +212,7 @@ impl ClusterClient {
             config,
             addresses: std::sync::Mutex::new(addresses),
             next: AtomicUsize::new(0),
+            next_replica: AtomicUsize::new(0),
             connections: Default::default(),
             routing: Default::default(),
             fetching: Default::default(),
@@ -459,6 +462,33 @@ impl ClusterClient {
         let epoch = Some(g.epoch.max(learnt));
         let now = Instant::now();
         let up = |addr: &String| routing.down.get(addr).is_none_or(|&until| until <= now);
+        // A read any replica may answer goes to each replica in turn: read-heavy work uses
+        // every copy, not only the leader's. (A replica that no longer hosts the group
+        // redirects to the leader, as for any request.)
+        let follower_read = matches!(
+            request,
+            Request::Get {
+                consistency: Consistency::Follower,
+                ..
+            } | Request::Scan {
+                consistency: Consistency::Follower,
+                ..
+            }
+        );
+        if follower_read {
+            let replicas: Vec<&String> = g
+                .replicas
+                .iter()
+                .filter_map(|id| map.nodes.get(id))
+                .map(|n| &n.client)
+                .filter(|a| !a.is_empty() && up(a))
+                .collect();
+            if !replicas.is_empty() {
+                let turn = self.next_replica.fetch_add(1, Ordering::Relaxed);
+                let addr = replicas[turn % replicas.len()].clone();
+                return (Some(group), Some(addr), epoch);
+            }
+        }
         if let Some(addr) = routing.leaders.get(&group).filter(|a| up(a)) {
             return (Some(group), Some(addr.clone()), epoch);
         }

@@ -208,9 +208,9 @@ async fn run_group(ctx: &Arc<Context>, items: Vec<Item>) -> Vec<(u64, Step)> {
     })
 }
 
-fn execute(ctx: &Context, store: &impl Store, request: Request) -> Step {
-    let started = Instant::now();
-    let op = match &request {
+/// The operation `request` is counted as in the metrics.
+pub(super) fn op_of(request: &Request) -> Op {
+    match request {
         Request::Get { .. } => Op::Get,
         Request::Put { .. } => Op::Put,
         Request::Delete { .. } => Op::Delete,
@@ -221,7 +221,12 @@ fn execute(ctx: &Context, store: &impl Store, request: Request) -> Step {
         | Request::Ping { .. }
         | Request::ClusterMap { .. }
         | Request::MapChange { .. } => Op::Other,
-    };
+    }
+}
+
+fn execute(ctx: &Context, store: &impl Store, request: Request) -> Step {
+    let started = Instant::now();
+    let op = op_of(&request);
     let result = crate::op::run_request(&ctx.db, store, request);
     ctx.metrics.record_op(op, started.elapsed(), result.is_ok());
     match result {

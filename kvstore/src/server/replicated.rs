@@ -16,14 +16,14 @@
 //! each frame's request id as the session's sequence number.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::{flush, read_more, Context, Read};
-use crate::metrics::Listener;
+use crate::metrics::{Listener, Op};
 use crate::node::command::Command;
 use crate::node::state::Reply;
 use crate::node::{Consistency, Node, NodeError};
@@ -116,23 +116,28 @@ pub async fn serve_binary(
     let mut wbuf = BytesMut::with_capacity(16 * 1024);
     let mut handshaken = false;
     let mut client_id = 0u64;
+    // Every request is keyed by its id, its operation and when it arrived, so that its
+    // answer is counted in /metrics (`kvstore_ops_total`, errors, latency) when it is sent.
     let convert = |_, result: Result<Reply, NodeError>| match result {
         Ok(Reply::Wire(response)) => response,
         Ok(_) => Response::error(ErrorCode::Internal, "a reply of another kind to a frame"),
         Err(error) => error_response(&error),
     };
     loop {
-        let mut pending: Vec<Pending<Response, u64>> = Vec::new();
+        let mut pending: Vec<Pending<Response, Key>> = Vec::new();
         let mut close = false;
         for cut in super::cut_pipeline(ctx, &mut rbuf, &mut handshaken, &mut client_id) {
             let (id, request, frame) = match cut {
-                super::Cut::Run { id, request, frame } => (id, request, frame),
+                super::Cut::Run { id, request, frame } => {
+                    let op = super::binary::op_of(&request);
+                    ((id, op, Instant::now()), request, frame)
+                }
                 super::Cut::Answer {
                     id,
                     response,
                     close: fatal,
                 } => {
-                    pending.push(Pending::Ready(id, response));
+                    pending.push(Pending::Ready((id, Op::Other, Instant::now()), response));
                     close |= fatal;
                     continue;
                 }
@@ -164,7 +169,7 @@ pub async fn serve_binary(
                     match routed_group(ctx, &node, &request, &frame).await {
                         Ok(group) => {
                             // The log entry carries the frame as it arrived.
-                            let session = (client_id != 0).then_some((client_id, id));
+                            let session = (client_id != 0).then_some((client_id, id.0));
                             let data = Command::wire_frame(session, node.now_ms(), &frame);
                             pending.push(Pending::Proposal(id, node.propose(group, data)));
                         }
@@ -173,8 +178,8 @@ pub async fn serve_binary(
                 }
                 request => {
                     // A read: first the writes before it, so it sees them.
-                    settle(&mut pending, timeout, convert, |id, r| {
-                        encode(&mut wbuf, id, &r)
+                    settle(&mut pending, timeout, convert, |k, r| {
+                        answer(ctx, &mut wbuf, k, &r)
                     })
                     .await;
                     let consistency = match &request {
@@ -217,8 +222,8 @@ pub async fn serve_binary(
                 }
             }
         }
-        settle(&mut pending, timeout, convert, |id, r| {
-            encode(&mut wbuf, id, &r)
+        settle(&mut pending, timeout, convert, |k, r| {
+            answer(ctx, &mut wbuf, k, &r)
         })
         .await;
         flush(ctx, Listener::Binary, &mut stream, &mut wbuf, None).await?;
@@ -280,6 +285,17 @@ async fn routed_group(
             .check(&node.map(), node.id(), keyspace, ops, adds)?;
     }
     Ok(group)
+}
+
+/// A binary request as the connection tracks it: its id, its operation, when it arrived.
+type Key = (u64, Op, Instant);
+
+/// Counts `response` to request `k` in the node's metrics and encodes it.
+fn answer(ctx: &Context, wbuf: &mut BytesMut, k: Key, response: &Response) {
+    let (id, op, started) = k;
+    let ok = !matches!(response, Response::Error { .. });
+    ctx.metrics.record_op(op, started.elapsed(), ok);
+    encode(wbuf, id, response);
 }
 
 fn encode(wbuf: &mut BytesMut, id: u64, response: &Response) {
