@@ -37,11 +37,15 @@ pub fn slug(headword: &str) -> String {
 }
 
 /// The key a headword or a cross-reference is found under: lowercase, GCIDE's stress and
-/// syllable marks (`Life"less*ly`) removed, spaces collapsed.
+/// syllable marks (`Life"less*ly`) removed, spaces collapsed. An underscore is a space, as
+/// in Wikipedia's titles: the page's path writes a space as `_` ([`slug`]), and a path is
+/// the same URL whether `_` is written plain or as `%5F`, so `mod_autoindex` and
+/// `mod autoindex` can only be one page.
 pub fn key(text: &str) -> String {
     let cleaned: String = text
         .chars()
         .filter(|c| !matches!(c, '"' | '*' | '`'))
+        .map(|c| if c == '_' { ' ' } else { c })
         .collect();
     cleaned
         .split_whitespace()
@@ -236,5 +240,7 @@ mod tests {
         assert_eq!(slug("café"), "caf%C3%A9");
         assert_eq!(slug("C++"), "c%2B%2B");
         assert_eq!(key("Life\"less*ly  Thing"), "lifelessly thing");
+        assert_eq!(key("mod_autoindex"), "mod autoindex");
+        assert_eq!(slug(&key("mod_autoindex")), "mod_autoindex");
     }
 }

@@ -507,4 +507,26 @@ mod tests {
         assert!(site.page("/missing.html").is_none());
         std::fs::remove_dir_all(dir).unwrap();
     }
+
+    /// Every page the site lists is served, at the path a crawler normalises it to (RFC 3986
+    /// decodes `%5F` to `_`): FOLDOC has headwords with underscores (`mod_autoindex`) as well
+    /// as spaces, and both must be reachable, each under one URL.
+    #[test]
+    fn every_listed_page_of_a_dictionary_is_served_at_its_normalised_path() {
+        let prefix = std::path::Path::new("/usr/share/dictd/foldoc");
+        let site = DictdSite::open(prefix, Flavour::Plain, &Slice::default())
+            .expect("FOLDOC (scripts/install-web-data.sh installs it)");
+        let paths = site.html_paths();
+        assert!(
+            paths.iter().any(|p| p.contains("autoindex")),
+            "{}",
+            paths.len()
+        );
+        let mut seen = std::collections::HashSet::new();
+        for p in &paths {
+            let normal = crate::web::percent_decode(p).unwrap();
+            assert!(seen.insert(normal.clone()), "{p} is listed twice");
+            assert!(site.page(&normal).is_some(), "{p} is listed but not served");
+        }
+    }
 }
