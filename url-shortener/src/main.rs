@@ -1,0 +1,128 @@
+//! The `url-shortener` binary: `serve` runs the HTTP service in front of the store; `load` creates
+//! the keyspace (and is where loading data goes). Arguments in, the library's parts wired
+//! together, nothing else.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use kvstore::client::cluster::{ClusterClient, ClusterConfig};
+use kvstore::client::registry::{self, Service};
+use url_shortener::{keys, server, store};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Short links that redirect, with click counts, on the partitioned store"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serves the HTTP API, the page, /health and /metrics.
+    Serve {
+        /// Client addresses of the store's nodes (any of them; comma-separated).
+        #[arg(long, value_delimiter = ',', env = "KVSTORE_ADDRS", required = true)]
+        store: Vec<String>,
+        /// Where to listen.
+        #[arg(long, default_value = "127.0.0.1:8500")]
+        listen: String,
+        /// Partitions of the keyspace, if this process creates it.
+        #[arg(long, default_value_t = keys::PARTITIONS_DEFAULT)]
+        partitions: u32,
+    },
+    /// Creates the keyspace (idempotent); loading this case study's data goes here.
+    Load {
+        #[arg(long, value_delimiter = ',', env = "KVSTORE_ADDRS", required = true)]
+        store: Vec<String>,
+        #[arg(long, default_value_t = keys::PARTITIONS_DEFAULT)]
+        partitions: u32,
+    },
+}
+
+fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    init_logging();
+    match Cli::parse().command {
+        Command::Load {
+            store: addrs,
+            partitions,
+        } => {
+            let client = ClusterClient::new(addrs, ClusterConfig::default());
+            store::ensure_keyspace(&client, partitions).await?;
+            tracing::info!(
+                keyspace = keys::KEYSPACE,
+                partitions,
+                "the keyspace is ready"
+            );
+            Ok(())
+        }
+        Command::Serve {
+            store: addrs,
+            listen,
+            partitions,
+        } => {
+            let client = Arc::new(ClusterClient::new(addrs, ClusterConfig::default()));
+            let listener = tokio::net::TcpListener::bind(&listen).await?;
+            let addr = listener.local_addr()?;
+            let app = server::App::new(client.clone());
+            // The keyspace, then ready: retried until the store answers, while /health
+            // says "starting".
+            let ready = {
+                let app = app.clone();
+                tokio::spawn(async move {
+                    loop {
+                        match store::ensure_keyspace(&app.client, partitions).await {
+                            Ok(()) => break,
+                            Err(error) => {
+                                tracing::warn!(%error, "the store is not ready yet; retrying");
+                                tokio::time::sleep(Duration::from_secs(1)).await;
+                            }
+                        }
+                    }
+                    app.ready.store(true, Ordering::SeqCst);
+                    tracing::info!(%addr, "serving");
+                })
+            };
+            let registration = registry::register(
+                client,
+                Service {
+                    name: "url-shortener".into(),
+                    url: format!("http://{addr}"),
+                    health: "/health".into(),
+                    keyspaces: vec![keys::KEYSPACE.into()],
+                    about: "Short links that redirect, with click counts, on the partitioned store"
+                        .into(),
+                },
+            );
+            server::serve(listener, app, shutdown_signal()).await?;
+            ready.abort();
+            registration.withdraw().await;
+            tracing::info!("stopped");
+            Ok(())
+        }
+    }
+}
