@@ -148,6 +148,19 @@ APP_PIDS+=("$!")
 ) &
 APP_PIDS+=("$!")
 
+# Fair sharing: each application's keyspace gets limits, so a runaway crawl or a log flood
+# meets a clear error (OverQuota, RateLimited) instead of starving the others. Set once each
+# keyspace exists (its application creates it); `kvstore keyspace list` shows them.
+(
+  limit() {
+    until "$K" keyspace --addr "$STORE" limit "$@" >/dev/null 2>&1; do sleep 2; done
+  }
+  limit dictionary --max-bytes 1G
+  limit logs --max-bytes 2G --max-ops 20000
+  limit crawl --max-bytes 2G --max-ops 5000
+) &
+APP_PIDS+=("$!")
+
 cat <<MSG
 A 3-node kvstore cluster is running, and on it:
   http://127.0.0.1:7380/suite                         # the landing page: every service, its health, its keyspaces

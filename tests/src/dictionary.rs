@@ -83,6 +83,7 @@ pub struct Replica {
     pub child: Child,
     pub addr: String,
     pub log: std::path::PathBuf,
+    store: String,
 }
 
 impl Replica {
@@ -90,13 +91,37 @@ impl Replica {
         let port = free_ports(1)[0];
         let addr = format!("127.0.0.1:{port}");
         let log = dir.join(format!("replica-{port}.log"));
-        let child = Command::new(workspace_bin("dictionary-search"))
-            .args(["serve", "--listen", &addr, "--store", &store.join(",")])
+        let mut replica = Replica {
+            child: Command::new("true").spawn().expect("true"),
+            addr,
+            log,
+            store: store.join(","),
+        };
+        replica.restart();
+        replica
+    }
+
+    /// Starts it (again, after a kill) on the same address; its log is appended to.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("a log file");
+        self.child = Command::new(workspace_bin("dictionary-search"))
+            .args(["serve", "--listen", &self.addr, "--store", &self.store])
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("a log file"))
+            .stderr(log)
             .spawn()
             .expect("starting dictionary-search serve");
-        Replica { child, addr, log }
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Waits until `/health` answers 200 (the index is built).

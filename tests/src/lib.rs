@@ -6,6 +6,7 @@
 //! partitions; [`linearizability`] is the checker their histories go through.
 
 pub mod browser;
+pub mod chaos;
 pub mod cluster;
 pub mod dictionary;
 pub mod harness;

@@ -2,6 +2,7 @@
 //! a real process, its hosts on loopback addresses with ports chosen at run time, spoken to
 //! with curl.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -9,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use crate::dictionary::curl;
 use crate::harness::workspace_bin;
+use thesaurus_scraper::crawl::canon;
+use thesaurus_scraper::crawl::frontier::{self, Frontier, UrlRecord};
 
 /// A `serve-web` process, killed on drop.
 pub struct Web {
@@ -56,6 +59,17 @@ impl Web {
             }
         }
         Web { child, hosts, log }
+    }
+
+    /// Every page host `i` serves (its `/__pages`), as the crawler keys them.
+    pub fn page_keys(&self, i: usize) -> Vec<String> {
+        let (_, pages) = self.get(i, "/__pages");
+        let pages: Vec<String> = serde_json::from_str(&pages).expect("the page list");
+        let base = url::Url::parse(&self.hosts[i]).expect("a host URL");
+        pages
+            .iter()
+            .map(|p| canon::path_key(&canon::resolve(&base, p).expect("a page URL")))
+            .collect()
     }
 
     /// `curl` GET of `path` on host `i`: status and body.
@@ -201,4 +215,22 @@ pub fn kill9(pid: u32) {
     let _ = Command::new("kill")
         .args(["-KILL", &pid.to_string()])
         .status();
+}
+
+/// Every settled URL of a host, by path, read from the store.
+pub fn url_records(
+    rt: &tokio::runtime::Runtime,
+    frontier: &Frontier,
+    host: &str,
+) -> BTreeMap<String, UrlRecord> {
+    let prefix = frontier::url_prefix(host);
+    rt.block_on(frontier.scan_prefix(&prefix, false, usize::MAX))
+        .unwrap()
+        .into_iter()
+        .map(|e| {
+            let key = String::from_utf8(e.key.to_vec()).unwrap();
+            let record: UrlRecord = frontier::decode(&key, &e.value.unwrap()).unwrap();
+            (key[prefix.len()..].to_string(), record)
+        })
+        .collect()
 }

@@ -40,6 +40,11 @@ impl Recorder {
         })
     }
 
+    /// When it started: operations' call and completion times count from here.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
     fn now(&self) -> u64 {
         self.started.elapsed().as_micros() as u64
     }
@@ -133,6 +138,17 @@ pub async fn run(
     rec: Arc<Recorder>,
     stop: Arc<AtomicBool>,
 ) {
+    run_paced(addresses, workload, Duration::ZERO, rec, stop).await
+}
+
+/// [`run`], each client waiting `pause` after each operation (a workload beside others).
+pub async fn run_paced(
+    addresses: Vec<String>,
+    workload: Workload,
+    pause: Duration,
+    rec: Arc<Recorder>,
+    stop: Arc<AtomicBool>,
+) {
     let mut tasks = Vec::new();
     for id in 1..=workload.clients {
         let config = ClusterConfig {
@@ -154,6 +170,9 @@ pub async fn run(
                 rng ^= rng << 17;
                 let key = format!("k{}", rng % keys);
                 run_one(&rec, &client, id, key.as_bytes(), rng >> 8).await;
+                if !pause.is_zero() {
+                    tokio::time::sleep(pause).await;
+                }
             }
         }));
     }
@@ -187,10 +206,26 @@ pub struct Running {
 
 /// Starts `workload` against the cluster at `addresses` on `rt`.
 pub fn start(rt: &tokio::runtime::Runtime, addresses: Vec<String>, workload: Workload) -> Running {
+    start_paced(rt, addresses, workload, Duration::ZERO)
+}
+
+/// [`start`], each client waiting `pause` after each operation.
+pub fn start_paced(
+    rt: &tokio::runtime::Runtime,
+    addresses: Vec<String>,
+    workload: Workload,
+    pause: Duration,
+) -> Running {
     let rec = Recorder::new();
     let stop = Arc::new(AtomicBool::new(false));
     let keys = workload.keys;
-    let task = rt.spawn(run(addresses, workload, rec.clone(), stop.clone()));
+    let task = rt.spawn(run_paced(
+        addresses,
+        workload,
+        pause,
+        rec.clone(),
+        stop.clone(),
+    ));
     Running {
         rec,
         stop,

@@ -4,16 +4,14 @@
 //!
 //! Needs Debian's dict-jargon (scripts/install-test-deps.sh installs it).
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use kvstore::client::cluster::{ClusterClient, ClusterConfig};
 use tests::dictionary::curl;
 use tests::harness::{runtime, wait_until, TempDir};
 use tests::logs::start_store;
-use tests::thesaurus::{kill9, Crawl, Web};
-use thesaurus_scraper::crawl::canon;
-use thesaurus_scraper::crawl::frontier::{self, Frontier, UrlRecord, UrlState};
+use tests::thesaurus::{kill9, url_records, Crawl, Web};
+use thesaurus_scraper::crawl::frontier::{Frontier, UrlRecord, UrlState};
 
 /// The local web serves real pages with navigation around the prose, robots rules, a page
 /// list, and its oracle counts what crawlers must not do: fetch disallowed paths, come back
@@ -197,24 +195,6 @@ fn the_local_web_misbehaves_as_seeded() {
     assert_eq!(faults(4)["malformed"], 1, "{stats}");
 }
 
-/// Every settled URL of a host, by path, read from the store.
-fn url_records(
-    rt: &tokio::runtime::Runtime,
-    frontier: &Frontier,
-    host: &str,
-) -> BTreeMap<String, UrlRecord> {
-    let prefix = frontier::url_prefix(host);
-    rt.block_on(frontier.scan_prefix(&prefix, false, usize::MAX))
-        .unwrap()
-        .into_iter()
-        .map(|e| {
-            let key = String::from_utf8(e.key.to_vec()).unwrap();
-            let record: UrlRecord = frontier::decode(&key, &e.value.unwrap()).unwrap();
-            (key[prefix.len()..].to_string(), record)
-        })
-        .collect()
-}
-
 /// A crawl over three hosts (one clean with a Crawl-delay and a disallowed prefix, one full of
 /// seeded faults, one whose robots.txt answers 503) while a worker is SIGKILLed and a store
 /// node is SIGKILLed and restarted:
@@ -305,16 +285,7 @@ fn a_crawl_survives_a_killed_worker_and_a_killed_store_node_and_stays_polite() {
     let frontier = Frontier::new(std::sync::Arc::new(client));
 
     // The clean host: every page fetched but the disallowed ones, which were never fetched.
-    let pages = |i: usize| -> Vec<String> {
-        // As the crawler spells them.
-        let (_, pages) = web.get(i, "/__pages");
-        let pages: Vec<String> = serde_json::from_str(&pages).unwrap();
-        let base = url::Url::parse(&web.hosts[i]).unwrap();
-        pages
-            .iter()
-            .map(|p| canon::path_key(&canon::resolve(&base, p).unwrap()))
-            .collect()
-    };
+    let pages = |i: usize| web.page_keys(i);
     let urls = url_records(&rt, &frontier, &host(0));
     for p in &pages(0) {
         let r = urls
