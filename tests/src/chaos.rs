@@ -85,6 +85,21 @@ impl Fault {
         Fault::KillAggregator,
     ];
 
+    /// Its abbreviation, for the plot of a long run.
+    pub fn short(self) -> &'static str {
+        match self {
+            Fault::KillStoreNode => "KS",
+            Fault::PauseStoreLeader => "SS",
+            Fault::IsolateStoreNode => "PS",
+            Fault::JoinStoreNode => "JS",
+            Fault::MovePartitions => "DS",
+            Fault::KillDictionaryReplica => "KD",
+            Fault::KillCrawlWorker => "KW",
+            Fault::KillLogAgent => "KA",
+            Fault::KillAggregator => "KL",
+        }
+    }
+
     /// Its name in the report.
     pub fn name(self) -> &'static str {
         match self {
@@ -460,7 +475,6 @@ impl Report {
     /// second (or its rate) and its errors in red; every fault a shaded band across the lanes,
     /// labelled at the top. `subtitle` goes under the title (the seed, say).
     pub fn svg(&self, subtitle: &str) -> String {
-        const WIDTH: f64 = 1100.0;
         const LEFT: f64 = 150.0;
         const RIGHT: f64 = 20.0;
         const TOP: f64 = 120.0;
@@ -469,11 +483,15 @@ impl Report {
         let apps = self.apps();
         let height = TOP + apps.len() as f64 * (LANE + GAP) + 40.0;
         let seconds = self.seconds.max(1.0);
-        let x = |t: f64| LEFT + (t / seconds) * (WIDTH - LEFT - RIGHT);
+        // Wider for a long run: about two pixels a second.
+        let width = (LEFT + RIGHT + seconds * 2.0).clamp(1100.0, 2400.0);
+        // With many faults, each band is labelled with its short name; a legend says them.
+        let short = self.spans.len() > 12;
+        let x = |t: f64| LEFT + (t / seconds) * (width - LEFT - RIGHT);
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"{height}\" \
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width:.0}\" height=\"{height}\" \
              font-family=\"sans-serif\" font-size=\"11\">"
         );
         let _ = writeln!(
@@ -489,7 +507,7 @@ impl Report {
         // Fault bands, labels staggered over four rows so they do not overlap.
         let bottom = height - 40.0;
         for (i, s) in self.spans.iter().enumerate() {
-            let (a, b) = (x(s.from), x(s.to + AFTERMATH_SECONDS).min(WIDTH - RIGHT));
+            let (a, b) = (x(s.from), x(s.to + AFTERMATH_SECONDS).min(width - RIGHT));
             let _ = writeln!(
                 out,
                 "<rect x=\"{a:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"#f4a261\" \
@@ -503,7 +521,8 @@ impl Report {
                 bottom - TOP + 8.0
             );
             let row = (i % 4) as f64;
-            let _ = writeln!(
+            let _ =
+                writeln!(
                 out,
                 "<line x1=\"{a:.1}\" y1=\"{:.1}\" x2=\"{a:.1}\" y2=\"{:.1}\" stroke=\"#e76f51\"/>\
                  <text x=\"{:.1}\" y=\"{:.1}\">{}</text>",
@@ -511,7 +530,22 @@ impl Report {
                 TOP - 8.0,
                 a + 2.0,
                 48.0 + row * 16.0 + 10.0,
-                escape(s.fault.name())
+                escape(if short { s.fault.short() } else { s.fault.name() })
+            );
+        }
+        if short {
+            let mut kinds: Vec<Fault> = self.spans.iter().map(|s| s.fault).collect();
+            kinds.sort();
+            kinds.dedup();
+            let legend: Vec<String> = kinds
+                .iter()
+                .map(|f| format!("{} {}", f.short(), f.name()))
+                .collect();
+            let _ = writeln!(
+                out,
+                "<text x=\"{LEFT}\" y=\"{:.1}\" fill=\"#555\">{}</text>",
+                height - 8.0,
+                escape(&legend.join(" · "))
             );
         }
         for (lane, app) in apps.iter().enumerate() {
@@ -556,7 +590,7 @@ impl Report {
                  <text x=\"8\" y=\"{:.1}\">{}</text><text x=\"{:.1}\" y=\"{:.1}\" \
                  text-anchor=\"end\">{:.0}{unit}</text><text x=\"{:.1}\" y=\"{:.1}\" \
                  text-anchor=\"end\">0</text>",
-                WIDTH - LEFT - RIGHT,
+                width - LEFT - RIGHT,
                 top + 16.0,
                 escape(app),
                 top + 32.0,
@@ -734,5 +768,35 @@ mod tests {
             svg.contains("kill store node") && svg.contains("10 errors"),
             "{svg}"
         );
+    }
+
+    #[test]
+    fn a_long_run_s_plot_is_wider_and_labels_its_faults_short_with_a_legend() {
+        let spans: Vec<Span> = (0..20)
+            .map(|i| Span {
+                fault: Fault::ALL[i % Fault::ALL.len()],
+                detail: String::new(),
+                from: i as f64 * 30.0,
+                to: i as f64 * 30.0 + 3.0,
+            })
+            .collect();
+        let report = Report {
+            spans,
+            samples: vec![Sample {
+                app: "dictionary",
+                at: 1.0,
+                value: 3.0,
+                ok: true,
+            }],
+            rates: vec![],
+            seconds: 600.0,
+        };
+        let svg = report.svg("");
+        assert!(svg.contains("width=\"1370\""), "{}", &svg[..200]);
+        assert!(
+            svg.contains(">KS<") && svg.contains("KS kill store node"),
+            "{svg}"
+        );
+        assert!(!svg.contains(">kill store node<"));
     }
 }
