@@ -1,41 +1,33 @@
-//! The keyspace `url-shortener` and its keys: pure, no IO.
-//!
-//! Every key of this case study is made here, so its layout reads in one place and its hash
-//! tags are chosen on purpose. A key's slot is Redis Cluster's: the CRC16 of the part inside
-//! its first `{…}`, or of the whole key. Keys that share a tag share a partition, so they can
-//! be scanned in order and written in one atomic batch; keys with different tags spread over
-//! the partitions.
+//! The keyspace `links` and its keys: pure, no IO.
 //!
 //! ```text
-//! item:{<name>}      one item (the example: replace it with your data model)
+//! l:{<code>}     a link: JSON {"url", "created_ms"}; written once, if absent, never changed
+//! c:{<code>}     its clicks: a counter (the store's INCR), same tag, so the same partition
+//! seq:{ids}      the end of the last block of ids handed out (see `code::Block`)
 //! ```
+//!
+//! A link and its counter share the tag `{<code>}`: one partition holds everything about a
+//! link, and links spread evenly over the partitions by their (scrambled) codes. The id
+//! counter is one key in one partition; it is touched once per block of ids (a thousand
+//! links), not once per link.
 
-/// The keyspace of this case study.
-pub const KEYSPACE: &str = "url-shortener";
+/// The keyspace of the URL shortener.
+pub const KEYSPACE: &str = "links";
 /// Its partitions, when this service creates it.
 pub const PARTITIONS_DEFAULT: u32 = 8;
-/// The longest item name taken.
-pub const NAME_BYTES_MAX: usize = 256;
-/// The largest item value taken.
-pub const VALUE_BYTES_MAX: usize = 64 * 1024;
+/// The id counter's key.
+pub const SEQUENCE: &[u8] = b"seq:{ids}";
+/// The longest URL taken (what browsers and servers commonly accept).
+pub const URL_BYTES_MAX: usize = 2048;
 
-/// The key of item `name`: its own tag, so items spread over every partition.
-pub fn item(name: &str) -> Vec<u8> {
-    format!("item:{{{name}}}").into_bytes()
+/// The key of link `code`.
+pub fn link(code: &str) -> Vec<u8> {
+    format!("l:{{{code}}}").into_bytes()
 }
 
-/// Checks an item's name: not empty, not too long, no braces (they would change the tag).
-pub fn check_name(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("the name is empty".into());
-    }
-    if name.len() > NAME_BYTES_MAX {
-        return Err(format!("the name is over {NAME_BYTES_MAX} bytes"));
-    }
-    if name.contains(['{', '}']) {
-        return Err("the name may not contain { or }".into());
-    }
-    Ok(())
+/// The key of link `code`'s click counter.
+pub fn clicks(code: &str) -> Vec<u8> {
+    format!("c:{{{code}}}").into_bytes()
 }
 
 #[cfg(test)]
@@ -44,16 +36,12 @@ mod tests {
     use kvstore::partition::slot;
 
     #[test]
-    fn an_item_s_key_hashes_by_its_name_alone() {
-        assert_eq!(slot(&item("a")), slot(b"a"));
-        assert_ne!(slot(&item("a")), slot(&item("b")));
-    }
-
-    #[test]
-    fn names_that_would_break_the_layout_are_refused() {
-        assert!(check_name("ok").is_ok());
-        assert!(check_name("").is_err());
-        assert!(check_name("a{b}").is_err());
-        assert!(check_name(&"x".repeat(NAME_BYTES_MAX + 1)).is_err());
+    fn a_link_and_its_counter_share_a_partition_and_links_spread() {
+        assert_eq!(slot(&link("aZ3kQ9x")), slot(&clicks("aZ3kQ9x")));
+        assert_eq!(slot(&link("aZ3kQ9x")), slot(b"aZ3kQ9x"));
+        let slots: std::collections::HashSet<u16> = (0..1000)
+            .map(|i| slot(&link(&crate::code::encode(i))))
+            .collect();
+        assert!(slots.len() > 900, "{}", slots.len());
     }
 }

@@ -1,5 +1,5 @@
-//! The `url-shortener` binary: `serve` runs the HTTP service in front of the store; `load` creates
-//! the keyspace (and is where loading data goes). Arguments in, the library's parts wired
+//! The `url-shortener` binary: `serve` runs the HTTP service (links, redirects, clicks) in
+//! front of the store; `load` creates the keyspace. Arguments in, the library's parts wired
 //! together, nothing else.
 
 use std::sync::atomic::Ordering;
@@ -31,9 +31,21 @@ enum Command {
         /// Where to listen.
         #[arg(long, default_value = "127.0.0.1:8500")]
         listen: String,
+        /// The base of the short links it hands out (default: http://LISTEN).
+        #[arg(long)]
+        public_url: Option<String>,
         /// Partitions of the keyspace, if this process creates it.
         #[arg(long, default_value_t = keys::PARTITIONS_DEFAULT)]
         partitions: u32,
+        /// Ids reserved from the store at once.
+        #[arg(long, default_value_t = server::ID_BLOCK_DEFAULT)]
+        id_block: u64,
+        /// How often counted clicks are added to the store, in milliseconds.
+        #[arg(long, default_value_t = server::FLUSH_EVERY_DEFAULT.as_millis() as u64)]
+        flush_ms: u64,
+        /// Links kept in the redirect cache.
+        #[arg(long, default_value_t = url_shortener::cache::CACHE_ENTRIES_DEFAULT)]
+        cache_entries: usize,
     },
     /// Creates the keyspace (idempotent); loading this case study's data goes here.
     Load {
@@ -83,12 +95,27 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve {
             store: addrs,
             listen,
+            public_url,
             partitions,
+            id_block,
+            flush_ms,
+            cache_entries,
         } => {
+            anyhow::ensure!(
+                (1..=1_000_000).contains(&id_block),
+                "--id-block is 1 to 1000000"
+            );
             let client = Arc::new(ClusterClient::new(addrs, ClusterConfig::default()));
             let listener = tokio::net::TcpListener::bind(&listen).await?;
             let addr = listener.local_addr()?;
-            let app = server::App::new(client.clone());
+            let settings = server::Settings {
+                public_url: public_url.unwrap_or_else(|| format!("http://{addr}")),
+                id_block,
+                flush_every: Duration::from_millis(flush_ms.max(1)),
+                cache_entries,
+                pending_codes: url_shortener::clicks::PENDING_CODES_MAX_DEFAULT,
+            };
+            let app = server::App::new(client.clone(), settings);
             // The keyspace, then ready: retried until the store answers, while /health
             // says "starting".
             let ready = {
