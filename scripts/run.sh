@@ -10,7 +10,8 @@
 # (case study 2: a local web of real text on 127.0.0.2-9:8081, served by `serve-web` from
 # Debian's dictionaries and documentation, installed by scripts/install-web-data.sh --full;
 # a crawl of it by two worker processes, resumed on restart; then the thesaurus build; the
-# thesaurus and the crawl's progress at http://127.0.0.1:8400/). Every service registers in
+# thesaurus and the crawl's progress at http://127.0.0.1:8400/), and the URL shortener (case
+# study 4, at http://127.0.0.1:8500/). Every service registers in
 # the store, and every node's admin port serves the suite's landing page, /suite
 # (http://127.0.0.1:7380/suite on node 1). Node N listens on:
 #
@@ -34,8 +35,9 @@ fi
 
 scripts/install-dictionary-data.sh
 scripts/install-web-data.sh --full
-cargo build --release -q -p dictionary-search -p log-aggregator -p thesaurus-scraper
+cargo build --release -q -p dictionary-search -p log-aggregator -p thesaurus-scraper -p url-shortener
 D=target/release/dictionary-search
+S=target/release/url-shortener
 L=target/release/log-aggregator
 T=target/release/thesaurus-scraper
 STORE="127.0.0.1:7379,127.0.0.1:7479,127.0.0.1:7579"
@@ -104,7 +106,7 @@ paths = ["$LOGS/shop.log"]
 service = "shop"
 multiline_start = '^\d{4}-'
 [[files]]
-paths = ["$LOGS/kvstore-*.log", "$LOGS/dictionary.log", "$LOGS/aggregator-*.log"]
+paths = ["$LOGS/kvstore-*.log", "$LOGS/dictionary.log", "$LOGS/aggregator-*.log", "$LOGS/url-shortener.log"]
 [syslog]
 tcp = "127.0.0.1:5520"
 udp = "127.0.0.1:5520"
@@ -115,6 +117,10 @@ TOML
   if [ -n "$MACHINE" ]; then printf '[[files]]\npaths = [%s]\nread_from = "end"\n' "$MACHINE"; fi
 } >"$DATA/log-agent.toml"
 "$L" agent --config "$DATA/log-agent.toml" 2>>"$LOGS/agent.out" &
+APP_PIDS+=("$!")
+
+# The URL shortener (case study 4): links, redirects and click counts in the keyspace `links`.
+NO_COLOR=1 "$S" serve --store "$STORE" --listen 127.0.0.1:8500 2>>"$LOGS/url-shortener.log" &
 APP_PIDS+=("$!")
 
 # The thesaurus scraper: the local web (one host per source, each with its robots.txt and a
@@ -158,6 +164,7 @@ APP_PIDS+=("$!")
   limit dictionary --max-bytes 1G
   limit logs --max-bytes 2G --max-ops 20000
   limit crawl --max-bytes 2G --max-ops 5000
+  limit links --max-bytes 1G --max-ops 20000
 ) &
 APP_PIDS+=("$!")
 
@@ -167,6 +174,7 @@ A 3-node kvstore cluster is running, and on it:
   http://127.0.0.1:8380/                              # the dictionary (API: /api/suggest?q=acro, ...)
   http://127.0.0.1:8390/                              # the logs: search, histogram, live tail
   http://127.0.0.1:8400/                              # the thesaurus, and the crawl's progress
+  http://127.0.0.1:8500/                              # the URL shortener: make a link, count its clicks
   curl -s 127.0.0.1:8400/api/synonyms/happy           # once the crawl and the build are done
   logger -n 127.0.0.1 -P 5514 -T --rfc5424 -t demo hello   # syslog straight to an aggregator
   curl -s '127.0.0.1:8392/api/query?q=error&service=shop&limit=3'   # the other aggregator finds it
