@@ -11,21 +11,19 @@ use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// A small deterministic generator (SplitMix64): the same seed, the same schedule.
+/// The schedule's generator: the store's own seeded SplitMix64 (`kvstore::raft::Rng`, which
+/// replays the Raft simulator), with the draws a schedule needs. The same seed, the same
+/// schedule.
 #[derive(Debug, Clone)]
-pub struct Rng(u64);
+pub struct Rng(kvstore::raft::Rng);
 
 impl Rng {
     pub fn new(seed: u64) -> Rng {
-        Rng(seed)
+        Rng(kvstore::raft::Rng::new(seed))
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// A number in `0..n` (`n > 0`).

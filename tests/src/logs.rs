@@ -202,6 +202,30 @@ impl Aggregator {
     }
 }
 
+/// Every message of `service` that `a` holds from the last two hours, each once (the test
+/// fails on a message stored twice), read page by page.
+pub fn stored(a: &Aggregator, service: &str) -> std::collections::BTreeSet<String> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut path = format!("/api/query?service={service}&limit=5000&from=now-2h");
+        if let Some(c) = &cursor {
+            path.push_str(&format!("&cursor={c}"));
+        }
+        let (status, body) = a.get(&path);
+        assert_eq!(status, 200, "{body}");
+        let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+        for l in page["lines"].as_array().unwrap() {
+            let m = l["message"].as_str().unwrap().to_string();
+            assert!(seen.insert(m.clone()), "{service}: {m:?} is stored twice");
+        }
+        match page["cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => return seen,
+        }
+    }
+}
+
 /// util-linux `logger` sending `text` to `port` with `args` (`--udp`, `--tcp`,
 /// `--octet-count`, `--rfc3164`, `--rfc5424`, `--tag`…).
 pub fn logger(port: u16, args: &[&str], text: &str) {

@@ -11,7 +11,6 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
-use serde_json::Value;
 use tests::harness::{wait_until, TempDir};
 use tests::logs::{logger, start_store, Agent, Aggregator, TOKEN};
 
@@ -28,25 +27,7 @@ fn config(dir: &Path, aggregator: &Aggregator, extra: &str) -> String {
 
 /// Every message of service `drill` the aggregator holds, each once (or the test fails).
 fn stored(a: &Aggregator) -> BTreeSet<String> {
-    let mut seen = BTreeSet::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut path = "/api/query?service=drill&limit=5000&from=now-1h".to_string();
-        if let Some(c) = &cursor {
-            path.push_str(&format!("&cursor={c}"));
-        }
-        let (status, body) = a.get(&path);
-        assert_eq!(status, 200, "{body}");
-        let page: Value = serde_json::from_str(&body).unwrap();
-        for l in page["lines"].as_array().unwrap() {
-            let m = l["message"].as_str().unwrap().to_string();
-            assert!(seen.insert(m.clone()), "{m:?} is stored twice");
-        }
-        match page["cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_string()),
-            None => return seen,
-        }
-    }
+    tests::logs::stored(a, "drill")
 }
 
 fn line(n: usize) -> String {

@@ -27,12 +27,11 @@ use std::time::{Duration, Instant};
 use kvstore::client::cluster::{ClusterClient, ClusterConfig};
 use kvstore::partition::change::MapChange;
 use kvstore::partition::map::NodeState;
-use serde_json::Value;
 use tests::chaos::{self, Fault, Sample, ScheduleLimits, Step, Timeline};
 use tests::cluster::{Cluster, ClusterOptions};
 use tests::dictionary::Replica;
 use tests::harness::{runtime, wait_until, TempDir};
-use tests::logs::{logger, Agent, Aggregator, TOKEN};
+use tests::logs::{logger, stored, Agent, Aggregator, TOKEN};
 use tests::thesaurus::{kill9, url_records, Crawl, Web};
 use tests::workload::{self, Workload};
 use thesaurus_scraper::crawl::frontier::{Frontier, UrlState};
@@ -71,29 +70,6 @@ fn status_of(addr: &str, path: &str, timeout: Duration) -> Option<u16> {
     let mut rest = Vec::new();
     let _ = s.read_to_end(&mut rest);
     std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
-}
-
-/// Every message of `service` that `a` holds, each once (or the test fails).
-fn stored(a: &Aggregator, service: &str) -> BTreeSet<String> {
-    let mut seen = BTreeSet::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut path = format!("/api/query?service={service}&limit=5000&from=now-2h");
-        if let Some(c) = &cursor {
-            path.push_str(&format!("&cursor={c}"));
-        }
-        let (status, body) = a.get(&path);
-        assert_eq!(status, 200, "{body}");
-        let page: Value = serde_json::from_str(&body).unwrap();
-        for l in page["lines"].as_array().unwrap() {
-            let m = l["message"].as_str().unwrap().to_string();
-            assert!(seen.insert(m.clone()), "{service}: {m:?} is stored twice");
-        }
-        match page["cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_string()),
-            None => return seen,
-        }
-    }
 }
 
 /// Waits until `a` holds exactly `want` for `service`; panics with the difference if not.
