@@ -163,7 +163,7 @@ APP_PIDS+=("$!")
   }
   limit dictionary --max-bytes 1G
   limit logs --max-bytes 2G --max-ops 20000
-  limit crawl --max-bytes 2G --max-ops 5000
+  limit crawl --max-bytes 2G --max-ops 20000
   limit links --max-bytes 1G --max-ops 20000
 ) &
 APP_PIDS+=("$!")
