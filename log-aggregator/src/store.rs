@@ -54,17 +54,11 @@ impl StoreError {
     /// How long to wait before trying again: what the store said when the keyspace is over
     /// its rate limit ("… retry after N ms"), else a second.
     pub fn retry_after(&self) -> std::time::Duration {
-        let hinted = match self {
-            StoreError::Client(ClientError::Server {
-                code: kvstore::wire::ErrorCode::RateLimited,
-                message,
-            }) => message
-                .rsplit("retry after ")
-                .next()
-                .and_then(|t| t.trim_end_matches(" ms").parse().ok()),
+        match self {
+            StoreError::Client(e) => e.retry_after(),
             _ => None,
-        };
-        std::time::Duration::from_millis(hinted.unwrap_or(1000))
+        }
+        .unwrap_or(std::time::Duration::from_secs(1))
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use dictionary_search::dataset;
@@ -16,7 +16,7 @@ use dictionary_search::store;
 use kvstore::client::cluster::{ClusterClient, ClusterConfig};
 
 use crate::cluster::{Cluster, ClusterOptions};
-use crate::harness::{free_ports, runtime, wait_until, workspace_bin};
+use crate::harness::{free_ports, runtime, wait_until, Proc};
 
 /// Every `every`th entry of the real dictionary (parsed from the installed sources), and the
 /// ones the examples name.
@@ -80,48 +80,33 @@ pub fn loaded_store(
 
 /// A `dictionary-search serve` process, killed on drop.
 pub struct Replica {
-    pub child: Child,
+    pub proc: Proc,
     pub addr: String,
-    pub log: std::path::PathBuf,
-    store: String,
 }
 
 impl Replica {
     pub fn start(store: &[String], dir: &Path) -> Replica {
         let port = free_ports(1)[0];
         let addr = format!("127.0.0.1:{port}");
+        let args = ["serve", "--listen", &addr, "--store", &store.join(",")]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         let log = dir.join(format!("replica-{port}.log"));
-        let mut replica = Replica {
-            child: Command::new("true").spawn().expect("true"),
+        Replica {
+            proc: Proc::start("dictionary-search", args, log),
             addr,
-            log,
-            store: store.join(","),
-        };
-        replica.restart();
-        replica
+        }
     }
 
-    /// Starts it (again, after a kill) on the same address; its log is appended to.
+    /// Starts it again on the same address, after a kill; its log is appended to.
     pub fn restart(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("a log file");
-        self.child = Command::new(workspace_bin("dictionary-search"))
-            .args(["serve", "--listen", &self.addr, "--store", &self.store])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("starting dictionary-search serve");
+        self.proc.restart();
     }
 
     /// SIGKILL.
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.proc.kill();
     }
 
     /// Waits until `/health` answers 200 (the index is built).
@@ -135,14 +120,7 @@ impl Replica {
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.proc.log()
     }
 }
 

@@ -379,3 +379,58 @@ impl Drop for TmpfsMount {
         let _ = Command::new("umount").arg("-l").arg(&self.path).status();
     }
 }
+
+/// A workspace binary run as a process with its arguments and its log file (appended to
+/// across restarts), killed on drop: the applications' processes in the tests.
+pub struct Proc {
+    pub child: Child,
+    pub log: PathBuf,
+    bin: &'static str,
+    args: Vec<String>,
+}
+
+impl Proc {
+    /// Starts `bin` (a binary of the workspace) with `args`, its stderr appended to `log`.
+    pub fn start(bin: &'static str, args: Vec<String>, log: PathBuf) -> Proc {
+        let mut p = Proc {
+            child: Command::new("true").spawn().expect("true"),
+            log,
+            bin,
+            args,
+        };
+        p.restart();
+        p
+    }
+
+    /// Starts it again with the same arguments, once it has exited (after a kill or a stop).
+    pub fn restart(&mut self) {
+        let _ = self.child.wait();
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("a log file");
+        self.child = Command::new(workspace_bin(self.bin))
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", self.bin));
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -2,67 +2,15 @@
 //! real process over a real store, spoken to with curl and real syslog clients.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus};
 use std::time::Duration;
 
 use crate::cluster::{Cluster, ClusterOptions};
 use crate::dictionary::curl;
-use crate::harness::{free_ports, wait_until, workspace_bin};
+use crate::harness::{free_ports, wait_until, Proc};
 
 /// The ingest token the tests' aggregators take.
 pub const TOKEN: &str = "test-ingest-token";
-
-/// A `log-aggregator` process with its arguments and its log file (appended to across
-/// restarts), killed on drop.
-pub struct Proc {
-    pub child: Child,
-    pub log: PathBuf,
-    args: Vec<String>,
-}
-
-impl Proc {
-    fn start(args: Vec<String>, log: PathBuf) -> Proc {
-        let mut p = Proc {
-            child: Command::new("true").spawn().unwrap(),
-            log,
-            args,
-        };
-        p.restart();
-        p
-    }
-
-    /// Starts it (again) with the same arguments.
-    pub fn restart(&mut self) {
-        let _ = self.child.wait();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("a log file");
-        self.child = Command::new(workspace_bin("log-aggregator"))
-            .args(&self.args)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("starting log-aggregator");
-    }
-
-    /// SIGKILL.
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 /// A 3-node store whose keyspace `default` has 8 partitions, settled.
 pub fn start_store(name: &str) -> Cluster {
@@ -117,7 +65,7 @@ impl Aggregator {
         args.extend(extra.iter().map(|s| s.to_string()));
         let log = dir.join(format!("aggregator-{}.log", ports[0]));
         Aggregator {
-            proc: Proc::start(args, log.clone()),
+            proc: Proc::start("log-aggregator", args, log.clone()),
             http,
             syslog_tcp: ports[1],
             syslog_udp: udp,
@@ -258,7 +206,7 @@ impl Agent {
             path.display().to_string(),
         ];
         Agent {
-            proc: Proc::start(args, dir.join("agent.log")),
+            proc: Proc::start("log-aggregator", args, dir.join("agent.log")),
             config: path,
             http,
         }

@@ -173,15 +173,19 @@ fn a_replica_serves_search_from_the_store_and_rides_out_a_store_node_dying() {
 
     // SIGTERM: the replica stops cleanly.
     let mut replica = replica;
-    let pid = replica.child.id().to_string();
+    let pid = replica.proc.child.id().to_string();
     assert!(std::process::Command::new("kill")
         .args(["-TERM", &pid])
         .status()
         .unwrap()
         .success());
     let exited = wait_until(Duration::from_secs(10), || {
-        matches!(replica.child.try_wait(), Ok(Some(_)))
+        matches!(replica.proc.child.try_wait(), Ok(Some(_)))
     });
     assert!(exited, "stopped on SIGTERM");
-    assert!(replica.child.wait().unwrap().success(), "{}", replica.log());
+    assert!(
+        replica.proc.child.wait().unwrap().success(),
+        "{}",
+        replica.log()
+    );
 }

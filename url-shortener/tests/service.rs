@@ -9,20 +9,18 @@
 //! Run it after building the binaries: `cargo build --workspace --bins && cargo test -p url-shortener`.
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
 use tests::cluster::{Cluster, ClusterOptions};
 use tests::dictionary::curl;
-use tests::harness::{free_ports, wait_until, workspace_bin, TempDir};
+use tests::harness::{free_ports, wait_until, Proc, TempDir};
 
 /// A `url-shortener serve` process, killed on drop.
 struct Shortener {
-    child: Child,
+    proc: Proc,
     addr: String,
-    args: Vec<String>,
-    log: std::path::PathBuf,
 }
 
 impl Shortener {
@@ -33,29 +31,22 @@ impl Shortener {
             .map(|s| s.to_string())
             .collect();
         args.extend(extra.iter().map(|s| s.to_string()));
-        let mut s = Shortener {
-            child: Command::new("true").spawn().unwrap(),
-            log: dir.join(format!("shortener-{addr}.log")),
+        let log = dir.join(format!("shortener-{addr}.log"));
+        let s = Shortener {
+            proc: Proc::start("url-shortener", args, log),
             addr,
-            args,
         };
-        s.restart();
+        s.wait_ready();
         s
     }
 
+    /// Starts it again (after a kill or a stop) and waits until it serves.
     fn restart(&mut self) {
-        let _ = self.child.wait();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        self.child = Command::new(workspace_bin("url-shortener"))
-            .args(&self.args)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("starting url-shortener (build it first: cargo build --workspace --bins)");
+        self.proc.restart();
+        self.wait_ready();
+    }
+
+    fn wait_ready(&self) {
         assert!(
             wait_until(Duration::from_secs(60), || self.get("/health").0 == 200),
             "{}",
@@ -106,11 +97,14 @@ impl Shortener {
 
     /// SIGTERM, and waits for a clean exit.
     fn stop(&mut self) {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let child = &mut self.proc.child;
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
         let mut exit = None;
         wait_until(Duration::from_secs(20), || {
-            exit = self.child.try_wait().unwrap();
+            exit = child.try_wait().unwrap();
             exit.is_some()
         });
         assert!(
@@ -121,18 +115,11 @@ impl Shortener {
     }
 
     fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.proc.kill();
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Shortener {
-    fn drop(&mut self) {
-        self.kill();
+        self.proc.log()
     }
 }
 

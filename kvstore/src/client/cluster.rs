@@ -476,17 +476,18 @@ impl ClusterClient {
             }
         );
         if follower_read {
-            let replicas: Vec<&String> = g
-                .replicas
-                .iter()
-                .filter_map(|id| map.nodes.get(id))
-                .map(|n| &n.client)
-                .filter(|a| !a.is_empty() && up(a))
-                .collect();
-            if !replicas.is_empty() {
+            let replicas = || {
+                g.replicas
+                    .iter()
+                    .filter_map(|id| map.nodes.get(id))
+                    .map(|n| &n.client)
+                    .filter(|a| !a.is_empty() && up(a))
+            };
+            let n = replicas().count();
+            if n > 0 {
                 let turn = self.next_replica.fetch_add(1, Ordering::Relaxed);
-                let addr = replicas[turn % replicas.len()].clone();
-                return (Some(group), Some(addr), epoch);
+                let addr = replicas().nth(turn % n).cloned();
+                return (Some(group), addr, epoch);
             }
         }
         if let Some(addr) = routing.leaders.get(&group).filter(|a| up(a)) {

@@ -102,6 +102,18 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// For a [`ErrorCode::RateLimited`] answer, how long the server said to wait before the
+    /// keyspace takes the request again; `None` for any other error.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ClientError::Server {
+                code: ErrorCode::RateLimited,
+                message,
+            } => crate::wire::message::rate_limited_wait_ms(message).map(Duration::from_millis),
+            _ => None,
+        }
+    }
+
     /// True when the request may have been applied even though no success was reported.
     pub fn outcome_unknown(&self) -> bool {
         matches!(

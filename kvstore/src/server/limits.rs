@@ -107,10 +107,7 @@ impl KeyspaceLimits {
                 let wait_ms = ((need - b.tokens) / rate * 1000.0).ceil() as u64;
                 return Err(Response::error(
                     ErrorCode::RateLimited,
-                    format!(
-                        "keyspace {keyspace} is over its limit of {max} requests a second; \
-                         retry after {wait_ms} ms"
-                    ),
+                    crate::wire::message::rate_limited_message(keyspace, max, wait_ms),
                 ));
             }
             b.tokens -= need;

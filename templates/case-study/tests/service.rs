@@ -5,34 +5,29 @@
 //!
 //! Run it after building the binaries: `cargo build --workspace --bins && cargo test -p @@NAME@@`.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use tests::cluster::{Cluster, ClusterOptions};
 use tests::dictionary::curl;
-use tests::harness::{free_ports, wait_until, workspace_bin, TempDir};
+use tests::harness::{free_ports, wait_until, Proc, TempDir};
 
-/// The service as a process, killed on drop.
+/// The service as a process (the harness's `Proc`: its log in `dir`, killed on drop).
 struct Service {
-    child: Child,
+    proc: Proc,
     url: String,
-    log: std::path::PathBuf,
 }
 
 impl Service {
     fn start(store: &[String], dir: &std::path::Path) -> Service {
         let addr = format!("127.0.0.1:{}", free_ports(1)[0]);
-        let log = dir.join("@@NAME@@.log");
-        let child = Command::new(workspace_bin("@@NAME@@"))
-            .args(["serve", "--listen", &addr, "--store", &store.join(",")])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("starting @@NAME@@ (build it first: cargo build --workspace --bins)");
+        let args = ["serve", "--listen", &addr, "--store", &store.join(",")]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         Service {
-            child,
+            proc: Proc::start("@@NAME@@", args, dir.join("@@NAME@@.log")),
             url: format!("http://{addr}"),
-            log,
         }
     }
 
@@ -48,14 +43,7 @@ impl Service {
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.proc.log()
     }
 }
 
@@ -106,11 +94,11 @@ fn it_serves_its_page_health_and_metrics_and_keeps_what_it_wrote_through_a_node_
 
     // SIGTERM: it stops taking work and exits cleanly.
     let mut service = service;
-    let pid = service.child.id().to_string();
+    let pid = service.proc.child.id().to_string();
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     let mut exit = None;
     wait_until(Duration::from_secs(15), || {
-        exit = service.child.try_wait().unwrap();
+        exit = service.proc.child.try_wait().unwrap();
         exit.is_some()
     });
     assert!(exit.is_some_and(|s| s.success()), "{exit:?}\n{}", service.log());

@@ -426,6 +426,22 @@ pub fn stale_epoch_current(message: &str) -> Option<u64> {
     message.rsplit_once("epoch ")?.1.trim().parse().ok()
 }
 
+/// The message of a [`ErrorCode::RateLimited`] answer: `keyspace` is over its `max` requests
+/// a second, and a request may pass again after `wait_ms`.
+pub fn rate_limited_message(keyspace: &str, max: u32, wait_ms: u64) -> String {
+    format!("keyspace {keyspace} is over its limit of {max} requests a second; retry after {wait_ms} ms")
+}
+
+/// How long a [`ErrorCode::RateLimited`] message says to wait, in milliseconds.
+pub fn rate_limited_wait_ms(message: &str) -> Option<u64> {
+    message
+        .rsplit_once("retry after ")?
+        .1
+        .trim_end_matches(" ms")
+        .parse()
+        .ok()
+}
+
 /// Why a frame's body is not the message its opcode names. The frame boundaries are intact,
 /// so the server answers the request id with an error and may keep the connection.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]

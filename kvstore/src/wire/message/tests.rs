@@ -730,6 +730,9 @@ fn a_stale_epoch_answer_names_the_current_epoch() {
     let message = stale_epoch_message(7, 2, 40);
     assert_eq!(stale_epoch_current(&message), Some(40));
     assert_eq!(stale_epoch_current("no number here"), None);
+    let message = rate_limited_message("logs", 5000, 70);
+    assert_eq!(rate_limited_wait_ms(&message), Some(70));
+    assert_eq!(rate_limited_wait_ms("no number here"), None);
     assert_eq!(
         ErrorCode::from_code(ErrorCode::StaleEpoch.code()),
         ErrorCode::StaleEpoch
