@@ -195,6 +195,57 @@ fn the_local_web_misbehaves_as_seeded() {
     assert_eq!(faults(4)["malformed"], 1, "{stats}");
 }
 
+/// A worker SIGKILLed while its request is being answered (a slow page) leaves no record of
+/// that request: its replacement, or any other worker, must still wait out the dead worker's
+/// lease and then the Crawl-delay before asking the host again, and never overlap the request
+/// the dead worker left in flight.
+#[test]
+fn a_worker_killed_mid_request_is_not_followed_sooner_than_the_crawl_delay() {
+    let dir = TempDir::new("thesaurus-takeover");
+    let cluster = start_store("thesaurus-takeover");
+    let web = Web::start(
+        &dir.path,
+        &["127.0.0.2:0=jargon,pages=3,crawl_delay=1.5,slow=1,slow_ms=600"],
+        11,
+    );
+    let store = cluster.client_addresses();
+    let mut crawl = Crawl::start(
+        &dir.path,
+        &store,
+        &[format!("{}/", web.hosts[0])],
+        &["--workers=1", "--lease-ms=2000", "--partitions=4"],
+    );
+    // robots.txt and two pages, then a page in flight: the worker dies while it is answered.
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            let s = web.host_stats(0);
+            s["requests"].as_u64().unwrap() >= 3 && s["in_flight"] == 1
+        }),
+        "{}\n{}",
+        web.host_stats(0),
+        crawl.log()
+    );
+    let pid = crawl.worker_pid(0).expect("worker 0's pid");
+    kill9(pid);
+
+    let status = crawl.wait(Duration::from_secs(120));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}\n{}\n{}",
+        crawl.output(),
+        crawl.log()
+    );
+    assert_ne!(
+        crawl.worker_pid(0),
+        Some(pid),
+        "the dead worker was replaced"
+    );
+    let s = web.host_stats(0);
+    assert_eq!(s["gaps_below_crawl_delay"], 0, "{s}");
+    assert_eq!(s["overlapping_requests"], 0, "{s}");
+    assert_eq!(s["robots_violations"], 0, "{s}");
+}
+
 /// A crawl over three hosts (one clean with a Crawl-delay and a disallowed prefix, one full of
 /// seeded faults, one whose robots.txt answers 503) while a worker is SIGKILLed and a store
 /// node is SIGKILLed and restarted:

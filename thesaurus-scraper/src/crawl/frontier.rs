@@ -137,6 +137,25 @@ impl HostRecord {
         }
     }
 
+    /// The record as `owner` claims it, holding the lease until `until_ms`. A lease that was
+    /// never released (its holder died, or lost its way to the store) may have covered a
+    /// request whose response was never recorded, sent at any moment until the lease ran out:
+    /// so the first fetch waits `delay` (the host's Crawl-delay) after that, as if a response
+    /// had arrived then. (Leases are wall-clock times: the workers of one crawl share a
+    /// clock, or clocks kept within a few milliseconds of each other.)
+    pub fn claimed(mut self, owner: &str, until_ms: u64, delay: std::time::Duration) -> HostRecord {
+        if let Some(old) = &self.lease {
+            let lapse = std::time::UNIX_EPOCH + std::time::Duration::from_millis(old.until_ms);
+            self.next_fetch_ms = self.next_fetch_ms.max(super::allowed_after(lapse, delay));
+        }
+        self.lease = Some(Lease {
+            owner: owner.to_string(),
+            until_ms,
+        });
+        self.seq += 1;
+        self
+    }
+
     pub fn free_at(&self, now_ms: u64, me: &str) -> bool {
         self.lease
             .as_ref()
@@ -536,6 +555,32 @@ mod tests {
         assert!(h.free_at(50, "w1"));
         assert!(!h.free_at(50, "w2"));
         assert!(h.free_at(100, "w2"));
+    }
+
+    #[test]
+    fn a_host_taken_from_an_unreleased_lease_waits_the_delay_after_it_ran_out() {
+        let delay = std::time::Duration::from_millis(20);
+        let mut h = HostRecord::new("http", "h:1");
+        h.next_fetch_ms = 1_000;
+        // Released (or never held): the recorded next fetch stands.
+        let c = h.clone().claimed("w2", 9_000, delay);
+        assert_eq!(c.next_fetch_ms, 1_000);
+        assert_eq!(
+            c.lease.as_ref().map(|l| (l.owner.as_str(), l.until_ms)),
+            Some(("w2", 9_000))
+        );
+        assert_eq!(c.seq, h.seq + 1);
+        // Held until 5,000 by a worker now gone, even under this very name: not before 5,020.
+        for owner in ["w1", "w2"] {
+            h.lease = Some(Lease {
+                owner: owner.into(),
+                until_ms: 5_000,
+            });
+            assert_eq!(h.clone().claimed("w2", 9_000, delay).next_fetch_ms, 5_020);
+        }
+        // A later recorded next fetch (a back-off) stands.
+        h.next_fetch_ms = 7_000;
+        assert_eq!(h.clone().claimed("w2", 9_000, delay).next_fetch_ms, 7_000);
     }
 
     #[test]

@@ -8,7 +8,9 @@
 //! survive the worker's death is written before that commit and is idempotent: the page's
 //! text under its fingerprint, its links to other hosts (added only if absent). So a worker
 //! killed at any point leaves the URL queued, the next holder fetches it again, and its text
-//! is stored once and its outcome committed once.
+//! is stored once and its outcome committed once. Requests go out only while the lease holds
+//! (see [`Hold`]), and the next holder waits the Crawl-delay after a lease that was never
+//! released (see [`HostRecord::claimed`]): a takeover is as polite as one worker.
 //!
 //! A host whose queue is empty is released at once; a worker told to stop (SIGTERM) releases
 //! the hosts it holds, so others need not wait for the leases to lapse.
@@ -87,6 +89,47 @@ struct Held {
     record: HostRecord,
     version: u64,
     lost: bool,
+}
+
+/// A held host as its tasks share it: the record behind a lock (fenced commits take it), and
+/// the lease's end as last written, 0 once lost, readable without the lock. Requests are sent
+/// only while the lease holds and are cut when it runs out, even while a commit is stuck
+/// retrying with the lock held: whoever takes the host next waits the Crawl-delay after that
+/// end (see [`HostRecord::claimed`]), so the host is never asked sooner, nor twice at once.
+struct Hold {
+    state: Mutex<Held>,
+    until_ms: AtomicU64,
+}
+
+impl Hold {
+    fn new(held: Held) -> Hold {
+        let until = held.record.lease.as_ref().map_or(0, |l| l.until_ms);
+        Hold {
+            state: Mutex::new(held),
+            until_ms: AtomicU64::new(until),
+        }
+    }
+
+    /// Publishes the lease's end after a commit (or its loss).
+    fn written(&self, h: &Held) {
+        let until = match &h.record.lease {
+            Some(l) if !h.lost => l.until_ms,
+            _ => 0,
+        };
+        self.until_ms.store(until, Ordering::SeqCst);
+    }
+
+    /// Returns once the lease has run out or is lost.
+    async fn lapsed(&self) {
+        loop {
+            let (until, now) = (self.until_ms.load(Ordering::SeqCst), now_ms());
+            if until <= now {
+                return;
+            }
+            // A renewal moves the end on: look again then.
+            tokio::time::sleep(Duration::from_millis(until - now)).await;
+        }
+    }
 }
 
 pub struct Worker {
@@ -207,16 +250,10 @@ impl Worker {
     }
 
     /// Takes a host's lease if it is free: compare-and-set on its record's version.
-    async fn claim(
-        &self,
-        mut record: HostRecord,
-        version: u64,
-    ) -> frontier::Result<Option<Arc<Mutex<Held>>>> {
-        record.lease = Some(Lease {
-            owner: self.cfg.id.clone(),
-            until_ms: now_ms() + self.cfg.lease.as_millis() as u64,
-        });
-        record.seq += 1;
+    async fn claim(&self, record: HostRecord, version: u64) -> frontier::Result<Option<Arc<Hold>>> {
+        let delay = self.delay(record.robots.as_ref().and_then(parse_robots).as_ref());
+        let until = now_ms() + self.cfg.lease.as_millis() as u64;
+        let record = record.claimed(&self.cfg.id, until, delay);
         let key = frontier::host_key(&record.host);
         let written = self
             .frontier
@@ -232,7 +269,7 @@ impl Worker {
             return Ok(None);
         }
         tracing::debug!(host = %record.host, "claimed");
-        Ok(Some(Arc::new(Mutex::new(Held {
+        Ok(Some(Arc::new(Hold::new(Held {
             record,
             version: written.version,
             lost: false,
@@ -243,11 +280,11 @@ impl Worker {
     /// and conditioned on its version. False if the lease is lost.
     async fn commit(
         &self,
-        held: &Mutex<Held>,
+        held: &Hold,
         ops: Vec<BatchOp>,
         update: impl FnOnce(&mut HostRecord),
     ) -> bool {
-        let mut h = held.lock().await;
+        let mut h = held.state.lock().await;
         if h.lost {
             return false;
         }
@@ -268,6 +305,7 @@ impl Worker {
                 Ok(Batch::Applied { version }) => {
                     h.record = record;
                     h.version = version;
+                    held.written(&h);
                     self.stats.commits.fetch_add(1, Ordering::Relaxed);
                     return true;
                 }
@@ -281,10 +319,12 @@ impl Worker {
                         {
                             h.record = now;
                             h.version = version;
+                            held.written(&h);
                             return true;
                         }
                         Ok(_) => {
                             h.lost = true;
+                            held.written(&h);
                             return false;
                         }
                         Err(e) => tracing::warn!(error = %e, "reading a host record back"),
@@ -296,6 +336,7 @@ impl Worker {
             }
             if now_ms() > deadline {
                 h.lost = true;
+                held.written(&h);
                 return false;
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
@@ -303,7 +344,7 @@ impl Worker {
     }
 
     /// Renews the lease until the host task ends.
-    async fn renew_lease(&self, held: Arc<Mutex<Held>>, done: Arc<AtomicBool>) {
+    async fn renew_lease(&self, held: Arc<Hold>, done: Arc<AtomicBool>) {
         let every = self.cfg.lease / 3;
         while !done.load(Ordering::Relaxed) {
             tokio::time::sleep(every).await;
@@ -326,11 +367,7 @@ impl Worker {
         }
     }
 
-    async fn crawl_host(
-        self: &Arc<Self>,
-        held: Arc<Mutex<Held>>,
-        stop: watch::Receiver<bool>,
-    ) -> HostEnd {
+    async fn crawl_host(self: &Arc<Self>, held: Arc<Hold>, stop: watch::Receiver<bool>) -> HostEnd {
         let done = Arc::new(AtomicBool::new(false));
         let renewer = {
             let me = self.clone();
@@ -349,11 +386,11 @@ impl Worker {
 
     async fn crawl_host_inner(
         self: &Arc<Self>,
-        held: &Arc<Mutex<Held>>,
+        held: &Arc<Hold>,
         mut stop: watch::Receiver<bool>,
     ) -> HostEnd {
         let (host, scheme) = {
-            let h = held.lock().await;
+            let h = held.state.lock().await;
             (h.record.host.clone(), h.record.scheme.clone())
         };
         // The URLs this host has (a cache for adding links; the store stays the truth).
@@ -398,7 +435,7 @@ impl Worker {
             if end.is_none() {
                 if *stop.borrow() {
                     end = Some(HostEnd::Stopped);
-                } else if held.lock().await.lost {
+                } else if held.state.lock().await.lost {
                     end = Some(HostEnd::Lost);
                 }
             }
@@ -480,14 +517,14 @@ impl Worker {
     /// when it is missing or stale.
     async fn next_urls(
         &self,
-        held: &Mutex<Held>,
+        held: &Hold,
         host: &str,
         scheme: &str,
         robots: &mut Option<Arc<texting_robots::Robot>>,
         in_flight: &HashSet<String>,
         room: usize,
     ) -> Next {
-        let record = held.lock().await.record.clone();
+        let record = held.state.lock().await.record.clone();
         let now = now_ms();
         if record.next_fetch_ms > now {
             return Next::Wait(Duration::from_millis(
@@ -505,7 +542,11 @@ impl Worker {
             if !in_flight.is_empty() {
                 return Next::Wait(Duration::from_millis(10));
             }
-            let mut copy = self.fetch_robots(scheme, host).await;
+            let mut copy = tokio::select! {
+                biased;
+                () = held.lapsed() => return Next::End(HostEnd::Lost),
+                copy = self.fetch_robots(scheme, host) => copy,
+            };
             let failed = copy.failed();
             if failed {
                 copy.failures = record.robots.as_ref().map_or(0, |r| r.failures) + 1;
@@ -601,7 +642,7 @@ impl Worker {
     /// Fetches one queued URL and commits its outcome. `Ok(false)`: the lease is lost.
     async fn process(
         &self,
-        held: &Mutex<Held>,
+        held: &Hold,
         host: &str,
         not_before: u64,
         path: &str,
@@ -637,7 +678,12 @@ impl Worker {
                 .await);
         }
 
-        let fetched = self.fetcher.get(url.as_str(), false).await;
+        let fetched = tokio::select! {
+            biased;
+            // Never a request without the lease, nor one that outlives it.
+            () = held.lapsed() => return Ok(false),
+            fetched = self.fetcher.get(url.as_str(), false) => fetched,
+        };
         self.stats.fetches.fetch_add(1, Ordering::Relaxed);
         let now = now_ms();
         let next_fetch = super::allowed_after(std::time::SystemTime::now(), self.delay(robots));
@@ -748,7 +794,7 @@ impl Worker {
     /// Commits a URL's final state: its record, its queue entry gone, `ops` (links found).
     async fn settle(
         &self,
-        held: &Mutex<Held>,
+        held: &Hold,
         url_key: &str,
         queue_key: &str,
         record: UrlRecord,

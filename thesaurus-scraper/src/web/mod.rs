@@ -80,6 +80,8 @@ pub struct HostStats {
     pub min_gap_ms: Option<f64>,
     pub gaps_below_crawl_delay: u64,
     pub max_in_flight: usize,
+    /// Requests being answered now.
+    pub in_flight: usize,
     /// Requests that arrived while another to this host was in flight.
     pub overlapping_requests: u64,
     pub faults: BTreeMap<&'static str, u64>,
@@ -130,7 +132,9 @@ impl Host {
     }
 
     pub fn stats(&self) -> HostStats {
-        self.stats.lock().expect("stats lock").0.clone()
+        let mut stats = self.stats.lock().expect("stats lock").0.clone();
+        stats.in_flight = self.in_flight.load(Ordering::SeqCst);
+        stats
     }
 
     /// Counts a request on arrival; the guard counts it out of flight when dropped.
