@@ -9,7 +9,7 @@
 //! text under its fingerprint, its links to other hosts (added only if absent). So a worker
 //! killed at any point leaves the URL queued, the next holder fetches it again, and its text
 //! is stored once and its outcome committed once. Requests go out only while the lease holds
-//! (see [`Hold`]), and the next holder waits the Crawl-delay after a lease that was never
+//! (see `Hold`), and the next holder waits the Crawl-delay after a lease that was never
 //! released (see [`HostRecord::claimed`]): a takeover is as polite as one worker.
 //!
 //! A host whose queue is empty is released at once; a worker told to stop (SIGTERM) releases
