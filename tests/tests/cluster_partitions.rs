@@ -546,10 +546,22 @@ fn follower_reads_are_spread_over_every_replica_and_linearizable_reads_go_to_the
         follower.iter().all(|&n| n >= 15),
         "follower reads per node: {follower:?}"
     );
-    let linearizable = read(Consistency::Linearizable);
-    assert_eq!(
-        linearizable.iter().filter(|&&n| n > 0).count(),
-        1,
-        "linearizable reads per node: {linearizable:?}"
+    // The placement may still move a leader after start (CI once saw [2, 91, 0]: two reads
+    // at the old leader, one of them redirected). The claim is about a leader that stays: if
+    // the reads met a move, measure again; reads spread over replicas would fail every time.
+    let mut tries = Vec::new();
+    for _ in 0..3 {
+        let linearizable = read(Consistency::Linearizable);
+        let one_node = linearizable.iter().filter(|&&n| n > 0).count() == 1;
+        tries.push(linearizable);
+        if one_node {
+            break;
+        }
+    }
+    assert!(
+        tries
+            .last()
+            .is_some_and(|t| t.iter().filter(|&&n| n > 0).count() == 1),
+        "linearizable reads per node, each try: {tries:?}"
     );
 }
