@@ -247,7 +247,7 @@ async fn scan_partition(
             limit: READ_PAGE_ENTRIES,
             continuation: continuation.take(),
             keys_only,
-            consistency,
+            consistency: Some(consistency),
         };
         let page = client.scan_partition(KEYSPACE, partition, options).await?;
         out.extend(page.entries.into_iter().map(|e| (e.key, e.value)));

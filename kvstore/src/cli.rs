@@ -236,7 +236,8 @@ pub enum Command {
     Ping,
     Get {
         key: Bytes,
-        consistency: crate::wire::Consistency,
+        /// `None`: the keyspace's read consistency.
+        consistency: Option<crate::wire::Consistency>,
     },
     Put {
         key: Bytes,

@@ -37,9 +37,10 @@ enum Cmd {
         #[command(flatten)]
         conn: Conn,
         key: String,
-        /// linearizable (default), lease, or follower (any replica; stderr says how stale).
-        #[arg(long, default_value = "linearizable")]
-        consistency: Consistency,
+        /// linearizable, lease, or follower (any replica; stderr says how stale). Default:
+        /// the keyspace's (`keyspace create --read-consistency`; linearizable unless told).
+        #[arg(long)]
+        consistency: Option<Consistency>,
     },
     /// Set KEY to VALUE ("-" reads the value from stdin).
     Put {

@@ -393,7 +393,7 @@ impl LogStore {
                         limit: READ_PAGE_ENTRIES,
                         continuation,
                         keys_only,
-                        consistency: Consistency::Linearizable,
+                        consistency: Some(Consistency::Linearizable),
                     },
                 )
                 .await?;

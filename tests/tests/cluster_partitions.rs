@@ -114,7 +114,7 @@ fn a_client_routes_every_key_to_its_partition_and_a_merged_scan_sees_them_all_in
                     limit: 1_000,
                     continuation,
                     keys_only: false,
-                    consistency: Consistency::Linearizable,
+                    consistency: Some(Consistency::Linearizable),
                 },
             ))
             .unwrap();
@@ -563,5 +563,98 @@ fn follower_reads_are_spread_over_every_replica_and_linearizable_reads_go_to_the
             .last()
             .is_some_and(|t| t.iter().filter(|&&n| n > 0).count() == 1),
         "linearizable reads per node, each try: {tries:?}"
+    );
+}
+
+/// A keyspace's read consistency (`keyspace create --read-consistency`) is what a read that
+/// names none gets: on a keyspace of follower reads, every replica answers such a read itself
+/// and `ClusterClient` spreads them; on a linearizable one, a follower sends it to the leader.
+/// A read that names its consistency gets that one, whatever the keyspace says.
+#[test]
+fn a_read_that_names_no_consistency_gets_its_keyspace_s() {
+    let cluster = Cluster::start("keyspace-consistency", ClusterOptions::default()).unwrap();
+    cluster.wait_settled(Duration::from_secs(60)).unwrap();
+    let rt = runtime();
+    let client = ClusterClient::new(cluster.client_addresses(), ClusterConfig::default());
+    let mut spec = KeyspaceSpec::new("stale-ok");
+    spec.partitions = 4;
+    spec.read_consistency = Consistency::Follower;
+    rt.block_on(client.create_keyspace(spec)).unwrap();
+    let mut spec = KeyspaceSpec::new("exact");
+    spec.partitions = 4;
+    rt.block_on(client.create_keyspace(spec)).unwrap();
+    for ks in ["stale-ok", "exact"] {
+        let put = wait_until(Duration::from_secs(30), || {
+            rt.block_on(client.put(ks, b"k", b"v", Condition::None))
+                .is_ok()
+        });
+        assert!(put, "a write to {ks}");
+    }
+    // Every replica has applied both writes (asked explicitly at follower consistency).
+    let everywhere = wait_until(Duration::from_secs(10), || {
+        (1..=3).all(|id| {
+            let node = kvstore::client::Client::connect(
+                cluster.node(id).addr,
+                kvstore::client::ClientConfig::default(),
+            );
+            let Ok(node) = rt.block_on(node) else {
+                return false;
+            };
+            ["stale-ok", "exact"].iter().all(|ks| {
+                rt.block_on(node.get_with(ks, b"k", Consistency::Follower))
+                    .is_ok_and(|v| v.is_some())
+            })
+        })
+    });
+    assert!(everywhere, "the writes reached every replica");
+
+    // Each node asked directly, without a consistency: a follower read says how stale it may
+    // be (its lag); a linearizable one has none to say.
+    for id in 1..=3 {
+        let node = rt
+            .block_on(kvstore::client::Client::connect(
+                cluster.node(id).addr,
+                kvstore::client::ClientConfig::default(),
+            ))
+            .unwrap();
+        let read = |ks: &str, consistency: Option<Consistency>| {
+            let (got, lag) = rt.block_on(node.get_lagged(ks, b"k", consistency)).unwrap();
+            assert_eq!(
+                got.map(|v| v.value.to_vec()),
+                Some(b"v".to_vec()),
+                "node {id}"
+            );
+            lag.is_some()
+        };
+        assert!(read("stale-ok", None), "node {id}: a follower read");
+        assert!(!read("exact", None), "node {id}: a linearizable read");
+        // Named explicitly, a consistency wins over the keyspace's.
+        assert!(
+            !read("stale-ok", Some(Consistency::Linearizable)),
+            "node {id}"
+        );
+        assert!(read("exact", Some(Consistency::Follower)), "node {id}");
+    }
+
+    // Through ClusterClient, reads naming none are spread on the follower keyspace only.
+    let spread = |ks: &str| -> Vec<u64> {
+        let before = gets_served(&cluster);
+        for _ in 0..90 {
+            let got = rt.block_on(client.get(ks, b"k", None)).unwrap();
+            assert_eq!(got.map(|v| v.value.to_vec()), Some(b"v".to_vec()));
+        }
+        let after = gets_served(&cluster);
+        after.iter().zip(&before).map(|(a, b)| a - b).collect()
+    };
+    let follower = spread("stale-ok");
+    assert!(
+        follower.iter().all(|&n| n >= 15),
+        "stale-ok reads per node: {follower:?}"
+    );
+    let exact = spread("exact");
+    assert!(
+        exact.iter().filter(|&&n| n > 0).count() == 1
+            || spread("exact").iter().filter(|&&n| n > 0).count() == 1,
+        "exact reads per node: {exact:?}"
     );
 }

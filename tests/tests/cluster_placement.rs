@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kvstore::client::cluster::{ClusterClient, ClusterConfig};
-use kvstore::wire::Condition;
+use kvstore::wire::{Condition, Consistency};
 use tests::cluster::{Cluster, ClusterOptions};
 use tests::harness::{kvstore_bin, runtime, wait_until};
 use tests::workload::{self, Workload};
@@ -232,7 +232,10 @@ impl Writer {
             let mut missing = Vec::new();
             for i in &acked {
                 let key = format!("line:{i:06}");
-                match reader.get("logs", key.as_bytes(), Default::default()).await {
+                match reader
+                    .get("logs", key.as_bytes(), Consistency::Linearizable)
+                    .await
+                {
                     Ok(Some(v)) if v.value == key.as_bytes() => {}
                     _ => missing.push(*i),
                 }
@@ -509,7 +512,7 @@ fn a_request_routed_by_a_stale_map_is_refused_and_its_client_catches_up() {
     let get = Request::Get {
         keyspace: "default".into(),
         key: key.clone().into(),
-        consistency: kvstore::wire::Consistency::Linearizable,
+        consistency: Some(kvstore::wire::Consistency::Linearizable),
     };
     let replica = &map.nodes[&info.replicas[0]].client;
     rt.block_on(async {

@@ -465,16 +465,8 @@ impl ClusterClient {
         // A read any replica may answer goes to each replica in turn: read-heavy work uses
         // every copy, not only the leader's. (A replica that no longer hosts the group
         // redirects to the leader, as for any request.)
-        let follower_read = matches!(
-            request,
-            Request::Get {
-                consistency: Consistency::Follower,
-                ..
-            } | Request::Scan {
-                consistency: Consistency::Follower,
-                ..
-            }
-        );
+        let follower_read = matches!(request, Request::Get { .. } | Request::Scan { .. })
+            && crate::partition::route::read_consistency(map, request) == Consistency::Follower;
         if follower_read {
             let replicas = || {
                 g.replicas
@@ -664,9 +656,10 @@ impl ClusterClient {
         &self,
         keyspace: &str,
         key: &[u8],
-        consistency: Consistency,
+        consistency: impl Into<Option<Consistency>>,
     ) -> Result<Option<Versioned>> {
-        Ok(ops::got(self.call(ops::get(keyspace, key, consistency)).await?)?.0)
+        let request = ops::get(keyspace, key, consistency.into());
+        Ok(ops::got(self.call(request).await?)?.0)
     }
 
     /// Writes `key = value` if `condition` holds; returns whether it applied and the version.

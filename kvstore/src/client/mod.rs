@@ -200,7 +200,8 @@ pub struct ScanOptions {
     pub limit: u32,
     pub continuation: Option<Bytes>,
     pub keys_only: bool,
-    pub consistency: Consistency,
+    /// `None`: the keyspace's read consistency.
+    pub consistency: Option<Consistency>,
 }
 
 impl Client {
@@ -454,31 +455,34 @@ impl Client {
         }
     }
 
-    /// Reads `key` (linearizable).
+    /// Reads `key` at its keyspace's read consistency (linearizable unless the keyspace was
+    /// created with another).
     pub async fn get(&self, keyspace: &str, key: &[u8]) -> Result<Option<Versioned>> {
-        self.get_with(keyspace, key, Consistency::Linearizable)
-            .await
+        self.get_with(keyspace, key, None).await
     }
 
-    /// Reads `key` at the chosen consistency.
+    /// Reads `key` at the chosen consistency (`None`: the keyspace's).
     pub async fn get_with(
         &self,
         keyspace: &str,
         key: &[u8],
-        consistency: Consistency,
+        consistency: impl Into<Option<Consistency>>,
     ) -> Result<Option<Versioned>> {
         Ok(self.get_lagged(keyspace, key, consistency).await?.0)
     }
 
-    /// Reads `key` at the chosen consistency, with how stale the answer may be when it was a
-    /// follower read from a cluster node (`None` otherwise).
+    /// Reads `key` at the chosen consistency (`None`: the keyspace's), with how stale the
+    /// answer may be when it was a follower read from a cluster node (`None` otherwise).
     pub async fn get_lagged(
         &self,
         keyspace: &str,
         key: &[u8],
-        consistency: Consistency,
+        consistency: impl Into<Option<Consistency>>,
     ) -> Result<(Option<Versioned>, Option<ReadLag>)> {
-        ops::got(self.call(ops::get(keyspace, key, consistency)).await?)
+        ops::got(
+            self.call(ops::get(keyspace, key, consistency.into()))
+                .await?,
+        )
     }
 
     /// Writes `key = value` unconditionally; returns the new version.

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use super::{unexpected, Result, ScanOptions, ScanPage};
 use crate::wire::{BatchOp, Condition, Consistency, ReadLag, Request, Response, Versioned};
 
-pub(super) fn get(keyspace: &str, key: &[u8], consistency: Consistency) -> Request {
+pub(super) fn get(keyspace: &str, key: &[u8], consistency: Option<Consistency>) -> Request {
     Request::Get {
         keyspace: keyspace.into(),
         key: Bytes::copy_from_slice(key),

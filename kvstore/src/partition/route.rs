@@ -10,7 +10,7 @@
 
 use crate::partition::map::{GroupId, META_GROUP, META_KEYSPACE};
 use crate::partition::{self, ClusterMap, KeyspaceInfo};
-use crate::wire::{BatchOp, ErrorCode, Request, Response};
+use crate::wire::{BatchOp, Consistency, ErrorCode, Request, Response};
 
 /// Where a request goes: its group and the slot of its keys (`None`: a scan of a named
 /// partition, or a request without a key).
@@ -167,6 +167,28 @@ pub fn same_partition(ks: &KeyspaceInfo, keys: &[&[u8]]) -> Result<u16, String> 
     Ok(first)
 }
 
+/// The consistency a read is served at: the one it names, else its keyspace's (`keyspace
+/// create --read-consistency`, linearizable unless told), else linearizable (an unknown
+/// keyspace is refused when the read is routed).
+pub fn read_consistency(map: &ClusterMap, request: &Request) -> Consistency {
+    match request {
+        Request::Get {
+            keyspace,
+            consistency,
+            ..
+        }
+        | Request::Scan {
+            keyspace,
+            consistency,
+            ..
+        } => consistency.unwrap_or_else(|| {
+            map.keyspace(keyspace)
+                .map_or(Consistency::Linearizable, |k| k.read_consistency)
+        }),
+        _ => Consistency::Linearizable,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,7 +210,7 @@ mod tests {
         Request::Get {
             keyspace: "default".into(),
             key: Bytes::from_static(key),
-            consistency: Consistency::Linearizable,
+            consistency: Some(Consistency::Linearizable),
         }
     }
 
@@ -202,7 +224,7 @@ mod tests {
             limit: 0,
             continuation: None,
             keys_only: false,
-            consistency: Consistency::Linearizable,
+            consistency: Some(Consistency::Linearizable),
             partition,
         }
     }
@@ -255,7 +277,7 @@ mod tests {
             &Request::Get {
                 keyspace: ks.into(),
                 key: Bytes::from_static(b"k"),
-                consistency: Consistency::Linearizable,
+                consistency: Some(Consistency::Linearizable),
             },
         ))
     }
@@ -283,7 +305,7 @@ mod tests {
         let meta_get = Request::Get {
             keyspace: META_KEYSPACE.into(),
             key: Bytes::from_static(b"cluster-map"),
-            consistency: Consistency::Linearizable,
+            consistency: Some(Consistency::Linearizable),
         };
         assert_eq!(route(&m, &meta_get).unwrap().group, META_GROUP);
         let meta_put = Request::Put {

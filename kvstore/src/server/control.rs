@@ -170,7 +170,7 @@ fn stored_map_unless(node: &Node, known: u64) -> Result<(Option<ClusterMap>, u64
     let get = Request::Get {
         keyspace: META_KEYSPACE.to_string(),
         key: Bytes::from_static(MAP_KEY),
-        consistency: Consistency::Follower,
+        consistency: Some(Consistency::Follower),
     };
     match super::binary::respond(&db, &db, get) {
         Response::GetOk { found: None, .. } => Ok((None, 0)),
@@ -630,7 +630,7 @@ async fn ask_meta_leader(node: &Node) {
     let get = Request::Get {
         keyspace: META_KEYSPACE.to_string(),
         key: Bytes::from_static(MAP_KEY),
-        consistency: Consistency::Linearizable,
+        consistency: Some(Consistency::Linearizable),
     };
     for _ in 0..=REDIRECTS_MAX {
         let Ok(client) = crate::client::Client::connect(addr.as_str(), config.clone()).await else {

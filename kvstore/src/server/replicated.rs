@@ -182,12 +182,8 @@ pub async fn serve_binary(
                         answer(ctx, &mut wbuf, k, &r)
                     })
                     .await;
-                    let consistency = match &request {
-                        Request::Get { consistency, .. } | Request::Scan { consistency, .. } => {
-                            *consistency
-                        }
-                        _ => Consistency::Linearizable,
-                    };
+                    let consistency =
+                        crate::partition::route::read_consistency(&node.map(), &request);
                     let group = match routed_group(ctx, &node, &request, &frame).await {
                         Ok(group) => group,
                         Err(response) => {

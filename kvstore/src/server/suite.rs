@@ -155,7 +155,7 @@ async fn registered(
                 limit: SERVICES_MAX,
                 continuation: None,
                 keys_only: false,
-                consistency: Consistency::Linearizable,
+                consistency: Some(Consistency::Linearizable),
             },
         )
         .await?;

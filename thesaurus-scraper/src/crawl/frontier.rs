@@ -384,7 +384,7 @@ impl Frontier {
                         limit: SCAN_PAGE.min(max.saturating_sub(out.len()).max(1) as u32),
                         continuation,
                         keys_only,
-                        consistency: Consistency::Linearizable,
+                        consistency: Some(Consistency::Linearizable),
                     },
                 )
                 .await?;

@@ -137,7 +137,7 @@ async fn scan_all(
             limit: page,
             continuation,
             keys_only: false,
-            consistency: Consistency::Linearizable,
+            consistency: Some(Consistency::Linearizable),
         };
         let result = match partition {
             Some(p) => client.scan_partition(keyspace, p, options).await?,

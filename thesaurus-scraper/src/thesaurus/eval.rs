@@ -211,7 +211,7 @@ pub async fn run(
                         limit: 1_000,
                         continuation,
                         keys_only: false,
-                        consistency: kvstore::wire::Consistency::Follower,
+                        consistency: Some(kvstore::wire::Consistency::Follower),
                     },
                 )
                 .await?;

@@ -15,6 +15,13 @@ pub(super) fn put_nonzero(w: &mut FieldWriter<'_>, field: u32, value: u64) {
     }
 }
 
+/// A read's consistency when it names one; absent, the keyspace's read consistency applies.
+pub(super) fn put_consistency(w: &mut FieldWriter<'_>, field: u32, value: Option<Consistency>) {
+    if let Some(c) = value {
+        w.varint(field, c as u64);
+    }
+}
+
 pub(super) fn put_nonempty(w: &mut FieldWriter<'_>, field: u32, value: &[u8]) {
     if !value.is_empty() {
         w.bytes(field, value);

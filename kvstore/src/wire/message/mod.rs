@@ -191,11 +191,12 @@ pub enum Request {
     },
     /// 1 payload (empty).
     Ping { payload: Bytes },
-    /// 1 keyspace ("default"), 2 key (required), 3 consistency (Linearizable).
+    /// 1 keyspace ("default"), 2 key (required), 3 consistency (absent: the keyspace's
+    /// read consistency, linearizable unless it was created with another).
     Get {
         keyspace: String,
         key: Bytes,
-        consistency: Consistency,
+        consistency: Option<Consistency>,
     },
     /// 1 keyspace, 2 key (required), 3 value (empty), 4 ttl_ms (absent or 0: no expiry),
     /// 5 condition kind (0), 6 expected_version (0).
@@ -219,8 +220,8 @@ pub enum Request {
         delta: i64,
     },
     /// 1 keyspace, 2 start, 3 end, 4 prefix, 5 limit (0: server default), 6 continuation,
-    /// 7 keys_only (false), 8 consistency (Linearizable), 9 partition (absent: the one the
-    /// range settles, see below). Presence matters for 2, 3, 4, 6, 9. On a partitioned cluster
+    /// 7 keys_only (false), 8 consistency (absent: the keyspace's), 9 partition (absent: the
+    /// one the range settles, see below). Presence matters for 2, 3, 4, 6, 8, 9. On a partitioned cluster
     /// a scan runs on one partition: the one its prefix's (or both its ends') hash tag names,
     /// else the one `partition` names; a client merges the partitions' pages.
     Scan {
@@ -229,7 +230,7 @@ pub enum Request {
         limit: u32,
         continuation: Option<Bytes>,
         keys_only: bool,
-        consistency: Consistency,
+        consistency: Option<Consistency>,
         partition: Option<u32>,
     },
     /// 1 keyspace, 2 op (repeated nested message: 1 kind 0=put 1=delete, 2 key (required),

@@ -85,7 +85,7 @@ impl Request {
             } => {
                 put_keyspace(w, 1, keyspace);
                 w.bytes(2, key);
-                put_nonzero(w, 3, *consistency as u64);
+                put_consistency(w, 3, *consistency);
             }
             Request::Put {
                 keyspace,
@@ -136,7 +136,7 @@ impl Request {
                 put_nonzero(w, 5, u64::from(*limit));
                 put_present(w, 6, continuation.as_ref());
                 put_true(w, 7, *keys_only);
-                put_nonzero(w, 8, *consistency as u64);
+                put_consistency(w, 8, *consistency);
                 if let Some(p) = partition {
                     w.varint(9, u64::from(*p));
                 }
@@ -228,13 +228,13 @@ pub(super) fn decode_ping(body: &Bytes) -> Result<Request, DecodeError> {
 
 pub(super) fn decode_get(body: &Bytes) -> Result<Request, DecodeError> {
     const MESSAGE: &str = "Get";
-    let (mut keyspace, mut key, mut consistency) = (None, None, Consistency::default());
+    let (mut keyspace, mut key, mut consistency) = (None, None, None);
     for field in fields(MESSAGE, body) {
         let field = field?;
         match field.number {
             1 => keyspace = Some(field.string()?),
             2 => key = Some(field.bytes()?),
-            3 => consistency = field.consistency()?,
+            3 => consistency = Some(field.consistency()?),
             _ => {}
         }
     }
@@ -312,7 +312,7 @@ pub(super) fn decode_incr(body: &Bytes) -> Result<Request, DecodeError> {
 
 pub(super) fn decode_scan(body: &Bytes) -> Result<Request, DecodeError> {
     let (mut keyspace, mut range, mut limit) = (None, ScanRange::default(), 0);
-    let (mut continuation, mut keys_only, mut consistency) = (None, false, Consistency::default());
+    let (mut continuation, mut keys_only, mut consistency) = (None, false, None);
     let mut partition = None;
     for field in fields("Scan", body) {
         let field = field?;
@@ -324,7 +324,7 @@ pub(super) fn decode_scan(body: &Bytes) -> Result<Request, DecodeError> {
             5 => limit = field.u32()?,
             6 => continuation = Some(field.bytes()?),
             7 => keys_only = field.bool()?,
-            8 => consistency = field.consistency()?,
+            8 => consistency = Some(field.consistency()?),
             9 => partition = Some(field.u32()?),
             _ => {}
         }

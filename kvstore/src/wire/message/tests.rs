@@ -84,7 +84,7 @@ fn get_request_layout() {
     let request = Request::Get {
         keyspace: "users".into(),
         key: b(b"k1"),
-        consistency: Consistency::Lease,
+        consistency: Some(Consistency::Lease),
     };
     let mut buf = BytesMut::new();
     request.encode(5, &mut buf).expect("fits");
@@ -187,7 +187,7 @@ fn unknown_fields_of_both_wire_types_are_skipped() {
     let expected = Request::Get {
         keyspace: "ks".into(),
         key: b(b"key"),
-        consistency: Consistency::Follower,
+        consistency: Some(Consistency::Follower),
     };
     check_request(opcode::GET, &plain, Ok(expected.clone()));
     check_request(opcode::GET, &extended, Ok(expected));
@@ -242,7 +242,7 @@ fn absent_optional_fields_take_their_defaults() {
             limit: 0,
             continuation: None,
             keys_only: false,
-            consistency: Consistency::Linearizable,
+            consistency: None,
             partition: None,
         }),
     );
@@ -511,13 +511,18 @@ fn any_request() -> impl Strategy<Value = Request> {
             }
         ),
         any_bytes().prop_map(|payload| Request::Ping { payload }),
-        (any_string(), any_bytes(), any_consistency()).prop_map(|(keyspace, key, consistency)| {
-            Request::Get {
-                keyspace,
-                key,
-                consistency,
-            }
-        }),
+        (
+            any_string(),
+            any_bytes(),
+            proptest::option::of(any_consistency())
+        )
+            .prop_map(|(keyspace, key, consistency)| {
+                Request::Get {
+                    keyspace,
+                    key,
+                    consistency,
+                }
+            }),
         (
             any_string(),
             any_bytes(),
@@ -552,7 +557,7 @@ fn any_request() -> impl Strategy<Value = Request> {
             any::<u32>(),
             proptest::option::of(any_bytes()),
             any::<bool>(),
-            any_consistency(),
+            proptest::option::of(any_consistency()),
             proptest::option::of(any::<u32>()),
         )
             .prop_map(
