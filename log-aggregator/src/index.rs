@@ -157,6 +157,8 @@ pub struct Indexes {
     pub labels_capped: std::sync::atomic::AtomicU64,
     /// The bytes of each stream's records in each bucket (for per-stream size limits).
     stream_bytes: Mutex<BTreeMap<(Stream, i64), u64>>,
+    /// Documents added since the last [`Indexes::commit`] began.
+    uncommitted: std::sync::atomic::AtomicUsize,
 }
 
 impl Default for Indexes {
@@ -170,6 +172,7 @@ impl Default for Indexes {
             label_values: Mutex::new(std::collections::HashMap::new()),
             labels_capped: std::sync::atomic::AtomicU64::new(0),
             stream_bytes: Mutex::new(BTreeMap::new()),
+            uncommitted: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 }
@@ -346,9 +349,16 @@ impl Indexes {
             drop(ids);
             if added.new > before {
                 b.dirty.store(true, std::sync::atomic::Ordering::Release);
+                self.uncommitted
+                    .fetch_add(added.new - before, std::sync::atomic::Ordering::Relaxed);
             }
         }
         Ok(added)
+    }
+
+    /// Documents added since the last commit began (not yet searchable, or becoming so).
+    pub fn uncommitted(&self) -> usize {
+        self.uncommitted.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether `name=value` is indexed: a value seen before, or a new one under the cap.
@@ -369,6 +379,8 @@ impl Indexes {
 
     /// Makes what was added searchable; closes the writers of buckets past the open ones.
     pub fn commit(&self, now_ms: i64) -> Result<()> {
+        self.uncommitted
+            .store(0, std::sync::atomic::Ordering::Relaxed);
         let open_from = bucket_of(now_ms) - (OPEN_BUCKETS - 1) * BUCKET_MS;
         let buckets: Vec<(i64, Arc<Bucket>)> = self
             .buckets
@@ -973,6 +985,19 @@ mod tests {
             rs.push(rec(ts, i, service, level, &msg));
         }
         rs
+    }
+
+    #[test]
+    fn lines_added_since_the_last_commit_are_counted_once_each() {
+        let ix = Indexes::default();
+        let rs = sample();
+        ix.add(&rs[..100], |_| {}).unwrap();
+        ix.add(&rs[..150], |_| {}).unwrap(); // 100 duplicates
+        assert_eq!(ix.uncommitted(), 150);
+        ix.commit(T0).unwrap();
+        assert_eq!(ix.uncommitted(), 0);
+        ix.add(&rs[150..], |_| {}).unwrap();
+        assert_eq!(ix.uncommitted(), 150);
     }
 
     #[test]

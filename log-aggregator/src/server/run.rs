@@ -27,8 +27,21 @@ use crate::index::{Indexes, Opened};
 use crate::layout::{bucket_of, BUCKET_MS};
 use crate::store::{self, LogStore};
 
-/// How often the journal is read (and the index committed).
+/// How often the journal is read (and the index committed, while the ingest is light).
 pub const FEED_INTERVAL_MS: u64 = 200;
+/// While a poll finds at most this many lines not yet searchable, the index commits at every
+/// poll (a line is searchable about one poll after it is stored).
+pub const COMMIT_PROMPT_LINES_MAX: usize = 2_000;
+/// Under a heavier ingest the index commits at most this often, as Elasticsearch refreshes
+/// once a second: every commit writes a segment that later merges rewrite, so committing
+/// each poll would spend the CPU that the store needs to take the lines in.
+pub const COMMIT_INTERVAL_MAX_MS: u64 = 1_000;
+
+/// Whether the journal's poll commits the index: with `uncommitted` lines waiting, the last
+/// commit `since_ms` ago.
+pub fn commit_due(uncommitted: usize, since_ms: u64) -> bool {
+    uncommitted <= COMMIT_PROMPT_LINES_MAX || since_ms >= COMMIT_INTERVAL_MAX_MS
+}
 /// How often retention runs, by default.
 pub const RETENTION_EVERY_MS_DEFAULT: i64 = 60_000;
 /// How many buckets before the retention cut each sweep deletes (covers a day of downtime).
@@ -277,6 +290,7 @@ pub async fn serve(
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(FEED_INTERVAL_MS));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut last_commit = std::time::Instant::now();
             loop {
                 tokio::select! {
                     _ = tick.tick() => {}
@@ -304,6 +318,11 @@ pub async fn serve(
                     }
                     Err(error) => tracing::warn!(%error, "reading the journal failed; retrying"),
                 }
+                let since = last_commit.elapsed().as_millis() as u64;
+                if !commit_due(app.indexes.uncommitted(), since) {
+                    continue;
+                }
+                last_commit = std::time::Instant::now();
                 // Off the runtime's threads: a commit may wait for a push being indexed. Once
                 // it is in, the journal up to the poll's position is in the index for good.
                 let indexes = app.indexes.clone();
@@ -403,6 +422,18 @@ mod tests {
     use super::*;
 
     const B: i64 = BUCKET_MS;
+
+    #[test]
+    fn the_index_commits_every_poll_while_light_and_once_a_second_under_a_flood() {
+        // Light: every poll, however recent the last commit.
+        assert!(commit_due(0, 0));
+        assert!(commit_due(COMMIT_PROMPT_LINES_MAX, FEED_INTERVAL_MS));
+        // Heavy: not until a second has passed since the last.
+        let heavy = COMMIT_PROMPT_LINES_MAX + 1;
+        assert!(!commit_due(heavy, FEED_INTERVAL_MS));
+        assert!(!commit_due(heavy, COMMIT_INTERVAL_MAX_MS - 1));
+        assert!(commit_due(heavy, COMMIT_INTERVAL_MAX_MS));
+    }
 
     #[test]
     fn a_start_reads_from_the_store_only_what_its_index_lacks_while_the_journal_reaches_back() {
