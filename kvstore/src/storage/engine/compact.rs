@@ -82,7 +82,7 @@ impl Inner {
         let mut copied = Copied::default();
         let mut max_version = 0;
         for (id, file, _) in inputs {
-            let data = read_file(&self.dir, *id, file)?;
+            let data = recover::read_sealed(&self.dir, *id, file)?;
             report.bytes_before += data.len() as u64;
             let path = segment::segment_path(&self.dir, *id);
             let scan = segment::scan(&path, *id, &data, self.limits, false)?;

@@ -42,7 +42,7 @@ pub use background::Background;
 use compact::finish_interrupted_compaction;
 pub use group::{Group, Savepoint, Txn};
 use key::IndexKey;
-use recover::{read_file, recover};
+use recover::recover;
 
 /// Name of the file that records the data directory's format version.
 pub const FORMAT_FILE: &str = "KVSTORE_FORMAT";
@@ -1107,7 +1107,7 @@ impl Inner {
             if has_hint {
                 continue;
             }
-            let data = read_file(&self.dir, id, &file)?;
+            let data = recover::read_sealed(&self.dir, id, &file)?;
             let path = segment::segment_path(&self.dir, id);
             let scan = segment::scan(&path, id, &data, self.limits, false)?;
             segment::write_hint(&self.dir, id, data.len() as u64, &scan.entries)?;
