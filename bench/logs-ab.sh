@@ -5,6 +5,7 @@
 #
 #   A=/tmp/old B=target/release bench/logs-ab.sh [ROUNDS]     (default 2 rounds: A B A B)
 #   MESSAGES=1000000 (default) PARTITIONS=64 (default)
+#   SETTLE=1: also wait until the placement has settled the new `logs` keyspace's leaders
 #
 # A and B are directories holding release builds of `kvstore` and `log-aggregator` (copy
 # target/release/{kvstore,log-aggregator} somewhere before the change). Each run: a fresh
@@ -48,6 +49,7 @@ run() { # run LABEL DIR: one measured run; prints "LABEL: N msgs in S s: R msgs/
   BENCH_PIDS+=("$agg")
   for _ in $(seq 1 1000); do curl -sf "127.0.0.1:$http/health" >/dev/null && break; sleep 0.05; done
   wait_led >/dev/null
+  [ -n "${SETTLE:-}" ] && echo "settled after $(wait_settled) s" >&2
   local c0 c1
   c0=$(cpu_s "$agg" "${NODE_PIDS[@]}")
   t0=$(date +%s.%N)
