@@ -510,6 +510,16 @@ fn gets_served(cluster: &Cluster) -> Vec<u64> {
         .collect()
 }
 
+/// How many gets each node served while `read` ran 90 times.
+fn gets_per_node(cluster: &Cluster, mut read: impl FnMut()) -> Vec<u64> {
+    let before = gets_served(cluster);
+    for _ in 0..90 {
+        read();
+    }
+    let after = gets_served(cluster);
+    after.iter().zip(&before).map(|(a, b)| a - b).collect()
+}
+
 /// A read that any replica may answer is spread over the replicas by `ClusterClient`, so
 /// read-heavy applications (the dictionary's replicas, the URL shortener's redirects) use
 /// every copy rather than all asking the leader; reads that must be linearizable still go
@@ -531,15 +541,12 @@ fn follower_reads_are_spread_over_every_replica_and_linearizable_reads_go_to_the
     });
     assert!(everywhere, "the write reached every replica");
     let read = |consistency: Consistency| -> Vec<u64> {
-        let before = gets_served(&cluster);
-        for _ in 0..90 {
+        gets_per_node(&cluster, || {
             let got = rt
                 .block_on(client.get("default", b"spread", consistency))
                 .unwrap();
             assert_eq!(got.map(|v| v.value.to_vec()), Some(b"v".to_vec()));
-        }
-        let after = gets_served(&cluster);
-        after.iter().zip(&before).map(|(a, b)| a - b).collect()
+        })
     };
     let follower = read(Consistency::Follower);
     assert!(
@@ -638,13 +645,10 @@ fn a_read_that_names_no_consistency_gets_its_keyspace_s() {
 
     // Through ClusterClient, reads naming none are spread on the follower keyspace only.
     let spread = |ks: &str| -> Vec<u64> {
-        let before = gets_served(&cluster);
-        for _ in 0..90 {
+        gets_per_node(&cluster, || {
             let got = rt.block_on(client.get(ks, b"k", None)).unwrap();
             assert_eq!(got.map(|v| v.value.to_vec()), Some(b"v".to_vec()));
-        }
-        let after = gets_served(&cluster);
-        after.iter().zip(&before).map(|(a, b)| a - b).collect()
+        })
     };
     let follower = spread("stale-ok");
     assert!(

@@ -7,13 +7,13 @@
 //! (partitions moving onto it) mid-ingest, lose and duplicate nothing, and a new aggregator
 //! rebuilds its index from the store. And bad input, and a flood.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
 use tests::harness::{wait_until, TempDir};
-use tests::logs::{logger, start_store, Aggregator};
+use tests::logs::{logger, start_store, stored, Aggregator};
 
 fn json(body: &str) -> Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
@@ -299,25 +299,6 @@ fn a_store_node_killed_mid_ingest_loses_and_duplicates_nothing() {
         }
     }
     let want = (PUSHES * LINES) as u64;
-    let all = |agg: &Aggregator| -> BTreeSet<String> {
-        let mut seen = BTreeSet::new();
-        let mut cursor: Option<String> = None;
-        loop {
-            let mut pairs = vec![("service", "drill"), ("limit", "1000"), ("from", "now-1h")];
-            if let Some(c) = &cursor {
-                pairs.push(("cursor", c));
-            }
-            let page = query(agg, &pairs);
-            for l in page["lines"].as_array().unwrap() {
-                let m = l["message"].as_str().unwrap().to_string();
-                assert!(seen.insert(m.clone()), "{m} twice");
-            }
-            match page["cursor"].as_str() {
-                Some(c) => cursor = Some(c.to_string()),
-                None => return seen,
-            }
-        }
-    };
     wait_total(&a, &[("service", "drill")], want);
     // The new node took replicas (moves ran under the pushes).
     assert!(
@@ -327,7 +308,7 @@ fn a_store_node_killed_mid_ingest_loses_and_duplicates_nothing() {
             .unwrap_or(false)),
         "node 4 hosts partitions"
     );
-    let seen = all(&a);
+    let seen = stored(&a, "drill");
     assert_eq!(seen.len() as u64, want);
     for n in 0..PUSHES * LINES {
         assert!(seen.contains(&format!("line n{n:05}")), "line {n} lost");
@@ -337,7 +318,7 @@ fn a_store_node_killed_mid_ingest_loses_and_duplicates_nothing() {
     let c = Aggregator::start(&store, &dir.path, &["--name", "agg-c"]);
     assert!(c.wait_ready(Duration::from_secs(60)), "{}", c.log());
     assert_eq!(query(&c, &[("service", "drill")])["total"], want);
-    assert_eq!(all(&c), seen);
+    assert_eq!(stored(&c, "drill"), seen);
 }
 
 /// Bad input gets its answer and the node goes on: a 10 MiB line over syslog TCP and in an

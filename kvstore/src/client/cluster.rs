@@ -465,8 +465,8 @@ impl ClusterClient {
         // A read any replica may answer goes to each replica in turn: read-heavy work uses
         // every copy, not only the leader's. (A replica that no longer hosts the group
         // redirects to the leader, as for any request.)
-        let follower_read = matches!(request, Request::Get { .. } | Request::Scan { .. })
-            && crate::partition::route::read_consistency(map, request) == Consistency::Follower;
+        let follower_read =
+            crate::partition::route::read_consistency(map, request) == Consistency::Follower;
         if follower_read {
             let replicas = || {
                 g.replicas

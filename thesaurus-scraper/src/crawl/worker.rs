@@ -300,14 +300,13 @@ impl Worker {
         ));
         batch.extend(ops);
         let deadline = h.record.lease.as_ref().map_or(0, |l| l.until_ms);
-        loop {
+        let written = loop {
             match self.frontier.batch(batch.clone()).await {
                 Ok(Batch::Applied { version }) => {
                     h.record = record;
                     h.version = version;
-                    held.written(&h);
                     self.stats.commits.fetch_add(1, Ordering::Relaxed);
-                    return true;
+                    break true;
                 }
                 Ok(Batch::Refused { .. }) => {
                     // Either another worker took the host, or an earlier try of this very
@@ -319,14 +318,9 @@ impl Worker {
                         {
                             h.record = now;
                             h.version = version;
-                            held.written(&h);
-                            return true;
+                            break true;
                         }
-                        Ok(_) => {
-                            h.lost = true;
-                            held.written(&h);
-                            return false;
-                        }
+                        Ok(_) => break false,
                         Err(e) => tracing::warn!(error = %e, "reading a host record back"),
                     }
                 }
@@ -335,12 +329,13 @@ impl Worker {
                 }
             }
             if now_ms() > deadline {
-                h.lost = true;
-                held.written(&h);
-                return false;
+                break false;
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+        };
+        h.lost = !written;
+        held.written(&h);
+        written
     }
 
     /// Renews the lease until the host task ends.

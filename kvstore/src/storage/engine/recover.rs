@@ -215,23 +215,18 @@ pub(super) fn read_file(dir: &Path, id: u64, file: &File) -> Result<Vec<u8>> {
 /// A sealed segment's bytes, for the passes that read a whole segment once (hint writing,
 /// compaction): mapped rather than copied. Profiled under a log flood, copying each sealed
 /// segment into a fresh buffer (the read, and the page faults of the new allocation) was nine
-/// tenths of hint writing; a mapping shares the page cache's pages.
-pub(super) enum SealedBytes {
-    Mapped(memmap2::Mmap),
-    Read(Vec<u8>),
-}
+/// tenths of hint writing; a mapping shares the page cache's pages. `None`: an empty file
+/// (which cannot be mapped).
+pub(super) struct SealedBytes(Option<memmap2::Mmap>);
 
 impl std::ops::Deref for SealedBytes {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        match self {
-            SealedBytes::Mapped(m) => m,
-            SealedBytes::Read(v) => v,
-        }
+        self.0.as_deref().unwrap_or_default()
     }
 }
 
-/// Maps sealed segment `id` (an empty file, which cannot be mapped, is read).
+/// Maps sealed segment `id`.
 pub(super) fn read_sealed(dir: &Path, id: u64, file: &File) -> Result<SealedBytes> {
     let path = segment::segment_path(dir, id);
     let len = file
@@ -239,12 +234,12 @@ pub(super) fn read_sealed(dir: &Path, id: u64, file: &File) -> Result<SealedByte
         .map_err(StorageError::io("reading size of", &path))?
         .len();
     if len == 0 {
-        return Ok(SealedBytes::Read(Vec::new()));
+        return Ok(SealedBytes(None));
     }
     // SAFETY: a sealed segment is never written or truncated again: appends go to the active
     // segment only (the one file ever cut back, on a failed append), and compaction writes
     // new files and deletes its inputs, which a mapping outlives. (Another process truncating
     // the file would fault this one; the data directory is this process's, under its lock.)
     let map = unsafe { memmap2::Mmap::map(file) }.map_err(StorageError::io("mapping", &path))?;
-    Ok(SealedBytes::Mapped(map))
+    Ok(SealedBytes(Some(map)))
 }
