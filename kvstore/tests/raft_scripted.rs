@@ -25,6 +25,8 @@ fn config(id: NodeId, quiesce: bool) -> Config {
         snapshot_chunk_bytes_max: SNAPSHOT_CHUNK,
         snapshot_chunks_inflight_max: SNAPSHOT_WINDOW,
         snapshot_stale_entries: SNAPSHOT_STALE_ENTRIES,
+        compaction_catch_up_entries: CATCH_UP_ENTRIES,
+        compaction_catch_up_bytes: CATCH_UP_BYTES,
         ..Config::new(id)
     }
 }
@@ -33,6 +35,10 @@ const SNAPSHOT_CHUNK: usize = 10;
 const SNAPSHOT_WINDOW: usize = 4;
 /// A snapshot with more entries than this after it is stale: a follower gets a fresh one.
 const SNAPSHOT_STALE_ENTRIES: u64 = 20;
+/// A leader compacting without a snapshot keeps the entries of a follower this close behind.
+const CATCH_UP_ENTRIES: u64 = 10;
+/// ... and whose missing entries hold at most this many bytes.
+const CATCH_UP_BYTES: usize = 1_000;
 
 struct Net {
     nodes: BTreeMap<NodeId, Raft>,
@@ -94,7 +100,7 @@ impl Net {
         let restored = Restored {
             hard_state: old.hard_state(),
             snapshot: log.snapshot().clone(),
-            snapshot_data: Bytes::new(),
+            snapshot_data: Some(Bytes::new()),
             entries: log.entries_from(log.first_index()).cloned().collect(),
         };
         let node = Raft::new(config(id, self.quiesce), restored, self.seed + 1);
@@ -1082,6 +1088,134 @@ fn a_follower_waits_for_a_fresh_snapshot_only_for_a_bound() {
     net.settle();
     net.heartbeat(1);
     assert_eq!(net.node(3).log().snapshot().index, stale);
+    assert_eq!(net.node(3).log().committed(), net.node(1).log().committed());
+    net.assert_state_machine_safety();
+}
+
+/// Node 3 was cut off after index `cut`, and nodes 1 and 2 then committed `after` more
+/// entries; the leader compacted its log up to its commit index *without* a snapshot
+/// (`compact_log`, as a node does unless a follower waits for one) and returned where its
+/// log now starts. Node 3 is back, and the leader's heartbeat to it is on its way.
+fn compacted_without_a_snapshot(after: usize) -> (Net, Index, Index) {
+    compacted_without_a_snapshot_of(after, "y")
+}
+
+/// The same, with every entry after the cut holding `data`.
+fn compacted_without_a_snapshot_of(after: usize, data: &'static str) -> (Net, Index, Index) {
+    let mut net = Net::new(3);
+    net.elect(1);
+    for _ in 0..3 {
+        net.propose(1, "x");
+    }
+    net.heartbeat(1);
+    let cut = net.node(3).log().committed();
+    net.set_up(&[1, 2]);
+    for _ in 0..after {
+        net.propose(1, data);
+    }
+    net.heartbeat(1);
+    let committed = net.node(1).log().committed();
+    let to = net.nodes.get_mut(&1).unwrap().compact_log(committed);
+    net.set_up(&[1, 2, 3]);
+    for _ in 0..Config::new(1).heartbeat_ticks {
+        net.tick(1);
+    }
+    (net, cut, to)
+}
+
+/// A follower a few entries behind when the leader compacts without a snapshot keeps what it
+/// needs in the leader's log: it is sent entries, and no snapshot is built for it.
+#[test]
+fn a_log_compacted_without_a_snapshot_keeps_what_a_follower_close_behind_needs() {
+    let (mut net, cut, to) = compacted_without_a_snapshot(CATCH_UP_ENTRIES as usize - 2);
+    assert_eq!(to, cut, "compacted only up to what node 3 holds");
+    net.settle();
+    assert!(!net.node(1).wants_snapshot());
+    assert_eq!(
+        net.node(3).log().snapshot().index,
+        0,
+        "no snapshot was sent"
+    );
+    net.heartbeat(1);
+    assert_eq!(net.node(3).log().committed(), net.node(1).log().committed());
+    net.assert_state_machine_safety();
+}
+
+/// Entries a close follower misses are kept only up to a number of bytes: five entries
+/// behind is close, but not when they are large.
+#[test]
+fn a_log_compacted_without_a_snapshot_keeps_a_bounded_number_of_bytes_for_a_follower() {
+    let big: &'static str = "b".repeat(CATCH_UP_BYTES / 3).leak();
+    let (net, cut, to) = compacted_without_a_snapshot_of(5, big);
+    assert!(5 < CATCH_UP_ENTRIES && 5 * big.len() > CATCH_UP_BYTES);
+    assert!(to > cut, "compacted past node 3's log");
+    assert_eq!(to, net.node(1).log().committed(), "nothing kept for node 3");
+}
+
+/// A follower further behind needs a snapshot the leader has not built: the leader asks its
+/// runtime for one and sends nothing until it comes (there is no stale one to fall back on,
+/// however long it waits), then sends that one. A snapshot built at the very index the log
+/// was compacted to is taken.
+#[test]
+fn a_log_compacted_without_a_snapshot_has_one_built_when_a_follower_needs_it() {
+    let (mut net, cut, to) = compacted_without_a_snapshot(CATCH_UP_ENTRIES as usize + 5);
+    assert!(to > cut, "compacted past node 3's log");
+    assert_eq!(to, net.node(1).log().committed());
+    assert!(deliver_until_snapshot(&mut net, 3).is_empty());
+    assert!(net.node(1).wants_snapshot(), "the leader wants one built");
+    for _ in 0..2 * Config::new(1).snapshot_wait_ticks_max {
+        net.tick(1);
+        let sent = net.deliver_until(|net| !snapshots_sent(net, 3).is_empty());
+        assert!(!sent, "nothing to send until one is built");
+    }
+    assert!(net.node(1).wants_snapshot(), "still waiting");
+    let leader = net.nodes.get_mut(&1).unwrap();
+    assert!(leader.compact(to, Bytes::from(vec![9u8; 95])), "taken");
+    assert!(
+        !leader.compact(to, Bytes::from(vec![9u8; 95])),
+        "held already"
+    );
+    assert!(!net.node(1).wants_snapshot());
+    assert_eq!(deliver_until_snapshot(&mut net, 3), vec![to]);
+    net.settle();
+    assert_eq!(net.node(3).log().snapshot().index, to, "installed");
+    net.propose(1, "z");
+    net.heartbeat(1);
+    assert_eq!(net.node(3).log().committed(), net.node(1).log().committed());
+    net.assert_state_machine_safety();
+}
+
+/// A leader restarted from a log compacted without a snapshot has none to send either: it
+/// waits for its runtime to build one.
+#[test]
+fn a_leader_restarted_without_snapshot_bytes_has_one_built_for_a_follower() {
+    let (mut net, _, to) = compacted_without_a_snapshot(CATCH_UP_ENTRIES as usize + 5);
+    let old = net.node(1);
+    let restored = Restored {
+        hard_state: old.hard_state(),
+        snapshot: old.log().snapshot().clone(),
+        snapshot_data: None,
+        entries: old
+            .log()
+            .entries_from(old.log().first_index())
+            .cloned()
+            .collect(),
+    };
+    net.nodes
+        .insert(1, Raft::new(config(1, false), restored, 7));
+    net.queue.clear();
+    net.elect(1);
+    net.settle();
+    assert!(net.node(1).wants_snapshot());
+    assert_eq!(net.node(3).log().snapshot().index, 0);
+    let fresh = net.node(1).log().applied();
+    net.nodes
+        .get_mut(&1)
+        .unwrap()
+        .compact(fresh.max(to), Bytes::from(vec![5u8; 95]));
+    net.settle();
+    net.heartbeat(1);
+    assert!(net.node(3).log().snapshot().index >= to, "installed");
     assert_eq!(net.node(3).log().committed(), net.node(1).log().committed());
     net.assert_state_machine_safety();
 }

@@ -80,6 +80,9 @@ const EVENTS_PER_ROUND_MAX: usize = 4096;
 const SNAPSHOT_JOBS_MAX: usize = 64;
 /// After a snapshot build failed (a full disk), the group waits this long before the next.
 const SNAPSHOT_RETRY_DELAY: Duration = Duration::from_secs(5);
+/// After a compaction dropped nothing (a follower close behind still needed every entry it
+/// could drop), the group waits this long before syncing its engine for the next.
+const COMPACTION_RETRY_DELAY: Duration = Duration::from_secs(1);
 
 /// A group's Raft log is compacted once its entries take this many bytes in memory, whatever
 /// their count: with 4 KiB values, `compact_entries` alone let one group hold 400 MB.
@@ -354,8 +357,9 @@ impl Event {
     }
 }
 
-/// A snapshot the worker built: its index and bytes, or why it failed.
-type Built = Result<(Index, Bytes), String>;
+/// What the snapshot worker made durable for a group's log to be compacted: the index the
+/// engine holds synced and, if one was asked for, a snapshot's bytes at it; or why it failed.
+type Built = Result<(Index, Option<Bytes>), String>;
 
 struct Shared {
     id: NodeId,
@@ -1134,8 +1138,21 @@ fn open_group(
         std::fs::remove_file(&incoming)
             .map_err(|e| anyhow::anyhow!("removing {}: {e}", incoming.display()))?;
     }
-    let snapshot_data = if group_log.snapshot.index > 0 {
-        let path = state::snapshot_path(&dir, group_log.snapshot.index);
+    let path = state::snapshot_path(&dir, group_log.snapshot.index);
+    let snapshot_data = if group_log.snapshot.index > 0 && !path.exists() {
+        // The log was compacted without a snapshot (`Raft::compact_log`), after the engine
+        // was synced at or past its index: the engine holds it, and a snapshot is built when
+        // a follower needs one.
+        anyhow::ensure!(
+            machine.applied() >= group_log.snapshot.index,
+            "group {id}: the log was compacted to index {} but its engine holds only {} and \
+             {} is missing",
+            group_log.snapshot.index,
+            machine.applied(),
+            path.display()
+        );
+        None
+    } else if group_log.snapshot.index > 0 {
         let (index, data) = state::load_snapshot_file(&path)?;
         anyhow::ensure!(
             index == group_log.snapshot.index,
@@ -1150,9 +1167,9 @@ fn open_group(
             );
             machine.install(&data)?;
         }
-        data
+        Some(data)
     } else {
-        Bytes::new()
+        Some(Bytes::new())
     };
     let log_is_new = group_log.hard_state.term == 0 && group_log.snapshot.index == 0;
     let (restored, new) = match (log_is_new, founding_voters) {
@@ -1192,6 +1209,7 @@ fn open_group(
             term_vote: (hard_state.term, hard_state.vote),
             snapshotting: false,
             snapshot_not_before: None,
+            compaction_not_before: None,
             incoming: None,
             installing: None,
         },
@@ -1312,6 +1330,14 @@ pub fn raft_config(config: &NodeConfig) -> raft::Config {
         snapshot_stale_bytes: usize::try_from(config.compact_bytes / 4)
             .unwrap_or(usize::MAX)
             .max(1),
+        // A follower this far behind when the log is compacted without a snapshot keeps its
+        // entries: at most a tenth of the way to the next compaction (and 1,000 entries and
+        // 4 MiB).
+        compaction_catch_up_entries: (config.compact_entries / 10)
+            .min(raft::Config::new(config.id).compaction_catch_up_entries),
+        compaction_catch_up_bytes: usize::try_from(config.compact_bytes / 10)
+            .unwrap_or(usize::MAX)
+            .min(raft::Config::new(config.id).compaction_catch_up_bytes),
         quiesce: config.quiesce,
         ..raft::Config::new(config.id)
     }
@@ -1385,14 +1411,20 @@ mod tests {
             .unwrap()
     }
 
-    /// Engine reads of values on disk that take `0` ms each once set (a slow disk).
+    /// A slow disk, once `0` is set: engine reads of values on disk take that many ms each,
+    /// and engine fsyncs a hundred times as long.
     #[derive(Debug, Default)]
-    struct SlowReads(std::sync::atomic::AtomicU64);
+    struct SlowDisk(std::sync::atomic::AtomicU64);
 
-    impl FaultInjector for SlowReads {
+    impl FaultInjector for SlowDisk {
         fn before(&self, op: IoOp, _path: &std::path::Path) -> std::io::Result<()> {
             let ms = self.0.load(Ordering::SeqCst);
-            if op == IoOp::Read && ms > 0 {
+            let ms = match op {
+                IoOp::Read => ms,
+                IoOp::Sync => ms * 100,
+                _ => 0,
+            };
+            if ms > 0 {
                 std::thread::sleep(Duration::from_millis(ms));
             }
             Ok(())
@@ -1410,14 +1442,14 @@ mod tests {
         command::Command::wire(None, node.now_ms(), &put, 1).unwrap()
     }
 
-    /// Building a snapshot reads every value; on a slow disk that takes seconds. Writes must
-    /// go on meanwhile: the Raft thread that answers them (and sends heartbeats) does not
-    /// build the snapshot.
+    /// Compacting the log syncs the engine (and building a snapshot, for a follower that
+    /// needs one, reads every value); on a slow disk either takes seconds. Writes must go on
+    /// meanwhile: the Raft thread that answers them (and sends heartbeats) does neither.
     #[test]
-    fn writes_go_on_while_a_snapshot_is_built() {
+    fn writes_go_on_while_the_log_is_compacted() {
         let dir = crate::test_dir::TestDir::new("node-compact");
         let rt = runtime();
-        let slow = Arc::new(SlowReads::default());
+        let slow = Arc::new(SlowDisk::default());
         let node = single_node(&dir, &rt, |config| {
             config.compact_entries = 100;
             config.engine.faults = Some(slow.clone());
@@ -1435,7 +1467,8 @@ mod tests {
         for i in 0..50 {
             write(i);
         }
-        slow.0.store(20, Ordering::SeqCst); // 100+ values: a snapshot takes over 2 s now
+        // An engine fsync takes 2 s now; 100+ values read for a snapshot take over 2 s too.
+        slow.0.store(20, Ordering::SeqCst);
         let mut slowest = Duration::ZERO;
         let started = Instant::now();
         let mut i = 50;
@@ -1455,8 +1488,52 @@ mod tests {
         );
         assert!(
             slowest < Duration::from_millis(1_000),
-            "a write waited {slowest:?} while the snapshot was built"
+            "a write waited {slowest:?} while the log was compacted"
         );
+    }
+
+    /// A log compacted without a snapshot leaves no snapshot file: the WAL's mark names an
+    /// index the engine holds, and a restart starts from the engine with every write.
+    #[test]
+    fn a_log_compacted_without_a_snapshot_restarts_from_its_engine() {
+        let dir = crate::test_dir::TestDir::new("node-lazy-compact");
+        let rt = runtime();
+        let tune = |config: &mut NodeConfig| config.compact_entries = 100;
+        let node = single_node(&dir, &rt, tune);
+        let group = |node: &Node| {
+            let status = node.status();
+            let g = status.groups.iter().find(|g| g.group == DEFAULT_GROUP);
+            g.map(|g| (g.snapshot_index, g.applied)).unwrap()
+        };
+        let mut i = 0;
+        while group(&node).0 == 0 || i < 250 {
+            assert!(i < 10_000, "no compaction");
+            let reply = rt.block_on(Node::wait(
+                node.propose(DEFAULT_GROUP, put(&node, format!("k{i}"), b"v")),
+                Duration::from_secs(30),
+            ));
+            assert!(reply.is_ok(), "{reply:?}");
+            i += 1;
+        }
+        let group_dir = dir.join(format!("group-{DEFAULT_GROUP}"));
+        let snapshots = || {
+            (std::fs::read_dir(&group_dir).unwrap())
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .filter(|name| name.starts_with("snapshot"))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(snapshots(), Vec::<String>::new(), "no snapshot was built");
+        let (compacted, applied) = group(&node);
+        assert!(compacted >= 100, "compacted to {compacted}");
+        node.shutdown();
+        drop(node);
+
+        let node = single_node(&dir, &rt, tune);
+        assert!(group(&node).1 >= applied, "restarted at {:?}", group(&node));
+        let db = node.db(DEFAULT_GROUP).unwrap();
+        let ks = crate::db::Keyspace::new("default").unwrap();
+        assert_eq!(db.count(&ks), i as u64, "every write is there");
+        assert_eq!(snapshots(), Vec::<String>::new());
     }
 
     #[test]

@@ -23,7 +23,7 @@ use super::state::{self, Reply, StateMachine};
 use super::{
     command, raft_config, Built, Consistency, Event, GroupStatus, NodeConfig, NodeError,
     NodeStatus, ProposalResult, Shared, Staleness, Unavailable, UnknownOutcome,
-    EVENTS_PER_ROUND_MAX, SNAPSHOT_RETRY_DELAY,
+    COMPACTION_RETRY_DELAY, EVENTS_PER_ROUND_MAX, SNAPSHOT_RETRY_DELAY,
 };
 use crate::raft::{
     self, ConfigChange, GroupId, Index, Message, NodeId, ProposeError, Raft, Role, Term,
@@ -61,6 +61,10 @@ pub(super) struct Group {
     pub(super) installing: Option<Deferred>,
     /// The last build failed: no new one before this.
     pub(super) snapshot_not_before: Option<raft::Micros>,
+    /// The last compaction could not drop anything (a follower close behind needs the
+    /// entries: `Raft::compact_log`): no new one before this, unless a follower wants a
+    /// snapshot.
+    pub(super) compaction_not_before: Option<raft::Micros>,
 }
 
 pub(super) struct Runner {
@@ -940,9 +944,11 @@ impl Group {
         Ok(peers)
     }
 
-    /// Asks the snapshot worker for a snapshot once the log holds `every.0` applied entries
-    /// past the last one, or `every.1` bytes (see [`Raft::compaction_due`]); the log is
-    /// compacted when it is built ([`Runner::snapshot_built`]).
+    /// Asks the snapshot worker to sync the engine once the log holds `every.0` applied
+    /// entries past its snapshot, or `every.1` bytes (see [`Raft::compaction_due`]), and the
+    /// log is compacted when that is done ([`Runner::snapshot_built`]). A snapshot's bytes are
+    /// built only when a follower waits for one ([`Raft::wants_snapshot`]): writing out the
+    /// whole partition at every compaction cost more than the log it replaced.
     fn maybe_snapshot(
         &mut self,
         group: GroupId,
@@ -963,29 +969,35 @@ impl Group {
         if self.snapshot_not_before.is_some_and(|t| now_us < t) {
             return; // the last attempt failed: wait before the next
         }
+        if !wanted && self.compaction_not_before.is_some_and(|t| now_us < t) {
+            return; // the last one dropped nothing: a follower needed its entries
+        }
         if applied != self.raft.log().applied() {
             // After a restart the engine can be ahead of what Raft has handed out again (the
             // commit index is re-learnt from the leader): wait until they agree, so that the
             // snapshot's index is one Raft has applied.
             return;
         }
-        if jobs
-            .try_send((group, Job::Build(self.machine.snapshot_job())))
-            .is_ok()
-        {
+        let job = match wanted {
+            true => self.machine.snapshot_job(),
+            false => self.machine.sync_job(),
+        };
+        if jobs.try_send((group, Job::Build(job))).is_ok() {
             self.snapshotting = true;
         }
     }
 }
 
 impl Runner {
-    /// A snapshot the worker built: compacts the group's log up to its index.
+    /// The worker synced a group's engine (and built a snapshot, if one was asked for):
+    /// compacts the group's log up to the index the engine holds.
     ///
-    /// Crash safety, step by step: the worker synced the engine after taking its view (so it
-    /// holds everything the snapshot stands for) and saved the snapshot to a file named by its
-    /// index, synced; here the WAL mark is written and synced (inside `purge`), and only then
-    /// are older snapshot files and WAL segments deleted. A crash anywhere leaves a WAL mark
-    /// whose snapshot file exists.
+    /// Crash safety, step by step: the worker synced the engine (after taking its view, when
+    /// it built a snapshot: so it holds everything the snapshot stands for) and saved the
+    /// snapshot, if any, to a file named by its index, synced; here the WAL mark is written
+    /// and synced (inside `purge`), and only then are older snapshot files and WAL segments
+    /// deleted. A crash anywhere leaves a WAL mark whose snapshot file exists or whose index
+    /// the engine holds durably; a restart needs nothing more (`open_group`).
     fn snapshot_built(&mut self, group: GroupId, built: Built) -> anyhow::Result<()> {
         let Some(g) = self.groups.get_mut(&group) else {
             return Ok(());
@@ -1001,27 +1013,40 @@ impl Runner {
                 return Ok(());
             }
         };
-        let log = g.raft.log();
-        if index <= log.snapshot().index || index > log.applied() {
-            // A snapshot from the leader was installed meanwhile, or the view was taken
-            // ahead of what Raft applied (cannot happen after the check that started it).
-            // Its file goes, unless it is the one the WAL's mark names.
+        let before = g.raft.log().snapshot().index;
+        // The view was taken ahead of what Raft applied: cannot happen after the check that
+        // started the job, but compacting past `applied` would drop unapplied entries.
+        let ahead = index > g.raft.log().applied();
+        let data_was_none = data.is_none();
+        let (taken, bytes) = match data {
+            _ if ahead => (false, None),
+            Some(data) => {
+                let bytes = data.len();
+                (g.raft.compact(index, data), Some(bytes))
+            }
+            None => (g.raft.compact_log(index) > before, None),
+        };
+        if !taken && data_was_none {
+            let retry = COMPACTION_RETRY_DELAY.as_micros() as u64;
+            g.compaction_not_before = Some(self.clock.now_us() + retry);
+        }
+        if !taken {
+            // A snapshot from the leader was installed meanwhile, or the log is compacted
+            // past `index` already. A built file goes, unless the WAL's mark names it.
             tracing::debug!(group, index, "a built snapshot is not needed any more");
-            if index != log.snapshot().index {
-                let path = state::snapshot_path(&g.dir, index);
-                let _ = std::fs::remove_file(path);
+            if index != g.raft.log().snapshot().index {
+                let _ = std::fs::remove_file(state::snapshot_path(&g.dir, index));
             }
             return Ok(());
         }
-        let bytes = data.len();
-        g.raft.compact(index, data);
-        self.wal.set_snapshot(group, g.raft.log().snapshot(), false);
+        let snapshot = g.raft.log().snapshot().clone();
+        self.wal.set_snapshot(group, &snapshot, false);
         let purged = self.wal.purge()?;
-        state::remove_snapshots_before(&g.dir, index)?;
+        state::remove_snapshots_before(&g.dir, snapshot.index)?;
         tracing::info!(
             group,
-            index,
-            bytes,
+            index = snapshot.index,
+            snapshot_bytes = bytes,
             segments_purged = purged,
             "compacted the log"
         );
@@ -1031,7 +1056,8 @@ impl Runner {
 
 /// Work for the snapshot worker, off the Raft thread.
 pub(super) enum Job {
-    /// Build a snapshot of a group's state machine, to compact its log with.
+    /// Sync a group's engine (and build a snapshot of it, if one was asked for), to compact
+    /// its log with.
     Build(state::SnapshotJob),
     /// Build the engine of a snapshot from the leader (asked for at the instant given).
     Install(state::InstallJob, Instant),
@@ -1067,14 +1093,16 @@ impl Job {
             Job::Build(job) => {
                 let started = Instant::now();
                 let built = caught("building a snapshot", || job.run());
-                if let Ok((index, data)) = &built {
-                    tracing::info!(
-                        group,
-                        index,
-                        bytes = data.len(),
-                        elapsed_ms = started.elapsed().as_millis() as u64,
-                        "built a snapshot"
-                    );
+                let elapsed_ms = started.elapsed().as_millis() as u64;
+                match &built {
+                    Ok((index, Some(data))) => {
+                        let bytes = data.len();
+                        tracing::info!(group, index, bytes, elapsed_ms, "built a snapshot");
+                    }
+                    Ok((index, None)) => {
+                        tracing::debug!(group, index, elapsed_ms, "synced the engine");
+                    }
+                    Err(_) => {}
                 }
                 Event::SnapshotBuilt(group, built)
             }

@@ -287,6 +287,17 @@ impl StateMachine {
         SnapshotJob {
             db: self.db(),
             dir: self.dir.clone(),
+            build: true,
+        }
+    }
+
+    /// A sync of the engine on another thread, to compact the log with and no snapshot
+    /// built (see [`SnapshotJob`]).
+    pub fn sync_job(&self) -> SnapshotJob {
+        SnapshotJob {
+            db: self.db(),
+            dir: self.dir.clone(),
+            build: false,
         }
     }
 
@@ -433,23 +444,33 @@ impl InstallJob {
     }
 }
 
-/// Builds a snapshot of a state machine off the thread that applies its log: takes a view
-/// of the engine (a consistent cut at whatever index it has applied by then), syncs the
-/// engine so that a restart need not install the snapshot, encodes the view and saves it to
-/// the snapshot file of its index. The applying thread goes on meanwhile; it compacts the log
-/// up to the snapshot's index once the job is done.
+/// Makes a state machine's state durable off the thread that applies its log, for the log
+/// to be compacted up to the index it holds: syncs the engine, so that a restart starts from
+/// it and replays only the log after that index. With `build`, it also builds a snapshot for
+/// a follower that needs one: takes a view of the engine first (a consistent cut at whatever
+/// index it has applied by then), encodes it and saves it to the snapshot file of its index.
+/// The applying thread goes on meanwhile; it compacts the log once the job is done.
 pub struct SnapshotJob {
     db: Db,
     dir: PathBuf,
+    build: bool,
 }
 
 impl SnapshotJob {
-    /// Returns the snapshot's index and bytes, saved (and synced) to its file. The bytes are
-    /// written to the file as they are encoded, a buffer at a time, and come back mapped from
-    /// it ([`map_snapshot_file`]): building a snapshot as large as the partition takes no more
+    /// Returns the index the engine holds durably now and, when asked to build one, the
+    /// snapshot's bytes at that index, saved (and synced) to its file. The bytes are written
+    /// to the file as they are encoded, a buffer at a time, and come back mapped from it
+    /// ([`map_snapshot_file`]): building a snapshot as large as the partition takes no more
     /// heap than the buffer.
-    pub fn run(self) -> Result<(Index, Bytes)> {
+    pub fn run(self) -> Result<(Index, Option<Bytes>)> {
         let engine = self.db.engine();
+        if !self.build {
+            // The applied record is written with the entry's effects: what it says is in the
+            // engine, and the sync after reading it makes it durable.
+            let (index, _) = read_applied(engine)?;
+            engine.sync()?;
+            return Ok((index, None));
+        }
         let view = engine.view()?;
         engine.sync()?;
         let index = snapshot_index(&view)?;
@@ -459,7 +480,7 @@ impl SnapshotJob {
             write_snapshot(&view, index, &mut out, &path)?;
             out.flush().map_err(io("writing", &path))
         })?;
-        Ok((index, map_snapshot_file(&path)?))
+        Ok((index, Some(map_snapshot_file(&path)?)))
     }
 }
 
@@ -1579,11 +1600,35 @@ mod tests {
             .collect();
         sm.apply(&entries).unwrap();
         let (index, mapped) = sm.snapshot_job().run().unwrap();
+        let mapped = mapped.expect("a snapshot was asked for");
         assert_eq!(index, 60);
         assert!(mapped.len() > 2 * SNAPSHOT_WRITE_BUFFER_BYTES);
         assert_eq!(mapped, sm.snapshot().unwrap());
         assert_eq!(fs::read(snapshot_path(&d, index)).unwrap(), mapped[..]);
         assert_eq!(load_snapshot_file(&snapshot_path(&d, index)).unwrap().0, 60);
+    }
+
+    /// A compaction that builds no snapshot syncs the engine and says which index it holds;
+    /// it writes no file.
+    #[test]
+    fn a_sync_job_says_what_the_engine_holds_and_writes_no_snapshot() {
+        let d = dir();
+        let mut sm = StateMachine::open(&d, config()).unwrap();
+        let entries: Vec<Entry> = (1..=7u64)
+            .map(|i| entry(i, wire(None, NOW, &put(&format!("k{i}"), "v", None))))
+            .collect();
+        sm.apply(&entries).unwrap();
+        assert_eq!(sm.sync_job().run().unwrap(), (7, None));
+        let files: Vec<_> = fs::read_dir(&d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|name| name.starts_with("snapshot"))
+            .collect();
+        assert!(files.is_empty(), "{files:?}");
+        drop(sm);
+        let sm = StateMachine::open(&d, config()).unwrap();
+        assert_eq!(sm.applied(), 7);
+        assert!(get(&sm, "k7").is_some());
     }
 
     #[test]

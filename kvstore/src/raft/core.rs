@@ -70,6 +70,12 @@ pub struct Config {
     /// Most ticks a follower waits for that fresh snapshot before the stale one is sent
     /// after all (a runtime that cannot build one must not hold the follower back for ever).
     pub snapshot_wait_ticks_max: u32,
+    /// A leader compacting its log without a snapshot ([`Raft::compact_log`]) keeps the
+    /// entries a follower at most this far behind still needs (in entries, and in bytes of
+    /// them), so that a follower a round or two late is sent entries, not a snapshot built
+    /// for it; one further behind gets one.
+    pub compaction_catch_up_entries: u64,
+    pub compaction_catch_up_bytes: usize,
     /// Most reads waiting for a quorum's confirmation at the leader.
     pub pending_reads_max: usize,
     /// Ask "would you vote for me?" before starting a real election.
@@ -109,6 +115,8 @@ impl Config {
             snapshot_stale_entries: 0,
             snapshot_stale_bytes: 0,
             snapshot_wait_ticks_max: 100,
+            compaction_catch_up_entries: 1_000,
+            compaction_catch_up_bytes: 4 * 1024 * 1024,
             pending_reads_max: 4096,
             pre_vote: true,
             check_quorum: true,
@@ -226,8 +234,10 @@ pub struct Restored {
     pub hard_state: HardState,
     /// The last snapshot (index 0 and empty membership for a node with none).
     pub snapshot: SnapshotMeta,
-    /// The snapshot's bytes, to send to followers that need it.
-    pub snapshot_data: Bytes,
+    /// The snapshot's bytes, to send to followers that need it; `None` when the log was
+    /// compacted without building them ([`Raft::compact_log`]: the state machine holds that
+    /// state durably, and a snapshot is built when a follower needs one).
+    pub snapshot_data: Option<Bytes>,
     /// The entries after the snapshot.
     pub entries: Vec<Entry>,
 }
@@ -316,8 +326,10 @@ pub struct Raft {
     quorum_heard_at: Option<Micros>,
     /// The highest commit index a leader has told this node (as a follower).
     leader_commit: Index,
-    /// The latest local snapshot, for followers that need it.
-    snapshot: Snapshot,
+    /// The latest local snapshot, for followers that need it: `None` once the log is
+    /// compacted without one ([`Raft::compact_log`]); the runtime then builds one when a
+    /// follower needs it ([`Raft::wants_snapshot`]).
+    snapshot: Option<Snapshot>,
     /// A snapshot being received: its description and the bytes so far.
     /// A snapshot being received: which one, and how many of its bytes the runtime holds.
     incoming: Option<(SnapshotMeta, u64)>,
@@ -395,10 +407,13 @@ impl Raft {
             lease_void: false,
             quorum_heard_at: None,
             leader_commit: hard_state.commit,
-            snapshot: Snapshot {
-                meta: snapshot,
-                data: snapshot_data,
-            },
+            // No snapshot at all (index 0) is an empty one: there is nothing to build.
+            snapshot: (snapshot_data.or_else(|| (snapshot.index == 0).then(Bytes::new))).map(
+                |data| Snapshot {
+                    meta: snapshot,
+                    data,
+                },
+            ),
             incoming: None,
             received: None,
             pieces_ignored_until: 0,
@@ -778,19 +793,89 @@ impl Raft {
     }
 
     /// The state machine has taken a snapshot covering every entry up to `index` (applied):
-    /// forget those entries and keep the snapshot for followers that need it.
-    pub fn compact(&mut self, index: Index, data: Bytes) {
-        if index <= self.log.snapshot().index {
-            return;
+    /// forget those entries and keep the snapshot for followers that need it. Says whether
+    /// the snapshot was taken: not when the log is compacted past `index` already (a snapshot
+    /// built at the index the log was compacted to without one is taken: it is the one a
+    /// follower waits for).
+    pub fn compact(&mut self, index: Index, data: Bytes) -> bool {
+        let at = self.log.snapshot().index;
+        if index < at || (index == at && self.snapshot.is_some()) {
+            return false;
         }
-        let membership = self.membership_at(index);
-        self.log.compact(index, membership);
-        self.snapshot = Snapshot {
+        self.compact_to(index);
+        self.snapshot = Some(Snapshot {
             meta: self.log.snapshot().clone(),
             data,
+        });
+        self.send_waiting_snapshots();
+        true
+    }
+
+    /// The state machine holds every entry up to `index` durably (applied, and synced where
+    /// it keeps its state): forget the entries a follower will not need, without building a
+    /// snapshot's bytes. Building one means writing out the whole state machine, which for a
+    /// large partition under a steady write rate costs far more than the log it replaces;
+    /// here it is built only when a follower needs one ([`Raft::wants_snapshot`]), as etcd
+    /// and TiKV do. A leader keeps the entries a follower close behind still needs (up to
+    /// `Config::compaction_catch_up_entries` and `compaction_catch_up_bytes` behind
+    /// `index`), so that a follower one round late is sent entries, not a snapshot. Returns
+    /// the index the log is compacted to now.
+    pub fn compact_log(&mut self, index: Index) -> Index {
+        let mut to = index.min(self.log.applied());
+        if self.role == Role::Leader {
+            let floor = self.catch_up_floor(to);
+            let slowest = (self.progress.values())
+                .map(|p| p.match_index)
+                .filter(|&m| m >= floor)
+                .min();
+            to = to.min(slowest.unwrap_or(to));
+        }
+        if to > self.log.snapshot().index {
+            self.compact_to(to);
+            self.snapshot = None;
+        }
+        self.log.snapshot().index
+    }
+
+    /// The lowest match index of a follower whose missing entries up to `to` a leader keeps
+    /// at a compaction: within `compaction_catch_up_entries` of `to` and
+    /// `compaction_catch_up_bytes` of entries.
+    fn catch_up_floor(&self, to: Index) -> Index {
+        let (entries_max, bytes_max) = (
+            self.cfg.compaction_catch_up_entries,
+            self.cfg.compaction_catch_up_bytes,
+        );
+        let start = to
+            .saturating_sub(entries_max)
+            .max(self.log.snapshot().index);
+        let missing = || {
+            self.log
+                .entries_from(start + 1)
+                .take_while(|e| e.index <= to)
         };
+        let mut bytes: usize = missing().map(Entry::size).sum();
+        let mut floor = start;
+        // Past the bytes bound, the floor moves up until what a follower at it misses fits.
+        for e in missing() {
+            if bytes <= bytes_max {
+                break;
+            }
+            bytes -= e.size();
+            floor = e.index;
+        }
+        floor
+    }
+
+    /// Drops the log's entries up to `index` and the memberships before it.
+    fn compact_to(&mut self, index: Index) {
+        let membership = self.membership_at(index);
+        self.log.compact(index, membership);
         let first = self.configs.partition_point(|(i, _)| *i <= index);
         self.configs.drain(..first - 1);
+    }
+
+    /// Sends the fresh snapshot to the followers waiting for one.
+    fn send_waiting_snapshots(&mut self) {
         if self.role == Role::Leader {
             // The fresh snapshot the waiting followers wanted.
             let waiting: Vec<NodeId> = (self.progress.iter())
@@ -1510,16 +1595,18 @@ impl Raft {
 
     // ----- Snapshots ----------------------------------------------------------------------
 
-    /// Follower `to` needs a snapshot: the latest, or a fresh one if that is stale.
+    /// Follower `to` needs a snapshot: the latest, or a fresh one if that is stale or none
+    /// is built.
     fn start_snapshot(&mut self, to: NodeId) {
-        if self.snapshot_stale() {
+        if self.snapshot.is_none() || self.snapshot_stale() {
             let p = self.progress.get_mut(&to).expect("a member");
             if !p.awaits_snapshot() {
                 tracing::debug!(
                     id = self.cfg.id,
                     to,
-                    index = self.snapshot.meta.index,
-                    "follower needs a snapshot; the latest is stale: waiting for a fresh one"
+                    index = self.log.snapshot().index,
+                    built = self.snapshot.is_some(),
+                    "follower needs a snapshot; the latest is stale or not built: waiting for a fresh one"
                 );
                 p.await_snapshot();
             }
@@ -1528,9 +1615,9 @@ impl Raft {
         self.send_snapshot(to);
     }
 
-    /// Starts sending follower `to` the latest snapshot.
+    /// Starts sending follower `to` the latest snapshot (one is built).
     fn send_snapshot(&mut self, to: NodeId) {
-        let snapshot = self.snapshot.clone();
+        let snapshot = self.snapshot.clone().expect("a snapshot is built");
         let p = self.progress.get_mut(&to).expect("a member");
         tracing::debug!(
             id = self.cfg.id,
@@ -1587,12 +1674,12 @@ impl Raft {
     /// gathered from `Ready::snapshot_chunks`), for it to send on to others if it leads one
     /// day. Must come before the `advance` of the `Ready` that carried the snapshot.
     pub fn supply_snapshot_data(&mut self, index: Index, data: Bytes) {
-        if self.snapshot.meta.index == index {
+        if let Some(snapshot) = self.snapshot.as_mut().filter(|s| s.meta.index == index) {
             assert!(
-                self.snapshot.data.is_empty() || self.snapshot.data.len() == data.len(),
+                snapshot.data.is_empty() || snapshot.data.len() == data.len(),
                 "the same snapshot, from elsewhere"
             );
-            self.snapshot.data = data;
+            snapshot.data = data;
         }
     }
 
@@ -1618,7 +1705,8 @@ impl Raft {
     }
 
     /// Whether this leader waits for a fresh snapshot to send a follower: the runtime should
-    /// build one now (and hand it over with [`Raft::compact`]), due for compaction or not.
+    /// build one now (and hand it over with [`Raft::compact`]), due for compaction or not,
+    /// and whether the log was compacted without one or not.
     pub fn wants_snapshot(&self) -> bool {
         self.role == Role::Leader && self.progress.values().any(Progress::awaits_snapshot)
     }
@@ -1629,7 +1717,7 @@ impl Raft {
     /// leader with a long tail it cannot commit must not ask for snapshot after snapshot).
     fn snapshot_stale(&self) -> bool {
         let applied = self.log.applied();
-        let after = applied.saturating_sub(self.snapshot.meta.index);
+        let after = applied.saturating_sub(self.log.snapshot().index);
         let (entries, bytes) = (
             self.cfg.snapshot_stale_entries,
             self.cfg.snapshot_stale_bytes,
@@ -1644,8 +1732,12 @@ impl Raft {
     }
 
     /// Counts a tick for every follower waiting for a fresh snapshot; those that have waited
-    /// `snapshot_wait_ticks_max` are sent the latest after all.
+    /// `snapshot_wait_ticks_max` are sent the latest after all, if one is built (if none is,
+    /// they wait for the runtime's).
     fn tick_snapshot_waits(&mut self) {
+        if self.snapshot.is_none() {
+            return;
+        }
         let max = self.cfg.snapshot_wait_ticks_max;
         let mut done = Vec::new();
         for (&id, p) in self.progress.iter_mut() {
@@ -1813,7 +1905,7 @@ impl Raft {
             meta,
             data: Bytes::new(),
         };
-        self.snapshot = snapshot.clone();
+        self.snapshot = Some(snapshot.clone());
         self.installed = Some(snapshot);
         self.send(
             from,

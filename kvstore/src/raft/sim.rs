@@ -239,8 +239,12 @@ impl SimOptions {
 struct Disk {
     hard_state: HardState,
     snapshot: SnapshotMeta,
-    snapshot_data: Bytes,
+    /// The snapshot's bytes; `None` when the log was compacted without building them.
+    snapshot_data: Option<Bytes>,
     entries: Vec<Entry>,
+    /// The state machine as last synced (at a compaction or a snapshot install), as a real
+    /// node's engine is: at or past the snapshot's index. A restart starts from it.
+    machine: Machine,
 }
 
 /// The state machine: a hash chained over every applied entry.
@@ -380,6 +384,9 @@ impl SimStats {
 pub struct Sim {
     opts: SimOptions,
     rng: Rng,
+    /// Whether a compaction builds a snapshot: a stream of its own, so that it does not shift
+    /// the network's and the clients' choices of a seed.
+    compaction_rng: Rng,
     now: u64,
     nodes: Vec<Node>,
     /// (deliver at, sequence, message)
@@ -442,6 +449,7 @@ impl Sim {
             .collect();
         Sim {
             rng,
+            compaction_rng: Rng::new(opts.seed ^ 0xC0C0_A5A5),
             groups: vec![0; opts.nodes],
             opts,
             now: 0,
@@ -539,12 +547,14 @@ impl Sim {
             snapshot_data: n.disk.snapshot_data.clone(),
             entries: n.disk.entries.clone(),
         };
-        // The state machine is rebuilt from the snapshot; the log is applied again on top.
-        n.machine = if n.disk.snapshot.index == 0 {
-            Machine::default()
-        } else {
-            Machine::decode(&n.disk.snapshot_data)
-        };
+        // The state machine restarts from what it last synced, at or past the snapshot; the
+        // log after it is applied again on top (entries it holds are skipped).
+        assert!(
+            n.disk.machine.applied >= n.disk.snapshot.index,
+            "seed {}: a node's state machine is behind its log's snapshot",
+            self.opts.seed
+        );
+        n.machine = n.disk.machine;
         let id = i as NodeId + 1;
         let seed = self.opts.seed ^ self.now.wrapping_mul(0x2545_F491);
         n.raft = Some(Raft::new(node_config(id, &self.opts), restored, seed));
@@ -730,7 +740,8 @@ impl Sim {
                     .any(|e| e.index == index && e.term == term);
                 n.disk.entries.retain(|e| keep && e.index > index);
                 n.disk.snapshot = snap.meta.clone();
-                n.disk.snapshot_data = snap.data.clone();
+                n.disk.snapshot_data = Some(snap.data.clone());
+                n.disk.machine = Machine::decode(&snap.data);
             }
             if let Some(first) = ready.entries.first() {
                 n.disk.entries.retain(|e| e.index < first.index);
@@ -748,6 +759,9 @@ impl Sim {
                 check_chain(&mut self.chain, n.machine, self.opts.seed);
             }
             for e in &ready.committed {
+                if e.index <= n.machine.applied {
+                    continue; // a restarted state machine holds it already
+                }
                 n.machine.apply(e);
                 check_chain(&mut self.chain, n.machine, self.opts.seed);
                 if let std::collections::btree_map::Entry::Vacant(v) = self.committed.entry(e.index)
@@ -801,15 +815,29 @@ impl Sim {
                 None => {}
             }
             // 4. Compact.
+            // Half the compactions build no snapshot (`Raft::compact_log`), as the node's do
+            // unless a follower waits for one; the state machine is synced either way.
             if let Some(after) = self.opts.compact_after {
+                let lazy = self.compaction_rng.chance(0.5);
                 let n = &mut self.nodes[i];
                 let raft = n.raft.as_mut().expect("running");
                 let due = raft.compaction_due(n.machine.applied, after, usize::MAX);
-                if due || raft.wants_snapshot() {
+                let wanted = raft.wants_snapshot();
+                let before = raft.log().snapshot().index;
+                if wanted || (due && !lazy) {
                     let data = n.machine.encode();
-                    raft.compact(n.machine.applied, data.clone());
+                    if raft.compact(n.machine.applied, data.clone()) {
+                        n.disk.snapshot_data = Some(data);
+                        n.disk.machine = n.machine;
+                    }
+                } else if due {
+                    n.disk.machine = n.machine;
+                    if raft.compact_log(n.machine.applied) > before {
+                        n.disk.snapshot_data = None;
+                    }
+                }
+                if raft.log().snapshot().index > before {
                     n.disk.snapshot = raft.log().snapshot().clone();
-                    n.disk.snapshot_data = data;
                     let index = n.disk.snapshot.index;
                     n.disk.entries.retain(|e| e.index > index);
                 }
@@ -1060,6 +1088,7 @@ fn node_config(id: NodeId, opts: &SimOptions) -> Config {
         pre_vote: opts.pre_vote,
         check_quorum: opts.pre_vote,
         quiesce: opts.quiesce,
+        compaction_catch_up_entries: opts.compact_after.map_or(1_000, |after| after / 4),
         append_entries_max: 16,
         inflight_appends_max: 8,
         snapshot_chunk_bytes_max: 24,
