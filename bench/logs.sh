@@ -4,6 +4,7 @@
 #   bench/logs.sh                        (200,000 messages each, loggen at full speed, 1 connection)
 #   MESSAGES=500000 CONNS=2 bench/logs.sh
 #   RATE=50000 bench/logs.sh             (the same rate target, messages/s, for both)
+#   LINES_FROM=/var/log/dpkg.log bench/logs.sh   (real lines instead of loggen's padding)
 #   LATENCY_N=500 bench/logs.sh          (probes of the end-to-end latency; default 200)
 #
 # 1. Ingest throughput. syslog-ng's `loggen` sends MESSAGES messages of SIZE bytes (default
@@ -15,7 +16,10 @@
 #        record replicated to 3 nodes) that also indexes every line with tantivy.
 #    Counted as messages *stored*: for syslog-ng, lines in its output file; for the aggregator,
 #    `logs_ingested_lines_total{via="syslog_tcp"}` in its /metrics (lines the store has
-#    acknowledged). The rate is MESSAGES over the time from loggen's start to the moment the
+#    acknowledged). With LINES_FROM=FILE, loggen sends FILE's lines instead (each as an RFC
+#    3164 message "<13>TIME bench-host FILE-NAME: runid LINE", the file read in a loop):
+#    loggen's own messages are mostly padding, which compresses far better than real logs
+#    (the aggregator stores its chunks compressed). The rate is MESSAGES over the time from loggen's start to the moment the
 #    count reaches MESSAGES (polled every few ms). The two run one after the other, never at
 #    once (they would share the cores); the store is started only after syslog-ng has stopped.
 #    Also printed: loggen's own figure (its clock ticks in half seconds, so it is coarse for
@@ -223,11 +227,29 @@ race() {
     --timeout "$TIMEOUT" "$1" "$2" --loggen-out "$BENCH_TMP/loggen-$4.out" -- \
     env LD_LIBRARY_PATH="$SNG_DIR/usr/lib/syslog-ng" SYSLOGNG_PREFIX="$SNG_DIR/usr" \
     "$LOGGEN" --inet --stream --rate "$per_conn_rate" --number "$per_conn_count" \
-    --interval 3600 --size "$SIZE" --active-connections "$CONNS" 127.0.0.1 "$3" &
+    --interval 3600 "${PAYLOAD_ARGS[@]}" --active-connections "$CONNS" 127.0.0.1 "$3" &
   RACE_PID=$!
   BENCH_PIDS+=("$RACE_PID")
   wait "$RACE_PID"
 }
+
+# What loggen sends: its own padded messages of SIZE bytes, or LINES_FROM's lines as syslog.
+PAYLOAD_ARGS=(--size "$SIZE")
+if [ -n "${LINES_FROM:-}" ]; then
+  [ -s "$LINES_FROM" ] || { echo "LINES_FROM=$LINES_FROM: no such file, or empty" >&2; exit 1; }
+  /usr/bin/python3 - "$LINES_FROM" "$BENCH_TMP/lines.txt" <<'PY'
+import os, sys, time
+src, out = sys.argv[1], sys.argv[2]
+app = "".join(c if c.isalnum() else "-" for c in os.path.basename(src))[:32] or "app"
+stamp = time.strftime("%b %e %H:%M:%S", time.gmtime())
+with open(src, errors="replace") as f, open(out, "w") as o:
+    for line in f:
+        line = line.rstrip("\r\n")
+        if line:
+            o.write(f"<13>{stamp} bench-host {app}: runid {line}\n")
+PY
+  PAYLOAD_ARGS=(--read-file "$BENCH_TMP/lines.txt" --loop-reading --dont-parse)
+fi
 
 # --- build, install ---------------------------------------------------------------------------
 
@@ -245,7 +267,7 @@ echo
 echo "log-aggregator $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- 2>/dev/null || echo '+changes')" \
   "vs $(sng_env "$SYSLOG_NG" --version 2>/dev/null | head -1 | tr -d '\n')"
 echo "machine: $(nproc) cores, $(uname -sr), load average $(cut -d' ' -f1-3 /proc/loadavg); $(date -u '+%Y-%m-%d %H:%M UTC')"
-echo "loggen: $MESSAGES messages of $SIZE bytes, TCP, LF framing, $CONNS connection(s)," \
+echo "loggen: $MESSAGES messages of $([ -n "${LINES_FROM:-}" ] && echo "$LINES_FROM's lines ($(wc -l <"$BENCH_TMP/lines.txt") in a loop, $(($(wc -c <"$BENCH_TMP/lines.txt") / $(wc -l <"$BENCH_TMP/lines.txt"))) bytes on average)" || echo "$SIZE bytes"), TCP, LF framing, $CONNS connection(s)," \
   "rate $([ "$RATE" -eq 0 ] && echo 'as fast as possible' || echo "$RATE msg/s")"
 
 # --- 1a. syslog-ng ------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 //!
 //! A *stream* is one service on one host; a *bucket* is [`BUCKET_MS`] of time. Records are
 //! stored in *chunks*, as Loki does: the records of one push for one stream and bucket, as
-//! NDJSON, under
+//! NDJSON compressed with LZ4 ([`crate::store::encode_chunk`]), under
 //!
 //! ```text
 //! c:{<service>|<host>|<bucket>}:<first ts_ms, 13 digits>:<chunk id, 16 hex digits>

@@ -92,27 +92,56 @@ pub async fn ensure_keyspace(client: &ClusterClient, partitions: u32) -> Result<
     Ok(())
 }
 
-/// A push's records as NDJSON (a journal entry's value).
-pub fn encode_records(records: &[Record]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for r in records {
-        serde_json::to_writer(&mut out, r).expect("a record serialises");
-        out.push(b'\n');
-    }
+/// The first byte of a chunk compressed with LZ4 (a block, its length before it as four
+/// little-endian bytes). A chunk of plain NDJSON, as earlier builds wrote, starts with `{`.
+pub const CHUNK_LZ4: u8 = 0x01;
+/// The most bytes a chunk may say it holds once decompressed: a chunk is written with at
+/// most [`WRITE_BYTES_MAX`] of records plus one record of at most about the text limit, so
+/// anything larger is not a chunk (and is not allocated).
+pub const CHUNK_BYTES_MAX: usize = 4 * WRITE_BYTES_MAX;
+
+/// A chunk's value: its records as NDJSON, compressed with LZ4 behind [`CHUNK_LZ4`]. Log
+/// lines repeat themselves (hosts, services, field names, message templates), so a chunk
+/// takes a fraction of its lines' bytes in the store: in its Raft log, its engine and the
+/// messages to its replicas, three times over; as Loki compresses its chunks.
+pub fn encode_chunk(ndjson: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + 4 + ndjson.len() / 2);
+    out.push(CHUNK_LZ4);
+    out.extend_from_slice(&lz4_flex::block::compress_prepend_size(ndjson));
     out
 }
 
-/// A journal entry's records.
+/// A chunk's records (compressed or, as earlier builds wrote them, plain NDJSON).
 pub fn decode_records(key: &str, value: &[u8]) -> Result<Vec<Record>> {
+    let bad = |error: String| StoreError::BadRecord {
+        key: key.to_string(),
+        error,
+    };
+    let plain;
+    let value = match value.split_first() {
+        Some((&CHUNK_LZ4, compressed)) => {
+            let size = compressed
+                .get(..4)
+                .map(|b| u32::from_le_bytes(b.try_into().expect("four bytes")) as usize);
+            match size {
+                Some(size) if size <= CHUNK_BYTES_MAX => {}
+                Some(size) => {
+                    return Err(bad(format!(
+                        "a compressed chunk of {size} bytes (at most {CHUNK_BYTES_MAX})"
+                    )))
+                }
+                None => return Err(bad("a compressed chunk without its length".into())),
+            }
+            plain = lz4_flex::block::decompress_size_prepended(compressed)
+                .map_err(|e| bad(format!("a compressed chunk that does not decompress: {e}")))?;
+            &plain[..]
+        }
+        _ => value,
+    };
     value
         .split(|&b| b == b'\n')
         .filter(|l| !l.is_empty())
-        .map(|l| {
-            serde_json::from_slice(l).map_err(|e| StoreError::BadRecord {
-                key: key.to_string(),
-                error: e.to_string(),
-            })
-        })
+        .map(|l| serde_json::from_slice(l).map_err(|e| bad(e.to_string())))
         .collect()
 }
 
@@ -170,7 +199,7 @@ impl LogStore {
                 let first = part.iter().map(|r| r.ts).min().expect("not empty");
                 let id = layout::chunk_id(part.iter().map(|r| r.id));
                 bytes += value.len();
-                chunks.push((layout::chunk_key(stream, first, id), value));
+                chunks.push((layout::chunk_key(stream, first, id), encode_chunk(&value)));
                 start = end;
             }
         }
@@ -407,6 +436,73 @@ impl LogStore {
                 Some(c) => continuation = Some(c),
                 None => return Ok(out),
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::syslog::message::Level;
+
+    fn record(i: u64) -> Record {
+        Record {
+            ts: 1_796_623_200_000 + i as i64,
+            host: "web-1".into(),
+            service: "nginx".into(),
+            level: Level::Info,
+            message: format!("GET /api/items/{i} 200 12ms"),
+            id: i,
+            seq: i,
+            parse_error: None,
+            truncated: false,
+            labels: BTreeMap::new(),
+        }
+    }
+
+    fn ndjson(records: &[Record]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for r in records {
+            serde_json::to_writer(&mut out, r).unwrap();
+            out.push(b'\n');
+        }
+        out
+    }
+
+    #[test]
+    fn a_chunk_is_compressed_and_reads_back_as_its_records() {
+        let records: Vec<Record> = (0..500).map(record).collect();
+        let plain = ndjson(&records);
+        let chunk = encode_chunk(&plain);
+        assert_eq!(chunk[0], CHUNK_LZ4);
+        assert!(
+            chunk.len() * 3 < plain.len(),
+            "{} bytes of lines took {}",
+            plain.len(),
+            chunk.len()
+        );
+        assert_eq!(decode_records("c:k", &chunk).unwrap(), records);
+    }
+
+    #[test]
+    fn a_chunk_of_plain_ndjson_as_earlier_builds_wrote_still_reads() {
+        let records: Vec<Record> = (0..3).map(record).collect();
+        assert_eq!(decode_records("c:k", &ndjson(&records)).unwrap(), records);
+    }
+
+    #[test]
+    fn a_damaged_chunk_is_a_clear_error_and_allocates_nothing_it_claims() {
+        let chunk = encode_chunk(&ndjson(&[record(1)]));
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (chunk[..chunk.len() - 3].to_vec(), "does not decompress"),
+            (vec![CHUNK_LZ4, 1, 2], "without its length"),
+            // Says it holds 4 GiB: refused before anything is allocated.
+            (vec![CHUNK_LZ4, 0xff, 0xff, 0xff, 0xff, 0], "at most"),
+            (b"not json".to_vec(), "expected"),
+        ];
+        for (value, says) in cases {
+            let error = decode_records("c:k", &value).unwrap_err().to_string();
+            assert!(error.contains("c:k") && error.contains(says), "{error}");
         }
     }
 }
