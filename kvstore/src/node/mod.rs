@@ -10,8 +10,9 @@
 //! must never outlive a crash that forgets it), applies the committed entries to each group's
 //! state machine, answers the proposals and reads waiting on them, and calls `advance`. A
 //! group whose log has grown past [`NodeConfig::compact_entries`] asks the node's snapshot
-//! worker for a snapshot (built off this thread from a view of its engine); when it is built,
-//! the log is compacted up to it and the WAL purged.
+//! worker to sync its engine (off this thread); when that is done, the log is compacted up to
+//! the index the engine holds and the WAL purged. A snapshot is built (from a view of the
+//! engine, also on the worker) only for a follower that needs one.
 //!
 //! Everything else talks to the Raft thread through [`Node`], a cheap handle: `propose` and
 //! `read` return immediately with a receiver for the answer, so a connection can have many in
