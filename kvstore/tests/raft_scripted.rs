@@ -1024,6 +1024,19 @@ fn deliver_until_snapshot(net: &mut Net, to: NodeId) -> Vec<Index> {
     snapshots_sent(net, to)
 }
 
+/// The leader, its snapshot at `index` in hand, sends it to node 3, which installs it and
+/// catches up on the log after it.
+fn sent_installed_and_caught_up(net: &mut Net, index: Index) {
+    assert!(!net.node(1).wants_snapshot());
+    assert_eq!(deliver_until_snapshot(net, 3), vec![index]);
+    net.settle();
+    assert_eq!(net.node(3).log().snapshot().index, index, "installed");
+    net.propose(1, "z");
+    net.heartbeat(1);
+    assert_eq!(net.node(3).log().committed(), net.node(1).log().committed());
+    net.assert_state_machine_safety();
+}
+
 /// A follower that needs a snapshot while the leader's latest is followed by a short log gets
 /// that one at once.
 #[test]
@@ -1059,14 +1072,7 @@ fn a_follower_that_needs_a_snapshot_waits_for_a_fresh_one_while_the_log_after_th
         .get_mut(&1)
         .unwrap()
         .compact(fresh, Bytes::from(vec![8u8; 95]));
-    assert!(!net.node(1).wants_snapshot());
-    assert_eq!(deliver_until_snapshot(&mut net, 3), vec![fresh]);
-    net.settle();
-    assert_eq!(net.node(3).log().snapshot().index, fresh, "installed");
-    net.propose(1, "z");
-    net.heartbeat(1);
-    assert_eq!(net.node(3).log().committed(), net.node(1).log().committed());
-    net.assert_state_machine_safety();
+    sent_installed_and_caught_up(&mut net, fresh);
 }
 
 /// A runtime that builds no fresh snapshot holds the follower back only for a bound: then
@@ -1175,14 +1181,7 @@ fn a_log_compacted_without_a_snapshot_has_one_built_when_a_follower_needs_it() {
         !leader.compact(to, Bytes::from(vec![9u8; 95])),
         "held already"
     );
-    assert!(!net.node(1).wants_snapshot());
-    assert_eq!(deliver_until_snapshot(&mut net, 3), vec![to]);
-    net.settle();
-    assert_eq!(net.node(3).log().snapshot().index, to, "installed");
-    net.propose(1, "z");
-    net.heartbeat(1);
-    assert_eq!(net.node(3).log().committed(), net.node(1).log().committed());
-    net.assert_state_machine_safety();
+    sent_installed_and_caught_up(&mut net, to);
 }
 
 /// A leader restarted from a log compacted without a snapshot has none to send either: it

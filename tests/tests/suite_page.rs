@@ -78,9 +78,22 @@ fn services_register_in_the_store_and_the_landing_page_shows_them_live() {
         .as_str()
         .is_some_and(|p| p.starts_with("http://")));
 
-    // Some lines, so the keyspace holds bytes the page can show.
+    // Some lines, so the keyspace holds bytes the page can show. The store keeps them
+    // compressed: each line carries 100 hex digits that do not repeat, so they keep their size.
+    let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+    let mut noise = || {
+        (0..7)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1);
+                format!("{:016x}", state ^ (state >> 29))
+            })
+            .collect::<String>()[..100]
+            .to_string()
+    };
     let body: String = (0..200)
-        .map(|i| format!("{{\"service\":\"web\",\"msg\":\"line {i}\"}}\n"))
+        .map(|i| format!("{{\"service\":\"web\",\"msg\":\"line {i} {}\"}}\n", noise()))
         .collect();
     let (status, out) = a.post("/api/v1/push", body.as_bytes(), &[]);
     assert_eq!(status, 200, "{out}");
