@@ -47,7 +47,7 @@ use tantivy::{
 
 use crate::layout::{bucket_of, Stream, BUCKET_MS};
 use crate::query::{text_terms, Answer, Cursor, Line, Order, Query};
-use crate::record::Record;
+use crate::record::{Indexable, Record};
 
 /// The memory of one bucket's index writer (tantivy's arena; its minimum is 15 MB).
 pub const WRITER_HEAP_BYTES: usize = 20_000_000;
@@ -297,12 +297,20 @@ impl Indexes {
     }
 
     /// Indexes the records not indexed yet, telling `on_new` of each; searchable after the
-    /// next [`Indexes::commit`].
-    pub fn add(&self, records: &[Record], mut on_new: impl FnMut(&Record)) -> Result<Added> {
+    /// next [`Indexes::commit`]. A record read from the store brings its JSON along
+    /// ([`crate::record::Read`]), which the index keeps as it is.
+    pub fn add<R: Indexable>(
+        &self,
+        records: &[R],
+        mut on_new: impl FnMut(&Record),
+    ) -> Result<Added> {
         let mut added = Added::default();
-        let mut by_bucket: BTreeMap<i64, Vec<&Record>> = BTreeMap::new();
+        let mut by_bucket: BTreeMap<i64, Vec<&R>> = BTreeMap::new();
         for r in records {
-            by_bucket.entry(bucket_of(r.ts)).or_default().push(r);
+            by_bucket
+                .entry(bucket_of(r.record().ts))
+                .or_default()
+                .push(r);
         }
         let f = self.fields;
         for (start, records) in by_bucket {
@@ -310,7 +318,8 @@ impl Indexes {
             let mut ids = b.ids.lock().expect("ids");
             let mut writer = b.writer.lock().expect("writer");
             let before = added.new;
-            for r in records {
+            for item in records {
+                let r = item.record();
                 if !ids.insert(r.id) {
                     added.duplicates += 1;
                     continue;
@@ -331,12 +340,7 @@ impl Indexes {
                     }
                 }
                 doc.add_text(f.message, &r.message);
-                doc.add_bytes(
-                    f.record,
-                    serde_json::to_vec(r)
-                        .expect("a record serialises")
-                        .as_slice(),
-                );
+                doc.add_bytes(f.record, &item.json());
                 writer.as_ref().expect("opened").add_document(doc)?;
                 *self
                     .stream_bytes

@@ -2,8 +2,10 @@
 //! and as a query answers it: when, which stream, how severe, the text, and where it came
 //! from. Made from a syslog message ([`Record::from_syslog`]) or a line of a file.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::layout::{Origin, Stream};
@@ -36,6 +38,40 @@ pub struct Record {
     /// most [`LABELS_MAX`] of them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+}
+
+/// A record read from the store, with the JSON it was read from (its line in its chunk), so
+/// that what keeps a record's JSON (the index's stored field) need not encode it again.
+#[derive(Debug, Clone)]
+pub struct Read {
+    pub record: Record,
+    pub json: Bytes,
+}
+
+/// What the index takes: a record, and its JSON as [`Record`]'s `Serialize` writes it.
+pub trait Indexable {
+    fn record(&self) -> &Record;
+    fn json(&self) -> Cow<'_, [u8]>;
+}
+
+impl Indexable for Record {
+    fn record(&self) -> &Record {
+        self
+    }
+
+    fn json(&self) -> Cow<'_, [u8]> {
+        Cow::Owned(serde_json::to_vec(self).expect("a record serialises"))
+    }
+}
+
+impl Indexable for Read {
+    fn record(&self) -> &Record {
+        &self.record
+    }
+
+    fn json(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(&self.json)
+    }
 }
 
 fn is_zero(n: &u64) -> bool {

@@ -25,7 +25,7 @@ use kvstore::partition::map::KeyspaceSpec;
 use kvstore::wire::{BatchOp, Condition, Consistency, ScanRange};
 
 use crate::layout::{self, Stream, JOURNAL_MINUTE_MS, JOURNAL_SHARDS, KEYSPACE};
-use crate::record::Record;
+use crate::record::{Read, Record};
 
 /// How long a journal entry lives: long past the time any aggregator takes to read it.
 pub const JOURNAL_TTL_MS: u64 = 15 * 60 * 1000;
@@ -113,11 +113,16 @@ pub fn encode_chunk(ndjson: &[u8]) -> Vec<u8> {
 
 /// A chunk's records (compressed or, as earlier builds wrote them, plain NDJSON).
 pub fn decode_records(key: &str, value: &[u8]) -> Result<Vec<Record>> {
+    let chunk = decode_chunk(key, &Bytes::copy_from_slice(value))?;
+    Ok(chunk.into_iter().map(|r| r.record).collect())
+}
+
+/// A chunk's records, each with its line of JSON (a slice of the chunk, not a copy).
+pub fn decode_chunk(key: &str, value: &Bytes) -> Result<Vec<Read>> {
     let bad = |error: String| StoreError::BadRecord {
         key: key.to_string(),
         error,
     };
-    let plain;
     let value = match value.split_first() {
         Some((&CHUNK_LZ4, compressed)) => {
             let size = compressed
@@ -132,17 +137,24 @@ pub fn decode_records(key: &str, value: &[u8]) -> Result<Vec<Record>> {
                 }
                 None => return Err(bad("a compressed chunk without its length".into())),
             }
-            plain = lz4_flex::block::decompress_size_prepended(compressed)
-                .map_err(|e| bad(format!("a compressed chunk that does not decompress: {e}")))?;
-            &plain[..]
+            lz4_flex::block::decompress_size_prepended(compressed)
+                .map(Bytes::from)
+                .map_err(|e| bad(format!("a compressed chunk that does not decompress: {e}")))?
         }
-        _ => value,
+        _ => value.clone(),
     };
-    value
-        .split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(|l| serde_json::from_slice(l).map_err(|e| bad(e.to_string())))
-        .collect()
+    let mut reads = Vec::new();
+    let mut start = 0;
+    for line in value.split(|&b| b == b'\n') {
+        let end = start + line.len();
+        if !line.is_empty() {
+            let record = serde_json::from_slice(line).map_err(|e| bad(e.to_string()))?;
+            let json = value.slice(start..end);
+            reads.push(Read { record, json });
+        }
+        start = end + 1;
+    }
+    Ok(reads)
 }
 
 impl LogStore {
@@ -297,7 +309,7 @@ impl LogStore {
     }
 
     /// The records of the chunks a journal entry names (none if it expired meanwhile).
-    pub async fn journal_entry(&self, key: &str) -> Result<Vec<Record>> {
+    pub async fn journal_entry(&self, key: &str) -> Result<Vec<Read>> {
         let Some(entry) = self
             .client
             .get(KEYSPACE, key.as_bytes(), Consistency::Linearizable)
@@ -316,7 +328,7 @@ impl LogStore {
                 .await
                 .map_err(StoreError::from)
                 .and_then(|v| match v {
-                    Some(v) => decode_records(chunk, &v.value),
+                    Some(v) => decode_chunk(chunk, &v.value),
                     // Deleted since (retention): nothing to index.
                     None => Ok(Vec::new()),
                 })
@@ -347,7 +359,7 @@ impl LogStore {
     }
 
     /// Every record of `stream` in `bucket`, each dedup id once, in time order.
-    pub async fn bucket_records(&self, stream: &Stream, bucket: i64) -> Result<Vec<Record>> {
+    pub async fn bucket_records(&self, stream: &Stream, bucket: i64) -> Result<Vec<Read>> {
         let chunks = self
             .scan_all(
                 ScanRange {
@@ -361,13 +373,13 @@ impl LogStore {
         let mut seen = HashSet::new();
         let mut records = Vec::new();
         for (key, value) in chunks {
-            for r in decode_records(&key, &value)? {
-                if seen.insert(r.id) {
+            for r in decode_chunk(&key, &value)? {
+                if seen.insert(r.record.id) {
                     records.push(r);
                 }
             }
         }
-        records.sort_by_key(|r| (r.ts, r.seq, r.id));
+        records.sort_by_key(|r| (r.record.ts, r.record.seq, r.record.id));
         Ok(records)
     }
 
@@ -482,6 +494,22 @@ mod tests {
             chunk.len()
         );
         assert_eq!(decode_records("c:k", &chunk).unwrap(), records);
+    }
+
+    /// Each record comes with its line of the chunk: the JSON the index keeps, exactly what
+    /// encoding the record would give.
+    #[test]
+    fn a_chunk_s_records_come_with_their_json() {
+        let records: Vec<Record> = (0..50).map(record).collect();
+        let plain = Bytes::from(ndjson(&records));
+        for value in [Bytes::from(encode_chunk(&plain)), plain.clone()] {
+            let reads = decode_chunk("c:k", &value).unwrap();
+            assert_eq!(reads.len(), records.len());
+            for (read, r) in reads.iter().zip(&records) {
+                assert_eq!(&read.record, r);
+                assert_eq!(read.json, serde_json::to_vec(r).unwrap());
+            }
+        }
     }
 
     #[test]
