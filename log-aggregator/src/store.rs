@@ -111,13 +111,8 @@ pub fn encode_chunk(ndjson: &[u8]) -> Vec<u8> {
     out
 }
 
-/// A chunk's records (compressed or, as earlier builds wrote them, plain NDJSON).
-pub fn decode_records(key: &str, value: &[u8]) -> Result<Vec<Record>> {
-    let chunk = decode_chunk(key, &Bytes::copy_from_slice(value))?;
-    Ok(chunk.into_iter().map(|r| r.record).collect())
-}
-
-/// A chunk's records, each with its line of JSON (a slice of the chunk, not a copy).
+/// A chunk's records (compressed or, as earlier builds wrote them, plain NDJSON), each with
+/// its line of JSON (a slice of the chunk, not a copy).
 pub fn decode_chunk(key: &str, value: &Bytes) -> Result<Vec<Read>> {
     let bad = |error: String| StoreError::BadRecord {
         key: key.to_string(),
@@ -470,6 +465,11 @@ mod tests {
             truncated: false,
             labels: BTreeMap::new(),
         }
+    }
+
+    fn decode_records(key: &str, value: &[u8]) -> Result<Vec<Record>> {
+        let chunk = decode_chunk(key, &Bytes::copy_from_slice(value))?;
+        Ok(chunk.into_iter().map(|r| r.record).collect())
     }
 
     fn ndjson(records: &[Record]) -> Vec<u8> {

@@ -1140,10 +1140,10 @@ fn open_group(
             .map_err(|e| anyhow::anyhow!("removing {}: {e}", incoming.display()))?;
     }
     let path = state::snapshot_path(&dir, group_log.snapshot.index);
-    let snapshot_data = if group_log.snapshot.index > 0 && !path.exists() {
-        // The log was compacted without a snapshot (`Raft::compact_log`), after the engine
-        // was synced at or past its index: the engine holds it, and a snapshot is built when
-        // a follower needs one.
+    let snapshot_data = if group_log.snapshot.index == 0 || !path.exists() {
+        // No snapshot, or the log was compacted without one (`Raft::compact_log`) after the
+        // engine was synced at or past its index: the engine holds it, and a snapshot is
+        // built when a follower needs one.
         anyhow::ensure!(
             machine.applied() >= group_log.snapshot.index,
             "group {id}: the log was compacted to index {} but its engine holds only {} and \
@@ -1153,7 +1153,7 @@ fn open_group(
             path.display()
         );
         None
-    } else if group_log.snapshot.index > 0 {
+    } else {
         let (index, data) = state::load_snapshot_file(&path)?;
         anyhow::ensure!(
             index == group_log.snapshot.index,
@@ -1169,8 +1169,6 @@ fn open_group(
             machine.install(&data)?;
         }
         Some(data)
-    } else {
-        Some(Bytes::new())
     };
     let log_is_new = group_log.hard_state.term == 0 && group_log.snapshot.index == 0;
     let (restored, new) = match (log_is_new, founding_voters) {

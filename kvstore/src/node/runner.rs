@@ -1014,19 +1014,15 @@ impl Runner {
             }
         };
         let before = g.raft.log().snapshot().index;
-        // The view was taken ahead of what Raft applied: cannot happen after the check that
-        // started the job, but compacting past `applied` would drop unapplied entries.
-        let ahead = index > g.raft.log().applied();
-        let data_was_none = data.is_none();
-        let (taken, bytes) = match data {
-            _ if ahead => (false, None),
-            Some(data) => {
-                let bytes = data.len();
-                (g.raft.compact(index, data), Some(bytes))
-            }
-            None => (g.raft.compact_log(index) > before, None),
-        };
-        if !taken && data_was_none {
+        let bytes = data.as_ref().map(Bytes::len);
+        // An index ahead of what Raft applied cannot come after the check that started the
+        // job, but compacting past `applied` would drop unapplied entries.
+        let taken = index <= g.raft.log().applied()
+            && match data {
+                Some(data) => g.raft.compact(index, data),
+                None => g.raft.compact_log(index) > before,
+            };
+        if !taken && bytes.is_none() {
             let retry = COMPACTION_RETRY_DELAY.as_micros() as u64;
             g.compaction_not_before = Some(self.clock.now_us() + retry);
         }

@@ -1598,7 +1598,7 @@ impl Raft {
     /// Follower `to` needs a snapshot: the latest, or a fresh one if that is stale or none
     /// is built.
     fn start_snapshot(&mut self, to: NodeId) {
-        if self.snapshot.is_none() || self.snapshot_stale() {
+        if self.snapshot_stale() {
             let p = self.progress.get_mut(&to).expect("a member");
             if !p.awaits_snapshot() {
                 tracing::debug!(
@@ -1712,10 +1712,14 @@ impl Raft {
     }
 
     /// Whether the latest snapshot is followed by so long a log that a follower needing a
-    /// snapshot is better sent a fresh one (see `Config::snapshot_stale_entries`).
+    /// snapshot is better sent a fresh one (see `Config::snapshot_stale_entries`), or none is
+    /// built at all.
     /// Only applied entries count, as for compaction: a fresh snapshot can cover no others (a
     /// leader with a long tail it cannot commit must not ask for snapshot after snapshot).
     fn snapshot_stale(&self) -> bool {
+        if self.snapshot.is_none() {
+            return true;
+        }
         let applied = self.log.applied();
         let after = applied.saturating_sub(self.log.snapshot().index);
         let (entries, bytes) = (
