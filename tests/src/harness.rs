@@ -320,18 +320,40 @@ pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
     check()
 }
 
-/// Free loopback ports, found by binding port 0 and letting go: a process started right after
-/// can bind them (a port is reused by another process only after it cycled through the whole
-/// ephemeral range).
+/// Free loopback ports, for servers that must be told their ports before they start (a
+/// cluster's nodes name each other's). They are picked at random *below* the kernel's
+/// ephemeral range and checked by binding them: a port of that range (what binding port 0
+/// gives), once let go, can be handed to any outgoing connection before the server binds it,
+/// which made a node fail with "address already in use" (CI, 2026-12-07).
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<std::net::TcpListener> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("binding a free port"))
-        .collect();
+    use std::hash::{BuildHasher, Hasher};
+    let below = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    let (low, high) = (FREE_PORTS_FROM.min(below / 2), below);
+    let random = std::collections::hash_map::RandomState::new();
+    let mut listeners: Vec<std::net::TcpListener> = Vec::new();
+    for attempt in 0u64.. {
+        if listeners.len() == n {
+            break;
+        }
+        assert!(attempt < 10_000, "no free loopback port in {low}..{high}");
+        let mut hasher = random.build_hasher();
+        hasher.write_u64(attempt);
+        let port = low + (hasher.finish() % u64::from(high - low)) as u16;
+        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            listeners.push(l);
+        }
+    }
     listeners
         .iter()
         .map(|l| l.local_addr().expect("a bound address").port())
         .collect()
 }
+
+/// The lowest port [`free_ports`] picks (above the well-known and most registered ones).
+const FREE_PORTS_FROM: u16 = 10_000;
 
 /// A small multi-threaded runtime for tests that drive the async client.
 pub fn runtime() -> tokio::runtime::Runtime {
