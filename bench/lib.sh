@@ -33,8 +33,27 @@ apt_install() {
   }
 }
 
+# free_port: a free loopback port below the kernel's ephemeral range (as the test harness picks
+# them): a port from that range, free now, can be handed to any outgoing connection (a
+# client's, a node's to its peers) before the server meant to listen on it binds it.
 free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+  python3 - <<'PY'
+import random, socket
+low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+for _ in range(1000):
+    port = random.randrange(10000, max(low, 10001))
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+    except OSError:
+        continue
+    finally:
+        s.close()
+    print(port)
+    break
+else:
+    raise SystemExit("no free port below the ephemeral range")
+PY
 }
 
 # wait_for_port PORT: waits (up to 20 s) until something accepts on 127.0.0.1:PORT.
@@ -136,4 +155,20 @@ sys.exit(0 if not m["rebalancing"] else 1)'; then
     sleep 0.5
   done
   echo "timeout"
+}
+
+# syslog_lines SRC OUT: SRC's lines as RFC 3164 messages ("<13>TIME bench-host SRC-NAME: runid
+# LINE"), one per line in OUT, for loggen's --read-file: real lines instead of its padding.
+syslog_lines() {
+  /usr/bin/python3 - "$1" "$2" <<'PY'
+import os, sys, time
+src, out = sys.argv[1], sys.argv[2]
+app = "".join(c if c.isalnum() else "-" for c in os.path.basename(src))[:32] or "app"
+stamp = time.strftime("%b %e %H:%M:%S", time.gmtime())
+with open(src, errors="replace") as f, open(out, "w") as o:
+    for line in f:
+        line = line.rstrip("\r\n")
+        if line:
+            o.write(f"<13>{stamp} bench-host {app}: runid {line}\n")
+PY
 }

@@ -6,6 +6,7 @@
 #   A=/tmp/old B=target/release bench/logs-ab.sh [ROUNDS]     (default 2 rounds: A B A B)
 #   MESSAGES=1000000 (default) PARTITIONS=64 (default)
 #   SETTLE=1: also wait until the placement has settled the new `logs` keyspace's leaders
+#   LINES_FROM=/var/log/dpkg.log: loggen sends that file's lines (as bench/logs.sh does)
 #
 # A and B are directories holding release builds of `kvstore` and `log-aggregator` (copy
 # target/release/{kvstore,log-aggregator} somewhere before the change). Each run: a fresh
@@ -22,6 +23,13 @@ PARTITIONS="${PARTITIONS:-64}"
 SNG_DIR="${SYSLOG_NG_DIR:-/opt/syslog-ng}"
 : "${A:?A=DIR of the first build}" "${B:?B=DIR of the second build}"
 [ -x "$SNG_DIR/usr/bin/loggen" ] || { echo "no loggen under $SNG_DIR: run bench/logs.sh once" >&2; exit 1; }
+
+PAYLOAD_ARGS=(--size 200)
+if [ -n "${LINES_FROM:-}" ]; then
+  [ -s "$LINES_FROM" ] || { echo "LINES_FROM=$LINES_FROM: no such file, or empty" >&2; exit 1; }
+  syslog_lines "$LINES_FROM" "$BENCH_TMP/lines.txt"
+  PAYLOAD_ARGS=(--read-file "$BENCH_TMP/lines.txt" --loop-reading --dont-parse)
+fi
 
 TICKS=$(getconf CLK_TCK)
 # cpu_s PID...: user + system CPU seconds the processes have used so far.
@@ -55,7 +63,7 @@ run() { # run LABEL DIR: one measured run; prints "LABEL: N msgs in S s: R msgs/
   t0=$(date +%s.%N)
   env LD_LIBRARY_PATH="$SNG_DIR/usr/lib/syslog-ng" SYSLOGNG_PREFIX="$SNG_DIR/usr" \
     "$SNG_DIR/usr/bin/loggen" --inet --stream --rate 100000000 --number "$MESSAGES" \
-    --interval 3600 --size 200 --active-connections 1 127.0.0.1 "$syslog" >/dev/null 2>&1 &
+    --interval 3600 "${PAYLOAD_ARGS[@]}" --active-connections 1 127.0.0.1 "$syslog" >/dev/null 2>&1 &
   lg=$!
   BENCH_PIDS+=("$lg")
   for _ in $(seq 1 12000); do

@@ -6,6 +6,7 @@
 #   RATE=50000 bench/logs.sh             (the same rate target, messages/s, for both)
 #   LINES_FROM=/var/log/dpkg.log bench/logs.sh   (real lines instead of loggen's padding)
 #   LATENCY_N=500 bench/logs.sh          (probes of the end-to-end latency; default 200)
+#   AGGREGATOR_ARGS="--pushes-in-flight 128" bench/logs.sh   (more `serve` flags)
 #
 # 1. Ingest throughput. syslog-ng's `loggen` sends MESSAGES messages of SIZE bytes (default
 #    200; legacy "<PRI>TIMESTAMP HOST PROG[PID]: MSG" lines, LF framing) over CONNS TCP
@@ -237,17 +238,7 @@ race() {
 PAYLOAD_ARGS=(--size "$SIZE")
 if [ -n "${LINES_FROM:-}" ]; then
   [ -s "$LINES_FROM" ] || { echo "LINES_FROM=$LINES_FROM: no such file, or empty" >&2; exit 1; }
-  /usr/bin/python3 - "$LINES_FROM" "$BENCH_TMP/lines.txt" <<'PY'
-import os, sys, time
-src, out = sys.argv[1], sys.argv[2]
-app = "".join(c if c.isalnum() else "-" for c in os.path.basename(src))[:32] or "app"
-stamp = time.strftime("%b %e %H:%M:%S", time.gmtime())
-with open(src, errors="replace") as f, open(out, "w") as o:
-    for line in f:
-        line = line.rstrip("\r\n")
-        if line:
-            o.write(f"<13>{stamp} bench-host {app}: runid {line}\n")
-PY
+  syslog_lines "$LINES_FROM" "$BENCH_TMP/lines.txt"
   PAYLOAD_ARGS=(--read-file "$BENCH_TMP/lines.txt" --loop-reading --dont-parse)
 fi
 
@@ -296,9 +287,11 @@ INDEX_ARGS=()
 start_aggregator() {
   local t0
   t0=$(date +%s.%N)
+  # shellcheck disable=SC2086 # AGGREGATOR_ARGS is a list of flags
   "$LOGAGG" serve --store "$ADDRS" --http "127.0.0.1:$HTTP_PORT" \
     --syslog-tcp "127.0.0.1:$SYSLOG_PORT" --syslog-udp "127.0.0.1:$SYSLOG_PORT" \
     --ingest-token "$TOKEN" --partitions "$PARTITIONS" --name bench-aggregator "$@" \
+    ${AGGREGATOR_ARGS:-} \
     2>>"$BENCH_TMP/aggregator.log" &
   AGG_PID=$!
   BENCH_PIDS+=("$AGG_PID")
