@@ -13,9 +13,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::index::Indexes;
+use crate::index::{Added, Indexes};
 use crate::layout::{self, JOURNAL_MINUTE_MS, JOURNAL_SHARDS};
-use crate::record::Record;
+use crate::record::{Read, Record};
 use crate::store::{LogStore, StoreError};
 
 /// How far before the previous poll each poll reads the journal again.
@@ -74,13 +74,9 @@ impl Feed {
             for stream in self.store.streams(bucket).await? {
                 let records = self.store.bucket_records(&stream, bucket).await?;
                 lines += records.len();
-                let added =
-                    self.indexes
-                        .add(&records, |_| {})
-                        .map_err(|e| StoreError::BadRecord {
-                            key: format!("bucket {bucket}"),
-                            error: e.to_string(),
-                        })?;
+                let (added, _) = self
+                    .index(format!("bucket {bucket}"), records, false)
+                    .await?;
                 fed.new += added.new;
                 fed.duplicates += added.duplicates;
             }
@@ -113,13 +109,8 @@ impl Feed {
         fresh.sort_by_key(|(_, arrival)| *arrival);
         for (key, arrival) in fresh {
             let records = self.store.journal_entry(&key).await?;
-            let added =
-                self.indexes
-                    .add(&records, &mut on_new)
-                    .map_err(|e| StoreError::BadRecord {
-                        key: key.clone(),
-                        error: e.to_string(),
-                    })?;
+            let (added, new) = self.index(key.clone(), records, true).await?;
+            new.iter().for_each(&mut on_new);
             fed.entries += 1;
             fed.new += added.new;
             fed.duplicates += added.duplicates;
@@ -131,5 +122,34 @@ impl Feed {
         let horizon = now_ms - 2 * JOURNAL_SKEW_MS;
         self.seen.retain(|_, arrival| *arrival >= horizon);
         Ok(fed)
+    }
+
+    /// Adds `records` (read from `key`) to the index off the runtime's threads: tantivy's
+    /// queue to its indexing thread is bounded, and adding waits whenever that thread falls
+    /// behind, which on a runtime thread would hold up the ingest's tasks too. Returns what
+    /// it did and, if `keep_new`, the records new to the index.
+    async fn index(
+        &self,
+        key: String,
+        records: Vec<Read>,
+        keep_new: bool,
+    ) -> Result<(Added, Vec<Record>), StoreError> {
+        let indexes = self.indexes.clone();
+        let added = tokio::task::spawn_blocking(move || {
+            let mut new = Vec::new();
+            let added = indexes.add(&records, |r| {
+                if keep_new {
+                    new.push(r.clone());
+                }
+            });
+            added.map(|added| (added, new))
+        })
+        .await;
+        let error = |error: String| StoreError::BadRecord { key, error };
+        match added {
+            Ok(Ok(done)) => Ok(done),
+            Ok(Err(e)) => Err(error(e.to_string())),
+            Err(e) => Err(error(format!("indexing stopped: {e}"))),
+        }
     }
 }

@@ -31,6 +31,9 @@ pub const BATCH_RECORDS_MAX: usize = 2_000;
 pub const BATCH_WAIT_MS: u64 = 20;
 /// Writes of queued batches in flight at once.
 pub const WRITES_IN_FLIGHT: usize = 8;
+/// The room a syslog TCP connection's read buffer starts with: what one read takes, whose
+/// whole frames are then queued together.
+pub const READ_BUFFER_BYTES: usize = 64 * 1024;
 /// The largest UDP datagram read.
 pub const DATAGRAM_BYTES_MAX: usize = 65_535;
 /// TCP connections served at once.
@@ -50,15 +53,18 @@ pub type Queued = (Record, Via);
 pub async fn drain(app: Arc<App>, mut queue: mpsc::Receiver<Queued>) {
     let slots = Arc::new(tokio::sync::Semaphore::new(WRITES_IN_FLIGHT));
     loop {
-        let Some(first) = queue.recv().await else {
+        // Whatever is queued at once, then what comes within the wait, up to a batch: one
+        // wakeup (and one timer) per handful of records, not per record.
+        let mut batch = Vec::with_capacity(BATCH_RECORDS_MAX);
+        if queue.recv_many(&mut batch, BATCH_RECORDS_MAX).await == 0 {
             break;
-        };
-        let mut batch = vec![first];
+        }
         let deadline = tokio::time::Instant::now() + Duration::from_millis(BATCH_WAIT_MS);
         while batch.len() < BATCH_RECORDS_MAX {
-            match tokio::time::timeout_at(deadline, queue.recv()).await {
-                Ok(Some(r)) => batch.push(r),
-                _ => break,
+            let room = BATCH_RECORDS_MAX - batch.len();
+            match tokio::time::timeout_at(deadline, queue.recv_many(&mut batch, room)).await {
+                Ok(0) | Err(_) => break, // closed, or waited long enough
+                Ok(_) => {}
             }
         }
         let permit = slots.clone().acquire_owned().await.expect("never closed");
@@ -141,19 +147,24 @@ async fn read_connection(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut decoder = Decoder::default();
-    let mut buf = BytesMut::with_capacity(16 * 1024);
+    let mut buf = BytesMut::with_capacity(READ_BUFFER_BYTES);
+    let mut frames = Vec::new();
     let mut position = 0u64;
     loop {
-        // Every whole frame first: the queue's send waits while it is full, and this
-        // connection is not read meanwhile.
-        loop {
-            let frame = match decoder.decode(&mut buf) {
-                Decoded::Frame(f) => f,
+        // Every whole frame first, queued together: the queue's reservation waits while it
+        // is full, and this connection is not read meanwhile.
+        while frames.len() < queue.max_capacity() {
+            match decoder.decode(&mut buf) {
+                Decoded::Frame(f) => frames.push(f),
                 _ => break,
-            };
-            if !enqueue(&app, &queue, &peer, &source, &mut position, frame, Via::Tcp).await {
+            }
+        }
+        if !frames.is_empty() {
+            let taken = std::mem::take(&mut frames);
+            if !enqueue(&app, &queue, &peer, &source, &mut position, taken).await {
                 return;
             }
+            continue; // (a buffer of more frames than the queue holds)
         }
         let read = tokio::select! {
             r = conn.read_buf(&mut buf) => r,
@@ -162,7 +173,7 @@ async fn read_connection(
         match read {
             Ok(0) | Err(_) => {
                 if let Some(frame) = decoder.finish(&mut buf) {
-                    enqueue(&app, &queue, &peer, &source, &mut position, frame, Via::Tcp).await;
+                    enqueue(&app, &queue, &peer, &source, &mut position, vec![frame]).await;
                 }
                 return;
             }
@@ -171,33 +182,38 @@ async fn read_connection(
     }
 }
 
+/// Parses a connection's `frames` into records and queues them, with one reservation of the
+/// queue's room for all (at most its capacity); false once the queue is closed.
 async fn enqueue(
     app: &App,
     queue: &mpsc::Sender<Queued>,
     peer: &str,
     source: &str,
     position: &mut u64,
-    frame: crate::syslog::frame::Frame,
-    via: Via,
+    frames: Vec<crate::syslog::frame::Frame>,
 ) -> bool {
-    let now = app.now_ms();
-    let origin = Origin {
-        agent: &app.name,
-        source,
-        position: *position,
-    };
-    *position += 1;
-    let record = Record::from_syslog(
-        message::parse(&frame.bytes, now),
-        now,
-        peer,
-        &origin,
-        frame.truncated,
-    );
-    app.metrics.queued.fetch_add(1, Ordering::Relaxed);
-    if queue.send((record, via)).await.is_err() {
-        app.metrics.queued.fetch_sub(1, Ordering::Relaxed);
+    let Ok(permits) = queue.reserve_many(frames.len()).await else {
         return false;
+    };
+    let now = app.now_ms();
+    app.metrics
+        .queued
+        .fetch_add(frames.len() as u64, Ordering::Relaxed);
+    for (permit, frame) in permits.zip(frames) {
+        let origin = Origin {
+            agent: &app.name,
+            source,
+            position: *position,
+        };
+        *position += 1;
+        let record = Record::from_syslog(
+            message::parse(&frame.bytes, now),
+            now,
+            peer,
+            &origin,
+            frame.truncated,
+        );
+        permit.send((record, Via::Tcp));
     }
     true
 }
