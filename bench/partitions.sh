@@ -9,9 +9,10 @@
 #   PARTITIONS_MANY=1024 bench/partitions.sh
 #   ONLY_IDLE=1 bench/partitions.sh  (only the idle cost and start times)
 #   SKIP_IDLE=1 bench/partitions.sh  (only the loads and the balance)
+#   CLIENTS="32 128" bench/partitions.sh  (the client counts of the loads; this is the default)
 #
-# Load: bench/kvbench's `kvcluster` target, 32 clients, each a ClusterClient with one request
-# in flight, 8-byte sequential keys and 256-byte values, puts and then linearizable gets,
+# Load: bench/kvbench's `kvcluster` target, CLIENTS clients (each count in turn), each a
+# ClusterClient with one request in flight, 8-byte sequential keys and 256-byte values, puts and then linearizable gets,
 # fsync always. The two clusters run one after the other (never at once: they would share
 # the two cores), alternating for ROUNDS rounds. Prints the medians of ops/s, p50 and p99 and
 # the ratio 64 partitions / 1 partition.
@@ -25,6 +26,7 @@ source "$(dirname "$0")/lib.sh"
 
 SECONDS_PER="${1:-10}"
 ROUNDS="${ROUNDS:-3}"
+CLIENTS="${CLIENTS:-32 128}"
 MANY="${PARTITIONS_MANY:-1024}"
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 build_kvstore_and_kvbench
@@ -33,13 +35,13 @@ TICKS=$(getconf CLK_TCK)
 # cpu_ticks PID: user + system ticks so far.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
-load() { # load OP: one kvbench run against $ADDRS
-  "$KVBENCH" kvcluster "$ADDRS" "$1" 32 "$SECONDS_PER"
+load() { # load OP CLIENTS: one kvbench run against $ADDRS
+  "$KVBENCH" kvcluster "$ADDRS" "$1" "$2" "$SECONDS_PER"
 }
 
 echo
 echo "kvstore $(git -C "$ROOT" rev-parse --short HEAD), 3 nodes; $(nproc) cores; $SECONDS_PER s per" \
-  "load; 32 clients; 8-byte keys, 256-byte values; fsync always; $(date -u +%F)"
+  "load; $CLIENTS clients; 8-byte keys, 256-byte values; fsync always; $(date -u +%F)"
 
 # --- 1 partition against 64 -------------------------------------------------------------------
 # The two alternate for ROUNDS rounds and the medians are compared: on a shared 2-core machine
@@ -51,8 +53,10 @@ for partitions in 1 64; do
   start_cluster "p$partitions-$round" "$partitions"
   wait_led >/dev/null
   wait_settled >/dev/null
-  RESULT[put-$partitions]+="$(load put)"$'\n'
-  RESULT[get-$partitions]+="$(load get)"$'\n'
+  for clients in $CLIENTS; do
+    RESULT[put-$partitions-$clients]+="$(load put "$clients")"$'\n'
+    RESULT[get-$partitions-$clients]+="$(load get "$clients")"$'\n'
+  done
   if [ "$partitions" = 64 ] && [ "$round" = "$ROUNDS" ]; then
     # Balance: two nodes join; once the placement settles, bytes per node.
     for i in 4 5; do
@@ -80,16 +84,17 @@ done
 if [ -z "${ONLY_IDLE:-}" ]; then
 printf '\n%-26s %14s %14s %7s   %9s %9s   %9s %9s   %s\n' test "64 parts/s" "1 part/s" ratio \
   "64 p50" "1 p50" "64 p99" "1 p99" "(medians of $ROUNDS rounds; ops/s of each round 64 | 1)"
+for clients in $CLIENTS; do
 for op in put get; do
-  python3 - "$op" "${RESULT[$op-64]}" "${RESULT[$op-1]}" <<'PY'
+  python3 - "$op" "$clients" "${RESULT[$op-64-$clients]}" "${RESULT[$op-1-$clients]}" <<'PY'
 import json, statistics, sys
-op = sys.argv[1]
-runs = [[json.loads(l) for l in a.splitlines() if l.strip()] for a in sys.argv[2:4]]
+op, clients = sys.argv[1:3]
+runs = [[json.loads(l) for l in a.splitlines() if l.strip()] for a in sys.argv[3:5]]
 med = [{k: statistics.median(r[k] for r in rs) for k in ("ops_per_s", "p50_ms", "p99_ms")}
        for rs in runs]
 errors = [sum(r["errors"] for r in rs) for rs in runs]
 many, one = med
-name = "put, 32 clients" if op == "put" else "get (lin.), 32 clients"
+name = f"put, {clients} clients" if op == "put" else f"get (lin.), {clients} clients"
 ratio = many["ops_per_s"] / one["ops_per_s"] if one["ops_per_s"] else float("nan")
 each = " | ".join(" ".join(f'{r["ops_per_s"]:.0f}' for r in rs) for rs in runs)
 print(f'{name:<26} {many["ops_per_s"]:14.0f} {one["ops_per_s"]:14.0f} {ratio:7.2f}   '
@@ -97,6 +102,7 @@ print(f'{name:<26} {many["ops_per_s"]:14.0f} {one["ops_per_s"]:14.0f} {ratio:7.2
       f'({each})'
       + (f'   errors 64={errors[0]} 1={errors[1]}' if any(errors) else ''))
 PY
+done
 done
 python3 - "$BENCH_TMP/balance.json" "$BALANCE_S" <<'PY'
 import json, sys
