@@ -12,8 +12,8 @@
 #   CLIENTS="32 128" bench/partitions.sh  (the client counts of the loads; this is the default)
 #
 # Load: bench/kvbench's `kvcluster` target, CLIENTS clients (each count in turn), each a
-# ClusterClient with one request in flight, 8-byte sequential keys and 256-byte values, puts and then linearizable gets,
-# fsync always. The two clusters run one after the other (never at once: they would share
+# ClusterClient with one request in flight, 8-byte sequential keys and 256-byte values, puts
+# and then linearizable gets, fsync always. The two clusters run one after the other (never at once: they would share
 # the two cores), alternating for ROUNDS rounds. Prints the medians of ops/s, p50 and p99 and
 # the ratio 64 partitions / 1 partition.
 # Idle: 3 nodes hosting PARTITIONS_MANY partitions of 3 replicas (every node hosts every

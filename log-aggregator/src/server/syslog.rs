@@ -164,7 +164,7 @@ async fn read_connection(
             if !enqueue(&app, &queue, &peer, &source, &mut position, taken).await {
                 return;
             }
-            continue; // (a buffer of more frames than the queue holds)
+            continue; // the buffer may hold more whole frames than the queue has room for
         }
         let read = tokio::select! {
             r = conn.read_buf(&mut buf) => r,
