@@ -85,12 +85,12 @@ impl Feed {
         Ok(())
     }
 
-    /// Reads what the journal gained since the last poll; `on_new` hears of each record
-    /// indexed for the first time (the live tail).
+    /// Reads what the journal gained since the last poll; `on_new`, if given, is handed each
+    /// record indexed for the first time (the live tail).
     pub async fn poll(
         &mut self,
         now_ms: i64,
-        mut on_new: impl FnMut(&Record),
+        mut on_new: Option<&mut (dyn FnMut(Record) + Send)>,
     ) -> Result<Fed, StoreError> {
         let from = self.from_ms - JOURNAL_SKEW_MS;
         let mut fed = Fed::default();
@@ -109,8 +109,11 @@ impl Feed {
         fresh.sort_by_key(|(_, arrival)| *arrival);
         for (key, arrival) in fresh {
             let records = self.store.journal_entry(&key).await?;
-            let (added, new) = self.index(key.clone(), records, true).await?;
-            new.iter().for_each(&mut on_new);
+            let keep_new = on_new.is_some();
+            let (added, new) = self.index(key.clone(), records, keep_new).await?;
+            if let Some(on_new) = on_new.as_mut() {
+                new.into_iter().for_each(on_new);
+            }
             fed.entries += 1;
             fed.new += added.new;
             fed.duplicates += added.duplicates;

@@ -237,7 +237,7 @@ pub async fn serve(
     // without what it had indexed before it stopped).
     let caught_up = if checkpoint.is_some() {
         loop {
-            match feed.poll(now_ms(), |_| {}).await {
+            match feed.poll(now_ms(), None).await {
                 Ok(fed) => break fed,
                 Err(error) => {
                     tracing::warn!(%error, "reading the journal failed; retrying");
@@ -298,12 +298,10 @@ pub async fn serve(
                 }
                 let now = now_ms();
                 let tail = &app.tail;
-                match feed
-                    .poll(now, |r| {
-                        let _ = tail.send(Arc::new(r.clone()));
-                    })
-                    .await
-                {
+                let mut to_tail = |r| {
+                    let _ = tail.send(Arc::new(r));
+                };
+                match feed.poll(now, Some(&mut to_tail)).await {
                     Ok(fed) => {
                         let m = &app.metrics;
                         m.indexed.fetch_add(fed.new as u64, Ordering::Relaxed);

@@ -160,8 +160,7 @@ async fn read_connection(
             }
         }
         if !frames.is_empty() {
-            let taken = std::mem::take(&mut frames);
-            if !enqueue(&app, &queue, &peer, &source, &mut position, taken).await {
+            if !enqueue(&app, &queue, &peer, &source, &mut position, &mut frames).await {
                 return;
             }
             continue; // the buffer may hold more whole frames than the queue has room for
@@ -173,7 +172,8 @@ async fn read_connection(
         match read {
             Ok(0) | Err(_) => {
                 if let Some(frame) = decoder.finish(&mut buf) {
-                    enqueue(&app, &queue, &peer, &source, &mut position, vec![frame]).await;
+                    frames.push(frame);
+                    enqueue(&app, &queue, &peer, &source, &mut position, &mut frames).await;
                 }
                 return;
             }
@@ -182,15 +182,16 @@ async fn read_connection(
     }
 }
 
-/// Parses a connection's `frames` into records and queues them, with one reservation of the
-/// queue's room for all (at most its capacity); false once the queue is closed.
+/// Parses a connection's `frames` into records and queues them (emptying `frames`), with one
+/// reservation of the queue's room for all (at most its capacity); false once the queue is
+/// closed.
 async fn enqueue(
     app: &App,
     queue: &mpsc::Sender<Queued>,
     peer: &str,
     source: &str,
     position: &mut u64,
-    frames: Vec<crate::syslog::frame::Frame>,
+    frames: &mut Vec<crate::syslog::frame::Frame>,
 ) -> bool {
     let Ok(permits) = queue.reserve_many(frames.len()).await else {
         return false;
@@ -199,7 +200,7 @@ async fn enqueue(
     app.metrics
         .queued
         .fetch_add(frames.len() as u64, Ordering::Relaxed);
-    for (permit, frame) in permits.zip(frames) {
+    for (permit, frame) in permits.zip(frames.drain(..)) {
         let origin = Origin {
             agent: &app.name,
             source,
