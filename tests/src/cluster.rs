@@ -95,9 +95,7 @@ impl Cluster {
         let links: Links = Arc::default();
         // Every port the nodes will listen on (peer, binary, RESP, HTTP) is held until the
         // proxies are bound, so no proxy can take one of them.
-        let reserved: Vec<std::net::TcpListener> = (0..n * 4)
-            .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
-            .collect::<std::io::Result<_>>()?;
+        let reserved = crate::harness::reserve_ports(n as usize * 4);
         let ports: Vec<u16> = reserved
             .iter()
             .map(|l| l.local_addr().map(|a| a.port()))
@@ -402,4 +400,26 @@ fn http(addr: SocketAddr, method: &str, path: &str) -> Result<String> {
         return Ok(kvstore::cli::dechunk(body));
     }
     Ok(body.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A node's ports are chosen by the harness before the node binds them, so they must lie
+    /// below the kernel's ephemeral range: a port of that range can be taken by any outgoing
+    /// connection in between ("address already in use", CI on 2026-12-08).
+    #[test]
+    fn every_node_listens_below_the_ephemeral_range() {
+        let ephemeral_from = crate::harness::ephemeral_ports_from();
+        let cluster = Cluster::start("ports-below-ephemeral", ClusterOptions::default()).unwrap();
+        for node in &cluster.nodes {
+            for addr in [node.addr, node.resp, node.http] {
+                assert!(
+                    addr.port() < ephemeral_from,
+                    "{addr} lies in the ephemeral range, from {ephemeral_from}"
+                );
+            }
+        }
+    }
 }

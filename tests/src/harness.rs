@@ -1,11 +1,13 @@
 //! Starting, signalling and restarting real `kvstore serve` processes for tests.
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -321,18 +323,27 @@ pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
 }
 
 /// Free loopback ports, for servers that must be told their ports before they start (a
-/// cluster's nodes name each other's). They are picked at random *below* the kernel's
-/// ephemeral range and checked by binding them: a port of that range (what binding port 0
-/// gives), once let go, can be handed to any outgoing connection before the server binds it,
-/// which made a node fail with "address already in use" (CI, 2026-12-07).
+/// cluster's nodes name each other's). See [`reserve_ports`].
 pub fn free_ports(n: usize) -> Vec<u16> {
+    reserve_ports(n)
+        .iter()
+        .map(|l| l.local_addr().expect("a bound address").port())
+        .collect()
+}
+
+/// `n` loopback ports, each held by a listener until the caller drops it. They are picked at
+/// random *below* the kernel's ephemeral range and checked by binding them: a port of that
+/// range (what binding port 0 gives), once let go, can be handed to any outgoing connection
+/// before the server binds it, which made a node fail with "address already in use" (CI,
+/// 2026-12-07 and 2026-12-08). No port is handed out twice in one process, so tests running
+/// side by side cannot pick the same one between letting it go and their server binding it.
+pub fn reserve_ports(n: usize) -> Vec<std::net::TcpListener> {
     use std::hash::{BuildHasher, Hasher};
-    let below = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32_768);
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let below = ephemeral_ports_from();
     let (low, high) = (FREE_PORTS_FROM.min(below / 2), below);
     let random = std::collections::hash_map::RandomState::new();
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
     let mut listeners: Vec<std::net::TcpListener> = Vec::new();
     for attempt in 0u64.. {
         if listeners.len() == n {
@@ -342,14 +353,24 @@ pub fn free_ports(n: usize) -> Vec<u16> {
         let mut hasher = random.build_hasher();
         hasher.write_u64(attempt);
         let port = low + (hasher.finish() % u64::from(high - low)) as u16;
+        if handed_out.contains(&port) {
+            continue;
+        }
         if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            handed_out.insert(port);
             listeners.push(l);
         }
     }
     listeners
-        .iter()
-        .map(|l| l.local_addr().expect("a bound address").port())
-        .collect()
+}
+
+/// The first port of the kernel's ephemeral range (what binding port 0 and outgoing
+/// connections take), from `/proc/sys/net/ipv4/ip_local_port_range`.
+pub fn ephemeral_ports_from() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768)
 }
 
 /// The lowest port [`free_ports`] picks (above the well-known and most registered ones).
