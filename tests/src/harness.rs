@@ -331,6 +331,18 @@ pub fn free_ports(n: usize) -> Vec<u16> {
         .collect()
 }
 
+/// A free loopback UDP port, below the ephemeral range as [`free_ports`]'s are (a UDP port
+/// of that range can be taken by any socket that sends, between the harness letting it go
+/// and the server binding it).
+pub fn free_udp_port() -> u16 {
+    loop {
+        let port = free_ports(1)[0];
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
 /// `n` loopback ports, each held by a listener until the caller drops it. They are picked at
 /// random *below* the kernel's ephemeral range and checked by binding them: a port of that
 /// range (what binding port 0 gives), once let go, can be handed to any outgoing connection
@@ -475,5 +487,21 @@ impl Proc {
 impl Drop for Proc {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_ports_lie_below_the_ephemeral_range_and_are_handed_out_once() {
+        let from = ephemeral_ports_from();
+        let mut ports = free_ports(50);
+        ports.extend(free_ports(50));
+        ports.push(free_udp_port());
+        assert!(ports.iter().all(|&p| p < from), "{ports:?} (from {from})");
+        let distinct: BTreeSet<u16> = ports.iter().copied().collect();
+        assert_eq!(distinct.len(), ports.len(), "{ports:?}");
     }
 }

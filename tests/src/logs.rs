@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::cluster::{Cluster, ClusterOptions};
 use crate::dictionary::curl;
-use crate::harness::{free_ports, wait_until, Proc};
+use crate::harness::{free_ports, free_udp_port, wait_until, Proc};
 
 /// The ingest token the tests' aggregators take.
 pub const TOKEN: &str = "test-ingest-token";
@@ -40,12 +40,7 @@ impl Aggregator {
     /// free loopback ports; `extra` are more `serve` arguments.
     pub fn start(store: &[String], dir: &Path, extra: &[&str]) -> Aggregator {
         let ports = free_ports(2);
-        // A UDP port: bind one and let it go.
-        let udp = std::net::UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let udp = free_udp_port();
         let http = format!("127.0.0.1:{}", ports[0]);
         let mut args: Vec<String> = vec![
             "serve".into(),
