@@ -6,8 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-test-deps.sh
 cargo build --workspace --bins
-# The lean client the applications link must build without the server.
+# The lean client the applications link must build without the server, with and without
+# the services' part (logging, graceful stop).
 cargo check -p kvstore --no-default-features --lib
+cargo check -p kvstore --no-default-features --features service --lib
 cargo test --workspace
 # A case study made from the template builds and passes its tests (then it is removed).
 scripts/check-new-case-study.sh

@@ -15,6 +15,7 @@ use dictionary_search::source::Sources;
 use dictionary_search::{dataset, store};
 use indicatif::{ProgressBar, ProgressStyle};
 use kvstore::client::cluster::{ClusterClient, ClusterConfig};
+use kvstore::service::{init_logging, shutdown_signal};
 use kvstore::wire::Consistency;
 
 #[derive(Parser)]
@@ -158,14 +159,7 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        // Colours only on a terminal: the suite's logs go to files.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    init_logging("info");
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -209,16 +203,6 @@ fn main() -> anyhow::Result<()> {
             misses,
             sources,
         } => eval_spelling(&list, every, !no_aspell, misses, &sources.sources()),
-    }
-}
-
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
     }
 }
 

@@ -220,15 +220,7 @@ async fn serve_node(options: ServeOptions) -> anyhow::Result<()> {
         .await
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-    }
-}
+pub use crate::service::shutdown_signal;
 
 /// A client subcommand.
 #[derive(Debug, Clone)]

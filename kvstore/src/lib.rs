@@ -22,6 +22,9 @@
 //! kvstore = { path = "../kvstore", default-features = false }
 //! ```
 //!
+//! A service adds the feature `service` for what every binary of the suite does alike: its
+//! logging and its graceful stop ([`service`]).
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), kvstore::client::ClientError> {
 //! use kvstore::client::cluster::{ClusterClient, ClusterConfig};
@@ -36,6 +39,8 @@
 // The lean client (`default-features = false`): what an application links.
 pub mod client;
 pub mod partition;
+#[cfg(feature = "service")]
+pub mod service;
 pub mod wire;
 
 // The store itself (feature `server`, on by default).

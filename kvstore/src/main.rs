@@ -594,13 +594,5 @@ fn serve_options(s: Serve) -> ServeOptions {
 
 /// Servers log at info by default; client commands only warn. `RUST_LOG` overrides both.
 fn init_logging(is_server: bool) {
-    let default = if is_server { "info" } else { "warn" };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr)
-        .init();
+    kvstore::service::init_logging(if is_server { "info" } else { "warn" });
 }

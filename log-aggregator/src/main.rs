@@ -6,6 +6,7 @@ use std::io::Read;
 
 use bytes::BytesMut;
 use clap::{Parser, Subcommand};
+use kvstore::service::{init_logging, shutdown_signal};
 use log_aggregator::syslog::{frame, message};
 
 #[derive(Parser)]
@@ -104,29 +105,10 @@ enum Command {
     Parse,
 }
 
-fn init_logging() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .init();
-}
-
 fn duration(s: &str) -> Result<i64, String> {
     log_aggregator::query::parse_duration_ms(s)
         .filter(|ms| *ms > 0)
         .ok_or_else(|| format!("{s:?} is not a duration such as 90s, 15m, 12h, 7d"))
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -145,7 +127,7 @@ fn main() -> anyhow::Result<()> {
             stream_bytes_max,
             index_dir,
         } => {
-            init_logging();
+            init_logging("info");
             anyhow::ensure!(!store.is_empty(), "--store needs at least one address");
             anyhow::ensure!(!ingest_token.is_empty(), "--ingest-token must not be empty");
             let config = log_aggregator::server::run::ServeConfig {
@@ -168,7 +150,7 @@ fn main() -> anyhow::Result<()> {
             ))
         }
         Command::Agent { config } => {
-            init_logging();
+            init_logging("info");
             let config = log_aggregator::agent::config::Config::load(&config)?;
             tokio::runtime::Runtime::new()?
                 .block_on(log_aggregator::agent::run::run(config, shutdown_signal()))

@@ -17,6 +17,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use kvstore::client::cluster::{ClusterClient, ClusterConfig};
+use kvstore::service::{init_logging, shutdown_signal};
 use thesaurus_scraper::crawl::{self, fetch, frontier::Frontier, worker};
 use thesaurus_scraper::thesaurus::{self, lookup::Thesaurus};
 use thesaurus_scraper::web;
@@ -262,25 +263,6 @@ enum CrawlAction {
     },
 }
 
-fn init_logging() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .init();
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-}
-
 fn frontier(store: &StoreArgs) -> Frontier {
     Frontier::new(Arc::new(ClusterClient::new(
         store.store.clone(),
@@ -289,7 +271,7 @@ fn frontier(store: &StoreArgs) -> Frontier {
 }
 
 fn main() -> anyhow::Result<()> {
-    init_logging();
+    init_logging("info");
     let runtime = tokio::runtime::Runtime::new()?;
     match Cli::parse().command {
         Command::ServeWeb { hosts, seed } => runtime.block_on(async {

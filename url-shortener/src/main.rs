@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use kvstore::client::cluster::{ClusterClient, ClusterConfig};
 use kvstore::client::registry::{self, Service};
+use kvstore::service::{init_logging, shutdown_signal};
 use url_shortener::{keys, server, store};
 
 #[derive(Parser)]
@@ -56,28 +57,9 @@ enum Command {
     },
 }
 
-fn init_logging() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .init();
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    init_logging();
+    init_logging("info");
     match Cli::parse().command {
         Command::Load {
             store: addrs,
