@@ -335,12 +335,10 @@ pub fn free_ports(n: usize) -> Vec<u16> {
 /// of that range can be taken by any socket that sends, between the harness letting it go
 /// and the server binding it).
 pub fn free_udp_port() -> u16 {
-    loop {
-        let port = free_ports(1)[0];
-        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
+    (0..1_000)
+        .map(|_| free_ports(1)[0])
+        .find(|&port| std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok())
+        .expect("a free loopback UDP port below the ephemeral range")
 }
 
 /// `n` loopback ports, each held by a listener until the caller drops it. They are picked at
