@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 use crate::client::{Client, ClientConfig, ClientError, PutOptions, ScanOptions};
 use crate::db::Db;
 use crate::server::{self, Listeners, ServerConfig};
+use crate::service::shutdown_signal;
 use crate::storage::{self, Engine, SystemClock};
 use crate::wire::{Condition, ErrorCode, ScanRange};
 
@@ -219,8 +220,6 @@ async fn serve_node(options: ServeOptions) -> anyhow::Result<()> {
     node.run(std::time::Duration::from_secs(2), shutdown_signal())
         .await
 }
-
-pub use crate::service::shutdown_signal;
 
 /// A client subcommand.
 #[derive(Debug, Clone)]

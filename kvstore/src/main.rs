@@ -511,7 +511,8 @@ fn main() -> ExitCode {
                     value_bytes,
                     verify: !no_verify,
                 };
-                kvstore::cli_load::run(&conn.addr, options, cli::shutdown_signal()).await
+                kvstore::cli_load::run(&conn.addr, options, kvstore::service::shutdown_signal())
+                    .await
             }
             Cmd::Incr { conn, key, by } => {
                 client(
