@@ -15,7 +15,7 @@
 # ClusterClient with one request in flight, 8-byte sequential keys and 256-byte values, puts
 # and then linearizable gets, fsync always. The two clusters run one after the other (never at once: they would share
 # the two cores), alternating for ROUNDS rounds. Prints the medians of ops/s, p50 and p99 and
-# the ratio 64 partitions / 1 partition.
+# the ratio 64 partitions / 1 partition, and the three nodes' CPU per operation (from /proc).
 # Idle: 3 nodes hosting PARTITIONS_MANY partitions of 3 replicas (every node hosts every
 # group), the time from starting the nodes until every group has a leader, then (once the
 # placement has balanced the leaders and settled) CPU per node over 20 s of idleness (from
@@ -35,8 +35,17 @@ TICKS=$(getconf CLK_TCK)
 # cpu_ticks PID: user + system ticks so far.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
-load() { # load OP CLIENTS: one kvbench run against $ADDRS
-  "$KVBENCH" kvcluster "$ADDRS" "$1" "$2" "$SECONDS_PER"
+load() { # load OP CLIENTS: one kvbench run against $ADDRS; its JSON line, with the nodes' CPU
+  local i before=0 after=0 out
+  for i in 1 2 3; do before=$((before + $(cpu_ticks "${NODE_PIDS[$i]}"))); done
+  out=$("$KVBENCH" kvcluster "$ADDRS" "$1" "$2" "$SECONDS_PER")
+  for i in 1 2 3; do after=$((after + $(cpu_ticks "${NODE_PIDS[$i]}"))); done
+  # The three nodes' CPU (user + system) per operation: steadier than the rate on a shared
+  # machine, since time other tenants take is not in it.
+  python3 -c 'import json, sys
+r = json.loads(sys.argv[1])
+r["node_cpu_us_per_op"] = 1e6 * int(sys.argv[2]) / int(sys.argv[3]) / max(r["ops"], 1)
+print(json.dumps(r))' "$out" "$((after - before))" "$TICKS"
 }
 
 echo
@@ -82,16 +91,17 @@ done
 done
 
 if [ -z "${ONLY_IDLE:-}" ]; then
-printf '\n%-26s %14s %14s %7s   %9s %9s   %9s %9s   %s\n' test "64 parts/s" "1 part/s" ratio \
-  "64 p50" "1 p50" "64 p99" "1 p99" "(medians of $ROUNDS rounds; ops/s of each round 64 | 1)"
+printf '\n%-26s %14s %14s %7s   %9s %9s   %9s %9s   %13s   %s\n' test "64 parts/s" "1 part/s" \
+  ratio "64 p50" "1 p50" "64 p99" "1 p99" "CPU µs/op" \
+  "(medians of $ROUNDS rounds; ops/s of each round 64 | 1)"
 for clients in $CLIENTS; do
 for op in put get; do
   python3 - "$op" "$clients" "${RESULT[$op-64-$clients]}" "${RESULT[$op-1-$clients]}" <<'PY'
 import json, statistics, sys
 op, clients = sys.argv[1:3]
 runs = [[json.loads(l) for l in a.splitlines() if l.strip()] for a in sys.argv[3:5]]
-med = [{k: statistics.median(r[k] for r in rs) for k in ("ops_per_s", "p50_ms", "p99_ms")}
-       for rs in runs]
+keys = ("ops_per_s", "p50_ms", "p99_ms", "node_cpu_us_per_op")
+med = [{k: statistics.median(r[k] for r in rs) for k in keys} for rs in runs]
 errors = [sum(r["errors"] for r in rs) for rs in runs]
 many, one = med
 name = f"put, {clients} clients" if op == "put" else f"get (lin.), {clients} clients"
@@ -99,7 +109,7 @@ ratio = many["ops_per_s"] / one["ops_per_s"] if one["ops_per_s"] else float("nan
 each = " | ".join(" ".join(f'{r["ops_per_s"]:.0f}' for r in rs) for rs in runs)
 print(f'{name:<26} {many["ops_per_s"]:14.0f} {one["ops_per_s"]:14.0f} {ratio:7.2f}   '
       f'{many["p50_ms"]:7.2f}ms {one["p50_ms"]:7.2f}ms   {many["p99_ms"]:7.2f}ms {one["p99_ms"]:7.2f}ms   '
-      f'({each})'
+      f'{many["node_cpu_us_per_op"]:6.1f} {one["node_cpu_us_per_op"]:6.1f}   ({each})'
       + (f'   errors 64={errors[0]} 1={errors[1]}' if any(errors) else ''))
 PY
 done
