@@ -56,6 +56,14 @@ else:
 PY
 }
 
+# cpu_ticks PID...: the user + system CPU ticks (getconf CLK_TCK a second) the processes have
+# used so far, summed.
+cpu_ticks() {
+  local t=0 pid
+  for pid in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$pid/stat"))); done
+  echo "$t"
+}
+
 # wait_for_port PORT: waits (up to 20 s) until something accepts on 127.0.0.1:PORT.
 wait_for_port() {
   for _ in $(seq 1 200); do

@@ -33,11 +33,7 @@ fi
 
 TICKS=$(getconf CLK_TCK)
 # cpu_s PID...: user + system CPU seconds the processes have used so far.
-cpu_s() {
-  local t=0 pid
-  for pid in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$pid/stat"))); done
-  python3 -c "print($t / $TICKS)"
-}
+cpu_s() { python3 -c "print($(cpu_ticks "$@") / $TICKS)"; }
 
 run() { # run LABEL DIR: one measured run; prints "LABEL: N msgs in S s: R msgs/s"
   local label=$1

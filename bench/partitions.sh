@@ -13,8 +13,8 @@
 #
 # Load: bench/kvbench's `kvcluster` target, CLIENTS clients (each count in turn), each a
 # ClusterClient with one request in flight, 8-byte sequential keys and 256-byte values, puts
-# and then linearizable gets, fsync always. The two clusters run one after the other (never at once: they would share
-# the two cores), alternating for ROUNDS rounds. Prints the medians of ops/s, p50 and p99 and
+# and then linearizable gets, fsync always. The two clusters run one after the other (never
+# at once: they would share the two cores), alternating for ROUNDS rounds. Prints the medians of ops/s, p50 and p99 and
 # the ratio 64 partitions / 1 partition, and the three nodes' CPU per operation (from /proc).
 # Idle: 3 nodes hosting PARTITIONS_MANY partitions of 3 replicas (every node hosts every
 # group), the time from starting the nodes until every group has a leader, then (once the
@@ -32,14 +32,11 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 build_kvstore_and_kvbench
 TICKS=$(getconf CLK_TCK)
 
-# cpu_ticks PID: user + system ticks so far.
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-
 load() { # load OP CLIENTS: one kvbench run against $ADDRS; its JSON line, with the nodes' CPU
-  local i before=0 after=0 out
-  for i in 1 2 3; do before=$((before + $(cpu_ticks "${NODE_PIDS[$i]}"))); done
+  local nodes=("${NODE_PIDS[1]}" "${NODE_PIDS[2]}" "${NODE_PIDS[3]}") before after out
+  before=$(cpu_ticks "${nodes[@]}")
   out=$("$KVBENCH" kvcluster "$ADDRS" "$1" "$2" "$SECONDS_PER")
-  for i in 1 2 3; do after=$((after + $(cpu_ticks "${NODE_PIDS[$i]}"))); done
+  after=$(cpu_ticks "${nodes[@]}")
   # The three nodes' CPU (user + system) per operation: steadier than the rate on a shared
   # machine, since time other tenants take is not in it.
   python3 -c 'import json, sys
