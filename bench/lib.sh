@@ -35,13 +35,19 @@ apt_install() {
 
 # free_port: a free loopback port below the kernel's ephemeral range (as the test harness picks
 # them): a port from that range, free now, can be handed to any outgoing connection (a
-# client's, a node's to its peers) before the server meant to listen on it binds it.
+# client's, a node's to its peers) before the server meant to listen on it binds it. A port
+# is handed out once per script ($BENCH_TMP/ports lists them): a cluster's dozen ports are
+# picked before any node binds one, so "free now" alone could name one port twice.
 free_port() {
-  python3 - <<'PY'
-import random, socket
+  python3 - "$BENCH_TMP/ports" <<'PY'
+import os, random, socket, sys
+used_path = sys.argv[1]
+used = set(open(used_path).read().split()) if os.path.exists(used_path) else set()
 low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
 for _ in range(1000):
     port = random.randrange(10000, max(low, 10001))
+    if str(port) in used:
+        continue
     s = socket.socket()
     try:
         s.bind(("127.0.0.1", port))
@@ -49,6 +55,8 @@ for _ in range(1000):
         continue
     finally:
         s.close()
+    with open(used_path, "a") as f:
+        f.write(f"{port}\n")
     print(port)
     break
 else:
