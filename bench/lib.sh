@@ -64,6 +64,21 @@ else:
 PY
 }
 
+# node_counts: the cluster's WAL fsyncs, Raft messages sent (both from every node's /metrics,
+# HTTP_PORT) and context switches of its nodes' threads (from /proc), so far, on one line.
+# Counts per operation, unlike rates, do not move when the machine's other tenants do.
+node_counts() {
+  local i syncs=0 msgs=0 switches=0 m
+  for i in 1 2 3; do
+    m=$(curl -sf "127.0.0.1:${HTTP_PORT[$i]}/metrics" || true)
+    syncs=$((syncs + $(awk '/^kvstore_raft_wal_syncs_total/ {v = $2} END {print v + 0}' <<<"$m")))
+    msgs=$((msgs + $(awk '/^kvstore_raft_messages_total\{outcome="sent"\}/ {v = $2} END {print v + 0}' <<<"$m")))
+    switches=$((switches + $(cat /proc/"${NODE_PIDS[$i]}"/task/*/status 2>/dev/null |
+      awk '/ctxt_switches/ {s += $2} END {print s + 0}')))
+  done
+  echo "$syncs $msgs $switches"
+}
+
 # cpu_ticks PID...: the user + system CPU ticks (getconf CLK_TCK a second) the processes have
 # used so far, summed.
 cpu_ticks() {
@@ -101,11 +116,11 @@ build_kvstore_and_kvbench() {
 # --- a 3-node kvstore cluster (needs KVSTORE, the release binary) ------------------------------
 
 # start_cluster NAME PARTITIONS: starts 3 founding nodes (fsync always, `default` in PARTITIONS
-# partitions); sets ADDRS, PEER1, NODE_PIDS, NODE_ARGS (to restart one), CLIENT_PORT and
-# RESP_PORT (per node). Logs go to $BENCH_TMP/NAME-N.log.
+# partitions); sets ADDRS, PEER1, NODE_PIDS, NODE_ARGS (to restart one), CLIENT_PORT,
+# RESP_PORT and HTTP_PORT (per node). Logs go to $BENCH_TMP/NAME-N.log.
 start_cluster() {
   local name=$1 partitions=$2 peers="" i
-  declare -g -a PEER_PORT CLIENT_PORT RESP_PORT NODE_PIDS=() NODE_ARGS=()
+  declare -g -a PEER_PORT CLIENT_PORT RESP_PORT HTTP_PORT NODE_PIDS=() NODE_ARGS=()
   for i in 1 2 3; do
     PEER_PORT[$i]=$(free_port)
     peers="${peers:+$peers,}$i=127.0.0.1:${PEER_PORT[$i]}"
@@ -114,9 +129,10 @@ start_cluster() {
   for i in 1 2 3; do
     CLIENT_PORT[$i]=$(free_port)
     RESP_PORT[$i]=$(free_port)
+    HTTP_PORT[$i]=$(free_port)
     NODE_ARGS[$i]="serve --data-dir $BENCH_TMP/$name-$i --fsync always --node-id $i --peers $peers \
       --peer-listen 127.0.0.1:${PEER_PORT[$i]} --listen 127.0.0.1:${CLIENT_PORT[$i]} \
-      --resp-listen 127.0.0.1:${RESP_PORT[$i]} --http-listen 127.0.0.1:$(free_port) \
+      --resp-listen 127.0.0.1:${RESP_PORT[$i]} --http-listen 127.0.0.1:${HTTP_PORT[$i]} \
       --default-partitions $partitions --idle-spin-us 0"
     # shellcheck disable=SC2086
     "$KVSTORE" ${NODE_ARGS[$i]} 2>"$BENCH_TMP/$name-$i.log" &

@@ -15,7 +15,8 @@
 # ClusterClient with one request in flight, 8-byte sequential keys and 256-byte values, puts
 # and then linearizable gets, fsync always. The two clusters run one after the other (never
 # at once: they would share the two cores), alternating for ROUNDS rounds. Prints the medians of ops/s, p50 and p99 and
-# the ratio 64 partitions / 1 partition, and the three nodes' CPU per operation (from /proc).
+# the ratio 64 partitions / 1 partition, and the three nodes' CPU per operation (from /proc);
+# then, per operation, the cluster's WAL fsyncs, Raft messages and context switches.
 # Idle: 3 nodes hosting PARTITIONS_MANY partitions of 3 replicas (every node hosts every
 # group), the time from starting the nodes until every group has a leader, then (once the
 # placement has balanced the leaders and settled) CPU per node over 20 s of idleness (from
@@ -34,15 +35,23 @@ TICKS=$(getconf CLK_TCK)
 
 load() { # load OP CLIENTS: one kvbench run against $ADDRS; its JSON line, with the nodes' CPU
   local nodes=("${NODE_PIDS[1]}" "${NODE_PIDS[2]}" "${NODE_PIDS[3]}") before after out
+  local counts_before counts_after
+  counts_before=$(node_counts)
   before=$(cpu_ticks "${nodes[@]}")
   out=$("$KVBENCH" kvcluster "$ADDRS" "$1" "$2" "$SECONDS_PER")
   after=$(cpu_ticks "${nodes[@]}")
+  counts_after=$(node_counts)
   # The three nodes' CPU (user + system) per operation: steadier than the rate on a shared
-  # machine, since time other tenants take is not in it.
+  # machine, since time other tenants take is not in it. So are the WAL fsyncs, Raft messages
+  # and context switches per operation (`node_counts`).
   python3 -c 'import json, sys
 r = json.loads(sys.argv[1])
-r["node_cpu_us_per_op"] = 1e6 * int(sys.argv[2]) / int(sys.argv[3]) / max(r["ops"], 1)
-print(json.dumps(r))' "$out" "$((after - before))" "$TICKS"
+ops = max(r["ops"], 1)
+r["node_cpu_us_per_op"] = 1e6 * int(sys.argv[2]) / int(sys.argv[3]) / ops
+b, a = [list(map(int, c.split())) for c in sys.argv[4:6]]
+for name, i in (("fsyncs_per_op", 0), ("messages_per_op", 1), ("switches_per_op", 2)):
+    r[name] = (a[i] - b[i]) / ops
+print(json.dumps(r))' "$out" "$((after - before))" "$TICKS" "$counts_before" "$counts_after"
 }
 
 echo
@@ -108,6 +117,21 @@ print(f'{name:<26} {many["ops_per_s"]:14.0f} {one["ops_per_s"]:14.0f} {ratio:7.2
       f'{many["p50_ms"]:7.2f}ms {one["p50_ms"]:7.2f}ms   {many["p99_ms"]:7.2f}ms {one["p99_ms"]:7.2f}ms   '
       f'{many["node_cpu_us_per_op"]:6.1f} {one["node_cpu_us_per_op"]:6.1f}   ({each})'
       + (f'   errors 64={errors[0]} 1={errors[1]}' if any(errors) else ''))
+PY
+done
+done
+printf '\n%-26s %20s %20s %20s\n' "per operation, 64 / 1" "WAL fsyncs" "Raft messages" \
+  "context switches"
+for clients in $CLIENTS; do
+for op in put get; do
+  python3 - "$op" "$clients" "${RESULT[$op-64-$clients]}" "${RESULT[$op-1-$clients]}" <<'PY'
+import json, statistics, sys
+op, clients = sys.argv[1:3]
+runs = [[json.loads(l) for l in a.splitlines() if l.strip()] for a in sys.argv[3:5]]
+keys = ("fsyncs_per_op", "messages_per_op", "switches_per_op")
+many, one = [{k: statistics.median(r[k] for r in rs) for k in keys} for rs in runs]
+name = f"put, {clients} clients" if op == "put" else f"get (lin.), {clients} clients"
+print(f"{name:<26}" + "".join(f"{f'{many[k]:.2f} / {one[k]:.2f}':>21}" for k in keys))
 PY
 done
 done
