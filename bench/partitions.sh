@@ -97,44 +97,45 @@ done
 done
 
 if [ -z "${ONLY_IDLE:-}" ]; then
-printf '\n%-26s %14s %14s %7s   %9s %9s   %9s %9s   %13s   %s\n' test "64 parts/s" "1 part/s" \
-  ratio "64 p50" "1 p50" "64 p99" "1 p99" "CPU µs/op" \
-  "(medians of $ROUNDS rounds; ops/s of each round 64 | 1)"
+ARGS=()
 for clients in $CLIENTS; do
-for op in put get; do
-  python3 - "$op" "$clients" "${RESULT[$op-64-$clients]}" "${RESULT[$op-1-$clients]}" <<'PY'
+  for op in put get; do
+    ARGS+=("$op" "$clients" "${RESULT[$op-64-$clients]}" "${RESULT[$op-1-$clients]}")
+  done
+done
+python3 - "$ROUNDS" "${ARGS[@]}" <<'PY'
 import json, statistics, sys
-op, clients = sys.argv[1:3]
-runs = [[json.loads(l) for l in a.splitlines() if l.strip()] for a in sys.argv[3:5]]
+rounds, args = sys.argv[1], sys.argv[2:]
+rows = []  # (name, runs of 64 partitions, runs of 1)
+for i in range(0, len(args), 4):
+    op, clients, many, one = args[i:i + 4]
+    runs = [[json.loads(l) for l in a.splitlines() if l.strip()] for a in (many, one)]
+    name = f"put, {clients} clients" if op == "put" else f"get (lin.), {clients} clients"
+    rows.append((name, *runs))
+
+def medians(runs, keys):
+    return {k: statistics.median(r[k] for r in runs) for k in keys}
+
+print(f'\n{"test":<26} {"64 parts/s":>14} {"1 part/s":>14} {"ratio":>7}   {"64 p50":>9} {"1 p50":>9}   '
+      f'{"64 p99":>9} {"1 p99":>9}   {"CPU µs/op":>13}   (medians of {rounds} rounds; ops/s of each '
+      f'round 64 | 1)')
 keys = ("ops_per_s", "p50_ms", "p99_ms", "node_cpu_us_per_op")
-med = [{k: statistics.median(r[k] for r in rs) for k in keys} for rs in runs]
-errors = [sum(r["errors"] for r in rs) for rs in runs]
-many, one = med
-name = f"put, {clients} clients" if op == "put" else f"get (lin.), {clients} clients"
-ratio = many["ops_per_s"] / one["ops_per_s"] if one["ops_per_s"] else float("nan")
-each = " | ".join(" ".join(f'{r["ops_per_s"]:.0f}' for r in rs) for rs in runs)
-print(f'{name:<26} {many["ops_per_s"]:14.0f} {one["ops_per_s"]:14.0f} {ratio:7.2f}   '
-      f'{many["p50_ms"]:7.2f}ms {one["p50_ms"]:7.2f}ms   {many["p99_ms"]:7.2f}ms {one["p99_ms"]:7.2f}ms   '
-      f'{many["node_cpu_us_per_op"]:6.1f} {one["node_cpu_us_per_op"]:6.1f}   ({each})'
-      + (f'   errors 64={errors[0]} 1={errors[1]}' if any(errors) else ''))
-PY
-done
-done
-printf '\n%-26s %20s %20s %20s\n' "per operation, 64 / 1" "WAL fsyncs" "Raft messages" \
-  "context switches"
-for clients in $CLIENTS; do
-for op in put get; do
-  python3 - "$op" "$clients" "${RESULT[$op-64-$clients]}" "${RESULT[$op-1-$clients]}" <<'PY'
-import json, statistics, sys
-op, clients = sys.argv[1:3]
-runs = [[json.loads(l) for l in a.splitlines() if l.strip()] for a in sys.argv[3:5]]
+for name, *runs in rows:
+    many, one = (medians(r, keys) for r in runs)
+    errors = [sum(r["errors"] for r in rs) for rs in runs]
+    ratio = many["ops_per_s"] / one["ops_per_s"] if one["ops_per_s"] else float("nan")
+    each = " | ".join(" ".join(f'{r["ops_per_s"]:.0f}' for r in rs) for rs in runs)
+    print(f'{name:<26} {many["ops_per_s"]:14.0f} {one["ops_per_s"]:14.0f} {ratio:7.2f}   '
+          f'{many["p50_ms"]:7.2f}ms {one["p50_ms"]:7.2f}ms   {many["p99_ms"]:7.2f}ms {one["p99_ms"]:7.2f}ms   '
+          f'{many["node_cpu_us_per_op"]:6.1f} {one["node_cpu_us_per_op"]:6.1f}   ({each})'
+          + (f'   errors 64={errors[0]} 1={errors[1]}' if any(errors) else ''))
+
+print(f'\n{"per operation, 64 / 1":<26} {"WAL fsyncs":>20} {"Raft messages":>20} {"context switches":>20}')
 keys = ("fsyncs_per_op", "messages_per_op", "switches_per_op")
-many, one = [{k: statistics.median(r[k] for r in rs) for k in keys} for rs in runs]
-name = f"put, {clients} clients" if op == "put" else f"get (lin.), {clients} clients"
-print(f"{name:<26}" + "".join(f"{f'{many[k]:.2f} / {one[k]:.2f}':>21}" for k in keys))
+for name, *runs in rows:
+    many, one = (medians(r, keys) for r in runs)
+    print(f"{name:<26}" + "".join(f"{f'{many[k]:.2f} / {one[k]:.2f}':>21}" for k in keys))
 PY
-done
-done
 python3 - "$BENCH_TMP/balance.json" "$BALANCE_S" <<'PY'
 import json, sys
 o, took = json.load(open(sys.argv[1])), sys.argv[2]
