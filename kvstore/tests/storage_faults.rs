@@ -222,3 +222,31 @@ fn a_compaction_failing_after_its_marker_poisons_and_a_restart_finishes_it() {
     assert_eq!(contents(&e), model);
     put(&e, "x", "y").unwrap();
 }
+
+/// With appends held in memory (`write_buffer_bytes`) a failed write of what is held fails the
+/// sync that asked for it, not the writes: they stay readable and held, and the next sync
+/// writes them (from the same offset, over whatever part the failure left).
+#[test]
+fn a_failed_write_of_held_appends_fails_the_sync_and_the_next_one_writes_them() {
+    let dir = TempDir::new("held-append");
+    let faults: Arc<dyn FaultInjector> = Arc::new(FailNth::once(IoOp::Append, 1));
+    let held = Config {
+        segment_bytes_max: 1 << 20,
+        write_buffer_bytes: 64 * 1024,
+        ..config(FsyncPolicy::Never, Some(faults))
+    };
+    let e = open(&dir.0, held.clone());
+    let value = "h".repeat(100);
+    for k in 0..20 {
+        put(&e, &format!("k{k:02}"), &value).unwrap();
+    }
+    let failed = e.sync().unwrap_err();
+    assert!(failed.to_string().contains("injected fault"), "{failed}");
+    assert_eq!(e.get(b"k07").unwrap().unwrap().value, value.as_bytes());
+    put(&e, "after", "1").unwrap();
+    e.sync().unwrap();
+    let expected = contents(&e);
+    assert_eq!(expected.len(), 21);
+    drop(e);
+    assert_eq!(contents(&open(&dir.0, held)), expected);
+}

@@ -76,6 +76,11 @@ pub const CLIENT_EVENTS_MAX: usize = INBOX_EVENTS_MAX / 2;
 /// Events the Raft thread handles before it runs a round, so a flood of requests cannot
 /// starve persistence and replies.
 const EVENTS_PER_ROUND_MAX: usize = 4096;
+/// The most bytes of applied records a group's engine holds in memory before writing them to
+/// its segment (`storage::Config::write_buffer_bytes`): a node's groups hold at most this
+/// much each, and no more than a second of writes (the engines are synced, and what they
+/// hold written, once a second).
+pub const ENGINE_WRITE_BUFFER_BYTES: usize = 64 * 1024;
 /// Snapshots waiting for the snapshot worker; a group whose job does not fit tries again at
 /// a later round.
 const SNAPSHOT_JOBS_MAX: usize = 64;
@@ -137,6 +142,10 @@ impl NodeConfig {
                 // The WAL makes writes durable; the engine is synced before the log is
                 // compacted, and otherwise once a second to keep restarts short.
                 fsync: FsyncPolicy::Interval { ms: 1000 },
+                // For the same reason a group's applies may be held in memory and written
+                // in pieces: with many groups a round applies an entry or two to each, and
+                // a write per group per round would cost more than the entries.
+                write_buffer_bytes: ENGINE_WRITE_BUFFER_BYTES,
                 ..storage::Config::default()
             },
             wal: WalOptions::default(),

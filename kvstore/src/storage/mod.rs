@@ -108,6 +108,13 @@ pub struct Config {
     /// entries must still see keys that were alive at those entries' time, whatever its own
     /// clock says now. Reads hide expired keys either way.
     pub expire_locally: bool,
+    /// Bytes of appended records the engine may hold in memory before writing them to its
+    /// active segment, in one write (at the latest at every sync, rotation and close); 0
+    /// writes every batch at once. Reads of a value still held are served from memory. Only
+    /// for an engine whose writes are also logged elsewhere (a Raft group's state machine,
+    /// whose log replays them): a crash of the process loses what is held, as a crash of the
+    /// machine loses what was written but not synced. Ignored under `FsyncPolicy::Always`.
+    pub write_buffer_bytes: usize,
     /// Fails chosen file operations, for tests of the failure paths; `None` in production.
     pub faults: Option<std::sync::Arc<dyn fault::FaultInjector>>,
     /// Background threads shared with other engines (a node hosting many groups): then this
@@ -129,6 +136,7 @@ impl Default for Config {
             maintenance: Maintenance::Background,
             maintenance_interval_ms: 1000,
             expire_locally: true,
+            write_buffer_bytes: 0,
             faults: None,
             background: None,
         }

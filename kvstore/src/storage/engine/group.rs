@@ -484,11 +484,22 @@ impl Group<'_> {
         {
             inner.rotate(w)?;
         }
+        // Held in memory (`Config::write_buffer_bytes`), unless that would pass the limit:
+        // then what is held is written first, and a batch as large as the limit on its own
+        // goes straight to the file.
+        let limit = inner.config.write_buffer_bytes;
+        let hold = inner.holds_writes() && buf.len() < limit;
+        if inner.holds_writes() && w.held + buf.len() > limit {
+            inner.write_held(w)?;
+        }
         let base = w.len;
         let path = segment::segment_path(&inner.dir, w.segment);
-        let appended = inner
-            .fault(IoOp::Append, &path)
-            .and_then(|()| w.file.write_all_at(&buf, base));
+        let appended = match hold {
+            true => Ok(()),
+            false => inner
+                .fault(IoOp::Append, &path)
+                .and_then(|()| w.file.write_all_at(&buf, base)),
+        };
         if let Err(source) = appended {
             // Undo a partial append so the next record does not follow garbage (which recovery
             // would rightly call corruption). If even that fails, stop taking writes.
@@ -508,6 +519,14 @@ impl Group<'_> {
         let inline_max = inner.config.inline_value_bytes_max as usize;
         {
             let mut state = inner.state.write().expect("state lock");
+            if hold {
+                // In the same critical section as the index entries that point into it.
+                debug_assert_eq!(state.tail.base + w.held as u64, base);
+                state.tail.bytes.extend_from_slice(&buf);
+                w.held += buf.len();
+            } else {
+                state.tail.base = base + buf.len() as u64;
+            }
             let seg = state
                 .segments
                 .get_mut(&w.segment)

@@ -8,7 +8,10 @@
 //! enough to copy a location, then read the value with a positional read outside the lock.
 //! Lock order is always `writer` before `state`. Durability is tracked by version: the syncer
 //! thread fsyncs the active segment and publishes the highest version known to be on disk, so
-//! all writers waiting at that moment share one fsync (group commit).
+//! all writers waiting at that moment share one fsync (group commit). An engine configured to
+//! hold appends (`Config::write_buffer_bytes`) keeps the end of its active segment in memory
+//! (`State::tail`, beside the index that points into it) and writes it in pieces, at the latest
+//! at every sync: see `docs/storage-format.md`, section 6.
 //!
 //! The recovery rule that makes compaction simple: for each key, the record with the highest
 //! version wins, whichever file it is in. Segment order therefore does not matter, and a crash
@@ -62,7 +65,8 @@ enum Lookup<R> {
     Missing,
     /// The value was in the index and has been handed to the caller's closure.
     Inline(R),
-    OnDisk(IndexEntry, Arc<File>),
+    /// Not kept inline: to be read from where `Source` says.
+    OnDisk(IndexEntry, Source),
 }
 
 /// A value read from the store.
@@ -108,7 +112,7 @@ pub struct Stats {
 /// The engine's entries as of one instant; see [`Engine::view`].
 pub struct View {
     engine: Engine,
-    entries: Vec<(Bytes, IndexEntry, Arc<File>)>,
+    entries: Vec<(Bytes, IndexEntry, Source)>,
 }
 
 impl View {
@@ -135,10 +139,10 @@ impl View {
     }
 
     fn entry(&self, i: usize) -> Result<ScanEntry> {
-        let (key, entry, file) = &self.entries[i];
+        let (key, entry, source) = &self.entries[i];
         let value = match &entry.inline {
             Some(inline) => inline.clone(),
-            None => self.engine.inner.read_value(file, entry.at, key)?,
+            None => self.engine.inner.read_value(source, entry.at, key)?,
         };
         Ok(ScanEntry {
             key: key.clone(),
@@ -214,6 +218,25 @@ struct State {
     /// so it never looks at the (usually far more numerous) keys without one.
     expiring: BTreeSet<(u64, IndexKey)>,
     segments: BTreeMap<u64, SegmentInfo>,
+    /// Records appended to the active segment but not written to its file yet
+    /// (`Config::write_buffer_bytes`); the index may point into them.
+    tail: Tail,
+}
+
+/// The end of the active segment while it is held in memory: `bytes` belong at offset `base`
+/// of segment `segment`, whose file holds everything before `base`.
+#[derive(Debug, Default)]
+struct Tail {
+    segment: u64,
+    base: u64,
+    bytes: Vec<u8>,
+}
+
+/// Where a value that is not inline is read from: its segment's file, or a copy of its
+/// record taken from the tail (the tail may be written out and dropped before it is read).
+enum Source {
+    File(Arc<File>),
+    Held(Bytes),
 }
 
 impl State {
@@ -267,6 +290,24 @@ impl State {
         }
     }
 
+    /// Where the record `at` points to can be read: a copy of it if it is still in the tail,
+    /// else its segment's file.
+    fn source_of(&self, dir: &Path, at: Location) -> Result<Source> {
+        let t = &self.tail;
+        if at.segment == t.segment && at.offset >= t.base {
+            let start = (at.offset - t.base) as usize;
+            return match t.bytes.get(start..start + at.len as usize) {
+                Some(record) => Ok(Source::Held(Bytes::copy_from_slice(record))),
+                None => Err(StorageError::Corrupt {
+                    path: segment::segment_path(dir, at.segment),
+                    offset: at.offset,
+                    reason: "the index points past the end of the segment (a bug)".into(),
+                }),
+            };
+        }
+        self.file_of(dir, at).map(Source::File)
+    }
+
     /// The open file of the segment `at` points into. The index never points at a segment
     /// that is not open; if it did, this reports it instead of panicking.
     fn file_of(&self, dir: &Path, at: Location) -> Result<Arc<File>> {
@@ -309,9 +350,12 @@ fn range_bounds<'a>(start: &'a [u8], end: &'a [u8]) -> (Bound<&'a [u8]>, Bound<&
 struct Writer {
     segment: u64,
     file: Arc<File>,
+    /// The segment's length, the tail held in memory included.
     len: u64,
     last_version: u64,
     buf: Vec<u8>,
+    /// Bytes of the tail (`State::tail`) not written to `file` yet.
+    held: usize,
 }
 
 /// What the syncer publishes to async waiters.
@@ -457,8 +501,14 @@ impl Engine {
             len,
             last_version: recovered.last_version,
             buf: Vec::new(),
+            held: 0,
         };
         let mut state = recovered.state;
+        state.tail = Tail {
+            segment,
+            base: len,
+            bytes: Vec::new(),
+        };
         state
             .segments
             .entry(writer.segment)
@@ -590,7 +640,7 @@ impl Engine {
         keys_only: bool,
         now: Option<u64>,
     ) -> Result<Vec<ScanEntry>> {
-        let picked: Vec<(Bytes, IndexEntry, Arc<File>)> = {
+        let picked: Vec<(Bytes, IndexEntry, Option<Source>)> = {
             let state = self.inner.state.read().expect("state lock");
             state
                 .index
@@ -598,18 +648,22 @@ impl Engine {
                 .filter(|(_, e)| now.is_none_or(|now| !e.expired(now)))
                 .take(limit)
                 .map(|(k, e)| {
-                    let file = state.file_of(&self.inner.dir, e.at)?;
-                    Ok((Bytes::copy_from_slice(k), e.clone(), file))
+                    let source = match keys_only || e.inline.is_some() {
+                        true => None,
+                        false => Some(state.source_of(&self.inner.dir, e.at)?),
+                    };
+                    Ok((Bytes::copy_from_slice(k), e.clone(), source))
                 })
                 .collect::<Result<_>>()?
         };
         picked
             .into_iter()
-            .map(|(key, entry, file)| {
-                let value = match (&entry.inline, keys_only) {
-                    (_, true) => None,
-                    (Some(inline), false) => Some(inline.clone()),
-                    (None, false) => Some(self.inner.read_value(&file, entry.at, &key)?),
+            .map(|(key, entry, source)| {
+                let value = match (&entry.inline, source) {
+                    (_, _) if keys_only => None,
+                    (Some(inline), _) => Some(inline.clone()),
+                    (None, Some(source)) => Some(self.inner.read_value(&source, entry.at, &key)?),
+                    (None, None) => unreachable!("a source is taken for every value not inline"),
                 };
                 Ok(ScanEntry {
                     key,
@@ -633,8 +687,8 @@ impl Engine {
             .index
             .iter()
             .map(|(k, e)| {
-                let file = state.file_of(&self.inner.dir, e.at)?;
-                Ok((Bytes::copy_from_slice(k), e.clone(), file))
+                let source = state.source_of(&self.inner.dir, e.at)?;
+                Ok((Bytes::copy_from_slice(k), e.clone(), source))
             })
             .collect::<Result<_>>()?;
         Ok(View {
@@ -817,9 +871,10 @@ impl Inner {
         match self.lookup(key, now, |v, entry| value(Bytes::copy_from_slice(v), entry))? {
             Lookup::Missing => Ok(None),
             Lookup::Inline(found) => Ok(Some(found)),
-            Lookup::OnDisk(entry, file) => {
-                Ok(Some(value(self.read_value(&file, entry.at, key)?, &entry)))
-            }
+            Lookup::OnDisk(entry, source) => Ok(Some(value(
+                self.read_value(&source, entry.at, key)?,
+                &entry,
+            ))),
         }
     }
 
@@ -829,7 +884,7 @@ impl Inner {
         Ok(match self.lookup(key, None, |v, _| call(Some(v)))? {
             Lookup::Missing => call(None),
             Lookup::Inline(r) => r,
-            Lookup::OnDisk(entry, file) => call(Some(&self.read_value(&file, entry.at, key)?)),
+            Lookup::OnDisk(entry, source) => call(Some(&self.read_value(&source, entry.at, key)?)),
         })
     }
 
@@ -846,7 +901,7 @@ impl Inner {
         Ok(match state.index.get(key) {
             Some(e) if !e.expired_at(now, &*self.clock) => match &e.inline {
                 Some(value) => Lookup::Inline(inline(value, e)),
-                None => Lookup::OnDisk(e.clone(), state.file_of(&self.dir, e.at)?),
+                None => Lookup::OnDisk(e.clone(), state.source_of(&self.dir, e.at)?),
             },
             _ => Lookup::Missing,
         })
@@ -854,16 +909,22 @@ impl Inner {
 
     /// Reads and verifies the record at `at`; checksums are checked on every read, not only
     /// at recovery, so a bit flipped on disk is reported instead of returned.
-    fn read_value(&self, file: &File, at: Location, key: &[u8]) -> Result<Bytes> {
+    fn read_value(&self, source: &Source, at: Location, key: &[u8]) -> Result<Bytes> {
         let path = || segment::segment_path(&self.dir, at.segment);
-        let mut buf = vec![0u8; at.len as usize];
-        self.fault(IoOp::Read, &path())
-            .and_then(|()| file.read_exact_at(&mut buf, at.offset))
-            .map_err(|source| StorageError::Io {
-                action: "reading",
-                path: path(),
-                source,
-            })?;
+        let buf = match source {
+            Source::File(file) => {
+                let mut buf = vec![0u8; at.len as usize];
+                self.fault(IoOp::Read, &path())
+                    .and_then(|()| file.read_exact_at(&mut buf, at.offset))
+                    .map_err(|source| StorageError::Io {
+                        action: "reading",
+                        path: path(),
+                        source,
+                    })?;
+                Bytes::from(buf)
+            }
+            Source::Held(record) => record.clone(),
+        };
         let rec = record::decode(&buf, self.limits).map_err(|e| StorageError::Corrupt {
             path: path(),
             offset: at.offset,
@@ -877,11 +938,54 @@ impl Inner {
             });
         }
         let start = record::RECORD_HEADER_BYTES + key.len();
-        Ok(Bytes::from(buf).slice(start..))
+        Ok(buf.slice(start..))
+    }
+
+    /// Whether appends are held in memory before they are written (`write_buffer_bytes`).
+    pub(super) fn holds_writes(&self) -> bool {
+        self.config.write_buffer_bytes > 0 && !matches!(self.config.fsync, FsyncPolicy::Always)
+    }
+
+    /// Writes the tail held in memory to the active segment's file, with one write, and drops
+    /// it. Readers go on meanwhile: the tail stays readable until the file has it. A failed
+    /// write keeps the tail (the next attempt writes it again, from the same offset) and
+    /// trims whatever part of it reached the file, or poisons the engine if it cannot.
+    pub(super) fn write_held(&self, w: &mut Writer) -> Result<()> {
+        if w.held == 0 {
+            return Ok(());
+        }
+        let path = segment::segment_path(&self.dir, w.segment);
+        let base = {
+            let state = self.state.read().expect("state lock");
+            let t = &state.tail;
+            debug_assert_eq!((t.segment, t.bytes.len()), (w.segment, w.held));
+            let written = self
+                .fault(IoOp::Append, &path)
+                .and_then(|()| w.file.write_all_at(&t.bytes, t.base));
+            if let Err(source) = written {
+                if let Err(e) = w.file.set_len(t.base) {
+                    self.poison(format!(
+                        "writing held records failed ({source}) and trimming failed ({e})"
+                    ));
+                }
+                return Err(StorageError::Io {
+                    action: "appending to",
+                    path,
+                    source,
+                });
+            }
+            t.base
+        };
+        let mut state = self.state.write().expect("state lock");
+        state.tail.base = base + w.held as u64;
+        state.tail.bytes.clear();
+        w.held = 0;
+        Ok(())
     }
 
     /// Seals the active segment (fsync) and starts a new one.
     fn rotate(&self, w: &mut Writer) -> Result<()> {
+        self.write_held(w)?;
         let old = segment::segment_path(&self.dir, w.segment);
         if let Err(e) = self
             .fault(IoOp::Sync, &old)
@@ -903,15 +1007,23 @@ impl Inner {
         self.fault(IoOp::Create, &path)
             .map_err(StorageError::io("creating segment", &path))?;
         let file = Arc::new(segment::create_segment(&self.dir, id)?);
-        self.state.write().expect("state lock").segments.insert(
-            id,
-            SegmentInfo {
-                file: file.clone(),
-                total_bytes: SEGMENT_HEADER_BYTES,
-                live_bytes: 0,
-                has_hint: false,
-            },
-        );
+        {
+            let mut state = self.state.write().expect("state lock");
+            state.segments.insert(
+                id,
+                SegmentInfo {
+                    file: file.clone(),
+                    total_bytes: SEGMENT_HEADER_BYTES,
+                    live_bytes: 0,
+                    has_hint: false,
+                },
+            );
+            state.tail = Tail {
+                segment: id,
+                base: SEGMENT_HEADER_BYTES,
+                bytes: std::mem::take(&mut state.tail.bytes),
+            };
+        }
         *self.active_file.lock().expect("active file lock") = (id, file.clone());
         w.segment = id;
         w.file = file;
@@ -940,6 +1052,11 @@ impl Inner {
 
     fn sync_now(&self) -> Result<()> {
         let target = self.appended.load(Ordering::SeqCst);
+        if self.holds_writes() {
+            // What is held reaches the file first. (Under `Always`, where a syncer must
+            // never wait for the writer, nothing is held.)
+            self.write_held(&mut self.writer.lock().expect("writer lock"))?;
+        }
         let (segment, file) = self.active_file.lock().expect("active file lock").clone();
         let path = segment::segment_path(&self.dir, segment);
         let result = self

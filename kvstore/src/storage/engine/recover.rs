@@ -141,6 +141,8 @@ pub(super) fn recover(
         index: live.into_iter().collect(),
         expiring: BTreeSet::new(),
         segments,
+        // Where the active segment's end is, the engine decides once recovery is done.
+        tail: Default::default(),
     };
     for (key, entry) in &state.index {
         if entry.expires_at_ms != 0 {
