@@ -78,8 +78,8 @@ pub const CLIENT_EVENTS_MAX: usize = INBOX_EVENTS_MAX / 2;
 const EVENTS_PER_ROUND_MAX: usize = 4096;
 /// The most bytes of applied records a group's engine holds in memory before writing them to
 /// its segment (`storage::Config::write_buffer_bytes`): a node's groups hold at most this
-/// much each, and no more than a second of writes (the engines are synced, and what they
-/// hold written, once a second).
+/// much each, and no more than a second of writes (the engines are synced, what they hold
+/// written and its memory given back, once a second).
 pub const ENGINE_WRITE_BUFFER_BYTES: usize = 64 * 1024;
 /// Snapshots waiting for the snapshot worker; a group whose job does not fit tries again at
 /// a later round.

@@ -490,7 +490,7 @@ impl Group<'_> {
         let limit = inner.config.write_buffer_bytes;
         let hold = inner.holds_writes() && buf.len() < limit;
         if inner.holds_writes() && w.held + buf.len() > limit {
-            inner.write_held(w)?;
+            inner.write_held(w, false)?;
         }
         let base = w.len;
         let path = segment::segment_path(&inner.dir, w.segment);

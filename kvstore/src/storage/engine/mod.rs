@@ -950,8 +950,13 @@ impl Inner {
     /// it. Readers go on meanwhile: the tail stays readable until the file has it. A failed
     /// write keeps the tail (the next attempt writes it again, from the same offset) and
     /// trims whatever part of it reached the file, or poisons the engine if it cannot.
-    pub(super) fn write_held(&self, w: &mut Writer) -> Result<()> {
+    /// `release`: also give back the tail's memory (at a sync, which is how a group that
+    /// stopped writing lets go of it; a busy one keeps its buffer for the next appends).
+    pub(super) fn write_held(&self, w: &mut Writer, release: bool) -> Result<()> {
         if w.held == 0 {
+            if release && self.state.read().expect("state lock").tail.bytes.capacity() > 0 {
+                self.state.write().expect("state lock").tail.bytes = Vec::new();
+            }
             return Ok(());
         }
         let path = segment::segment_path(&self.dir, w.segment);
@@ -978,14 +983,17 @@ impl Inner {
         };
         let mut state = self.state.write().expect("state lock");
         state.tail.base = base + w.held as u64;
-        state.tail.bytes.clear();
+        match release {
+            true => state.tail.bytes = Vec::new(),
+            false => state.tail.bytes.clear(),
+        }
         w.held = 0;
         Ok(())
     }
 
     /// Seals the active segment (fsync) and starts a new one.
     fn rotate(&self, w: &mut Writer) -> Result<()> {
-        self.write_held(w)?;
+        self.write_held(w, false)?;
         let old = segment::segment_path(&self.dir, w.segment);
         if let Err(e) = self
             .fault(IoOp::Sync, &old)
@@ -1055,7 +1063,7 @@ impl Inner {
         if self.holds_writes() {
             // What is held reaches the file first. (Under `Always`, where a syncer must
             // never wait for the writer, nothing is held.)
-            self.write_held(&mut self.writer.lock().expect("writer lock"))?;
+            self.write_held(&mut self.writer.lock().expect("writer lock"), true)?;
         }
         let (segment, file) = self.active_file.lock().expect("active file lock").clone();
         let path = segment::segment_path(&self.dir, segment);
