@@ -1218,3 +1218,68 @@ fn a_leader_restarted_without_snapshot_bytes_has_one_built_for_a_follower() {
     assert_eq!(net.node(3).log().committed(), net.node(1).log().committed());
     net.assert_state_machine_safety();
 }
+
+/// A leader's proposals of one turn go to each follower together, in one `Append`, not in an
+/// `Append` per proposal: with one group a round carries many writes, and so many messages
+/// (and answers) would cost more than the entries.
+#[test]
+fn a_leader_sends_the_proposals_of_a_turn_in_one_append_per_follower() {
+    let ids: Vec<NodeId> = vec![1, 2, 3];
+    let mut nodes: BTreeMap<NodeId, Raft> = ids
+        .iter()
+        .map(|&id| {
+            (
+                id,
+                Raft::new(Config::new(id), Restored::bootstrap(ids.clone()), 7),
+            )
+        })
+        .collect();
+    // Every node's Ready handed out (persisted at once) and its messages delivered, until
+    // nothing moves.
+    let settle = |nodes: &mut BTreeMap<NodeId, Raft>| loop {
+        let mut queue = Vec::new();
+        for node in nodes.values_mut() {
+            while node.has_ready() {
+                queue.extend(node.ready().messages);
+                node.advance();
+            }
+        }
+        if queue.is_empty() {
+            return;
+        }
+        for m in queue {
+            nodes.get_mut(&m.to).expect("a node").step(m);
+        }
+    };
+    // As a leader transfer would (voters refuse an ordinary campaign this soon: leases).
+    let term = nodes[&1].term();
+    nodes.get_mut(&1).unwrap().step(Message {
+        from: 1,
+        to: 1,
+        term,
+        body: Body::TimeoutNow,
+    });
+    settle(&mut nodes);
+    assert_eq!(nodes[&1].role(), Role::Leader);
+    let leader = nodes.get_mut(&1).unwrap();
+    for data in ["a", "b", "c"] {
+        leader
+            .propose(Bytes::from(data))
+            .expect("the leader accepts");
+    }
+    let ready = leader.ready();
+    let appends: Vec<(NodeId, usize)> = ready
+        .messages
+        .iter()
+        .filter_map(|m| match &m.body {
+            Body::Append { entries, .. } => Some((m.to, entries.len())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        appends,
+        vec![(2, 3), (3, 3)],
+        "one Append of three entries per follower"
+    );
+    leader.advance();
+}

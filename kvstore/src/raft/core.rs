@@ -305,6 +305,9 @@ pub struct Raft {
     round: u64,
     /// Reads are waiting for round `round`: send it at the next `ready`.
     round_due: bool,
+    /// This leader appended entries of its own since the last `ready`: the followers get them
+    /// then, all of a round's proposals in one `Append` each, not one `Append` per proposal.
+    append_due: bool,
     reads: VecDeque<PendingRead>,
     /// Reads that arrived before this leader committed an entry of its term.
     reads_unindexed: Vec<(Bytes, Option<NodeId>)>,
@@ -394,6 +397,7 @@ impl Raft {
             heartbeat_elapsed: 0,
             round: 0,
             round_due: false,
+            append_due: false,
             reads: VecDeque::new(),
             reads_unindexed: Vec::new(),
             read_states: Vec::new(),
@@ -1231,7 +1235,7 @@ impl Raft {
             term: self.term,
             payload,
         }]);
-        self.broadcast_append(false);
+        self.append_due = true;
         self.maybe_commit();
         index
     }
@@ -1944,6 +1948,7 @@ impl Raft {
     pub fn has_ready(&self) -> bool {
         !self.msgs.is_empty()
             || self.round_due
+            || self.append_due
             || self.hard_state() != self.persisted_hard_state
             || self.installed.is_some()
             || !self.incoming_chunks.is_empty()
@@ -1961,6 +1966,9 @@ impl Raft {
         );
         if self.round_due && self.role == Role::Leader {
             self.broadcast_heartbeat();
+        }
+        if std::mem::take(&mut self.append_due) && self.role == Role::Leader {
+            self.broadcast_append(false);
         }
         let hard_state = self.hard_state();
         let entries: Vec<Entry> = self.log.unstable().cloned().collect();
