@@ -487,9 +487,9 @@ impl Group<'_> {
         // Held in memory (`Config::write_buffer_bytes`), unless that would pass the limit:
         // then what is held is written first, and a batch as large as the limit on its own
         // goes straight to the file.
-        let limit = inner.config.write_buffer_bytes;
-        let hold = inner.holds_writes() && buf.len() < limit;
-        if inner.holds_writes() && w.held + buf.len() > limit {
+        let (holds, limit) = (inner.holds_writes(), inner.config.write_buffer_bytes);
+        let hold = holds && buf.len() < limit;
+        if holds && w.held + buf.len() > limit {
             inner.write_held(w, false)?;
         }
         let base = w.len;

@@ -659,11 +659,11 @@ impl Engine {
         picked
             .into_iter()
             .map(|(key, entry, source)| {
-                let value = match (&entry.inline, source) {
-                    (_, _) if keys_only => None,
-                    (Some(inline), _) => Some(inline.clone()),
-                    (None, Some(source)) => Some(self.inner.read_value(&source, entry.at, &key)?),
-                    (None, None) => unreachable!("a source is taken for every value not inline"),
+                // No source: keys only, or the value is inline.
+                let value = match (keys_only, source) {
+                    (true, _) => None,
+                    (false, Some(source)) => Some(self.inner.read_value(&source, entry.at, &key)?),
+                    (false, None) => entry.inline.clone(),
                 };
                 Ok(ScanEntry {
                     key,
